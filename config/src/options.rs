@@ -1,0 +1,194 @@
+//! The sidecar's options: daprd's flags (dapr-wire.md §5) and environment.
+//! `tandem sidecar` parses them directly; `tandem run` flattens the same set.
+
+use crate::duration::{parse_duration, parse_quantity};
+use clap::{ArgAction, Args, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum AppProtocol {
+    #[default]
+    Http,
+    Https,
+    H2c,
+    Grpc,
+    Grpcs,
+}
+
+impl AppProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppProtocol::Http => "http",
+            AppProtocol::Https => "https",
+            AppProtocol::H2c => "h2c",
+            AppProtocol::Grpc => "grpc",
+            AppProtocol::Grpcs => "grpcs",
+        }
+    }
+
+    pub fn is_grpc(self) -> bool {
+        matches!(self, AppProtocol::Grpc | AppProtocol::Grpcs)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+    Fatal,
+}
+
+fn seconds_or_duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(n) => Ok(Duration::from_secs(n)),
+        Err(_) => parse_duration(s),
+    }
+}
+
+fn millis_or_duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<u64>() {
+        Ok(n) => Ok(Duration::from_millis(n)),
+        Err(_) => parse_duration(s),
+    }
+}
+
+fn quantity(s: &str) -> Result<u64, String> {
+    parse_quantity(s)
+}
+
+/// daprd's flags. Ports are `Option` so `tandem run` can tell "not given"
+/// (pick a free port) from a value; `tandem sidecar` fills Dapr's defaults.
+#[derive(Clone, Debug, Args)]
+pub struct SidecarOptions {
+    /// The application's id.
+    #[arg(long = "app-id", short = 'a', default_value = "")]
+    pub app_id: String,
+    /// The port the application listens on.
+    #[arg(long = "app-port", short = 'p')]
+    pub app_port: Option<u16>,
+    /// How the sidecar talks to the app.
+    #[arg(long = "app-protocol", short = 'P', value_enum, default_value_t = AppProtocol::Http)]
+    pub app_protocol: AppProtocol,
+    /// Where the app listens.
+    #[arg(long = "app-channel-address", default_value = "127.0.0.1")]
+    pub app_channel_address: String,
+    /// Most concurrent requests sent to the app; -1 is unlimited.
+    #[arg(long = "app-max-concurrency", default_value_t = -1, allow_negative_numbers = true)]
+    pub app_max_concurrency: i64,
+    #[arg(long = "dapr-http-port", short = 'H')]
+    pub dapr_http_port: Option<u16>,
+    #[arg(long = "dapr-grpc-port", short = 'G')]
+    pub dapr_grpc_port: Option<u16>,
+    #[arg(long = "dapr-internal-grpc-port", short = 'I')]
+    pub dapr_internal_grpc_port: Option<u16>,
+    /// Addresses the Dapr HTTP and gRPC APIs listen on (comma separated).
+    #[arg(long = "dapr-listen-addresses", default_value = "127.0.0.1")]
+    pub dapr_listen_addresses: String,
+    #[arg(long = "metrics-port", short = 'M')]
+    pub metrics_port: Option<u16>,
+    #[arg(long = "metrics-listen-address", default_value = "0.0.0.0")]
+    pub metrics_listen_address: String,
+    #[arg(long = "enable-metrics", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_metrics: bool,
+    /// A directory of resource YAML files; repeatable.
+    #[arg(long = "resources-path", short = 'd', alias = "components-path")]
+    pub resources_path: Vec<PathBuf>,
+    /// A Configuration YAML file.
+    #[arg(long = "config", short = 'c')]
+    pub config: Option<PathBuf>,
+    #[arg(long = "enable-app-health-check", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_app_health_check: bool,
+    #[arg(long = "app-health-check-path", default_value = "/healthz")]
+    pub app_health_check_path: String,
+    /// Seconds between probes (or a duration such as 500ms).
+    #[arg(long = "app-health-probe-interval", default_value = "5", value_parser = seconds_or_duration)]
+    pub app_health_probe_interval: Duration,
+    /// Milliseconds a probe may take (or a duration such as 1s).
+    #[arg(long = "app-health-probe-timeout", default_value = "500", value_parser = millis_or_duration)]
+    pub app_health_probe_timeout: Duration,
+    #[arg(long = "app-health-threshold", default_value_t = 3)]
+    pub app_health_threshold: u32,
+    /// Largest request body, e.g. 4Mi.
+    #[arg(long = "max-body-size", default_value = "4Mi", value_parser = quantity)]
+    pub max_body_size: u64,
+    /// Largest request header block, e.g. 4Ki.
+    #[arg(long = "read-buffer-size", default_value = "4Ki", value_parser = quantity)]
+    pub read_buffer_size: u64,
+    #[arg(long = "log-level", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+    #[arg(long = "log-as-json", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub log_as_json: bool,
+    #[arg(long = "enable-api-logging", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_api_logging: Option<bool>,
+    #[arg(long = "dapr-graceful-shutdown-seconds", default_value_t = 5)]
+    pub dapr_graceful_shutdown_seconds: u64,
+    /// Init endpoints the sidecar must not call: `config`, `subscribe`.
+    #[arg(long = "disable-init-endpoints", value_delimiter = ',')]
+    pub disable_init_endpoints: Vec<String>,
+    #[arg(long = "app-binding-options-timeout", default_value = "3s", value_parser = parse_duration)]
+    pub app_binding_options_timeout: Duration,
+    /// Accepted for daprd compatibility: `standalone` is the only mode.
+    #[arg(long = "mode", default_value = "standalone")]
+    pub mode: String,
+    /// Accepted for daprd compatibility; mTLS arrives with the invocation work.
+    #[arg(long = "enable-mtls", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_mtls: bool,
+    #[arg(long = "sentry-address")]
+    pub sentry_address: Option<String>,
+    #[arg(long = "placement-host-address")]
+    pub placement_host_address: Option<String>,
+    #[arg(long = "scheduler-host-address")]
+    pub scheduler_host_address: Option<String>,
+    #[arg(long = "allowed-origins", default_value = "")]
+    pub allowed_origins: String,
+
+    /// `DAPR_API_TOKEN`: required from callers of the API when set.
+    #[arg(skip)]
+    pub api_token: Option<String>,
+    /// `APP_API_TOKEN`: sent to the app on every call when set.
+    #[arg(skip)]
+    pub app_api_token: Option<String>,
+    /// `NAMESPACE`.
+    #[arg(skip)]
+    pub namespace: Option<String>,
+}
+
+impl SidecarOptions {
+    /// Fills what comes from the environment rather than flags.
+    pub fn with_env(mut self) -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        self.api_token = get("DAPR_API_TOKEN");
+        self.app_api_token = get("APP_API_TOKEN");
+        self.namespace = get("NAMESPACE");
+        self
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.dapr_http_port.unwrap_or(3500)
+    }
+
+    pub fn grpc_port(&self) -> u16 {
+        self.dapr_grpc_port.unwrap_or(50001)
+    }
+
+    pub fn metrics_port_or_default(&self) -> u16 {
+        self.metrics_port.unwrap_or(9090)
+    }
+
+    pub fn init_endpoint_disabled(&self, name: &str) -> bool {
+        self.disable_init_endpoints.iter().any(|e| e.trim() == name)
+    }
+
+    pub fn listen_addresses(&self) -> Vec<String> {
+        self.dapr_listen_addresses
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}

@@ -1,0 +1,627 @@
+//! The Dapr resource kinds as typed Rust values (dapr-wire.md §4).
+//!
+//! Field names follow Dapr's YAML exactly. `spec` sections refuse unknown
+//! fields so a typo (`ignoreErors`) is reported instead of silently ignored;
+//! `metadata` sections accept anything Kubernetes puts there.
+
+use crate::duration::GoDuration;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `metadata:` of any resource. Only `name` and `namespace` matter to us.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    #[serde(rename = "secretStore", default)]
+    pub secret_store: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    #[serde(default)]
+    pub key: String,
+}
+
+/// One `{name, value | secretKeyRef | envRef}` entry.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataItem {
+    pub name: String,
+    /// Dapr accepts any scalar (and even maps); we keep the JSON value and
+    /// turn it into a string with [`MetadataItem::value_string`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    #[serde(rename = "secretKeyRef", default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+    #[serde(rename = "envRef", default, skip_serializing_if = "Option::is_none")]
+    pub env_ref: Option<String>,
+}
+
+impl MetadataItem {
+    /// The literal value as Dapr would pass it to a component: strings as
+    /// they are, other scalars and structures as JSON text.
+    pub fn value_string(&self) -> Option<String> {
+        match &self.value {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(v) => Some(v.to_string()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Component
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Component {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: ComponentSpec,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSpec {
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(rename = "ignoreErrors", default)]
+    pub ignore_errors: bool,
+    #[serde(rename = "initTimeout", default, skip_serializing_if = "Option::is_none")]
+    pub init_timeout: Option<GoDuration>,
+    #[serde(default)]
+    pub metadata: Vec<MetadataItem>,
+}
+
+// ------------------------------------------------------------- Subscription
+
+/// A declarative subscription; v1alpha1 (`route`) and v2alpha1 (`routes`)
+/// both land here.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Subscription {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: SubscriptionSpec,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSpec {
+    pub pubsubname: String,
+    pub topic: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// v1alpha1 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// v2alpha1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<SubscriptionRoutes>,
+    #[serde(rename = "deadLetterTopic", default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+    #[serde(rename = "bulkSubscribe", default, skip_serializing_if = "Option::is_none")]
+    pub bulk_subscribe: Option<BulkSubscribe>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionRoutes {
+    #[serde(default)]
+    pub rules: Vec<RouteRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    #[serde(rename = "match")]
+    pub match_: String,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSubscribe {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(rename = "maxMessagesCount", default, skip_serializing_if = "Option::is_none")]
+    pub max_messages_count: Option<i32>,
+    #[serde(rename = "maxAwaitDurationMs", default, skip_serializing_if = "Option::is_none")]
+    pub max_await_duration_ms: Option<i32>,
+}
+
+impl SubscriptionSpec {
+    /// The routing table with v1alpha1's single `route` folded in as the
+    /// default, the way Dapr treats it (`routes.default` wins).
+    pub fn effective_routes(&self) -> SubscriptionRoutes {
+        let mut routes = self.routes.clone().unwrap_or_default();
+        if routes.default.is_none() {
+            routes.default = self.route.clone();
+        }
+        routes
+    }
+}
+
+// --------------------------------------------------------------- Resiliency
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct Resiliency {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: ResiliencySpec,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResiliencySpec {
+    #[serde(default)]
+    pub policies: Policies,
+    #[serde(default)]
+    pub targets: Targets,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Policies {
+    #[serde(default)]
+    pub timeouts: BTreeMap<String, GoDuration>,
+    #[serde(default)]
+    pub retries: BTreeMap<String, RetryPolicy>,
+    #[serde(rename = "circuitBreakers", default)]
+    pub circuit_breakers: BTreeMap<String, CircuitBreakerPolicy>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffKind {
+    #[default]
+    Constant,
+    Exponential,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    #[serde(default)]
+    pub policy: BackoffKind,
+    /// Constant delay (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<GoDuration>,
+    /// Exponential cap (default 60s).
+    #[serde(rename = "maxInterval", default, skip_serializing_if = "Option::is_none")]
+    pub max_interval: Option<GoDuration>,
+    /// -1 (default) retries without limit.
+    #[serde(rename = "maxRetries", default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matching: Option<RetryMatching>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryMatching {
+    /// e.g. `"429,500-599"`.
+    #[serde(rename = "httpStatusCodes", default, skip_serializing_if = "Option::is_none")]
+    pub http_status_codes: Option<String>,
+    /// e.g. `"4,8-11,13,14"`.
+    #[serde(rename = "gRPCStatusCodes", default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status_codes: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerPolicy {
+    #[serde(rename = "maxRequests", default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<GoDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<GoDuration>,
+    /// CEL over consecutiveFailures, requests, … (default `consecutiveFailures > 5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trip: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    #[serde(default)]
+    pub apps: BTreeMap<String, TargetPolicy>,
+    #[serde(default)]
+    pub actors: BTreeMap<String, ActorTargetPolicy>,
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentTargetPolicy>,
+}
+
+/// References to named policies, as used by app targets and component
+/// directions.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    #[serde(rename = "circuitBreaker", default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<String>,
+    #[serde(rename = "circuitBreakerCacheSize", default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker_cache_size: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ActorTargetPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    #[serde(rename = "circuitBreaker", default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<String>,
+    #[serde(rename = "circuitBreakerScope", default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker_scope: Option<String>,
+    #[serde(rename = "circuitBreakerCacheSize", default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker_cache_size: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentTargetPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<TargetPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<TargetPolicy>,
+}
+
+// ------------------------------------------------------------- HTTPEndpoint
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+pub struct HttpEndpoint {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: HttpEndpointSpec,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpEndpointSpec {
+    #[serde(rename = "baseUrl")]
+    pub base_url: String,
+    #[serde(default)]
+    pub headers: Vec<MetadataItem>,
+    #[serde(rename = "clientTLS", default, skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<ClientTls>,
+}
+
+/// A TLS input that is either inline or from a secret store.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsValue {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(rename = "secretKeyRef", default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    #[serde(rename = "rootCA", default, skip_serializing_if = "Option::is_none")]
+    pub root_ca: Option<TlsValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<TlsValue>,
+    #[serde(rename = "privateKey", default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<TlsValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renegotiation: Option<String>,
+}
+
+// ------------------------------------------------------------ Configuration
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Default)]
+pub struct Configuration {
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ConfigurationSpec,
+}
+
+/// Configuration's spec. Dapr keeps adding fields here, so unknown ones are
+/// accepted; the ones tandem acts on are typed.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ConfigurationSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<MetricSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<MtlsSpec>,
+    #[serde(rename = "accessControl", default, skip_serializing_if = "Option::is_none")]
+    pub access_control: Option<AccessControlSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<SecretsSpec>,
+    #[serde(default)]
+    pub features: Vec<FeatureSpec>,
+    #[serde(rename = "httpPipeline", default, skip_serializing_if = "Option::is_none")]
+    pub http_pipeline: Option<PipelineSpec>,
+    #[serde(rename = "appHttpPipeline", default, skip_serializing_if = "Option::is_none")]
+    pub app_http_pipeline: Option<PipelineSpec>,
+    #[serde(rename = "nameResolution", default, skip_serializing_if = "Option::is_none")]
+    pub name_resolution: Option<NameResolutionSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<ComponentsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<LoggingSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct TracingSpec {
+    #[serde(rename = "samplingRate", default, skip_serializing_if = "Option::is_none")]
+    pub sampling_rate: Option<String>,
+    #[serde(default)]
+    pub stdout: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zipkin: Option<ZipkinSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otel: Option<OtelSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ZipkinSpec {
+    #[serde(rename = "endpointAddress", default)]
+    pub endpoint_address: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct OtelSpec {
+    #[serde(rename = "endpointAddress", default)]
+    pub endpoint_address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(rename = "isSecure", default, skip_serializing_if = "Option::is_none")]
+    pub is_secure: Option<bool>,
+    #[serde(default)]
+    pub headers: Vec<MetadataItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<GoDuration>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct MetricSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(rename = "recordErrorCodes", default)]
+    pub record_error_codes: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<serde_json::Value>,
+    #[serde(rename = "latencyDistributionBuckets", default)]
+    pub latency_distribution_buckets: Vec<f64>,
+    #[serde(default)]
+    pub rules: Vec<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct MtlsSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(rename = "workloadCertTTL", default, skip_serializing_if = "Option::is_none")]
+    pub workload_cert_ttl: Option<GoDuration>,
+    #[serde(rename = "allowedClockSkew", default, skip_serializing_if = "Option::is_none")]
+    pub allowed_clock_skew: Option<GoDuration>,
+    #[serde(rename = "sentryAddress", default, skip_serializing_if = "Option::is_none")]
+    pub sentry_address: Option<String>,
+    #[serde(rename = "controlPlaneTrustDomain", default, skip_serializing_if = "Option::is_none")]
+    pub control_plane_trust_domain: Option<String>,
+    #[serde(rename = "tokenValidators", default)]
+    pub token_validators: Vec<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct AccessControlSpec {
+    #[serde(rename = "defaultAction", default)]
+    pub default_action: Action,
+    #[serde(rename = "trustDomain", default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    #[serde(default)]
+    pub policies: Vec<AppPolicy>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct AppPolicy {
+    #[serde(rename = "appId")]
+    pub app_id: String,
+    #[serde(rename = "defaultAction", default)]
+    pub default_action: Action,
+    #[serde(rename = "trustDomain", default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub operations: Vec<OperationPolicy>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct OperationPolicy {
+    pub name: String,
+    #[serde(rename = "httpVerb", default)]
+    pub http_verb: Vec<String>,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct SecretsSpec {
+    #[serde(default)]
+    pub scopes: Vec<SecretScope>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct SecretScope {
+    #[serde(rename = "storeName")]
+    pub store_name: String,
+    #[serde(rename = "defaultAccess", default)]
+    pub default_access: Action,
+    #[serde(rename = "allowedSecrets", default)]
+    pub allowed_secrets: Vec<String>,
+    #[serde(rename = "deniedSecrets", default)]
+    pub denied_secrets: Vec<String>,
+}
+
+impl SecretScope {
+    /// Dapr's rule: a non-empty allow list decides alone; otherwise the deny
+    /// list, otherwise the default.
+    pub fn allows(&self, key: &str) -> bool {
+        if !self.allowed_secrets.is_empty() {
+            return self.allowed_secrets.iter().any(|k| k == key);
+        }
+        if self.denied_secrets.iter().any(|k| k == key) {
+            return false;
+        }
+        self.default_access == Action::Allow
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct FeatureSpec {
+    pub name: String,
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct PipelineSpec {
+    #[serde(default)]
+    pub handlers: Vec<PipelineHandler>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct PipelineHandler {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct NameResolutionSpec {
+    #[serde(default)]
+    pub component: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ApiSpec {
+    #[serde(default)]
+    pub allowed: Vec<ApiRule>,
+    #[serde(default)]
+    pub denied: Vec<ApiRule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ApiRule {
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ComponentsSpec {
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct LoggingSpec {
+    #[serde(rename = "apiLogging", default, skip_serializing_if = "Option::is_none")]
+    pub api_logging: Option<ApiLoggingSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct ApiLoggingSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(rename = "obfuscateURLs", default)]
+    pub obfuscate_urls: bool,
+    #[serde(rename = "omitHealthChecks", default)]
+    pub omit_health_checks: bool,
+}
+
+impl ConfigurationSpec {
+    /// Whether a preview feature is switched on. `default` is what applies
+    /// when the Configuration does not mention it.
+    pub fn feature(&self, name: &str, default: bool) -> bool {
+        self.features
+            .iter()
+            .find(|f| f.name == name)
+            .map_or(default, |f| f.enabled)
+    }
+
+    pub fn secret_scope(&self, store: &str) -> Option<&SecretScope> {
+        self.secrets
+            .as_ref()?
+            .scopes
+            .iter()
+            .find(|s| s.store_name == store)
+    }
+}
