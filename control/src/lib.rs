@@ -1,1 +1,15 @@
+//! tandem's control side: the building blocks behind traits, their
+//! components, the loopback Dapr HTTP and gRPC API, resource loading and the
+//! runtime snapshot that hot reload swaps.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod components;
+pub mod defaults;
+pub mod error;
+pub mod runtime;
+pub mod snapshot;
+
+pub use error::ApiError;
+pub use runtime::Runtime;
+pub use snapshot::Snapshot;

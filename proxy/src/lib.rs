@@ -1,1 +1,13 @@
+//! The data plane. For now: the app channel (how the sidecar reaches its own
+//! app, over HTTP or gRPC), app health probing, and the telemetry registry.
+//! The mesh pipeline (route → resolve → policy → connect) grows here. This
+//! crate knows nothing of state stores, pub/sub or other building blocks.
 #![forbid(unsafe_code)]
+
+pub mod app_channel;
+pub mod health;
+pub mod telemetry;
+
+pub use app_channel::{AppChannel, AppChannelConfig, AppChannelError};
+pub use health::AppHealth;
+pub use telemetry::Metrics;

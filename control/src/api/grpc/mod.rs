@@ -1,0 +1,354 @@
+//! The Dapr gRPC API (`dapr.proto.runtime.v1.Dapr`) on tonic. Each RPC checks
+//! the API token, calls the shared building-block logic and records metrics.
+//! RPCs of building blocks tandem does not have yet answer UNIMPLEMENTED with
+//! a Dapr `ErrorInfo`, at once.
+
+use crate::api::{metadata, secrets};
+use crate::error::ApiError;
+use crate::runtime::Runtime;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tandem_proto::common::v1 as common;
+use tandem_proto::runtime::v1 as rt;
+use tandem_proto::runtime::v1::dapr_server::{Dapr, DaprServer};
+use tokio::net::TcpListener;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+type GrpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct DaprApi {
+    rt: Arc<Runtime>,
+}
+
+impl DaprApi {
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        Self { rt }
+    }
+
+    /// Token check, first thing in every RPC. No exemptions on gRPC.
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(token) = &self.rt.options.api_token else {
+            return Ok(());
+        };
+        let given = req.metadata().get("dapr-api-token").map(|v| v.as_bytes());
+        if given == Some(token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                http::StatusCode::UNAUTHORIZED,
+                tonic::Code::Unauthenticated,
+                "ERR_UNAUTHENTICATED",
+                "Unauthorized",
+            )
+            .with_reason("DAPR_API_TOKEN_INVALID")
+            .to_status())
+        }
+    }
+
+    fn record<T>(&self, method: &str, start: Instant, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => 0,
+            Err(s) => s.code() as i32,
+        };
+        self.rt.metrics.grpc_call(
+            method,
+            tandem_proxy::telemetry::grpc_status_name(code),
+            start.elapsed(),
+        );
+        if self.rt.options.enable_api_logging.unwrap_or(false) {
+            tracing::info!(method, code, "gRPC API called");
+        }
+    }
+
+    /// Runs one RPC: authorize, handle, record.
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        req: Request<Req>,
+        handler: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, ApiError>>,
+    {
+        let start = Instant::now();
+        let result = match self.authorize(&req) {
+            Ok(()) => handler(req.into_inner())
+                .await
+                .map(Response::new)
+                .map_err(|e| e.to_status()),
+            Err(s) => Err(s),
+        };
+        self.record(method, start, &result);
+        result
+    }
+
+    async fn not_yet<Req, Resp>(
+        &self,
+        method: &'static str,
+        api: &'static str,
+        req: Request<Req>,
+    ) -> Result<Response<Resp>, Status> {
+        self.call(method, req, |_| async move { Err(ApiError::unimplemented(api)) })
+            .await
+    }
+}
+
+fn to_btree(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    m.into_iter().collect()
+}
+
+#[tonic::async_trait]
+impl Dapr for DaprApi {
+    async fn invoke_service(
+        &self,
+        req: Request<rt::InvokeServiceRequest>,
+    ) -> Result<Response<common::InvokeResponse>, Status> {
+        self.not_yet("InvokeService", "service invocation", req).await
+    }
+
+    async fn get_state(
+        &self,
+        req: Request<rt::GetStateRequest>,
+    ) -> Result<Response<rt::GetStateResponse>, Status> {
+        self.not_yet("GetState", "state", req).await
+    }
+
+    async fn get_bulk_state(
+        &self,
+        req: Request<rt::GetBulkStateRequest>,
+    ) -> Result<Response<rt::GetBulkStateResponse>, Status> {
+        self.not_yet("GetBulkState", "state", req).await
+    }
+
+    async fn save_state(&self, req: Request<rt::SaveStateRequest>) -> Result<Response<()>, Status> {
+        self.not_yet("SaveState", "state", req).await
+    }
+
+    async fn query_state_alpha1(
+        &self,
+        req: Request<rt::QueryStateRequest>,
+    ) -> Result<Response<rt::QueryStateResponse>, Status> {
+        self.not_yet("QueryStateAlpha1", "state", req).await
+    }
+
+    async fn delete_state(
+        &self,
+        req: Request<rt::DeleteStateRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.not_yet("DeleteState", "state", req).await
+    }
+
+    async fn delete_bulk_state(
+        &self,
+        req: Request<rt::DeleteBulkStateRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.not_yet("DeleteBulkState", "state", req).await
+    }
+
+    async fn execute_state_transaction(
+        &self,
+        req: Request<rt::ExecuteStateTransactionRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.not_yet("ExecuteStateTransaction", "state", req).await
+    }
+
+    async fn publish_event(
+        &self,
+        req: Request<rt::PublishEventRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.not_yet("PublishEvent", "pub/sub publish", req).await
+    }
+
+    async fn bulk_publish_event_alpha1(
+        &self,
+        req: Request<rt::BulkPublishRequest>,
+    ) -> Result<Response<rt::BulkPublishResponse>, Status> {
+        self.not_yet("BulkPublishEventAlpha1", "pub/sub publish", req).await
+    }
+
+    async fn bulk_publish_event(
+        &self,
+        req: Request<rt::BulkPublishRequest>,
+    ) -> Result<Response<rt::BulkPublishResponse>, Status> {
+        self.not_yet("BulkPublishEvent", "pub/sub publish", req).await
+    }
+
+    type SubscribeTopicEventsAlpha1Stream = GrpcStream<rt::SubscribeTopicEventsResponseAlpha1>;
+
+    async fn subscribe_topic_events_alpha1(
+        &self,
+        req: Request<Streaming<rt::SubscribeTopicEventsRequestAlpha1>>,
+    ) -> Result<Response<Self::SubscribeTopicEventsAlpha1Stream>, Status> {
+        self.not_yet("SubscribeTopicEventsAlpha1", "pub/sub", req).await
+    }
+
+    async fn invoke_binding(
+        &self,
+        req: Request<rt::InvokeBindingRequest>,
+    ) -> Result<Response<rt::InvokeBindingResponse>, Status> {
+        self.not_yet("InvokeBinding", "bindings", req).await
+    }
+
+    async fn get_secret(
+        &self,
+        req: Request<rt::GetSecretRequest>,
+    ) -> Result<Response<rt::GetSecretResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("GetSecret", req, |r| async move {
+            let secret = secrets::get(&rt, &r.store_name, &r.key, &to_btree(r.metadata)).await?;
+            Ok(rt::GetSecretResponse {
+                data: secret.unwrap_or_default().into_iter().collect(),
+            })
+        })
+        .await
+    }
+
+    async fn get_bulk_secret(
+        &self,
+        req: Request<rt::GetBulkSecretRequest>,
+    ) -> Result<Response<rt::GetBulkSecretResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("GetBulkSecret", req, |r| async move {
+            let all = secrets::bulk(&rt, &r.store_name, &to_btree(r.metadata)).await?;
+            Ok(rt::GetBulkSecretResponse {
+                data: all
+                    .into_iter()
+                    .map(|(k, v)| {
+                        (
+                            k,
+                            rt::SecretResponse {
+                                secrets: v.into_iter().collect(),
+                            },
+                        )
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn get_configuration_alpha1(
+        &self,
+        req: Request<rt::GetConfigurationRequest>,
+    ) -> Result<Response<rt::GetConfigurationResponse>, Status> {
+        self.not_yet("GetConfigurationAlpha1", "configuration", req).await
+    }
+
+    async fn get_configuration(
+        &self,
+        req: Request<rt::GetConfigurationRequest>,
+    ) -> Result<Response<rt::GetConfigurationResponse>, Status> {
+        self.not_yet("GetConfiguration", "configuration", req).await
+    }
+
+    type SubscribeConfigurationAlpha1Stream = GrpcStream<rt::SubscribeConfigurationResponse>;
+
+    async fn subscribe_configuration_alpha1(
+        &self,
+        req: Request<rt::SubscribeConfigurationRequest>,
+    ) -> Result<Response<Self::SubscribeConfigurationAlpha1Stream>, Status> {
+        self.not_yet("SubscribeConfigurationAlpha1", "configuration", req).await
+    }
+
+    type SubscribeConfigurationStream = GrpcStream<rt::SubscribeConfigurationResponse>;
+
+    async fn subscribe_configuration(
+        &self,
+        req: Request<rt::SubscribeConfigurationRequest>,
+    ) -> Result<Response<Self::SubscribeConfigurationStream>, Status> {
+        self.not_yet("SubscribeConfiguration", "configuration", req).await
+    }
+
+    async fn unsubscribe_configuration_alpha1(
+        &self,
+        req: Request<rt::UnsubscribeConfigurationRequest>,
+    ) -> Result<Response<rt::UnsubscribeConfigurationResponse>, Status> {
+        self.not_yet("UnsubscribeConfigurationAlpha1", "configuration", req).await
+    }
+
+    async fn unsubscribe_configuration(
+        &self,
+        req: Request<rt::UnsubscribeConfigurationRequest>,
+    ) -> Result<Response<rt::UnsubscribeConfigurationResponse>, Status> {
+        self.not_yet("UnsubscribeConfiguration", "configuration", req).await
+    }
+
+    async fn try_lock_alpha1(
+        &self,
+        req: Request<rt::TryLockRequest>,
+    ) -> Result<Response<rt::TryLockResponse>, Status> {
+        self.not_yet("TryLockAlpha1", "distributed lock", req).await
+    }
+
+    async fn unlock_alpha1(
+        &self,
+        req: Request<rt::UnlockRequest>,
+    ) -> Result<Response<rt::UnlockResponse>, Status> {
+        self.not_yet("UnlockAlpha1", "distributed lock", req).await
+    }
+
+    async fn get_metadata(
+        &self,
+        req: Request<rt::GetMetadataRequest>,
+    ) -> Result<Response<rt::GetMetadataResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("GetMetadata", req, |_| async move { Ok(metadata::build(&rt)) })
+            .await
+    }
+
+    async fn set_metadata(
+        &self,
+        req: Request<rt::SetMetadataRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("SetMetadata", req, |r| async move {
+            rt.set_extended(r.key, r.value);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn shutdown(&self, req: Request<rt::ShutdownRequest>) -> Result<Response<()>, Status> {
+        let force = req
+            .metadata()
+            .get("dapr-force-shutdown")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let rt = self.rt.clone();
+        self.call("Shutdown", req, |_| async move {
+            if force {
+                tokio::spawn(async {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    std::process::exit(1);
+                });
+            } else {
+                tracing::info!("shutdown requested through the gRPC API");
+                rt.request_shutdown();
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Serves the Dapr gRPC API until shutdown is signalled.
+pub async fn serve(listener: TcpListener, rt: Arc<Runtime>) -> Result<(), tonic::transport::Error> {
+    let max = usize::try_from(rt.options.max_body_size).unwrap_or(usize::MAX);
+    let service = DaprServer::new(DaprApi::new(rt.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let mut shutdown = rt.shutdown_signal();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.changed().await;
+        })
+        .await
+}

@@ -1,0 +1,199 @@
+//! The Dapr HTTP API on hyper (HTTP/1.1 and h2c). Plain async handlers: the
+//! router below reads top to bottom; each building block's handlers live in
+//! their own module. Everything about the wire (paths, status codes, token,
+//! body limits) is decided here; the logic lives in `crate::api::*`.
+
+mod handlers;
+pub mod wire;
+
+use crate::error::ApiError;
+use crate::runtime::Runtime;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+use wire::{clean_path, percent_decode};
+
+pub type ApiResponse = Response<Full<Bytes>>;
+
+/// Accepts connections until shutdown is signalled, then lets in-flight
+/// requests finish (bounded by the caller's grace period).
+pub async fn serve(listener: TcpListener, rt: Arc<Runtime>) {
+    let mut shutdown = rt.shutdown_signal();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper refuses an HTTP/1 buffer under 8 KiB; headers are still bounded.
+    let header_limit = usize::try_from(rt.options.read_buffer_size).unwrap_or(usize::MAX);
+    builder.http1().max_buf_size(header_limit.max(8192));
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let rt = rt.clone();
+                let service = service_fn(move |req| {
+                    let rt = rt.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(rt, req).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+pub async fn handle(rt: Arc<Runtime>, req: Request<Incoming>) -> ApiResponse {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = route(&rt, req).await;
+    let status = resp.status().as_u16();
+    rt.metrics.http_request(method.as_str(), status, start.elapsed());
+    if rt.options.enable_api_logging.unwrap_or(false) {
+        tracing::info!(method = %method, path = %path, status, "HTTP API called");
+    }
+    resp
+}
+
+const VERSIONS: &[&str] = &["v1.0", "v1.0-alpha1", "v1.0-alpha2", "v1.0-beta1"];
+
+/// Building blocks whose routes exist in Dapr but not yet in tandem, with the
+/// name used in the error message.
+const NOT_YET: &[(&str, &str)] = &[
+    ("state", "state"),
+    ("publish", "pub/sub publish"),
+    ("subscribe", "pub/sub"),
+    ("bindings", "bindings"),
+    ("invoke", "service invocation"),
+    ("actors", "actors"),
+    ("configuration", "configuration"),
+    ("lock", "distributed lock"),
+    ("unlock", "distributed lock"),
+    ("workflows", "workflows"),
+    ("jobs", "jobs"),
+    ("crypto", "cryptography"),
+    ("conversation", "conversation"),
+];
+
+async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
+    let path = clean_path(req.uri().path());
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+
+    let is_health = method == Method::GET
+        && matches!(segs.as_slice(), ["v1.0", "healthz"] | ["v1.0", "healthz", "outbound"]);
+    if !is_health && let Some(token) = &rt.options.api_token {
+        let given = req.headers().get("dapr-api-token").map(|v| v.as_bytes());
+        if given != Some(token.as_bytes()) {
+            return Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from_static(b"invalid api token")))
+                .expect("valid response parts");
+        }
+    }
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > rt.options.max_body_size
+    {
+        return wire::body_too_large(len, rt.options.max_body_size).to_http();
+    }
+
+    match (&method, segs.as_slice()) {
+        (&Method::GET, ["v1.0", "healthz"]) => handlers::healthz(rt, &req),
+        (&Method::GET, ["v1.0", "healthz", "outbound"]) => handlers::healthz_outbound(rt),
+        (&Method::GET, ["v1.0", "metadata"]) => handlers::get_metadata(rt),
+        (&Method::PUT, ["v1.0", "metadata", key]) => {
+            let key = key.to_string();
+            handlers::put_metadata(rt, key, req).await
+        }
+        (&Method::POST, ["v1.0", "shutdown"]) => handlers::shutdown(rt, &req),
+        (&Method::GET, ["v1.0", "secrets", store, "bulk"]) => {
+            handlers::bulk_secrets(rt, store, &req).await
+        }
+        (&Method::GET, ["v1.0", "secrets", store, key]) => {
+            handlers::get_secret(rt, store, key, &req).await
+        }
+        (_, [version, block, ..]) if VERSIONS.contains(version) => {
+            match NOT_YET.iter().find(|(b, _)| b == block) {
+                Some((_, name)) => ApiError::unimplemented(name).to_http(),
+                None => no_route(&method, &path, &req),
+            }
+        }
+        _ => no_route(&method, &path, &req),
+    }
+}
+
+/// Dapr sends every unmatched request to service invocation; without a
+/// target app id that is a 404 `ERR_DIRECT_INVOKE`.
+fn no_route(method: &Method, path: &str, req: &Request<Incoming>) -> ApiResponse {
+    if req.headers().contains_key("dapr-app-id") {
+        return ApiError::unimplemented("service invocation").to_http();
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        tonic::Code::NotFound,
+        "ERR_DIRECT_INVOKE",
+        format!(
+            "no Dapr API route matches {method} {path}, and no target app id was given: call /v1.0/invoke/<app-id>/method/<method> or set the dapr-app-id header"
+        ),
+    )
+    .to_http()
+}
+
+/// The small server on `--metrics-port`: `GET /metrics` in Prometheus text.
+pub async fn serve_metrics(listener: TcpListener, rt: Arc<Runtime>) {
+    let mut shutdown = rt.shutdown_signal();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let rt = rt.clone();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let rt = rt.clone();
+                    async move {
+                        let resp = if req.uri().path() == "/metrics" {
+                            Response::builder()
+                                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                                .body(Full::new(Bytes::from(rt.metrics.render())))
+                        } else {
+                            Response::builder()
+                                .status(StatusCode::NOT_FOUND)
+                                .body(Full::new(Bytes::from_static(b"metrics are served at /metrics\n")))
+                        };
+                        Ok::<_, std::convert::Infallible>(resp.expect("valid response parts"))
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}

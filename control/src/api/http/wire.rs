@@ -1,0 +1,136 @@
+//! Small pieces of HTTP wire handling the router needs: path cleaning,
+//! percent-decoding, query parameters, bounded body reads.
+
+use crate::error::ApiError;
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use std::collections::BTreeMap;
+
+/// Collapses `//` and drops a trailing `/`, as Dapr's router does.
+pub fn clean_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut prev_slash = false;
+    for c in path.chars() {
+        if c == '/' {
+            if prev_slash {
+                continue;
+            }
+            prev_slash = true;
+        } else {
+            prev_slash = false;
+        }
+        out.push(c);
+    }
+    if out.len() > 1 && out.ends_with('/') {
+        out.pop();
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Query parameters, decoded; the first value of a name wins.
+pub fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(&k.replace('+', " "));
+        let v = percent_decode(&v.replace('+', " "));
+        out.entry(k).or_insert(v);
+    }
+    out
+}
+
+/// `metadata.<k>` query parameters as component metadata `<k>`.
+pub fn metadata_params(query: Option<&str>) -> BTreeMap<String, String> {
+    query_params(query)
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("metadata.").map(|k| (k.to_string(), v)))
+        .collect()
+}
+
+pub fn body_too_large(len: u64, limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        tonic::Code::ResourceExhausted,
+        "ERR_BODY_TOO_LARGE",
+        format!(
+            "request body is {len} bytes or more; the limit is {limit} bytes (raise it with --max-body-size)"
+        ),
+    )
+}
+
+/// Reads a request body up to `limit` bytes.
+pub async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(body_too_large(limit + 1, limit))
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            "ERR_BODY_READ",
+            format!("failed to read the request body: {e}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cleaned() {
+        assert_eq!(clean_path("//v1.0//metadata/"), "/v1.0/metadata");
+        assert_eq!(clean_path("/"), "/");
+        assert_eq!(clean_path(""), "/");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb%20c"), "a/b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn metadata_query() {
+        let m = metadata_params(Some("metadata.a=1&b=2&metadata.c=x%20y&metadata.a=3"));
+        assert_eq!(m.get("a").map(String::as_str), Some("1"));
+        assert_eq!(m.get("c").map(String::as_str), Some("x y"));
+        assert!(!m.contains_key("b"));
+    }
+}

@@ -1,0 +1,7 @@
+//! The loopback Dapr API. `http` and `grpc` translate wire to calls of the
+//! building-block modules here; the logic lives once, in these modules.
+
+pub mod grpc;
+pub mod http;
+pub mod metadata;
+pub mod secrets;

@@ -1,0 +1,26 @@
+//! The embedded default resources: what `tandem run` loads when no resources
+//! dir is given and `~/.tandem/components` does not exist, and what
+//! `tandem init` writes there. One source for both.
+
+use tandem_config::{LoadContext, LoadError, ResourceSet, load_str};
+
+/// File name → YAML. Building blocks add their default component here
+/// (`statestore`, `pubsub`) when they land.
+pub const DEFAULT_RESOURCES: &[(&str, &str)] = &[(
+    "localsecretstore.yaml",
+    "# The sidecar's environment as a secret store: reads of `localsecretstore`\n\
+# return environment variables. Replace with secretstores.local.file for a\n\
+# JSON file of secrets.\n\
+apiVersion: dapr.io/v1alpha1\n\
+kind: Component\n\
+metadata:\n  name: localsecretstore\n\
+spec:\n  type: secretstores.local.env\n  version: v1\n  metadata: []\n",
+)];
+
+pub fn embedded_resources(ctx: &LoadContext) -> Result<ResourceSet, LoadError> {
+    let mut set = ResourceSet::default();
+    for (name, text) in DEFAULT_RESOURCES {
+        load_str(text, std::path::Path::new(&format!("<embedded>/{name}")), ctx, &mut set)?;
+    }
+    Ok(set)
+}

@@ -1,0 +1,125 @@
+//! The state of one running sidecar that outlives any snapshot: options,
+//! readiness, extended metadata, the app channel and its health, metrics,
+//! and the shutdown signal.
+
+use crate::snapshot::{Snapshot, SubscriptionKind};
+use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use tandem_config::{SidecarOptions, SubscriptionSpec};
+use tandem_proxy::{AppChannel, AppHealth, Metrics};
+use tokio::sync::watch;
+
+pub struct Runtime {
+    /// Options with every port resolved.
+    pub options: SidecarOptions,
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
+    pub app: Option<Arc<AppChannel>>,
+    pub app_health: AppHealth,
+    /// `healthz/outbound`: APIs up and components loaded.
+    outbound_ready: AtomicBool,
+    /// `healthz`: the app is reachable and init endpoints were called.
+    ready: AtomicBool,
+    extended: RwLock<BTreeMap<String, String>>,
+    app_subscriptions: RwLock<Vec<(SubscriptionSpec, SubscriptionKind)>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Runtime {
+    pub fn new(options: SidecarOptions, snapshot: Snapshot, app: Option<Arc<AppChannel>>) -> Self {
+        let metrics = Metrics::new(&options.app_id);
+        Self {
+            options,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            app,
+            app_health: AppHealth::new(),
+            outbound_ready: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            extended: RwLock::new(BTreeMap::new()),
+            app_subscriptions: RwLock::new(Vec::new()),
+            shutdown: watch::channel(false).0,
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn app_id(&self) -> &str {
+        &self.options.app_id
+    }
+
+    pub fn set_outbound_ready(&self) {
+        self.outbound_ready.store(true, Ordering::Release);
+    }
+
+    pub fn outbound_ready(&self) -> bool {
+        self.outbound_ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_extended(&self, key: String, value: String) {
+        if key.is_empty() {
+            return;
+        }
+        self.extended
+            .write()
+            .expect("metadata lock not poisoned")
+            .insert(key, value);
+    }
+
+    pub fn extended(&self) -> BTreeMap<String, String> {
+        self.extended.read().expect("metadata lock not poisoned").clone()
+    }
+
+    pub fn set_app_subscriptions(&self, subs: Vec<SubscriptionSpec>) {
+        *self
+            .app_subscriptions
+            .write()
+            .expect("subscriptions lock not poisoned") = subs
+            .into_iter()
+            .map(|s| (s, SubscriptionKind::Programmatic))
+            .collect();
+    }
+
+    /// Every subscription with its kind: declarative from the snapshot, then
+    /// what the app declared.
+    pub fn subscriptions(&self) -> Vec<(SubscriptionSpec, SubscriptionKind)> {
+        let snap = self.snapshot();
+        let mut out: Vec<_> = snap
+            .declarative_subscriptions()
+            .map(|s| (s.clone(), SubscriptionKind::Declarative))
+            .collect();
+        out.extend(
+            self.app_subscriptions
+                .read()
+                .expect("subscriptions lock not poisoned")
+                .iter()
+                .cloned(),
+        );
+        out
+    }
+
+    /// Asks the sidecar to shut down gracefully.
+    pub fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

@@ -1,0 +1,410 @@
+//! The app channel: every call from the sidecar to its own application goes
+//! through here, over HTTP/1, h2c or gRPC, carrying `APP_API_TOKEN` and held
+//! to `--app-max-concurrency`. It owns connection pooling to the app and
+//! nothing else: no retries (policy belongs to the pipeline), no routing.
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_config::{AppProtocol, BulkSubscribe, RouteRule, SubscriptionRoutes, SubscriptionSpec};
+use tandem_proto::runtime::v1 as rt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::transport::{Channel, Endpoint};
+
+pub type AppBody = BoxBody<Bytes, hyper::Error>;
+
+#[derive(Clone, Debug)]
+pub struct AppChannelConfig {
+    pub app_id: String,
+    pub address: String,
+    pub port: u16,
+    pub protocol: AppProtocol,
+    pub api_token: Option<String>,
+    /// `None` = unlimited.
+    pub max_concurrency: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppChannelError {
+    #[error("app channel: cannot reach the app at {address}: {reason}")]
+    Unreachable { address: String, reason: String },
+    #[error("app channel: the app answered {status} to {what}")]
+    Status { what: String, status: u16 },
+    #[error("app channel: the app's answer to {what} is not valid: {reason}")]
+    BadAnswer { what: String, reason: String },
+    #[error("app channel: app protocol `{0}` is not supported yet; use http, h2c or grpc")]
+    Unsupported(&'static str),
+}
+
+enum Transport {
+    Http {
+        client: Client<HttpConnector, Full<Bytes>>,
+        base: String,
+    },
+    Grpc {
+        channel: Channel,
+    },
+}
+
+pub struct AppChannel {
+    config: AppChannelConfig,
+    transport: Transport,
+    limiter: Option<Arc<Semaphore>>,
+}
+
+impl AppChannel {
+    pub fn new(config: AppChannelConfig) -> Result<Self, AppChannelError> {
+        let base = format!("{}:{}", config.address, config.port);
+        let transport = match config.protocol {
+            AppProtocol::Http | AppProtocol::H2c => {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                let mut builder = Client::builder(TokioExecutor::new());
+                builder.pool_idle_timeout(Duration::from_secs(90));
+                if config.protocol == AppProtocol::H2c {
+                    builder.http2_only(true);
+                }
+                Transport::Http {
+                    client: builder.build(connector),
+                    base: format!("http://{base}"),
+                }
+            }
+            AppProtocol::Grpc => {
+                let endpoint = Endpoint::from_shared(format!("http://{base}"))
+                    .map_err(|e| AppChannelError::Unreachable {
+                        address: base.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(5));
+                Transport::Grpc {
+                    channel: endpoint.connect_lazy(),
+                }
+            }
+            AppProtocol::Https => return Err(AppChannelError::Unsupported("https")),
+            AppProtocol::Grpcs => return Err(AppChannelError::Unsupported("grpcs")),
+        };
+        let limiter = config.max_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1))));
+        Ok(Self {
+            config,
+            transport,
+            limiter,
+        })
+    }
+
+    pub fn config(&self) -> &AppChannelConfig {
+        &self.config
+    }
+
+    fn address(&self) -> String {
+        format!("{}:{}", self.config.address, self.config.port)
+    }
+
+    /// Waits for a slot under `--app-max-concurrency`.
+    pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.limiter {
+            Some(s) => s.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
+    /// Dials the app's port every 100 ms until it accepts (Dapr's "waiting
+    /// on port"). Returns when the port accepts.
+    pub async fn wait_until_listening(&self) {
+        let addr = self.address();
+        let mut logged = false;
+        loop {
+            match tokio::net::TcpStream::connect(&addr).await {
+                Ok(_) => return,
+                Err(_) if !logged => {
+                    tracing::info!(app_address = %addr, "waiting for the app to listen");
+                    logged = true;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends an HTTP request to the app (HTTP and h2c channels). The path in
+    /// `req` is relative to the app's base address; the app token and
+    /// concurrency limit are applied here.
+    pub async fn send_http(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<hyper::body::Incoming>, AppChannelError> {
+        let Transport::Http { client, base } = &self.transport else {
+            return Err(AppChannelError::Unsupported("grpc (HTTP call on a gRPC channel)"));
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let uri: Uri = format!("{base}{path}")
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| AppChannelError::Unreachable {
+                address: self.address(),
+                reason: e.to_string(),
+            })?;
+        *req.uri_mut() = uri;
+        if let Some(token) = &self.config.api_token
+            && let Ok(v) = HeaderValue::from_str(token)
+        {
+            req.headers_mut().insert("dapr-api-token", v);
+        }
+        let _permit = self.permit().await;
+        client
+            .request(req)
+            .await
+            .map_err(|e| AppChannelError::Unreachable {
+                address: self.address(),
+                reason: error_chain(&e),
+            })
+    }
+
+    /// A GET with the `dapr-app-id` header, the way init endpoints are called.
+    async fn get_init_endpoint(&self, path: &str) -> Result<(StatusCode, Bytes), AppChannelError> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("dapr-app-id", &self.config.app_id)
+            .body(Full::new(Bytes::new()))
+            .expect("static request parts are valid");
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.send_http(req))
+            .await
+            .map_err(|_| AppChannelError::Unreachable {
+                address: self.address(),
+                reason: format!("GET {path} timed out after 10s"),
+            })??;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| AppChannelError::Unreachable {
+                address: self.address(),
+                reason: e.to_string(),
+            })?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// `GET /dapr/config` (HTTP apps only). `None` when the app has no actor
+    /// configuration (any non-200 answer), as in Dapr.
+    pub async fn app_config(&self) -> Result<Option<serde_json::Value>, AppChannelError> {
+        if !matches!(self.transport, Transport::Http { .. }) {
+            return Ok(None);
+        }
+        let (status, body) = self.get_init_endpoint("/dapr/config").await?;
+        if status != StatusCode::OK {
+            return Ok(None);
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| AppChannelError::BadAnswer {
+                what: "GET /dapr/config".into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The app's programmatic subscriptions: `GET /dapr/subscribe` for HTTP
+    /// apps, `ListTopicSubscriptions` for gRPC apps. Entries without any route
+    /// are dropped, as Dapr does.
+    pub async fn subscriptions(&self) -> Result<Vec<SubscriptionSpec>, AppChannelError> {
+        match &self.transport {
+            Transport::Http { .. } => {
+                let (status, body) = self.get_init_endpoint("/dapr/subscribe").await?;
+                if status == StatusCode::NOT_FOUND {
+                    return Ok(Vec::new());
+                }
+                if !status.is_success() {
+                    return Err(AppChannelError::Status {
+                        what: "GET /dapr/subscribe".into(),
+                        status: status.as_u16(),
+                    });
+                }
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    return Ok(Vec::new());
+                }
+                let raw: Vec<HttpSubscription> =
+                    serde_json::from_slice(&body).map_err(|e| AppChannelError::BadAnswer {
+                        what: "GET /dapr/subscribe".into(),
+                        reason: format!("expected a JSON array of subscriptions: {e}"),
+                    })?;
+                Ok(raw.into_iter().filter_map(HttpSubscription::into_spec).collect())
+            }
+            Transport::Grpc { channel } => {
+                let mut client = rt::app_callback_client::AppCallbackClient::new(channel.clone());
+                let mut req = tonic::Request::new(());
+                self.add_grpc_token(&mut req);
+                match client.list_topic_subscriptions(req).await {
+                    Ok(resp) => Ok(resp
+                        .into_inner()
+                        .subscriptions
+                        .into_iter()
+                        .map(grpc_subscription_to_spec)
+                        .collect()),
+                    Err(s) if s.code() == tonic::Code::Unimplemented => Ok(Vec::new()),
+                    Err(s) => Err(AppChannelError::Unreachable {
+                        address: self.address(),
+                        reason: format!("ListTopicSubscriptions: {}", s.message()),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// One health probe: HTTP `GET <path>` (2xx healthy) or gRPC
+    /// `AppCallbackHealthCheck/HealthCheck`, bounded by `timeout`.
+    pub async fn probe(&self, path: &str, timeout: Duration) -> bool {
+        let fut = async {
+            match &self.transport {
+                Transport::Http { .. } => {
+                    let req = Request::builder()
+                        .method(Method::GET)
+                        .uri(path)
+                        .body(Full::new(Bytes::new()))
+                        .expect("static request parts are valid");
+                    match self.send_http(req).await {
+                        Ok(resp) => resp.status().is_success(),
+                        Err(_) => false,
+                    }
+                }
+                Transport::Grpc { channel } => {
+                    let mut client =
+                        rt::app_callback_health_check_client::AppCallbackHealthCheckClient::new(
+                            channel.clone(),
+                        );
+                    let mut req = tonic::Request::new(());
+                    self.add_grpc_token(&mut req);
+                    client.health_check(req).await.is_ok()
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut).await.unwrap_or(false)
+    }
+
+    /// The gRPC channel to the app, for callers that speak AppCallback.
+    pub fn grpc_channel(&self) -> Option<Channel> {
+        match &self.transport {
+            Transport::Grpc { channel } => Some(channel.clone()),
+            Transport::Http { .. } => None,
+        }
+    }
+
+    pub fn add_grpc_token<T>(&self, req: &mut tonic::Request<T>) {
+        if let Some(token) = &self.config.api_token
+            && let Ok(v) = token.parse()
+        {
+            req.metadata_mut().insert("dapr-api-token", v);
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// One entry of `GET /dapr/subscribe`, as apps and SDKs write it.
+#[derive(serde::Deserialize)]
+struct HttpSubscription {
+    pubsubname: String,
+    topic: String,
+    #[serde(default)]
+    route: Option<String>,
+    #[serde(default)]
+    routes: Option<HttpRoutes>,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+    #[serde(rename = "deadLetterTopic", default)]
+    dead_letter_topic: Option<String>,
+    #[serde(rename = "bulkSubscribe", default)]
+    bulk_subscribe: Option<BulkSubscribe>,
+}
+
+#[derive(serde::Deserialize)]
+struct HttpRoutes {
+    #[serde(default)]
+    rules: Vec<RouteRule>,
+    #[serde(default)]
+    default: Option<String>,
+}
+
+impl HttpSubscription {
+    fn into_spec(self) -> Option<SubscriptionSpec> {
+        let mut routes = SubscriptionRoutes::default();
+        if let Some(r) = self.routes {
+            routes.rules = r.rules;
+            routes.default = r.default.filter(|d| !d.is_empty());
+        }
+        if routes.default.is_none() {
+            routes.default = self.route.filter(|r| !r.is_empty());
+        }
+        if routes.default.is_none() && routes.rules.is_empty() {
+            return None;
+        }
+        Some(SubscriptionSpec {
+            pubsubname: self.pubsubname,
+            topic: self.topic,
+            metadata: self.metadata,
+            route: None,
+            routes: Some(routes),
+            dead_letter_topic: self.dead_letter_topic.filter(|d| !d.is_empty()),
+            bulk_subscribe: self.bulk_subscribe,
+        })
+    }
+}
+
+fn grpc_subscription_to_spec(s: rt::TopicSubscription) -> SubscriptionSpec {
+    let routes = match s.routes {
+        Some(r) => SubscriptionRoutes {
+            rules: r
+                .rules
+                .into_iter()
+                .map(|r| RouteRule {
+                    match_: r.r#match,
+                    path: r.path,
+                })
+                .collect(),
+            // A gRPC app without routes gets the single default path "".
+            default: Some(r.default),
+        },
+        None => SubscriptionRoutes {
+            rules: Vec::new(),
+            default: Some(String::new()),
+        },
+    };
+    SubscriptionSpec {
+        pubsubname: s.pubsub_name,
+        topic: s.topic,
+        metadata: s.metadata.into_iter().collect(),
+        route: None,
+        routes: Some(routes),
+        dead_letter_topic: Some(s.dead_letter_topic).filter(|d| !d.is_empty()),
+        bulk_subscribe: s.bulk_subscribe.map(|b| BulkSubscribe {
+            enabled: b.enabled,
+            max_messages_count: Some(b.max_messages_count).filter(|n| *n > 0),
+            max_await_duration_ms: Some(b.max_await_duration_ms).filter(|n| *n > 0),
+        }),
+    }
+}
+
+/// Turns any body into the boxed type the API layer relays.
+pub fn boxed<B>(body: B) -> AppBody
+where
+    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
+    body.boxed()
+}
