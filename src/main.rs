@@ -1,1 +1,61 @@
-fn main() {}
+//! `tandem`: a Dapr-compatible sidecar and transparent mesh proxy.
+//! Parses the command line and dispatches; the work lives in `cli/` and in
+//! the workspace crates.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod home;
+mod sidecar;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tandem", version, about = "A Dapr-compatible sidecar runtime and service-mesh proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar alone, with daprd's flags.
+    Sidecar(cli::sidecar::Args),
+    /// Run an app with its sidecar, like `dapr run`.
+    Run(cli::run::Args),
+    /// Stop an app started with `tandem run`.
+    Stop(cli::stop::Args),
+    /// List apps started with `tandem run`.
+    List(cli::list::Args),
+    /// Write the default resources to ~/.tandem/components.
+    Init(cli::init::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Sidecar(a) => cli::sidecar::main(a).await,
+            Command::Run(a) => cli::run::main(a).await,
+            Command::Stop(a) => cli::stop::main(a).await,
+            Command::List(a) => cli::list::main(a).await,
+            Command::Init(a) => cli::init::main(a).await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

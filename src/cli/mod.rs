@@ -1,0 +1,88 @@
+//! One module per subcommand.
+
+pub mod init;
+pub mod list;
+pub mod run;
+pub mod run_file;
+pub mod sidecar;
+pub mod stop;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// A minimal HTTP/1.1 request to a local sidecar, for `list` and `stop`
+/// (no client stack needed for two loopback calls).
+pub fn local_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    if let Some(t) = token {
+        req.push_str(&format!("dapr-api-token: {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP header end"))?;
+    let head = String::from_utf8_lossy(&raw[..text_end]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
+    let mut body = raw[text_end + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(pos) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..pos]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = pos + 2;
+        let end = (start + size).min(data.len());
+        out.extend_from_slice(&data[start..end]);
+        data = &data[(end + 2).min(data.len())..];
+    }
+    out
+}
+
+/// Sets up `tracing` once for the process: text or JSON, at the given level.
+pub fn init_logging(level: tandem_config::LogLevel, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match level {
+        tandem_config::LogLevel::Debug => "debug",
+        tandem_config::LogLevel::Info => "info",
+        tandem_config::LogLevel::Warn => "warn",
+        tandem_config::LogLevel::Error | tandem_config::LogLevel::Fatal => "error",
+    };
+    let filter = EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},h2=warn,hyper=warn,tower=warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,99 @@
+//! tandem's home directory (`$TANDEM_HOME`, default `~/.tandem`): default
+//! resources, and the registry of apps started by `tandem run` that `list`
+//! and `stop` read.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+pub fn dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("TANDEM_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".tandem")
+}
+
+pub fn components_dir() -> PathBuf {
+    dir().join("components")
+}
+
+pub fn default_config() -> PathBuf {
+    dir().join("config.yaml")
+}
+
+fn runs_dir() -> PathBuf {
+    dir().join("run")
+}
+
+/// One running app, as `tandem run` records it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    pub app_id: String,
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub metrics_port: u16,
+    pub app_port: Option<u16>,
+    pub cli_pid: u32,
+    pub app_pid: Option<u32>,
+    pub command: String,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+impl RunRecord {
+    fn path(app_id: &str) -> PathBuf {
+        runs_dir().join(format!("{app_id}.json"))
+    }
+
+    pub fn write(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(runs_dir())?;
+        let tmp = runs_dir().join(format!(".{}.{}.tmp", self.app_id, self.cli_pid));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("plain JSON"))?;
+        std::fs::rename(tmp, Self::path(&self.app_id))
+    }
+
+    pub fn remove(app_id: &str, cli_pid: u32) {
+        // Only remove our own record: another run may have reused the id.
+        if let Some(r) = Self::read(app_id)
+            && r.cli_pid == cli_pid
+        {
+            let _ = std::fs::remove_file(Self::path(app_id));
+        }
+    }
+
+    pub fn read(app_id: &str) -> Option<Self> {
+        let text = std::fs::read(Self::path(app_id)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Every record whose `tandem run` process is still alive; stale ones
+    /// are cleaned up.
+    pub fn all_live() -> Vec<Self> {
+        let Ok(entries) = std::fs::read_dir(runs_dir()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Self> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| {
+                let rec: Self = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+                if pid_alive(rec.cli_pid) {
+                    Some(rec)
+                } else {
+                    let _ = std::fs::remove_file(e.path());
+                    None
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+        out
+    }
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}

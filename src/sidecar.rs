@@ -1,0 +1,198 @@
+//! Builds one sidecar from options: binds its listeners first (a port clash
+//! fails fast), loads resources and initialises components, serves the APIs,
+//! then walks the app-side startup sequence (dapr-wire.md §3) in the
+//! background. Used by `tandem sidecar` and, in-process, by `tandem run`.
+
+use anyhow::{Context, Result, anyhow};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_config::{Configuration, LoadContext, SidecarOptions, load_configuration, load_dirs};
+use tandem_control::{Runtime, Snapshot, api};
+use tandem_proxy::{AppChannel, AppChannelConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Where a sidecar's resources come from.
+#[derive(Clone, Debug)]
+pub enum ResourceSource {
+    Dirs(Vec<PathBuf>),
+    Embedded,
+}
+
+pub struct RunningSidecar {
+    pub runtime: Arc<Runtime>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: &str, port: u16, what: &str) -> Result<TcpListener> {
+    TcpListener::bind((addr, port))
+        .await
+        .with_context(|| format!("cannot listen on {addr}:{port} for the {what} (is another sidecar using it?)"))
+}
+
+/// Starts a sidecar and returns once its APIs serve and its components are
+/// loaded (`healthz/outbound` is 204). The app side continues in background.
+pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<RunningSidecar> {
+    let addr = options
+        .listen_addresses()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let http_listener = bind(&addr, options.http_port(), "Dapr HTTP API").await?;
+    let grpc_listener = bind(&addr, options.grpc_port(), "Dapr gRPC API").await?;
+    let metrics_listener = if options.enable_metrics {
+        Some(bind(&options.metrics_listen_address, options.metrics_port_or_default(), "metrics").await?)
+    } else {
+        None
+    };
+
+    let ctx = LoadContext {
+        app_id: options.app_id.clone(),
+        namespace: options.namespace.clone(),
+    };
+    let resources = match &source {
+        ResourceSource::Dirs(dirs) => load_dirs(dirs, &ctx).map_err(|e| anyhow!("{e}"))?,
+        ResourceSource::Embedded => {
+            tandem_control::defaults::embedded_resources(&ctx).map_err(|e| anyhow!("{e}"))?
+        }
+    };
+    for (at, why) in &resources.skipped {
+        tracing::info!(resource = %at, "not loaded: {why}");
+    }
+    let configuration = match &options.config {
+        Some(path) => load_configuration(path).map_err(|e| anyhow!("{e}"))?,
+        None => Configuration::default(),
+    };
+
+    let app = match options.app_port {
+        Some(port) => Some(Arc::new(
+            AppChannel::new(AppChannelConfig {
+                app_id: options.app_id.clone(),
+                address: options.app_channel_address.clone(),
+                port,
+                protocol: options.app_protocol,
+                api_token: options.app_api_token.clone(),
+                max_concurrency: usize::try_from(options.app_max_concurrency)
+                    .ok()
+                    .filter(|n| *n > 0),
+            })
+            .map_err(|e| anyhow!("{e}"))?,
+        )),
+        None => None,
+    };
+
+    // Metrics exist before components so init failures are counted.
+    let mut skipped = Vec::new();
+    let snapshot = Snapshot::build(1, resources, configuration, |name, why| {
+        skipped.push((name.to_string(), why.to_string()));
+    })
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
+    let runtime = Arc::new(Runtime::new(options, snapshot, app));
+    for (name, _) in &skipped {
+        runtime.metrics.component_init_failed(name, "init");
+    }
+    for _ in &runtime.snapshot().components {
+        runtime.metrics.component_loaded();
+    }
+
+    let mut servers = Vec::new();
+    servers.push(tokio::spawn(api::http::serve(http_listener, runtime.clone())));
+    let grpc_rt = runtime.clone();
+    servers.push(tokio::spawn(async move {
+        if let Err(e) = api::grpc::serve(grpc_listener, grpc_rt).await {
+            tracing::error!(error = %e, "gRPC API stopped");
+        }
+    }));
+    if let Some(l) = metrics_listener {
+        servers.push(tokio::spawn(api::http::serve_metrics(l, runtime.clone())));
+    }
+    runtime.set_outbound_ready();
+    tracing::info!(
+        app_id = %runtime.app_id(),
+        http_port = runtime.options.http_port(),
+        grpc_port = runtime.options.grpc_port(),
+        "dapr APIs are serving"
+    );
+
+    servers.push(tokio::spawn(app_startup(runtime.clone())));
+    Ok(RunningSidecar { runtime, servers })
+}
+
+/// The app side of startup: wait for the app port, `/dapr/config`,
+/// subscriptions, health; then `/healthz` turns 204.
+async fn app_startup(rt: Arc<Runtime>) {
+    let Some(app) = rt.app.clone() else {
+        rt.set_ready();
+        tracing::info!("no app port given: sidecar is ready");
+        return;
+    };
+    let mut shutdown = rt.shutdown_signal();
+    tokio::select! {
+        _ = app.wait_until_listening() => {}
+        _ = shutdown.changed() => return,
+    }
+    tracing::info!(port = app.config().port, "app is listening");
+    if !rt.options.init_endpoint_disabled("config") {
+        match app.app_config().await {
+            Ok(Some(cfg)) => tracing::debug!(config = %cfg, "app configuration read"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the app configuration"),
+        }
+    }
+    if !rt.options.init_endpoint_disabled("subscribe") {
+        match app.subscriptions().await {
+            Ok(subs) => {
+                tracing::info!(count = subs.len(), "app subscriptions read");
+                rt.set_app_subscriptions(subs);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the app's subscriptions"),
+        }
+    }
+    let opts = &rt.options;
+    if opts.enable_app_health_check {
+        let health = rt.app_health.clone();
+        let probe = tokio::spawn(health.clone().probe_loop(
+            app.clone(),
+            opts.app_health_check_path.clone(),
+            opts.app_health_probe_interval,
+            opts.app_health_probe_timeout,
+            opts.app_health_threshold,
+        ));
+        let mut watch = health.subscribe();
+        tokio::select! {
+            _ = watch.wait_for(|h| *h) => {}
+            _ = shutdown.changed() => { probe.abort(); return; }
+        }
+        rt.set_ready();
+        tracing::info!("app passed its health check: sidecar is ready");
+        let _ = shutdown.changed().await;
+        probe.abort();
+    } else {
+        rt.app_health.set(true);
+        rt.set_ready();
+        tracing::info!("sidecar is ready");
+    }
+}
+
+impl RunningSidecar {
+    /// Waits until shutdown is requested, then lets servers drain for up to
+    /// `--dapr-graceful-shutdown-seconds`.
+    pub async fn wait(self) {
+        let mut signal = self.runtime.shutdown_signal();
+        let _ = signal.wait_for(|s| *s).await;
+        let grace = Duration::from_secs(self.runtime.options.dapr_graceful_shutdown_seconds);
+        let drain = futures_join(self.servers);
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("graceful shutdown did not finish in {}s; stopping", grace.as_secs());
+        }
+        tracing::info!(app_id = %self.runtime.app_id(), "sidecar stopped");
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
