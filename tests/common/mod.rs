@@ -1,0 +1,344 @@
+//! Helpers shared by the end-to-end tests: start the real `tandem` binary,
+//! talk to it over real sockets, write resource files.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tandem");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "tandem-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Collects a child's output lines in the background.
+#[derive(Clone, Default)]
+pub struct Output(Arc<Mutex<String>>);
+
+impl Output {
+    pub fn capture(stream: impl Read + Send + 'static) -> Self {
+        let out = Output::default();
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut s = sink.0.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        out
+    }
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+    /// Waits until the output contains `needle`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+pub struct Sidecar {
+    pub child: Child,
+    pub http: u16,
+    pub grpc: u16,
+    pub metrics: u16,
+    pub stderr: Output,
+    pub token: Option<String>,
+}
+
+pub struct Builder {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    token: Option<String>,
+}
+
+pub fn sidecar() -> Builder {
+    Builder {
+        args: vec!["--app-id".into(), "test-app".into()],
+        env: Vec::new(),
+        token: None,
+    }
+}
+
+impl Builder {
+    pub fn arg(mut self, a: impl AsRef<str>) -> Self {
+        self.args.push(a.as_ref().to_string());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<str>>(mut self, args: I) -> Self {
+        for a in args {
+            self.args.push(a.as_ref().to_string());
+        }
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        if k == "DAPR_API_TOKEN" {
+            self.token = Some(v.to_string());
+        }
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    fn spawn(self) -> Sidecar {
+        let (http, grpc, metrics) = (free_port(), free_port(), free_port());
+        let mut cmd = Command::new(BIN);
+        cmd.arg("sidecar")
+            .args(["--dapr-http-port", &http.to_string()])
+            .args(["--dapr-grpc-port", &grpc.to_string()])
+            .args(["--metrics-port", &metrics.to_string()])
+            .args(&self.args)
+            .env_remove("DAPR_API_TOKEN")
+            .env_remove("APP_API_TOKEN")
+            .env("TANDEM_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("tandem binary starts");
+        let stderr = Output::capture(child.stderr.take().unwrap());
+        Sidecar {
+            child,
+            http,
+            grpc,
+            metrics,
+            stderr,
+            token: self.token,
+        }
+    }
+
+    /// Starts and waits for `healthz/outbound`; panics with the sidecar's log
+    /// if it exits or never becomes ready.
+    pub fn start(self) -> Sidecar {
+        let mut s = self.spawn();
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("sidecar exited early ({status}):\n{}", s.stderr.text());
+            }
+            if let Ok(r) = s.try_request("GET", "/v1.0/healthz/outbound", &[], b"")
+                && r.status == 204
+            {
+                return s;
+            }
+            assert!(Instant::now() < end, "sidecar not ready:\n{}", s.stderr.text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a sidecar that is expected to refuse to start; returns its exit
+    /// status and log.
+    pub fn start_failing(self) -> (ExitStatus, String) {
+        let mut s = self.spawn();
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, s.stderr.text());
+            }
+            assert!(Instant::now() < end, "sidecar should have exited:\n{}", s.stderr.text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    /// The Dapr `errorCode` of an error body.
+    pub fn error_code(&self) -> String {
+        self.json()["errorCode"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    let chunked = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
+    if !chunked {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    if chunked {
+        for chunk in body.chunks(1024) {
+            s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+            s.write_all(chunk)?;
+            s.write_all(b"\r\n")?;
+        }
+        s.write_all(b"0\r\n\r\n")?;
+    } else {
+        s.write_all(body)?;
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("incomplete response: {raw:?}")))?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        while let Some(pos) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..pos]).trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[pos + 2..pos + 2 + size]);
+            rest = &rest[pos + 4 + size..];
+        }
+        body = out;
+    }
+    Ok(Resp { status, headers, body })
+}
+
+impl Sidecar {
+    pub fn try_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Resp> {
+        http(self.http, method, path, headers, body)
+    }
+
+    /// A request carrying the API token when the sidecar has one.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Resp {
+        let token = self.token.clone();
+        let headers: Vec<(&str, &str)> = token.as_deref().map(|t| ("dapr-api-token", t)).into_iter().collect();
+        self.try_request(method, path, &headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.stderr.text()))
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, b"")
+    }
+
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc)
+    }
+
+    pub fn metrics_text(&self) -> String {
+        http(self.metrics, "GET", "/metrics", &[], b"").unwrap().text()
+    }
+
+    /// Waits for `GET /v1.0/healthz` to answer `status`.
+    pub fn wait_healthz(&self, status: u16, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.try_request("GET", "/v1.0/healthz", &[], b"").map(|r| r.status).ok() == Some(status) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A component YAML document.
+pub fn component(name: &str, type_: &str, metadata: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: {type_}\n  version: v1\n  metadata:\n"
+    );
+    if metadata.is_empty() {
+        s = s.replace("  metadata:\n", "  metadata: []\n");
+    }
+    for (k, v) in metadata {
+        s.push_str(&format!("  - name: {k}\n    value: \"{v}\"\n"));
+    }
+    s
+}
