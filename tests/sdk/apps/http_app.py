@@ -1,0 +1,24 @@
+"""An HTTP app written with FastAPI and dapr.ext.fastapi: one subscription
+and a /healthz endpoint that reports each probe."""
+import os
+
+import uvicorn
+from dapr.ext.fastapi import DaprApp
+from fastapi import FastAPI, Request
+
+app = FastAPI()
+dapr_app = DaprApp(app)
+
+
+@dapr_app.subscribe(pubsub="pubsub", topic="payments")
+def payments(event: dict):
+    return {"status": "SUCCESS"}
+
+
+@app.get("/healthz")
+def healthz(request: Request):
+    print("health probe from", request.headers.get("user-agent", "?"), "token", request.headers.get("dapr-api-token"), flush=True)
+    return {}
+
+
+uvicorn.run(app, host="127.0.0.1", port=int(os.environ["APP_PORT"]), log_level="warning")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs the tests that drive tandem with the official Dapr Python SDK.
+# Creates (once) a venv with the pinned SDK; needs the tandem binary built
+# (TANDEM_BIN, default: the debug build in CARGO_TARGET_DIR or ./target).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="${TANDEM_SDK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/sdk-venv}"
+stamp="$venv/.requirements"
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$here/requirements.txt" "$stamp"; then
+  echo "sdk: creating $venv with $(tr '\n' ' ' < "$here/requirements.txt")"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+  cp "$here/requirements.txt" "$stamp"
+fi
+target="${CARGO_TARGET_DIR:-$here/../../target}"
+export TANDEM_BIN="${TANDEM_BIN:-$target/debug/tandem}"
+[ -x "$TANDEM_BIN" ] || { echo "sdk: no tandem binary at $TANDEM_BIN; run cargo build first" >&2; exit 1; }
+cd "$here"
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,141 @@
+"""The official Dapr Python SDK against tandem, started with `tandem run`."""
+import json
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from conftest import free_port, python_app, tandem_cmd
+
+SECRETS = {"db": {"password": "s3cret", "user": "admin"}, "api-key": "abc", "hidden": "no"}
+
+
+@pytest.fixture
+def resources(tmp_path):
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps(SECRETS))
+    res = tmp_path / "resources"
+    res.mkdir()
+    (res / "files.yaml").write_text(
+        f"""apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: files
+spec:
+  type: secretstores.local.file
+  version: v1
+  metadata:
+  - name: secretsFile
+    value: {secrets}
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: multi
+spec:
+  type: secretstores.local.file
+  metadata:
+  - name: secretsFile
+    value: {secrets}
+  - name: multiValued
+    value: "true"
+"""
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        """apiVersion: dapr.io/v1alpha1
+kind: Configuration
+metadata:
+  name: cfg
+spec:
+  secrets:
+    scopes:
+    - storeName: files
+      deniedSecrets: [hidden]
+"""
+    )
+    return res, config
+
+
+def port_in_use(port):
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("mode", ["random-ports", "fixed-ports", "api-token"])
+def test_client_reads_metadata_and_secrets(mode, resources, tandem_env):
+    res, config = resources
+    args = ["run", "--app-id", "sdkapp", "--resources-path", str(res), "--config", str(config)]
+    if mode == "fixed-ports":
+        if port_in_use(3500) or port_in_use(50001):
+            pytest.skip("3500/50001 are taken on this machine")
+        args += ["--dapr-http-port", "3500", "--dapr-grpc-port", "50001"]
+    if mode == "api-token":
+        tandem_env["DAPR_API_TOKEN"] = "sdk-token"
+    out = subprocess.run(
+        tandem_cmd(*args, "--", *python_app("client_metadata_secrets.py", "sdkapp")),
+        env=tandem_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "== APP == ALL OK" in out.stdout, out.stdout + out.stderr
+    if mode == "fixed-ports":
+        assert "== APP == ALL OK 3500 50001" in out.stdout
+    else:
+        assert "ALL OK 3500 " not in out.stdout, "random ports by default"
+
+
+def http_json(port, path, token=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("dapr-api-token", token)
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.status, json.loads(r.read() or b"null")
+
+
+def test_grpc_app_is_called_back(tandem_env, background):
+    http_port, app_port = free_port(), free_port()
+    run = background(
+        tandem_cmd(
+            "run", "--app-id", "grpcapp", "--app-port", str(app_port), "--app-protocol", "grpc",
+            "--dapr-http-port", str(http_port), "--enable-app-health-check",
+            "--app-health-probe-interval", "1", "--", *python_app("grpc_app.py"),
+        ),
+        tandem_env,
+    )
+    assert run.wait_for("You're up and running!"), run.output()
+    assert run.wait_for("== APP == health check called"), run.output()
+    status, meta = http_json(http_port, "/v1.0/metadata")
+    subs = meta["subscriptions"]
+    assert [(s["topic"], s["type"], s.get("deadLetterTopic")) for s in subs] == [
+        ("orders", "PROGRAMMATIC", "orders-dead")
+    ], meta
+    assert meta["appConnectionProperties"]["protocol"] == "grpc"
+    stop = subprocess.run(tandem_cmd("stop", "--app-id", "grpcapp"), env=tandem_env, capture_output=True, text=True)
+    assert stop.returncode == 0, stop.stderr
+    run.proc.wait(timeout=20)
+
+
+def test_http_app_health_is_probed_with_app_token(tandem_env, background):
+    http_port, app_port = free_port(), free_port()
+    tandem_env["APP_API_TOKEN"] = "to-the-app"
+    run = background(
+        tandem_cmd(
+            "run", "--app-id", "httpapp", "--app-port", str(app_port),
+            "--dapr-http-port", str(http_port), "--enable-app-health-check",
+            "--app-health-probe-interval", "1", "--", *python_app("http_app.py"),
+        ),
+        tandem_env,
+    )
+    assert run.wait_for("You're up and running!", timeout=60), run.output()
+    assert run.wait_for("health probe from"), run.output()
+    assert "token to-the-app" in run.output(), run.output()
+    status, meta = http_json(http_port, "/v1.0/metadata")
+    assert [(s["topic"], s["type"]) for s in meta["subscriptions"]] == [("payments", "PROGRAMMATIC")], meta
+    # /healthz of the sidecar is ready once the app is healthy
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1.0/healthz", timeout=5) as r:
+        assert r.status == 204
