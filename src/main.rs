@@ -10,7 +10,11 @@ mod sidecar;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "tandem", version, about = "A Dapr-compatible sidecar runtime and service-mesh proxy")]
+#[command(
+    name = "tandem",
+    version,
+    about = "A Dapr-compatible sidecar runtime and service-mesh proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -26,9 +26,9 @@ pub struct RunningSidecar {
 }
 
 async fn bind(addr: &str, port: u16, what: &str) -> Result<TcpListener> {
-    TcpListener::bind((addr, port))
-        .await
-        .with_context(|| format!("cannot listen on {addr}:{port} for the {what} (is another sidecar using it?)"))
+    TcpListener::bind((addr, port)).await.with_context(|| {
+        format!("cannot listen on {addr}:{port} for the {what} (is another sidecar using it?)")
+    })
 }
 
 /// Starts a sidecar and returns once its APIs serve and its components are
@@ -42,7 +42,14 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
     let http_listener = bind(&addr, options.http_port(), "Dapr HTTP API").await?;
     let grpc_listener = bind(&addr, options.grpc_port(), "Dapr gRPC API").await?;
     let metrics_listener = if options.enable_metrics {
-        Some(bind(&options.metrics_listen_address, options.metrics_port_or_default(), "metrics").await?)
+        Some(
+            bind(
+                &options.metrics_listen_address,
+                options.metrics_port_or_default(),
+                "metrics",
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -98,7 +105,10 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
     }
 
     let mut servers = Vec::new();
-    servers.push(tokio::spawn(api::http::serve(http_listener, runtime.clone())));
+    servers.push(tokio::spawn(api::http::serve(
+        http_listener,
+        runtime.clone(),
+    )));
     let grpc_rt = runtime.clone();
     servers.push(tokio::spawn(async move {
         if let Err(e) = api::grpc::serve(grpc_listener, grpc_rt).await {
@@ -185,7 +195,10 @@ impl RunningSidecar {
         let grace = Duration::from_secs(self.runtime.options.dapr_graceful_shutdown_seconds);
         let drain = futures_join(self.servers);
         if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::warn!("graceful shutdown did not finish in {}s; stopping", grace.as_secs());
+            tracing::warn!(
+                "graceful shutdown did not finish in {}s; stopping",
+                grace.as_secs()
+            );
         }
         tracing::info!(app_id = %self.runtime.app_id(), "sidecar stopped");
     }

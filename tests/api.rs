@@ -23,13 +23,24 @@ fn secrets_setup() -> (TempDir, Vec<String>) {
         "resources/stores.yaml",
         &format!(
             "{}---\n{}---\n{}",
-            component("files", "secretstores.local.file", &[("secretsFile", file.to_str().unwrap())]),
+            component(
+                "files",
+                "secretstores.local.file",
+                &[("secretsFile", file.to_str().unwrap())]
+            ),
             component(
                 "multi",
                 "secretstores.local.file",
-                &[("secretsFile", file.to_str().unwrap()), ("multiValued", "true")]
+                &[
+                    ("secretsFile", file.to_str().unwrap()),
+                    ("multiValued", "true")
+                ]
             ),
-            component("env", "secretstores.local.env", &[("prefix", "TANDEM_TEST_")]),
+            component(
+                "env",
+                "secretstores.local.env",
+                &[("prefix", "TANDEM_TEST_")]
+            ),
         ),
     );
     let config = dir.write(
@@ -48,11 +59,20 @@ fn secrets_setup() -> (TempDir, Vec<String>) {
 #[test]
 fn health_metadata_and_secrets_over_http() {
     let (_dir, args) = secrets_setup();
-    let s = sidecar().args(&args).env("TANDEM_TEST_TOKEN", "t0k").start();
+    let s = sidecar()
+        .args(&args)
+        .env("TANDEM_TEST_TOKEN", "t0k")
+        .start();
 
     assert_eq!(s.get("/v1.0/healthz/outbound").status, 204);
-    assert!(s.wait_healthz(204, Duration::from_secs(5)), "no app port: ready at once");
-    assert_eq!(s.get("/v1.0/healthz?appid=other").error_code(), "ERR_HEALTH_APPID_NOT_MATCH");
+    assert!(
+        s.wait_healthz(204, Duration::from_secs(5)),
+        "no app port: ready at once"
+    );
+    assert_eq!(
+        s.get("/v1.0/healthz?appid=other").error_code(),
+        "ERR_HEALTH_APPID_NOT_MATCH"
+    );
 
     let m = s.get("/v1.0/metadata");
     assert_eq!(m.status, 200);
@@ -62,12 +82,21 @@ fn health_metadata_and_secrets_over_http() {
     let comps = m["components"].as_array().unwrap();
     let names: Vec<_> = comps.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["files", "multi", "env"]);
-    assert_eq!(comps[1]["capabilities"][0], "MULTIPLE_KEY_VALUES_PER_SECRET");
+    assert_eq!(
+        comps[1]["capabilities"][0],
+        "MULTIPLE_KEY_VALUES_PER_SECRET"
+    );
     assert_eq!(m["actorRuntime"]["runtimeStatus"], "DISABLED");
     assert!(m["extended"]["daprRuntimeVersion"].is_string());
 
-    assert_eq!(s.request("PUT", "/v1.0/metadata/owner", b"team-a").status, 204);
-    assert_eq!(s.get("/v1.0/metadata").json()["extended"]["owner"], "team-a");
+    assert_eq!(
+        s.request("PUT", "/v1.0/metadata/owner", b"team-a").status,
+        204
+    );
+    assert_eq!(
+        s.get("/v1.0/metadata").json()["extended"]["owner"],
+        "team-a"
+    );
 
     // nested keys flattened with ':'
     let r = s.get("/v1.0/secrets/files/db%3Apassword");
@@ -75,23 +104,45 @@ fn health_metadata_and_secrets_over_http() {
     assert_eq!(r.json(), serde_json::json!({"db:password": "s3cret"}));
     // multiValued keeps the pairs together
     let r = s.get("/v1.0/secrets/multi/db");
-    assert_eq!(r.json(), serde_json::json!({"password": "s3cret", "user": "admin"}));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"password": "s3cret", "user": "admin"})
+    );
     // env store with prefix
-    assert_eq!(s.get("/v1.0/secrets/env/TOKEN").json(), serde_json::json!({"TOKEN": "t0k"}));
+    assert_eq!(
+        s.get("/v1.0/secrets/env/TOKEN").json(),
+        serde_json::json!({"TOKEN": "t0k"})
+    );
     assert_eq!(s.get("/v1.0/secrets/env/NOT_SET_ANYWHERE").status, 204);
 
     // scoping: single get denied, bulk filtered
     let r = s.get("/v1.0/secrets/files/denied-one");
-    assert_eq!((r.status, r.error_code().as_str()), (403, "ERR_PERMISSION_DENIED"));
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (403, "ERR_PERMISSION_DENIED")
+    );
     let bulk = s.get("/v1.0/secrets/files/bulk").json();
     assert_eq!(bulk["api-key"], serde_json::json!({"api-key": "abc"}));
     assert!(bulk.get("denied-one").is_none(), "{bulk}");
-    assert_eq!(s.get("/v1.0/secrets/multi/bulk").json()["db"]["user"], "admin");
+    assert_eq!(
+        s.get("/v1.0/secrets/multi/bulk").json()["db"]["user"],
+        "admin"
+    );
 
     // errors
     let r = s.get("/v1.0/secrets/nope/x");
-    assert_eq!((r.status, r.error_code().as_str()), (401, "ERR_SECRET_STORE_NOT_FOUND"));
-    assert!(r.json()["message"].as_str().unwrap().contains("files, multi"), "{}", r.text());
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (401, "ERR_SECRET_STORE_NOT_FOUND")
+    );
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("files, multi"),
+        "{}",
+        r.text()
+    );
     assert_eq!(r.json()["details"][0]["domain"], "dapr.io");
     let r = s.get("/v1.0/secrets/files/missing");
     assert_eq!((r.status, r.error_code().as_str()), (500, "ERR_SECRET_GET"));
@@ -103,24 +154,42 @@ async fn grpc_metadata_and_secrets() {
     let s = sidecar().args(&args).start();
     let mut c = DaprClient::connect(s.grpc_endpoint()).await.unwrap();
 
-    let m = c.get_metadata(rt::GetMetadataRequest {}).await.unwrap().into_inner();
+    let m = c
+        .get_metadata(rt::GetMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(m.id, "test-app");
     assert_eq!(m.registered_components.len(), 3);
     assert_eq!(m.registered_components[0].r#type, "secretstores.local.file");
 
-    c.set_metadata(rt::SetMetadataRequest { key: "k".into(), value: "v".into() })
-        .await
-        .unwrap();
-    assert_eq!(s.get("/v1.0/metadata").json()["extended"]["k"], "v", "both APIs share state");
+    c.set_metadata(rt::SetMetadataRequest {
+        key: "k".into(),
+        value: "v".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get("/v1.0/metadata").json()["extended"]["k"],
+        "v",
+        "both APIs share state"
+    );
 
     let secret = c
-        .get_secret(rt::GetSecretRequest { store_name: "files".into(), key: "api-key".into(), metadata: Default::default() })
+        .get_secret(rt::GetSecretRequest {
+            store_name: "files".into(),
+            key: "api-key".into(),
+            metadata: Default::default(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(secret.data["api-key"], "abc");
     let bulk = c
-        .get_bulk_secret(rt::GetBulkSecretRequest { store_name: "files".into(), metadata: Default::default() })
+        .get_bulk_secret(rt::GetBulkSecretRequest {
+            store_name: "files".into(),
+            metadata: Default::default(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -128,21 +197,36 @@ async fn grpc_metadata_and_secrets() {
     assert!(!bulk.data.contains_key("denied-one"));
 
     let e = c
-        .get_secret(rt::GetSecretRequest { store_name: "files".into(), key: "denied-one".into(), metadata: Default::default() })
+        .get_secret(rt::GetSecretRequest {
+            store_name: "files".into(),
+            key: "denied-one".into(),
+            metadata: Default::default(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
     let e = c
-        .get_secret(rt::GetSecretRequest { store_name: "nope".into(), key: "x".into(), metadata: Default::default() })
+        .get_secret(rt::GetSecretRequest {
+            store_name: "nope".into(),
+            key: "x".into(),
+            metadata: Default::default(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(!e.details().is_empty(), "google.rpc.Status details carry ErrorInfo");
+    assert!(
+        !e.details().is_empty(),
+        "google.rpc.Status details carry ErrorInfo"
+    );
 
     // not built yet: a clear error at once, not a hang
     let e = tokio::time::timeout(
         Duration::from_secs(5),
-        c.get_state(rt::GetStateRequest { store_name: "s".into(), key: "k".into(), ..Default::default() }),
+        c.get_state(rt::GetStateRequest {
+            store_name: "s".into(),
+            key: "k".into(),
+            ..Default::default()
+        }),
     )
     .await
     .expect("answered at once")
@@ -156,18 +240,34 @@ async fn api_token_is_required_except_for_health() {
     let s = sidecar().env("DAPR_API_TOKEN", "letmein").start();
     let r = s.try_request("GET", "/v1.0/metadata", &[], b"").unwrap();
     assert_eq!((r.status, r.text().as_str()), (401, "invalid api token"));
-    let r = s.try_request("GET", "/v1.0/metadata", &[("dapr-api-token", "wrong")], b"").unwrap();
+    let r = s
+        .try_request("GET", "/v1.0/metadata", &[("dapr-api-token", "wrong")], b"")
+        .unwrap();
     assert_eq!(r.status, 401);
-    assert_eq!(s.try_request("GET", "/v1.0/healthz", &[], b"").unwrap().status, 204);
-    assert_eq!(s.try_request("GET", "/v1.0/healthz/outbound", &[], b"").unwrap().status, 204);
+    assert_eq!(
+        s.try_request("GET", "/v1.0/healthz", &[], b"")
+            .unwrap()
+            .status,
+        204
+    );
+    assert_eq!(
+        s.try_request("GET", "/v1.0/healthz/outbound", &[], b"")
+            .unwrap()
+            .status,
+        204
+    );
     assert_eq!(s.get("/v1.0/metadata").status, 200, "the right token works");
 
     let mut c = DaprClient::connect(s.grpc_endpoint()).await.unwrap();
     let e = c.get_metadata(rt::GetMetadataRequest {}).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
     let mut req = tonic::Request::new(rt::GetMetadataRequest {});
-    req.metadata_mut().insert("dapr-api-token", "letmein".parse().unwrap());
-    assert_eq!(c.get_metadata(req).await.unwrap().into_inner().id, "test-app");
+    req.metadata_mut()
+        .insert("dapr-api-token", "letmein".parse().unwrap());
+    assert_eq!(
+        c.get_metadata(req).await.unwrap().into_inner().id,
+        "test-app"
+    );
 }
 
 #[test]
@@ -175,14 +275,32 @@ fn oversize_bodies_get_413_and_the_sidecar_keeps_serving() {
     let s = sidecar().args(["--max-body-size", "1Ki"]).start();
     let big = vec![b'x'; 2048];
     let r = s.request("PUT", "/v1.0/metadata/big", &big);
-    assert_eq!((r.status, r.error_code().as_str()), (413, "ERR_BODY_TOO_LARGE"));
-    assert!(r.json()["message"].as_str().unwrap().contains("--max-body-size"));
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (413, "ERR_BODY_TOO_LARGE")
+    );
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-body-size")
+    );
     // no Content-Length: the limit is enforced while reading
     let r = s
-        .try_request("PUT", "/v1.0/metadata/big", &[("Transfer-Encoding", "chunked")], &big)
+        .try_request(
+            "PUT",
+            "/v1.0/metadata/big",
+            &[("Transfer-Encoding", "chunked")],
+            &big,
+        )
         .unwrap();
     assert_eq!(r.status, 413, "{}", r.text());
-    assert!(s.get("/v1.0/metadata").json()["extended"].get("big").is_none(), "nothing was stored");
+    assert!(
+        s.get("/v1.0/metadata").json()["extended"]
+            .get("big")
+            .is_none(),
+        "nothing was stored"
+    );
     assert_eq!(s.request("PUT", "/v1.0/metadata/small", b"ok").status, 204);
     assert_eq!(s.get("/v1.0/metadata").json()["extended"]["small"], "ok");
 }
@@ -191,8 +309,16 @@ fn oversize_bodies_get_413_and_the_sidecar_keeps_serving() {
 fn unknown_routes_and_unbuilt_apis_answer_clearly() {
     let s = sidecar().start();
     let r = s.request("POST", "/v1.0/nothing-here", b"");
-    assert_eq!((r.status, r.error_code().as_str()), (404, "ERR_DIRECT_INVOKE"));
-    assert!(r.json()["message"].as_str().unwrap().contains("dapr-app-id"));
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (404, "ERR_DIRECT_INVOKE")
+    );
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("dapr-app-id")
+    );
     let r = s.request("POST", "/v1.0/healthz", b""); // wrong method falls through, like Dapr
     assert_eq!(r.status, 404);
     for (path, api) in [
@@ -202,8 +328,16 @@ fn unknown_routes_and_unbuilt_apis_answer_clearly() {
         ("/v1.0/invoke/other/method/x", "invocation"),
     ] {
         let r = s.request("POST", path, b"{}");
-        assert_eq!((r.status, r.error_code().as_str()), (501, "ERR_API_UNIMPLEMENTED"), "{path}");
-        assert!(r.json()["message"].as_str().unwrap().contains(api), "{path}: {}", r.text());
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (501, "ERR_API_UNIMPLEMENTED"),
+            "{path}"
+        );
+        assert!(
+            r.json()["message"].as_str().unwrap().contains(api),
+            "{path}: {}",
+            r.text()
+        );
     }
     // path cleaning
     assert_eq!(s.get("//v1.0//metadata/").status, 200);
@@ -218,7 +352,11 @@ async fn http2_cleartext_is_served() {
         .http2_only(true)
         .build_http::<Empty<bytes::Bytes>>();
     let resp = client
-        .get(format!("http://127.0.0.1:{}/v1.0/metadata", s.http).parse().unwrap())
+        .get(
+            format!("http://127.0.0.1:{}/v1.0/metadata", s.http)
+                .parse()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
@@ -237,7 +375,9 @@ async fn metrics_use_dapr_names() {
     c.get_metadata(rt::GetMetadataRequest {}).await.unwrap();
     let text = s.metrics_text();
     assert!(
-        text.contains(r#"dapr_http_server_request_count{app_id="test-app",method="GET",status="200"}"#),
+        text.contains(
+            r#"dapr_http_server_request_count{app_id="test-app",method="GET",status="200"}"#
+        ),
         "{text}"
     );
     assert!(text.contains(r#"status="404""#), "{text}");
@@ -258,7 +398,11 @@ fn shutdown_api_stops_the_sidecar() {
             assert!(status.success(), "graceful shutdown exits 0: {status}");
             break;
         }
-        assert!(std::time::Instant::now() < end, "sidecar did not stop:\n{}", s.stderr.text());
+        assert!(
+            std::time::Instant::now() < end,
+            "sidecar did not stop:\n{}",
+            s.stderr.text()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

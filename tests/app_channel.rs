@@ -13,16 +13,25 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// One request the test app received: method, path, `dapr-app-id`, `dapr-api-token`.
+type Seen = (String, String, Option<String>, Option<String>);
+
 /// What the test app saw, and how it answers `/healthz`.
 #[derive(Default)]
 struct AppState {
-    seen: Mutex<Vec<(String, String, Option<String>, Option<String>)>>, // method, path, app-id, token
+    seen: Mutex<Vec<Seen>>,
     health_status: AtomicU16,
 }
 
 impl AppState {
-    fn calls(&self, path: &str) -> Vec<(String, String, Option<String>, Option<String>)> {
-        self.seen.lock().unwrap().iter().filter(|c| c.1 == path).cloned().collect()
+    fn calls(&self, path: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.1 == path)
+            .cloned()
+            .collect()
     }
 }
 
@@ -33,7 +42,9 @@ const SUBSCRIBE_BODY: &str = r#"[
 ]"#;
 
 async fn serve_app(port: u16, state: Arc<AppState>) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     loop {
         let (stream, _) = listener.accept().await.unwrap();
         let state = state.clone();
@@ -41,7 +52,11 @@ async fn serve_app(port: u16, state: Arc<AppState>) {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let state = state.clone();
                 async move {
-                    let h = |n: &str| req.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+                    let h = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .map(|v| v.to_str().unwrap().to_string())
+                    };
                     state.seen.lock().unwrap().push((
                         req.method().to_string(),
                         req.uri().path().to_string(),
@@ -78,24 +93,44 @@ async fn http_app_startup_sequence() {
     );
     let app_port = free_port();
     let s = sidecar()
-        .args(["--app-port", &app_port.to_string(), "--resources-path", dir.path().to_str().unwrap()])
+        .args([
+            "--app-port",
+            &app_port.to_string(),
+            "--resources-path",
+            dir.path().to_str().unwrap(),
+        ])
         .env("APP_API_TOKEN", "app-secret")
         .start();
 
     // outbound is up, but the app is not listening yet
     let r = s.get("/v1.0/healthz");
-    assert_eq!((r.status, r.error_code().as_str()), (500, "ERR_HEALTH_NOT_READY"));
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (500, "ERR_HEALTH_NOT_READY")
+    );
 
     let state = Arc::new(AppState::default());
     tokio::spawn(serve_app(app_port, state.clone()));
-    assert!(s.wait_healthz(204, Duration::from_secs(10)), "{}", s.stderr.text());
+    assert!(
+        s.wait_healthz(204, Duration::from_secs(10)),
+        "{}",
+        s.stderr.text()
+    );
 
     for path in ["/dapr/config", "/dapr/subscribe"] {
         let calls = state.calls(path);
         assert_eq!(calls.len(), 1, "{path} called once: {calls:?}");
         assert_eq!(calls[0].0, "GET");
-        assert_eq!(calls[0].2.as_deref(), Some("test-app"), "dapr-app-id header");
-        assert_eq!(calls[0].3.as_deref(), Some("app-secret"), "APP_API_TOKEN sent to the app");
+        assert_eq!(
+            calls[0].2.as_deref(),
+            Some("test-app"),
+            "dapr-app-id header"
+        );
+        assert_eq!(
+            calls[0].3.as_deref(),
+            Some("app-secret"),
+            "APP_API_TOKEN sent to the app"
+        );
     }
 
     let m = s.get("/v1.0/metadata").json();
@@ -104,7 +139,12 @@ async fn http_app_startup_sequence() {
     let subs = m["subscriptions"].as_array().unwrap();
     let summary: Vec<(String, String)> = subs
         .iter()
-        .map(|s| (s["topic"].as_str().unwrap().into(), s["type"].as_str().unwrap().into()))
+        .map(|s| {
+            (
+                s["topic"].as_str().unwrap().into(),
+                s["type"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -140,18 +180,32 @@ async fn app_health_checks_gate_readiness_and_count_failures() {
         ])
         .start();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(s.get("/v1.0/healthz").status, 500, "not ready while the app is unhealthy");
+    assert_eq!(
+        s.get("/v1.0/healthz").status,
+        500,
+        "not ready while the app is unhealthy"
+    );
     assert!(state.calls("/healthz").len() >= 3, "probed repeatedly");
 
     state.health_status.store(200, Ordering::SeqCst);
-    assert!(s.wait_healthz(204, Duration::from_secs(5)), "{}", s.stderr.text());
+    assert!(
+        s.wait_healthz(204, Duration::from_secs(5)),
+        "{}",
+        s.stderr.text()
+    );
     let m = s.get("/v1.0/metadata").json();
     assert_eq!(m["appConnectionProperties"]["health"]["healthThreshold"], 3);
-    assert_eq!(m["appConnectionProperties"]["health"]["healthProbeInterval"], "50ms");
+    assert_eq!(
+        m["appConnectionProperties"]["health"]["healthProbeInterval"],
+        "50ms"
+    );
 
     state.health_status.store(500, Ordering::SeqCst);
     assert!(
-        s.stderr.wait_for("app is unhealthy: health probe failed 3 times", Duration::from_secs(5)),
+        s.stderr.wait_for(
+            "app is unhealthy: health probe failed 3 times",
+            Duration::from_secs(5)
+        ),
         "{}",
         s.stderr.text()
     );
@@ -159,7 +213,11 @@ async fn app_health_checks_gate_readiness_and_count_failures() {
     state.health_status.store(200, Ordering::SeqCst);
     let end = std::time::Instant::now() + Duration::from_secs(5);
     while s.stderr.text().matches("app is healthy").count() == before {
-        assert!(std::time::Instant::now() < end, "recovery not seen:\n{}", s.stderr.text());
+        assert!(
+            std::time::Instant::now() < end,
+            "recovery not seen:\n{}",
+            s.stderr.text()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -176,11 +234,20 @@ mod grpc_app {
 
     #[tonic::async_trait]
     impl rt::app_callback_server::AppCallback for App {
-        async fn on_invoke(&self, _: Request<common::InvokeRequest>) -> Result<Response<common::InvokeResponse>, Status> {
+        async fn on_invoke(
+            &self,
+            _: Request<common::InvokeRequest>,
+        ) -> Result<Response<common::InvokeResponse>, Status> {
             Err(Status::unimplemented("test"))
         }
-        async fn list_topic_subscriptions(&self, req: Request<()>) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
-            assert_eq!(req.metadata().get("dapr-api-token").unwrap(), "grpc-app-token");
+        async fn list_topic_subscriptions(
+            &self,
+            req: Request<()>,
+        ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
+            assert_eq!(
+                req.metadata().get("dapr-api-token").unwrap(),
+                "grpc-app-token"
+            );
             Ok(Response::new(rt::ListTopicSubscriptionsResponse {
                 subscriptions: vec![rt::TopicSubscription {
                     pubsub_name: "pubsub".into(),
@@ -189,16 +256,28 @@ mod grpc_app {
                 }],
             }))
         }
-        async fn on_topic_event(&self, _: Request<rt::TopicEventRequest>) -> Result<Response<rt::TopicEventResponse>, Status> {
+        async fn on_topic_event(
+            &self,
+            _: Request<rt::TopicEventRequest>,
+        ) -> Result<Response<rt::TopicEventResponse>, Status> {
             Err(Status::unimplemented("test"))
         }
-        async fn list_input_bindings(&self, _: Request<()>) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
+        async fn list_input_bindings(
+            &self,
+            _: Request<()>,
+        ) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
             Ok(Response::new(Default::default()))
         }
-        async fn on_binding_event(&self, _: Request<rt::BindingEventRequest>) -> Result<Response<rt::BindingEventResponse>, Status> {
+        async fn on_binding_event(
+            &self,
+            _: Request<rt::BindingEventRequest>,
+        ) -> Result<Response<rt::BindingEventResponse>, Status> {
             Err(Status::unimplemented("test"))
         }
-        async fn on_bulk_topic_event(&self, _: Request<rt::TopicEventBulkRequest>) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
+        async fn on_bulk_topic_event(
+            &self,
+            _: Request<rt::TopicEventBulkRequest>,
+        ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
             Err(Status::unimplemented("test"))
         }
     }
@@ -207,7 +286,10 @@ mod grpc_app {
 
     #[tonic::async_trait]
     impl rt::app_callback_health_check_server::AppCallbackHealthCheck for Health {
-        async fn health_check(&self, _: Request<()>) -> Result<Response<rt::HealthCheckResponse>, Status> {
+        async fn health_check(
+            &self,
+            _: Request<()>,
+        ) -> Result<Response<rt::HealthCheckResponse>, Status> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(Response::new(rt::HealthCheckResponse {}))
         }
@@ -220,13 +302,17 @@ async fn grpc_app_subscriptions_and_health() {
     let app_port = free_port();
     let app = grpc_app::App::default();
     let health_calls = app.health_calls.clone();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", app_port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", app_port))
+        .await
+        .unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(rt::app_callback_server::AppCallbackServer::new(app))
-            .add_service(rt::app_callback_health_check_server::AppCallbackHealthCheckServer::new(
-                grpc_app::Health(health_calls.clone()),
-            ))
+            .add_service(
+                rt::app_callback_health_check_server::AppCallbackHealthCheckServer::new(
+                    grpc_app::Health(health_calls.clone()),
+                ),
+            )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let s = sidecar()
@@ -241,8 +327,15 @@ async fn grpc_app_subscriptions_and_health() {
         ])
         .env("APP_API_TOKEN", "grpc-app-token")
         .start();
-    assert!(s.wait_healthz(204, Duration::from_secs(10)), "{}", s.stderr.text());
-    assert!(health_calls.load(Ordering::SeqCst) >= 1, "gRPC health check called");
+    assert!(
+        s.wait_healthz(204, Duration::from_secs(10)),
+        "{}",
+        s.stderr.text()
+    );
+    assert!(
+        health_calls.load(Ordering::SeqCst) >= 1,
+        "gRPC health check called"
+    );
     let m = s.get("/v1.0/metadata").json();
     assert_eq!(m["appConnectionProperties"]["protocol"], "grpc");
     assert_eq!(m["subscriptions"][0]["topic"], "grpc-topic");

@@ -30,8 +30,14 @@ fn malformed_yaml_names_file_and_line() {
 fn unknown_component_type_lists_the_supported_ones() {
     let (status, log) = start_with(&[("c.yaml", &component("store", "state.cassandra", &[]))]);
     assert!(!status.success());
-    assert!(log.contains("unknown component type `state.cassandra`"), "{log}");
-    assert!(log.contains("secretstores.local.file") && log.contains("secretstores.local.env"), "{log}");
+    assert!(
+        log.contains("unknown component type `state.cassandra`"),
+        "{log}"
+    );
+    assert!(
+        log.contains("secretstores.local.file") && log.contains("secretstores.local.env"),
+        "{log}"
+    );
     assert!(log.contains("c.yaml:2"), "the definition is located: {log}");
 }
 
@@ -40,7 +46,10 @@ fn a_secret_reference_to_a_missing_store_is_explained() {
     let c = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: needs-secret\nspec:\n  type: secretstores.local.env\n  metadata:\n  - name: prefix\n    secretKeyRef:\n      name: p\n      key: p\nauth:\n  secretStore: vault\n";
     let (status, log) = start_with(&[("c.yaml", c)]);
     assert!(!status.success());
-    assert!(log.contains("secret store `vault`, which is not defined"), "{log}");
+    assert!(
+        log.contains("secret store `vault`, which is not defined"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -64,10 +73,17 @@ fn secret_references_resolve_through_auth_secret_store() {
 
 #[test]
 fn a_failing_component_is_fatal_unless_ignore_errors() {
-    let bad = component("broken", "secretstores.local.file", &[("secretsFile", "/does/not/exist.json")]);
+    let bad = component(
+        "broken",
+        "secretstores.local.file",
+        &[("secretsFile", "/does/not/exist.json")],
+    );
     let (status, log) = start_with(&[("c.yaml", &bad)]);
     assert!(!status.success());
-    assert!(log.contains("component `broken`") && log.contains("/does/not/exist.json"), "{log}");
+    assert!(
+        log.contains("component `broken`") && log.contains("/does/not/exist.json"),
+        "{log}"
+    );
 
     let dir = TempDir::new("ignore");
     dir.write(
@@ -78,23 +94,37 @@ fn a_failing_component_is_fatal_unless_ignore_errors() {
             component("ok", "secretstores.local.env", &[])
         ),
     );
-    let s = sidecar().args(["--resources-path", dir.path().to_str().unwrap()]).start();
+    let s = sidecar()
+        .args(["--resources-path", dir.path().to_str().unwrap()])
+        .start();
     let comps = s.get("/v1.0/metadata").json()["components"].clone();
     assert_eq!(comps.as_array().unwrap().len(), 1, "{comps}");
     assert_eq!(comps[0]["name"], "ok");
-    assert!(s.stderr.text().contains("ignoreErrors"), "skipping is logged");
     assert!(
-        s.metrics_text().contains(r#"dapr_runtime_component_init_fail_total{app_id="test-app",component="broken""#),
+        s.stderr.text().contains("ignoreErrors"),
+        "skipping is logged"
+    );
+    assert!(
+        s.metrics_text().contains(
+            r#"dapr_runtime_component_init_fail_total{app_id="test-app",component="broken""#
+        ),
         "counted in metrics"
     );
 }
 
 #[test]
 fn a_missing_resources_dir_or_config_is_refused() {
-    let (status, log) = sidecar().args(["--resources-path", "/no/such/dir"]).start_failing();
+    let (status, log) = sidecar()
+        .args(["--resources-path", "/no/such/dir"])
+        .start_failing();
     assert!(!status.success());
-    assert!(log.contains("/no/such/dir") && log.contains("cannot read resources directory"), "{log}");
-    let (status, log) = sidecar().args(["--config", "/no/such/config.yaml"]).start_failing();
+    assert!(
+        log.contains("/no/such/dir") && log.contains("cannot read resources directory"),
+        "{log}"
+    );
+    let (status, log) = sidecar()
+        .args(["--config", "/no/such/config.yaml"])
+        .start_failing();
     assert!(!status.success());
     assert!(log.contains("/no/such/config.yaml"), "{log}");
 }
@@ -103,7 +133,10 @@ fn a_missing_resources_dir_or_config_is_refused() {
 fn bad_flags_are_refused_with_the_expected_form() {
     let (status, log) = sidecar().args(["--max-body-size", "lots"]).start_failing();
     assert!(!status.success());
-    assert!(log.contains("expected a number with an optional unit"), "{log}");
+    assert!(
+        log.contains("expected a number with an optional unit"),
+        "{log}"
+    );
     let (status, log) = sidecar().args(["--app-protocol", "smtp"]).start_failing();
     assert!(!status.success());
     assert!(log.contains("grpc") && log.contains("h2c"), "{log}");
@@ -112,9 +145,23 @@ fn bad_flags_are_refused_with_the_expected_form() {
 #[test]
 fn resources_for_other_apps_are_not_loaded() {
     let dir = TempDir::new("scoped");
-    dir.write("a.yaml", &format!("{}scopes: [someone-else]\n", component("theirs", "secretstores.local.env", &[])));
-    dir.write("b.yaml", &format!("{}scopes: [test-app]\n", component("ours", "secretstores.local.env", &[])));
-    let s = sidecar().args(["--resources-path", dir.path().to_str().unwrap()]).start();
+    dir.write(
+        "a.yaml",
+        &format!(
+            "{}scopes: [someone-else]\n",
+            component("theirs", "secretstores.local.env", &[])
+        ),
+    );
+    dir.write(
+        "b.yaml",
+        &format!(
+            "{}scopes: [test-app]\n",
+            component("ours", "secretstores.local.env", &[])
+        ),
+    );
+    let s = sidecar()
+        .args(["--resources-path", dir.path().to_str().unwrap()])
+        .start();
     let comps = s.get("/v1.0/metadata").json()["components"].clone();
     assert_eq!(comps.as_array().unwrap().len(), 1, "{comps}");
     assert_eq!(comps[0]["name"], "ours");

@@ -14,7 +14,10 @@ fn tandem(home: &TempDir) -> Command {
     c
 }
 
-fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
         if let Some(s) = child.try_wait().unwrap() {
@@ -34,8 +37,15 @@ fn run_gives_the_app_its_environment_and_its_exit_status() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "exit status is the app's:\n{stdout}");
-    let line = stdout.lines().find(|l| l.starts_with("== APP == id=")).unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit status is the app's:\n{stdout}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("== APP == id="))
+        .unwrap_or_else(|| panic!("{stdout}"));
     let field = |k: &str| -> String {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(&format!("{k}=")))
@@ -45,10 +55,18 @@ fn run_gives_the_app_its_environment_and_its_exit_status() {
     assert_eq!(field("id"), "envapp");
     assert_eq!(field("proto"), "http");
     for k in ["http", "grpc", "metrics"] {
-        let port: u16 = field(k).parse().unwrap_or_else(|_| panic!("{k} port in {line}"));
-        assert!(port > 1024 && port != 3500 && port != 50001, "random free port: {line}");
+        let port: u16 = field(k)
+            .parse()
+            .unwrap_or_else(|_| panic!("{k} port in {line}"));
+        assert!(
+            port > 1024 && port != 3500 && port != 50001,
+            "random free port: {line}"
+        );
     }
-    assert!(stdout.contains("== APP == health=204"), "the sidecar serves before the app starts:\n{stdout}");
+    assert!(
+        stdout.contains("== APP == health=204"),
+        "the sidecar serves before the app starts:\n{stdout}"
+    );
     assert!(
         stdout.contains("You're up and running! Both Dapr and your app logs will appear here."),
         "{stdout}"
@@ -60,18 +78,52 @@ fn run_with_fixed_ports_and_an_app_port_waits_for_the_app() {
     let home = TempDir::new("run-fixed");
     let (hp, gp, ap) = (free_port(), free_port(), free_port());
     let mut child = tandem(&home)
-        .args(["run", "--app-id", "web", "--dapr-http-port", &hp.to_string(), "--dapr-grpc-port", &gp.to_string()])
-        .args(["--app-port", &ap.to_string(), "--", "python3", "-m", "http.server", &ap.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "run",
+            "--app-id",
+            "web",
+            "--dapr-http-port",
+            &hp.to_string(),
+            "--dapr-grpc-port",
+            &gp.to_string(),
+        ])
+        .args([
+            "--app-port",
+            &ap.to_string(),
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            &ap.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let out = Output::capture(child.stdout.take().unwrap());
-    assert!(out.wait_for("You're up and running!", Duration::from_secs(20)), "{}", out.text());
-    assert_eq!(http(hp, "GET", "/v1.0/healthz", &[], b"").unwrap().status, 204);
+    assert!(
+        out.wait_for("You're up and running!", Duration::from_secs(20)),
+        "{}",
+        out.text()
+    );
+    assert_eq!(
+        http(hp, "GET", "/v1.0/healthz", &[], b"").unwrap().status,
+        204
+    );
     let m = http(hp, "GET", "/v1.0/metadata", &[], b"").unwrap().json();
-    assert_eq!(m["extended"]["appCommand"], format!("python3 -m http.server {ap} --bind 127.0.0.1"));
-    assert!(m["extended"]["appPID"].as_str().unwrap().parse::<u32>().is_ok());
+    assert_eq!(
+        m["extended"]["appCommand"],
+        format!("python3 -m http.server {ap} --bind 127.0.0.1")
+    );
+    assert!(
+        m["extended"]["appPID"]
+            .as_str()
+            .unwrap()
+            .parse::<u32>()
+            .is_ok()
+    );
     assert_eq!(m["extended"]["cliPID"], child.id().to_string());
 
     // list shows it; stop ends it
@@ -83,15 +135,28 @@ fn run_with_fixed_ports_and_an_app_port_waits_for_the_app() {
     let table = String::from_utf8(tandem(&home).arg("list").output().unwrap().stdout).unwrap();
     assert!(table.contains("APP ID") && table.contains("web"), "{table}");
 
-    let stop = tandem(&home).args(["stop", "--app-id", "web"]).output().unwrap();
-    assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
+    let stop = tandem(&home)
+        .args(["stop", "--app-id", "web"])
+        .output()
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
     let status = wait_exit(&mut child, Duration::from_secs(15)).expect("run ends after stop");
     assert!(status.success(), "{status}");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", ap)).is_err(), "the app was stopped too");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ap)).is_err(),
+        "the app was stopped too"
+    );
     let list = tandem(&home).args(["list", "-o", "json"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
 
-    let stop = tandem(&home).args(["stop", "--app-id", "web"]).output().unwrap();
+    let stop = tandem(&home)
+        .args(["stop", "--app-id", "web"])
+        .output()
+        .unwrap();
     assert!(!stop.status.success(), "stopping what does not run fails");
 }
 
@@ -100,16 +165,35 @@ fn sigterm_to_run_stops_app_and_sidecar() {
     let home = TempDir::new("run-term");
     let hp = free_port();
     let mut child = tandem(&home)
-        .args(["run", "--app-id", "sleeper", "--dapr-http-port", &hp.to_string(), "--", "sleep", "60"])
+        .args([
+            "run",
+            "--app-id",
+            "sleeper",
+            "--dapr-http-port",
+            &hp.to_string(),
+            "--",
+            "sleep",
+            "60",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let out = Output::capture(child.stdout.take().unwrap());
     assert!(out.wait_for("You're up and running!", Duration::from_secs(20)));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(wait_exit(&mut child, Duration::from_secs(15)).is_some(), "run exits on SIGTERM");
-    assert!(http(hp, "GET", "/v1.0/healthz", &[], b"").is_err(), "sidecar gone");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(15)).is_some(),
+        "run exits on SIGTERM"
+    );
+    assert!(
+        http(hp, "GET", "/v1.0/healthz", &[], b"").is_err(),
+        "sidecar gone"
+    );
 }
 
 #[test]
@@ -121,23 +205,47 @@ fn init_writes_defaults_that_run_then_loads() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains("secretstores.local.env"));
     // edit it: run must load the dir, not the embedded copy
-    std::fs::write(&file, text.replace("name: localsecretstore", "name: edited")).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("name: localsecretstore", "name: edited"),
+    )
+    .unwrap();
     let out = tandem(&home)
-        .args(["run", "--app-id", "i", "--", "sh", "-c", "curl -s http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/metadata"])
+        .args([
+            "run",
+            "--app-id",
+            "i",
+            "--",
+            "sh",
+            "-c",
+            "curl -s http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/metadata",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(r#""name":"edited""#), "{stdout}");
     // a second init keeps the user's edit
     tandem(&home).arg("init").output().unwrap();
-    assert!(std::fs::read_to_string(&file).unwrap().contains("name: edited"));
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("name: edited")
+    );
 }
 
 #[test]
 fn run_without_resources_uses_embedded_defaults() {
     let home = TempDir::new("embedded");
     let out = tandem(&home)
-        .args(["run", "--app-id", "e", "--", "sh", "-c", "curl -s http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/metadata"])
+        .args([
+            "run",
+            "--app-id",
+            "e",
+            "--",
+            "sh",
+            "-c",
+            "curl -s http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/metadata",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -154,16 +262,41 @@ fn run_file_starts_every_app_with_its_own_sidecar() {
         "dapr.yaml",
         "version: 1\ncommon:\n  resourcesPath: ./res\n  env:\n    GREETING: hello\napps:\n- appID: alpha\n  appDirPath: ./a\n  command: [\"sh\", \"-c\", \"ls; echo $GREETING from $APP_ID; curl -s http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/metadata\"]\n- appID: beta\n  appDirPath: ./a\n  env:\n    GREETING: bonjour\n  command: [\"sh\", \"-c\", \"echo $GREETING from $APP_ID\"]\n",
     );
-    let out = tandem(&home).args(["run", "-f", file.to_str().unwrap()]).output().unwrap();
+    let out = tandem(&home)
+        .args(["run", "-f", file.to_str().unwrap()])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("== APP - alpha == hello from alpha"), "{stdout}");
-    assert!(stdout.contains("== APP - beta == bonjour from beta"), "app env overrides common: {stdout}");
-    assert!(stdout.contains("== APP - alpha == marker"), "runs in appDirPath: {stdout}");
-    assert!(stdout.contains(r#""name":"shared-env""#), "resourcesPath relative to the file: {stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("== APP - alpha == hello from alpha"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("== APP - beta == bonjour from beta"),
+        "app env overrides common: {stdout}"
+    );
+    assert!(
+        stdout.contains("== APP - alpha == marker"),
+        "runs in appDirPath: {stdout}"
+    );
+    assert!(
+        stdout.contains(r#""name":"shared-env""#),
+        "resourcesPath relative to the file: {stdout}"
+    );
 
-    let bad = dir.write("bad.yaml", "version: 1\napps:\n- appDirPath: ./a\n  command: [\"true\"]\n");
-    let out = tandem(&home).args(["run", "-f", bad.to_str().unwrap()]).output().unwrap();
+    let bad = dir.write(
+        "bad.yaml",
+        "version: 1\napps:\n- appDirPath: ./a\n  command: [\"true\"]\n",
+    );
+    let out = tandem(&home)
+        .args(["run", "-f", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("every app needs `appID`"));
 }

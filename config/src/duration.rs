@@ -49,7 +49,7 @@ impl fmt::Display for GoDuration {
 
 fn format_duration(d: Duration, f: &mut fmt::Formatter) -> fmt::Result {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         write!(f, "{}s", ms / 1000)
     } else {
         write!(f, "{ms}ms")
@@ -60,7 +60,9 @@ fn format_duration(d: Duration, f: &mut fmt::Formatter) -> fmt::Result {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     let bad = || {
-        format!("invalid duration {text:?}: expected a number with a unit (ns, us, ms, s, m, h), e.g. 5s, 1m30s, 500ms")
+        format!(
+            "invalid duration {text:?}: expected a number with a unit (ns, us, ms, s, m, h), e.g. 5s, 1m30s, 500ms"
+        )
     };
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -104,7 +106,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `1Gi`, `2M`, `1000`.
 pub fn parse_quantity(text: &str) -> Result<u64, String> {
     let s = text.trim();
-    let bad = || format!("invalid size {text:?}: expected a number with an optional unit (Ki, Mi, Gi, k, M, G), e.g. 4Mi");
+    let bad = || {
+        format!(
+            "invalid size {text:?}: expected a number with an optional unit (Ki, Mi, Gi, k, M, G), e.g. 4Mi"
+        )
+    };
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     if split == 0 {
         return Err(bad());

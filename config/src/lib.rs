@@ -10,6 +10,8 @@ pub mod resources;
 pub mod validate;
 
 pub use duration::{GoDuration, parse_duration, parse_quantity};
-pub use load::{LoadContext, LoadError, Loaded, ResourceSet, SourceRef, load_configuration, load_dirs, load_str};
+pub use load::{
+    LoadContext, LoadError, Loaded, ResourceSet, SourceRef, load_configuration, load_dirs, load_str,
+};
 pub use options::{AppProtocol, LogLevel, SidecarOptions};
 pub use resources::*;

@@ -109,9 +109,7 @@ fn is_yaml(p: &Path) -> bool {
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with('.'));
-    !hidden
-        && p.is_file()
-        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+    !hidden && p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
 
 fn read_bounded(file: &Path) -> Result<String, LoadError> {
@@ -234,7 +232,12 @@ pub fn load_str(
                 let mut c: Component = parse(&doc, file)?;
                 require_name(&c.metadata.name, &kind, &doc, file)?;
                 if c.spec.type_.trim().is_empty() {
-                    return Err(field_error(&doc, file, "type:", "field `spec.type` is empty; expected a component type such as secretstores.local.file"));
+                    return Err(field_error(
+                        &doc,
+                        file,
+                        "type:",
+                        "field `spec.type` is empty; expected a component type such as secretstores.local.file",
+                    ));
                 }
                 for item in &c.spec.metadata {
                     let sources = usize::from(item.value.is_some())
@@ -287,9 +290,8 @@ pub fn load_str(
             "Resiliency" => {
                 let r: Resiliency = parse(&doc, file)?;
                 require_name(&r.metadata.name, &kind, &doc, file)?;
-                crate::validate::resiliency(&r).map_err(|(needle, msg)| {
-                    field_error(&doc, file, &needle, &msg)
-                })?;
+                crate::validate::resiliency(&r)
+                    .map_err(|(needle, msg)| field_error(&doc, file, &needle, &msg))?;
                 if let Some(reason) = not_for_us(&r.scopes, &r.metadata.namespace, ctx) {
                     set.skipped.push((at("kind:"), reason));
                     continue;
@@ -302,7 +304,9 @@ pub fn load_str(
             "HTTPEndpoint" => {
                 let h: HttpEndpoint = parse(&doc, file)?;
                 require_name(&h.metadata.name, &kind, &doc, file)?;
-                if !(h.spec.base_url.starts_with("http://") || h.spec.base_url.starts_with("https://")) {
+                if !(h.spec.base_url.starts_with("http://")
+                    || h.spec.base_url.starts_with("https://"))
+                {
                     return Err(field_error(
                         &doc,
                         file,
@@ -429,7 +433,9 @@ fn not_for_us(scopes: &[String], namespace: &Option<String>, ctx: &LoadContext) 
         && !theirs.is_empty()
         && theirs != ours
     {
-        return Some(format!("in namespace `{theirs}`, this sidecar is in `{ours}`"));
+        return Some(format!(
+            "in namespace `{theirs}`, this sidecar is in `{ours}`"
+        ));
     }
     None
 }
@@ -451,10 +457,7 @@ pub fn expand_template(value: &str, ctx: &LoadContext) -> String {
     let mut out = value
         .replace("{appID}", &ctx.app_id)
         .replace("{namespace}", &format!("{ns}.{}", ctx.app_id))
-        .replace(
-            "{podName}",
-            &std::env::var("POD_NAME").unwrap_or_default(),
-        );
+        .replace("{podName}", &std::env::var("POD_NAME").unwrap_or_default());
     while out.contains("{uuid}") {
         out = out.replacen("{uuid}", &uuid::Uuid::new_v4().to_string(), 1);
     }
@@ -462,7 +465,11 @@ pub fn expand_template(value: &str, ctx: &LoadContext) -> String {
 }
 
 fn check_unique_names(set: &ResourceSet) -> Result<(), LoadError> {
-    fn check<T>(items: &[Loaded<T>], kind: &str, name: impl Fn(&T) -> &str) -> Result<(), LoadError> {
+    fn check<T>(
+        items: &[Loaded<T>],
+        kind: &str,
+        name: impl Fn(&T) -> &str,
+    ) -> Result<(), LoadError> {
         let mut seen: HashMap<&str, &SourceRef> = HashMap::new();
         for item in items {
             let n = name(&item.resource);

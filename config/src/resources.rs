@@ -45,7 +45,11 @@ pub struct MetadataItem {
     /// turn it into a string with [`MetadataItem::value_string`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<serde_json::Value>,
-    #[serde(rename = "secretKeyRef", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "secretKeyRef",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub secret_key_ref: Option<SecretKeyRef>,
     #[serde(rename = "envRef", default, skip_serializing_if = "Option::is_none")]
     pub env_ref: Option<String>,
@@ -88,7 +92,11 @@ pub struct ComponentSpec {
     pub version: String,
     #[serde(rename = "ignoreErrors", default)]
     pub ignore_errors: bool,
-    #[serde(rename = "initTimeout", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "initTimeout",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub init_timeout: Option<GoDuration>,
     #[serde(default)]
     pub metadata: Vec<MetadataItem>,
@@ -123,9 +131,17 @@ pub struct SubscriptionSpec {
     /// v2alpha1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routes: Option<SubscriptionRoutes>,
-    #[serde(rename = "deadLetterTopic", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deadLetterTopic",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dead_letter_topic: Option<String>,
-    #[serde(rename = "bulkSubscribe", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "bulkSubscribe",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bulk_subscribe: Option<BulkSubscribe>,
 }
 
@@ -151,9 +167,17 @@ pub struct RouteRule {
 pub struct BulkSubscribe {
     #[serde(default)]
     pub enabled: bool,
-    #[serde(rename = "maxMessagesCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxMessagesCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_messages_count: Option<i32>,
-    #[serde(rename = "maxAwaitDurationMs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxAwaitDurationMs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_await_duration_ms: Option<i32>,
 }
 
@@ -220,10 +244,18 @@ pub struct RetryPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<GoDuration>,
     /// Exponential cap (default 60s).
-    #[serde(rename = "maxInterval", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxInterval",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_interval: Option<GoDuration>,
     /// -1 (default) retries without limit.
-    #[serde(rename = "maxRetries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxRetries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_retries: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matching: Option<RetryMatching>,
@@ -233,17 +265,29 @@ pub struct RetryPolicy {
 #[serde(deny_unknown_fields)]
 pub struct RetryMatching {
     /// e.g. `"429,500-599"`.
-    #[serde(rename = "httpStatusCodes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "httpStatusCodes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub http_status_codes: Option<String>,
     /// e.g. `"4,8-11,13,14"`.
-    #[serde(rename = "gRPCStatusCodes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gRPCStatusCodes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub grpc_status_codes: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerPolicy {
-    #[serde(rename = "maxRequests", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxRequests",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_requests: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<GoDuration>,
@@ -274,9 +318,17 @@ pub struct TargetPolicy {
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<String>,
-    #[serde(rename = "circuitBreaker", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "circuitBreaker",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub circuit_breaker: Option<String>,
-    #[serde(rename = "circuitBreakerCacheSize", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "circuitBreakerCacheSize",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub circuit_breaker_cache_size: Option<u32>,
 }
 
@@ -287,11 +339,23 @@ pub struct ActorTargetPolicy {
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<String>,
-    #[serde(rename = "circuitBreaker", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "circuitBreaker",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub circuit_breaker: Option<String>,
-    #[serde(rename = "circuitBreakerScope", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "circuitBreakerScope",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub circuit_breaker_scope: Option<String>,
-    #[serde(rename = "circuitBreakerCacheSize", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "circuitBreakerCacheSize",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub circuit_breaker_cache_size: Option<u32>,
 }
 
@@ -337,7 +401,11 @@ pub struct HttpEndpointSpec {
 pub struct TlsValue {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(rename = "secretKeyRef", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "secretKeyRef",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub secret_key_ref: Option<SecretKeyRef>,
 }
 
@@ -348,7 +416,11 @@ pub struct ClientTls {
     pub root_ca: Option<TlsValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<TlsValue>,
-    #[serde(rename = "privateKey", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "privateKey",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub private_key: Option<TlsValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renegotiation: Option<String>,
@@ -380,17 +452,33 @@ pub struct ConfigurationSpec {
     pub metrics: Option<MetricSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<MtlsSpec>,
-    #[serde(rename = "accessControl", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessControl",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_control: Option<AccessControlSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<SecretsSpec>,
     #[serde(default)]
     pub features: Vec<FeatureSpec>,
-    #[serde(rename = "httpPipeline", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "httpPipeline",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub http_pipeline: Option<PipelineSpec>,
-    #[serde(rename = "appHttpPipeline", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "appHttpPipeline",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub app_http_pipeline: Option<PipelineSpec>,
-    #[serde(rename = "nameResolution", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "nameResolution",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name_resolution: Option<NameResolutionSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiSpec>,
@@ -406,7 +494,11 @@ pub struct ConfigurationSpec {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct TracingSpec {
-    #[serde(rename = "samplingRate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "samplingRate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sampling_rate: Option<String>,
     #[serde(default)]
     pub stdout: bool,
@@ -454,13 +546,29 @@ pub struct MetricSpec {
 pub struct MtlsSpec {
     #[serde(default)]
     pub enabled: bool,
-    #[serde(rename = "workloadCertTTL", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "workloadCertTTL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub workload_cert_ttl: Option<GoDuration>,
-    #[serde(rename = "allowedClockSkew", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "allowedClockSkew",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub allowed_clock_skew: Option<GoDuration>,
-    #[serde(rename = "sentryAddress", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sentryAddress",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sentry_address: Option<String>,
-    #[serde(rename = "controlPlaneTrustDomain", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "controlPlaneTrustDomain",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub control_plane_trust_domain: Option<String>,
     #[serde(rename = "tokenValidators", default)]
     pub token_validators: Vec<serde_json::Value>,
@@ -478,7 +586,11 @@ pub enum Action {
 pub struct AccessControlSpec {
     #[serde(rename = "defaultAction", default)]
     pub default_action: Action,
-    #[serde(rename = "trustDomain", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "trustDomain",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub trust_domain: Option<String>,
     #[serde(default)]
     pub policies: Vec<AppPolicy>,
@@ -490,7 +602,11 @@ pub struct AppPolicy {
     pub app_id: String,
     #[serde(rename = "defaultAction", default)]
     pub default_action: Action,
-    #[serde(rename = "trustDomain", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "trustDomain",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub trust_domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -593,7 +709,11 @@ pub struct ComponentsSpec {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct LoggingSpec {
-    #[serde(rename = "apiLogging", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "apiLogging",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub api_logging: Option<ApiLoggingSpec>,
 }
 

@@ -30,8 +30,18 @@ pub fn resiliency(r: &Resiliency) -> Result<(), Problem> {
     }
     let check = |where_: &str, t: &TargetPolicy| -> Result<(), Problem> {
         let refs = [
-            ("timeout", &t.timeout, p.timeouts.contains_key(t.timeout.as_deref().unwrap_or_default())),
-            ("retry", &t.retry, p.retries.contains_key(t.retry.as_deref().unwrap_or_default())),
+            (
+                "timeout",
+                &t.timeout,
+                p.timeouts
+                    .contains_key(t.timeout.as_deref().unwrap_or_default()),
+            ),
+            (
+                "retry",
+                &t.retry,
+                p.retries
+                    .contains_key(t.retry.as_deref().unwrap_or_default()),
+            ),
             (
                 "circuitBreaker",
                 &t.circuit_breaker,
@@ -47,7 +57,9 @@ pub fn resiliency(r: &Resiliency) -> Result<(), Problem> {
             {
                 return Err((
                     format!("{field}: {v}"),
-                    format!("{where_} refers to {field} policy `{v}`, which is not defined under spec.policies"),
+                    format!(
+                        "{where_} refers to {field} policy `{v}`, which is not defined under spec.policies"
+                    ),
                 ));
             }
         }
@@ -73,11 +85,16 @@ pub fn resiliency(r: &Resiliency) -> Result<(), Problem> {
         };
         check(&format!("target actor `{actor}`"), &as_target)?;
         if t.circuit_breaker.is_some()
-            && !matches!(t.circuit_breaker_scope.as_deref(), Some("id" | "type" | "both"))
+            && !matches!(
+                t.circuit_breaker_scope.as_deref(),
+                Some("id" | "type" | "both")
+            )
         {
             return Err((
                 "circuitBreakerScope".into(),
-                format!("target actor `{actor}` has a circuit breaker; expected circuitBreakerScope to be id, type or both"),
+                format!(
+                    "target actor `{actor}` has a circuit breaker; expected circuitBreakerScope to be id, type or both"
+                ),
             ));
         }
     }

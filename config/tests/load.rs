@@ -2,7 +2,7 @@
 //! templating, and the errors a user sees for bad input.
 
 use std::path::{Path, PathBuf};
-use tandem_config::{LoadContext, load_configuration, load_dirs, load_str, ResourceSet};
+use tandem_config::{LoadContext, ResourceSet, load_configuration, load_dirs, load_str};
 
 fn ctx(app: &str) -> LoadContext {
     LoadContext {
@@ -88,18 +88,28 @@ auth:
 #[test]
 fn multi_document_files_load_in_order_with_templates() {
     let (_d, p) = dir_with(&[("a.yaml", TWO_COMPONENTS)]);
-    let set = load_dirs(&[p.clone()], &ctx("orders")).unwrap();
+    let set = load_dirs(&[p], &ctx("orders")).unwrap();
     assert_eq!(set.components.len(), 2);
     let first = &set.components[0];
     assert_eq!(first.resource.metadata.name, "first");
     assert_eq!(first.source.line, 3, "kind line of the first document");
     let items = &first.resource.spec.metadata;
-    assert_eq!(items[0].value_string().as_deref(), Some("orders-prod.orders"));
+    assert_eq!(
+        items[0].value_string().as_deref(),
+        Some("orders-prod.orders")
+    );
     assert_eq!(items[1].value_string().as_deref(), Some("6379"));
     let second = &set.components[1];
     assert_eq!(second.source.line, 16);
     assert_eq!(second.resource.auth.secret_store, "first");
-    assert_eq!(second.resource.spec.metadata[1].secret_key_ref.as_ref().unwrap().key, "pw");
+    assert_eq!(
+        second.resource.spec.metadata[1]
+            .secret_key_ref
+            .as_ref()
+            .unwrap()
+            .key,
+        "pw"
+    );
 }
 
 #[test]
@@ -107,7 +117,9 @@ fn uuid_template_gives_a_fresh_value_each_time() {
     let yaml = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\nspec:\n  type: t\n  metadata:\n  - name: id\n    value: \"{uuid}/{uuid}\"\n";
     let mut set = ResourceSet::default();
     load_str(yaml, Path::new("x.yaml"), &ctx("a"), &mut set).unwrap();
-    let v = set.components[0].resource.spec.metadata[0].value_string().unwrap();
+    let v = set.components[0].resource.spec.metadata[0]
+        .value_string()
+        .unwrap();
     let (a, b) = v.split_once('/').unwrap();
     assert_eq!(a.len(), 36);
     assert_ne!(a, b);
@@ -143,11 +155,23 @@ scopes: [orders, billing]
 ";
     let mut set = ResourceSet::default();
     load_str(yaml, Path::new("s.yaml"), &ctx("orders"), &mut set).unwrap();
-    let names: Vec<_> = set.components.iter().map(|c| c.resource.metadata.name.as_str()).collect();
+    let names: Vec<_> = set
+        .components
+        .iter()
+        .map(|c| c.resource.metadata.name.as_str())
+        .collect();
     assert_eq!(names, ["ours"]);
     assert_eq!(set.skipped.len(), 2);
-    assert!(set.skipped[0].1.contains("scoped to [billing]"), "{:?}", set.skipped);
-    assert!(set.skipped[1].1.contains("namespace `staging`"), "{:?}", set.skipped);
+    assert!(
+        set.skipped[0].1.contains("scoped to [billing]"),
+        "{:?}",
+        set.skipped
+    );
+    assert!(
+        set.skipped[1].1.contains("namespace `staging`"),
+        "{:?}",
+        set.skipped
+    );
 }
 
 fn error_of(yaml: &str) -> String {
@@ -159,23 +183,35 @@ fn error_of(yaml: &str) -> String {
 
 #[test]
 fn a_misspelt_field_is_named_with_its_line() {
-    let e = error_of("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\nspec:\n  type: t\n  ignoreErors: true\n");
+    let e = error_of(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\nspec:\n  type: t\n  ignoreErors: true\n",
+    );
     assert!(e.starts_with("bad.yaml:7:"), "{e}");
     assert!(e.contains("unknown field `ignoreErors`"), "{e}");
-    assert!(e.contains("ignoreErrors"), "the expected names are listed: {e}");
+    assert!(
+        e.contains("ignoreErrors"),
+        "the expected names are listed: {e}"
+    );
 }
 
 #[test]
 fn malformed_yaml_points_at_the_line() {
-    let e = error_of("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: [unclosed\nspec:\n  type: t\n");
+    let e = error_of(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: [unclosed\nspec:\n  type: t\n",
+    );
     assert!(e.starts_with("bad.yaml:"), "{e}");
     let line: usize = e.split(':').nth(1).unwrap().parse().unwrap();
-    assert!((4..=6).contains(&line), "line should be near the broken list: {e}");
+    assert!(
+        (4..=6).contains(&line),
+        "line should be near the broken list: {e}"
+    );
 }
 
 #[test]
 fn line_numbers_count_from_the_file_not_the_document() {
-    let yaml = format!("{TWO_COMPONENTS}---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: third\nspec:\n  type: [1]\n");
+    let yaml = format!(
+        "{TWO_COMPONENTS}---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: third\nspec:\n  type: [1]\n"
+    );
     let e = error_of(&yaml);
     assert!(e.starts_with("bad.yaml:36:"), "{e}");
     assert!(e.contains("type: [1]"), "the offending line is quoted: {e}");
@@ -185,20 +221,40 @@ fn line_numbers_count_from_the_file_not_the_document() {
 fn unknown_kind_and_wrong_api_version_are_explained() {
     let e = error_of("apiVersion: dapr.io/v1alpha1\nkind: Widget\nmetadata:\n  name: w\n");
     assert!(e.contains("bad.yaml:2"), "{e}");
-    assert!(e.contains("unknown kind `Widget`") && e.contains("Component, Subscription"), "{e}");
-    let e = error_of("apiVersion: dapr.io/v2\nkind: Component\nmetadata:\n  name: c\nspec:\n  type: t\n");
-    assert!(e.contains("bad.yaml:1") && e.contains("expected dapr.io/v1alpha1"), "{e}");
+    assert!(
+        e.contains("unknown kind `Widget`") && e.contains("Component, Subscription"),
+        "{e}"
+    );
+    let e = error_of(
+        "apiVersion: dapr.io/v2\nkind: Component\nmetadata:\n  name: c\nspec:\n  type: t\n",
+    );
+    assert!(
+        e.contains("bad.yaml:1") && e.contains("expected dapr.io/v1alpha1"),
+        "{e}"
+    );
     let e = error_of("metadata:\n  name: c\n");
     assert!(e.contains("no `kind`"), "{e}");
 }
 
 #[test]
 fn invalid_values_are_refused() {
-    let e = error_of("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\nspec:\n  type: t\n  initTimeout: soon\n");
-    assert!(e.contains("bad.yaml:7") && e.contains("invalid duration"), "{e}");
-    let e = error_of("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\nspec:\n  type: t\n  metadata:\n  - name: x\n    value: a\n    envRef: B\n");
-    assert!(e.contains("more than one of value, secretKeyRef and envRef"), "{e}");
-    let e = error_of("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: \"\"\nspec:\n  type: t\n");
+    let e = error_of(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\nspec:\n  type: t\n  initTimeout: soon\n",
+    );
+    assert!(
+        e.contains("bad.yaml:7") && e.contains("invalid duration"),
+        "{e}"
+    );
+    let e = error_of(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\nspec:\n  type: t\n  metadata:\n  - name: x\n    value: a\n    envRef: B\n",
+    );
+    assert!(
+        e.contains("more than one of value, secretKeyRef and envRef"),
+        "{e}"
+    );
+    let e = error_of(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: \"\"\nspec:\n  type: t\n",
+    );
     assert!(e.contains("metadata.name"), "{e}");
 }
 
@@ -207,13 +263,19 @@ fn duplicate_names_across_files_name_both_places() {
     let c = "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: same\nspec:\n  type: t\n";
     let (_d, p) = dir_with(&[("a.yaml", c), ("b.yml", c), ("ignored.txt", "not yaml")]);
     let e = load_dirs(&[p], &ctx("a")).unwrap_err().to_string();
-    assert!(e.contains("b.yml:2") && e.contains("a.yaml:2") && e.contains("`same`"), "{e}");
+    assert!(
+        e.contains("b.yml:2") && e.contains("a.yaml:2") && e.contains("`same`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_missing_resources_dir_is_an_error() {
     let e = load_dirs(&[PathBuf::from("/nonexistent/tandem")], &ctx("a")).unwrap_err();
-    assert!(e.to_string().contains("cannot read resources directory"), "{e}");
+    assert!(
+        e.to_string().contains("cannot read resources directory"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -252,8 +314,13 @@ spec:
     let new = &set.subscriptions[1].resource.spec;
     assert_eq!(new.effective_routes().rules[0].path, "/big");
     assert_eq!(new.effective_routes().default.as_deref(), Some("/small"));
-    assert_eq!(new.bulk_subscribe.as_ref().unwrap().max_messages_count, Some(10));
-    let e = error_of("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  pubsubname: p\n  topic: t\n");
+    assert_eq!(
+        new.bulk_subscribe.as_ref().unwrap().max_messages_count,
+        Some(10)
+    );
+    let e = error_of(
+        "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata:\n  name: s\nspec:\n  pubsubname: p\n  topic: t\n",
+    );
     assert!(e.contains("no route"), "{e}");
 }
 
@@ -296,15 +363,27 @@ fn resiliency_loads_and_its_references_are_checked() {
     let mut set = ResourceSet::default();
     load_str(RESILIENCY, Path::new("r.yaml"), &ctx("a"), &mut set).unwrap();
     let r = &set.resiliencies[0].resource.spec;
-    assert_eq!(r.policies.timeouts["fast"].0, std::time::Duration::from_millis(500));
+    assert_eq!(
+        r.policies.timeouts["fast"].0,
+        std::time::Duration::from_millis(500)
+    );
     assert_eq!(r.policies.retries["twice"].max_retries, Some(2));
-    assert_eq!(r.targets.apps["orders"].circuit_breaker.as_deref(), Some("cb"));
+    assert_eq!(
+        r.targets.apps["orders"].circuit_breaker.as_deref(),
+        Some("cb")
+    );
 
-    let e = error_of(&RESILIENCY.replace("retry: twice\n        circuitBreaker", "retry: thrice\n        circuitBreaker"));
+    let e = error_of(&RESILIENCY.replace(
+        "retry: twice\n        circuitBreaker",
+        "retry: thrice\n        circuitBreaker",
+    ));
     assert!(e.contains("`thrice`") && e.contains("not defined"), "{e}");
     assert!(e.starts_with("bad.yaml:26"), "points at the reference: {e}");
     let e = error_of(&RESILIENCY.replace("429,500-599", "429,600-700"));
-    assert!(e.contains("httpStatusCodes") && e.contains("600-700"), "{e}");
+    assert!(
+        e.contains("httpStatusCodes") && e.contains("600-700"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -20,7 +20,12 @@ spec:\n  type: secretstores.local.env\n  version: v1\n  metadata: []\n",
 pub fn embedded_resources(ctx: &LoadContext) -> Result<ResourceSet, LoadError> {
     let mut set = ResourceSet::default();
     for (name, text) in DEFAULT_RESOURCES {
-        load_str(text, std::path::Path::new(&format!("<embedded>/{name}")), ctx, &mut set)?;
+        load_str(
+            text,
+            std::path::Path::new(&format!("<embedded>/{name}")),
+            ctx,
+            &mut set,
+        )?;
     }
     Ok(set)
 }

@@ -68,8 +68,11 @@ impl ApiError {
     }
 
     pub fn to_status(&self) -> tonic::Status {
-        let details =
-            ErrorDetails::with_error_info(self.reason(), "dapr.io", HashMap::<String, String>::new());
+        let details = ErrorDetails::with_error_info(
+            self.reason(),
+            "dapr.io",
+            HashMap::<String, String>::new(),
+        );
         tonic::Status::with_error_details(self.grpc, self.message.clone(), details)
     }
 

@@ -79,7 +79,10 @@ impl Runtime {
     }
 
     pub fn extended(&self) -> BTreeMap<String, String> {
-        self.extended.read().expect("metadata lock not poisoned").clone()
+        self.extended
+            .read()
+            .expect("metadata lock not poisoned")
+            .clone()
     }
 
     pub fn set_app_subscriptions(&self, subs: Vec<SubscriptionSpec>) {

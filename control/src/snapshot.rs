@@ -70,6 +70,9 @@ impl Snapshot {
 
     /// Declarative subscriptions of this snapshot.
     pub fn declarative_subscriptions(&self) -> impl Iterator<Item = &SubscriptionSpec> {
-        self.resources.subscriptions.iter().map(|s| &s.resource.spec)
+        self.resources
+            .subscriptions
+            .iter()
+            .map(|s| &s.resource.spec)
     }
 }

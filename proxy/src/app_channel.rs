@@ -42,7 +42,8 @@ pub enum AppChannelError {
 
 enum Transport {
     Http {
-        client: Client<HttpConnector, Full<Bytes>>,
+        // Boxed: the hyper client is several times the size of a channel.
+        client: Box<Client<HttpConnector, Full<Bytes>>>,
         base: String,
     },
     Grpc {
@@ -69,7 +70,7 @@ impl AppChannel {
                     builder.http2_only(true);
                 }
                 Transport::Http {
-                    client: builder.build(connector),
+                    client: Box::new(builder.build(connector)),
                     base: format!("http://{base}"),
                 }
             }
@@ -88,7 +89,9 @@ impl AppChannel {
             AppProtocol::Https => return Err(AppChannelError::Unsupported("https")),
             AppProtocol::Grpcs => return Err(AppChannelError::Unsupported("grpcs")),
         };
-        let limiter = config.max_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1))));
+        let limiter = config
+            .max_concurrency
+            .map(|n| Arc::new(Semaphore::new(n.max(1))));
         Ok(Self {
             config,
             transport,
@@ -138,7 +141,9 @@ impl AppChannel {
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<hyper::body::Incoming>, AppChannelError> {
         let Transport::Http { client, base } = &self.transport else {
-            return Err(AppChannelError::Unsupported("grpc (HTTP call on a gRPC channel)"));
+            return Err(AppChannelError::Unsupported(
+                "grpc (HTTP call on a gRPC channel)",
+            ));
         };
         let path = req
             .uri()
@@ -236,7 +241,10 @@ impl AppChannel {
                         what: "GET /dapr/subscribe".into(),
                         reason: format!("expected a JSON array of subscriptions: {e}"),
                     })?;
-                Ok(raw.into_iter().filter_map(HttpSubscription::into_spec).collect())
+                Ok(raw
+                    .into_iter()
+                    .filter_map(HttpSubscription::into_spec)
+                    .collect())
             }
             Transport::Grpc { channel } => {
                 let mut client = rt::app_callback_client::AppCallbackClient::new(channel.clone());

@@ -67,7 +67,10 @@ impl AppHealth {
             } else {
                 failures = failures.saturating_add(1);
                 if failures >= threshold.max(1) && self.is_healthy() {
-                    tracing::warn!(failures, "app is unhealthy: health probe failed {failures} times in a row");
+                    tracing::warn!(
+                        failures,
+                        "app is unhealthy: health probe failed {failures} times in a row"
+                    );
                     self.set(false);
                 }
             }

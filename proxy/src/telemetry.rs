@@ -30,7 +30,9 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
@@ -39,7 +41,9 @@ impl Metrics {
                 labels,
             )
             .expect("valid metric");
-            registry.register(Box::new(h.clone())).expect("unique metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
             h
         };
         Self {
@@ -96,7 +100,9 @@ impl Metrics {
     }
 
     pub fn component_loaded(&self) {
-        self.components_loaded.with_label_values(&[&self.app_id]).inc();
+        self.components_loaded
+            .with_label_values(&[&self.app_id])
+            .inc();
     }
 
     pub fn component_init_failed(&self, component: &str, reason: &str) {

@@ -22,6 +22,9 @@ pub async fn main(args: Args) -> Result<u8> {
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
         println!("written   {}", path.display());
     }
-    println!("tandem is initialised: `tandem run` now loads {}", dir.display());
+    println!(
+        "tandem is initialised: `tandem run` now loads {}",
+        dir.display()
+    );
     Ok(0)
 }

@@ -13,7 +13,9 @@ pub struct Args {
 }
 
 pub async fn main(args: Args) -> Result<u8> {
-    let token = std::env::var("DAPR_API_TOKEN").ok().filter(|t| !t.is_empty());
+    let token = std::env::var("DAPR_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     let mut rows = Vec::new();
     for rec in RunRecord::all_live() {
         let port = rec.http_port;
@@ -57,8 +59,8 @@ pub async fn main(args: Args) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<20} {:<10} {:<10} {:<9} {:<6} {:<9} {}",
-        "APP ID", "HTTP PORT", "GRPC PORT", "APP PORT", "AGE", "CLI PID", "COMMAND"
+        "{:<20} {:<10} {:<10} {:<9} {:<6} {:<9} COMMAND",
+        "APP ID", "HTTP PORT", "GRPC PORT", "APP PORT", "AGE", "CLI PID"
     );
     for r in rows {
         println!(

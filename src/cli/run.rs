@@ -253,8 +253,20 @@ fn spawn_app(spec: &AppSpec, o: &SidecarOptions) -> Result<Child> {
         .spawn()
         .with_context(|| format!("cannot start the app command `{}`", spec.command.join(" ")))?;
     for (stream, is_err) in [
-        (child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), false),
-        (child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), true),
+        (
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            false,
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            true,
+        ),
     ] {
         let Some(stream) = stream else { continue };
         let prefix = spec.prefix.clone();

@@ -66,20 +66,46 @@ impl AppEntry {
             } } };
         }
         pick!(
-            app_id, app_dir_path, app_port, app_protocol, app_channel_address, command,
-            resources_path, resources_paths, config_file_path, dapr_http_port, dapr_grpc_port,
-            dapr_internal_grpc_port, metrics_port, enable_app_health_check, app_health_check_path,
-            app_health_probe_interval, app_health_probe_timeout, app_health_threshold,
-            app_max_concurrency, max_body_size, read_buffer_size, enable_api_logging
+            app_id,
+            app_dir_path,
+            app_port,
+            app_protocol,
+            app_channel_address,
+            command,
+            resources_path,
+            resources_paths,
+            config_file_path,
+            dapr_http_port,
+            dapr_grpc_port,
+            dapr_internal_grpc_port,
+            metrics_port,
+            enable_app_health_check,
+            app_health_check_path,
+            app_health_probe_interval,
+            app_health_probe_timeout,
+            app_health_threshold,
+            app_max_concurrency,
+            max_body_size,
+            read_buffer_size,
+            enable_api_logging
         )
     }
 }
 
 fn rel(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
-fn to_spec(entry: AppEntry, base: &Path, defaults: &SidecarOptions, file: &Path) -> Result<AppSpec> {
+fn to_spec(
+    entry: AppEntry,
+    base: &Path,
+    defaults: &SidecarOptions,
+    file: &Path,
+) -> Result<AppSpec> {
     let app_id = entry
         .app_id
         .clone()
@@ -89,14 +115,21 @@ fn to_spec(entry: AppEntry, base: &Path, defaults: &SidecarOptions, file: &Path)
     if let Some(d) = &dir
         && !d.is_dir()
     {
-        bail!("{}: app `{app_id}`: appDirPath {} is not a directory", file.display(), d.display());
+        bail!(
+            "{}: app `{app_id}`: appDirPath {} is not a directory",
+            file.display(),
+            d.display()
+        );
     }
     let mut o = defaults.clone();
     o.app_id = app_id.clone();
     o.app_port = entry.app_port.or(o.app_port);
     if let Some(p) = &entry.app_protocol {
         o.app_protocol = <AppProtocol as clap::ValueEnum>::from_str(p, true).map_err(|_| {
-            anyhow!("{}: app `{app_id}`: appProtocol `{p}`; expected http, https, h2c, grpc or grpcs", file.display())
+            anyhow!(
+                "{}: app `{app_id}`: appProtocol `{p}`; expected http, https, h2c, grpc or grpcs",
+                file.display()
+            )
         })?;
     }
     if let Some(a) = entry.app_channel_address {
@@ -125,10 +158,12 @@ fn to_spec(entry: AppEntry, base: &Path, defaults: &SidecarOptions, file: &Path)
         o.app_max_concurrency = v;
     }
     if let Some(v) = &entry.max_body_size {
-        o.max_body_size = parse_quantity(v).map_err(|e| anyhow!("{}: app `{app_id}`: {e}", file.display()))?;
+        o.max_body_size =
+            parse_quantity(v).map_err(|e| anyhow!("{}: app `{app_id}`: {e}", file.display()))?;
     }
     if let Some(v) = &entry.read_buffer_size {
-        o.read_buffer_size = parse_quantity(v).map_err(|e| anyhow!("{}: app `{app_id}`: {e}", file.display()))?;
+        o.read_buffer_size =
+            parse_quantity(v).map_err(|e| anyhow!("{}: app `{app_id}`: {e}", file.display()))?;
     }
     if entry.enable_api_logging.is_some() {
         o.enable_api_logging = entry.enable_api_logging;
@@ -173,8 +208,13 @@ fn to_spec(entry: AppEntry, base: &Path, defaults: &SidecarOptions, file: &Path)
 pub async fn run(file: &Path, defaults: SidecarOptions, stop: watch::Receiver<bool>) -> Result<u8> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read run file {}", file.display()))?;
-    let template: Template = serde_saphyr::from_str(&text)
-        .map_err(|e| anyhow!("{}: {}", file.display(), e.to_string().lines().next().unwrap_or_default()))?;
+    let template: Template = serde_saphyr::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}: {}",
+            file.display(),
+            e.to_string().lines().next().unwrap_or_default()
+        )
+    })?;
     if let Some(v) = &template.version
         && v.as_u64() != Some(1)
         && v.as_str() != Some("1")
@@ -182,13 +222,21 @@ pub async fn run(file: &Path, defaults: SidecarOptions, stop: watch::Receiver<bo
         bail!("{}: `version` is {v}; expected 1", file.display());
     }
     if template.apps.is_empty() {
-        bail!("{}: `apps` is empty; expected at least one app", file.display());
+        bail!(
+            "{}: `apps` is empty; expected at least one app",
+            file.display()
+        );
     }
     let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut specs = Vec::new();
     for app in template.apps {
-        specs.push(to_spec(app.over(&template.common), &base, &defaults, &file)?);
+        specs.push(to_spec(
+            app.over(&template.common),
+            &base,
+            &defaults,
+            &file,
+        )?);
     }
     let mut tasks = Vec::new();
     for spec in specs {

@@ -16,7 +16,9 @@ pub async fn main(args: Args) -> Result<u8> {
     if args.app_id.is_empty() {
         bail!("name the app to stop with --app-id");
     }
-    let token = std::env::var("DAPR_API_TOKEN").ok().filter(|t| !t.is_empty());
+    let token = std::env::var("DAPR_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
     let mut failed = false;
     for id in &args.app_id {
         let Some(rec) = RunRecord::read(id).filter(|r| crate::home::pid_alive(r.cli_pid)) else {

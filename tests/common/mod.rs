@@ -171,7 +171,11 @@ impl Builder {
             {
                 return s;
             }
-            assert!(Instant::now() < end, "sidecar not ready:\n{}", s.stderr.text());
+            assert!(
+                Instant::now() < end,
+                "sidecar not ready:\n{}",
+                s.stderr.text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -186,7 +190,11 @@ impl Builder {
                 std::thread::sleep(Duration::from_millis(100));
                 return (status, s.stderr.text());
             }
-            assert!(Instant::now() < end, "sidecar should have exited:\n{}", s.stderr.text());
+            assert!(
+                Instant::now() < end,
+                "sidecar should have exited:\n{}",
+                s.stderr.text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -215,16 +223,27 @@ impl Resp {
     }
     /// The Dapr `errorCode` of an error body.
     pub fn error_code(&self) -> String {
-        self.json()["errorCode"].as_str().unwrap_or_default().to_string()
+        self.json()["errorCode"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
 /// One HTTP/1.1 request over a fresh connection.
-pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Resp> {
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(15)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    let chunked = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
+    let chunked = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
     if !chunked {
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
@@ -272,7 +291,8 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
         let mut out = Vec::new();
         let mut rest = &body[..];
         while let Some(pos) = rest.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..pos]).trim(), 16).unwrap_or(0);
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..pos]).trim(), 16)
+                .unwrap_or(0);
             if size == 0 {
                 break;
             }
@@ -281,18 +301,32 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
         }
         body = out;
     }
-    Ok(Resp { status, headers, body })
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
 }
 
 impl Sidecar {
-    pub fn try_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Resp> {
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Resp> {
         http(self.http, method, path, headers, body)
     }
 
     /// A request carrying the API token when the sidecar has one.
     pub fn request(&self, method: &str, path: &str, body: &[u8]) -> Resp {
         let token = self.token.clone();
-        let headers: Vec<(&str, &str)> = token.as_deref().map(|t| ("dapr-api-token", t)).into_iter().collect();
+        let headers: Vec<(&str, &str)> = token
+            .as_deref()
+            .map(|t| ("dapr-api-token", t))
+            .into_iter()
+            .collect();
         self.try_request(method, path, &headers, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.stderr.text()))
     }
@@ -306,14 +340,21 @@ impl Sidecar {
     }
 
     pub fn metrics_text(&self) -> String {
-        http(self.metrics, "GET", "/metrics", &[], b"").unwrap().text()
+        http(self.metrics, "GET", "/metrics", &[], b"")
+            .unwrap()
+            .text()
     }
 
     /// Waits for `GET /v1.0/healthz` to answer `status`.
     pub fn wait_healthz(&self, status: u16, timeout: Duration) -> bool {
         let end = Instant::now() + timeout;
         while Instant::now() < end {
-            if self.try_request("GET", "/v1.0/healthz", &[], b"").map(|r| r.status).ok() == Some(status) {
+            if self
+                .try_request("GET", "/v1.0/healthz", &[], b"")
+                .map(|r| r.status)
+                .ok()
+                == Some(status)
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));

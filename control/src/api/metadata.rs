@@ -186,7 +186,12 @@ pub fn to_json(m: &rt::GetMetadataResponse) -> Value {
     if !m.http_endpoints.is_empty() {
         o.insert(
             "httpEndpoints".into(),
-            Value::Array(m.http_endpoints.iter().map(|h| json!({"name": h.name})).collect()),
+            Value::Array(
+                m.http_endpoints
+                    .iter()
+                    .map(|h| json!({"name": h.name}))
+                    .collect(),
+            ),
         );
     }
     if let Some(p) = &m.app_connection_properties {
@@ -222,7 +227,12 @@ pub fn to_json(m: &rt::GetMetadataResponse) -> Value {
     if !m.resiliencies.is_empty() {
         o.insert(
             "resiliencies".into(),
-            Value::Array(m.resiliencies.iter().map(|r| json!({"name": r.name})).collect()),
+            Value::Array(
+                m.resiliencies
+                    .iter()
+                    .map(|r| json!({"name": r.name}))
+                    .collect(),
+            ),
         );
     }
     o.insert(

@@ -26,7 +26,11 @@ fn store<'a>(
             "ERR_SECRET_STORE_NOT_FOUND",
             format!(
                 "failed finding secret store with key {name}; configured secret stores: [{}]",
-                snap.secret_stores.keys().cloned().collect::<Vec<_>>().join(", ")
+                snap.secret_stores
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )
     })

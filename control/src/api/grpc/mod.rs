@@ -92,8 +92,12 @@ impl DaprApi {
         api: &'static str,
         req: Request<Req>,
     ) -> Result<Response<Resp>, Status> {
-        self.call(method, req, |_| async move { Err(ApiError::unimplemented(api)) })
-            .await
+        self.call(
+            method,
+            req,
+            |_| async move { Err(ApiError::unimplemented(api)) },
+        )
+        .await
     }
 }
 
@@ -107,7 +111,8 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::InvokeServiceRequest>,
     ) -> Result<Response<common::InvokeResponse>, Status> {
-        self.not_yet("InvokeService", "service invocation", req).await
+        self.not_yet("InvokeService", "service invocation", req)
+            .await
     }
 
     async fn get_state(
@@ -167,14 +172,16 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::BulkPublishRequest>,
     ) -> Result<Response<rt::BulkPublishResponse>, Status> {
-        self.not_yet("BulkPublishEventAlpha1", "pub/sub publish", req).await
+        self.not_yet("BulkPublishEventAlpha1", "pub/sub publish", req)
+            .await
     }
 
     async fn bulk_publish_event(
         &self,
         req: Request<rt::BulkPublishRequest>,
     ) -> Result<Response<rt::BulkPublishResponse>, Status> {
-        self.not_yet("BulkPublishEvent", "pub/sub publish", req).await
+        self.not_yet("BulkPublishEvent", "pub/sub publish", req)
+            .await
     }
 
     type SubscribeTopicEventsAlpha1Stream = GrpcStream<rt::SubscribeTopicEventsResponseAlpha1>;
@@ -183,7 +190,8 @@ impl Dapr for DaprApi {
         &self,
         req: Request<Streaming<rt::SubscribeTopicEventsRequestAlpha1>>,
     ) -> Result<Response<Self::SubscribeTopicEventsAlpha1Stream>, Status> {
-        self.not_yet("SubscribeTopicEventsAlpha1", "pub/sub", req).await
+        self.not_yet("SubscribeTopicEventsAlpha1", "pub/sub", req)
+            .await
     }
 
     async fn invoke_binding(
@@ -235,7 +243,8 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::GetConfigurationRequest>,
     ) -> Result<Response<rt::GetConfigurationResponse>, Status> {
-        self.not_yet("GetConfigurationAlpha1", "configuration", req).await
+        self.not_yet("GetConfigurationAlpha1", "configuration", req)
+            .await
     }
 
     async fn get_configuration(
@@ -251,7 +260,8 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::SubscribeConfigurationRequest>,
     ) -> Result<Response<Self::SubscribeConfigurationAlpha1Stream>, Status> {
-        self.not_yet("SubscribeConfigurationAlpha1", "configuration", req).await
+        self.not_yet("SubscribeConfigurationAlpha1", "configuration", req)
+            .await
     }
 
     type SubscribeConfigurationStream = GrpcStream<rt::SubscribeConfigurationResponse>;
@@ -260,21 +270,24 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::SubscribeConfigurationRequest>,
     ) -> Result<Response<Self::SubscribeConfigurationStream>, Status> {
-        self.not_yet("SubscribeConfiguration", "configuration", req).await
+        self.not_yet("SubscribeConfiguration", "configuration", req)
+            .await
     }
 
     async fn unsubscribe_configuration_alpha1(
         &self,
         req: Request<rt::UnsubscribeConfigurationRequest>,
     ) -> Result<Response<rt::UnsubscribeConfigurationResponse>, Status> {
-        self.not_yet("UnsubscribeConfigurationAlpha1", "configuration", req).await
+        self.not_yet("UnsubscribeConfigurationAlpha1", "configuration", req)
+            .await
     }
 
     async fn unsubscribe_configuration(
         &self,
         req: Request<rt::UnsubscribeConfigurationRequest>,
     ) -> Result<Response<rt::UnsubscribeConfigurationResponse>, Status> {
-        self.not_yet("UnsubscribeConfiguration", "configuration", req).await
+        self.not_yet("UnsubscribeConfiguration", "configuration", req)
+            .await
     }
 
     async fn try_lock_alpha1(
@@ -296,8 +309,12 @@ impl Dapr for DaprApi {
         req: Request<rt::GetMetadataRequest>,
     ) -> Result<Response<rt::GetMetadataResponse>, Status> {
         let rt = self.rt.clone();
-        self.call("GetMetadata", req, |_| async move { Ok(metadata::build(&rt)) })
-            .await
+        self.call(
+            "GetMetadata",
+            req,
+            |_| async move { Ok(metadata::build(&rt)) },
+        )
+        .await
     }
 
     async fn set_metadata(

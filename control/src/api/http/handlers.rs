@@ -37,7 +37,10 @@ pub fn healthz(rt: &Runtime, req: &Request<Incoming>) -> ApiResponse {
             StatusCode::INTERNAL_SERVER_ERROR,
             tonic::Code::Internal,
             "ERR_HEALTH_APPID_NOT_MATCH",
-            format!("dapr app-id does not match: asked for {id}, this sidecar is {}", rt.app_id()),
+            format!(
+                "dapr app-id does not match: asked for {id}, this sidecar is {}",
+                rt.app_id()
+            ),
         )
         .to_http();
     }

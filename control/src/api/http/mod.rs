@@ -63,7 +63,8 @@ pub async fn handle(rt: Arc<Runtime>, req: Request<Incoming>) -> ApiResponse {
     let path = req.uri().path().to_string();
     let resp = route(&rt, req).await;
     let status = resp.status().as_u16();
-    rt.metrics.http_request(method.as_str(), status, start.elapsed());
+    rt.metrics
+        .http_request(method.as_str(), status, start.elapsed());
     if rt.options.enable_api_logging.unwrap_or(false) {
         tracing::info!(method = %method, path = %path, status, "HTTP API called");
     }
@@ -101,7 +102,10 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
     let method = req.method().clone();
 
     let is_health = method == Method::GET
-        && matches!(segs.as_slice(), ["v1.0", "healthz"] | ["v1.0", "healthz", "outbound"]);
+        && matches!(
+            segs.as_slice(),
+            ["v1.0", "healthz"] | ["v1.0", "healthz", "outbound"]
+        );
     if !is_health && let Some(token) = &rt.options.api_token {
         let given = req.headers().get("dapr-api-token").map(|v| v.as_bytes());
         if given != Some(token.as_bytes()) {

@@ -63,7 +63,11 @@ fn hex(b: u8) -> Option<u8> {
 /// Query parameters, decoded; the first value of a name wins.
 pub fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = percent_decode(&k.replace('+', " "));
         let v = percent_decode(&v.replace('+', " "));

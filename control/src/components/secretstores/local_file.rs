@@ -31,7 +31,9 @@ impl LocalFileStore {
             None | Some("") | Some("false") => false,
             Some("true") => true,
             Some(other) => {
-                return Err(format!("metadata `multiValued` is `{other}`; expected true or false"));
+                return Err(format!(
+                    "metadata `multiValued` is `{other}`; expected true or false"
+                ));
             }
         };
         let len = std::fs::metadata(&path)
@@ -45,9 +47,8 @@ impl LocalFileStore {
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read secretsFile {}: {e}", path.display()))?;
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            format!("secretsFile {} is not valid JSON: {e}", path.display())
-        })?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("secretsFile {} is not valid JSON: {e}", path.display()))?;
         let serde_json::Value::Object(top) = json else {
             return Err(format!(
                 "secretsFile {} must hold a JSON object of secrets",

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+# Formatting and lints, the Rust unit and end-to-end tests against the real
+# binary, the official Dapr Python SDK tests, and a short run of the benches.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (unit + end-to-end against the real binary)"
+cargo test --workspace
+
+step "Dapr Python SDK tests"
+cargo build --bin tandem
+tests/sdk/run.sh
+
+step "benches compile and run briefly (numbers come from cargo bench)"
+cargo test --benches
+
+printf '\nall tests passed\n'
