@@ -21,7 +21,7 @@ pub struct Runtime {
     /// `healthz/outbound`: APIs up and components loaded.
     outbound_ready: AtomicBool,
     /// `healthz`: the app is reachable and init endpoints were called.
-    ready: AtomicBool,
+    ready: watch::Sender<bool>,
     extended: RwLock<BTreeMap<String, String>>,
     app_subscriptions: RwLock<Vec<(SubscriptionSpec, SubscriptionKind)>>,
     shutdown: watch::Sender<bool>,
@@ -37,7 +37,7 @@ impl Runtime {
             app,
             app_health: AppHealth::new(),
             outbound_ready: AtomicBool::new(false),
-            ready: AtomicBool::new(false),
+            ready: watch::channel(false).0,
             extended: RwLock::new(BTreeMap::new()),
             app_subscriptions: RwLock::new(Vec::new()),
             shutdown: watch::channel(false).0,
@@ -61,11 +61,17 @@ impl Runtime {
     }
 
     pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Release);
+        self.ready.send_replace(true);
     }
 
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        *self.ready.borrow()
+    }
+
+    /// Resolves once `/healthz` turns 204.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     pub fn set_extended(&self, key: String, value: String) {

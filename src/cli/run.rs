@@ -144,10 +144,17 @@ pub async fn run_app(spec: AppSpec, mut stop: watch::Receiver<bool>) -> Result<i
         rt.set_extended("runTemplatePath".into(), f.display().to_string());
     }
 
+    if o.app_port.is_none() {
+        // As `dapr run`: without an app port the app starts once the sidecar
+        // is fully up.
+        rt.wait_ready().await;
+    }
+    let mut output_pumps = Vec::new();
     let mut child = if spec.command.is_empty() {
         None
     } else {
-        let child = spawn_app(&spec, &o)?;
+        let (child, pumps) = spawn_app(&spec, &o)?;
+        output_pumps = pumps;
         rt.set_extended("appCommand".into(), spec.command.join(" "));
         if let Some(pid) = child.id() {
             rt.set_extended("appPID".into(), pid.to_string());
@@ -172,12 +179,10 @@ pub async fn run_app(spec: AppSpec, mut stop: watch::Receiver<bool>) -> Result<i
         tracing::warn!(error = %e, "cannot record the run; `tandem list` will not show it");
     }
 
-    let announce = {
+    let mut announce = {
         let rt = rt.clone();
         tokio::spawn(async move {
-            while !rt.ready() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            rt.wait_ready().await;
             println!("{UP_AND_RUNNING}");
         })
     };
@@ -189,6 +194,13 @@ pub async fn run_app(spec: AppSpec, mut stop: watch::Receiver<bool>) -> Result<i
                 status = c.wait() => {
                     let status = status.context("waiting for the app")?;
                     let code = exit_code(status);
+                    // Print everything the app wrote before saying it exited;
+                    // a grandchild holding the pipe open must not hang us.
+                    let drain = async { for p in output_pumps.drain(..) { let _ = p.await; } };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+                    if rt.ready() {
+                        let _ = (&mut announce).await;
+                    }
                     println!("Exited App successfully (status {code})");
                     code
                 }
@@ -224,7 +236,10 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(1))
 }
 
-fn spawn_app(spec: &AppSpec, o: &SidecarOptions) -> Result<Child> {
+fn spawn_app(
+    spec: &AppSpec,
+    o: &SidecarOptions,
+) -> Result<(Child, Vec<tokio::task::JoinHandle<()>>)> {
     let mut cmd = Command::new(&spec.command[0]);
     cmd.args(&spec.command[1..])
         .env("APP_ID", &o.app_id)
@@ -252,6 +267,7 @@ fn spawn_app(spec: &AppSpec, o: &SidecarOptions) -> Result<Child> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start the app command `{}`", spec.command.join(" ")))?;
+    let mut pumps = Vec::new();
     for (stream, is_err) in [
         (
             child
@@ -270,7 +286,7 @@ fn spawn_app(spec: &AppSpec, o: &SidecarOptions) -> Result<Child> {
     ] {
         let Some(stream) = stream else { continue };
         let prefix = spec.prefix.clone();
-        tokio::spawn(async move {
+        pumps.push(tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if is_err {
@@ -279,9 +295,9 @@ fn spawn_app(spec: &AppSpec, o: &SidecarOptions) -> Result<Child> {
                     println!("{prefix}{line}");
                 }
             }
-        });
+        }));
     }
-    Ok(child)
+    Ok((child, pumps))
 }
 
 /// SIGTERM to the app's process group, SIGKILL after 5 s.
