@@ -406,3 +406,34 @@ fn shutdown_api_stops_the_sidecar() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn json_logs_and_api_logging_from_configuration() {
+    let dir = TempDir::new("logging");
+    let config = dir.write(
+        "config.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  logging:\n    apiLogging:\n      enabled: true\n      omitHealthChecks: true\n",
+    );
+    let s = sidecar()
+        .args(["--log-as-json", "--config", config.to_str().unwrap()])
+        .start();
+    s.get("/v1.0/metadata");
+    assert!(
+        s.stderr.wait_for("HTTP API called", Duration::from_secs(5)),
+        "{}",
+        s.stderr.text()
+    );
+    let text = s.stderr.text();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    let call = text
+        .lines()
+        .find(|l| l.contains("HTTP API called"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(call).unwrap();
+    assert_eq!(v["fields"]["path"], "/v1.0/metadata");
+    assert_eq!(v["fields"]["status"], 200);
+}

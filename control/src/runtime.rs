@@ -119,6 +119,30 @@ impl Runtime {
         out
     }
 
+    /// Configuration `logging.apiLogging`, if any.
+    fn api_logging_spec(&self) -> Option<tandem_config::ApiLoggingSpec> {
+        self.snapshot()
+            .configuration
+            .spec
+            .logging
+            .as_ref()
+            .and_then(|l| l.api_logging.clone())
+    }
+
+    /// Whether API calls are logged: the flag when given (tri-state, as in
+    /// daprd), otherwise Configuration `logging.apiLogging.enabled`.
+    pub fn api_logging(&self) -> bool {
+        self.options
+            .enable_api_logging
+            .unwrap_or_else(|| self.api_logging_spec().is_some_and(|a| a.enabled))
+    }
+
+    /// Configuration `logging.apiLogging.omitHealthChecks`.
+    pub fn omit_health_check_logs(&self) -> bool {
+        self.api_logging_spec()
+            .is_some_and(|a| a.omit_health_checks)
+    }
+
     /// Asks the sidecar to shut down gracefully.
     pub fn request_shutdown(&self) {
         self.shutdown.send_replace(true);

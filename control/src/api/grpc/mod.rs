@@ -58,7 +58,7 @@ impl DaprApi {
             tandem_proxy::telemetry::grpc_status_name(code),
             start.elapsed(),
         );
-        if self.rt.options.enable_api_logging.unwrap_or(false) {
+        if self.rt.api_logging() {
             tracing::info!(method, code, "gRPC API called");
         }
     }

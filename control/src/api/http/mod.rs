@@ -65,7 +65,7 @@ pub async fn handle(rt: Arc<Runtime>, req: Request<Incoming>) -> ApiResponse {
     let status = resp.status().as_u16();
     rt.metrics
         .http_request(method.as_str(), status, start.elapsed());
-    if rt.options.enable_api_logging.unwrap_or(false) {
+    if rt.api_logging() && !(path.starts_with("/v1.0/healthz") && rt.omit_health_check_logs()) {
         tracing::info!(method = %method, path = %path, status, "HTTP API called");
     }
     resp
