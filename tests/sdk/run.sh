@@ -13,6 +13,16 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s "$here/requirements.txt" "$stamp"; th
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
   cp "$here/requirements.txt" "$stamp"
 fi
+# The JS SDK, installed outside the clone from the pinned package.json.
+js="${TANDEM_SDK_JS:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/sdk-js}"
+if ! cmp -s "$here/js/package.json" "$js/package.json" || [ ! -d "$js/node_modules/@dapr/dapr" ]; then
+  echo "sdk: installing the Dapr JS SDK into $js"
+  mkdir -p "$js"
+  cp "$here/js/package.json" "$js/package.json"
+  (cd "$js" && npm install --no-audit --no-fund --loglevel=error)
+fi
+export NODE_PATH="$js/node_modules"
+
 target="${CARGO_TARGET_DIR:-$here/../../target}"
 export TANDEM_BIN="${TANDEM_BIN:-$target/debug/tandem}"
 [ -x "$TANDEM_BIN" ] || { echo "sdk: no tandem binary at $TANDEM_BIN; run cargo build first" >&2; exit 1; }

@@ -1,11 +1,12 @@
 """The official Dapr Python SDK against tandem, started with `tandem run`."""
 import json
+import os
 import subprocess
 import time
 import urllib.request
 
 import pytest
-from conftest import free_port, python_app, tandem_cmd
+from conftest import HERE, free_port, python_app, tandem_cmd
 
 SECRETS = {"db": {"password": "s3cret", "user": "admin"}, "api-key": "abc", "hidden": "no"}
 
@@ -87,6 +88,24 @@ def test_client_reads_metadata_and_secrets(mode, resources, tandem_env):
         assert "== APP == ALL OK 3500 50001" in out.stdout
     else:
         assert "ALL OK 3500 " not in out.stdout, "random ports by default"
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_js_sdk_client_reads_metadata_and_secrets(protocol, resources, tandem_env):
+    res, config = resources
+    script = os.path.join(HERE, "js", "client.cjs")
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", "jsapp", "--resources-path", str(res), "--config", str(config),
+            "--", "node", script, protocol, "jsapp",
+        ),
+        env=tandem_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"== APP == JS OK {protocol}" in out.stdout, out.stdout + out.stderr
 
 
 def http_json(port, path, token=None):
