@@ -196,6 +196,24 @@ fn sigterm_to_run_stops_app_and_sidecar() {
     );
 }
 
+/// Runs an app that prints its sidecar's metadata; returns what it printed.
+fn metadata_seen_by_an_app(home: &TempDir) -> String {
+    let out = tandem(home)
+        .args([
+            "run",
+            "--app-id",
+            "m",
+            "--",
+            "sh",
+            "-c",
+            "curl -s http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/metadata",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn init_writes_defaults_that_run_then_loads() {
     let home = TempDir::new("init");
@@ -210,19 +228,7 @@ fn init_writes_defaults_that_run_then_loads() {
         text.replace("name: localsecretstore", "name: edited"),
     )
     .unwrap();
-    let out = tandem(&home)
-        .args([
-            "run",
-            "--app-id",
-            "i",
-            "--",
-            "sh",
-            "-c",
-            "curl -s http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/metadata",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = metadata_seen_by_an_app(&home);
     assert!(stdout.contains(r#""name":"edited""#), "{stdout}");
     // a second init keeps the user's edit
     tandem(&home).arg("init").output().unwrap();
@@ -236,19 +242,7 @@ fn init_writes_defaults_that_run_then_loads() {
 #[test]
 fn run_without_resources_uses_embedded_defaults() {
     let home = TempDir::new("embedded");
-    let out = tandem(&home)
-        .args([
-            "run",
-            "--app-id",
-            "e",
-            "--",
-            "sh",
-            "-c",
-            "curl -s http://127.0.0.1:$DAPR_HTTP_PORT/v1.0/metadata",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = metadata_seen_by_an_app(&home);
     assert!(stdout.contains(r#""name":"localsecretstore""#), "{stdout}");
 }
 

@@ -13,21 +13,12 @@ pub struct Args {
 }
 
 pub async fn main(args: Args) -> Result<u8> {
-    let token = std::env::var("DAPR_API_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
     let mut rows = Vec::new();
     for rec in RunRecord::all_live() {
-        let port = rec.http_port;
-        let tok = token.clone();
-        let meta = tokio::task::spawn_blocking(move || {
-            super::local_http(port, "GET", "/v1.0/metadata", tok.as_deref())
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .filter(|(s, _)| *s == 200)
-        .and_then(|(_, body)| serde_json::from_slice::<serde_json::Value>(&body).ok());
+        let meta = super::call_sidecar(rec.http_port, "GET", "/v1.0/metadata")
+            .await
+            .filter(|(s, _)| *s == 200)
+            .and_then(|(_, body)| serde_json::from_slice::<serde_json::Value>(&body).ok());
         let ext = |k: &str| {
             meta.as_ref()
                 .and_then(|m| m["extended"][k].as_str().map(String::from))

@@ -10,6 +10,22 @@ pub mod stop;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+/// Calls a local sidecar's API off the async workers, with `DAPR_API_TOKEN`
+/// from the environment when set. `None` when it does not answer.
+pub async fn call_sidecar(
+    port: u16,
+    method: &'static str,
+    path: &'static str,
+) -> Option<(u16, Vec<u8>)> {
+    let token = std::env::var("DAPR_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    tokio::task::spawn_blocking(move || local_http(port, method, path, token.as_deref()))
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
 /// A minimal HTTP/1.1 request to a local sidecar, for `list` and `stop`
 /// (no client stack needed for two loopback calls).
 pub fn local_http(

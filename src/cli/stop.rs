@@ -16,9 +16,6 @@ pub async fn main(args: Args) -> Result<u8> {
     if args.app_id.is_empty() {
         bail!("name the app to stop with --app-id");
     }
-    let token = std::env::var("DAPR_API_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
     let mut failed = false;
     for id in &args.app_id {
         let Some(rec) = RunRecord::read(id).filter(|r| crate::home::pid_alive(r.cli_pid)) else {
@@ -26,15 +23,9 @@ pub async fn main(args: Args) -> Result<u8> {
             failed = true;
             continue;
         };
-        let port = rec.http_port;
-        let tok = token.clone();
-        let answered = tokio::task::spawn_blocking(move || {
-            super::local_http(port, "POST", "/v1.0/shutdown", tok.as_deref())
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .is_some_and(|(status, _)| status == 204);
+        let answered = super::call_sidecar(rec.http_port, "POST", "/v1.0/shutdown")
+            .await
+            .is_some_and(|(status, _)| status == 204);
         if !answered {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(rec.cli_pid).unwrap_or(0));
             if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
