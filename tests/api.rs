@@ -437,3 +437,59 @@ fn json_logs_and_api_logging_from_configuration() {
     assert_eq!(v["fields"]["path"], "/v1.0/metadata");
     assert_eq!(v["fields"]["status"], 200);
 }
+
+#[tokio::test]
+async fn grpc_calls_outside_our_api_and_oversize_messages_fail_fast() {
+    let s = sidecar().args(["--max-body-size", "1Ki"]).start();
+    let channel = tonic::transport::Endpoint::from_shared(s.grpc_endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    // An RPC that exists in Dapr but not (yet) in tandem, e.g. jobs.
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let path =
+        http::uri::PathAndQuery::from_static("/dapr.proto.runtime.v1.Dapr/ScheduleJobAlpha1");
+    let call = grpc.unary::<rt::GetMetadataRequest, rt::GetMetadataResponse, _>(
+        tonic::Request::new(rt::GetMetadataRequest {}),
+        path,
+        tonic_prost::ProstCodec::default(),
+    );
+    let e = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("answered at once")
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+
+    // A message over --max-body-size is refused; the server keeps serving.
+    let mut c = DaprClient::new(channel);
+    let e = c
+        .set_metadata(rt::SetMetadataRequest {
+            key: "big".into(),
+            value: "x".repeat(4096),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        c.get_metadata(rt::GetMetadataRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .id,
+        "test-app"
+    );
+    assert!(
+        s.get("/v1.0/metadata").json()["extended"]
+            .get("big")
+            .is_none()
+    );
+}

@@ -399,3 +399,28 @@ fn configuration_file_is_read() {
     assert!(!c.spec.feature("HotReload", true));
     assert!(c.spec.feature("Other", true));
 }
+
+#[test]
+fn hostile_yaml_is_bounded() {
+    // "billion laughs": each level multiplies the previous by ten.
+    let mut yaml = String::from(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\n  labels:\n    a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for i in 1..10 {
+        let prev = format!("*a{}", i - 1);
+        yaml.push_str(&format!(
+            "    a{i}: &a{i} [{}]\n",
+            std::iter::repeat_n(prev.as_str(), 10)
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    yaml.push_str("spec:\n  type: t\n");
+    let start = std::time::Instant::now();
+    let mut set = ResourceSet::default();
+    let result = load_str(&yaml, Path::new("laughs.yaml"), &ctx("a"), &mut set);
+    assert!(result.is_err(), "expansion must be refused");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    let e = result.unwrap_err().to_string();
+    assert!(e.starts_with("laughs.yaml:") && e.contains("budget"), "{e}");
+}
