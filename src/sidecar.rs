@@ -34,6 +34,9 @@ async fn bind(addr: &str, port: u16, what: &str) -> Result<TcpListener> {
 /// Starts a sidecar and returns once its APIs serve and its components are
 /// loaded (`healthz/outbound` is 204). The app side continues in background.
 pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<RunningSidecar> {
+    if let Some(why) = options.unsupported() {
+        return Err(anyhow!(why));
+    }
     let addr = options
         .listen_addresses()
         .into_iter()

@@ -166,3 +166,26 @@ fn resources_for_other_apps_are_not_loaded() {
     assert_eq!(comps.as_array().unwrap().len(), 1, "{comps}");
     assert_eq!(comps[0]["name"], "ours");
 }
+
+#[test]
+fn daprd_deprecated_flags_are_understood_and_unsupported_ones_refused() {
+    let s = sidecar()
+        .args(["--dapr-http-max-request-size", "1", "--enable-profiling"])
+        .start();
+    let r = s.request("PUT", "/v1.0/metadata/k", &vec![b'x'; (1 << 20) + 1]);
+    assert_eq!(r.status, 413, "1 MB limit from the deprecated flag");
+    assert_eq!(
+        s.request("PUT", "/v1.0/metadata/k", &vec![b'x'; 1 << 19])
+            .status,
+        204
+    );
+
+    let (status, log) = sidecar()
+        .args(["--unix-domain-socket", "/tmp"])
+        .start_failing();
+    assert!(!status.success());
+    assert!(
+        log.contains("--unix-domain-socket") && log.contains("not supported yet"),
+        "{log}"
+    );
+}

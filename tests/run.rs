@@ -53,6 +53,14 @@ fn run_gives_the_app_its_environment_and_its_exit_status() {
             .to_string()
     };
     assert_eq!(field("id"), "envapp");
+    assert!(
+        stdout.contains(&format!(
+            "Starting Dapr with id envapp. HTTP Port: {}. gRPC Port: {}",
+            field("http"),
+            field("grpc")
+        )),
+        "{stdout}"
+    );
     assert_eq!(field("proto"), "http");
     for k in ["http", "grpc", "metrics"] {
         let port: u16 = field(k)
@@ -293,4 +301,41 @@ fn run_file_starts_every_app_with_its_own_sidecar() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("every app needs `appID`"));
+}
+
+#[test]
+fn run_without_an_app_is_just_the_sidecar() {
+    let home = TempDir::new("solo");
+    let hp = free_port();
+    let mut child = tandem(&home)
+        .args([
+            "run",
+            "--app-id",
+            "solo",
+            "--dapr-http-port",
+            &hp.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = Output::capture(child.stdout.take().unwrap());
+    assert!(
+        out.wait_for(
+            "You're up and running! Dapr logs will appear here.",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        out.text()
+    );
+    assert_eq!(
+        http(hp, "GET", "/v1.0/metadata", &[], b"").unwrap().json()["id"],
+        "solo"
+    );
+    assert_eq!(
+        http(hp, "POST", "/v1.0/shutdown", &[], b"").unwrap().status,
+        204
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(15)).expect("shutdown API ends the run");
+    assert!(status.success());
 }

@@ -145,6 +145,20 @@ pub struct SidecarOptions {
     pub scheduler_host_address: Option<String>,
     #[arg(long = "allowed-origins", default_value = "")]
     pub allowed_origins: String,
+    /// Deprecated daprd form of --max-body-size, in MB.
+    #[arg(long = "dapr-http-max-request-size", hide = true)]
+    pub dapr_http_max_request_size: Option<u64>,
+    /// Deprecated daprd form of --read-buffer-size, in KB.
+    #[arg(long = "dapr-http-read-buffer-size", hide = true)]
+    pub dapr_http_read_buffer_size: Option<u64>,
+    /// Accepted for compatibility; profiling is not served.
+    #[arg(long = "enable-profiling", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", hide = true)]
+    pub enable_profiling: bool,
+    #[arg(long = "profile-port", hide = true)]
+    pub profile_port: Option<u16>,
+    /// Unix domain sockets for the APIs: not supported yet (refused).
+    #[arg(long = "unix-domain-socket", short = 'u')]
+    pub unix_domain_socket: Option<PathBuf>,
 
     /// `DAPR_API_TOKEN`: required from callers of the API when set.
     #[arg(skip)]
@@ -158,13 +172,32 @@ pub struct SidecarOptions {
 }
 
 impl SidecarOptions {
-    /// Fills what comes from the environment rather than flags.
+    /// Fills what comes from the environment rather than flags, and folds
+    /// daprd's deprecated size flags into the current ones.
     pub fn with_env(mut self) -> Self {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         self.api_token = get("DAPR_API_TOKEN");
         self.app_api_token = get("APP_API_TOKEN");
         self.namespace = get("NAMESPACE");
+        if let Some(mb) = self.dapr_http_max_request_size {
+            self.max_body_size = mb.saturating_mul(1 << 20);
+        }
+        if let Some(kb) = self.dapr_http_read_buffer_size {
+            self.read_buffer_size = kb.saturating_mul(1 << 10);
+        }
         self
+    }
+
+    /// Options tandem accepts for compatibility but cannot honour yet; using
+    /// them is an error rather than a silent difference.
+    pub fn unsupported(&self) -> Option<String> {
+        if let Some(dir) = &self.unix_domain_socket {
+            return Some(format!(
+                "--unix-domain-socket {} is not supported yet; the APIs listen on TCP ports (--dapr-http-port, --dapr-grpc-port)",
+                dir.display()
+            ));
+        }
+        None
     }
 
     pub fn http_port(&self) -> u16 {

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 pub const UP_AND_RUNNING: &str =
     "You're up and running! Both Dapr and your app logs will appear here.";
+/// What `dapr run` says when there is no app command.
+pub const UP_AND_RUNNING_NO_APP: &str = "You're up and running! Dapr logs will appear here.";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -136,6 +138,11 @@ pub fn free_port() -> Result<u16> {
 pub async fn run_app(spec: AppSpec, mut stop: watch::Receiver<bool>) -> Result<i32> {
     let o = spec.options.clone();
     let app_id = o.app_id.clone();
+    println!(
+        "Starting Dapr with id {app_id}. HTTP Port: {}. gRPC Port: {}",
+        o.http_port(),
+        o.grpc_port()
+    );
     let sidecar = start(spec.options.clone(), spec.source.clone()).await?;
     let rt = sidecar.runtime.clone();
     let cli_pid = std::process::id();
@@ -181,9 +188,14 @@ pub async fn run_app(spec: AppSpec, mut stop: watch::Receiver<bool>) -> Result<i
 
     let mut announce = {
         let rt = rt.clone();
+        let message = if child.is_some() {
+            UP_AND_RUNNING
+        } else {
+            UP_AND_RUNNING_NO_APP
+        };
         tokio::spawn(async move {
             rt.wait_ready().await;
-            println!("{UP_AND_RUNNING}");
+            println!("{message}");
         })
     };
 
