@@ -118,8 +118,12 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
             tracing::error!(error = %e, "gRPC API stopped");
         }
     }));
-    if let Some(l) = metrics_listener {
-        servers.push(tokio::spawn(api::http::serve_metrics(l, runtime.clone())));
+    match metrics_listener {
+        Some(l) if metrics_enabled_by(&runtime.snapshot().configuration) => {
+            serve_metrics_on_own_thread(l.into_std()?, runtime.clone())?;
+        }
+        Some(_) => tracing::info!("metrics disabled by Configuration spec.metric.enabled"),
+        None => {}
     }
     runtime.set_outbound_ready();
     tracing::info!(
@@ -131,6 +135,32 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
 
     servers.push(tokio::spawn(app_startup(runtime.clone())));
     Ok(RunningSidecar { runtime, servers })
+}
+
+fn metrics_enabled_by(config: &Configuration) -> bool {
+    let spec = config.spec.metrics.as_ref().or(config.spec.metric.as_ref());
+    spec.and_then(|m| m.enabled).unwrap_or(true)
+}
+
+/// Metrics get their own thread and single-threaded runtime, so a scrape
+/// never competes with API requests for the main workers (ztunnel's rule).
+fn serve_metrics_on_own_thread(listener: std::net::TcpListener, rt: Arc<Runtime>) -> Result<()> {
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the metrics runtime")?;
+    std::thread::Builder::new()
+        .name("tandem-metrics".into())
+        .spawn(move || {
+            io.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => api::http::serve_metrics(l, rt).await,
+                    Err(e) => tracing::error!(error = %e, "metrics listener unusable"),
+                }
+            });
+        })
+        .context("cannot start the metrics thread")?;
+    Ok(())
 }
 
 /// The app side of startup: wait for the app port, `/dapr/config`,

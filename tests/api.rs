@@ -493,3 +493,20 @@ async fn grpc_calls_outside_our_api_and_oversize_messages_fail_fast() {
             .is_none()
     );
 }
+
+#[test]
+fn configuration_can_turn_metrics_off() {
+    let dir = TempDir::new("nometrics");
+    let config = dir.write(
+        "config.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  metric:\n    enabled: false\n",
+    );
+    let s = sidecar()
+        .args(["--config", config.to_str().unwrap()])
+        .start();
+    assert!(
+        common::http(s.metrics, "GET", "/metrics", &[], b"").is_err(),
+        "nothing serves metrics"
+    );
+    assert_eq!(s.get("/v1.0/metadata").status, 200);
+}
