@@ -510,3 +510,55 @@ fn configuration_can_turn_metrics_off() {
     );
     assert_eq!(s.get("/v1.0/metadata").status, 200);
 }
+
+#[tokio::test]
+async fn configuration_api_allow_and_deny_lists() {
+    let (dir, mut args) = secrets_setup();
+    let config = dir.write(
+        "api-config.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  api:\n    allowed:\n    - name: metadata\n      version: v1.0\n      protocol: http\n    - name: secrets\n      version: v1\n      protocol: grpc\n    - name: metadata\n      version: v1\n      protocol: grpc\n    denied:\n    - name: secrets\n      version: v1.0\n",
+    );
+    let i = args.iter().position(|a| a == "--config").unwrap();
+    args[i + 1] = config.display().to_string();
+    let s = sidecar().args(&args).start();
+
+    assert_eq!(s.get("/v1.0/metadata").status, 200, "allowed");
+    assert_eq!(
+        s.get("/v1.0/healthz").status,
+        204,
+        "health is always allowed"
+    );
+    let r = s.get("/v1.0/secrets/files/api-key");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (403, "ERR_PERMISSION_DENIED")
+    );
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("spec.api"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        s.request("POST", "/v1.0/shutdown", b"").status,
+        403,
+        "not in the HTTP allow list"
+    );
+
+    let mut c = DaprClient::connect(s.grpc_endpoint()).await.unwrap();
+    let secret = c
+        .get_secret(rt::GetSecretRequest {
+            store_name: "files".into(),
+            key: "api-key".into(),
+            metadata: Default::default(),
+        })
+        .await
+        .expect("secrets v1 allowed over gRPC");
+    assert_eq!(secret.into_inner().data["api-key"], "abc");
+    let e = c.shutdown(rt::ShutdownRequest {}).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::PermissionDenied,
+        "shutdown not in the gRPC allow list"
+    );
+    assert_eq!(s.get("/v1.0/healthz").status, 204, "still running");
+}

@@ -701,6 +701,44 @@ pub struct ApiRule {
     pub protocol: String,
 }
 
+impl ApiRule {
+    /// Rules without a protocol are HTTP rules, as in Dapr.
+    fn is_for(&self, protocol: &str) -> bool {
+        let own = if self.protocol.is_empty() {
+            "http"
+        } else {
+            &self.protocol
+        };
+        own.eq_ignore_ascii_case(protocol)
+    }
+
+    fn matches(&self, protocol: &str, name: &str, version: &str) -> bool {
+        self.is_for(protocol)
+            && self.name == name
+            && (self.version.is_empty() || self.version == version)
+    }
+}
+
+impl ApiSpec {
+    /// Dapr's rule: with an allow list for this protocol, only what it names;
+    /// a deny list entry always wins. `protocol` is `http` or `grpc`.
+    pub fn allows(&self, protocol: &str, name: &str, version: &str) -> bool {
+        if self
+            .denied
+            .iter()
+            .any(|r| r.matches(protocol, name, version))
+        {
+            return false;
+        }
+        let mut allow = self
+            .allowed
+            .iter()
+            .filter(|r| r.is_for(protocol))
+            .peekable();
+        allow.peek().is_none() || allow.any(|r| r.matches(protocol, name, version))
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct ComponentsSpec {
     #[serde(default)]

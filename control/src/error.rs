@@ -87,6 +87,18 @@ impl ApiError {
         )
     }
 
+    /// Refused by Configuration `spec.api` allow/deny lists.
+    pub fn api_not_allowed(protocol: &str, name: &str, version: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            tonic::Code::PermissionDenied,
+            "ERR_PERMISSION_DENIED",
+            format!(
+                "the `{name}` {version} API over {protocol} is not allowed by this sidecar's Configuration (spec.api allowed/denied)"
+            ),
+        )
+    }
+
     pub fn unimplemented(api: &str) -> Self {
         Self::new(
             StatusCode::NOT_IMPLEMENTED,

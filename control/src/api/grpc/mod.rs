@@ -48,6 +48,20 @@ impl DaprApi {
         }
     }
 
+    /// Configuration `spec.api` allow/deny lists, by API group.
+    fn api_allowed(&self, method: &str) -> Result<(), Status> {
+        let snap = self.rt.snapshot();
+        let Some(api) = &snap.configuration.spec.api else {
+            return Ok(());
+        };
+        let (name, version) = api_group(method);
+        if api.allows("grpc", name, version) {
+            Ok(())
+        } else {
+            Err(ApiError::api_not_allowed("gRPC", name, version).to_status())
+        }
+    }
+
     fn record<T>(&self, method: &str, start: Instant, result: &Result<T, Status>) {
         let code = match result {
             Ok(_) => 0,
@@ -75,7 +89,7 @@ impl DaprApi {
         Fut: std::future::Future<Output = Result<Resp, ApiError>>,
     {
         let start = Instant::now();
-        let result = match self.authorize(&req) {
+        let result = match self.authorize(&req).and_then(|()| self.api_allowed(method)) {
             Ok(()) => handler(req.into_inner())
                 .await
                 .map(Response::new)
@@ -99,6 +113,40 @@ impl DaprApi {
         )
         .await
     }
+}
+
+/// The API group and version a gRPC method belongs to, as named in
+/// Configuration `spec.api` rules (`state`/`v1`, `lock`/`v1alpha1`, …).
+fn api_group(method: &str) -> (&'static str, &'static str) {
+    let version = if method.ends_with("Alpha1") {
+        "v1alpha1"
+    } else {
+        "v1"
+    };
+    let name = if method.starts_with("Invoke") && method != "InvokeBinding" {
+        "invoke"
+    } else if method.contains("State") {
+        "state"
+    } else if method.contains("Publish") || method.contains("TopicEvents") {
+        "publish"
+    } else if method == "InvokeBinding" {
+        "bindings"
+    } else if method.contains("Secret") {
+        "secrets"
+    } else if method.contains("Configuration") {
+        "configuration"
+    } else if method.starts_with("TryLock") {
+        "lock"
+    } else if method.starts_with("Unlock") {
+        "unlock"
+    } else if method.ends_with("Metadata") {
+        "metadata"
+    } else if method == "Shutdown" {
+        "shutdown"
+    } else {
+        "unknown"
+    };
+    (name, version)
 }
 
 fn to_btree(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {

@@ -116,6 +116,14 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
                 .expect("valid response parts");
         }
     }
+    if !is_health
+        && let [version, name, ..] = segs.as_slice()
+        && VERSIONS.contains(version)
+        && let Some(api) = &rt.snapshot().configuration.spec.api
+        && !api.allows("http", name, version)
+    {
+        return ApiError::api_not_allowed("HTTP", name, version).to_http();
+    }
     if let Some(len) = req
         .headers()
         .get(header::CONTENT_LENGTH)
