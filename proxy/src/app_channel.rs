@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
@@ -14,8 +14,6 @@ use tandem_config::{AppProtocol, BulkSubscribe, RouteRule, SubscriptionRoutes, S
 use tandem_proto::runtime::v1 as rt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::{Channel, Endpoint};
-
-pub type AppBody = BoxBody<Bytes, hyper::Error>;
 
 #[derive(Clone, Debug)]
 pub struct AppChannelConfig {
@@ -133,10 +131,25 @@ impl AppChannel {
         }
     }
 
-    /// Sends an HTTP request to the app (HTTP and h2c channels). The path in
-    /// `req` is relative to the app's base address; the app token and
-    /// concurrency limit are applied here.
+    /// Sends app work (an invocation, an event, a binding delivery) to the
+    /// app over HTTP or h2c. The path in `req` is relative to the app's base
+    /// address. Held to `--app-max-concurrency`: the slot is released when
+    /// the response body is finished or dropped, not at the headers.
     pub async fn send_http(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<LimitedBody>, AppChannelError> {
+        let permit = self.permit().await;
+        let resp = self.send_http_unlimited(req).await?;
+        Ok(resp.map(|inner| LimitedBody {
+            inner,
+            _permit: permit,
+        }))
+    }
+
+    /// The same without the concurrency limit: for the sidecar's own calls
+    /// (init endpoints, health probes), which must not queue behind app work.
+    async fn send_http_unlimited(
         &self,
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<hyper::body::Incoming>, AppChannelError> {
@@ -162,7 +175,6 @@ impl AppChannel {
         {
             req.headers_mut().insert("dapr-api-token", v);
         }
-        let _permit = self.permit().await;
         client
             .request(req)
             .await
@@ -180,7 +192,7 @@ impl AppChannel {
             .header("dapr-app-id", &self.config.app_id)
             .body(Full::new(Bytes::new()))
             .expect("static request parts are valid");
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.send_http(req))
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.send_http_unlimited(req))
             .await
             .map_err(|_| AppChannelError::Unreachable {
                 address: self.address(),
@@ -278,7 +290,7 @@ impl AppChannel {
                         .uri(path)
                         .body(Full::new(Bytes::new()))
                         .expect("static request parts are valid");
-                    match self.send_http(req).await {
+                    match self.send_http_unlimited(req).await {
                         Ok(resp) => resp.status().is_success(),
                         Err(_) => false,
                     }
@@ -409,10 +421,29 @@ fn grpc_subscription_to_spec(s: rt::TopicSubscription) -> SubscriptionSpec {
     }
 }
 
-/// Turns any body into the boxed type the API layer relays.
-pub fn boxed<B>(body: B) -> AppBody
-where
-    B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
-{
-    body.boxed()
+/// An app response body that holds its `--app-max-concurrency` slot until
+/// it is read to the end or dropped.
+pub struct LimitedBody {
+    inner: hyper::body::Incoming,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
