@@ -5,13 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub fn dir() -> PathBuf {
-    if let Some(h) = std::env::var_os("TANDEM_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h);
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".tandem")
-}
+pub use tandem_control::home::dir;
 
 pub fn components_dir() -> PathBuf {
     dir().join("components")

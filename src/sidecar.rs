@@ -94,7 +94,7 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
 
     // Metrics exist before components so init failures are counted.
     let mut skipped = Vec::new();
-    let snapshot = Snapshot::build(1, resources, configuration, |name, why| {
+    let snapshot = Snapshot::build(1, resources, configuration, &ctx, |name, why| {
         skipped.push((name.to_string(), why.to_string()));
     })
     .await

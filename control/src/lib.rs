@@ -7,6 +7,7 @@ pub mod api;
 pub mod components;
 pub mod defaults;
 pub mod error;
+pub mod home;
 pub mod runtime;
 pub mod snapshot;
 

@@ -2,10 +2,10 @@
 //! one immutable value behind an `ArcSwap`. A request loads it once and uses
 //! that view to the end; a reload builds a new one and swaps it in.
 
-use crate::components::{self, InitError, secretstores::SecretStore};
+use crate::components::{self, InitError, StateComponent, secretstores::SecretStore};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tandem_config::{Configuration, ResourceSet, SubscriptionSpec};
+use tandem_config::{Configuration, LoadContext, ResourceSet, SubscriptionSpec};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegisteredComponent {
@@ -37,6 +37,7 @@ pub struct Snapshot {
     pub resources: ResourceSet,
     pub configuration: Configuration,
     pub secret_stores: BTreeMap<String, Arc<dyn SecretStore>>,
+    pub state_stores: BTreeMap<String, StateComponent>,
     pub components: Vec<RegisteredComponent>,
 }
 
@@ -46,14 +47,16 @@ impl Snapshot {
         generation: u64,
         resources: ResourceSet,
         configuration: Configuration,
+        ctx: &LoadContext,
         on_skip: impl FnMut(&str, &str),
     ) -> Result<Self, InitError> {
-        let live = components::init_all(&resources.components, on_skip).await?;
+        let live = components::init_all(&resources.components, ctx, on_skip).await?;
         Ok(Self {
             generation,
             resources,
             configuration,
             secret_stores: live.secret_stores,
+            state_stores: live.state_stores,
             components: live.registered,
         })
     }
@@ -64,6 +67,7 @@ impl Snapshot {
             resources: ResourceSet::default(),
             configuration: Configuration::default(),
             secret_stores: BTreeMap::new(),
+            state_stores: BTreeMap::new(),
             components: Vec::new(),
         }
     }

@@ -3,17 +3,61 @@
 //! resolving `secretKeyRef`/`envRef`, init timeouts, `ignoreErrors`.
 
 pub mod secretstores;
+pub mod state;
 
 use crate::snapshot::RegisteredComponent;
 use secretstores::SecretStore;
+use state::StateStore;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tandem_config::{Component, Loaded};
+use tandem_config::{Component, LoadContext, Loaded};
 
 /// A live component of any building block.
 pub enum Live {
     Secret(Arc<dyn SecretStore>),
+    State(Arc<dyn StateStore>),
+}
+
+impl Live {
+    fn features(&self) -> Vec<&'static str> {
+        match self {
+            Live::Secret(s) => s.features(),
+            Live::State(s) => s.features(),
+        }
+    }
+}
+
+/// A state store with the key prefix its `keyPrefix` metadata chose.
+#[derive(Clone)]
+pub struct StateComponent {
+    pub store: Arc<dyn StateStore>,
+    /// `None`: keys are stored as given (`keyPrefix: none`).
+    pub prefix: Option<String>,
+}
+
+/// Dapr's `keyPrefix`: `appid` (default), `name`, `namespace`, `none`, or a
+/// literal.
+fn key_prefix(
+    metadata: &BTreeMap<String, String>,
+    store: &str,
+    ctx: &LoadContext,
+) -> Option<String> {
+    let app = || Some(ctx.app_id.clone()).filter(|a| !a.is_empty());
+    match metadata
+        .get("keyPrefix")
+        .map(|s| s.trim())
+        .unwrap_or("appid")
+    {
+        "" | "appid" => app(),
+        "name" => Some(store.to_string()),
+        "namespace" => match &ctx.namespace {
+            Some(ns) => Some(format!("{ns}.{}", ctx.app_id)),
+            None => app(),
+        },
+        "none" => None,
+        literal => Some(literal.to_string()),
+    }
 }
 
 type Constructor = fn(&BTreeMap<String, String>) -> Result<Live, String>;
@@ -37,6 +81,14 @@ const REGISTRY: &[Registration] = &[
             secretstores::local_env::LocalEnvStore::new(m).map(|s| Live::Secret(Arc::new(s)))
         },
     },
+    Registration {
+        type_name: "state.in-memory",
+        build: |m| state::memory::MemoryStore::new(m).map(|s| Live::State(Arc::new(s))),
+    },
+    Registration {
+        type_name: "state.sqlite",
+        build: |m| state::sqlite::SqliteStore::new(m).map(|s| Live::State(Arc::new(s))),
+    },
 ];
 
 pub fn supported_types() -> Vec<&'static str> {
@@ -47,6 +99,7 @@ pub fn supported_types() -> Vec<&'static str> {
 #[derive(Default)]
 pub struct LiveComponents {
     pub secret_stores: BTreeMap<String, Arc<dyn SecretStore>>,
+    pub state_stores: BTreeMap<String, StateComponent>,
     pub registered: Vec<RegisteredComponent>,
 }
 
@@ -71,6 +124,7 @@ const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// through `on_skip`, and left out.
 pub async fn init_all(
     components: &[Loaded<Component>],
+    ctx: &LoadContext,
     mut on_skip: impl FnMut(&str, &str),
 ) -> Result<LiveComponents, InitError> {
     let mut live = LiveComponents::default();
@@ -81,10 +135,14 @@ pub async fn init_all(
         let c = &loaded.resource;
         let name = c.metadata.name.clone();
         match init_one(loaded, &live).await {
-            Ok(component) => {
-                let features = match &component {
-                    Live::Secret(s) => s.features(),
-                };
+            Ok((component, metadata)) => {
+                let mut features = component.features();
+                // ACTOR is a claim about ETag + transactions together.
+                if !(features.contains(&state::feature::ETAG)
+                    && features.contains(&state::feature::TRANSACTIONAL))
+                {
+                    features.retain(|f| *f != state::feature::ACTOR);
+                }
                 live.registered.push(RegisteredComponent {
                     name: name.clone(),
                     type_: c.spec.type_.clone(),
@@ -98,6 +156,11 @@ pub async fn init_all(
                 match component {
                     Live::Secret(s) => {
                         live.secret_stores.insert(name.clone(), s);
+                    }
+                    Live::State(store) => {
+                        let prefix = key_prefix(&metadata, &name, ctx);
+                        live.state_stores
+                            .insert(name.clone(), StateComponent { store, prefix });
                     }
                 }
                 tracing::info!(component = %name, r#type = %c.spec.type_, "component loaded");
@@ -119,7 +182,10 @@ pub async fn init_all(
     Ok(live)
 }
 
-async fn init_one(loaded: &Loaded<Component>, live: &LiveComponents) -> Result<Live, String> {
+async fn init_one(
+    loaded: &Loaded<Component>,
+    live: &LiveComponents,
+) -> Result<(Live, BTreeMap<String, String>), String> {
     let c = &loaded.resource;
     let Some(reg) = REGISTRY.iter().find(|r| r.type_name == c.spec.type_) else {
         return Err(format!(
@@ -137,7 +203,7 @@ async fn init_one(loaded: &Loaded<Component>, live: &LiveComponents) -> Result<L
     let build = reg.build;
     // Constructors may block on I/O (reading files, connecting); keep them
     // off the async workers and bound them by `initTimeout`.
-    let task = tokio::task::spawn_blocking(move || build(&metadata));
+    let task = tokio::task::spawn_blocking(move || build(&metadata).map(|live| (live, metadata)));
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(format!("initialisation panicked: {join}")),

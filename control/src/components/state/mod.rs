@@ -1,0 +1,300 @@
+//! The `StateStore` building block: the trait every store implements, the
+//! request types, and the concurrency/TTL rules they share so every store
+//! behaves the same (Dapr's in-memory store is the reference, dapr-wire §6.1).
+//!
+//! Stores see full keys (already prefixed); prefixing, value encoding and the
+//! wire errors belong to `crate::api::state`.
+
+pub mod memory;
+pub mod sqlite;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub type Metadata = BTreeMap<String, String>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Concurrency {
+    FirstWrite,
+    #[default]
+    LastWrite,
+}
+
+impl Concurrency {
+    /// `""` is the store default (last-write); anything else unknown is an
+    /// error, as in Dapr.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "last-write" => Ok(Concurrency::LastWrite),
+            "first-write" => Ok(Concurrency::FirstWrite),
+            other => Err(format!(
+                "unrecognized concurrency model '{other}'; expected first-write or last-write"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Consistency {
+    #[default]
+    Eventual,
+    Strong,
+}
+
+impl Consistency {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "" | "eventual" => Ok(Consistency::Eventual),
+            "strong" => Ok(Consistency::Strong),
+            other => Err(format!(
+                "unrecognized consistency model '{other}'; expected eventual or strong"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct GetRequest {
+    pub key: String,
+    pub consistency: Consistency,
+    pub metadata: Metadata,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateValue {
+    pub data: Bytes,
+    pub etag: String,
+    /// `ttlExpireTime` when the item expires.
+    pub metadata: Metadata,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SetRequest {
+    pub key: String,
+    pub value: Bytes,
+    pub etag: Option<String>,
+    pub metadata: Metadata,
+    pub concurrency: Concurrency,
+    pub consistency: Consistency,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeleteRequest {
+    pub key: String,
+    pub etag: Option<String>,
+    pub metadata: Metadata,
+    pub concurrency: Concurrency,
+    pub consistency: Consistency,
+}
+
+#[derive(Clone, Debug)]
+pub enum TransactionOp {
+    Upsert(SetRequest),
+    Delete(DeleteRequest),
+}
+
+impl TransactionOp {
+    pub fn key(&self) -> &str {
+        match self {
+            TransactionOp::Upsert(s) => &s.key,
+            TransactionOp::Delete(d) => &d.key,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The ETag did not match, or first-write found the key present.
+    #[error("possible etag mismatch: {0}")]
+    EtagMismatch(String),
+    /// The ETag is not of the form this store uses.
+    #[error("invalid etag value: {0}")]
+    InvalidEtag(String),
+    /// Bad request metadata (e.g. `ttlInSeconds`).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotSupported(String),
+    /// The store itself failed (connection, disk, …).
+    #[error("{0}")]
+    Store(String),
+}
+
+/// Capabilities, as the metadata API names them.
+pub mod feature {
+    pub const ETAG: &str = "ETAG";
+    pub const TRANSACTIONAL: &str = "TRANSACTIONAL";
+    pub const TTL: &str = "TTL";
+    pub const QUERY_API: &str = "QUERY_API";
+    pub const ACTOR: &str = "ACTOR";
+}
+
+pub type StateFuture<'a, T> = BoxFuture<'a, Result<T, StateError>>;
+
+pub trait StateStore: Send + Sync {
+    fn features(&self) -> Vec<&'static str>;
+
+    fn get<'a>(&'a self, req: GetRequest) -> StateFuture<'a, Option<StateValue>>;
+
+    fn set<'a>(&'a self, req: SetRequest) -> StateFuture<'a, ()>;
+
+    fn delete<'a>(&'a self, req: DeleteRequest) -> StateFuture<'a, ()>;
+
+    /// All-or-nothing. Only for stores with `TRANSACTIONAL`.
+    fn transact<'a>(&'a self, ops: Vec<TransactionOp>) -> StateFuture<'a, ()> {
+        let _ = ops;
+        Box::pin(async {
+            Err(StateError::NotSupported(
+                "this state store does not support transactions".into(),
+            ))
+        })
+    }
+
+    /// The most operations one transaction may hold, if the store has a cap.
+    fn max_transaction_ops(&self) -> Option<usize> {
+        None
+    }
+
+    fn has(&self, feature: &str) -> bool {
+        self.features().contains(&feature)
+    }
+}
+
+/// Dapr's write rule, shared by every store: a given ETag must match the
+/// stored one; first-write without an ETag only inserts; otherwise upsert.
+pub fn check_write(
+    key: &str,
+    current_etag: Option<&str>,
+    etag: Option<&str>,
+    concurrency: Concurrency,
+) -> Result<(), StateError> {
+    match (etag.filter(|e| !e.is_empty()), current_etag) {
+        (Some(given), Some(current)) if given == current => Ok(()),
+        (Some(_), _) => Err(StateError::EtagMismatch(format!(
+            "key `{key}`: the ETag does not match the stored item"
+        ))),
+        (None, Some(_)) if concurrency == Concurrency::FirstWrite => {
+            Err(StateError::EtagMismatch(format!(
+                "key `{key}` already exists and first-write concurrency was asked without an ETag"
+            )))
+        }
+        (None, _) => Ok(()),
+    }
+}
+
+/// The delete rule: a given ETag must match; without one, delete whatever is
+/// there (a missing key is not an error).
+pub fn check_delete(
+    key: &str,
+    current_etag: Option<&str>,
+    etag: Option<&str>,
+) -> Result<(), StateError> {
+    match etag.filter(|e| !e.is_empty()) {
+        Some(given) if current_etag == Some(given) => Ok(()),
+        Some(_) => Err(StateError::EtagMismatch(format!(
+            "key `{key}`: the ETag does not match the stored item"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `ttlInSeconds` from item metadata: `Some(d)` for a positive TTL, `None`
+/// for absent, `-1` or zero (no expiry).
+pub fn ttl(metadata: &Metadata) -> Result<Option<Duration>, StateError> {
+    let Some(raw) = metadata.get("ttlInSeconds") else {
+        return Ok(None);
+    };
+    let n: i64 = raw.trim().parse().map_err(|_| {
+        StateError::BadRequest(format!(
+            "incorrect value for metadata 'ttlInSeconds': `{raw}` is not a whole number of seconds"
+        ))
+    })?;
+    if n < -1 {
+        return Err(StateError::BadRequest(format!(
+            "incorrect value for metadata 'ttlInSeconds': {n}; expected -1 (never expire) or more"
+        )));
+    }
+    Ok((n > 0).then(|| Duration::from_secs(n as u64)))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// The `ttlExpireTime` response metadata for an expiry in Unix ms.
+pub fn expiry_metadata(expires_at_ms: Option<i64>) -> Metadata {
+    let mut m = Metadata::new();
+    if let Some(ms) = expires_at_ms {
+        m.insert("ttlExpireTime".into(), rfc3339_utc(ms));
+    }
+    m
+}
+
+/// RFC 3339 in UTC with second precision, e.g. `2026-11-24T05:10:49Z`.
+pub fn rfc3339_utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+pub fn new_etag() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_rules() {
+        use Concurrency::*;
+        assert!(check_write("k", None, None, LastWrite).is_ok());
+        assert!(check_write("k", Some("a"), None, LastWrite).is_ok());
+        assert!(check_write("k", None, None, FirstWrite).is_ok());
+        assert!(check_write("k", Some("a"), None, FirstWrite).is_err());
+        assert!(check_write("k", Some("a"), Some("a"), FirstWrite).is_ok());
+        assert!(check_write("k", Some("a"), Some("b"), LastWrite).is_err());
+        assert!(
+            check_write("k", None, Some("a"), LastWrite).is_err(),
+            "an ETag needs the item"
+        );
+        assert!(check_delete("k", None, None).is_ok());
+        assert!(check_delete("k", Some("a"), Some("b")).is_err());
+    }
+
+    #[test]
+    fn ttl_values() {
+        let m = |v: &str| Metadata::from([("ttlInSeconds".to_string(), v.to_string())]);
+        assert_eq!(ttl(&m("5")).unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(ttl(&m("-1")).unwrap(), None);
+        assert_eq!(ttl(&m("0")).unwrap(), None);
+        assert!(ttl(&m("soon")).is_err());
+        assert!(ttl(&m("-5")).is_err());
+        assert_eq!(ttl(&Metadata::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_795_756_249_000), "2026-11-27T05:10:49Z");
+        assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+}

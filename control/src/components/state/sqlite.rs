@@ -1,0 +1,221 @@
+//! `state.sqlite`: state in one SQLite file — the embedded default store.
+//! Several sidecars on one host can share the file: WAL journal, a busy
+//! timeout, and every write in a `BEGIN IMMEDIATE` transaction so writers
+//! serialise and the ETag check and the write are one atomic step.
+//!
+//! Table: `key TEXT PRIMARY KEY, value BLOB, etag TEXT, expires_at INTEGER`
+//! (Unix ms, NULL = never). Expired rows read as absent and are swept at
+//! open and on writes.
+
+use super::*;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    table: String,
+}
+
+fn store_err(e: rusqlite::Error) -> StateError {
+    StateError::Store(format!("sqlite: {e}"))
+}
+
+impl SqliteStore {
+    pub fn new(metadata: &Metadata) -> Result<Self, String> {
+        let path = match metadata
+            .get("connectionString")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            Some(p) => PathBuf::from(p.strip_prefix("file:").unwrap_or(p)),
+            None => crate::home::dir().join("state.db"),
+        };
+        let table = metadata
+            .get("tableName")
+            .cloned()
+            .unwrap_or_else(|| "state".into());
+        if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "metadata `tableName` is `{table}`; expected letters, digits and _ only"
+            ));
+        }
+        let busy = match metadata.get("busyTimeout") {
+            Some(v) => tandem_config::parse_duration(v)
+                .map_err(|e| format!("metadata `busyTimeout`: {e}"))?,
+            None => Duration::from_secs(5),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create the directory of {}: {e}", path.display()))?;
+        }
+        let conn =
+            Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        conn.busy_timeout(busy).map_err(|e| e.to_string())?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| format!("cannot switch {} to WAL: {e}", path.display()))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| e.to_string())?;
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+                key TEXT PRIMARY KEY NOT NULL,
+                value BLOB NOT NULL,
+                etag TEXT NOT NULL,
+                expires_at INTEGER
+             );
+             CREATE INDEX IF NOT EXISTS {table}_expires ON {table}(expires_at) WHERE expires_at IS NOT NULL;"
+        ))
+        .map_err(|e| format!("cannot create table `{table}` in {}: {e}", path.display()))?;
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE expires_at <= ?1"),
+            params![now_ms()],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            table,
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &str) -> Result<T, StateError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let table = self.table.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn
+                .lock()
+                .map_err(|_| StateError::Store("sqlite connection lock poisoned".into()))?;
+            f(&mut c, &table)
+        })
+        .await
+        .map_err(|e| StateError::Store(format!("sqlite task failed: {e}")))?
+    }
+
+    fn current_etag(
+        tx: &Connection,
+        table: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<String>, StateError> {
+        tx.query_row(
+            &format!("SELECT etag FROM {table} WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)"),
+            params![key, now],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(store_err)
+    }
+
+    fn apply_set(
+        tx: &Connection,
+        table: &str,
+        req: &SetRequest,
+        now: i64,
+    ) -> Result<(), StateError> {
+        let ttl = ttl(&req.metadata)?;
+        let current = Self::current_etag(tx, table, &req.key, now)?;
+        check_write(
+            &req.key,
+            current.as_deref(),
+            req.etag.as_deref(),
+            req.concurrency,
+        )?;
+        tx.execute(
+            &format!("INSERT OR REPLACE INTO {table} (key, value, etag, expires_at) VALUES (?1, ?2, ?3, ?4)"),
+            params![req.key, req.value.as_ref(), new_etag(), ttl.map(|d| now + d.as_millis() as i64)],
+        )
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    fn apply_delete(
+        tx: &Connection,
+        table: &str,
+        req: &DeleteRequest,
+        now: i64,
+    ) -> Result<(), StateError> {
+        let current = Self::current_etag(tx, table, &req.key, now)?;
+        check_delete(&req.key, current.as_deref(), req.etag.as_deref())?;
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE key = ?1"),
+            params![req.key],
+        )
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Runs `ops` in one immediate transaction: all or nothing.
+    fn write_all(
+        conn: &mut Connection,
+        table: &str,
+        ops: &[TransactionOp],
+    ) -> Result<(), StateError> {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(store_err)?;
+        let now = now_ms();
+        for op in ops {
+            match op {
+                TransactionOp::Upsert(s) => Self::apply_set(&tx, table, s, now)?,
+                TransactionOp::Delete(d) => Self::apply_delete(&tx, table, d, now)?,
+            }
+        }
+        tx.commit().map_err(store_err)
+        // On an error above, `tx` drops and rolls back.
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn features(&self) -> Vec<&'static str> {
+        vec![
+            feature::ETAG,
+            feature::TRANSACTIONAL,
+            feature::TTL,
+            feature::ACTOR,
+        ]
+    }
+
+    fn get<'a>(&'a self, req: GetRequest) -> StateFuture<'a, Option<StateValue>> {
+        Box::pin(self.with_conn(move |c, table| {
+            c.query_row(
+                &format!(
+                    "SELECT value, etag, expires_at FROM {table} WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)"
+                ),
+                params![req.key, now_ms()],
+                |r| {
+                    Ok(StateValue {
+                        data: Bytes::from(r.get::<_, Vec<u8>>(0)?),
+                        etag: r.get(1)?,
+                        metadata: expiry_metadata(r.get(2)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(store_err)
+        }))
+    }
+
+    fn set<'a>(&'a self, req: SetRequest) -> StateFuture<'a, ()> {
+        Box::pin(
+            self.with_conn(move |c, table| {
+                Self::write_all(c, table, &[TransactionOp::Upsert(req)])
+            }),
+        )
+    }
+
+    fn delete<'a>(&'a self, req: DeleteRequest) -> StateFuture<'a, ()> {
+        Box::pin(
+            self.with_conn(move |c, table| {
+                Self::write_all(c, table, &[TransactionOp::Delete(req)])
+            }),
+        )
+    }
+
+    fn transact<'a>(&'a self, ops: Vec<TransactionOp>) -> StateFuture<'a, ()> {
+        Box::pin(self.with_conn(move |c, table| Self::write_all(c, table, &ops)))
+    }
+}
