@@ -57,6 +57,14 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         None
     };
 
+    // Record the ports actually bound (port 0 asks for any free one).
+    let mut options = options;
+    options.dapr_http_port = Some(http_listener.local_addr()?.port());
+    options.dapr_grpc_port = Some(grpc_listener.local_addr()?.port());
+    if let Some(l) = &metrics_listener {
+        options.metrics_port = Some(l.local_addr()?.port());
+    }
+
     let ctx = LoadContext {
         app_id: options.app_id.clone(),
         namespace: options.namespace.clone(),
@@ -130,6 +138,7 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         app_id = %runtime.app_id(),
         http_port = runtime.options.http_port(),
         grpc_port = runtime.options.grpc_port(),
+        metrics_port = if runtime.options.enable_metrics { runtime.options.metrics_port_or_default() } else { 0 },
         "dapr APIs are serving"
     );
 

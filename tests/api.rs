@@ -222,9 +222,9 @@ async fn grpc_metadata_and_secrets() {
     // not built yet: a clear error at once, not a hang
     let e = tokio::time::timeout(
         Duration::from_secs(5),
-        c.get_state(rt::GetStateRequest {
-            store_name: "s".into(),
-            key: "k".into(),
+        c.invoke_binding(rt::InvokeBindingRequest {
+            name: "b".into(),
+            operation: "create".into(),
             ..Default::default()
         }),
     )
@@ -232,7 +232,7 @@ async fn grpc_metadata_and_secrets() {
     .expect("answered at once")
     .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("state API"), "{}", e.message());
+    assert!(e.message().contains("bindings API"), "{}", e.message());
 }
 
 #[tokio::test]
@@ -322,7 +322,7 @@ fn unknown_routes_and_unbuilt_apis_answer_clearly() {
     let r = s.request("POST", "/v1.0/healthz", b""); // wrong method falls through, like Dapr
     assert_eq!(r.status, 404);
     for (path, api) in [
-        ("/v1.0/state/store/key", "state"),
+        ("/v1.0/bindings/b", "bindings"),
         ("/v1.0/publish/pubsub/topic", "pub/sub"),
         ("/v1.0-alpha1/lock/l", "lock"),
         ("/v1.0/invoke/other/method/x", "invocation"),

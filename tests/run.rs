@@ -14,6 +14,16 @@ fn tandem(home: &TempDir) -> Command {
     c
 }
 
+/// The HTTP port from `Starting Dapr with id X. HTTP Port: N. gRPC Port: M`.
+fn http_port_announced(out: &Output) -> u16 {
+    let text = out.text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Starting Dapr with id"))
+        .unwrap_or_else(|| panic!("{text}"));
+    common::port_in(line, "HTTP Port")
+}
+
 fn wait_exit(
     child: &mut std::process::Child,
     timeout: Duration,
@@ -171,24 +181,15 @@ fn run_with_fixed_ports_and_an_app_port_waits_for_the_app() {
 #[test]
 fn sigterm_to_run_stops_app_and_sidecar() {
     let home = TempDir::new("run-term");
-    let hp = free_port();
     let mut child = tandem(&home)
-        .args([
-            "run",
-            "--app-id",
-            "sleeper",
-            "--dapr-http-port",
-            &hp.to_string(),
-            "--",
-            "sleep",
-            "60",
-        ])
+        .args(["run", "--app-id", "sleeper", "--", "sleep", "60"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let out = Output::capture(child.stdout.take().unwrap());
     assert!(out.wait_for("You're up and running!", Duration::from_secs(20)));
+    let hp = http_port_announced(&out);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -306,15 +307,8 @@ fn run_file_starts_every_app_with_its_own_sidecar() {
 #[test]
 fn run_without_an_app_is_just_the_sidecar() {
     let home = TempDir::new("solo");
-    let hp = free_port();
     let mut child = tandem(&home)
-        .args([
-            "run",
-            "--app-id",
-            "solo",
-            "--dapr-http-port",
-            &hp.to_string(),
-        ])
+        .args(["run", "--app-id", "solo"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -328,6 +322,7 @@ fn run_without_an_app_is_just_the_sidecar() {
         "{}",
         out.text()
     );
+    let hp = http_port_announced(&out);
     assert_eq!(
         http(hp, "GET", "/v1.0/metadata", &[], b"").unwrap().json()["id"],
         "solo"

@@ -80,18 +80,11 @@ pub fn resolve(mut o: SidecarOptions) -> Result<SidecarOptions> {
     if o.app_id.is_empty() {
         o.app_id = format!("app-{}", &uuid_hex()[..8]);
     }
-    o.dapr_http_port = Some(match o.dapr_http_port {
-        Some(p) => p,
-        None => free_port()?,
-    });
-    o.dapr_grpc_port = Some(match o.dapr_grpc_port {
-        Some(p) => p,
-        None => free_port()?,
-    });
-    o.metrics_port = Some(match o.metrics_port {
-        Some(p) => p,
-        None => free_port()?,
-    });
+    // Port 0: the sidecar binds any free port and reports the one it got,
+    // so two runs starting at once can never pick the same port.
+    o.dapr_http_port.get_or_insert(0);
+    o.dapr_grpc_port.get_or_insert(0);
+    o.metrics_port.get_or_insert(0);
     if o.config.is_none() && crate::home::default_config().is_file() {
         o.config = Some(crate::home::default_config());
     }
@@ -126,25 +119,19 @@ fn uuid_hex() -> String {
     .collect()
 }
 
-/// Asks the OS for a free port. Another process could take it before the
-/// sidecar binds; `dapr run` has the same window.
-pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).context("cannot find a free port")?;
-    Ok(l.local_addr()?.port())
-}
-
 /// Runs one app with its sidecar until the app exits, the sidecar is asked to
 /// shut down, or `stop` fires. Returns the app's exit code.
 pub async fn run_app(spec: AppSpec, mut stop: watch::Receiver<bool>) -> Result<i32> {
-    let o = spec.options.clone();
+    let sidecar = start(spec.options.clone(), spec.source.clone()).await?;
+    let rt = sidecar.runtime.clone();
+    // The options as bound: random ports are known now.
+    let o = rt.options.clone();
     let app_id = o.app_id.clone();
     println!(
         "Starting Dapr with id {app_id}. HTTP Port: {}. gRPC Port: {}",
         o.http_port(),
         o.grpc_port()
     );
-    let sidecar = start(spec.options.clone(), spec.source.clone()).await?;
-    let rt = sidecar.runtime.clone();
     let cli_pid = std::process::id();
     rt.set_extended("cliPID".into(), cli_pid.to_string());
     if let Some(f) = &spec.run_file {

@@ -129,13 +129,19 @@ impl Builder {
         self
     }
 
+    /// Spawns with port 0 everywhere (no race with other tests for ports);
+    /// the ports are read from the sidecar's "serving" log line.
     fn spawn(self) -> Sidecar {
-        let (http, grpc, metrics) = (free_port(), free_port(), free_port());
         let mut cmd = Command::new(BIN);
         cmd.arg("sidecar")
-            .args(["--dapr-http-port", &http.to_string()])
-            .args(["--dapr-grpc-port", &grpc.to_string()])
-            .args(["--metrics-port", &metrics.to_string()])
+            .args([
+                "--dapr-http-port",
+                "0",
+                "--dapr-grpc-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
             .args(&self.args)
             .env_remove("DAPR_API_TOKEN")
             .env_remove("APP_API_TOKEN")
@@ -149,9 +155,9 @@ impl Builder {
         let stderr = Output::capture(child.stderr.take().unwrap());
         Sidecar {
             child,
-            http,
-            grpc,
-            metrics,
+            http: 0,
+            grpc: 0,
+            metrics: 0,
             stderr,
             token: self.token,
         }
@@ -166,7 +172,16 @@ impl Builder {
             if let Ok(Some(status)) = s.child.try_wait() {
                 panic!("sidecar exited early ({status}):\n{}", s.stderr.text());
             }
-            if let Ok(r) = s.try_request("GET", "/v1.0/healthz/outbound", &[], b"")
+            if s.http == 0 {
+                let log = s.stderr.text();
+                if let Some(line) = log.lines().find(|l| l.contains("dapr APIs are serving")) {
+                    s.http = port_in(line, "http_port");
+                    s.grpc = port_in(line, "grpc_port");
+                    s.metrics = port_in(line, "metrics_port");
+                }
+            }
+            if s.http != 0
+                && let Ok(r) = s.try_request("GET", "/v1.0/healthz/outbound", &[], b"")
                 && r.status == 204
             {
                 return s;
@@ -198,6 +213,22 @@ impl Builder {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The number after `name` in a text (`name=123`) or JSON (`"name":123`) log line.
+pub fn port_in(line: &str, name: &str) -> u16 {
+    let rest = &line[line
+        .find(name)
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+        + name.len()..];
+    let digits: String = rest
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} in {line}"))
 }
 
 #[derive(Debug)]

@@ -3,7 +3,8 @@
 //! RPCs of building blocks tandem does not have yet answer UNIMPLEMENTED with
 //! a Dapr `ErrorInfo`, at once.
 
-use crate::api::{metadata, secrets};
+use crate::api::state::{SaveItem, TxItem};
+use crate::api::{metadata, secrets, state};
 use crate::error::ApiError;
 use crate::runtime::Runtime;
 use std::collections::BTreeMap;
@@ -149,6 +150,35 @@ fn api_group(method: &str) -> (&'static str, &'static str) {
     (name, version)
 }
 
+fn concurrency_name(v: i32) -> &'static str {
+    match common::state_options::StateConcurrency::try_from(v) {
+        Ok(common::state_options::StateConcurrency::ConcurrencyFirstWrite) => "first-write",
+        Ok(common::state_options::StateConcurrency::ConcurrencyLastWrite) => "last-write",
+        _ => "",
+    }
+}
+
+fn consistency_name(v: i32) -> &'static str {
+    match common::state_options::StateConsistency::try_from(v) {
+        Ok(common::state_options::StateConsistency::ConsistencyEventual) => "eventual",
+        Ok(common::state_options::StateConsistency::ConsistencyStrong) => "strong",
+        _ => "",
+    }
+}
+
+/// A gRPC state item: its bytes are stored as they are.
+fn save_item(i: common::StateItem) -> SaveItem {
+    let options = i.options.unwrap_or_default();
+    SaveItem {
+        key: i.key,
+        value: i.value.into(),
+        etag: i.etag.map(|e| e.value),
+        metadata: to_btree(i.metadata),
+        concurrency: concurrency_name(options.concurrency).into(),
+        consistency: consistency_name(options.consistency).into(),
+    }
+}
+
 fn to_btree(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
     m.into_iter().collect()
 }
@@ -167,46 +197,147 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::GetStateRequest>,
     ) -> Result<Response<rt::GetStateResponse>, Status> {
-        self.not_yet("GetState", "state", req).await
+        let rt = self.rt.clone();
+        self.call("GetState", req, |r| async move {
+            let consistency = consistency_name(r.consistency);
+            let value = state::get(
+                &rt,
+                &r.store_name,
+                &r.key,
+                consistency,
+                to_btree(r.metadata),
+            )
+            .await?;
+            // A missing key is OK with empty fields, not NOT_FOUND.
+            Ok(
+                value.map_or_else(rt::GetStateResponse::default, |v| rt::GetStateResponse {
+                    data: v.data.to_vec(),
+                    etag: v.etag,
+                    metadata: v.metadata.into_iter().collect(),
+                }),
+            )
+        })
+        .await
     }
 
     async fn get_bulk_state(
         &self,
         req: Request<rt::GetBulkStateRequest>,
     ) -> Result<Response<rt::GetBulkStateResponse>, Status> {
-        self.not_yet("GetBulkState", "state", req).await
+        let rt = self.rt.clone();
+        self.call("GetBulkState", req, |r| async move {
+            let items = state::bulk_get(
+                &rt,
+                &r.store_name,
+                r.keys,
+                r.parallelism.max(0) as usize,
+                to_btree(r.metadata),
+            )
+            .await?;
+            Ok(rt::GetBulkStateResponse {
+                items: items
+                    .into_iter()
+                    .map(|i| match i.result {
+                        Ok(Some(v)) => rt::BulkStateItem {
+                            key: i.key,
+                            data: v.data.to_vec(),
+                            etag: v.etag,
+                            metadata: v.metadata.into_iter().collect(),
+                            ..Default::default()
+                        },
+                        Ok(None) => rt::BulkStateItem {
+                            key: i.key,
+                            ..Default::default()
+                        },
+                        Err(error) => rt::BulkStateItem {
+                            key: i.key,
+                            error,
+                            ..Default::default()
+                        },
+                    })
+                    .collect(),
+            })
+        })
+        .await
     }
 
     async fn save_state(&self, req: Request<rt::SaveStateRequest>) -> Result<Response<()>, Status> {
-        self.not_yet("SaveState", "state", req).await
+        let rt = self.rt.clone();
+        self.call("SaveState", req, |r| async move {
+            state::save(
+                &rt,
+                &r.store_name,
+                r.states.into_iter().map(save_item).collect(),
+            )
+            .await
+        })
+        .await
     }
 
     async fn query_state_alpha1(
         &self,
         req: Request<rt::QueryStateRequest>,
     ) -> Result<Response<rt::QueryStateResponse>, Status> {
-        self.not_yet("QueryStateAlpha1", "state", req).await
+        let rt = self.rt.clone();
+        self.call("QueryStateAlpha1", req, |r| async move {
+            Err(state::query_unsupported(&rt, &r.store_name))
+        })
+        .await
     }
 
     async fn delete_state(
         &self,
         req: Request<rt::DeleteStateRequest>,
     ) -> Result<Response<()>, Status> {
-        self.not_yet("DeleteState", "state", req).await
+        let rt = self.rt.clone();
+        self.call("DeleteState", req, |r| async move {
+            let options = r.options.unwrap_or_default();
+            let item = SaveItem {
+                key: r.key,
+                etag: r.etag.map(|e| e.value),
+                metadata: to_btree(r.metadata),
+                concurrency: concurrency_name(options.concurrency).into(),
+                consistency: consistency_name(options.consistency).into(),
+                value: Default::default(),
+            };
+            state::delete(&rt, &r.store_name, vec![item]).await
+        })
+        .await
     }
 
     async fn delete_bulk_state(
         &self,
         req: Request<rt::DeleteBulkStateRequest>,
     ) -> Result<Response<()>, Status> {
-        self.not_yet("DeleteBulkState", "state", req).await
+        let rt = self.rt.clone();
+        self.call("DeleteBulkState", req, |r| async move {
+            state::delete(
+                &rt,
+                &r.store_name,
+                r.states.into_iter().map(save_item).collect(),
+            )
+            .await
+        })
+        .await
     }
 
     async fn execute_state_transaction(
         &self,
         req: Request<rt::ExecuteStateTransactionRequest>,
     ) -> Result<Response<()>, Status> {
-        self.not_yet("ExecuteStateTransaction", "state", req).await
+        let rt = self.rt.clone();
+        self.call("ExecuteStateTransaction", req, |r| async move {
+            let ops = r
+                .operations
+                .into_iter()
+                .map(|op| TxItem {
+                    operation: op.operation_type,
+                    item: save_item(op.request.unwrap_or_default()),
+                })
+                .collect();
+            state::transaction(&rt, &r.store_name, ops, to_btree(r.metadata)).await
+        })
+        .await
     }
 
     async fn publish_event(

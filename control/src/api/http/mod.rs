@@ -4,6 +4,7 @@
 //! body limits) is decided here; the logic lives in `crate::api::*`.
 
 mod handlers;
+mod state;
 pub mod wire;
 
 use crate::error::ApiError;
@@ -76,7 +77,6 @@ const VERSIONS: &[&str] = &["v1.0", "v1.0-alpha1", "v1.0-alpha2", "v1.0-beta1"];
 /// Building blocks whose routes exist in Dapr but not yet in tandem, with the
 /// name used in the error message.
 const NOT_YET: &[(&str, &str)] = &[
-    ("state", "state"),
     ("publish", "pub/sub publish"),
     ("subscribe", "pub/sub"),
     ("bindings", "bindings"),
@@ -149,6 +149,27 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
         (&Method::GET, ["v1.0", "secrets", store, key]) => {
             handlers::get_secret(rt, store, key, &req).await
         }
+        (&Method::POST | &Method::PUT, ["v1.0", "state", store]) => {
+            let store = store.to_string();
+            respond(state::save(rt, &store, req).await)
+        }
+        (&Method::POST | &Method::PUT, ["v1.0", "state", store, "bulk"]) => {
+            let store = store.to_string();
+            respond(state::bulk(rt, &store, req).await)
+        }
+        (&Method::POST | &Method::PUT, ["v1.0", "state", store, "transaction"]) => {
+            let store = store.to_string();
+            respond(state::transaction(rt, &store, req).await)
+        }
+        (&Method::GET, ["v1.0", "state", store, key]) => {
+            respond(state::get(rt, store, key, &req).await)
+        }
+        (&Method::DELETE, ["v1.0", "state", store, key]) => {
+            respond(state::delete(rt, store, key, &req).await)
+        }
+        (&Method::POST | &Method::PUT, ["v1.0-alpha1", "state", store, "query"]) => {
+            crate::api::state::query_unsupported(rt, store).to_http()
+        }
         (_, [version, block, ..]) if VERSIONS.contains(version) => {
             match NOT_YET.iter().find(|(b, _)| b == block) {
                 Some((_, name)) => ApiError::unimplemented(name).to_http(),
@@ -157,6 +178,10 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
         }
         _ => no_route(&method, &path, &req),
     }
+}
+
+fn respond(result: Result<ApiResponse, ApiError>) -> ApiResponse {
+    result.unwrap_or_else(|e| e.to_http())
 }
 
 /// Dapr sends every unmatched request to service invocation; without a

@@ -1,0 +1,253 @@
+//! HTTP handlers of the state API: JSON bodies in, stored bytes out.
+
+use super::ApiResponse;
+use super::wire::{metadata_params, query_params, read_body};
+use crate::api::state::{self, SaveItem, TxItem};
+use crate::error::ApiError;
+use crate::runtime::Runtime;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+#[derive(Deserialize, Default)]
+struct Options {
+    #[serde(default)]
+    concurrency: String,
+    #[serde(default)]
+    consistency: String,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    value: Option<Box<RawValue>>,
+    #[serde(default)]
+    etag: Option<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    options: Option<Options>,
+}
+
+impl Item {
+    /// The stored bytes are the JSON text of `value`, exactly as sent.
+    fn into_save(self, query_md: &BTreeMap<String, String>) -> Result<SaveItem, ApiError> {
+        let key = self
+            .key
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| ApiError::malformed("\"key\" is a required field"))?;
+        let mut metadata = self.metadata;
+        metadata.extend(query_md.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let options = self.options.unwrap_or_default();
+        Ok(SaveItem {
+            key,
+            value: self
+                .value
+                .map(|v| Bytes::copy_from_slice(v.get().as_bytes()))
+                .unwrap_or_default(),
+            etag: self.etag,
+            metadata,
+            concurrency: options.concurrency,
+            consistency: options.consistency,
+        })
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::malformed(format!("{what}: the body is not valid: {e}")))
+}
+
+fn no_content() -> ApiResponse {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Full::new(Bytes::new()))
+        .expect("valid response parts")
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> ApiResponse {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response parts")
+}
+
+pub async fn save(
+    rt: &Runtime,
+    store: &str,
+    req: Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
+    let md = metadata_params(req.uri().query());
+    let body = read_body(req.into_body(), rt.options.max_body_size).await?;
+    let items: Vec<Item> = parse(
+        &body,
+        "saving state: expected a JSON array of {key, value, etag?, metadata?, options?}",
+    )?;
+    let items = items
+        .into_iter()
+        .map(|i| i.into_save(&md))
+        .collect::<Result<Vec<_>, _>>()?;
+    state::save(rt, store, items).await?;
+    Ok(no_content())
+}
+
+pub async fn get(
+    rt: &Runtime,
+    store: &str,
+    key: &str,
+    req: &Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
+    let params = query_params(req.uri().query());
+    let md = metadata_params(req.uri().query());
+    let consistency = params.get("consistency").cloned().unwrap_or_default();
+    let Some(value) = state::get(rt, store, key, &consistency, md).await? else {
+        return Ok(no_content());
+    };
+    let mut resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Ok(etag) = HeaderValue::from_str(&value.etag) {
+        resp = resp.header(header::ETAG, etag);
+    }
+    for (k, v) in &value.metadata {
+        if let (Ok(name), Ok(v)) = (
+            HeaderName::try_from(format!("metadata.{k}")),
+            HeaderValue::from_str(v),
+        ) {
+            resp = resp.header(name, v);
+        }
+    }
+    Ok(resp
+        .body(Full::new(value.data))
+        .expect("valid response parts"))
+}
+
+pub fn delete_item(key: &str, req: &Request<Incoming>) -> SaveItem {
+    let params = query_params(req.uri().query());
+    SaveItem {
+        key: key.to_string(),
+        etag: req
+            .headers()
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        metadata: metadata_params(req.uri().query()),
+        concurrency: params.get("concurrency").cloned().unwrap_or_default(),
+        consistency: params.get("consistency").cloned().unwrap_or_default(),
+        value: Bytes::new(),
+    }
+}
+
+pub async fn delete(
+    rt: &Runtime,
+    store: &str,
+    key: &str,
+    req: &Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
+    state::delete(rt, store, vec![delete_item(key, req)]).await?;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+struct BulkRequest {
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    parallelism: i64,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+pub async fn bulk(
+    rt: &Runtime,
+    store: &str,
+    req: Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
+    let md = metadata_params(req.uri().query());
+    let body = read_body(req.into_body(), rt.options.max_body_size).await?;
+    let mut bulk: BulkRequest = parse(
+        &body,
+        "bulk get: expected {keys: [...], parallelism?, metadata?}",
+    )?;
+    bulk.metadata.extend(md);
+    let items = state::bulk_get(
+        rt,
+        store,
+        bulk.keys,
+        bulk.parallelism.max(0) as usize,
+        bulk.metadata,
+    )
+    .await?;
+    let out: Vec<serde_json::Value> = items
+        .into_iter()
+        .map(|i| {
+            let mut v = serde_json::json!({"key": i.key});
+            match i.result {
+                Ok(Some(value)) => {
+                    // Stored JSON is embedded as JSON; other bytes as a string.
+                    v["data"] = serde_json::from_slice(&value.data).unwrap_or_else(|_| {
+                        serde_json::Value::String(String::from_utf8_lossy(&value.data).into_owned())
+                    });
+                    v["etag"] = value.etag.into();
+                    if !value.metadata.is_empty() {
+                        v["metadata"] = serde_json::json!(value.metadata);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => v["error"] = e.into(),
+            }
+            v
+        })
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        serde_json::to_vec(&out).expect("plain JSON"),
+    ))
+}
+
+#[derive(Deserialize)]
+struct TxRequest {
+    #[serde(default)]
+    operations: Vec<TxOperation>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct TxOperation {
+    operation: String,
+    request: Item,
+}
+
+pub async fn transaction(
+    rt: &Runtime,
+    store: &str,
+    req: Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
+    let md = metadata_params(req.uri().query());
+    let body = read_body(req.into_body(), rt.options.max_body_size).await?;
+    let mut tx: TxRequest = parse(
+        &body,
+        "state transaction: expected {operations: [{operation, request}], metadata?}",
+    )?;
+    tx.metadata.extend(md);
+    let ops = tx
+        .operations
+        .into_iter()
+        .map(|op| {
+            Ok(TxItem {
+                operation: op.operation,
+                item: op.request.into_save(&BTreeMap::new())?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    state::transaction(rt, store, ops, tx.metadata).await?;
+    Ok(no_content())
+}

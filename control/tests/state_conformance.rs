@@ -1,0 +1,369 @@
+//! The state store conformance suite: every `StateStore` runs the same
+//! checks of Dapr's semantics (dapr-wire.md §6.1). A new store proves itself
+//! by passing `conformance` here.
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tandem_control::components::state::{
+    Concurrency, DeleteRequest, GetRequest, SetRequest, StateError, StateStore, TransactionOp,
+    feature, memory::MemoryStore, sqlite::SqliteStore,
+};
+
+fn set(key: &str, value: &str) -> SetRequest {
+    SetRequest {
+        key: key.into(),
+        value: Bytes::from(value.to_string()),
+        ..Default::default()
+    }
+}
+
+fn del(key: &str) -> DeleteRequest {
+    DeleteRequest {
+        key: key.into(),
+        ..Default::default()
+    }
+}
+
+async fn get(s: &dyn StateStore, key: &str) -> Option<(String, String)> {
+    s.get(GetRequest {
+        key: key.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .map(|v| (String::from_utf8(v.data.to_vec()).unwrap(), v.etag))
+}
+
+/// Keys are namespaced per run so shared backends (files, servers) can hold
+/// leftovers from earlier runs.
+fn k(run: &str, key: &str) -> String {
+    format!("{run}||{key}")
+}
+
+pub async fn conformance(store: Arc<dyn StateStore>) {
+    let s = store.as_ref();
+    let run = uuid_like();
+    let run = run.as_str();
+
+    // CRUD
+    assert_eq!(get(s, &k(run, "a")).await, None, "missing key");
+    s.set(set(&k(run, "a"), "\"one\"")).await.unwrap();
+    let (v, etag1) = get(s, &k(run, "a")).await.unwrap();
+    assert_eq!(v, "\"one\"");
+    assert!(!etag1.is_empty(), "ETags are reported");
+    s.set(set(&k(run, "a"), "{\"n\":2}")).await.unwrap();
+    let (v, etag2) = get(s, &k(run, "a")).await.unwrap();
+    assert_eq!(v, "{\"n\":2}");
+    assert_ne!(etag1, etag2, "every write gets a new ETag");
+    s.delete(del(&k(run, "a"))).await.unwrap();
+    assert_eq!(get(s, &k(run, "a")).await, None);
+    s.delete(del(&k(run, "a")))
+        .await
+        .expect("deleting a missing key is fine");
+
+    // ETags
+    if store.has(feature::ETAG) {
+        s.set(set(&k(run, "e"), "1")).await.unwrap();
+        let (_, etag) = get(s, &k(run, "e")).await.unwrap();
+        let stale = SetRequest {
+            etag: Some("not-the-etag".into()),
+            ..set(&k(run, "e"), "2")
+        };
+        assert!(matches!(
+            s.set(stale).await,
+            Err(StateError::EtagMismatch(_) | StateError::InvalidEtag(_))
+        ));
+        let ok = SetRequest {
+            etag: Some(etag.clone()),
+            ..set(&k(run, "e"), "3")
+        };
+        s.set(ok).await.unwrap();
+        let reuse = SetRequest {
+            etag: Some(etag.clone()),
+            ..set(&k(run, "e"), "4")
+        };
+        assert!(s.set(reuse).await.is_err(), "an ETag is good for one write");
+        assert_eq!(get(s, &k(run, "e")).await.unwrap().0, "3");
+        let on_missing = SetRequest {
+            etag: Some(etag.clone()),
+            ..set(&k(run, "nope"), "x")
+        };
+        assert!(
+            s.set(on_missing).await.is_err(),
+            "an ETag needs an existing item"
+        );
+
+        let (_, current) = get(s, &k(run, "e")).await.unwrap();
+        let bad_delete = DeleteRequest {
+            etag: Some(etag),
+            ..del(&k(run, "e"))
+        };
+        assert!(s.delete(bad_delete).await.is_err());
+        assert!(
+            get(s, &k(run, "e")).await.is_some(),
+            "nothing deleted on mismatch"
+        );
+        s.delete(DeleteRequest {
+            etag: Some(current),
+            ..del(&k(run, "e"))
+        })
+        .await
+        .unwrap();
+        assert!(get(s, &k(run, "e")).await.is_none());
+
+        // first-write without an ETag only inserts
+        let first = |v: &str| SetRequest {
+            concurrency: Concurrency::FirstWrite,
+            ..set(&k(run, "fw"), v)
+        };
+        s.set(first("1")).await.unwrap();
+        assert!(matches!(
+            s.set(first("2")).await,
+            Err(StateError::EtagMismatch(_))
+        ));
+        assert_eq!(get(s, &k(run, "fw")).await.unwrap().0, "1");
+    }
+
+    // Concurrent writers with the same ETag: exactly one wins.
+    if store.has(feature::ETAG) {
+        s.set(set(&k(run, "race"), "0")).await.unwrap();
+        let (_, etag) = get(s, &k(run, "race")).await.unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                let req = SetRequest {
+                    etag: Some(etag.clone()),
+                    ..set(&k(run, "race"), &i.to_string())
+                };
+                tokio::spawn(async move { store.set(req).await.is_ok() })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.unwrap());
+        }
+        assert_eq!(wins, 1, "exactly one writer with the shared ETag succeeds");
+
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                let req = SetRequest {
+                    concurrency: Concurrency::FirstWrite,
+                    ..set(&k(run, "race-insert"), &i.to_string())
+                };
+                tokio::spawn(async move { store.set(req).await.is_ok() })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            wins += usize::from(t.await.unwrap());
+        }
+        assert_eq!(wins, 1, "exactly one first-write insert succeeds");
+    }
+
+    // Transactions: all or nothing.
+    if store.has(feature::TRANSACTIONAL) {
+        s.set(set(&k(run, "t1"), "old")).await.unwrap();
+        s.transact(vec![
+            TransactionOp::Upsert(set(&k(run, "t1"), "new")),
+            TransactionOp::Upsert(set(&k(run, "t2"), "two")),
+            TransactionOp::Delete(del(&k(run, "t3"))),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(get(s, &k(run, "t1")).await.unwrap().0, "new");
+        assert_eq!(get(s, &k(run, "t2")).await.unwrap().0, "two");
+
+        let failing = s
+            .transact(vec![
+                TransactionOp::Upsert(set(&k(run, "t1"), "newer")),
+                TransactionOp::Delete(del(&k(run, "t2"))),
+                TransactionOp::Upsert(SetRequest {
+                    etag: Some("wrong".into()),
+                    ..set(&k(run, "t2"), "x")
+                }),
+            ])
+            .await;
+        assert!(
+            failing.is_err(),
+            "a mismatch inside fails the whole transaction"
+        );
+        assert_eq!(
+            get(s, &k(run, "t1")).await.unwrap().0,
+            "new",
+            "nothing of it applied"
+        );
+        assert_eq!(
+            get(s, &k(run, "t2")).await.unwrap().0,
+            "two",
+            "nothing of it applied"
+        );
+
+        // the same key twice in one transaction: the last operation wins
+        s.transact(vec![
+            TransactionOp::Upsert(set(&k(run, "t4"), "a")),
+            TransactionOp::Delete(del(&k(run, "t4"))),
+            TransactionOp::Upsert(set(&k(run, "t4"), "b")),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(get(s, &k(run, "t4")).await.unwrap().0, "b");
+    }
+
+    // Large values and unicode keys.
+    let big = "x".repeat(2 << 20);
+    s.set(set(&k(run, "big"), &big)).await.unwrap();
+    assert_eq!(get(s, &k(run, "big")).await.unwrap().0.len(), big.len());
+    let key = k(run, "ключ/鍵 🔑 with spaces");
+    s.set(set(&key, "\"unicode\"")).await.unwrap();
+    assert_eq!(get(s, &key).await.unwrap().0, "\"unicode\"");
+
+    // TTL
+    if store.has(feature::TTL) {
+        let md = BTreeMap::from([("ttlInSeconds".to_string(), "1".to_string())]);
+        s.set(SetRequest {
+            metadata: md,
+            ..set(&k(run, "ttl"), "short")
+        })
+        .await
+        .unwrap();
+        let v = s
+            .get(GetRequest {
+                key: k(run, "ttl"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let expire = v
+            .metadata
+            .get("ttlExpireTime")
+            .expect("ttlExpireTime reported");
+        assert!(expire.ends_with('Z') && expire.len() == 20, "{expire}");
+        let forever = BTreeMap::from([("ttlInSeconds".to_string(), "-1".to_string())]);
+        s.set(SetRequest {
+            metadata: forever,
+            ..set(&k(run, "no-ttl"), "long")
+        })
+        .await
+        .unwrap();
+        let v = s
+            .get(GetRequest {
+                key: k(run, "no-ttl"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!v.metadata.contains_key("ttlExpireTime"));
+        let bad = BTreeMap::from([("ttlInSeconds".to_string(), "soon".to_string())]);
+        assert!(matches!(
+            s.set(SetRequest {
+                metadata: bad,
+                ..set(&k(run, "x"), "1")
+            })
+            .await,
+            Err(StateError::BadRequest(_))
+        ));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            get(s, &k(run, "ttl")).await,
+            None,
+            "expired keys read as missing"
+        );
+        s.set(SetRequest {
+            concurrency: Concurrency::FirstWrite,
+            ..set(&k(run, "ttl"), "again")
+        })
+        .await
+        .expect("an expired key can be inserted again with first-write");
+        assert!(get(s, &k(run, "no-ttl")).await.is_some());
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "run-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn temp_db(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tandem-state-{tag}-{}", uuid_like()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("state.db")
+}
+
+fn sqlite_at(path: &std::path::Path) -> SqliteStore {
+    SqliteStore::new(&BTreeMap::from([(
+        "connectionString".to_string(),
+        path.display().to_string(),
+    )]))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_passes() {
+    conformance(Arc::new(MemoryStore::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_passes() {
+    let db = temp_db("conf");
+    conformance(Arc::new(sqlite_at(&db))).await;
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_is_shared_safely_by_several_stores() {
+    // Two stores on one file stand for two sidecars on one host.
+    let db = temp_db("shared");
+    let a: Arc<dyn StateStore> = Arc::new(sqlite_at(&db));
+    let b: Arc<dyn StateStore> = Arc::new(sqlite_at(&db));
+    a.set(set("k", "from-a")).await.unwrap();
+    assert_eq!(get(b.as_ref(), "k").await.unwrap().0, "from-a");
+    let (_, etag) = get(a.as_ref(), "k").await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let req = SetRequest {
+                etag: Some(etag.clone()),
+                ..set("k", &i.to_string())
+            };
+            tokio::spawn(async move { store.set(req).await.is_ok() })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(
+        wins, 1,
+        "the ETag check and the write are atomic across stores"
+    );
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
+
+#[test]
+fn sqlite_refuses_bad_metadata() {
+    let e = SqliteStore::new(&BTreeMap::from([(
+        "tableName".into(),
+        "x; DROP TABLE y".into(),
+    )]))
+    .err()
+    .unwrap();
+    assert!(e.contains("tableName"), "{e}");
+    let e = SqliteStore::new(&BTreeMap::from([(
+        "connectionString".into(),
+        "/proc/forbidden/state.db".into(),
+    )]))
+    .err()
+    .unwrap();
+    assert!(e.contains("/proc/forbidden"), "{e}");
+}
