@@ -97,6 +97,7 @@ pub struct Sidecar {
 }
 
 pub struct Builder {
+    app_id: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
     token: Option<String>,
@@ -104,13 +105,18 @@ pub struct Builder {
 
 pub fn sidecar() -> Builder {
     Builder {
-        args: vec!["--app-id".into(), "test-app".into()],
+        app_id: "test-app".into(),
+        args: Vec::new(),
         env: Vec::new(),
         token: None,
     }
 }
 
 impl Builder {
+    pub fn app_id(mut self, id: &str) -> Self {
+        self.app_id = id.into();
+        self
+    }
     pub fn arg(mut self, a: impl AsRef<str>) -> Self {
         self.args.push(a.as_ref().to_string());
         self
@@ -134,6 +140,7 @@ impl Builder {
     fn spawn(self) -> Sidecar {
         let mut cmd = Command::new(BIN);
         cmd.arg("sidecar")
+            .args(["--app-id", &self.app_id])
             .args([
                 "--dapr-http-port",
                 "0",
