@@ -158,3 +158,29 @@ def test_http_app_health_is_probed_with_app_token(tandem_env, background):
     # /healthz of the sidecar is ready once the app is healthy
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1.0/healthz", timeout=5) as r:
         assert r.status == 204
+
+
+@pytest.mark.parametrize("store", ["statestore", "memory"])
+def test_state_through_the_python_sdk(store, tmp_path, tandem_env):
+    """`statestore` is the embedded default (SQLite under TANDEM_HOME);
+    `memory` is a state.in-memory component from a resources dir."""
+    args = ["run", "--app-id", "stateapp"]
+    if store == "memory":
+        res = tmp_path / "res"
+        res.mkdir()
+        (res / "memory.yaml").write_text(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: memory\n"
+            "spec:\n  type: state.in-memory\n  version: v1\n  metadata: []\n"
+        )
+        args += ["--resources-path", str(res)]
+    out = subprocess.run(
+        tandem_cmd(*args, "--", *python_app("client_state.py", store)),
+        env=tandem_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"== APP == STATE OK {store}" in out.stdout, out.stdout + out.stderr
+    if store == "statestore":
+        assert os.path.exists(os.path.join(tandem_env["TANDEM_HOME"], "state.db"))
