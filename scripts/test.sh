@@ -7,6 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "services the tests use (Redis, PostgreSQL)"
+scripts/services.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

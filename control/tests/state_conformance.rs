@@ -367,3 +367,127 @@ fn sqlite_refuses_bad_metadata() {
     .unwrap();
     assert!(e.contains("/proc/forbidden"), "{e}");
 }
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use super::*;
+    use tandem_control::components::state::redis::RedisStore;
+
+    fn md(host: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("redisHost".to_string(), host.to_string())])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_passes() {
+        let store = RedisStore::connect(&md("127.0.0.1:6379"))
+            .await
+            .expect("the machine's Redis on 6379 (scripts/services.sh starts it)");
+        conformance(Arc::new(store)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_refuses_bad_etags_and_unreachable_servers() {
+        let store = RedisStore::connect(&md("127.0.0.1:6379")).await.unwrap();
+        let key = format!("{}||e", uuid_like());
+        store.set(set(&key, "1")).await.unwrap();
+        let r = store
+            .set(SetRequest {
+                etag: Some("not-a-version".into()),
+                ..set(&key, "2")
+            })
+            .await;
+        assert!(matches!(r, Err(StateError::InvalidEtag(_))), "{r:?}");
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = RedisStore::connect(&md(&format!("127.0.0.1:{free}")))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("cannot connect to redis") && e.contains(&free.to_string()),
+            "{e}"
+        );
+    }
+
+    /// A private redis-server, so the test can stop and restart it.
+    struct OwnRedis {
+        port: u16,
+        child: std::process::Child,
+    }
+
+    impl OwnRedis {
+        fn start(port: u16) -> Self {
+            let child = std::process::Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is installed");
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Self { port, child }
+        }
+    }
+
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_outage_is_an_error_and_recovery_needs_no_restart() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = OwnRedis::start(port);
+        let store = RedisStore::connect(&md(&format!("127.0.0.1:{}", server.port)))
+            .await
+            .unwrap();
+        store.set(set("k", "before")).await.unwrap();
+        drop(server);
+        let e = store.set(set("k", "during")).await.unwrap_err();
+        assert!(
+            matches!(&e, StateError::Store(m) if m.starts_with("redis:")),
+            "{e:?}"
+        );
+        assert!(
+            store
+                .get(GetRequest {
+                    key: "k".into(),
+                    ..Default::default()
+                })
+                .await
+                .is_err()
+        );
+        let _server = OwnRedis::start(port);
+        let mut ok = false;
+        for _ in 0..50 {
+            if store.set(set("k", "after")).await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "the store reconnects by itself");
+        assert_eq!(get(&store, "k").await.unwrap().0, "after");
+    }
+}

@@ -89,6 +89,16 @@ const REGISTRY: &[Registration] = &[
         type_name: "state.sqlite",
         build: |m| state::sqlite::SqliteStore::new(m).map(|s| Live::State(Arc::new(s))),
     },
+    #[cfg(feature = "redis")]
+    Registration {
+        type_name: "state.redis",
+        // Constructors run on the blocking pool, inside the runtime.
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(state::redis::RedisStore::connect(m))
+                .map(|s| Live::State(Arc::new(s)))
+        },
+    },
 ];
 
 pub fn supported_types() -> Vec<&'static str> {

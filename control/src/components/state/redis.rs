@@ -1,0 +1,208 @@
+//! `state.redis`: one hash per key with fields `data` and `version`; the
+//! version is the ETag. Every write is a Lua script, so the ETag check and
+//! the write are atomic on the server; a transaction is one script that
+//! checks every operation before it applies any. TTLs are native `EXPIRE`s.
+//! The connection manager reconnects after Redis restarts.
+
+use super::*;
+use ::redis::aio::ConnectionManager;
+use ::redis::{Script, Value};
+
+const GET: &str = r#"
+local r = redis.call("HMGET", KEYS[1], "data", "version")
+if not r[1] then return false end
+return {r[1], r[2], redis.call("PTTL", KEYS[1])}
+"#;
+
+/// KEYS: the keys of the operations, in order. ARGV per operation:
+/// kind ("set" | "del"), etag ("" = none), first-write ("1" | "0"),
+/// ttl seconds ("0" = none), data. Checks all, then applies all.
+const WRITE: &str = r#"
+local versions = {}
+local function current(key)
+  if versions[key] == nil then
+    local v = redis.call("HGET", key, "version")
+    if v then versions[key] = tonumber(v) else versions[key] = false end
+  end
+  return versions[key]
+end
+for i, key in ipairs(KEYS) do
+  local base = (i - 1) * 5
+  local kind, etag, first = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local cur = current(key)
+  if etag ~= "" then
+    if not cur or tostring(cur) ~= etag then
+      return redis.error_reply("ETAG_MISMATCH " .. key)
+    end
+  elseif kind == "set" and first == "1" and cur then
+    return redis.error_reply("ETAG_MISMATCH " .. key)
+  end
+  if kind == "set" then versions[key] = (cur or 0) + 1 else versions[key] = false end
+end
+for i, key in ipairs(KEYS) do
+  local base = (i - 1) * 5
+  local kind, ttl, data = ARGV[base + 1], tonumber(ARGV[base + 4]), ARGV[base + 5]
+  if kind == "set" then
+    redis.call("HINCRBY", key, "version", 1)
+    redis.call("HSET", key, "data", data)
+    if ttl > 0 then redis.call("EXPIRE", key, ttl) else redis.call("PERSIST", key) end
+  else
+    redis.call("DEL", key)
+  end
+end
+return "OK"
+"#;
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    get: Script,
+    write: Script,
+}
+
+fn err(e: ::redis::RedisError) -> StateError {
+    let text = e.to_string();
+    if text.contains("ETAG_MISMATCH") {
+        StateError::EtagMismatch("the ETag does not match the stored item".into())
+    } else {
+        StateError::Store(format!("redis: {text}"))
+    }
+}
+
+impl RedisStore {
+    /// Connects at init, as Dapr does: a Redis that is down fails the
+    /// component (fatal unless `ignoreErrors`).
+    pub async fn connect(metadata: &Metadata) -> Result<Self, String> {
+        let host = metadata
+            .get("redisHost")
+            .map(String::as_str)
+            .unwrap_or("localhost:6379");
+        if metadata.get("enableTLS").is_some_and(|v| v == "true") {
+            return Err("metadata `enableTLS: true` is not supported yet by state.redis".into());
+        }
+        let db: i64 = match metadata.get("redisDB").filter(|v| !v.is_empty()) {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("metadata `redisDB` is `{v}`; expected a database number"))?,
+            None => 0,
+        };
+        let mut info =
+            ::redis::IntoConnectionInfo::into_connection_info(format!("redis://{host}/{db}"))
+                .map_err(|e| format!("metadata `redisHost` is `{host}`: {e}"))?;
+        let mut redis_settings = info.redis_settings().clone();
+        if let Some(user) = metadata.get("redisUsername").filter(|v| !v.is_empty()) {
+            redis_settings = redis_settings.set_username(user);
+        }
+        if let Some(pw) = metadata.get("redisPassword").filter(|v| !v.is_empty()) {
+            redis_settings = redis_settings.set_password(pw);
+        }
+        info = info.set_redis_settings(redis_settings);
+        let client = ::redis::Client::open(info).map_err(|e| format!("redis at {host}: {e}"))?;
+        let config = ::redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(2);
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| format!("cannot connect to redis at {host}: {e}"))?;
+        Ok(Self {
+            conn,
+            get: Script::new(GET),
+            write: Script::new(WRITE),
+        })
+    }
+
+    async fn run_write(&self, ops: Vec<TransactionOp>) -> Result<(), StateError> {
+        let mut inv = self.write.prepare_invoke();
+        for op in &ops {
+            match op {
+                TransactionOp::Upsert(s) => {
+                    let etag = etag_arg(s.etag.as_deref())?;
+                    let ttl = ttl(&s.metadata)?.map_or(0, |d| d.as_secs());
+                    inv.key(&s.key)
+                        .arg("set")
+                        .arg(etag)
+                        .arg(if s.concurrency == Concurrency::FirstWrite {
+                            "1"
+                        } else {
+                            "0"
+                        })
+                        .arg(ttl)
+                        .arg(s.value.as_ref());
+                }
+                TransactionOp::Delete(d) => {
+                    let etag = etag_arg(d.etag.as_deref())?;
+                    inv.key(&d.key).arg("del").arg(etag).arg("0").arg(0).arg("");
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        inv.invoke_async::<Value>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+}
+
+fn parse_err(e: impl std::fmt::Display) -> StateError {
+    StateError::Store(format!("redis: unexpected reply: {e}"))
+}
+
+/// Redis ETags are version numbers; anything else can never match.
+fn etag_arg(etag: Option<&str>) -> Result<String, StateError> {
+    match etag.filter(|e| !e.is_empty()) {
+        None => Ok(String::new()),
+        Some(e) if e.parse::<u64>().is_ok() => Ok(e.to_string()),
+        Some(e) => Err(StateError::InvalidEtag(format!(
+            "`{e}` is not a Redis version number"
+        ))),
+    }
+}
+
+impl StateStore for RedisStore {
+    fn features(&self) -> Vec<&'static str> {
+        vec![
+            feature::ETAG,
+            feature::TRANSACTIONAL,
+            feature::TTL,
+            feature::ACTOR,
+        ]
+    }
+
+    fn get<'a>(&'a self, req: GetRequest) -> StateFuture<'a, Option<StateValue>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let reply: Value = self
+                .get
+                .key(&req.key)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(err)?;
+            let Value::Array(parts) = reply else {
+                return Ok(None);
+            };
+            let [data, version, pttl] = <[Value; 3]>::try_from(parts)
+                .map_err(|_| StateError::Store("redis: unexpected reply shape".into()))?;
+            let data: Vec<u8> = ::redis::from_redis_value(data).map_err(parse_err)?;
+            let version: String = ::redis::from_redis_value(version).map_err(parse_err)?;
+            let pttl: i64 = ::redis::from_redis_value(pttl).map_err(parse_err)?;
+            Ok(Some(StateValue {
+                data: Bytes::from(data),
+                etag: version,
+                metadata: expiry_metadata((pttl > 0).then(|| now_ms() + pttl)),
+            }))
+        })
+    }
+
+    fn set<'a>(&'a self, req: SetRequest) -> StateFuture<'a, ()> {
+        Box::pin(self.run_write(vec![TransactionOp::Upsert(req)]))
+    }
+
+    fn delete<'a>(&'a self, req: DeleteRequest) -> StateFuture<'a, ()> {
+        Box::pin(self.run_write(vec![TransactionOp::Delete(req)]))
+    }
+
+    fn transact<'a>(&'a self, ops: Vec<TransactionOp>) -> StateFuture<'a, ()> {
+        Box::pin(self.run_write(ops))
+    }
+}
