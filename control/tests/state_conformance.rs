@@ -26,6 +26,9 @@ fn del(key: &str) -> DeleteRequest {
     }
 }
 
+/// The value as text and the ETag. JSON values are compared in compact
+/// form: a store may normalise JSON spacing (PostgreSQL's jsonb does), not
+/// its meaning.
 async fn get(s: &dyn StateStore, key: &str) -> Option<(String, String)> {
     s.get(GetRequest {
         key: key.into(),
@@ -33,7 +36,13 @@ async fn get(s: &dyn StateStore, key: &str) -> Option<(String, String)> {
     })
     .await
     .unwrap()
-    .map(|v| (String::from_utf8(v.data.to_vec()).unwrap(), v.etag))
+    .map(|v| {
+        let text = match serde_json::from_slice::<serde_json::Value>(&v.data) {
+            Ok(json) => json.to_string(),
+            Err(_) => String::from_utf8(v.data.to_vec()).unwrap(),
+        };
+        (text, v.etag)
+    })
 }
 
 /// Keys are namespaced per run so shared backends (files, servers) can hold
@@ -489,5 +498,121 @@ mod redis_store {
         }
         assert!(ok, "the store reconnects by itself");
         assert_eq!(get(&store, "k").await.unwrap().0, "after");
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_store {
+    use super::*;
+    use tandem_control::components::state::postgres::PostgresStore;
+
+    const CONN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+
+    async fn store(table: &str) -> PostgresStore {
+        PostgresStore::connect(&BTreeMap::from([
+            ("connectionString".to_string(), CONN.to_string()),
+            ("tableName".to_string(), table.to_string()),
+        ]))
+        .await
+        .expect("the machine's PostgreSQL on 5432 (scripts/services.sh starts it)")
+    }
+
+    fn table(tag: &str) -> String {
+        format!("tandem_{tag}_{}", std::process::id())
+    }
+
+    /// Drops a test's table when the test ends, however it ends.
+    struct DropTable(String);
+
+    impl Drop for DropTable {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+                .arg(format!("DROP TABLE IF EXISTS {}", self.0))
+                .output();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgresql_passes() {
+        let t = table("conf");
+        let _cleanup = DropTable(t.clone());
+        conformance(Arc::new(store(&t).await)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgresql_keeps_binary_values_and_refuses_bad_etags() {
+        let _cleanup = DropTable(table("bin"));
+        let s = store(&table("bin")).await;
+        let key = format!("{}||bin", uuid_like());
+        let raw = Bytes::from_static(b"\x00\xffnot json");
+        s.set(SetRequest {
+            key: key.clone(),
+            value: raw.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let v = s
+            .get(GetRequest {
+                key: key.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.data, raw, "non-JSON bytes come back exactly");
+        assert!(v.etag.parse::<u32>().is_ok(), "xmin ETag: {}", v.etag);
+        let r = s
+            .set(SetRequest {
+                etag: Some("abc".into()),
+                ..set(&key, "1")
+            })
+            .await;
+        assert!(matches!(r, Err(StateError::InvalidEtag(_))), "{r:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgresql_connection_killed_is_an_error_then_recovers() {
+        let _cleanup = DropTable(table("kill"));
+        let s = store(&table("kill")).await;
+        let key = format!("{}||k", uuid_like());
+        s.set(set(&key, "1")).await.unwrap();
+        // Kill the server processes behind this store's pooled connections
+        // (the ones that last ran a query on its table).
+        let out = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAc"])
+            .arg(format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'test' AND pid <> pg_backend_pid() AND query LIKE '%{}%'",
+                table("kill")
+            ))
+            .output()
+            .expect("psql is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let killed: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert!(killed >= 1, "a connection was killed");
+        // A call on the killed connection fails with a clear error; the pool
+        // then replaces the connection.
+        let mut recovered = false;
+        let mut failures = 0;
+        for _ in 0..5 {
+            match s.set(set(&key, "2")).await {
+                Ok(()) => {
+                    recovered = true;
+                    break;
+                }
+                Err(StateError::Store(m)) => {
+                    assert!(m.starts_with("postgresql:"), "{m}");
+                    failures += 1;
+                }
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert!(recovered, "after {failures} failures");
+        assert_eq!(get(&s, &key).await.unwrap().0, "2");
     }
 }

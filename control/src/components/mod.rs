@@ -89,6 +89,15 @@ const REGISTRY: &[Registration] = &[
         type_name: "state.sqlite",
         build: |m| state::sqlite::SqliteStore::new(m).map(|s| Live::State(Arc::new(s))),
     },
+    #[cfg(feature = "postgres")]
+    Registration {
+        type_name: "state.postgresql",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(state::postgres::PostgresStore::connect(m))
+                .map(|s| Live::State(Arc::new(s)))
+        },
+    },
     #[cfg(feature = "redis")]
     Registration {
         type_name: "state.redis",

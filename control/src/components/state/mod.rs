@@ -6,6 +6,8 @@
 //! wire errors belong to `crate::api::state`.
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod sqlite;
