@@ -153,7 +153,7 @@ async fn main() {
         }
     })
     .await;
-    let _: () = redis::AsyncCommands::del(&mut conn, &raw_key)
+    let _: () = redis::AsyncCommands::del(&mut conn, raw_key)
         .await
         .unwrap();
 

@@ -189,3 +189,20 @@ fn daprd_deprecated_flags_are_understood_and_unsupported_ones_refused() {
         "{log}"
     );
 }
+
+#[test]
+fn a_broken_circuit_breaker_expression_is_refused_not_fatal_to_the_process() {
+    let (status, log) = start_with(&[(
+        "r.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    circuitBreakers:\n      cb:\n        trip: consecutiveFailures >>> 3\n",
+    )]);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a clean error exit, not an abort: {log}"
+    );
+    assert!(
+        log.contains("circuit breaker `cb`") && log.contains("not valid CEL"),
+        "{log}"
+    );
+}

@@ -50,7 +50,14 @@ impl Snapshot {
         ctx: &LoadContext,
         on_skip: impl FnMut(&str, &str),
     ) -> Result<Self, InitError> {
-        let live = components::init_all(&resources.components, ctx, on_skip).await?;
+        let policies = tandem_proxy::resilience::Policies::from_resources(
+            resources.resiliencies.iter().map(|r| &r.resource),
+        )
+        .map_err(|message| InitError {
+            component: "(resiliency)".into(),
+            message,
+        })?;
+        let live = components::init_all(&resources.components, ctx, &policies, on_skip).await?;
         Ok(Self {
             generation,
             resources,

@@ -6,6 +6,7 @@
 
 pub mod app_channel;
 pub mod health;
+pub mod resilience;
 pub mod telemetry;
 
 pub use app_channel::{AppChannel, AppChannelConfig, AppChannelError};

@@ -38,6 +38,30 @@ pub struct BulkItem {
     pub result: Result<Option<StateValue>, String>,
 }
 
+/// Runs one store call under the component's outbound resiliency policy.
+/// Only store failures are retried; ETag, input and support errors are
+/// final answers.
+async fn guarded<T, F, Fut>(comp: &StateComponent, mut op: F) -> Result<T, StateError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StateError>>,
+{
+    use tandem_proxy::resilience::{FailureKind, ResilienceError};
+    if comp.outbound.is_empty() {
+        return op().await;
+    }
+    comp.outbound
+        .run(op, |e| match e {
+            StateError::Store(_) => FailureKind::Transient,
+            _ => FailureKind::Permanent,
+        })
+        .await
+        .map_err(|e| match e {
+            ResilienceError::Inner(e) => e,
+            other => StateError::Store(other.to_string()),
+        })
+}
+
 fn lookup(rt: &Runtime, name: &str) -> Result<StateComponent, ApiError> {
     let snap = rt.snapshot();
     if snap.state_stores.is_empty() {
@@ -190,8 +214,7 @@ pub async fn get(
         consistency,
         metadata,
     };
-    comp.store
-        .get(req)
+    guarded(&comp, || comp.store.get(req.clone()))
         .await
         .map_err(|e| store_error("ERR_STATE_GET", "getting", store, e))
 }
@@ -204,8 +227,7 @@ pub async fn save(rt: &Runtime, store: &str, items: Vec<SaveItem>) -> Result<(),
         .map(|i| set_request(&comp, store, "ERR_STATE_SAVE", i))
         .collect::<Result<Vec<_>, _>>()?;
     for req in reqs {
-        comp.store
-            .set(req)
+        guarded(&comp, || comp.store.set(req.clone()))
             .await
             .map_err(|e| store_error("ERR_STATE_SAVE", "saving", store, e))?;
     }
@@ -219,8 +241,7 @@ pub async fn delete(rt: &Runtime, store: &str, items: Vec<SaveItem>) -> Result<(
         .map(|i| delete_request(&comp, store, "ERR_STATE_DELETE", i))
         .collect::<Result<Vec<_>, _>>()?;
     for req in reqs {
-        comp.store
-            .delete(req)
+        guarded(&comp, || comp.store.delete(req.clone()))
             .await
             .map_err(|e| store_error("ERR_STATE_DELETE", "deleting", store, e))?;
     }
@@ -249,15 +270,16 @@ pub async fn bulk_get(
         async move {
             let result = match stored_key(&comp, &key) {
                 Err(e) => Err(e.message),
-                Ok(full) => comp
-                    .store
-                    .get(GetRequest {
+                Ok(full) => {
+                    let req = GetRequest {
                         key: full,
                         consistency: Consistency::Eventual,
                         metadata,
-                    })
-                    .await
-                    .map_err(|e| e.to_string()),
+                    };
+                    guarded(&comp, || comp.store.get(req.clone()))
+                        .await
+                        .map_err(|e| e.to_string())
+                }
             };
             BulkItem { key, result }
         }
@@ -324,20 +346,22 @@ pub async fn transaction(
     if staged.is_empty() {
         return Ok(());
     }
-    comp.store.transact(staged).await.map_err(|e| {
-        let mut err = store_error(
-            "ERR_STATE_TRANSACTION",
-            "executing a transaction on",
-            store,
-            e,
-        );
-        // Inside a transaction every failure, ETag mismatches included, is a 500.
-        if err.error_code == "ERR_STATE_TRANSACTION" {
-            err.http = StatusCode::INTERNAL_SERVER_ERROR;
-            err.grpc = Code::Internal;
-        }
-        err
-    })
+    guarded(&comp, || comp.store.transact(staged.clone()))
+        .await
+        .map_err(|e| {
+            let mut err = store_error(
+                "ERR_STATE_TRANSACTION",
+                "executing a transaction on",
+                store,
+                e,
+            );
+            // Inside a transaction every failure, ETag mismatches included, is a 500.
+            if err.error_code == "ERR_STATE_TRANSACTION" {
+                err.http = StatusCode::INTERNAL_SERVER_ERROR;
+                err.grpc = Code::Internal;
+            }
+            err
+        })
 }
 
 /// Whether a store of this name answers query requests (none yet).

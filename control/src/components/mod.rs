@@ -32,6 +32,8 @@ impl Live {
 #[derive(Clone)]
 pub struct StateComponent {
     pub store: Arc<dyn StateStore>,
+    /// The component's outbound resiliency policy (may be empty).
+    pub outbound: Arc<tandem_proxy::resilience::Policy>,
     /// `None`: keys are stored as given (`keyPrefix: none`).
     pub prefix: Option<String>,
 }
@@ -144,6 +146,7 @@ const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn init_all(
     components: &[Loaded<Component>],
     ctx: &LoadContext,
+    policies: &tandem_proxy::resilience::Policies,
     mut on_skip: impl FnMut(&str, &str),
 ) -> Result<LiveComponents, InitError> {
     let mut live = LiveComponents::default();
@@ -178,8 +181,15 @@ pub async fn init_all(
                     }
                     Live::State(store) => {
                         let prefix = key_prefix(&metadata, &name, ctx);
-                        live.state_stores
-                            .insert(name.clone(), StateComponent { store, prefix });
+                        let outbound = Arc::new(policies.component_outbound(&name, "Statestore"));
+                        live.state_stores.insert(
+                            name.clone(),
+                            StateComponent {
+                                store,
+                                prefix,
+                                outbound,
+                            },
+                        );
                     }
                 }
                 tracing::info!(component = %name, r#type = %c.spec.type_, "component loaded");

@@ -1,0 +1,527 @@
+//! The resiliency engine (Dapr's `Resiliency` spec, dapr-wire.md §4):
+//! timeouts, constant/exponential retries, and circuit breakers with a CEL
+//! `trip` expression. One `Policy` wraps any async operation; callers say
+//! which failures are worth retrying. Used by component calls now and by
+//! service invocation later.
+
+use cel_interpreter::{Context, Program, Value};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+use tandem_config::{BackoffKind, CircuitBreakerPolicy, RetryPolicy};
+use tokio::time::Instant;
+
+/// How a failure is treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Worth another try, and counts against the breaker.
+    Transient,
+    /// Final: the answer would not change (bad input, ETag mismatch, …).
+    /// Does not count against the breaker.
+    Permanent,
+}
+
+/// Errors the engine adds around an operation's own errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ResilienceError<E> {
+    #[error("{0}")]
+    Inner(E),
+    #[error("timed out after {0:?} (resiliency timeout policy)")]
+    Timeout(Duration),
+    #[error("circuit breaker is open (resiliency circuit breaker policy)")]
+    BreakerOpen,
+}
+
+#[derive(Clone, Debug)]
+pub enum Backoff {
+    Constant(Duration),
+    /// Dapr's fixed parameters: initial 500 ms, ×1.5, ±50 % jitter.
+    Exponential {
+        max_interval: Duration,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Retry {
+    pub backoff: Backoff,
+    /// `None`: no limit.
+    pub max_retries: Option<u64>,
+}
+
+impl Retry {
+    pub fn from_spec(spec: &RetryPolicy) -> Self {
+        let backoff = match spec.policy {
+            BackoffKind::Constant => {
+                Backoff::Constant(spec.duration.map_or(Duration::from_secs(5), |d| d.0))
+            }
+            BackoffKind::Exponential => Backoff::Exponential {
+                max_interval: spec.max_interval.map_or(Duration::from_secs(60), |d| d.0),
+            },
+        };
+        let max_retries = match spec.max_retries {
+            Some(n) if n >= 0 => Some(n as u64),
+            _ => None,
+        };
+        Self {
+            backoff,
+            max_retries,
+        }
+    }
+
+    /// The delay before retry number `n` (0-based).
+    pub fn delay(&self, n: u32) -> Duration {
+        match &self.backoff {
+            Backoff::Constant(d) => *d,
+            Backoff::Exponential { max_interval } => {
+                let base = 0.5 * 1.5f64.powi(n as i32);
+                let jitter = 1.0 + 0.5 * (2.0 * pseudo_random() - 1.0);
+                Duration::from_secs_f64((base * jitter).min(max_interval.as_secs_f64()))
+            }
+        }
+    }
+}
+
+/// Cheap jitter without a random-number dependency: the clock's low bits.
+fn pseudo_random() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
+
+/// Compiles a CEL expression. The CEL parser can panic on some malformed
+/// input instead of returning an error; operator-supplied text must never
+/// take the sidecar down, so a panic is turned into an error here.
+pub fn compile_cel(expr: &str) -> Result<Program, String> {
+    match std::panic::catch_unwind(|| Program::compile(expr).map_err(|e| e.to_string())) {
+        Ok(result) => result,
+        Err(_) => Err("the expression cannot be parsed".into()),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    requests: u64,
+    total_successes: u64,
+    total_failures: u64,
+    consecutive_successes: u64,
+    consecutive_failures: u64,
+}
+
+struct BreakerInner {
+    state: BreakerState,
+    counts: Counts,
+    opened_at: Option<Instant>,
+    window_started: Instant,
+    half_open_in_flight: u32,
+}
+
+/// A circuit breaker: trips when `trip` is true over its counts, stays open
+/// for `timeout`, then lets `max_requests` through half-open.
+pub struct CircuitBreaker {
+    name: String,
+    max_requests: u32,
+    interval: Duration,
+    timeout: Duration,
+    trip: Program,
+    inner: Mutex<BreakerInner>,
+}
+
+impl CircuitBreaker {
+    pub fn from_spec(name: &str, spec: &CircuitBreakerPolicy) -> Result<Self, String> {
+        let expr = spec
+            .trip
+            .clone()
+            .unwrap_or_else(|| "consecutiveFailures > 5".into());
+        let trip = compile_cel(&expr).map_err(|e| {
+            format!("circuit breaker `{name}`: trip `{expr}` is not valid CEL: {e}")
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            max_requests: spec.max_requests.unwrap_or(1).max(1),
+            interval: spec.interval.map_or(Duration::ZERO, |d| d.0),
+            timeout: spec.timeout.map_or(Duration::from_secs(60), |d| d.0),
+            trip,
+            inner: Mutex::new(BreakerInner {
+                state: BreakerState::Closed,
+                counts: Counts::default(),
+                opened_at: None,
+                window_started: Instant::now(),
+                half_open_in_flight: 0,
+            }),
+        })
+    }
+
+    pub fn state(&self) -> BreakerState {
+        let mut inner = self.inner.lock().expect("breaker lock");
+        self.refresh(&mut inner);
+        inner.state
+    }
+
+    fn refresh(&self, inner: &mut BreakerInner) {
+        if inner.state == BreakerState::Open
+            && inner.opened_at.is_some_and(|t| t.elapsed() >= self.timeout)
+        {
+            inner.state = BreakerState::HalfOpen;
+            inner.counts = Counts::default();
+            inner.half_open_in_flight = 0;
+        }
+        if inner.state == BreakerState::Closed
+            && !self.interval.is_zero()
+            && inner.window_started.elapsed() >= self.interval
+        {
+            inner.counts = Counts::default();
+            inner.window_started = Instant::now();
+        }
+    }
+
+    /// Whether a call may go ahead now.
+    fn admit(&self) -> bool {
+        let mut inner = self.inner.lock().expect("breaker lock");
+        self.refresh(&mut inner);
+        match inner.state {
+            BreakerState::Closed => true,
+            BreakerState::Open => false,
+            BreakerState::HalfOpen if inner.half_open_in_flight < self.max_requests => {
+                inner.half_open_in_flight += 1;
+                true
+            }
+            BreakerState::HalfOpen => false,
+        }
+    }
+
+    fn record(&self, success: bool) {
+        let mut inner = self.inner.lock().expect("breaker lock");
+        let c = &mut inner.counts;
+        c.requests += 1;
+        if success {
+            c.total_successes += 1;
+            c.consecutive_successes += 1;
+            c.consecutive_failures = 0;
+        } else {
+            c.total_failures += 1;
+            c.consecutive_failures += 1;
+            c.consecutive_successes = 0;
+        }
+        match inner.state {
+            BreakerState::HalfOpen if !success => self.open(&mut inner),
+            BreakerState::HalfOpen
+                if inner.counts.consecutive_successes >= u64::from(self.max_requests) =>
+            {
+                inner.state = BreakerState::Closed;
+                inner.counts = Counts::default();
+                inner.window_started = Instant::now();
+            }
+            BreakerState::Closed if !success && self.trips(&inner.counts) => self.open(&mut inner),
+            _ => {}
+        }
+    }
+
+    fn open(&self, inner: &mut BreakerInner) {
+        tracing::warn!(breaker = %self.name, "circuit breaker opened");
+        inner.state = BreakerState::Open;
+        inner.opened_at = Some(Instant::now());
+    }
+
+    fn trips(&self, c: &Counts) -> bool {
+        let mut ctx = Context::default();
+        ctx.add_variable_from_value("requests", Value::UInt(c.requests));
+        ctx.add_variable_from_value("totalSuccesses", Value::UInt(c.total_successes));
+        ctx.add_variable_from_value("totalFailures", Value::UInt(c.total_failures));
+        ctx.add_variable_from_value("consecutiveSuccesses", Value::UInt(c.consecutive_successes));
+        ctx.add_variable_from_value("consecutiveFailures", Value::UInt(c.consecutive_failures));
+        matches!(self.trip.execute(&ctx), Ok(Value::Bool(true)))
+    }
+}
+
+/// The policy for one target: any of timeout, retry and breaker.
+#[derive(Default)]
+pub struct Policy {
+    pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
+    pub breaker: Option<CircuitBreaker>,
+}
+
+impl Policy {
+    pub fn is_empty(&self) -> bool {
+        self.timeout.is_none() && self.retry.is_none() && self.breaker.is_none()
+    }
+
+    /// Runs `op` under the policy. `classify` says whether a failure is
+    /// worth a retry; timeouts always are.
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        mut op: F,
+        classify: impl Fn(&E) -> FailureKind,
+    ) -> Result<T, ResilienceError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut attempt: u32 = 0;
+        loop {
+            if let Some(b) = &self.breaker
+                && !b.admit()
+            {
+                return Err(ResilienceError::BreakerOpen);
+            }
+            let result = match self.timeout {
+                Some(t) => match tokio::time::timeout(t, op()).await {
+                    Ok(r) => r.map_err(ResilienceError::Inner),
+                    Err(_) => Err(ResilienceError::Timeout(t)),
+                },
+                None => op().await.map_err(ResilienceError::Inner),
+            };
+            let kind = match &result {
+                Ok(_) => None,
+                Err(ResilienceError::Inner(e)) => Some(classify(e)),
+                Err(_) => Some(FailureKind::Transient),
+            };
+            if let Some(b) = &self.breaker
+                && kind != Some(FailureKind::Permanent)
+            {
+                b.record(kind.is_none());
+            }
+            match (kind, &self.retry) {
+                (Some(FailureKind::Transient), Some(retry))
+                    if retry.max_retries.is_none_or(|m| u64::from(attempt) < m) =>
+                {
+                    tokio::time::sleep(retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                _ => return result,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tandem_config::GoDuration;
+
+    fn retry(n: i64) -> Retry {
+        Retry::from_spec(&RetryPolicy {
+            policy: BackoffKind::Constant,
+            duration: Some(GoDuration(Duration::from_millis(10))),
+            max_retries: Some(n),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_failures_up_to_the_limit() {
+        let calls = AtomicU32::new(0);
+        let p = Policy {
+            retry: Some(retry(2)),
+            ..Default::default()
+        };
+        let r: Result<(), _> = p
+            .run(
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err::<(), _>("down")
+                },
+                |_| FailureKind::Transient,
+            )
+            .await;
+        assert!(matches!(r, Err(ResilienceError::Inner("down"))));
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "one try and two retries");
+
+        calls.store(0, Ordering::SeqCst);
+        let r: Result<(), _> = p
+            .run(
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err::<(), _>("bad input")
+                },
+                |_| FailureKind::Permanent,
+            )
+            .await;
+        assert!(r.is_err());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "permanent failures are not retried"
+        );
+
+        calls.store(0, Ordering::SeqCst);
+        let r = p
+            .run(
+                || async {
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
+                    if n < 2 { Err("flaky") } else { Ok(n) }
+                },
+                |_| FailureKind::Transient,
+            )
+            .await;
+        assert_eq!(r.unwrap(), 2, "succeeds on the third try");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_cut_slow_calls() {
+        let p = Policy {
+            timeout: Some(Duration::from_millis(50)),
+            ..Default::default()
+        };
+        let r: Result<(), ResilienceError<&str>> = p
+            .run(
+                || async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(())
+                },
+                |_| FailureKind::Transient,
+            )
+            .await;
+        assert!(matches!(r, Err(ResilienceError::Timeout(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breaker_opens_half_opens_and_closes() {
+        let spec = CircuitBreakerPolicy {
+            max_requests: Some(1),
+            timeout: Some(GoDuration(Duration::from_secs(30))),
+            trip: Some("consecutiveFailures >= 3".into()),
+            ..Default::default()
+        };
+        let p = Policy {
+            breaker: Some(CircuitBreaker::from_spec("cb", &spec).unwrap()),
+            ..Default::default()
+        };
+        let calls = AtomicU32::new(0);
+        let fail = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>("down")
+        };
+        for _ in 0..3 {
+            let _ = p.run(fail, |_| FailureKind::Transient).await;
+        }
+        assert_eq!(p.breaker.as_ref().unwrap().state(), BreakerState::Open);
+        let r = p.run(fail, |_| FailureKind::Transient).await;
+        assert!(matches!(r, Err(ResilienceError::BreakerOpen)));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "an open breaker does not call"
+        );
+
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(p.breaker.as_ref().unwrap().state(), BreakerState::HalfOpen);
+        p.run(|| async { Ok::<_, &str>(()) }, |_| FailureKind::Transient)
+            .await
+            .unwrap();
+        assert_eq!(p.breaker.as_ref().unwrap().state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_bad_trip_expression_is_refused() {
+        let spec = CircuitBreakerPolicy {
+            trip: Some("consecutiveFailures >>> 3".into()),
+            ..Default::default()
+        };
+        let e = CircuitBreaker::from_spec("cb", &spec).err().unwrap();
+        assert!(e.contains("not valid CEL"), "{e}");
+    }
+
+    #[test]
+    fn exponential_backoff_grows_and_is_capped() {
+        let r = Retry::from_spec(&RetryPolicy {
+            policy: BackoffKind::Exponential,
+            max_interval: Some(GoDuration(Duration::from_secs(2))),
+            ..Default::default()
+        });
+        assert!(r.delay(0) <= Duration::from_millis(750));
+        assert!(r.delay(10) <= Duration::from_secs(2));
+        assert!(r.max_retries.is_none(), "-1 / unset means no limit");
+    }
+}
+
+/// Every `Resiliency` resource of a snapshot, merged, answering "which
+/// policy applies to this target", with Dapr's default-policy names.
+#[derive(Default)]
+pub struct Policies {
+    timeouts: std::collections::BTreeMap<String, Duration>,
+    retries: std::collections::BTreeMap<String, RetryPolicy>,
+    breakers: std::collections::BTreeMap<String, CircuitBreakerPolicy>,
+    components: std::collections::BTreeMap<String, tandem_config::ComponentTargetPolicy>,
+}
+
+impl Policies {
+    /// Merges resources in order (a later definition of a name wins) and
+    /// checks every breaker's `trip` expression.
+    pub fn from_resources<'a>(
+        resources: impl IntoIterator<Item = &'a tandem_config::Resiliency>,
+    ) -> Result<Self, String> {
+        let mut p = Policies::default();
+        for r in resources {
+            let spec = &r.spec;
+            p.timeouts
+                .extend(spec.policies.timeouts.iter().map(|(k, v)| (k.clone(), v.0)));
+            p.retries.extend(spec.policies.retries.clone());
+            for (name, cb) in &spec.policies.circuit_breakers {
+                CircuitBreaker::from_spec(name, cb)
+                    .map_err(|e| format!("resiliency `{}`: {e}", r.metadata.name))?;
+                p.breakers.insert(name.clone(), cb.clone());
+            }
+            p.components.extend(spec.targets.components.clone());
+        }
+        Ok(p)
+    }
+
+    /// The outbound policy (sidecar → component) of component `name` of
+    /// building block `kind` (`Statestore`, `Pubsub`, `Binding`, …): its
+    /// explicit target, else the `Default…Policy` names, most specific first.
+    /// Each call builds fresh breaker state.
+    pub fn component_outbound(&self, name: &str, kind: &str) -> Policy {
+        let explicit = self.components.get(name).and_then(|c| c.outbound.as_ref());
+        let defaults = |what: &str| {
+            [
+                format!("Default{kind}ComponentOutbound{what}Policy"),
+                format!("DefaultComponentOutbound{what}Policy"),
+                format!("DefaultComponent{what}Policy"),
+                format!("Default{what}Policy"),
+            ]
+        };
+        let pick = |named: Option<&String>, what: &str| -> Option<String> {
+            named.cloned().or_else(|| {
+                defaults(what).into_iter().find(|n| match what {
+                    "Timeout" => self.timeouts.contains_key(n),
+                    "Retry" => self.retries.contains_key(n),
+                    _ => self.breakers.contains_key(n),
+                })
+            })
+        };
+        let timeout = pick(explicit.and_then(|t| t.timeout.as_ref()), "Timeout").and_then(|n| {
+            self.timeouts
+                .get(&n)
+                .copied()
+                .or_else(|| tandem_config::parse_duration(&n).ok())
+        });
+        let retry = pick(explicit.and_then(|t| t.retry.as_ref()), "Retry")
+            .and_then(|n| self.retries.get(&n))
+            .map(Retry::from_spec);
+        let breaker = pick(
+            explicit.and_then(|t| t.circuit_breaker.as_ref()),
+            "CircuitBreaker",
+        )
+        .and_then(|n| {
+            self.breakers
+                .get(&n)
+                .and_then(|spec| CircuitBreaker::from_spec(&format!("{name}/{n}"), spec).ok())
+        });
+        Policy {
+            timeout,
+            retry,
+            breaker,
+        }
+    }
+}
