@@ -153,9 +153,7 @@ async fn main() {
         }
     })
     .await;
-    let _: () = redis::AsyncCommands::del(&mut conn, raw_key)
-        .await
-        .unwrap();
+    let _: () = redis::AsyncCommands::del(&mut conn, raw_key).await.unwrap();
 
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();

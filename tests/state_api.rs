@@ -461,3 +461,74 @@ fn key_prefixes_decide_what_apps_share() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn query_api_over_http_and_grpc() {
+    let dir = TempDir::new("state-query");
+    let s = sidecar().args(["--resources-path", &stores(&dir)]).start();
+    let caps = s.get("/v1.0/metadata").json()["components"].clone();
+    let lite = caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "lite")
+        .unwrap();
+    assert!(
+        lite["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "QUERY_API")
+    );
+    s.request(
+        "POST",
+        "/v1.0/state/lite",
+        br#"[{"key":"o1","value":{"city":"Oslo","n":2}},{"key":"o2","value":{"city":"Bergen","n":1}},{"key":"o3","value":{"city":"Oslo","n":3}}]"#,
+    );
+    let q = br#"{"filter":{"EQ":{"city":"Oslo"}},"sort":[{"key":"n","order":"DESC"}],"page":{"limit":1}}"#;
+    let r = s.request("POST", "/v1.0-alpha1/state/lite/query", q);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(
+        body["results"][0]["key"], "o3",
+        "keys come back without the app prefix"
+    );
+    assert_eq!(
+        body["results"][0]["data"],
+        serde_json::json!({"city": "Oslo", "n": 3})
+    );
+    let token = body["token"].as_str().expect("a next page").to_string();
+
+    let mut c = DaprClient::connect(s.grpc_endpoint()).await.unwrap();
+    let next = format!(
+        r#"{{"filter":{{"EQ":{{"city":"Oslo"}}}},"sort":[{{"key":"n","order":"DESC"}}],"page":{{"limit":1,"token":"{token}"}}}}"#
+    );
+    let page = c
+        .query_state_alpha1(rt::QueryStateRequest {
+            store_name: "lite".into(),
+            query: next,
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.results[0].key, "o1");
+    assert_eq!(page.results[0].data, br#"{"city":"Oslo","n":2}"#);
+
+    let r = s.request(
+        "POST",
+        "/v1.0-alpha1/state/lite/query",
+        br#"{"filter":{"EQ":{"city":"Rome"}}}"#,
+    );
+    assert_eq!(r.status, 204, "no results");
+    let r = s.request(
+        "POST",
+        "/v1.0-alpha1/state/lite/query",
+        br#"{"filter":{"LIKE":{"city":"O%"}}}"#,
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_MALFORMED_REQUEST")
+    );
+    assert!(r.text().contains("EQ, IN, AND or OR"), "{}", r.text());
+}

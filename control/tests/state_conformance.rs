@@ -326,6 +326,7 @@ async fn in_memory_passes() {
 async fn sqlite_passes() {
     let db = temp_db("conf");
     conformance(Arc::new(sqlite_at(&db))).await;
+    query_conformance(Arc::new(sqlite_at(&db))).await;
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
 
@@ -538,6 +539,7 @@ mod postgres_store {
         let t = table("conf");
         let _cleanup = DropTable(t.clone());
         conformance(Arc::new(store(&t).await)).await;
+        query_conformance(Arc::new(store(&t).await)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -615,4 +617,80 @@ mod postgres_store {
         assert!(recovered, "after {failures} failures");
         assert_eq!(get(&s, &key).await.unwrap().0, "2");
     }
+}
+
+/// The query API over JSON values, for stores with `QUERY_API`. Keys are
+/// under the prefix `run`, which the query is limited to.
+pub async fn query_conformance(store: Arc<dyn StateStore>) {
+    use tandem_control::components::state::query::parse;
+    let run = uuid_like();
+    let people = [
+        ("p1", r#"{"person":{"org":"Dev","id":1},"state":"CA"}"#),
+        ("p2", r#"{"person":{"org":"Ops","id":2},"state":"WA"}"#),
+        ("p3", r#"{"person":{"org":"Dev","id":3},"state":"WA"}"#),
+        ("p4", r#"{"person":{"org":"Fin","id":4},"state":"CA"}"#),
+    ];
+    for (k, v) in people {
+        store.set(set(&format!("{run}||{k}"), v)).await.unwrap();
+    }
+    store
+        .set(set(&format!("{run}||binary"), "not json at all"))
+        .await
+        .unwrap();
+    store
+        .set(set(
+            &format!("other-{run}||p9"),
+            r#"{"person":{"org":"Dev","id":9}}"#,
+        ))
+        .await
+        .unwrap();
+
+    let keys = |r: &tandem_control::components::state::query::QueryResult| -> Vec<String> {
+        r.items
+            .iter()
+            .map(|i| i.key.rsplit("||").next().unwrap().to_string())
+            .collect()
+    };
+    let run_q = |text: &str| {
+        let store = store.clone();
+        let q = parse(text.as_bytes()).unwrap();
+        let prefix = Some(run.clone());
+        async move { store.query(q, prefix).await.unwrap() }
+    };
+
+    let r = run_q(r#"{"filter":{"EQ":{"person.org":"Dev"}},"sort":[{"key":"person.id"}]}"#).await;
+    assert_eq!(keys(&r), ["p1", "p3"], "only this prefix's keys");
+    assert!(!r.items[0].etag.is_empty());
+    let r =
+        run_q(r#"{"filter":{"IN":{"state":["WA"]}},"sort":[{"key":"person.id","order":"DESC"}]}"#)
+            .await;
+    assert_eq!(keys(&r), ["p3", "p2"]);
+    let r = run_q(r#"{"filter":{"OR":[{"EQ":{"person.id":4}},{"AND":[{"EQ":{"state":"WA"}},{"EQ":{"person.org":"Dev"}}]}]}}"#).await;
+    assert_eq!(keys(&r), ["p3", "p4"]);
+    let r = run_q(r#"{"filter":{"EQ":{"state":"TX"}}}"#).await;
+    assert!(r.items.is_empty());
+
+    // paging: limit 2 with tokens until the end
+    let page1 = run_q(r#"{"sort":[{"key":"person.id"}],"page":{"limit":2}}"#).await;
+    assert_eq!(keys(&page1).len(), 2);
+    let token = page1.token.clone().expect("a next page");
+    let page2 = run_q(&format!(
+        r#"{{"sort":[{{"key":"person.id"}}],"page":{{"limit":2,"token":"{token}"}}}}"#
+    ))
+    .await;
+    let mut all = keys(&page1);
+    all.extend(keys(&page2));
+    let token = page2.token.clone().expect("a third page may exist");
+    let page3 = run_q(&format!(
+        r#"{{"sort":[{{"key":"person.id"}}],"page":{{"limit":2,"token":"{token}"}}}}"#
+    ))
+    .await;
+    all.extend(keys(&page3));
+    assert_eq!(page3.token, None, "the last page has no token");
+    all.sort();
+    assert_eq!(
+        all,
+        ["binary", "p1", "p2", "p3", "p4"],
+        "every item once across pages"
+    );
 }

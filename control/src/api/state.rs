@@ -364,15 +364,35 @@ pub async fn transaction(
         })
 }
 
-/// Whether a store of this name answers query requests (none yet).
-pub fn query_unsupported(rt: &Runtime, store: &str) -> ApiError {
-    match lookup(rt, store) {
-        Err(e) => e,
-        Ok(_) => ApiError::new(
+/// Runs a state query (alpha) over the caller's own keys; keys come back
+/// without their prefix.
+pub async fn query(
+    rt: &Runtime,
+    store: &str,
+    body: &[u8],
+) -> Result<crate::components::state::query::QueryResult, ApiError> {
+    let comp = lookup(rt, store)?;
+    if !comp.store.has(feature::QUERY_API) {
+        return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unimplemented,
             "ERR_STATE_STORE_NOT_SUPPORTED",
             format!("state store {store} doesn't support the query API"),
-        ),
+        ));
     }
+    let q = crate::components::state::query::parse(body)
+        .map_err(|m| ApiError::malformed(format!("state query: {m}")))?;
+    let mut result = guarded(&comp, || comp.store.query(q.clone(), comp.prefix.clone()))
+        .await
+        .map_err(|e| {
+            let mut err = store_error("ERR_STATE_QUERY", "querying", store, e);
+            err.http = StatusCode::INTERNAL_SERVER_ERROR;
+            err
+        })?;
+    for item in &mut result.items {
+        if let Some((_, rest)) = item.key.split_once("||") {
+            item.key = rest.to_string();
+        }
+    }
+    Ok(result)
 }

@@ -280,7 +280,21 @@ impl Dapr for DaprApi {
     ) -> Result<Response<rt::QueryStateResponse>, Status> {
         let rt = self.rt.clone();
         self.call("QueryStateAlpha1", req, |r| async move {
-            Err(state::query_unsupported(&rt, &r.store_name))
+            let result = state::query(&rt, &r.store_name, r.query.as_bytes()).await?;
+            Ok(rt::QueryStateResponse {
+                results: result
+                    .items
+                    .into_iter()
+                    .map(|i| rt::QueryStateItem {
+                        key: i.key,
+                        data: i.data.to_vec(),
+                        etag: i.etag,
+                        error: String::new(),
+                    })
+                    .collect(),
+                token: result.token.unwrap_or_default(),
+                metadata: Default::default(),
+            })
         })
         .await
     }

@@ -168,7 +168,8 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
             respond(state::delete(rt, store, key, &req).await)
         }
         (&Method::POST | &Method::PUT, ["v1.0-alpha1", "state", store, "query"]) => {
-            crate::api::state::query_unsupported(rt, store).to_http()
+            let store = store.to_string();
+            respond(state::query(rt, &store, req).await)
         }
         (_, [version, block, ..]) if VERSIONS.contains(version) => {
             match NOT_YET.iter().find(|(b, _)| b == block) {

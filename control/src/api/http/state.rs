@@ -251,3 +251,35 @@ pub async fn transaction(
     state::transaction(rt, store, ops, tx.metadata).await?;
     Ok(no_content())
 }
+
+pub async fn query(
+    rt: &Runtime,
+    store: &str,
+    req: Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
+    let body = read_body(req.into_body(), rt.options.max_body_size).await?;
+    let result = state::query(rt, store, &body).await?;
+    if result.items.is_empty() {
+        return Ok(no_content());
+    }
+    let results: Vec<serde_json::Value> = result
+        .items
+        .into_iter()
+        .map(|i| {
+            serde_json::json!({
+                "key": i.key,
+                "data": serde_json::from_slice::<serde_json::Value>(&i.data)
+                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&i.data).into_owned())),
+                "etag": i.etag,
+            })
+        })
+        .collect();
+    let mut body = serde_json::json!({ "results": results });
+    if let Some(t) = result.token {
+        body["token"] = t.into();
+    }
+    Ok(json(
+        StatusCode::OK,
+        serde_json::to_vec(&body).expect("plain JSON"),
+    ))
+}

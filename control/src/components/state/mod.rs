@@ -8,6 +8,7 @@
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod query;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod sqlite;
@@ -156,6 +157,21 @@ pub trait StateStore: Send + Sync {
         })
     }
 
+    /// Runs a query over the stored JSON values of keys starting with
+    /// `key_prefix`. Only for stores with `QUERY_API`.
+    fn query<'a>(
+        &'a self,
+        q: query::Query,
+        key_prefix: Option<String>,
+    ) -> StateFuture<'a, query::QueryResult> {
+        let _ = (q, key_prefix);
+        Box::pin(async {
+            Err(StateError::NotSupported(
+                "this state store does not support the query API".into(),
+            ))
+        })
+    }
+
     /// The most operations one transaction may hold, if the store has a cap.
     fn max_transaction_ops(&self) -> Option<usize> {
         None
@@ -300,5 +316,19 @@ mod tests {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_utc(1_795_756_249_000), "2026-11-27T05:10:49Z");
         assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+}
+
+/// The `LIKE` pattern matching every key that starts with `prefix`.
+pub fn like_prefix(prefix: Option<&str>) -> String {
+    match prefix {
+        None => "%".into(),
+        Some(p) => {
+            let escaped = p
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("{escaped}||%")
+        }
     }
 }

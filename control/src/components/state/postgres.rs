@@ -6,6 +6,7 @@
 //! `isbinary = true`. Every conditional write is one statement, so the ETag
 //! check and the write are atomic; transactions use one connection.
 
+use super::query::{Dialect, Param, Query, QueryItem, QueryResult};
 use super::*;
 use base64::Engine;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -202,6 +203,23 @@ impl PostgresStore {
     }
 }
 
+struct PgDialect;
+
+impl Dialect for PgDialect {
+    fn field(&self, n: usize) -> String {
+        format!("(value #> ${n}::text[])")
+    }
+    fn equals(&self, f: usize, v: usize) -> String {
+        format!("{} = ${v}::jsonb", self.field(f))
+    }
+    fn placeholder(&self, n: usize) -> String {
+        format!("${n}")
+    }
+    fn no_limit(&self) -> &'static str {
+        "ALL"
+    }
+}
+
 impl StateStore for PostgresStore {
     fn features(&self) -> Vec<&'static str> {
         vec![
@@ -209,7 +227,46 @@ impl StateStore for PostgresStore {
             feature::TRANSACTIONAL,
             feature::TTL,
             feature::ACTOR,
+            feature::QUERY_API,
         ]
+    }
+
+    fn query<'a>(&'a self, q: Query, key_prefix: Option<String>) -> StateFuture<'a, QueryResult> {
+        Box::pin(async move {
+            let (tail, params) = super::query::render(&q, &PgDialect, 2);
+            let sql = format!(
+                "SELECT key, value, isbinary, xmin::text FROM {} WHERE key LIKE $1 AND (expiredate IS NULL OR expiredate > now()){tail}",
+                self.table
+            );
+            let like = like_prefix(key_prefix.as_deref());
+            let owned: Vec<Box<dyn ToSql + Sync + Send>> = params
+                .into_iter()
+                .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                    match p {
+                        Param::Path(segs) => Box::new(segs),
+                        Param::Value(v) => Box::new(v),
+                        Param::Int(i) => Box::new(i),
+                        Param::Text(t) => Box::new(t),
+                    }
+                })
+                .collect();
+            let mut refs: Vec<&(dyn ToSql + Sync)> = vec![&like];
+            refs.extend(owned.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)));
+            let client = self.client().await?;
+            let rows = client.query(sql.as_str(), &refs).await.map_err(pg_err)?;
+            let items = rows
+                .into_iter()
+                .map(|row| {
+                    Ok(QueryItem {
+                        key: row.get(0),
+                        data: decode(row.get(1), row.get(2))?,
+                        etag: row.get(3),
+                    })
+                })
+                .collect::<Result<Vec<_>, StateError>>()?;
+            let token = super::query::next_token(&q, items.len());
+            Ok(QueryResult { items, token })
+        })
     }
 
     fn get<'a>(&'a self, req: GetRequest) -> StateFuture<'a, Option<StateValue>> {

@@ -7,6 +7,7 @@
 //! (Unix ms, NULL = never). Expired rows read as absent and are swept at
 //! open and on writes.
 
+use super::query::{Dialect, Param, Query, QueryItem, QueryResult};
 use super::*;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::PathBuf;
@@ -169,6 +170,52 @@ impl SqliteStore {
     }
 }
 
+struct SqliteDialect;
+
+impl Dialect for SqliteDialect {
+    fn field(&self, n: usize) -> String {
+        // CASE keeps json_extract away from values that are not JSON.
+        format!(
+            "(CASE WHEN json_valid(CAST(value AS TEXT)) THEN json_extract(CAST(value AS TEXT), ?{n}) END)"
+        )
+    }
+    fn equals(&self, f: usize, v: usize) -> String {
+        format!("{} = ?{v}", self.field(f))
+    }
+    fn placeholder(&self, n: usize) -> String {
+        format!("?{n}")
+    }
+    fn no_limit(&self) -> &'static str {
+        "-1"
+    }
+}
+
+/// A query parameter as SQLite compares it with `json_extract` results.
+fn sqlite_param(p: &Param) -> rusqlite::types::Value {
+    use rusqlite::types::Value as V;
+    match p {
+        Param::Path(segs) => V::Text(format!(
+            "$.{}",
+            segs.iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(".")
+        )),
+        Param::Int(i) => V::Integer(*i),
+        Param::Text(t) => V::Text(t.clone()),
+        Param::Value(v) => match v {
+            serde_json::Value::Null => V::Null,
+            serde_json::Value::Bool(b) => V::Integer(i64::from(*b)),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => V::Integer(i),
+                None => V::Real(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => V::Text(s.clone()),
+            other => V::Text(other.to_string()),
+        },
+    }
+}
+
 impl StateStore for SqliteStore {
     fn features(&self) -> Vec<&'static str> {
         vec![
@@ -176,7 +223,36 @@ impl StateStore for SqliteStore {
             feature::TRANSACTIONAL,
             feature::TTL,
             feature::ACTOR,
+            feature::QUERY_API,
         ]
+    }
+
+    fn query<'a>(&'a self, q: Query, key_prefix: Option<String>) -> StateFuture<'a, QueryResult> {
+        Box::pin(self.with_conn(move |c, table| {
+            let (tail, params) = super::query::render(&q, &SqliteDialect, 3);
+            let sql = format!(
+                "SELECT key, value, etag FROM {table} WHERE key LIKE ?1 ESCAPE '\\' AND (expires_at IS NULL OR expires_at > ?2){tail}"
+            );
+            let mut values = vec![
+                rusqlite::types::Value::Text(like_prefix(key_prefix.as_deref())),
+                rusqlite::types::Value::Integer(now_ms()),
+            ];
+            values.extend(params.iter().map(sqlite_param));
+            let mut stmt = c.prepare(&sql).map_err(store_err)?;
+            let items = stmt
+                .query_map(rusqlite::params_from_iter(values), |r| {
+                    Ok(QueryItem {
+                        key: r.get(0)?,
+                        data: Bytes::from(r.get::<_, Vec<u8>>(1)?),
+                        etag: r.get(2)?,
+                    })
+                })
+                .map_err(store_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(store_err)?;
+            let token = super::query::next_token(&q, items.len());
+            Ok(QueryResult { items, token })
+        }))
     }
 
     fn get<'a>(&'a self, req: GetRequest) -> StateFuture<'a, Option<StateValue>> {
