@@ -463,11 +463,13 @@ mod redis_store {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_outage_is_an_error_and_recovery_needs_no_restart() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // Below the ephemeral range, so no outgoing connection holds it
+        // when redis-server restarts on it.
+        let start = (std::process::id() % 12_000) as u16;
+        let port = (0..12_000u16)
+            .map(|i| 20_000 + (start + i) % 12_000)
+            .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+            .unwrap();
         let server = OwnRedis::start(port);
         let store = RedisStore::connect(&md(&format!("127.0.0.1:{}", server.port)))
             .await

@@ -11,12 +11,20 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 
+/// A port that is free now, chosen below the kernel's ephemeral range
+/// (32768+) so that the many `port 0` binds of parallel tests can never take
+/// it before the test uses it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id() * 7919 + NEXT.fetch_add(1, Ordering::Relaxed) * 104_729;
+    for i in 0..2000u32 {
+        let port = 20_000 + ((seed + i * 7) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range")
 }
 
 /// A temporary directory removed on drop.
@@ -290,6 +298,15 @@ pub fn http(
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;
+    // The server may answer (413, 401) and close before it reads the whole
+    // body; a failed body write is fine as long as the answer can be read.
+    let _ = write_body(&mut s, body, chunked);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+fn write_body(s: &mut TcpStream, body: &[u8], chunked: bool) -> std::io::Result<()> {
     if chunked {
         for chunk in body.chunks(1024) {
             s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
@@ -300,9 +317,7 @@ pub fn http(
     } else {
         s.write_all(body)?;
     }
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse_response(&raw)
+    Ok(())
 }
 
 fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {

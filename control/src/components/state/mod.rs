@@ -279,6 +279,20 @@ pub fn new_etag() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The `LIKE` pattern matching every key that starts with `prefix`.
+pub fn like_prefix(prefix: Option<&str>) -> String {
+    match prefix {
+        None => "%".into(),
+        Some(p) => {
+            let escaped = p
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("{escaped}||%")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,19 +330,5 @@ mod tests {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339_utc(1_795_756_249_000), "2026-11-27T05:10:49Z");
         assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00Z");
-    }
-}
-
-/// The `LIKE` pattern matching every key that starts with `prefix`.
-pub fn like_prefix(prefix: Option<&str>) -> String {
-    match prefix {
-        None => "%".into(),
-        Some(p) => {
-            let escaped = p
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("{escaped}||%")
-        }
     }
 }
