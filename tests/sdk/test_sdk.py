@@ -160,17 +160,32 @@ def test_http_app_health_is_probed_with_app_token(tandem_env, background):
         assert r.status == 204
 
 
-@pytest.mark.parametrize("store", ["statestore", "memory"])
+STORES = {
+    "memory": ("state.in-memory", []),
+    "cache": ("state.redis", [("redisHost", "127.0.0.1:6379")]),
+    "pg": (
+        "state.postgresql",
+        [("connectionString", "host=127.0.0.1 user=postgres dbname=test"), ("tableName", "tandem_sdk_state")],
+    ),
+}
+
+
+@pytest.mark.parametrize("store", ["statestore", "memory", "cache", "pg"])
 def test_state_through_the_python_sdk(store, tmp_path, tandem_env):
-    """`statestore` is the embedded default (SQLite under TANDEM_HOME);
-    `memory` is a state.in-memory component from a resources dir."""
-    args = ["run", "--app-id", "stateapp"]
-    if store == "memory":
+    """`statestore` is the embedded default (SQLite under TANDEM_HOME); the
+    others are components from a resources dir on the machine's real Redis
+    and PostgreSQL."""
+    # A fresh app id per run: keys are prefixed with it, so runs never meet.
+    app_id = f"stateapp-{os.getpid()}-{store}"
+    args = ["run", "--app-id", app_id]
+    if store in STORES:
+        type_, md = STORES[store]
         res = tmp_path / "res"
         res.mkdir()
-        (res / "memory.yaml").write_text(
-            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: memory\n"
-            "spec:\n  type: state.in-memory\n  version: v1\n  metadata: []\n"
+        items = "".join(f"  - name: {k}\n    value: \"{v}\"\n" for k, v in md)
+        (res / f"{store}.yaml").write_text(
+            f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {store}\n"
+            f"spec:\n  type: {type_}\n  version: v1\n  metadata:{chr(10) + items if items else ' []'}\n"
         )
         args += ["--resources-path", str(res)]
     out = subprocess.run(

@@ -32,21 +32,21 @@ fn encode(value: &[u8]) -> (serde_json::Value, bool) {
     }
 }
 
-fn decode(value: serde_json::Value, binary: bool) -> Result<Bytes, StateError> {
-    if binary {
-        let serde_json::Value::String(s) = value else {
-            return Err(StateError::Store(
-                "postgresql: a binary value is not a base64 string".into(),
-            ));
-        };
-        return base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map(Bytes::from)
-            .map_err(|e| StateError::Store(format!("postgresql: bad base64 value: {e}")));
+/// The stored bytes from `value::text`: PostgreSQL's own rendering of a
+/// JSON value (as Dapr returns it), or the base64 payload of a binary one.
+fn decode(text: String, binary: bool) -> Result<Bytes, StateError> {
+    if !binary {
+        return Ok(Bytes::from(text));
     }
-    Ok(Bytes::from(
-        serde_json::to_vec(&value).expect("JSON of a JSON value"),
-    ))
+    let Ok(serde_json::Value::String(s)) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Err(StateError::Store(
+            "postgresql: a binary value is not a base64 string".into(),
+        ));
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map(Bytes::from)
+        .map_err(|e| StateError::Store(format!("postgresql: bad base64 value: {e}")))
 }
 
 /// PostgreSQL ETags are transaction ids.
@@ -235,7 +235,7 @@ impl StateStore for PostgresStore {
         Box::pin(async move {
             let (tail, params) = super::query::render(&q, &PgDialect, 2);
             let sql = format!(
-                "SELECT key, value, isbinary, xmin::text FROM {} WHERE key LIKE $1 AND (expiredate IS NULL OR expiredate > now()){tail}",
+                "SELECT key, value::text, isbinary, xmin::text FROM {} WHERE key LIKE $1 AND (expiredate IS NULL OR expiredate > now()){tail}",
                 self.table
             );
             let like = like_prefix(key_prefix.as_deref());
@@ -275,7 +275,7 @@ impl StateStore for PostgresStore {
             let row = client
                 .query_opt(
                     &format!(
-                        "SELECT value, isbinary, xmin::text, (extract(epoch from expiredate) * 1000)::bigint
+                        "SELECT value::text, isbinary, xmin::text, (extract(epoch from expiredate) * 1000)::bigint
                          FROM {} WHERE key = $1 AND (expiredate IS NULL OR expiredate > now())",
                         self.table
                     ),
