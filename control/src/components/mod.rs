@@ -302,3 +302,53 @@ async fn resolve_metadata(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_prefix_modes() {
+        let md = |v: &str| BTreeMap::from([("keyPrefix".to_string(), v.to_string())]);
+        let ctx = |ns: Option<&str>| LoadContext {
+            app_id: "orders".into(),
+            namespace: ns.map(String::from),
+        };
+        let none = BTreeMap::new();
+        assert_eq!(
+            key_prefix(&none, "store", &ctx(None)).as_deref(),
+            Some("orders")
+        );
+        assert_eq!(
+            key_prefix(&md("appid"), "store", &ctx(None)).as_deref(),
+            Some("orders")
+        );
+        assert_eq!(
+            key_prefix(&md("name"), "store", &ctx(None)).as_deref(),
+            Some("store")
+        );
+        assert_eq!(
+            key_prefix(&md("namespace"), "store", &ctx(Some("prod"))).as_deref(),
+            Some("prod.orders")
+        );
+        assert_eq!(
+            key_prefix(&md("namespace"), "store", &ctx(None)).as_deref(),
+            Some("orders"),
+            "falls back to the app id"
+        );
+        assert_eq!(key_prefix(&md("none"), "store", &ctx(None)), None);
+        assert_eq!(
+            key_prefix(&md("shared-v2"), "store", &ctx(None)).as_deref(),
+            Some("shared-v2")
+        );
+        let anonymous = LoadContext {
+            app_id: String::new(),
+            namespace: None,
+        };
+        assert_eq!(
+            key_prefix(&none, "store", &anonymous),
+            None,
+            "no app id, no prefix"
+        );
+    }
+}
