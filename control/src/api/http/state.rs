@@ -59,6 +59,24 @@ impl Item {
     }
 }
 
+/// Reads a JSON body (bounded by `--max-body-size`) and the `metadata.*`
+/// query parameters of a state request.
+async fn json_request<T: for<'de> Deserialize<'de>>(
+    rt: &Runtime,
+    req: Request<Incoming>,
+    what: &str,
+) -> Result<(T, BTreeMap<String, String>), ApiError> {
+    let md = metadata_params(req.uri().query());
+    let body = read_body(req.into_body(), rt.options.max_body_size).await?;
+    Ok((parse(&body, what)?, md))
+}
+
+/// Stored bytes inside a JSON answer: JSON as JSON, anything else as a string.
+fn embed(data: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(data)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(data).into_owned()))
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::malformed(format!("{what}: the body is not valid: {e}")))
@@ -84,12 +102,12 @@ pub async fn save(
     store: &str,
     req: Request<Incoming>,
 ) -> Result<ApiResponse, ApiError> {
-    let md = metadata_params(req.uri().query());
-    let body = read_body(req.into_body(), rt.options.max_body_size).await?;
-    let items: Vec<Item> = parse(
-        &body,
+    let (items, md): (Vec<Item>, _) = json_request(
+        rt,
+        req,
         "saving state: expected a JSON array of {key, value, etag?, metadata?, options?}",
-    )?;
+    )
+    .await?;
     let items = items
         .into_iter()
         .map(|i| i.into_save(&md))
@@ -170,12 +188,12 @@ pub async fn bulk(
     store: &str,
     req: Request<Incoming>,
 ) -> Result<ApiResponse, ApiError> {
-    let md = metadata_params(req.uri().query());
-    let body = read_body(req.into_body(), rt.options.max_body_size).await?;
-    let mut bulk: BulkRequest = parse(
-        &body,
+    let (mut bulk, md): (BulkRequest, _) = json_request(
+        rt,
+        req,
         "bulk get: expected {keys: [...], parallelism?, metadata?}",
-    )?;
+    )
+    .await?;
     bulk.metadata.extend(md);
     let items = state::bulk_get(
         rt,
@@ -191,10 +209,7 @@ pub async fn bulk(
             let mut v = serde_json::json!({"key": i.key});
             match i.result {
                 Ok(Some(value)) => {
-                    // Stored JSON is embedded as JSON; other bytes as a string.
-                    v["data"] = serde_json::from_slice(&value.data).unwrap_or_else(|_| {
-                        serde_json::Value::String(String::from_utf8_lossy(&value.data).into_owned())
-                    });
+                    v["data"] = embed(&value.data);
                     v["etag"] = value.etag.into();
                     if !value.metadata.is_empty() {
                         v["metadata"] = serde_json::json!(value.metadata);
@@ -231,12 +246,12 @@ pub async fn transaction(
     store: &str,
     req: Request<Incoming>,
 ) -> Result<ApiResponse, ApiError> {
-    let md = metadata_params(req.uri().query());
-    let body = read_body(req.into_body(), rt.options.max_body_size).await?;
-    let mut tx: TxRequest = parse(
-        &body,
+    let (mut tx, md): (TxRequest, _) = json_request(
+        rt,
+        req,
         "state transaction: expected {operations: [{operation, request}], metadata?}",
-    )?;
+    )
+    .await?;
     tx.metadata.extend(md);
     let ops = tx
         .operations
@@ -268,8 +283,7 @@ pub async fn query(
         .map(|i| {
             serde_json::json!({
                 "key": i.key,
-                "data": serde_json::from_slice::<serde_json::Value>(&i.data)
-                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&i.data).into_owned())),
+                "data": embed(&i.data),
                 "etag": i.etag,
             })
         })
