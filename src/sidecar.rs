@@ -218,12 +218,14 @@ async fn app_startup(rt: Arc<Runtime>) {
             _ = shutdown.changed() => { probe.abort(); return; }
         }
         rt.set_ready();
+        tandem_control::delivery::start(&rt);
         tracing::info!("app passed its health check: sidecar is ready");
         let _ = shutdown.changed().await;
         probe.abort();
     } else {
         rt.app_health.set(true);
         rt.set_ready();
+        tandem_control::delivery::start(&rt);
         tracing::info!("sidecar is ready");
     }
 }
@@ -234,6 +236,9 @@ impl RunningSidecar {
     pub async fn wait(self) {
         let mut signal = self.runtime.shutdown_signal();
         let _ = signal.wait_for(|s| *s).await;
+        // Take no new messages; in-flight deliveries finish or go back to
+        // the broker.
+        self.runtime.stop_subscriptions();
         let grace = Duration::from_secs(self.runtime.options.dapr_graceful_shutdown_seconds);
         let drain = futures_join(self.servers);
         if tokio::time::timeout(grace, drain).await.is_err() {

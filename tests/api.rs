@@ -323,7 +323,7 @@ fn unknown_routes_and_unbuilt_apis_answer_clearly() {
     assert_eq!(r.status, 404);
     for (path, api) in [
         ("/v1.0/bindings/b", "bindings"),
-        ("/v1.0/publish/pubsub/topic", "pub/sub"),
+        ("/v1.0/configuration/store", "configuration"),
         ("/v1.0-alpha1/lock/l", "lock"),
         ("/v1.0/invoke/other/method/x", "invocation"),
     ] {

@@ -4,8 +4,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod clock;
 pub mod components;
 pub mod defaults;
+pub mod delivery;
 pub mod error;
 pub mod home;
 pub mod runtime;

@@ -25,6 +25,8 @@ pub struct Runtime {
     extended: RwLock<BTreeMap<String, String>>,
     app_subscriptions: RwLock<Vec<(SubscriptionSpec, SubscriptionKind)>>,
     shutdown: watch::Sender<bool>,
+    /// Live broker subscriptions; dropping one stops its delivery.
+    subscriptions: std::sync::Mutex<Vec<crate::components::pubsub::SubscriptionHandle>>,
 }
 
 impl Runtime {
@@ -41,6 +43,7 @@ impl Runtime {
             extended: RwLock::new(BTreeMap::new()),
             app_subscriptions: RwLock::new(Vec::new()),
             shutdown: watch::channel(false).0,
+            subscriptions: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -141,6 +144,21 @@ impl Runtime {
     pub fn omit_health_check_logs(&self) -> bool {
         self.api_logging_spec()
             .is_some_and(|a| a.omit_health_checks)
+    }
+
+    pub fn keep_subscription(&self, handle: crate::components::pubsub::SubscriptionHandle) {
+        self.subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .push(handle);
+    }
+
+    /// Stops every delivery loop.
+    pub fn stop_subscriptions(&self) {
+        self.subscriptions
+            .lock()
+            .expect("subscriptions lock")
+            .clear();
     }
 
     /// Asks the sidecar to shut down gracefully.

@@ -2,7 +2,9 @@
 //! one immutable value behind an `ArcSwap`. A request loads it once and uses
 //! that view to the end; a reload builds a new one and swaps it in.
 
-use crate::components::{self, InitError, StateComponent, secretstores::SecretStore};
+use crate::components::{
+    self, InitError, PubSubComponent, StateComponent, secretstores::SecretStore,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tandem_config::{Configuration, LoadContext, ResourceSet, SubscriptionSpec};
@@ -38,6 +40,7 @@ pub struct Snapshot {
     pub configuration: Configuration,
     pub secret_stores: BTreeMap<String, Arc<dyn SecretStore>>,
     pub state_stores: BTreeMap<String, StateComponent>,
+    pub pubsubs: BTreeMap<String, PubSubComponent>,
     pub components: Vec<RegisteredComponent>,
 }
 
@@ -64,6 +67,7 @@ impl Snapshot {
             configuration,
             secret_stores: live.secret_stores,
             state_stores: live.state_stores,
+            pubsubs: live.pubsubs,
             components: live.registered,
         })
     }
@@ -75,6 +79,7 @@ impl Snapshot {
             configuration: Configuration::default(),
             secret_stores: BTreeMap::new(),
             state_stores: BTreeMap::new(),
+            pubsubs: BTreeMap::new(),
             components: Vec::new(),
         }
     }

@@ -483,10 +483,26 @@ impl Policies {
     /// Each call builds fresh breaker state.
     pub fn component_outbound(&self, name: &str, kind: &str) -> Policy {
         let explicit = self.components.get(name).and_then(|c| c.outbound.as_ref());
+        self.component_policy(name, kind, "Outbound", explicit)
+    }
+
+    /// The inbound policy (sidecar → app, e.g. event delivery) of a component.
+    pub fn component_inbound(&self, name: &str, kind: &str) -> Policy {
+        let explicit = self.components.get(name).and_then(|c| c.inbound.as_ref());
+        self.component_policy(name, kind, "Inbound", explicit)
+    }
+
+    fn component_policy(
+        &self,
+        name: &str,
+        kind: &str,
+        direction: &str,
+        explicit: Option<&tandem_config::TargetPolicy>,
+    ) -> Policy {
         let defaults = |what: &str| {
             [
-                format!("Default{kind}ComponentOutbound{what}Policy"),
-                format!("DefaultComponentOutbound{what}Policy"),
+                format!("Default{kind}Component{direction}{what}Policy"),
+                format!("DefaultComponent{direction}{what}Policy"),
                 format!("DefaultComponent{what}Policy"),
                 format!("Default{what}Policy"),
             ]

@@ -14,13 +14,16 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 /// A port that is free now, chosen below the kernel's ephemeral range
 /// (32768+) so that the many `port 0` binds of parallel tests can never take
 /// it before the test uses it.
+/// Ports already handed out are never handed out again in this process,
+/// even before their user binds them.
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let seed = std::process::id() * 7919 + NEXT.fetch_add(1, Ordering::Relaxed) * 104_729;
-    for i in 0..2000u32 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    let seed = std::process::id() * 7919;
+    for i in 0..12_000u32 {
         let port = 20_000 + ((seed + i * 7) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }

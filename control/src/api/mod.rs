@@ -4,5 +4,6 @@
 pub mod grpc;
 pub mod http;
 pub mod metadata;
+pub mod pubsub;
 pub mod secrets;
 pub mod state;

@@ -2,6 +2,7 @@
 //! and the work of turning loaded `Component` resources into live ones —
 //! resolving `secretKeyRef`/`envRef`, init timeouts, `ignoreErrors`.
 
+pub mod pubsub;
 pub mod secretstores;
 pub mod state;
 
@@ -17,6 +18,7 @@ use tandem_config::{Component, LoadContext, Loaded};
 pub enum Live {
     Secret(Arc<dyn SecretStore>),
     State(Arc<dyn StateStore>),
+    PubSub(Arc<dyn pubsub::PubSub>),
 }
 
 impl Live {
@@ -24,6 +26,7 @@ impl Live {
         match self {
             Live::Secret(s) => s.features(),
             Live::State(s) => s.features(),
+            Live::PubSub(p) => p.features(),
         }
     }
 }
@@ -36,6 +39,20 @@ pub struct StateComponent {
     pub outbound: Arc<tandem_proxy::resilience::Policy>,
     /// `None`: keys are stored as given (`keyPrefix: none`).
     pub prefix: Option<String>,
+}
+
+/// A pub/sub broker with what the sidecar needs around it.
+#[derive(Clone)]
+pub struct PubSubComponent {
+    pub broker: Arc<dyn pubsub::PubSub>,
+    /// `consumerID` (default: the app id): the consumer group.
+    pub consumer_id: String,
+    pub scopes: pubsub::TopicScopes,
+    /// Sidecar → broker (publish).
+    pub outbound: Arc<tandem_proxy::resilience::Policy>,
+    /// Sidecar → app (event delivery); shared by this component's
+    /// subscriptions.
+    pub inbound: Arc<tandem_proxy::resilience::Policy>,
 }
 
 /// Dapr's `keyPrefix`: `appid` (default), `name`, `namespace`, `none`, or a
@@ -84,6 +101,10 @@ const REGISTRY: &[Registration] = &[
         },
     },
     Registration {
+        type_name: "pubsub.in-memory",
+        build: |m| pubsub::memory::MemoryPubSub::new(m).map(|p| Live::PubSub(Arc::new(p))),
+    },
+    Registration {
         type_name: "state.in-memory",
         build: |m| state::memory::MemoryStore::new(m).map(|s| Live::State(Arc::new(s))),
     },
@@ -121,6 +142,7 @@ pub fn supported_types() -> Vec<&'static str> {
 pub struct LiveComponents {
     pub secret_stores: BTreeMap<String, Arc<dyn SecretStore>>,
     pub state_stores: BTreeMap<String, StateComponent>,
+    pub pubsubs: BTreeMap<String, PubSubComponent>,
     pub registered: Vec<RegisteredComponent>,
 }
 
@@ -178,6 +200,23 @@ pub async fn init_all(
                 match component {
                     Live::Secret(s) => {
                         live.secret_stores.insert(name.clone(), s);
+                    }
+                    Live::PubSub(broker) => {
+                        let consumer_id = metadata
+                            .get("consumerID")
+                            .filter(|c| !c.is_empty())
+                            .cloned()
+                            .unwrap_or_else(|| ctx.app_id.clone());
+                        live.pubsubs.insert(
+                            name.clone(),
+                            PubSubComponent {
+                                broker,
+                                consumer_id,
+                                scopes: pubsub::TopicScopes::from_metadata(&metadata),
+                                outbound: Arc::new(policies.component_outbound(&name, "Pubsub")),
+                                inbound: Arc::new(policies.component_inbound(&name, "Pubsub")),
+                            },
+                        );
                     }
                     Live::State(store) => {
                         let prefix = key_prefix(&metadata, &name, ctx);

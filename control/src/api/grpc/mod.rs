@@ -4,7 +4,7 @@
 //! a Dapr `ErrorInfo`, at once.
 
 use crate::api::state::{SaveItem, TxItem};
-use crate::api::{metadata, secrets, state};
+use crate::api::{metadata, pubsub, secrets, state};
 use crate::error::ApiError;
 use crate::runtime::Runtime;
 use std::collections::BTreeMap;
@@ -358,7 +358,27 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::PublishEventRequest>,
     ) -> Result<Response<()>, Status> {
-        self.not_yet("PublishEvent", "pub/sub publish", req).await
+        let rt = self.rt.clone();
+        let traceparent = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        self.call("PublishEvent", req, |r| async move {
+            pubsub::publish(
+                &rt,
+                pubsub::Publish {
+                    pubsub: r.pubsub_name,
+                    topic: r.topic,
+                    data: r.data.into(),
+                    content_type: r.data_content_type,
+                    metadata: to_btree(r.metadata),
+                    traceparent,
+                },
+            )
+            .await
+        })
+        .await
     }
 
     async fn bulk_publish_event_alpha1(

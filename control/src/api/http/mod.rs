@@ -77,7 +77,6 @@ const VERSIONS: &[&str] = &["v1.0", "v1.0-alpha1", "v1.0-alpha2", "v1.0-beta1"];
 /// Building blocks whose routes exist in Dapr but not yet in tandem, with the
 /// name used in the error message.
 const NOT_YET: &[(&str, &str)] = &[
-    ("publish", "pub/sub publish"),
     ("subscribe", "pub/sub"),
     ("bindings", "bindings"),
     ("invoke", "service invocation"),
@@ -149,6 +148,15 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
         (&Method::GET, ["v1.0", "secrets", store, key]) => {
             handlers::get_secret(rt, store, key, &req).await
         }
+        (&Method::POST | &Method::PUT, ["v1.0", "publish", pubsub, topic @ ..])
+            if !topic.is_empty() && *pubsub != "bulk" =>
+        {
+            let (pubsub, topic) = (pubsub.to_string(), topic.join("/"));
+            respond(publish(rt, pubsub, topic, req).await)
+        }
+        (&Method::POST | &Method::PUT, ["v1.0" | "v1.0-alpha1", "publish", "bulk", ..]) => {
+            ApiError::unimplemented("bulk publish").to_http()
+        }
         (&Method::POST | &Method::PUT, ["v1.0", "state", store]) => {
             let store = store.to_string();
             respond(state::save(rt, &store, req).await)
@@ -179,6 +187,40 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
         }
         _ => no_route(&method, &path, &req),
     }
+}
+
+async fn publish(
+    rt: &Runtime,
+    pubsub: String,
+    topic: String,
+    req: Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
+    let metadata = wire::metadata_params(req.uri().query());
+    let header = |n: http::header::HeaderName| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    let content_type = header(header::CONTENT_TYPE).unwrap_or_default();
+    let traceparent = header(http::header::HeaderName::from_static("traceparent"));
+    let data = wire::read_body(req.into_body(), rt.options.max_body_size).await?;
+    crate::api::pubsub::publish(
+        rt,
+        crate::api::pubsub::Publish {
+            pubsub,
+            topic,
+            data,
+            content_type,
+            metadata,
+            traceparent,
+        },
+    )
+    .await?;
+    Ok(Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Full::new(Bytes::new()))
+        .expect("valid response parts"))
 }
 
 fn respond(result: Result<ApiResponse, ApiError>) -> ApiResponse {

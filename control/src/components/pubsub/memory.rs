@@ -1,0 +1,76 @@
+//! `pubsub.in-memory`: a broker inside this process. Each consumer group of
+//! a topic has one queue; its subscribers take turns. A message a handler
+//! refuses is offered again after a pause, so delivery is at-least-once for
+//! as long as the process lives (nothing survives a restart).
+
+use super::*;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+type Queue = mpsc::UnboundedSender<Message>;
+
+/// The subscribers' queues of one consumer group, and whose turn it is.
+type Group = (Vec<Queue>, usize);
+
+#[derive(Default)]
+pub struct MemoryPubSub {
+    /// topic → consumer group → its queues.
+    topics: Mutex<HashMap<String, HashMap<String, Group>>>,
+}
+
+const REDELIVERY_PAUSE: Duration = Duration::from_millis(500);
+
+impl MemoryPubSub {
+    pub fn new(_metadata: &Metadata) -> Result<Self, String> {
+        Ok(Self::default())
+    }
+}
+
+impl PubSub for MemoryPubSub {
+    fn features(&self) -> Vec<&'static str> {
+        vec![feature::SUBSCRIBE_WILDCARDS]
+    }
+
+    fn publish<'a>(&'a self, msg: Message) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let mut topics = self.topics.lock().expect("broker lock");
+            if let Some(groups) = topics.get_mut(&msg.topic) {
+                for (queues, turn) in groups.values_mut() {
+                    queues.retain(|q| !q.is_closed());
+                    if queues.is_empty() {
+                        continue;
+                    }
+                    *turn = (*turn + 1) % queues.len();
+                    let _ = queues[*turn].send(msg.clone());
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn subscribe(&self, req: SubscribeRequest) -> Result<SubscriptionHandle, String> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        self.topics
+            .lock()
+            .expect("broker lock")
+            .entry(req.topic.clone())
+            .or_default()
+            .entry(req.consumer_group.clone())
+            .or_default()
+            .0
+            .push(tx);
+        let handler = req.handler;
+        let task = tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                // Offer the message until it is acknowledged.
+                while let Err(e) = handler(msg.clone()).await {
+                    tracing::debug!(topic = %msg.topic, error = %e, "message not acknowledged; redelivering");
+                    tokio::time::sleep(REDELIVERY_PAUSE).await;
+                }
+            }
+        });
+        Ok(SubscriptionHandle::new(task))
+    }
+}

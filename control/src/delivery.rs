@@ -1,0 +1,274 @@
+//! Event delivery to the app (dapr-wire.md §3, §6.2): one broker
+//! subscription per app subscription; each message is parsed as a
+//! CloudEvent (or wrapped, for `rawPayload`), routed by the CEL rules, POSTed
+//! to the app, and its answer handled as Dapr does — SUCCESS / RETRY / DROP,
+//! 404 drops, other statuses retry — under the component's inbound
+//! resiliency policy. When that is exhausted the message goes to the
+//! dead-letter topic if there is one, otherwise back to the broker.
+
+use crate::api::pubsub::CLOUDEVENTS_JSON;
+use crate::components::PubSubComponent;
+use crate::components::pubsub::{Message, SubscribeRequest};
+use crate::runtime::Runtime;
+use base64::Engine;
+use bytes::Bytes;
+use cel_interpreter::{Context, Program, Value as CelValue};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tandem_config::SubscriptionSpec;
+use tandem_proxy::resilience::{FailureKind, compile_cel};
+
+struct Route {
+    rule: Program,
+    text: String,
+    path: String,
+}
+
+struct Sub {
+    spec: SubscriptionSpec,
+    comp: PubSubComponent,
+    rules: Vec<Route>,
+    default: Option<String>,
+}
+
+/// What the app's answer means.
+enum Outcome {
+    Ack,
+    /// Dropped by the app (DROP or 404): acknowledged, dead-lettered.
+    Dropped(String),
+    Retry(String),
+}
+
+/// Starts delivery for every subscription of the runtime; returns how many
+/// started. Subscriptions that cannot start are logged and skipped.
+pub fn start(rt: &Arc<Runtime>) -> usize {
+    let snap = rt.snapshot();
+    let mut started = 0;
+    for (spec, _kind) in rt.subscriptions() {
+        let Some(comp) = snap.pubsubs.get(&spec.pubsubname).cloned() else {
+            tracing::warn!(pubsub = %spec.pubsubname, topic = %spec.topic, "subscription skipped: no such pubsub");
+            continue;
+        };
+        if !comp.scopes.may_subscribe(rt.app_id(), &spec.topic) {
+            tracing::warn!(pubsub = %spec.pubsubname, topic = %spec.topic, "subscription skipped: not allowed by subscriptionScopes/allowedTopics");
+            continue;
+        }
+        let routes = spec.effective_routes();
+        let mut rules = Vec::new();
+        let mut broken = false;
+        for r in &routes.rules {
+            match compile_cel(&r.match_) {
+                Ok(rule) => rules.push(Route {
+                    rule,
+                    text: r.match_.clone(),
+                    path: r.path.clone(),
+                }),
+                Err(e) => {
+                    tracing::warn!(topic = %spec.topic, rule = %r.match_, error = %e, "subscription skipped: a routing rule is not valid CEL");
+                    broken = true;
+                }
+            }
+        }
+        if broken {
+            continue;
+        }
+        let sub = Arc::new(Sub {
+            default: routes.default.clone(),
+            spec: spec.clone(),
+            comp: comp.clone(),
+            rules,
+        });
+        let rt2 = rt.clone();
+        let handler = Arc::new(move |msg: Message| {
+            let (rt, sub) = (rt2.clone(), sub.clone());
+            Box::pin(async move { deliver(&rt, &sub, msg).await })
+                as futures_util::future::BoxFuture<'static, _>
+        });
+        match comp.broker.subscribe(SubscribeRequest {
+            topic: spec.topic.clone(),
+            consumer_group: comp.consumer_id.clone(),
+            handler,
+        }) {
+            Ok(handle) => {
+                rt.keep_subscription(handle);
+                started += 1;
+                tracing::info!(pubsub = %spec.pubsubname, topic = %spec.topic, "subscribed");
+            }
+            Err(e) => {
+                tracing::warn!(pubsub = %spec.pubsubname, topic = %spec.topic, error = %e, "subscription failed")
+            }
+        }
+    }
+    started
+}
+
+/// The CloudEvent to deliver: the message's own, or a wrapper for raw
+/// payloads.
+fn cloud_event(sub: &Sub, msg: &Message) -> Result<serde_json::Map<String, Value>, String> {
+    if sub
+        .spec
+        .metadata
+        .get("rawPayload")
+        .is_some_and(|v| v == "true")
+    {
+        let mut o = serde_json::Map::new();
+        o.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
+        o.insert("specversion".into(), json!("1.0"));
+        o.insert("source".into(), json!("Dapr"));
+        o.insert("type".into(), json!("com.dapr.event.sent"));
+        o.insert("datacontenttype".into(), json!("application/octet-stream"));
+        o.insert(
+            "data_base64".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(&msg.data)),
+        );
+        o.insert("topic".into(), json!(msg.topic));
+        o.insert("pubsubname".into(), json!(sub.spec.pubsubname));
+        return Ok(o);
+    }
+    match serde_json::from_slice::<Value>(&msg.data) {
+        Ok(Value::Object(o)) => Ok(o),
+        _ => Err("the message is not a CloudEvent (a JSON object)".into()),
+    }
+}
+
+fn route(sub: &Sub, ce: &serde_json::Map<String, Value>) -> Option<String> {
+    if !sub.rules.is_empty() {
+        let mut ctx = Context::default();
+        if ctx.add_variable("event", Value::Object(ce.clone())).is_ok() {
+            for r in &sub.rules {
+                match r.rule.execute(&ctx) {
+                    Ok(CelValue::Bool(true)) => return Some(r.path.clone()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(rule = %r.text, error = %e, "routing rule did not evaluate")
+                    }
+                }
+            }
+        }
+    }
+    sub.default.clone()
+}
+
+async fn post(
+    rt: &Runtime,
+    path: &str,
+    body: Bytes,
+    sub: &Sub,
+    ce: &serde_json::Map<String, Value>,
+) -> Outcome {
+    let Some(app) = rt.app.as_ref() else {
+        return Outcome::Retry("there is no app channel (no --app-port)".into());
+    };
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let mut req = http::Request::post(path.as_str())
+        .header(http::header::CONTENT_TYPE, CLOUDEVENTS_JSON)
+        .header("pubsubname", sub.spec.pubsubname.as_str());
+    if let Some(tp) = ce.get("traceparent").and_then(Value::as_str) {
+        req = req.header("traceparent", tp);
+    }
+    let Ok(req) = req.body(Full::new(body)) else {
+        return Outcome::Dropped(format!("route `{path}` is not a valid request path"));
+    };
+    let resp = match app.send_http(req).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Retry(e.to_string()),
+    };
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if status == http::StatusCode::NOT_FOUND {
+        return Outcome::Dropped(format!("the app answered 404 for {path}"));
+    }
+    if !status.is_success() {
+        return Outcome::Retry(format!("the app answered {status} for {path}"));
+    }
+    let answer = serde_json::from_slice::<Value>(&body).ok();
+    match answer
+        .as_ref()
+        .and_then(|v| v.get("status"))
+        .and_then(Value::as_str)
+    {
+        None | Some("") | Some("SUCCESS") => Outcome::Ack,
+        Some("DROP") => Outcome::Dropped("the app answered DROP".into()),
+        Some("RETRY") => Outcome::Retry("the app answered RETRY".into()),
+        Some(other) => Outcome::Retry(format!("the app answered an unknown status `{other}`")),
+    }
+}
+
+async fn dead_letter(sub: &Sub, msg: &Message, why: &str) -> Result<(), String> {
+    let Some(dlt) = sub
+        .spec
+        .dead_letter_topic
+        .as_ref()
+        .filter(|t| !t.is_empty())
+    else {
+        return Err(why.to_string());
+    };
+    let mut dead = msg.clone();
+    dead.topic = dlt.clone();
+    sub.comp
+        .broker
+        .publish(dead)
+        .await
+        .map_err(|e| format!("{why}; and the dead-letter publish failed: {e}"))?;
+    tracing::warn!(topic = %msg.topic, dead_letter_topic = %dlt, reason = %why, "message sent to the dead-letter topic");
+    Ok(())
+}
+
+async fn deliver(rt: &Runtime, sub: &Sub, msg: Message) -> Result<(), String> {
+    let ce = match cloud_event(sub, &msg) {
+        Ok(ce) => ce,
+        Err(why) => {
+            // Redelivery cannot fix it: dead-letter, else drop with an error.
+            if dead_letter(sub, &msg, &why).await.is_err() {
+                tracing::error!(topic = %msg.topic, reason = %why, "message dropped");
+            }
+            return Ok(());
+        }
+    };
+    if let Some(exp) = ce.get("expiration").and_then(Value::as_str)
+        && exp < crate::clock::rfc3339_utc(crate::clock::now_ms()).as_str()
+    {
+        let _ = dead_letter(sub, &msg, "the message expired").await;
+        return Ok(());
+    }
+    let Some(path) = route(sub, &ce) else {
+        tracing::warn!(topic = %msg.topic, "no route matched the event and there is no default: dropped");
+        let _ = dead_letter(sub, &msg, "no route matched").await;
+        return Ok(());
+    };
+    let body = Bytes::from(serde_json::to_vec(&Value::Object(ce.clone())).expect("JSON"));
+    let attempt = || async {
+        match post(rt, &path, body.clone(), sub, &ce).await {
+            Outcome::Ack => Ok(None),
+            Outcome::Dropped(why) => Ok(Some(why)),
+            Outcome::Retry(why) => Err(why),
+        }
+    };
+    let result = if sub.comp.inbound.is_empty() {
+        attempt().await
+    } else {
+        sub.comp
+            .inbound
+            .run(attempt, |_| FailureKind::Transient)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match result {
+        Ok(None) => Ok(()),
+        Ok(Some(dropped)) => {
+            let _ = dead_letter(sub, &msg, &dropped).await;
+            Ok(())
+        }
+        Err(why) => dead_letter(sub, &msg, &why).await,
+    }
+}

@@ -1,0 +1,348 @@
+//! Publish and delivery through a real sidecar to a real HTTP app:
+//! CloudEvents, routing rules, the app's answers, retries, dead letters,
+//! scoping and errors.
+
+mod common;
+
+use bytes::Bytes;
+use common::{TempDir, sidecar};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tandem_proto::runtime::v1 as rt;
+
+/// One delivery the app received: path, `pubsubname` header, content type, body.
+#[derive(Clone, Debug)]
+struct Got {
+    path: String,
+    pubsubname: String,
+    content_type: String,
+    event: serde_json::Value,
+}
+
+#[derive(Default)]
+struct App {
+    got: Mutex<Vec<Got>>,
+    /// Answers per path, used in turn; the last one repeats.
+    answers: Mutex<std::collections::HashMap<String, Vec<(u16, &'static str)>>>,
+}
+
+impl App {
+    fn wait_for(&self, path: &str, n: usize) -> Vec<Got> {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got: Vec<Got> = self
+                .got
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|g| g.path == path)
+                .cloned()
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < end,
+                "waited for {n} deliveries to {path}, got {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+const SUBSCRIBE: &str = r#"[
+  {"pubsubname":"bus","topic":"orders","route":"/orders"},
+  {"pubsubname":"bus","topic":"sizes","routes":{"rules":[{"match":"event.data.kind == \"big\"","path":"/big"}],"default":"/small"}},
+  {"pubsubname":"bus","topic":"flaky","route":"/flaky"},
+  {"pubsubname":"bus","topic":"poison","route":"/poison","deadLetterTopic":"dead"},
+  {"pubsubname":"bus","topic":"dead","route":"/dead"},
+  {"pubsubname":"bus","topic":"raw","route":"/raw","metadata":{"rawPayload":"true"}}
+]"#;
+
+/// Binds the app's port now (so nothing can take it) and serves on it.
+fn start_app(app: Arc<App>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(serve(
+        tokio::net::TcpListener::from_std(listener).unwrap(),
+        app,
+    ));
+    port
+}
+
+async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
+    loop {
+        let (stream, _) = listener.accept().await.unwrap();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let app = app.clone();
+                async move {
+                    let path = req.uri().path().to_string();
+                    if path == "/dapr/subscribe" {
+                        return Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(SUBSCRIBE),
+                        )));
+                    }
+                    let h = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default()
+                    };
+                    let (pubsubname, content_type) = (h("pubsubname"), h("content-type"));
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let event = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    app.got.lock().unwrap().push(Got {
+                        path: path.clone(),
+                        pubsubname,
+                        content_type,
+                        event,
+                    });
+                    let (status, body) = {
+                        let mut answers = app.answers.lock().unwrap();
+                        match answers.get_mut(&path) {
+                            Some(list) if list.len() > 1 => list.remove(0),
+                            Some(list) => list[0],
+                            None => (200, ""),
+                        }
+                    };
+                    Ok(hyper::Response::builder()
+                        .status(status)
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap())
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn bus(dir: &TempDir, extra_metadata: &str) {
+    dir.write(
+        "bus.yaml",
+        &format!("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: bus\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata:\n{extra_metadata}  - name: unused\n    value: \"\"\n"),
+    );
+    dir.write(
+        "resiliency.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      quick:\n        policy: constant\n        duration: 20ms\n        maxRetries: 3\n  targets:\n    components:\n      bus:\n        inbound:\n          retry: quick\n",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_route_retry_and_dead_letter() {
+    let dir = TempDir::new("pubsub");
+    bus(&dir, "");
+    let app = Arc::new(App::default());
+    app.answers.lock().unwrap().insert(
+        "/flaky".into(),
+        vec![
+            (200, r#"{"status":"RETRY"}"#),
+            (500, ""),
+            (200, r#"{"status":"SUCCESS"}"#),
+        ],
+    );
+    app.answers
+        .lock()
+        .unwrap()
+        .insert("/poison".into(), vec![(500, "")]);
+    let port = start_app(app.clone());
+    let s = sidecar()
+        .args([
+            "--app-port",
+            &port.to_string(),
+            "--resources-path",
+            dir.path().to_str().unwrap(),
+        ])
+        .start();
+    assert!(s.wait_healthz(204, Duration::from_secs(10)));
+    let subs = s.get("/v1.0/metadata").json()["subscriptions"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(subs, 6);
+
+    // an ordinary JSON event
+    let r = s
+        .try_request(
+            "POST",
+            "/v1.0/publish/bus/orders",
+            &[
+                ("Content-Type", "application/json"),
+                (
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ),
+            ],
+            br#"{"id":7,"big":12345678901234567890}"#,
+        )
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    let got = app.wait_for("/orders", 1).remove(0);
+    assert_eq!(got.content_type, "application/cloudevents+json");
+    assert_eq!(got.pubsubname, "bus");
+    let e = &got.event;
+    assert_eq!(e["specversion"], "1.0");
+    assert_eq!(e["type"], "com.dapr.event.sent");
+    assert_eq!(e["source"], "test-app");
+    assert_eq!(e["topic"], "orders");
+    assert_eq!(e["pubsubname"], "bus");
+    assert_eq!(e["datacontenttype"], "application/json");
+    assert_eq!(e["data"]["id"], 7);
+    assert_eq!(
+        e["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "trace context travels"
+    );
+    assert_eq!(e["traceid"], e["traceparent"]);
+    assert!(e["id"].as_str().unwrap().len() >= 32 && e["time"].as_str().unwrap().ends_with('Z'));
+
+    // text and routing rules
+    s.try_request(
+        "POST",
+        "/v1.0/publish/bus/sizes",
+        &[("Content-Type", "application/json")],
+        br#"{"kind":"big"}"#,
+    )
+    .unwrap();
+    s.try_request(
+        "POST",
+        "/v1.0/publish/bus/sizes",
+        &[("Content-Type", "application/json")],
+        br#"{"kind":"tiny"}"#,
+    )
+    .unwrap();
+    assert_eq!(app.wait_for("/big", 1)[0].event["data"]["kind"], "big");
+    assert_eq!(app.wait_for("/small", 1)[0].event["data"]["kind"], "tiny");
+
+    // RETRY and 500 are retried under the inbound policy until SUCCESS
+    s.request("POST", "/v1.0/publish/bus/flaky", b"hello");
+    let got = app.wait_for("/flaky", 3);
+    assert_eq!(got[0].event["data"], "hello", "text/plain by default");
+    assert_eq!(got[0].event["datacontenttype"], "text/plain");
+    assert_eq!(
+        got[0].event["id"], got[2].event["id"],
+        "the same message redelivered"
+    );
+
+    // a poison message: retries exhausted, then the dead-letter topic
+    s.request("POST", "/v1.0/publish/bus/poison", b"bad");
+    let dead = app.wait_for("/dead", 1).remove(0);
+    assert_eq!(dead.event["data"], "bad");
+    assert_eq!(
+        app.wait_for("/poison", 4).len(),
+        4,
+        "one try and three retries"
+    );
+
+    // a user CloudEvent keeps its fields; topic and pubsubname are set
+    let ce = br#"{"specversion":"1.0","id":"mine-1","source":"elsewhere","type":"custom.type","datacontenttype":"application/json","data":{"x":1},"topic":"wrong"}"#;
+    s.try_request(
+        "POST",
+        "/v1.0/publish/bus/orders",
+        &[("Content-Type", "application/cloudevents+json")],
+        ce,
+    )
+    .unwrap();
+    let got = app.wait_for("/orders", 2).remove(1);
+    assert_eq!(
+        (
+            got.event["id"].as_str(),
+            got.event["source"].as_str(),
+            got.event["type"].as_str()
+        ),
+        (Some("mine-1"), Some("elsewhere"), Some("custom.type"))
+    );
+    assert_eq!(got.event["topic"], "orders");
+
+    // raw payloads: published as-is, wrapped for a raw subscription
+    s.try_request(
+        "POST",
+        "/v1.0/publish/bus/raw?metadata.rawPayload=true",
+        &[("Content-Type", "application/octet-stream")],
+        b"\x01\x02raw",
+    )
+    .unwrap();
+    let got = app.wait_for("/raw", 1).remove(0);
+    assert_eq!(got.event["datacontenttype"], "application/octet-stream");
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(got.event["data_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(data, b"\x01\x02raw");
+
+    // gRPC publish
+    let mut c = rt::dapr_client::DaprClient::connect(s.grpc_endpoint())
+        .await
+        .unwrap();
+    c.publish_event(rt::PublishEventRequest {
+        pubsub_name: "bus".into(),
+        topic: "orders".into(),
+        data: br#"{"via":"grpc"}"#.to_vec(),
+        data_content_type: "application/json".into(),
+        metadata: Default::default(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(app.wait_for("/orders", 3)[2].event["data"]["via"], "grpc");
+}
+
+#[test]
+fn publish_errors_and_scoping() {
+    let dir = TempDir::new("pubsub-errors");
+    bus(
+        &dir,
+        "  - name: publishingScopes\n    value: \"test-app=orders\"\n",
+    );
+    let s = sidecar()
+        .args(["--resources-path", dir.path().to_str().unwrap()])
+        .start();
+    assert_eq!(
+        s.request("POST", "/v1.0/publish/bus/orders", b"x").status,
+        204
+    );
+    let r = s.request("POST", "/v1.0/publish/bus/payments", b"x");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (403, "ERR_PUBSUB_FORBIDDEN")
+    );
+    let r = s.request("POST", "/v1.0/publish/nope/orders", b"x");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (404, "ERR_PUBSUB_NOT_FOUND")
+    );
+    assert!(r.text().contains("bus"), "{}", r.text());
+    let r = s
+        .try_request(
+            "POST",
+            "/v1.0/publish/bus/orders",
+            &[("Content-Type", "application/cloudevents+json")],
+            b"{not json",
+        )
+        .unwrap();
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_PUBSUB_CLOUD_EVENTS_SER")
+    );
+    let r = s.request(
+        "POST",
+        "/v1.0/publish/bus/orders?metadata.ttlInSeconds=soon",
+        b"x",
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_PUBSUB_REQUEST_METADATA")
+    );
+
+    let plain = sidecar().start();
+    let r = plain.request("POST", "/v1.0/publish/bus/orders", b"x");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_PUBSUB_NOT_CONFIGURED")
+    );
+}
