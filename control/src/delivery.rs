@@ -160,6 +160,9 @@ async fn post(
     let Some(app) = rt.app.as_ref() else {
         return Outcome::Retry("there is no app channel (no --app-port)".into());
     };
+    if let Some(channel) = app.grpc_channel() {
+        return post_grpc(app, channel, path, sub, ce).await;
+    }
     let path = if path.starts_with('/') {
         path.to_string()
     } else {
@@ -270,5 +273,105 @@ async fn deliver(rt: &Runtime, sub: &Sub, msg: Message) -> Result<(), String> {
             Ok(())
         }
         Err(why) => dead_letter(sub, &msg, &why).await,
+    }
+}
+
+fn to_prost(v: &Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(b) => Kind::BoolValue(*b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s.clone()),
+        Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(to_prost).collect(),
+        }),
+        Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), to_prost(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// The event's data as the gRPC app gets it: `data_base64` decoded; JSON
+/// re-encoded; text as it is.
+fn grpc_data(ce: &serde_json::Map<String, Value>) -> Vec<u8> {
+    if let Some(b64) = ce.get("data_base64").and_then(Value::as_str) {
+        return base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap_or_default();
+    }
+    match ce.get("data") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        Some(other) => serde_json::to_vec(other).expect("JSON"),
+    }
+}
+
+/// Delivery to a gRPC app: `AppCallback/OnTopicEvent`. UNIMPLEMENTED means
+/// the app does not take events: acknowledged, not dead-lettered.
+async fn post_grpc(
+    app: &tandem_proxy::AppChannel,
+    channel: tonic::transport::Channel,
+    path: &str,
+    sub: &Sub,
+    ce: &serde_json::Map<String, Value>,
+) -> Outcome {
+    use tandem_proto::runtime::v1 as rt;
+    let s = |k: &str| {
+        ce.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let core = [
+        "id",
+        "source",
+        "type",
+        "specversion",
+        "datacontenttype",
+        "data",
+        "data_base64",
+    ];
+    let extensions = prost_types::Struct {
+        fields: ce
+            .iter()
+            .filter(|(k, _)| !core.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), to_prost(v)))
+            .collect(),
+    };
+    let event = rt::TopicEventRequest {
+        id: s("id"),
+        source: s("source"),
+        r#type: s("type"),
+        spec_version: s("specversion"),
+        data_content_type: s("datacontenttype"),
+        topic: s("topic"),
+        data: grpc_data(ce),
+        pubsub_name: sub.spec.pubsubname.clone(),
+        path: path.to_string(),
+        extensions: Some(extensions),
+    };
+    let _permit = app.permit().await;
+    let mut req = tonic::Request::new(event);
+    app.add_grpc_token(&mut req);
+    if let Some(tp) = ce.get("traceparent").and_then(Value::as_str)
+        && let Ok(v) = tp.parse()
+    {
+        req.metadata_mut().insert("traceparent", v);
+    }
+    let mut client = rt::app_callback_client::AppCallbackClient::new(channel);
+    match client.on_topic_event(req).await {
+        Ok(resp) => match rt::topic_event_response::TopicEventResponseStatus::try_from(
+            resp.into_inner().status,
+        ) {
+            Ok(rt::topic_event_response::TopicEventResponseStatus::Success) => Outcome::Ack,
+            Ok(rt::topic_event_response::TopicEventResponseStatus::Drop) => {
+                Outcome::Dropped("the app answered DROP".into())
+            }
+            _ => Outcome::Retry("the app answered RETRY".into()),
+        },
+        Err(status) if status.code() == tonic::Code::Unimplemented => Outcome::Ack,
+        Err(status) => Outcome::Retry(format!("OnTopicEvent failed: {}", status.message())),
     }
 }

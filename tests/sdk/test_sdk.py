@@ -116,11 +116,30 @@ def http_json(port, path, token=None):
         return r.status, json.loads(r.read() or b"null")
 
 
-def test_grpc_app_is_called_back(tandem_env, background):
-    http_port, app_port = free_port(), free_port()
+def pubsub_resources(tmp_path):
+    res = tmp_path / "pubsub-res"
+    res.mkdir()
+    (res / "pubsub.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\n"
+        "spec:\n  type: pubsub.in-memory\n  version: v1\n  metadata: []\n"
+    )
+    return str(res)
+
+
+def publish_with_sdk(env, http_port, grpc_port, topic, payload):
+    env = dict(env, DAPR_HTTP_PORT=str(http_port), DAPR_GRPC_PORT=str(grpc_port))
+    out = subprocess.run(
+        python_app("publish.py", "pubsub", topic, payload), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_grpc_app_is_called_back(tandem_env, background, tmp_path):
+    http_port, grpc_port, app_port = free_port(), free_port(), free_port()
     run = background(
         tandem_cmd(
             "run", "--app-id", "grpcapp", "--app-port", str(app_port), "--app-protocol", "grpc",
+            "--resources-path", pubsub_resources(tmp_path), "--dapr-grpc-port", str(grpc_port),
             "--dapr-http-port", str(http_port), "--enable-app-health-check",
             "--app-health-probe-interval", "1", "--", *python_app("grpc_app.py"),
         ),
@@ -134,17 +153,21 @@ def test_grpc_app_is_called_back(tandem_env, background):
         ("orders", "PROGRAMMATIC", "orders-dead")
     ], meta
     assert meta["appConnectionProperties"]["protocol"] == "grpc"
+    publish_with_sdk(tandem_env, http_port, grpc_port, "orders", '{"order": 7}')
+    # JSON data arrives parsed; CloudEvent extensions (pubsubname) travel in `extensions`.
+    assert run.wait_for("== APP == event com.dapr.event.sent orders {'order': 7} pubsub"), run.output()
     stop = subprocess.run(tandem_cmd("stop", "--app-id", "grpcapp"), env=tandem_env, capture_output=True, text=True)
     assert stop.returncode == 0, stop.stderr
     run.proc.wait(timeout=20)
 
 
-def test_http_app_health_is_probed_with_app_token(tandem_env, background):
-    http_port, app_port = free_port(), free_port()
+def test_http_app_health_is_probed_with_app_token(tandem_env, background, tmp_path):
+    http_port, grpc_port, app_port = free_port(), free_port(), free_port()
     tandem_env["APP_API_TOKEN"] = "to-the-app"
     run = background(
         tandem_cmd(
             "run", "--app-id", "httpapp", "--app-port", str(app_port),
+            "--resources-path", pubsub_resources(tmp_path), "--dapr-grpc-port", str(grpc_port),
             "--dapr-http-port", str(http_port), "--enable-app-health-check",
             "--app-health-probe-interval", "1", "--", *python_app("http_app.py"),
         ),
@@ -158,6 +181,9 @@ def test_http_app_health_is_probed_with_app_token(tandem_env, background):
     # /healthz of the sidecar is ready once the app is healthy
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1.0/healthz", timeout=5) as r:
         assert r.status == 204
+    # an event published with the SDK reaches the FastAPI subscriber
+    publish_with_sdk(tandem_env, http_port, grpc_port, "payments", '{"amount": 12}')
+    assert run.wait_for("== APP == payment event com.dapr.event.sent {'amount': 12}"), run.output()
 
 
 STORES = {

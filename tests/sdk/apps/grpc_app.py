@@ -2,14 +2,14 @@
 check that reports each call."""
 import os
 
-from dapr.ext.grpc import App
+from dapr.ext.grpc import App, SubscriptionMessage
 
 app = App()
 
 
 @app.subscribe(pubsub_name="pubsub", topic="orders", dead_letter_topic="orders-dead")
-def orders(event) -> None:
-    print("event", event.data(), flush=True)
+def orders(event: SubscriptionMessage) -> None:
+    print("event", event.type(), event.topic(), event.data(), event.extensions().get("pubsubname"), flush=True)
 
 
 def health():

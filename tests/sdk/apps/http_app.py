@@ -12,6 +12,7 @@ dapr_app = DaprApp(app)
 
 @dapr_app.subscribe(pubsub="pubsub", topic="payments")
 def payments(event: dict):
+    print("payment event", event.get("type"), event.get("data"), flush=True)
     return {"status": "SUCCESS"}
 
 
