@@ -104,6 +104,15 @@ const REGISTRY: &[Registration] = &[
         type_name: "pubsub.in-memory",
         build: |m| pubsub::memory::MemoryPubSub::new(m).map(|p| Live::PubSub(Arc::new(p))),
     },
+    #[cfg(feature = "redis")]
+    Registration {
+        type_name: "pubsub.redis",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(pubsub::redis::RedisPubSub::connect(m))
+                .map(|p| Live::PubSub(Arc::new(p)))
+        },
+    },
     Registration {
         type_name: "state.in-memory",
         build: |m| state::memory::MemoryStore::new(m).map(|s| Live::State(Arc::new(s))),

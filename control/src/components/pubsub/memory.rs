@@ -1,7 +1,8 @@
 //! `pubsub.in-memory`: a broker inside this process. Each consumer group of
 //! a topic has one queue; its subscribers take turns. A message a handler
-//! refuses is offered again after a pause, so delivery is at-least-once for
-//! as long as the process lives (nothing survives a restart).
+//! refuses is queued again after a pause (behind newer messages), so
+//! delivery is at-least-once for as long as the process lives (nothing
+//! survives a restart).
 
 use super::*;
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ impl PubSub for MemoryPubSub {
 
     fn subscribe(&self, req: SubscribeRequest) -> Result<SubscriptionHandle, String> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let tx_for_redelivery = tx.clone();
         self.topics
             .lock()
             .expect("broker lock")
@@ -62,12 +64,18 @@ impl PubSub for MemoryPubSub {
             .0
             .push(tx);
         let handler = req.handler;
+        let requeue = tx_for_redelivery;
         let task = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
-                // Offer the message until it is acknowledged.
-                while let Err(e) = handler(msg.clone()).await {
+                if let Err(e) = handler(msg.clone()).await {
+                    // Offer it again later without holding up the messages
+                    // behind it.
                     tracing::debug!(topic = %msg.topic, error = %e, "message not acknowledged; redelivering");
-                    tokio::time::sleep(REDELIVERY_PAUSE).await;
+                    let requeue = requeue.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(REDELIVERY_PAUSE).await;
+                        let _ = requeue.send(msg);
+                    });
                 }
             }
         });

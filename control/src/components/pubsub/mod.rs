@@ -4,6 +4,8 @@
 //! broker behaves the same.
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;

@@ -1,0 +1,229 @@
+//! The pub/sub conformance suite: every broker delivers each message to
+//! every consumer group, once per group across competing consumers, and
+//! redelivers what a handler did not acknowledge.
+
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tandem_control::components::pubsub::{
+    Handler, Message, PubSub, SubscribeRequest, SubscriptionHandle, memory::MemoryPubSub,
+};
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+fn recorder(seen: &Seen) -> Handler {
+    let seen = seen.clone();
+    Arc::new(move |m: Message| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8(m.data.to_vec()).unwrap());
+            Ok(())
+        })
+    })
+}
+
+/// Fails each message the first time it sees it.
+fn fails_once(seen: &Seen) -> Handler {
+    let seen = seen.clone();
+    let tried = Arc::new(Mutex::new(BTreeSet::new()));
+    Arc::new(move |m: Message| {
+        let (seen, tried) = (seen.clone(), tried.clone());
+        Box::pin(async move {
+            let text = String::from_utf8(m.data.to_vec()).unwrap();
+            if tried.lock().unwrap().insert(text.clone()) {
+                return Err("not this time".to_string());
+            }
+            seen.lock().unwrap().push(text);
+            Ok(())
+        })
+    })
+}
+
+fn sub(b: &dyn PubSub, topic: &str, group: &str, handler: Handler) -> SubscriptionHandle {
+    b.subscribe(SubscribeRequest {
+        topic: topic.into(),
+        consumer_group: group.into(),
+        handler,
+    })
+    .unwrap()
+}
+
+async fn publish(b: &dyn PubSub, topic: &str, payloads: &[String]) {
+    for p in payloads {
+        b.publish(Message {
+            topic: topic.into(),
+            data: Bytes::from(p.clone()),
+            content_type: "text/plain".into(),
+            metadata: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    }
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn set(seen: &Seen) -> BTreeSet<String> {
+    seen.lock().unwrap().iter().cloned().collect()
+}
+
+fn run_id() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// `make` builds a fresh broker handle (a new "sidecar") on the same backend.
+pub async fn conformance(make: impl Fn() -> Arc<dyn PubSub>, redelivery: Duration) {
+    let run = run_id();
+    let topic = format!("conf-{run}");
+    let broker = make();
+    let payloads: Vec<String> = (0..20).map(|i| format!("m-{i}")).collect();
+    let expected: BTreeSet<String> = payloads.iter().cloned().collect();
+
+    let (a, b, c1, c2, d) = (
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+        Seen::default(),
+    );
+    let _ha = sub(broker.as_ref(), &topic, "group-a", recorder(&a));
+    let _hb = sub(broker.as_ref(), &topic, "group-b", recorder(&b));
+    // Two competing consumers of one group, on two broker handles.
+    let other = make();
+    let _hc1 = sub(broker.as_ref(), &topic, "group-c", recorder(&c1));
+    let _hc2 = sub(other.as_ref(), &topic, "group-c", recorder(&c2));
+    let _hd = sub(broker.as_ref(), &topic, "group-d", fails_once(&d));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish(broker.as_ref(), &topic, &payloads).await;
+
+    wait_until(
+        "every group to get every message",
+        Duration::from_secs(10),
+        || set(&a) == expected && set(&b) == expected,
+    )
+    .await;
+    wait_until(
+        "the competing group to get every message",
+        Duration::from_secs(10),
+        || {
+            let mut all = set(&c1);
+            all.extend(set(&c2));
+            all == expected
+        },
+    )
+    .await;
+    let total = c1.lock().unwrap().len() + c2.lock().unwrap().len();
+    assert_eq!(
+        total, 20,
+        "competing consumers share the messages, none twice"
+    );
+    wait_until("redelivery of refused messages", redelivery, || {
+        set(&d) == expected
+    })
+    .await;
+    assert_eq!(
+        a.lock().unwrap().len(),
+        20,
+        "no duplicates when every handler acknowledges"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_passes() {
+    let shared: Arc<dyn PubSub> = Arc::new(MemoryPubSub::default());
+    conformance(move || shared.clone(), Duration::from_secs(10)).await;
+}
+
+#[cfg(feature = "redis")]
+mod redis_streams {
+    use super::*;
+    use tandem_control::components::pubsub::redis::RedisPubSub;
+
+    fn md() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("redisHost".to_string(), "127.0.0.1:6379".to_string()),
+            ("processingTimeout".to_string(), "300ms".to_string()),
+            ("redeliverInterval".to_string(), "100ms".to_string()),
+        ])
+    }
+
+    async fn broker() -> Arc<dyn PubSub> {
+        Arc::new(
+            RedisPubSub::connect(&md())
+                .await
+                .expect("the machine's Redis on 6379"),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_streams_pass() {
+        let handles = vec![broker().await, broker().await];
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        conformance(
+            move || handles[next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2].clone(),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_subscriber_loses_nothing() {
+        let topic = format!("kill-{}", run_id());
+        let first = broker().await;
+        // The first "sidecar" takes messages but never acknowledges, then dies.
+        let taken = Seen::default();
+        let stuck: Handler = {
+            let taken = taken.clone();
+            Arc::new(move |m: Message| {
+                let taken = taken.clone();
+                Box::pin(async move {
+                    taken
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8(m.data.to_vec()).unwrap());
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+            })
+        };
+        let h = sub(first.as_ref(), &topic, "orders", stuck);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let payloads: Vec<String> = (0..10).map(|i| format!("k-{i}")).collect();
+        publish(first.as_ref(), &topic, &payloads).await;
+        wait_until(
+            "the first consumer to take a message",
+            Duration::from_secs(5),
+            || !taken.lock().unwrap().is_empty(),
+        )
+        .await;
+        drop(h);
+        drop(first);
+
+        let second = broker().await;
+        let got = Seen::default();
+        let _h2 = sub(second.as_ref(), &topic, "orders", recorder(&got));
+        let expected: BTreeSet<String> = payloads.iter().cloned().collect();
+        wait_until(
+            "every message, including the one the dead consumer held",
+            Duration::from_secs(10),
+            || set(&got) == expected,
+        )
+        .await;
+    }
+}
