@@ -173,7 +173,7 @@ mod redis_streams {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_streams_pass() {
-        let handles = vec![broker().await, broker().await];
+        let handles = [broker().await, broker().await];
         let next = std::sync::atomic::AtomicUsize::new(0);
         conformance(
             move || handles[next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2].clone(),
