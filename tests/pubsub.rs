@@ -4,54 +4,11 @@
 
 mod common;
 
-use bytes::Bytes;
+use common::event_app::{App, start_app};
 use common::{TempDir, sidecar};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tandem_proto::runtime::v1 as rt;
-
-/// One delivery the app received: path, `pubsubname` header, content type, body.
-#[derive(Clone, Debug)]
-struct Got {
-    path: String,
-    pubsubname: String,
-    content_type: String,
-    event: serde_json::Value,
-}
-
-#[derive(Default)]
-struct App {
-    got: Mutex<Vec<Got>>,
-    /// Answers per path, used in turn; the last one repeats.
-    answers: Mutex<std::collections::HashMap<String, Vec<(u16, &'static str)>>>,
-}
-
-impl App {
-    fn wait_for(&self, path: &str, n: usize) -> Vec<Got> {
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got: Vec<Got> = self
-                .got
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|g| g.path == path)
-                .cloned()
-                .collect();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < end,
-                "waited for {n} deliveries to {path}, got {got:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 const SUBSCRIBE: &str = r#"[
   {"pubsubname":"bus","topic":"orders","route":"/orders"},
@@ -61,68 +18,6 @@ const SUBSCRIBE: &str = r#"[
   {"pubsubname":"bus","topic":"dead","route":"/dead"},
   {"pubsubname":"bus","topic":"raw","route":"/raw","metadata":{"rawPayload":"true"}}
 ]"#;
-
-/// Binds the app's port now (so nothing can take it) and serves on it.
-fn start_app(app: Arc<App>) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(serve(
-        tokio::net::TcpListener::from_std(listener).unwrap(),
-        app,
-    ));
-    port
-}
-
-async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
-    loop {
-        let (stream, _) = listener.accept().await.unwrap();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let app = app.clone();
-                async move {
-                    let path = req.uri().path().to_string();
-                    if path == "/dapr/subscribe" {
-                        return Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(SUBSCRIBE),
-                        )));
-                    }
-                    let h = |n: &str| {
-                        req.headers()
-                            .get(n)
-                            .map(|v| v.to_str().unwrap().to_string())
-                            .unwrap_or_default()
-                    };
-                    let (pubsubname, content_type) = (h("pubsubname"), h("content-type"));
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let event = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                    app.got.lock().unwrap().push(Got {
-                        path: path.clone(),
-                        pubsubname,
-                        content_type,
-                        event,
-                    });
-                    let (status, body) = {
-                        let mut answers = app.answers.lock().unwrap();
-                        match answers.get_mut(&path) {
-                            Some(list) if list.len() > 1 => list.remove(0),
-                            Some(list) => list[0],
-                            None => (200, ""),
-                        }
-                    };
-                    Ok(hyper::Response::builder()
-                        .status(status)
-                        .body(Full::new(Bytes::from(body)))
-                        .unwrap())
-                }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
 
 fn bus(dir: &TempDir, extra_metadata: &str) {
     dir.write(
@@ -139,7 +34,10 @@ fn bus(dir: &TempDir, extra_metadata: &str) {
 async fn publish_route_retry_and_dead_letter() {
     let dir = TempDir::new("pubsub");
     bus(&dir, "");
-    let app = Arc::new(App::default());
+    let app = Arc::new(App {
+        subscribe: SUBSCRIBE.into(),
+        ..Default::default()
+    });
     app.answers.lock().unwrap().insert(
         "/flaky".into(),
         vec![

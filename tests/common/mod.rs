@@ -2,6 +2,8 @@
 //! talk to it over real sockets, write resource files.
 #![allow(dead_code)]
 
+pub mod event_app;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
