@@ -18,6 +18,16 @@ metadata:\n  name: statestore\n\
 spec:\n  type: state.sqlite\n  version: v1\n  metadata:\n  - name: actorStateStore\n    value: \"true\"\n",
     ),
     (
+        "pubsub.yaml",
+        "# Pub/sub on a durable log in one SQLite file (default: $TANDEM_HOME/pubsub.db,\n\
+# else ~/.tandem/pubsub.db) that every sidecar on this host shares: no broker\n\
+# to run. Switch to pubsub.redis and friends for more than one host.\n\
+apiVersion: dapr.io/v1alpha1\n\
+kind: Component\n\
+metadata:\n  name: pubsub\n\
+spec:\n  type: pubsub.embedded\n  version: v1\n  metadata: []\n",
+    ),
+    (
         "localsecretstore.yaml",
         "# The sidecar's environment as a secret store: reads of `localsecretstore`\n\
 # return environment variables. Replace with secretstores.local.file for a\n\

@@ -227,3 +227,91 @@ mod redis_streams {
         .await;
     }
 }
+
+mod embedded_log {
+    use super::*;
+    use tandem_control::components::pubsub::embedded::EmbeddedPubSub;
+
+    fn md(path: &std::path::Path) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("path".to_string(), path.display().to_string()),
+            ("processingTimeout".to_string(), "500ms".to_string()),
+            ("pollInterval".to_string(), "20ms".to_string()),
+            ("redeliveryPause".to_string(), "50ms".to_string()),
+        ])
+    }
+
+    fn temp_file(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("tandem-embedded-{tag}-{}", run_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("pubsub.db")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_log_passes_with_several_handles_on_one_file() {
+        let file = temp_file("conf");
+        let f = file.clone();
+        // Every handle is another "sidecar" opening the same file.
+        conformance(
+            move || Arc::new(EmbeddedPubSub::new(&md(&f)).unwrap()) as Arc<dyn PubSub>,
+            Duration::from_secs(10),
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_log_survives_a_killed_subscriber_and_a_restart() {
+        let file = temp_file("kill");
+        let topic = "orders";
+        let first: Arc<dyn PubSub> = Arc::new(EmbeddedPubSub::new(&md(&file)).unwrap());
+        let taken = Seen::default();
+        let stuck: Handler = {
+            let taken = taken.clone();
+            Arc::new(move |m: Message| {
+                let taken = taken.clone();
+                Box::pin(async move {
+                    taken
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8(m.data.to_vec()).unwrap());
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+            })
+        };
+        let h = sub(first.as_ref(), topic, "billing", stuck);
+        let payloads: Vec<String> = (0..10).map(|i| format!("e-{i}")).collect();
+        publish(first.as_ref(), topic, &payloads).await;
+        wait_until(
+            "the first consumer to take a message",
+            Duration::from_secs(5),
+            || !taken.lock().unwrap().is_empty(),
+        )
+        .await;
+        drop(h);
+        drop(first);
+
+        // A new process: nothing but the file carries over.
+        let second: Arc<dyn PubSub> = Arc::new(EmbeddedPubSub::new(&md(&file)).unwrap());
+        let got = Seen::default();
+        let _h2 = sub(second.as_ref(), topic, "billing", recorder(&got));
+        let expected: BTreeSet<String> = payloads.iter().cloned().collect();
+        wait_until(
+            "every message after the restart",
+            Duration::from_secs(10),
+            || set(&got) == expected,
+        )
+        .await;
+        // A group that subscribes later still gets the retained messages.
+        let late = Seen::default();
+        let _h3 = sub(second.as_ref(), topic, "audit", recorder(&late));
+        wait_until(
+            "a late group to read the log from the start",
+            Duration::from_secs(10),
+            || set(&late) == expected,
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+}

@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -225,3 +226,39 @@ def test_state_through_the_python_sdk(store, tmp_path, tandem_env):
     assert f"== APP == STATE OK {store}" in out.stdout, out.stdout + out.stderr
     if store == "statestore":
         assert os.path.exists(os.path.join(tandem_env["TANDEM_HOME"], "state.db"))
+
+
+def test_default_pubsub_connects_two_apps_of_a_run_file(tmp_path, tandem_env):
+    """The embedded defaults: a FastAPI subscriber and an SDK publisher in one
+    `tandem run -f`, with no resources dir and no broker running."""
+    sub_port = free_port()
+    run_file = tmp_path / "dapr.yaml"
+    run_file.write_text(
+        f"""version: 1
+apps:
+- appID: payments
+  appDirPath: {HERE}/apps
+  appPort: {sub_port}
+  command: ["{sys.executable}", "http_app.py"]
+- appID: shop
+  appDirPath: {HERE}/apps
+  command: ["sh", "-c", "sleep 2; {sys.executable} publish.py pubsub payments '{{\\"amount\\": 99}}'; sleep 2"]
+"""
+    )
+    env = dict(tandem_env, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(tandem_cmd("run", "-f", str(run_file)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = ""
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+            if "payment event com.dapr.event.sent {'amount': 99}" in out:
+                break
+        assert "== APP - payments == payment event com.dapr.event.sent {'amount': 99}" in out, out
+        assert os.path.exists(os.path.join(tandem_env["TANDEM_HOME"], "pubsub.db"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

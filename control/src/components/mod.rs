@@ -101,6 +101,10 @@ const REGISTRY: &[Registration] = &[
         },
     },
     Registration {
+        type_name: "pubsub.embedded",
+        build: |m| pubsub::embedded::EmbeddedPubSub::new(m).map(|p| Live::PubSub(Arc::new(p))),
+    },
+    Registration {
         type_name: "pubsub.in-memory",
         build: |m| pubsub::memory::MemoryPubSub::new(m).map(|p| Live::PubSub(Arc::new(p))),
     },

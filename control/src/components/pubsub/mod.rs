@@ -3,6 +3,7 @@
 //! letters belong to `crate::api::pubsub` and `crate::delivery`, so every
 //! broker behaves the same.
 
+pub mod embedded;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
