@@ -244,3 +244,83 @@ fn publish_errors_and_scoping() {
         (400, "ERR_PUBSUB_NOT_CONFIGURED")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_publish_over_http_and_grpc() {
+    let dir = TempDir::new("bulk");
+    bus(&dir, "");
+    let app = Arc::new(App {
+        subscribe: SUBSCRIBE.into(),
+        ..Default::default()
+    });
+    let port = start_app(app.clone());
+    let s = sidecar()
+        .args([
+            "--app-port",
+            &port.to_string(),
+            "--resources-path",
+            dir.path().to_str().unwrap(),
+        ])
+        .start();
+    assert!(s.wait_healthz(204, Duration::from_secs(10)));
+    let body = br#"[
+        {"entryId":"1","event":{"n":1},"contentType":"application/json"},
+        {"entryId":"2","event":"plain words","contentType":"text/plain"},
+        {"entryId":"3","event":"AQID","contentType":"application/octet-stream","metadata":{"cloudevent.type":"bytes.v1"}}
+    ]"#;
+    let r = s.request("POST", "/v1.0/publish/bulk/bus/orders", body);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let got = app.wait_for("/orders", 3);
+    let mut seen: Vec<String> = got
+        .iter()
+        .map(|g| g.event["datacontenttype"].as_str().unwrap().to_string())
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["application/json", "application/octet-stream", "text/plain"]
+    );
+    let bytes = got
+        .iter()
+        .find(|g| g.event["datacontenttype"] == "application/octet-stream")
+        .unwrap();
+    assert_eq!(bytes.event["data_base64"], "AQID");
+    assert_eq!(
+        bytes.event["type"], "bytes.v1",
+        "entry metadata applies to its entry"
+    );
+
+    for (bad, why) in [
+        (&br#"[{"entryId":"1","event":1,"contentType":"application/json"},{"entryId":"1","event":2,"contentType":"application/json"}]"#[..], "repeated"),
+        (br#"[{"entryId":"1","event":1}]"#, "contentType is required"),
+        (br#"[{"entryId":"1","event":"%%","contentType":"application/octet-stream"}]"#, "base64"),
+        (br#"{"not":"a list"}"#, "JSON array"),
+    ] {
+        let r = s.request("POST", "/v1.0-alpha1/publish/bulk/bus/orders", bad);
+        assert_eq!((r.status, r.error_code().as_str()), (400, "ERR_PUBSUB_EVENTS_SER"), "{why}: {}", r.text());
+        assert!(r.text().contains(why), "{why}: {}", r.text());
+    }
+
+    let mut c = rt::dapr_client::DaprClient::connect(s.grpc_endpoint())
+        .await
+        .unwrap();
+    let resp = c
+        .bulk_publish_event(rt::BulkPublishRequest {
+            pubsub_name: "bus".into(),
+            topic: "orders".into(),
+            entries: (0..2)
+                .map(|i| rt::BulkPublishRequestEntry {
+                    entry_id: i.to_string(),
+                    event: format!("{{\"g\":{i}}}").into_bytes(),
+                    content_type: "application/json".into(),
+                    metadata: Default::default(),
+                })
+                .collect(),
+            metadata: Default::default(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.failed_entries.is_empty());
+    assert_eq!(app.wait_for("/orders", 5).len(), 5);
+}

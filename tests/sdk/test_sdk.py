@@ -185,6 +185,12 @@ def test_http_app_health_is_probed_with_app_token(tandem_env, background, tmp_pa
     # an event published with the SDK reaches the FastAPI subscriber
     publish_with_sdk(tandem_env, http_port, grpc_port, "payments", '{"amount": 12}')
     assert run.wait_for("== APP == payment event com.dapr.event.sent {'amount': 12}"), run.output()
+    # and so do the events of a bulk publish (publish_events)
+    env = dict(tandem_env, DAPR_HTTP_PORT=str(http_port), DAPR_GRPC_PORT=str(grpc_port))
+    out = subprocess.run(python_app("publish_many.py", "pubsub", "payments", "3"), env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for i in range(3):
+        assert run.wait_for(f"== APP == payment event com.dapr.event.sent {{'amount': {i}}}"), run.output()
 
 
 STORES = {

@@ -226,3 +226,73 @@ pub async fn publish(rt: &Runtime, p: Publish) -> Result<(), ApiError> {
         )
     })
 }
+
+/// One entry of a bulk publish.
+pub struct BulkEntry {
+    pub entry_id: String,
+    pub data: Bytes,
+    pub content_type: String,
+    pub metadata: Metadata,
+}
+
+/// Publishes every entry (each its own CloudEvent unless raw); returns the
+/// entries that failed with why. Request-level problems are errors.
+pub async fn bulk_publish(
+    rt: &Runtime,
+    pubsub: &str,
+    topic: &str,
+    entries: Vec<BulkEntry>,
+    metadata: Metadata,
+    traceparent: Option<String>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let comp = lookup(rt, pubsub, topic)?;
+    let mut ids = std::collections::BTreeSet::new();
+    for e in &entries {
+        if e.entry_id.is_empty() || !ids.insert(e.entry_id.clone()) {
+            return Err(bad_request(
+                "ERR_PUBSUB_EVENTS_SER",
+                format!(
+                    "every entry needs a unique, non-empty entryId (`{}` is empty or repeated)",
+                    e.entry_id
+                ),
+            ));
+        }
+    }
+    let has_ttl = comp.broker.features().contains(&feature::MESSAGE_TTL);
+    let mut failed = Vec::new();
+    for e in entries {
+        let mut md = metadata.clone();
+        md.extend(e.metadata);
+        let p = Publish {
+            pubsub: pubsub.to_string(),
+            topic: topic.to_string(),
+            data: e.data,
+            content_type: e.content_type,
+            metadata: md,
+            traceparent: traceparent.clone(),
+        };
+        let raw = p.metadata.get("rawPayload").is_some_and(|v| v == "true");
+        let built = if raw {
+            Ok((p.data.clone(), p.content_type.clone()))
+        } else {
+            envelope(rt, &p, has_ttl).map(|ce| (Bytes::from(ce), CLOUDEVENTS_JSON.to_string()))
+        };
+        let (data, content_type) = match built {
+            Ok(v) => v,
+            Err(err) => {
+                failed.push((e.entry_id, err.message));
+                continue;
+            }
+        };
+        let msg = Message {
+            topic: topic.to_string(),
+            data,
+            content_type,
+            metadata: p.metadata,
+        };
+        if let Err(err) = comp.broker.publish(msg).await {
+            failed.push((e.entry_id, err));
+        }
+    }
+    Ok(failed)
+}

@@ -101,6 +101,47 @@ impl DaprApi {
         result
     }
 
+    async fn bulk_publish(
+        &self,
+        method: &'static str,
+        req: Request<rt::BulkPublishRequest>,
+    ) -> Result<Response<rt::BulkPublishResponse>, Status> {
+        let rt = self.rt.clone();
+        let traceparent = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        self.call(method, req, |r| async move {
+            let entries = r
+                .entries
+                .into_iter()
+                .map(|e| pubsub::BulkEntry {
+                    entry_id: e.entry_id,
+                    data: e.event.into(),
+                    content_type: e.content_type,
+                    metadata: to_btree(e.metadata),
+                })
+                .collect();
+            let failed = pubsub::bulk_publish(
+                &rt,
+                &r.pubsub_name,
+                &r.topic,
+                entries,
+                to_btree(r.metadata),
+                traceparent,
+            )
+            .await?;
+            Ok(rt::BulkPublishResponse {
+                failed_entries: failed
+                    .into_iter()
+                    .map(|(entry_id, error)| rt::BulkPublishResponseFailedEntry { entry_id, error })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
     async fn not_yet<Req, Resp>(
         &self,
         method: &'static str,
@@ -385,16 +426,14 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::BulkPublishRequest>,
     ) -> Result<Response<rt::BulkPublishResponse>, Status> {
-        self.not_yet("BulkPublishEventAlpha1", "pub/sub publish", req)
-            .await
+        self.bulk_publish("BulkPublishEventAlpha1", req).await
     }
 
     async fn bulk_publish_event(
         &self,
         req: Request<rt::BulkPublishRequest>,
     ) -> Result<Response<rt::BulkPublishResponse>, Status> {
-        self.not_yet("BulkPublishEvent", "pub/sub publish", req)
-            .await
+        self.bulk_publish("BulkPublishEvent", req).await
     }
 
     type SubscribeTopicEventsAlpha1Stream = GrpcStream<rt::SubscribeTopicEventsResponseAlpha1>;
