@@ -318,6 +318,38 @@ async fn post_grpc(
     ce: &serde_json::Map<String, Value>,
 ) -> Outcome {
     use tandem_proto::runtime::v1 as rt;
+    let event = topic_event_request(ce, &sub.spec.pubsubname, path);
+    let _permit = app.permit().await;
+    let mut req = tonic::Request::new(event);
+    app.add_grpc_token(&mut req);
+    if let Some(tp) = ce.get("traceparent").and_then(Value::as_str)
+        && let Ok(v) = tp.parse()
+    {
+        req.metadata_mut().insert("traceparent", v);
+    }
+    let mut client = rt::app_callback_client::AppCallbackClient::new(channel);
+    match client.on_topic_event(req).await {
+        Ok(resp) => match rt::topic_event_response::TopicEventResponseStatus::try_from(
+            resp.into_inner().status,
+        ) {
+            Ok(rt::topic_event_response::TopicEventResponseStatus::Success) => Outcome::Ack,
+            Ok(rt::topic_event_response::TopicEventResponseStatus::Drop) => {
+                Outcome::Dropped("the app answered DROP".into())
+            }
+            _ => Outcome::Retry("the app answered RETRY".into()),
+        },
+        Err(status) if status.code() == tonic::Code::Unimplemented => Outcome::Ack,
+        Err(status) => Outcome::Retry(format!("OnTopicEvent failed: {}", status.message())),
+    }
+}
+
+/// A CloudEvent as the gRPC `TopicEventRequest` apps and streaming
+/// subscribers receive.
+pub(crate) fn topic_event_request(
+    ce: &serde_json::Map<String, Value>,
+    pubsub: &str,
+    path: &str,
+) -> tandem_proto::runtime::v1::TopicEventRequest {
     let s = |k: &str| {
         ce.get(k)
             .and_then(Value::as_str)
@@ -340,7 +372,7 @@ async fn post_grpc(
             .map(|(k, v)| (k.clone(), to_prost(v)))
             .collect(),
     };
-    let event = rt::TopicEventRequest {
+    tandem_proto::runtime::v1::TopicEventRequest {
         id: s("id"),
         source: s("source"),
         r#type: s("type"),
@@ -348,30 +380,8 @@ async fn post_grpc(
         data_content_type: s("datacontenttype"),
         topic: s("topic"),
         data: grpc_data(ce),
-        pubsub_name: sub.spec.pubsubname.clone(),
+        pubsub_name: pubsub.to_string(),
         path: path.to_string(),
         extensions: Some(extensions),
-    };
-    let _permit = app.permit().await;
-    let mut req = tonic::Request::new(event);
-    app.add_grpc_token(&mut req);
-    if let Some(tp) = ce.get("traceparent").and_then(Value::as_str)
-        && let Ok(v) = tp.parse()
-    {
-        req.metadata_mut().insert("traceparent", v);
-    }
-    let mut client = rt::app_callback_client::AppCallbackClient::new(channel);
-    match client.on_topic_event(req).await {
-        Ok(resp) => match rt::topic_event_response::TopicEventResponseStatus::try_from(
-            resp.into_inner().status,
-        ) {
-            Ok(rt::topic_event_response::TopicEventResponseStatus::Success) => Outcome::Ack,
-            Ok(rt::topic_event_response::TopicEventResponseStatus::Drop) => {
-                Outcome::Dropped("the app answered DROP".into())
-            }
-            _ => Outcome::Retry("the app answered RETRY".into()),
-        },
-        Err(status) if status.code() == tonic::Code::Unimplemented => Outcome::Ack,
-        Err(status) => Outcome::Retry(format!("OnTopicEvent failed: {}", status.message())),
     }
 }

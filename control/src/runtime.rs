@@ -25,6 +25,8 @@ pub struct Runtime {
     extended: RwLock<BTreeMap<String, String>>,
     app_subscriptions: RwLock<Vec<(SubscriptionSpec, SubscriptionKind)>>,
     shutdown: watch::Sender<bool>,
+    /// Open streaming subscriptions, by registration number.
+    streaming: std::sync::Mutex<(u64, Vec<(u64, SubscriptionSpec)>)>,
     /// Live broker subscriptions; dropping one stops its delivery.
     subscriptions: std::sync::Mutex<Vec<crate::components::pubsub::SubscriptionHandle>>,
 }
@@ -44,6 +46,7 @@ impl Runtime {
             app_subscriptions: RwLock::new(Vec::new()),
             shutdown: watch::channel(false).0,
             subscriptions: std::sync::Mutex::new(Vec::new()),
+            streaming: std::sync::Mutex::new((0, Vec::new())),
         }
     }
 
@@ -119,6 +122,14 @@ impl Runtime {
                 .iter()
                 .cloned(),
         );
+        out.extend(
+            self.streaming
+                .lock()
+                .expect("streaming lock")
+                .1
+                .iter()
+                .map(|(_, s)| (s.clone(), SubscriptionKind::Streaming)),
+        );
         out
     }
 
@@ -144,6 +155,23 @@ impl Runtime {
     pub fn omit_health_check_logs(&self) -> bool {
         self.api_logging_spec()
             .is_some_and(|a| a.omit_health_checks)
+    }
+
+    /// Lists a streaming subscription in the metadata API until removed.
+    pub fn add_streaming_subscription(&self, spec: SubscriptionSpec) -> u64 {
+        let mut s = self.streaming.lock().expect("streaming lock");
+        s.0 += 1;
+        let id = s.0;
+        s.1.push((id, spec));
+        id
+    }
+
+    pub fn remove_streaming_subscription(&self, id: u64) {
+        self.streaming
+            .lock()
+            .expect("streaming lock")
+            .1
+            .retain(|(i, _)| *i != id);
     }
 
     pub fn keep_subscription(&self, handle: crate::components::pubsub::SubscriptionHandle) {

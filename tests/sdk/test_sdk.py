@@ -268,3 +268,20 @@ apps:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_streaming_subscription(tmp_path, tandem_env):
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", "streamer", "--resources-path", pubsub_resources(tmp_path),
+            "--", *python_app("streaming_subscriber.py", "pubsub", "ticks", "3"),
+        ),
+        env=tandem_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "== APP == STREAM OK [0, 1, 2]" in out.stdout, out.stdout + out.stderr
+    assert "== APP == retried" in out.stdout, "a RETRY answer brings the event back"
+    assert "('ticks', 'STREAMING')" in out.stdout, "listed while open: " + out.stdout

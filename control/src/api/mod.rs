@@ -7,3 +7,4 @@ pub mod metadata;
 pub mod pubsub;
 pub mod secrets;
 pub mod state;
+pub mod streaming;

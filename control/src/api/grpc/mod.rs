@@ -442,8 +442,12 @@ impl Dapr for DaprApi {
         &self,
         req: Request<Streaming<rt::SubscribeTopicEventsRequestAlpha1>>,
     ) -> Result<Response<Self::SubscribeTopicEventsAlpha1Stream>, Status> {
-        self.not_yet("SubscribeTopicEventsAlpha1", "pub/sub", req)
-            .await
+        let rt = self.rt.clone();
+        self.call("SubscribeTopicEventsAlpha1", req, |inbound| async move {
+            let stream = crate::api::streaming::subscribe(rt, inbound).await?;
+            Ok(Box::pin(stream) as Self::SubscribeTopicEventsAlpha1Stream)
+        })
+        .await
     }
 
     async fn invoke_binding(
