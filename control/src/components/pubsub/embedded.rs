@@ -17,7 +17,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 pub struct EmbeddedPubSub {
-    path: PathBuf,
     conn: Arc<Mutex<Connection>>,
     wake: Arc<Notify>,
     lease: Duration,
@@ -82,7 +81,6 @@ impl EmbeddedPubSub {
         )
         .map_err(|e| e.to_string())?;
         Ok(Self {
-            path,
             conn: Arc::new(Mutex::new(conn)),
             wake: Arc::new(Notify::new()),
             lease: duration(m, "processingTimeout", Duration::from_secs(60))?,
@@ -269,11 +267,11 @@ impl PubSub for EmbeddedPubSub {
     }
 
     fn subscribe(&self, req: SubscribeRequest) -> Result<SubscriptionHandle, String> {
-        // Each subscription reads through its own connection, so a slow
-        // handler never holds up publishing.
-        let conn = Arc::new(Mutex::new(open(&self.path)?));
+        // One connection per process: SQLite's busy-wait between a local
+        // publisher and consumer would add milliseconds; the mutex does not
+        // (handlers run outside it). Other processes still share the file.
         let consumer = Consumer {
-            conn,
+            conn: self.conn.clone(),
             topic: req.topic,
             group: req.consumer_group,
             handler: req.handler,
