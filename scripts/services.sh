@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure the real services the tests talk to are up, starting any that
+# Makes sure the real services the tests talk to are up (Redis, PostgreSQL,
+# RabbitMQ), starting any that
 # stopped with the machine's own commands. Idempotent.
 set -euo pipefail
 
@@ -21,4 +22,13 @@ if ! pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1; then
   echo "services: starting PostgreSQL"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
   wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432
+fi
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+if ! port_open 5672; then
+  echo "services: starting RabbitMQ"
+  rabbitmq-server -detached
+  for _ in $(seq 1 150); do port_open 5672 && break; sleep 0.2; done
+  port_open 5672 || { echo "services: RabbitMQ did not come up" >&2; exit 1; }
 fi

@@ -315,3 +315,94 @@ mod embedded_log {
         let _ = std::fs::remove_dir_all(file.parent().unwrap());
     }
 }
+
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq_broker {
+    use super::*;
+    use tandem_control::components::pubsub::rabbitmq::RabbitPubSub;
+
+    async fn broker() -> Arc<dyn PubSub> {
+        let md = BTreeMap::from([
+            (
+                "connectionString".to_string(),
+                "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
+            ),
+            ("requeueInFailureDelay".to_string(), "50ms".to_string()),
+        ]);
+        Arc::new(
+            RabbitPubSub::connect(&md)
+                .await
+                .expect("the machine's RabbitMQ on 5672"),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rabbitmq_passes() {
+        let handles = [broker().await, broker().await];
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        conformance(
+            move || handles[next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2].clone(),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rabbitmq_redelivers_what_a_killed_subscriber_held() {
+        let topic = format!("kill-{}", run_id());
+        let first = broker().await;
+        let taken = Seen::default();
+        let stuck: Handler = {
+            let taken = taken.clone();
+            Arc::new(move |m: Message| {
+                let taken = taken.clone();
+                Box::pin(async move {
+                    taken
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8(m.data.to_vec()).unwrap());
+                    std::future::pending::<()>().await;
+                    Ok(())
+                })
+            })
+        };
+        let h = sub(first.as_ref(), &topic, "orders", stuck);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let payloads: Vec<String> = (0..10).map(|i| format!("r-{i}")).collect();
+        publish(first.as_ref(), &topic, &payloads).await;
+        wait_until(
+            "the first consumer to take a message",
+            Duration::from_secs(5),
+            || !taken.lock().unwrap().is_empty(),
+        )
+        .await;
+        drop(h);
+        let second = broker().await;
+        let got = Seen::default();
+        let _h2 = sub(second.as_ref(), &topic, "orders", recorder(&got));
+        let expected: BTreeSet<String> = payloads.iter().cloned().collect();
+        wait_until(
+            "every message, including those the dead consumer held",
+            Duration::from_secs(10),
+            || set(&got) == expected,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_rabbitmq_is_named() {
+        let md = BTreeMap::from([(
+            "connectionString".to_string(),
+            "amqp://guest:guest@127.0.0.1:1/%2f".to_string(),
+        )]);
+        let e = RabbitPubSub::connect(&md).await.err().unwrap();
+        assert!(
+            e.contains("cannot connect to rabbitmq at 127.0.0.1:1"),
+            "{e}"
+        );
+        assert!(
+            !e.contains("guest:guest"),
+            "credentials are not echoed: {e}"
+        );
+    }
+}

@@ -108,6 +108,15 @@ const REGISTRY: &[Registration] = &[
         type_name: "pubsub.in-memory",
         build: |m| pubsub::memory::MemoryPubSub::new(m).map(|p| Live::PubSub(Arc::new(p))),
     },
+    #[cfg(feature = "rabbitmq")]
+    Registration {
+        type_name: "pubsub.rabbitmq",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(pubsub::rabbitmq::RabbitPubSub::connect(m))
+                .map(|p| Live::PubSub(Arc::new(p)))
+        },
+    },
     #[cfg(feature = "redis")]
     Registration {
         type_name: "pubsub.redis",
