@@ -144,6 +144,64 @@ pub async fn conformance(make: impl Fn() -> Arc<dyn PubSub>, redelivery: Duratio
     );
 }
 
+/// A consumer that takes messages and never answers: a sidecar that hangs
+/// and is then killed.
+fn stuck(taken: &Seen) -> Handler {
+    let taken = taken.clone();
+    Arc::new(move |m: Message| {
+        let taken = taken.clone();
+        Box::pin(async move {
+            taken
+                .lock()
+                .unwrap()
+                .push(String::from_utf8(m.data.to_vec()).unwrap());
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+    })
+}
+
+/// `first` takes messages of `topic` without acknowledging them and is
+/// dropped; `second` (another process on the same backend) must then get
+/// every message. Returns `second` and what was published.
+pub async fn survives_a_killed_subscriber(
+    first: Arc<dyn PubSub>,
+    second: impl std::future::Future<Output = Arc<dyn PubSub>>,
+    topic: &str,
+) -> (Arc<dyn PubSub>, BTreeSet<String>) {
+    let taken = Seen::default();
+    let h = sub(first.as_ref(), topic, "orders", stuck(&taken));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let payloads: Vec<String> = (0..10).map(|i| format!("k-{i}")).collect();
+    publish(first.as_ref(), topic, &payloads).await;
+    wait_until(
+        "the first consumer to take a message",
+        Duration::from_secs(5),
+        || !taken.lock().unwrap().is_empty(),
+    )
+    .await;
+    drop(h);
+    drop(first);
+    let second = second.await;
+    let got = Seen::default();
+    let handle = sub(second.as_ref(), topic, "orders", recorder(&got));
+    let expected: BTreeSet<String> = payloads.iter().cloned().collect();
+    wait_until(
+        "every message, including those the dead consumer held",
+        Duration::from_secs(10),
+        || set(&got) == expected,
+    )
+    .await;
+    drop(handle);
+    (second, expected)
+}
+
+/// Hands out two broker handles in turn (two "sidecars" on one backend).
+fn alternate(handles: [Arc<dyn PubSub>; 2]) -> impl Fn() -> Arc<dyn PubSub> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    move || handles[next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_passes() {
     let shared: Arc<dyn PubSub> = Arc::new(MemoryPubSub::default());
@@ -173,10 +231,8 @@ mod redis_streams {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_streams_pass() {
-        let handles = [broker().await, broker().await];
-        let next = std::sync::atomic::AtomicUsize::new(0);
         conformance(
-            move || handles[next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2].clone(),
+            alternate([broker().await, broker().await]),
             Duration::from_secs(10),
         )
         .await;
@@ -185,46 +241,7 @@ mod redis_streams {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_killed_subscriber_loses_nothing() {
         let topic = format!("kill-{}", run_id());
-        let first = broker().await;
-        // The first "sidecar" takes messages but never acknowledges, then dies.
-        let taken = Seen::default();
-        let stuck: Handler = {
-            let taken = taken.clone();
-            Arc::new(move |m: Message| {
-                let taken = taken.clone();
-                Box::pin(async move {
-                    taken
-                        .lock()
-                        .unwrap()
-                        .push(String::from_utf8(m.data.to_vec()).unwrap());
-                    std::future::pending::<()>().await;
-                    Ok(())
-                })
-            })
-        };
-        let h = sub(first.as_ref(), &topic, "orders", stuck);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let payloads: Vec<String> = (0..10).map(|i| format!("k-{i}")).collect();
-        publish(first.as_ref(), &topic, &payloads).await;
-        wait_until(
-            "the first consumer to take a message",
-            Duration::from_secs(5),
-            || !taken.lock().unwrap().is_empty(),
-        )
-        .await;
-        drop(h);
-        drop(first);
-
-        let second = broker().await;
-        let got = Seen::default();
-        let _h2 = sub(second.as_ref(), &topic, "orders", recorder(&got));
-        let expected: BTreeSet<String> = payloads.iter().cloned().collect();
-        wait_until(
-            "every message, including the one the dead consumer held",
-            Duration::from_secs(10),
-            || set(&got) == expected,
-        )
-        .await;
+        survives_a_killed_subscriber(broker().await, broker(), &topic).await;
     }
 }
 
@@ -263,49 +280,14 @@ mod embedded_log {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn embedded_log_survives_a_killed_subscriber_and_a_restart() {
         let file = temp_file("kill");
-        let topic = "orders";
         let first: Arc<dyn PubSub> = Arc::new(EmbeddedPubSub::new(&md(&file)).unwrap());
-        let taken = Seen::default();
-        let stuck: Handler = {
-            let taken = taken.clone();
-            Arc::new(move |m: Message| {
-                let taken = taken.clone();
-                Box::pin(async move {
-                    taken
-                        .lock()
-                        .unwrap()
-                        .push(String::from_utf8(m.data.to_vec()).unwrap());
-                    std::future::pending::<()>().await;
-                    Ok(())
-                })
-            })
-        };
-        let h = sub(first.as_ref(), topic, "billing", stuck);
-        let payloads: Vec<String> = (0..10).map(|i| format!("e-{i}")).collect();
-        publish(first.as_ref(), topic, &payloads).await;
-        wait_until(
-            "the first consumer to take a message",
-            Duration::from_secs(5),
-            || !taken.lock().unwrap().is_empty(),
-        )
-        .await;
-        drop(h);
-        drop(first);
-
         // A new process: nothing but the file carries over.
-        let second: Arc<dyn PubSub> = Arc::new(EmbeddedPubSub::new(&md(&file)).unwrap());
-        let got = Seen::default();
-        let _h2 = sub(second.as_ref(), topic, "billing", recorder(&got));
-        let expected: BTreeSet<String> = payloads.iter().cloned().collect();
-        wait_until(
-            "every message after the restart",
-            Duration::from_secs(10),
-            || set(&got) == expected,
-        )
-        .await;
+        let second =
+            async { Arc::new(EmbeddedPubSub::new(&md(&file)).unwrap()) as Arc<dyn PubSub> };
+        let (second, expected) = survives_a_killed_subscriber(first, second, "orders").await;
         // A group that subscribes later still gets the retained messages.
         let late = Seen::default();
-        let _h3 = sub(second.as_ref(), topic, "audit", recorder(&late));
+        let _h = sub(second.as_ref(), "orders", "audit", recorder(&late));
         wait_until(
             "a late group to read the log from the start",
             Duration::from_secs(10),
@@ -338,10 +320,8 @@ mod rabbitmq_broker {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rabbitmq_passes() {
-        let handles = [broker().await, broker().await];
-        let next = std::sync::atomic::AtomicUsize::new(0);
         conformance(
-            move || handles[next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2].clone(),
+            alternate([broker().await, broker().await]),
             Duration::from_secs(10),
         )
         .await;
@@ -350,43 +330,7 @@ mod rabbitmq_broker {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rabbitmq_redelivers_what_a_killed_subscriber_held() {
         let topic = format!("kill-{}", run_id());
-        let first = broker().await;
-        let taken = Seen::default();
-        let stuck: Handler = {
-            let taken = taken.clone();
-            Arc::new(move |m: Message| {
-                let taken = taken.clone();
-                Box::pin(async move {
-                    taken
-                        .lock()
-                        .unwrap()
-                        .push(String::from_utf8(m.data.to_vec()).unwrap());
-                    std::future::pending::<()>().await;
-                    Ok(())
-                })
-            })
-        };
-        let h = sub(first.as_ref(), &topic, "orders", stuck);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let payloads: Vec<String> = (0..10).map(|i| format!("r-{i}")).collect();
-        publish(first.as_ref(), &topic, &payloads).await;
-        wait_until(
-            "the first consumer to take a message",
-            Duration::from_secs(5),
-            || !taken.lock().unwrap().is_empty(),
-        )
-        .await;
-        drop(h);
-        let second = broker().await;
-        let got = Seen::default();
-        let _h2 = sub(second.as_ref(), &topic, "orders", recorder(&got));
-        let expected: BTreeSet<String> = payloads.iter().cloned().collect();
-        wait_until(
-            "every message, including those the dead consumer held",
-            Duration::from_secs(10),
-            || set(&got) == expected,
-        )
-        .await;
+        survives_a_killed_subscriber(broker().await, broker(), &topic).await;
     }
 
     #[tokio::test]
