@@ -5,69 +5,14 @@
 //! `cargo bench --bench pubsub` (needs the machine's Redis on 6379).
 //! `PUBSUB_ITERS` sets the samples per measurement (default 2000).
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tandem_proto::runtime::v1 as rt;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tandem");
-
-struct Sidecar {
-    child: Child,
-    http: u16,
-    grpc: u16,
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(resources: &std::path::Path, app_port: Option<u16>) -> Sidecar {
-    let (http, grpc) = (free_port(), free_port());
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "sidecar",
-        "--app-id",
-        &format!("bench-{}", std::process::id()),
-        "--log-level",
-        "error",
-        "--enable-metrics=false",
-    ])
-    .args([
-        "--dapr-http-port",
-        &http.to_string(),
-        "--dapr-grpc-port",
-        &grpc.to_string(),
-    ])
-    .args(["--resources-path", resources.to_str().unwrap()])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    if let Some(p) = app_port {
-        cmd.args(["--app-port", &p.to_string()]);
-    }
-    let child = cmd.spawn().unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < end, "sidecar did not start");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    Sidecar { child, http, grpc }
-}
 
 fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -179,7 +124,11 @@ async fn main() {
         raw.push(t.elapsed().as_secs_f64() * 1e6);
     }
     let (raw50, raw99) = percentiles(raw);
-    let sc = start(&dir.join("redis"), None);
+    let sc = common::start(
+        &format!("bench-{}", std::process::id()),
+        &dir.join("redis"),
+        None,
+    );
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let uri = format!("http://127.0.0.1:{}/v1.0/publish/bus/{topic}", sc.http);
@@ -266,7 +215,7 @@ async fn main() {
             Arc::new(std::sync::Mutex::new(Vec::new())),
         );
         let port = app(count.clone(), lat.clone(), topic.clone()).await;
-        let sc = start(&res, Some(port));
+        let sc = common::start(&format!("bench-{}", std::process::id()), &res, Some(port));
         let uri = format!("http://127.0.0.1:{}/v1.0/publish/bus/{topic}", sc.http);
         let t = Instant::now();
         for _ in 0..iters {

@@ -6,65 +6,12 @@
 //! `cargo bench --bench state` (needs the machine's Redis on 6379).
 //! `STATE_ITERS` sets the samples per measurement (default 3000).
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tandem_proto::runtime::v1 as rt;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tandem");
-
-struct Sidecar {
-    child: Child,
-    http: u16,
-    grpc: u16,
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_sidecar(resources: &std::path::Path) -> Sidecar {
-    let (http, grpc) = (free_port(), free_port());
-    let child = Command::new(BIN)
-        .args([
-            "sidecar",
-            "--app-id",
-            "bench",
-            "--log-level",
-            "error",
-            "--enable-metrics=false",
-        ])
-        .args([
-            "--dapr-http-port",
-            &http.to_string(),
-            "--dapr-grpc-port",
-            &grpc.to_string(),
-        ])
-        .args(["--resources-path", resources.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let end = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < end, "sidecar did not start");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    Sidecar { child, http, grpc }
-}
 
 struct Stats {
     p50: f64,
@@ -120,7 +67,7 @@ async fn main() {
         "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: cache\nspec:\n  type: state.redis\n  metadata:\n  - name: redisHost\n    value: 127.0.0.1:6379\n---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: mem\nspec:\n  type: state.in-memory\n  metadata: []\n",
     )
     .unwrap();
-    let sc = start_sidecar(&dir);
+    let sc = common::start("bench", &dir, None);
 
     // Raw Redis: the same scripts the store runs, on one connection.
     let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();

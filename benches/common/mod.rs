@@ -1,0 +1,64 @@
+//! What the benches share: a sidecar process of the release binary.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tandem");
+
+pub struct Sidecar {
+    child: Child,
+    pub http: u16,
+    pub grpc: u16,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `tandem sidecar` on `resources` (and `app_port`), quiet and
+/// without metrics, and waits until its HTTP port accepts.
+pub fn start(app_id: &str, resources: &std::path::Path, app_port: Option<u16>) -> Sidecar {
+    let (http, grpc) = (free_port(), free_port());
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "sidecar",
+        "--app-id",
+        app_id,
+        "--log-level",
+        "error",
+        "--enable-metrics=false",
+    ])
+    .args([
+        "--dapr-http-port",
+        &http.to_string(),
+        "--dapr-grpc-port",
+        &grpc.to_string(),
+    ])
+    .args(["--resources-path", resources.to_str().unwrap()])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if let Some(p) = app_port {
+        cmd.args(["--app-port", &p.to_string()]);
+    }
+    let child = cmd.spawn().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < end, "sidecar did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Let components and subscriptions settle.
+    std::thread::sleep(Duration::from_millis(300));
+    Sidecar { child, http, grpc }
+}
