@@ -220,7 +220,25 @@ async fn app_startup(rt: Arc<Runtime>) {
         rt.set_ready();
         tandem_control::delivery::start(&rt);
         tracing::info!("app passed its health check: sidecar is ready");
-        let _ = shutdown.changed().await;
+        // Like Dapr: no events for an unhealthy app; they wait in the broker
+        // and flow again when it recovers.
+        loop {
+            tokio::select! {
+                changed = watch.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    if *watch.borrow_and_update() {
+                        tracing::info!("app recovered: resuming event delivery");
+                        tandem_control::delivery::start(&rt);
+                    } else {
+                        tracing::warn!("app unhealthy: pausing event delivery");
+                        rt.stop_subscriptions();
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
         probe.abort();
     } else {
         rt.app_health.set(true);

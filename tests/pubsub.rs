@@ -324,3 +324,68 @@ async fn bulk_publish_over_http_and_grpc() {
     assert!(resp.failed_entries.is_empty());
     assert_eq!(app.wait_for("/orders", 5).len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_events_for_an_unhealthy_app_and_none_lost() {
+    let dir = TempDir::new("unhealthy");
+    let db = dir.path().join("log.db");
+    dir.write(
+        "bus.yaml",
+        &common::component(
+            "bus",
+            "pubsub.embedded",
+            &[("path", db.to_str().unwrap()), ("pollInterval", "20ms")],
+        ),
+    );
+    let app = Arc::new(App {
+        subscribe: r#"[{"pubsubname":"bus","topic":"orders","route":"/orders"}]"#.into(),
+        ..Default::default()
+    });
+    let port = start_app(app.clone());
+    let s = sidecar()
+        .args([
+            "--app-port",
+            &port.to_string(),
+            "--resources-path",
+            dir.path().to_str().unwrap(),
+        ])
+        .args([
+            "--enable-app-health-check",
+            "--app-health-probe-interval",
+            "50ms",
+            "--app-health-threshold",
+            "1",
+        ])
+        .start();
+    assert!(s.wait_healthz(204, Duration::from_secs(10)));
+    s.request("POST", "/v1.0/publish/bus/orders", b"first");
+    app.wait_for("/orders", 1);
+
+    app.answers
+        .lock()
+        .unwrap()
+        .insert("/healthz".into(), vec![(503, "")]);
+    assert!(
+        s.stderr
+            .wait_for("pausing event delivery", Duration::from_secs(5)),
+        "{}",
+        s.stderr.text()
+    );
+    s.request("POST", "/v1.0/publish/bus/orders", b"while-down");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        app.wait_for("/orders", 1).len(),
+        1,
+        "nothing delivered while the app is unhealthy"
+    );
+
+    app.answers
+        .lock()
+        .unwrap()
+        .insert("/healthz".into(), vec![(200, "")]);
+    let got = app.wait_for("/orders", 2);
+    assert_eq!(
+        got[1].event["data"], "while-down",
+        "delivered after recovery, not lost"
+    );
+}
