@@ -12,6 +12,9 @@ use tandem_control::components::pubsub::{
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
+/// How long a new subscription gets to be in place before publishing.
+const SETTLE: Duration = Duration::from_secs(1);
+
 fn recorder(seen: &Seen) -> Handler {
     let seen = seen.clone();
     Arc::new(move |m: Message| {
@@ -109,7 +112,9 @@ pub async fn conformance(make: impl Fn() -> Arc<dyn PubSub>, redelivery: Duratio
     let _hc1 = sub(broker.as_ref(), &topic, "group-c", recorder(&c1));
     let _hc2 = sub(other.as_ref(), &topic, "group-c", recorder(&c2));
     let _hd = sub(broker.as_ref(), &topic, "group-d", fails_once(&d));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Subscribing is asynchronous: a broker may bind the group's queue a
+    // moment later (RabbitMQ drops what reaches a fanout exchange before).
+    tokio::time::sleep(SETTLE).await;
     publish(broker.as_ref(), &topic, &payloads).await;
 
     wait_until(
@@ -171,7 +176,9 @@ pub async fn survives_a_killed_subscriber(
 ) -> (Arc<dyn PubSub>, BTreeSet<String>) {
     let taken = Seen::default();
     let h = sub(first.as_ref(), topic, "orders", stuck(&taken));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Subscribing is asynchronous: a broker may bind the group's queue a
+    // moment later (RabbitMQ drops what reaches a fanout exchange before).
+    tokio::time::sleep(SETTLE).await;
     let payloads: Vec<String> = (0..10).map(|i| format!("k-{i}")).collect();
     publish(first.as_ref(), topic, &payloads).await;
     wait_until(
