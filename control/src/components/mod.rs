@@ -4,6 +4,7 @@
 
 pub mod pubsub;
 pub mod secretstores;
+pub mod shared_sqlite;
 pub mod state;
 
 use crate::snapshot::RegisteredComponent;

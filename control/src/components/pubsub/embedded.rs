@@ -31,18 +31,6 @@ fn duration(m: &Metadata, key: &str, default: Duration) -> Result<Duration, Stri
     }
 }
 
-fn open(path: &std::path::Path) -> Result<Connection, String> {
-    let conn =
-        Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(|e| format!("cannot switch {} to WAL: {e}", path.display()))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(|e| e.to_string())?;
-    Ok(conn)
-}
-
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -67,11 +55,7 @@ impl EmbeddedPubSub {
             .get("path")
             .filter(|p| !p.is_empty())
             .map_or_else(|| crate::home::dir().join("pubsub.db"), PathBuf::from);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create the directory of {}: {e}", path.display()))?;
-        }
-        let conn = open(&path)?;
+        let conn = crate::components::shared_sqlite::open(&path, Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| format!("cannot prepare {}: {e}", path.display()))?;
         let retention = duration(m, "retention", Duration::from_secs(24 * 3600))?;

@@ -46,17 +46,7 @@ impl SqliteStore {
                 .map_err(|e| format!("metadata `busyTimeout`: {e}"))?,
             None => Duration::from_secs(5),
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create the directory of {}: {e}", path.display()))?;
-        }
-        let conn =
-            Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        conn.busy_timeout(busy).map_err(|e| e.to_string())?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| format!("cannot switch {} to WAL: {e}", path.display()))?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| e.to_string())?;
+        let conn = crate::components::shared_sqlite::open(&path, busy)?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 key TEXT PRIMARY KEY NOT NULL,

@@ -1,0 +1,60 @@
+//! Opening a SQLite file that several sidecars (processes) share: the
+//! embedded state store and the embedded pub/sub log.
+
+use rusqlite::Connection;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Opens `path` (creating its directory), in WAL mode with a busy timeout.
+/// Switching to WAL needs a moment of exclusive access and SQLite does not
+/// wait for it, so sidecars that start together retry it here.
+pub fn open(path: &Path, busy: Duration) -> Result<Connection, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the directory of {}: {e}", path.display()))?;
+    }
+    let conn =
+        Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    conn.busy_timeout(busy).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + busy.max(Duration::from_secs(1));
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(format!("cannot switch {} to WAL: {e}", path.display())),
+        }
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_openers_at_once_all_succeed() {
+        let dir = std::env::temp_dir().join(format!("tandem-shared-sqlite-{}", std::process::id()));
+        let path = dir.join("x.db");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || open(&path, Duration::from_secs(5)).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().expect("every opener gets the file");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
