@@ -4,6 +4,7 @@
 //! body limits) is decided here; the logic lives in `crate::api::*`.
 
 mod handlers;
+mod pubsub;
 mod state;
 pub mod wire;
 
@@ -152,7 +153,7 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
             if !topic.is_empty() && *pubsub != "bulk" =>
         {
             let (pubsub, topic) = (pubsub.to_string(), topic.join("/"));
-            respond(publish(rt, pubsub, topic, req).await)
+            respond(pubsub::publish(rt, pubsub, topic, req).await)
         }
         (
             &Method::POST | &Method::PUT,
@@ -165,7 +166,7 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
             ],
         ) if !topic.is_empty() => {
             let (pubsub, topic) = (pubsub.to_string(), topic.join("/"));
-            respond(bulk_publish(rt, pubsub, topic, req).await)
+            respond(pubsub::bulk_publish(rt, pubsub, topic, req).await)
         }
         (&Method::POST | &Method::PUT, ["v1.0", "state", store]) => {
             let store = store.to_string();
@@ -197,129 +198,6 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
         }
         _ => no_route(&method, &path, &req),
     }
-}
-
-async fn publish(
-    rt: &Runtime,
-    pubsub: String,
-    topic: String,
-    req: Request<Incoming>,
-) -> Result<ApiResponse, ApiError> {
-    let metadata = wire::metadata_params(req.uri().query());
-    let header = |n: http::header::HeaderName| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from)
-    };
-    let content_type = header(header::CONTENT_TYPE).unwrap_or_default();
-    let traceparent = header(http::header::HeaderName::from_static("traceparent"));
-    let data = wire::read_body(req.into_body(), rt.options.max_body_size).await?;
-    crate::api::pubsub::publish(
-        rt,
-        crate::api::pubsub::Publish {
-            pubsub,
-            topic,
-            data,
-            content_type,
-            metadata,
-            traceparent,
-        },
-    )
-    .await?;
-    Ok(Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(Full::new(Bytes::new()))
-        .expect("valid response parts"))
-}
-
-/// `POST /v1.0/publish/bulk/{pubsub}/{topic}`: a JSON array of
-/// `{entryId, event, contentType, metadata?}`.
-async fn bulk_publish(
-    rt: &Runtime,
-    pubsub: String,
-    topic: String,
-    req: Request<Incoming>,
-) -> Result<ApiResponse, ApiError> {
-    use base64::Engine;
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        #[serde(rename = "entryId", default)]
-        entry_id: String,
-        event: serde_json::Value,
-        #[serde(rename = "contentType", default)]
-        content_type: String,
-        #[serde(default)]
-        metadata: std::collections::BTreeMap<String, String>,
-    }
-    let metadata = wire::metadata_params(req.uri().query());
-    let traceparent = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    let body = wire::read_body(req.into_body(), rt.options.max_body_size).await?;
-    let entries: Vec<Entry> = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, "ERR_PUBSUB_EVENTS_SER", format!("bulk publish: expected a JSON array of {{entryId, event, contentType, metadata?}}: {e}"))
-    })?;
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        let bad = |why: &str| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                tonic::Code::InvalidArgument,
-                "ERR_PUBSUB_EVENTS_SER",
-                format!("bulk publish entry `{}`: {why}", e.entry_id),
-            )
-        };
-        let ct = e.content_type.as_str();
-        let data = if ct.starts_with("application/octet-stream") {
-            let s = e
-                .event
-                .as_str()
-                .ok_or_else(|| bad("an application/octet-stream event must be a base64 string"))?;
-            base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|_| bad("the event is not valid base64"))?
-        } else if ct.starts_with("text/") || ct.contains("xml") {
-            e.event
-                .as_str()
-                .ok_or_else(|| bad("a text event must be a JSON string"))?
-                .as_bytes()
-                .to_vec()
-        } else if ct.contains("json") {
-            serde_json::to_vec(&e.event).expect("JSON")
-        } else {
-            return Err(bad(
-                "contentType is required: application/json, application/cloudevents+json, text/*, application/xml or application/octet-stream",
-            ));
-        };
-        out.push(crate::api::pubsub::BulkEntry {
-            entry_id: e.entry_id,
-            data: Bytes::from(data),
-            content_type: e.content_type,
-            metadata: e.metadata,
-        });
-    }
-    let failed =
-        crate::api::pubsub::bulk_publish(rt, &pubsub, &topic, out, metadata, traceparent).await?;
-    if failed.is_empty() {
-        return Ok(Response::builder()
-            .status(StatusCode::NO_CONTENT)
-            .body(Full::new(Bytes::new()))
-            .expect("valid response parts"));
-    }
-    let body = serde_json::json!({
-        "failedEntries": failed.iter().map(|(id, err)| serde_json::json!({"entryId": id, "error": err})).collect::<Vec<_>>(),
-        "errorCode": "ERR_PUBSUB_PUBLISH_MESSAGE",
-    });
-    Ok(Response::builder()
-        .status(StatusCode::INTERNAL_SERVER_ERROR)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(
-            serde_json::to_vec(&body).expect("JSON"),
-        )))
-        .expect("valid response parts"))
 }
 
 fn respond(result: Result<ApiResponse, ApiError>) -> ApiResponse {
