@@ -2,6 +2,7 @@
 //! and the work of turning loaded `Component` resources into live ones —
 //! resolving `secretKeyRef`/`envRef`, init timeouts, `ignoreErrors`.
 
+pub mod metadata;
 pub mod pubsub;
 pub mod secretstores;
 pub mod shared_sqlite;

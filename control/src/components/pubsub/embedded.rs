@@ -10,6 +10,7 @@
 //! groups start at the oldest retained message (`retention`, default 24h).
 
 use super::*;
+use crate::components::metadata::duration;
 use rusqlite::{Connection, TransactionBehavior, params};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -22,13 +23,6 @@ pub struct EmbeddedPubSub {
     lease: Duration,
     poll: Duration,
     retry_pause: Duration,
-}
-
-fn duration(m: &Metadata, key: &str, default: Duration) -> Result<Duration, String> {
-    match m.get(key).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => tandem_config::parse_duration(v).map_err(|e| format!("metadata `{key}`: {e}")),
-    }
 }
 
 const SCHEMA: &str = "

@@ -6,6 +6,7 @@
 //! reclaimed with XAUTOCLAIM once it has been idle for `processingTimeout`.
 
 use super::*;
+use crate::components::metadata::duration;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::streams::{StreamReadOptions, StreamReadReply};
 use ::redis::{AsyncCommands, Client, RedisResult};
@@ -20,36 +21,9 @@ pub struct RedisPubSub {
     max_len: Option<usize>,
 }
 
-fn duration(m: &Metadata, key: &str, default: Duration) -> Result<Duration, String> {
-    match m.get(key).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => tandem_config::parse_duration(v).map_err(|e| format!("metadata `{key}`: {e}")),
-    }
-}
-
 impl RedisPubSub {
     pub async fn connect(m: &Metadata) -> Result<Self, String> {
-        let host = m
-            .get("redisHost")
-            .map(String::as_str)
-            .unwrap_or("localhost:6379");
-        if m.get("enableTLS").is_some_and(|v| v == "true") {
-            return Err("metadata `enableTLS: true` is not supported yet by pubsub.redis".into());
-        }
-        let db = m
-            .get("redisDB")
-            .filter(|v| !v.is_empty())
-            .map_or("0", |v| v.as_str());
-        let auth = match (
-            m.get("redisUsername").filter(|v| !v.is_empty()),
-            m.get("redisPassword").filter(|v| !v.is_empty()),
-        ) {
-            (Some(u), Some(p)) => format!("{u}:{p}@"),
-            (None, Some(p)) => format!(":{p}@"),
-            _ => String::new(),
-        };
-        let client = Client::open(format!("redis://{auth}{host}/{db}"))
-            .map_err(|e| format!("redis at {host}: {e}"))?;
+        let (client, host) = crate::components::metadata::redis_client(m, "pubsub.redis")?;
         let publisher = client
             .get_connection_manager()
             .await

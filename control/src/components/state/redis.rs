@@ -72,31 +72,7 @@ impl RedisStore {
     /// Connects at init, as Dapr does: a Redis that is down fails the
     /// component (fatal unless `ignoreErrors`).
     pub async fn connect(metadata: &Metadata) -> Result<Self, String> {
-        let host = metadata
-            .get("redisHost")
-            .map(String::as_str)
-            .unwrap_or("localhost:6379");
-        if metadata.get("enableTLS").is_some_and(|v| v == "true") {
-            return Err("metadata `enableTLS: true` is not supported yet by state.redis".into());
-        }
-        let db: i64 = match metadata.get("redisDB").filter(|v| !v.is_empty()) {
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("metadata `redisDB` is `{v}`; expected a database number"))?,
-            None => 0,
-        };
-        let mut info =
-            ::redis::IntoConnectionInfo::into_connection_info(format!("redis://{host}/{db}"))
-                .map_err(|e| format!("metadata `redisHost` is `{host}`: {e}"))?;
-        let mut redis_settings = info.redis_settings().clone();
-        if let Some(user) = metadata.get("redisUsername").filter(|v| !v.is_empty()) {
-            redis_settings = redis_settings.set_username(user);
-        }
-        if let Some(pw) = metadata.get("redisPassword").filter(|v| !v.is_empty()) {
-            redis_settings = redis_settings.set_password(pw);
-        }
-        info = info.set_redis_settings(redis_settings);
-        let client = ::redis::Client::open(info).map_err(|e| format!("redis at {host}: {e}"))?;
+        let (client, host) = crate::components::metadata::redis_client(metadata, "state.redis")?;
         let config = ::redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(10)))
