@@ -19,6 +19,23 @@ const SUBSCRIBE: &str = r#"[
   {"pubsubname":"bus","topic":"raw","route":"/raw","metadata":{"rawPayload":"true"}}
 ]"#;
 
+/// Serves `app`, starts its sidecar on the resources in `dir` (plus
+/// `extra` flags) and waits until the app is ready.
+fn serve_app_with_sidecar(app: &Arc<App>, dir: &TempDir, extra: &[&str]) -> common::Sidecar {
+    let port = start_app(app.clone());
+    let s = sidecar()
+        .args([
+            "--app-port",
+            &port.to_string(),
+            "--resources-path",
+            dir.path().to_str().unwrap(),
+        ])
+        .args(extra)
+        .start();
+    assert!(s.wait_healthz(204, Duration::from_secs(10)));
+    s
+}
+
 fn bus(dir: &TempDir, extra_metadata: &str) {
     dir.write(
         "bus.yaml",
@@ -50,16 +67,7 @@ async fn publish_route_retry_and_dead_letter() {
         .lock()
         .unwrap()
         .insert("/poison".into(), vec![(500, "")]);
-    let port = start_app(app.clone());
-    let s = sidecar()
-        .args([
-            "--app-port",
-            &port.to_string(),
-            "--resources-path",
-            dir.path().to_str().unwrap(),
-        ])
-        .start();
-    assert!(s.wait_healthz(204, Duration::from_secs(10)));
+    let s = serve_app_with_sidecar(&app, &dir, &[]);
     let subs = s.get("/v1.0/metadata").json()["subscriptions"]
         .as_array()
         .unwrap()
@@ -253,16 +261,7 @@ async fn bulk_publish_over_http_and_grpc() {
         subscribe: SUBSCRIBE.into(),
         ..Default::default()
     });
-    let port = start_app(app.clone());
-    let s = sidecar()
-        .args([
-            "--app-port",
-            &port.to_string(),
-            "--resources-path",
-            dir.path().to_str().unwrap(),
-        ])
-        .start();
-    assert!(s.wait_healthz(204, Duration::from_secs(10)));
+    let s = serve_app_with_sidecar(&app, &dir, &[]);
     let body = br#"[
         {"entryId":"1","event":{"n":1},"contentType":"application/json"},
         {"entryId":"2","event":"plain words","contentType":"text/plain"},
@@ -341,23 +340,17 @@ async fn no_events_for_an_unhealthy_app_and_none_lost() {
         subscribe: r#"[{"pubsubname":"bus","topic":"orders","route":"/orders"}]"#.into(),
         ..Default::default()
     });
-    let port = start_app(app.clone());
-    let s = sidecar()
-        .args([
-            "--app-port",
-            &port.to_string(),
-            "--resources-path",
-            dir.path().to_str().unwrap(),
-        ])
-        .args([
+    let s = serve_app_with_sidecar(
+        &app,
+        &dir,
+        &[
             "--enable-app-health-check",
             "--app-health-probe-interval",
             "50ms",
             "--app-health-threshold",
             "1",
-        ])
-        .start();
-    assert!(s.wait_healthz(204, Duration::from_secs(10)));
+        ],
+    );
     s.request("POST", "/v1.0/publish/bus/orders", b"first");
     app.wait_for("/orders", 1);
 
