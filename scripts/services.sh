@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the real services the tests talk to are up (Redis, PostgreSQL,
-# RabbitMQ), starting any that
-# stopped with the machine's own commands. Idempotent.
+# RabbitMQ, NATS with JetStream, Mosquitto), starting any that stopped with
+# the machine's own commands. Idempotent.
 set -euo pipefail
 
 wait_for() { # name, check command...
@@ -31,4 +31,18 @@ if ! port_open 5672; then
   rabbitmq-server -detached
   for _ in $(seq 1 150); do port_open 5672 && break; sleep 0.2; done
   port_open 5672 || { echo "services: RabbitMQ did not come up" >&2; exit 1; }
+fi
+
+if ! port_open 4222; then
+  echo "services: starting NATS (JetStream)"
+  mkdir -p /var/lib/nats-server
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  wait_for NATS port_open 4222
+fi
+
+if ! port_open 1883; then
+  echo "services: starting Mosquitto"
+  mosquitto -d -c /etc/mosquitto/mosquitto.conf
+  wait_for Mosquitto port_open 1883
 fi

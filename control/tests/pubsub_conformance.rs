@@ -91,7 +91,26 @@ fn run_id() -> String {
 }
 
 /// `make` builds a fresh broker handle (a new "sidecar") on the same backend.
-pub async fn conformance(make: impl Fn() -> Arc<dyn PubSub>, redelivery: Duration) {
+/// Returns the topic it used.
+pub async fn conformance(make: impl Fn() -> Arc<dyn PubSub>, redelivery: Duration) -> String {
+    conformance_with(make, redelivery, Groups::Compete).await
+}
+
+/// How the subscribers of one consumer group share a topic.
+#[derive(PartialEq)]
+pub enum Groups {
+    /// Each message goes to one subscriber of the group.
+    Compete,
+    /// The broker has no groups (MQTT 3): a group is one client, and a
+    /// second subscriber of it needs a client of its own.
+    PerClient,
+}
+
+pub async fn conformance_with(
+    make: impl Fn() -> Arc<dyn PubSub>,
+    redelivery: Duration,
+    groups: Groups,
+) -> String {
     let run = run_id();
     let topic = format!("conf-{run}");
     let broker = make();
@@ -110,7 +129,8 @@ pub async fn conformance(make: impl Fn() -> Arc<dyn PubSub>, redelivery: Duratio
     // Two competing consumers of one group, on two broker handles.
     let other = make();
     let _hc1 = sub(broker.as_ref(), &topic, "group-c", recorder(&c1));
-    let _hc2 = sub(other.as_ref(), &topic, "group-c", recorder(&c2));
+    let _hc2 =
+        (groups == Groups::Compete).then(|| sub(other.as_ref(), &topic, "group-c", recorder(&c2)));
     let _hd = sub(broker.as_ref(), &topic, "group-d", fails_once(&d));
     // Subscribing is asynchronous: a broker may bind the group's queue a
     // moment later (RabbitMQ drops what reaches a fanout exchange before).
@@ -147,6 +167,7 @@ pub async fn conformance(make: impl Fn() -> Arc<dyn PubSub>, redelivery: Duratio
         20,
         "no duplicates when every handler acknowledges"
     );
+    topic
 }
 
 /// A consumer that takes messages and never answers: a sidecar that hangs
@@ -355,5 +376,135 @@ mod rabbitmq_broker {
             !e.contains("guest:guest"),
             "credentials are not echoed: {e}"
         );
+    }
+}
+
+#[cfg(feature = "jetstream")]
+mod nats_jetstream {
+    use super::*;
+    use tandem_control::components::pubsub::jetstream::JetStreamPubSub;
+
+    const URL: &str = "nats://127.0.0.1:4222";
+
+    fn md() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("natsURL".to_string(), URL.to_string()),
+            ("ackWait".to_string(), "1s".to_string()),
+            ("nakDelay".to_string(), "50ms".to_string()),
+        ])
+    }
+
+    async fn broker() -> Arc<dyn PubSub> {
+        Arc::new(
+            JetStreamPubSub::connect(&md())
+                .await
+                .expect("the machine's NATS JetStream on 4222"),
+        )
+    }
+
+    /// The streams a test made on the machine's server are removed after it.
+    async fn delete_stream_of(topic: &str) {
+        let js = async_nats::jetstream::new(async_nats::connect(URL).await.unwrap());
+        if let Ok(name) = js.stream_by_subject(topic).await {
+            let _ = js.delete_stream(name).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jetstream_passes() {
+        let (a, b) = (broker().await, broker().await);
+        let topic = conformance(alternate([a, b]), Duration::from_secs(10)).await;
+        delete_stream_of(&topic).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jetstream_redelivers_what_a_killed_subscriber_held() {
+        let topic = format!("kill-{}", run_id());
+        survives_a_killed_subscriber(broker().await, broker(), &topic).await;
+        delete_stream_of(&topic).await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_does_not_cover_the_topic_is_named() {
+        let run = run_id();
+        let js = async_nats::jetstream::new(async_nats::connect(URL).await.unwrap());
+        let name = format!("owned-{run}");
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("owned.{run}")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut m = md();
+        m.insert("streamName".into(), name.clone());
+        let b = JetStreamPubSub::connect(&m).await.unwrap();
+        let e = b
+            .publish(Message {
+                topic: format!("elsewhere-{run}"),
+                data: Bytes::from_static(b"x"),
+                content_type: "text/plain".into(),
+                metadata: BTreeMap::new(),
+            })
+            .await
+            .unwrap_err();
+        assert!(e.contains(&name) && e.contains("does not cover"), "{e}");
+        js.delete_stream(&name).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_named() {
+        let m = BTreeMap::from([("natsURL".to_string(), "nats://127.0.0.1:1".to_string())]);
+        let e = JetStreamPubSub::connect(&m).await.err().unwrap();
+        assert!(e.contains("cannot connect to nats at 127.0.0.1:1"), "{e}");
+    }
+}
+
+#[cfg(feature = "mqtt")]
+mod mqtt3 {
+    use super::*;
+    use tandem_control::components::pubsub::mqtt::MqttPubSub;
+
+    fn broker() -> Arc<dyn PubSub> {
+        let md = BTreeMap::from([
+            ("url".to_string(), "tcp://127.0.0.1:1883".to_string()),
+            ("consumerID".to_string(), format!("conf-{}", run_id())),
+            ("redeliveryPause".to_string(), "50ms".to_string()),
+        ]);
+        Arc::new(MqttPubSub::new(&md).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt3_passes() {
+        conformance_with(
+            alternate([broker(), broker()]),
+            Duration::from_secs(10),
+            Groups::PerClient,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mqtt3_resumes_the_session_of_a_killed_subscriber() {
+        // The same client id reconnects: the broker sends what the dead
+        // connection held unacknowledged and what was queued meanwhile.
+        let topic = format!("kill-{}", run_id());
+        survives_a_killed_subscriber(broker(), async { broker() }, &topic).await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_fails_the_publish_clearly() {
+        let md = BTreeMap::from([("url".to_string(), "tcp://127.0.0.1:1".to_string())]);
+        let b = MqttPubSub::new(&md).unwrap();
+        let e = b
+            .publish(Message {
+                topic: "t".into(),
+                data: Bytes::from_static(b"x"),
+                content_type: String::new(),
+                metadata: BTreeMap::new(),
+            })
+            .await
+            .unwrap_err();
+        assert!(e.contains("mqtt broker"), "{e}");
     }
 }

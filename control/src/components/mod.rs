@@ -110,6 +110,20 @@ const REGISTRY: &[Registration] = &[
         type_name: "pubsub.in-memory",
         build: |m| pubsub::memory::MemoryPubSub::new(m).map(|p| Live::PubSub(Arc::new(p))),
     },
+    #[cfg(feature = "jetstream")]
+    Registration {
+        type_name: "pubsub.jetstream",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(pubsub::jetstream::JetStreamPubSub::connect(m))
+                .map(|p| Live::PubSub(Arc::new(p)))
+        },
+    },
+    #[cfg(feature = "mqtt")]
+    Registration {
+        type_name: "pubsub.mqtt3",
+        build: |m| pubsub::mqtt::MqttPubSub::new(m).map(|p| Live::PubSub(Arc::new(p))),
+    },
     #[cfg(feature = "rabbitmq")]
     Registration {
         type_name: "pubsub.rabbitmq",
@@ -202,7 +216,7 @@ pub async fn init_all(
     for loaded in secret_first.into_iter().chain(rest) {
         let c = &loaded.resource;
         let name = c.metadata.name.clone();
-        match init_one(loaded, &live).await {
+        match init_one(loaded, &live, ctx).await {
             Ok((component, metadata)) => {
                 let mut features = component.features();
                 // ACTOR is a claim about ETag + transactions together.
@@ -277,6 +291,7 @@ pub async fn init_all(
 async fn init_one(
     loaded: &Loaded<Component>,
     live: &LiveComponents,
+    ctx: &LoadContext,
 ) -> Result<(Live, BTreeMap<String, String>), String> {
     let c = &loaded.resource;
     let Some(reg) = REGISTRY.iter().find(|r| r.type_name == c.spec.type_) else {
@@ -286,7 +301,15 @@ async fn init_one(
             supported_types().join(", ")
         ));
     };
-    let metadata = resolve_metadata(c, live).await?;
+    let mut metadata = resolve_metadata(c, live).await?;
+    if c.spec.type_.starts_with("pubsub.") {
+        // As daprd does: a broker's consumer group (or client id) is the
+        // app id unless the component names one.
+        let id = metadata.entry("consumerID".into()).or_default();
+        if id.is_empty() {
+            *id = ctx.app_id.clone();
+        }
+    }
     let timeout = c
         .spec
         .init_timeout

@@ -4,7 +4,11 @@
 //! broker behaves the same.
 
 pub mod embedded;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 pub mod memory;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 #[cfg(feature = "redis")]
