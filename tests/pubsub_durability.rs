@@ -1,14 +1,32 @@
-//! At-least-once through real sidecars on Redis Streams: a subscriber's
-//! sidecar killed mid-stream loses nothing once it is back, and another
-//! consumer group gets every message too.
+//! At-least-once through real sidecars, per durable broker (Redis Streams,
+//! NATS JetStream, MQTT, RabbitMQ, the embedded log): a subscriber's
+//! sidecar killed mid-stream loses nothing once it is back, another
+//! consumer group gets every message too, and a broker that restarts
+//! mid-stream loses no message whose publish was acknowledged (204).
 
 mod common;
 
 use common::event_app::{App, start_app};
-use common::{TempDir, component, sidecar};
+use common::{Sidecar, TempDir, component, free_port, sidecar};
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// RabbitMQ is the machine's own: its restart must not overlap the other
+/// RabbitMQ scenario of this binary.
+static RABBITMQ: Mutex<()> = Mutex::new(());
+
+fn run_id() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
 
 fn payloads(app: &App) -> BTreeSet<String> {
     app.got
@@ -20,65 +38,88 @@ fn payloads(app: &App) -> BTreeSet<String> {
 }
 
 fn wait_all(app: &App, expected: &BTreeSet<String>, what: &str) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while &payloads(app) != expected {
+    let end = Instant::now() + Duration::from_secs(40);
+    while !payloads(app).is_superset(expected) {
         assert!(
             Instant::now() < end,
-            "{what}: got {} of {}",
+            "{what}: got {} of {}; missing {:?}",
             payloads(app).len(),
-            expected.len()
+            expected.len(),
+            expected.difference(&payloads(app)).collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_subscriber_sidecar_loses_nothing() {
-    let run = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+fn wait_some(app: &App, n: usize) {
+    let end = Instant::now() + Duration::from_secs(15);
+    while payloads(app).len() < n {
+        assert!(Instant::now() < end, "no deliveries started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn start_sub(app_id: &str, port: u16, res: &str) -> Sidecar {
+    let s = sidecar()
+        .app_id(app_id)
+        .args(["--app-port", &port.to_string(), "--resources-path", res])
+        .start();
+    assert!(s.wait_healthz(204, Duration::from_secs(10)));
+    s
+}
+
+fn subscription(topic: &str) -> String {
+    format!(r#"[{{"pubsubname":"bus","topic":"{topic}","route":"/in"}}]"#)
+}
+
+/// Publishes one message; true when the sidecar acknowledged it (204).
+fn publish(publisher: &Sidecar, topic: &str, payload: &str) -> bool {
+    publisher
+        .try_request(
+            "POST",
+            &format!("/v1.0/publish/bus/{topic}"),
+            &[],
+            payload.as_bytes(),
+        )
+        .is_ok_and(|r| r.status == 204)
+}
+
+/// Publishes until the sidecar acknowledges (the broker may be coming back).
+fn publish_until_acked(publisher: &Sidecar, topic: &str, payload: &str) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while !publish(publisher, topic, payload) {
+        assert!(
+            Instant::now() < end,
+            "publish of {payload} never acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Two subscriber apps in two consumer groups and a publisher, all through
+/// their own sidecars on the `bus` component in `res`; the first
+/// subscriber's sidecar is killed part-way through and started again.
+/// Returns the topic.
+fn killed_subscriber_sidecar(yaml: &str) -> String {
+    let run = run_id();
     let topic = format!("durable-{run}");
     let dir = TempDir::new("durable");
-    dir.write(
-        "bus.yaml",
-        &component(
-            "bus",
-            "pubsub.redis",
-            &[
-                ("redisHost", "127.0.0.1:6379"),
-                ("processingTimeout", "1s"),
-                ("redeliverInterval", "200ms"),
-            ],
-        ),
-    );
+    dir.write("bus.yaml", yaml);
     let res = dir.path().to_str().unwrap().to_string();
-    let subscribe = format!(r#"[{{"pubsubname":"bus","topic":"{topic}","route":"/in"}}]"#);
     let slow = Arc::new(App {
-        subscribe: subscribe.clone(),
+        subscribe: subscription(&topic),
         delay: Duration::from_millis(30),
         ..Default::default()
     });
     let other = Arc::new(App {
-        subscribe,
+        subscribe: subscription(&topic),
         ..Default::default()
     });
     let (slow_port, other_port) = (start_app(slow.clone()), start_app(other.clone()));
-
-    let start_sub = |app_id: &str, port: u16| {
-        let s = sidecar()
-            .app_id(app_id)
-            .args(["--app-port", &port.to_string(), "--resources-path", &res])
-            .start();
-        assert!(s.wait_healthz(204, Duration::from_secs(10)));
-        s
-    };
-    let mut first = start_sub(&format!("orders-{run}"), slow_port);
-    let _audit = start_sub(&format!("audit-{run}"), other_port);
+    let mut first = start_sub(&format!("orders-{run}"), slow_port, &res);
+    let _audit = start_sub(&format!("audit-{run}"), other_port, &res);
+    // The groups' queues and sessions are bound asynchronously.
+    std::thread::sleep(Duration::from_secs(1));
     let publisher = sidecar()
         .app_id(&format!("shop-{run}"))
         .args(["--resources-path", &res])
@@ -89,12 +130,7 @@ async fn killed_subscriber_sidecar_loses_nothing() {
         let r = publisher.request("POST", &format!("/v1.0/publish/bus/{topic}"), p.as_bytes());
         assert_eq!(r.status, 204, "{}", r.text());
     }
-    // Kill the subscriber's sidecar part-way through.
-    let end = Instant::now() + Duration::from_secs(10);
-    while payloads(&slow).len() < 5 {
-        assert!(Instant::now() < end, "no deliveries started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_some(&slow, 5);
     first.child.kill().unwrap();
     let _ = first.child.wait();
     let before = payloads(&slow).len();
@@ -103,18 +139,332 @@ async fn killed_subscriber_sidecar_loses_nothing() {
         "the kill happened mid-stream ({before} delivered)"
     );
 
-    let _second = start_sub(&format!("orders-{run}"), slow_port);
+    let _second = start_sub(&format!("orders-{run}"), slow_port, &res);
     wait_all(&slow, &expected, "the restarted subscriber");
     wait_all(&other, &expected, "the other consumer group");
-    let deliveries = slow.got.lock().unwrap().len();
-    assert!(deliveries >= expected.len(), "at least once: {deliveries}");
+    assert_eq!(payloads(&other), expected, "nothing from elsewhere");
     let got = other.got.lock().unwrap();
-    let events: Vec<_> = got.iter().filter(|g| g.path == "/in").collect();
     assert!(
-        events.iter().all(|g| g.event["topic"] == topic.as_str()),
+        got.iter()
+            .filter(|g| g.path == "/in")
+            .all(|g| g.event["topic"] == topic.as_str()),
         "only this topic"
     );
-    let _ = std::process::Command::new("redis-cli")
-        .args(["DEL", &topic])
-        .output();
+    drop(got);
+    topic
+}
+
+/// A broker process of the test's own, which it can stop and start again
+/// on the same port and data directory.
+struct OwnBroker {
+    child: Option<Child>,
+    start: Box<dyn Fn() -> Child>,
+    port: u16,
+}
+
+impl OwnBroker {
+    fn new(port: u16, start: impl Fn() -> Child + 'static) -> Self {
+        let mut b = Self {
+            child: None,
+            start: Box::new(start),
+            port,
+        };
+        b.up();
+        b
+    }
+
+    fn up(&mut self) {
+        self.child = Some((self.start)());
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < end,
+                "broker on {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL (a crash) or SIGTERM (a clean stop), then wait for the exit.
+    fn down(&mut self, signal: &str) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args([signal, &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.down("-KILL");
+    }
+}
+
+fn spawn(cmd: &str, args: &[&str]) -> Child {
+    Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd} is installed: {e}"))
+}
+
+/// Publishes 40 messages while the broker goes down and comes back; every
+/// acknowledged one reaches the subscriber.
+fn survives_broker_restart(yaml: &str, restart: impl FnOnce()) {
+    let run = run_id();
+    let topic = format!("restart-{run}");
+    let dir = TempDir::new("restart");
+    dir.write("bus.yaml", yaml);
+    let res = dir.path().to_str().unwrap().to_string();
+    let app = Arc::new(App {
+        subscribe: subscription(&topic),
+        delay: Duration::from_millis(20),
+        ..Default::default()
+    });
+    let port = start_app(app.clone());
+    let _sub = start_sub(&format!("orders-{run}"), port, &res);
+    std::thread::sleep(Duration::from_secs(1));
+    let publisher = sidecar()
+        .app_id(&format!("shop-{run}"))
+        .args(["--resources-path", &res])
+        .start();
+
+    let mut acked = BTreeSet::new();
+    for i in 0..20 {
+        let p = format!("m-{i}");
+        publish_until_acked(&publisher, &topic, &p);
+        acked.insert(p);
+    }
+    wait_some(&app, 3);
+    restart();
+    for i in 20..40 {
+        let p = format!("m-{i}");
+        publish_until_acked(&publisher, &topic, &p);
+        acked.insert(p);
+    }
+    wait_all(&app, &acked, "the subscriber after the broker restart");
+}
+
+mod redis_streams {
+    use super::*;
+
+    fn yaml(port: u16) -> String {
+        component(
+            "bus",
+            "pubsub.redis",
+            &[
+                ("redisHost", &format!("127.0.0.1:{port}")),
+                ("processingTimeout", "1s"),
+                ("redeliverInterval", "200ms"),
+            ],
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_subscriber_sidecar_loses_nothing() {
+        killed_subscriber_sidecar(&yaml(6379));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crashed_redis_with_aof_loses_nothing_acknowledged() {
+        let port = free_port();
+        let data = TempDir::new("redis-aof");
+        let dir = data.path().to_str().unwrap().to_string();
+        let mut broker = OwnBroker::new(port, move || {
+            spawn(
+                "redis-server",
+                &[
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--dir",
+                    &dir,
+                ],
+            )
+        });
+        survives_broker_restart(&yaml(port), || {
+            broker.down("-KILL");
+            std::thread::sleep(Duration::from_millis(500));
+            broker.up();
+        });
+    }
+}
+
+mod nats_jetstream {
+    use super::*;
+
+    fn yaml(port: u16) -> String {
+        component(
+            "bus",
+            "pubsub.jetstream",
+            &[
+                ("natsURL", &format!("nats://127.0.0.1:{port}")),
+                ("ackWait", "1s"),
+                ("nakDelay", "100ms"),
+            ],
+        )
+    }
+
+    /// Removes a stream tandem made on the machine's server, over the
+    /// plain NATS protocol (`$JS.API.STREAM.DELETE.<name>`).
+    fn delete_stream(name: &str) {
+        use std::io::{BufRead, BufReader, Write};
+        let Ok(mut conn) = std::net::TcpStream::connect("127.0.0.1:4222") else {
+            return;
+        };
+        let mut reader = BufReader::new(conn.try_clone().unwrap());
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line); // INFO
+        let _ = write!(
+            conn,
+            "CONNECT {{\"verbose\":false}}\r\nPUB $JS.API.STREAM.DELETE.{name} 0\r\n\r\nPING\r\n"
+        );
+        line.clear();
+        let _ = reader.read_line(&mut line); // PONG
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_subscriber_sidecar_loses_nothing() {
+        let topic = killed_subscriber_sidecar(&yaml(4222));
+        delete_stream(&format!("tandem-{topic}"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crashed_nats_server_loses_nothing_acknowledged() {
+        let port = free_port();
+        let data = TempDir::new("nats-js");
+        let dir = data.path().to_str().unwrap().to_string();
+        let mut broker = OwnBroker::new(port, move || {
+            spawn(
+                "nats-server",
+                &[
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-js",
+                    "-sd",
+                    &dir,
+                ],
+            )
+        });
+        survives_broker_restart(&yaml(port), || {
+            broker.down("-KILL");
+            std::thread::sleep(Duration::from_millis(500));
+            broker.up();
+        });
+    }
+}
+
+mod mqtt3 {
+    use super::*;
+
+    fn yaml(port: u16) -> String {
+        component(
+            "bus",
+            "pubsub.mqtt3",
+            &[
+                ("url", &format!("tcp://127.0.0.1:{port}")),
+                ("redeliveryPause", "100ms"),
+            ],
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_subscriber_sidecar_loses_nothing() {
+        killed_subscriber_sidecar(&yaml(1883));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_mosquitto_keeps_the_sessions() {
+        // Mosquitto writes its persistence file when it stops, so this is a
+        // clean restart (SIGTERM), not a crash.
+        let port = free_port();
+        let data = TempDir::new("mosquitto");
+        let conf = data.write(
+            "mosquitto.conf",
+            &format!(
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+                data.path().display()
+            ),
+        );
+        let conf = conf.to_str().unwrap().to_string();
+        let mut broker = OwnBroker::new(port, move || spawn("mosquitto", &["-c", &conf]));
+        survives_broker_restart(&yaml(port), || {
+            broker.down("-TERM");
+            broker.up();
+        });
+    }
+}
+
+mod rabbitmq {
+    use super::*;
+
+    fn yaml() -> String {
+        component(
+            "bus",
+            "pubsub.rabbitmq",
+            &[
+                ("connectionString", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                ("requeueInFailureDelay", "100ms"),
+            ],
+        )
+    }
+
+    fn rabbitmqctl(args: &[&str]) {
+        let out = Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .expect("rabbitmqctl is installed");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_subscriber_sidecar_loses_nothing() {
+        let _one = RABBITMQ.lock().unwrap_or_else(|e| e.into_inner());
+        killed_subscriber_sidecar(&yaml());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_rabbitmq_loses_nothing_acknowledged() {
+        let _one = RABBITMQ.lock().unwrap_or_else(|e| e.into_inner());
+        survives_broker_restart(&yaml(), || {
+            rabbitmqctl(&["stop_app"]);
+            rabbitmqctl(&["start_app"]);
+            rabbitmqctl(&["await_startup"]);
+        });
+    }
+}
+
+mod embedded_log {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_subscriber_sidecar_loses_nothing() {
+        let file = TempDir::new("embedded-bus");
+        let path = file.path().join("pubsub.db");
+        killed_subscriber_sidecar(&component(
+            "bus",
+            "pubsub.embedded",
+            &[
+                ("path", path.to_str().unwrap()),
+                ("processingTimeout", "1s"),
+            ],
+        ));
+    }
 }

@@ -13,6 +13,7 @@
 use super::*;
 use crate::components::metadata::duration;
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 
@@ -203,6 +204,10 @@ impl Publisher {
     }
 }
 
+/// Counts connections: a packet id means something only on the
+/// connection it arrived on.
+type Connection = Arc<AtomicU64>;
+
 /// Polls one subscription's connection; hands messages to `worker` in
 /// order and subscribes again after every (re)connect.
 async fn subscription(
@@ -210,17 +215,19 @@ async fn subscription(
     client: AsyncClient,
     topic: String,
     qos: QoS,
-    worker: mpsc::UnboundedSender<rumqttc::Publish>,
+    connection: Connection,
+    worker: mpsc::UnboundedSender<(u64, rumqttc::Publish)>,
 ) {
     loop {
         match events.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                connection.fetch_add(1, Ordering::SeqCst);
                 if let Err(e) = client.subscribe(topic.clone(), qos).await {
                     tracing::warn!(topic = %topic, error = %e, "mqtt subscribe failed");
                 }
             }
             Ok(Event::Incoming(Incoming::Publish(p))) => {
-                if worker.send(p).is_err() {
+                if worker.send((connection.load(Ordering::SeqCst), p)).is_err() {
                     return;
                 }
             }
@@ -238,9 +245,10 @@ async fn work(
     topic: String,
     handler: Handler,
     pause: Duration,
-    mut inbox: mpsc::UnboundedReceiver<rumqttc::Publish>,
+    connection: Connection,
+    mut inbox: mpsc::UnboundedReceiver<(u64, rumqttc::Publish)>,
 ) {
-    while let Some(p) = inbox.recv().await {
+    while let Some((arrived_on, p)) = inbox.recv().await {
         let msg = Message {
             topic: topic.clone(),
             data: p.payload.clone(),
@@ -249,6 +257,11 @@ async fn work(
         };
         while handler(msg.clone()).await.is_err() {
             tokio::time::sleep(pause).await;
+        }
+        // After a reconnect the packet id may name another message: the
+        // broker resends this one if the session survived (at least once).
+        if connection.load(Ordering::SeqCst) != arrived_on {
+            continue;
         }
         if let Err(e) = client.ack(&p).await {
             tracing::warn!(topic = %topic, error = %e, "mqtt ack not sent; the broker will redeliver");
@@ -288,11 +301,19 @@ impl PubSub for MqttPubSub {
         let (client, events) = AsyncClient::new(o, 64);
         let (tx, rx) = mpsc::unbounded_channel();
         let (topic, qos, pause) = (req.topic, self.qos, self.redelivery_pause);
-        let worker = tokio::spawn(work(client.clone(), topic.clone(), req.handler, pause, rx));
+        let connection = Connection::default();
+        let worker = tokio::spawn(work(
+            client.clone(),
+            topic.clone(),
+            req.handler,
+            pause,
+            connection.clone(),
+            rx,
+        ));
         Ok(SubscriptionHandle::new(tokio::spawn(async move {
             // Aborting this task drops the guard, which stops the worker.
             let _guard = AbortOnDrop(worker);
-            subscription(events, client, topic, qos, tx).await;
+            subscription(events, client, topic, qos, connection, tx).await;
         })))
     }
 }
