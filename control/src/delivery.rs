@@ -89,6 +89,7 @@ pub fn start(rt: &Arc<Runtime>) -> usize {
             topic: spec.topic.clone(),
             consumer_group: comp.consumer_id.clone(),
             handler,
+            concurrency: comp.concurrency,
         }) {
             Ok(handle) => {
                 rt.keep_subscription(handle);

@@ -46,12 +46,44 @@ fn fails_once(seen: &Seen) -> Handler {
 }
 
 fn sub(b: &dyn PubSub, topic: &str, group: &str, handler: Handler) -> SubscriptionHandle {
+    sub_n(b, topic, group, handler, 1)
+}
+
+fn sub_n(
+    b: &dyn PubSub,
+    topic: &str,
+    group: &str,
+    handler: Handler,
+    concurrency: usize,
+) -> SubscriptionHandle {
     b.subscribe(SubscribeRequest {
         topic: topic.into(),
         consumer_group: group.into(),
         handler,
+        concurrency,
     })
     .unwrap()
+}
+
+/// Takes 50 ms per message and notes the most it was given at once.
+fn slow_counter(seen: &Seen, most: &Arc<Mutex<(usize, usize)>>) -> Handler {
+    let (seen, most) = (seen.clone(), most.clone());
+    Arc::new(move |m: Message| {
+        let (seen, most) = (seen.clone(), most.clone());
+        Box::pin(async move {
+            {
+                let mut g = most.lock().unwrap();
+                g.0 += 1;
+                g.1 = g.1.max(g.0);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            most.lock().unwrap().0 -= 1;
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8(m.data.to_vec()).unwrap());
+            Ok(())
+        })
+    })
 }
 
 async fn publish(b: &dyn PubSub, topic: &str, payloads: &[String]) {
@@ -132,6 +164,15 @@ pub async fn conformance_with(
     let _hc2 =
         (groups == Groups::Compete).then(|| sub(other.as_ref(), &topic, "group-c", recorder(&c2)));
     let _hd = sub(broker.as_ref(), &topic, "group-d", fails_once(&d));
+    // A group whose handler is given up to four messages at once.
+    let (e, most) = (Seen::default(), Arc::new(Mutex::new((0, 0))));
+    let _he = sub_n(
+        broker.as_ref(),
+        &topic,
+        "group-e",
+        slow_counter(&e, &most),
+        4,
+    );
     // Subscribing is asynchronous: a broker may bind the group's queue a
     // moment later (RabbitMQ drops what reaches a fanout exchange before).
     tokio::time::sleep(SETTLE).await;
@@ -166,6 +207,15 @@ pub async fn conformance_with(
         a.lock().unwrap().len(),
         20,
         "no duplicates when every handler acknowledges"
+    );
+    wait_until("the concurrent group", Duration::from_secs(10), || {
+        set(&e) == expected
+    })
+    .await;
+    let most = most.lock().unwrap().1;
+    assert!(
+        (2..=4).contains(&most),
+        "concurrency 4 gives the handler several messages at once, never more than 4: {most}"
     );
     topic
 }

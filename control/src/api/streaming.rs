@@ -154,6 +154,8 @@ pub async fn subscribe(
             topic: init.topic.clone(),
             consumer_group: comp.consumer_id.clone(),
             handler,
+            // One event at a time down the stream, as the client acks them.
+            concurrency: 1,
         })
         .map_err(|e| {
             ApiError::new(

@@ -55,6 +55,22 @@ pub struct PubSubComponent {
     /// Sidecar → app (event delivery); shared by this component's
     /// subscriptions.
     pub inbound: Arc<tandem_proxy::resilience::Policy>,
+    /// Metadata `concurrency`: how many messages of one subscription are
+    /// delivered to the app at once (default 1: in order).
+    pub concurrency: usize,
+}
+
+/// A broker's `concurrency` metadata (default 1).
+fn delivery_concurrency(m: &BTreeMap<String, String>) -> Result<usize, String> {
+    match m.get("concurrency").filter(|v| !v.is_empty()) {
+        None => Ok(1),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "metadata `concurrency` is `{v}`; expected a number from 1 to 10000"
+            )),
+        },
+    }
 }
 
 /// Dapr's `keyPrefix`: `appid` (default), `name`, `namespace`, `none`, or a
@@ -253,6 +269,7 @@ pub async fn init_all(
                                 scopes: pubsub::TopicScopes::from_metadata(&metadata),
                                 outbound: Arc::new(policies.component_outbound(&name, "Pubsub")),
                                 inbound: Arc::new(policies.component_inbound(&name, "Pubsub")),
+                                concurrency: delivery_concurrency(&metadata).unwrap_or(1),
                             },
                         );
                     }
@@ -309,6 +326,7 @@ async fn init_one(
         if id.is_empty() {
             *id = ctx.app_id.clone();
         }
+        delivery_concurrency(&metadata)?;
     }
     let timeout = c
         .spec

@@ -11,6 +11,7 @@
 
 use super::*;
 use crate::components::metadata::duration;
+use futures_util::StreamExt;
 use rusqlite::{Connection, TransactionBehavior, params};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -159,6 +160,7 @@ struct Consumer {
     topic: String,
     group: String,
     handler: Handler,
+    in_flight: usize,
     wake: Arc<Notify>,
     lease: Duration,
     poll: Duration,
@@ -184,13 +186,18 @@ impl Consumer {
     async fn run(self) {
         loop {
             let (topic, group, lease) = (self.topic.clone(), self.group.clone(), self.lease);
-            match self.db(move |c| claim(c, &topic, &group, lease, 32)).await {
+            let batch = 32.max(self.in_flight);
+            match self
+                .db(move |c| claim(c, &topic, &group, lease, batch as i64))
+                .await
+            {
                 Ok(batch) if !batch.is_empty() => {
-                    for (seq, msg) in batch {
-                        let acked = (self.handler)(msg).await.is_ok();
-                        let (topic, group) = (self.topic.clone(), self.group.clone());
-                        let pause = crate::clock::now_ms() + self.retry_pause.as_millis() as i64;
-                        let done = self
+                    let this = &self;
+                    let each = |(seq, msg): (i64, Message)| async move {
+                        let acked = (this.handler)(msg).await.is_ok();
+                        let (topic, group) = (this.topic.clone(), this.group.clone());
+                        let pause = crate::clock::now_ms() + this.retry_pause.as_millis() as i64;
+                        let done = this
                             .db(move |c| {
                                 if acked {
                                     c.execute("DELETE FROM leases WHERE topic = ?1 AND grp = ?2 AND seq = ?3", params![topic, group, seq])
@@ -201,9 +208,12 @@ impl Consumer {
                             })
                             .await;
                         if let Err(e) = done {
-                            tracing::warn!(topic = %self.topic, error = %e, "could not record a delivery result; it will be redelivered");
+                            tracing::warn!(topic = %this.topic, error = %e, "could not record a delivery result; it will be redelivered");
                         }
-                    }
+                    };
+                    futures_util::stream::iter(batch)
+                        .for_each_concurrent(self.in_flight, each)
+                        .await;
                 }
                 Ok(_) => {
                     tokio::select! {
@@ -248,9 +258,11 @@ impl PubSub for EmbeddedPubSub {
         // One connection per process: SQLite's busy-wait between a local
         // publisher and consumer would add milliseconds; the mutex does not
         // (handlers run outside it). Other processes still share the file.
+        let in_flight = req.in_flight();
         let consumer = Consumer {
             conn: self.conn.clone(),
             topic: req.topic,
+            in_flight,
             group: req.consumer_group,
             handler: req.handler,
             wake: self.wake.clone(),

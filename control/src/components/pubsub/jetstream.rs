@@ -17,7 +17,7 @@ use async_nats::jetstream::{
     consumer::{AckPolicy, DeliverPolicy, pull},
     stream::{Config as StreamConfig, StorageType},
 };
-use futures_util::StreamExt;
+use futures_util::TryStreamExt;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -184,9 +184,16 @@ async fn ensure_stream(
     Ok(name)
 }
 
-async fn consume(js: jetstream::Context, s: Settings, topic: String, group: String, h: Handler) {
+async fn consume(
+    js: jetstream::Context,
+    s: Settings,
+    topic: String,
+    group: String,
+    h: Handler,
+    in_flight: usize,
+) {
     loop {
-        if let Err(e) = consume_once(&js, &s, &topic, &group, &h).await {
+        if let Err(e) = consume_once(&js, &s, &topic, &group, &h, in_flight).await {
             tracing::warn!(topic = %topic, error = %e, "jetstream subscription interrupted; resuming");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -199,6 +206,7 @@ async fn consume_once(
     topic: &str,
     group: &str,
     handler: &Handler,
+    in_flight: usize,
 ) -> Result<(), String> {
     let stream_name = ensure_stream(js, s, topic).await?;
     let stream = js
@@ -226,16 +234,15 @@ async fn consume_once(
         )
         .await
         .map_err(|e| format!("consumer `{durable}`: {e}"))?;
-    let mut messages = consumer
+    let messages = consumer
         .stream()
-        .max_messages_per_batch(s.batch)
+        .max_messages_per_batch(s.batch.max(in_flight))
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(10))
         .messages()
         .await
         .map_err(|e| format!("consumer `{durable}`: {e}"))?;
-    while let Some(next) = messages.next().await {
-        let m = next.map_err(|e| format!("consumer `{durable}`: {e}"))?;
+    let each = |m: jetstream::Message| async move {
         let content_type = m
             .headers
             .as_ref()
@@ -258,8 +265,12 @@ async fn consume_once(
         if let Err(e) = answer {
             tracing::warn!(topic = %topic, error = %e, "jetstream ack not confirmed; the server will redeliver");
         }
-    }
-    Ok(())
+        Ok(())
+    };
+    messages
+        .map_err(|e| format!("consumer `{durable}`: {e}"))
+        .try_for_each_concurrent(in_flight, each)
+        .await
 }
 
 impl PubSub for JetStreamPubSub {
@@ -294,12 +305,14 @@ impl PubSub for JetStreamPubSub {
     }
 
     fn subscribe(&self, req: SubscribeRequest) -> Result<SubscriptionHandle, String> {
+        let in_flight = req.in_flight();
         Ok(SubscriptionHandle::new(tokio::spawn(consume(
             self.js.clone(),
             self.settings.clone(),
             req.topic,
             req.consumer_group,
             req.handler,
+            in_flight,
         ))))
     }
 }

@@ -5,6 +5,7 @@
 //! survives a restart).
 
 use super::*;
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -63,21 +64,29 @@ impl PubSub for MemoryPubSub {
             .or_default()
             .0
             .push(tx);
+        let in_flight = req.in_flight();
         let handler = req.handler;
         let requeue = tx_for_redelivery;
         let task = tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
-                if let Err(e) = handler(msg.clone()).await {
-                    // Offer it again later without holding up the messages
-                    // behind it.
-                    tracing::debug!(topic = %msg.topic, error = %e, "message not acknowledged; redelivering");
-                    let requeue = requeue.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(REDELIVERY_PAUSE).await;
-                        let _ = requeue.send(msg);
-                    });
-                }
-            }
+            let stream = futures_util::stream::unfold(&mut rx, |rx| async move {
+                rx.recv().await.map(|m| (m, rx))
+            });
+            stream
+                .for_each_concurrent(in_flight, |msg| {
+                    let (handler, requeue) = (handler.clone(), requeue.clone());
+                    async move {
+                        if let Err(e) = handler(msg.clone()).await {
+                            // Offer it again later without holding up the
+                            // messages behind it.
+                            tracing::debug!(topic = %msg.topic, error = %e, "message not acknowledged; redelivering");
+                            tokio::spawn(async move {
+                                tokio::time::sleep(REDELIVERY_PAUSE).await;
+                                let _ = requeue.send(msg);
+                            });
+                        }
+                    }
+                })
+                .await;
         });
         Ok(SubscriptionHandle::new(task))
     }

@@ -38,6 +38,15 @@ pub struct SubscribeRequest {
     /// Subscribers of one group compete; each group gets every message.
     pub consumer_group: String,
     pub handler: Handler,
+    /// How many messages the handler may be given at once (at least 1).
+    /// Brokers that acknowledge in order (MQTT) still do.
+    pub concurrency: usize,
+}
+
+impl SubscribeRequest {
+    pub fn in_flight(&self) -> usize {
+        self.concurrency.max(1)
+    }
 }
 
 /// Delivery stops when the handle is dropped.

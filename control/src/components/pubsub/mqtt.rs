@@ -246,27 +246,48 @@ async fn work(
     handler: Handler,
     pause: Duration,
     connection: Connection,
-    mut inbox: mpsc::UnboundedReceiver<(u64, rumqttc::Publish)>,
+    in_flight: usize,
+    inbox: mpsc::UnboundedReceiver<(u64, rumqttc::Publish)>,
 ) {
-    while let Some((arrived_on, p)) = inbox.recv().await {
-        let msg = Message {
-            topic: topic.clone(),
-            data: p.payload.clone(),
-            content_type: String::new(),
-            metadata: Metadata::new(),
-        };
-        while handler(msg.clone()).await.is_err() {
-            tokio::time::sleep(pause).await;
-        }
-        // After a reconnect the packet id may name another message: the
-        // broker resends this one if the session survived (at least once).
-        if connection.load(Ordering::SeqCst) != arrived_on {
-            continue;
-        }
-        if let Err(e) = client.ack(&p).await {
-            tracing::warn!(topic = %topic, error = %e, "mqtt ack not sent; the broker will redeliver");
-        }
-    }
+    use futures_util::StreamExt;
+    let inbox =
+        futures_util::stream::unfold(
+            inbox,
+            |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+        );
+    let handled = inbox
+        .map(|(arrived_on, p)| {
+            let (handler, topic) = (handler.clone(), topic.clone());
+            async move {
+                let msg = Message {
+                    topic,
+                    data: p.payload.clone(),
+                    content_type: String::new(),
+                    metadata: Metadata::new(),
+                };
+                while handler(msg.clone()).await.is_err() {
+                    tokio::time::sleep(pause).await;
+                }
+                (arrived_on, p)
+            }
+        })
+        // Handled concurrently, acknowledged in the order of arrival.
+        .buffered(in_flight);
+    handled
+        .for_each(|(arrived_on, p)| {
+            let (client, connection, topic) = (&client, &connection, &topic);
+            async move {
+                // After a reconnect the packet id may name another message:
+                // the broker resends this one if the session survived.
+                if connection.load(Ordering::SeqCst) != arrived_on {
+                    return;
+                }
+                if let Err(e) = client.ack(&p).await {
+                    tracing::warn!(topic = %topic, error = %e, "mqtt ack not sent; the broker will redeliver");
+                }
+            }
+        })
+        .await;
 }
 
 impl PubSub for MqttPubSub {
@@ -300,6 +321,7 @@ impl PubSub for MqttPubSub {
         o.set_manual_acks(true);
         let (client, events) = AsyncClient::new(o, 64);
         let (tx, rx) = mpsc::unbounded_channel();
+        let in_flight = req.in_flight();
         let (topic, qos, pause) = (req.topic, self.qos, self.redelivery_pause);
         let connection = Connection::default();
         let worker = tokio::spawn(work(
@@ -308,6 +330,7 @@ impl PubSub for MqttPubSub {
             req.handler,
             pause,
             connection.clone(),
+            in_flight,
             rx,
         ));
         Ok(SubscriptionHandle::new(tokio::spawn(async move {

@@ -8,7 +8,7 @@
 //! after broker restarts.
 
 use super::*;
-use futures_util::StreamExt;
+use futures_util::TryStreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -133,9 +133,12 @@ async fn consume(
     handler: Handler,
     prefetch: u16,
     pause: Duration,
+    in_flight: usize,
 ) {
     loop {
-        if let Err(e) = consume_once(&uri, &topic, &group, &handler, prefetch, pause).await {
+        if let Err(e) =
+            consume_once(&uri, &topic, &group, &handler, prefetch, pause, in_flight).await
+        {
             tracing::warn!(topic = %topic, error = %e, "rabbitmq subscription interrupted; reconnecting");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -149,6 +152,7 @@ async fn consume_once(
     handler: &Handler,
     prefetch: u16,
     pause: Duration,
+    in_flight: usize,
 ) -> Result<(), lapin::Error> {
     let (_conn, ch) = open(uri).await?;
     declare_exchange(&ch, topic).await?;
@@ -170,8 +174,9 @@ async fn consume_once(
         FieldTable::default(),
     )
     .await?;
+    let prefetch = prefetch.max(in_flight.min(u16::MAX as usize) as u16);
     ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    let mut consumer = ch
+    let consumer = ch
         .basic_consume(
             queue.as_str().into(),
             "".into(),
@@ -179,8 +184,7 @@ async fn consume_once(
             FieldTable::default(),
         )
         .await?;
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery?;
+    let each = |delivery: lapin::message::Delivery| async move {
         let content_type = delivery
             .properties
             .content_type()
@@ -194,7 +198,7 @@ async fn consume_once(
             metadata: Metadata::new(),
         };
         if handler(msg).await.is_ok() {
-            delivery.ack(BasicAckOptions::default()).await?;
+            delivery.ack(BasicAckOptions::default()).await.map(drop)
         } else {
             tokio::time::sleep(pause).await;
             delivery
@@ -202,10 +206,11 @@ async fn consume_once(
                     requeue: true,
                     ..Default::default()
                 })
-                .await?;
+                .await
+                .map(drop)
         }
-    }
-    Ok(())
+    };
+    consumer.try_for_each_concurrent(in_flight, each).await
 }
 
 impl PubSub for RabbitPubSub {
@@ -227,6 +232,7 @@ impl PubSub for RabbitPubSub {
     }
 
     fn subscribe(&self, req: SubscribeRequest) -> Result<SubscriptionHandle, String> {
+        let in_flight = req.in_flight();
         Ok(SubscriptionHandle::new(tokio::spawn(consume(
             self.uri.clone(),
             req.topic,
@@ -234,6 +240,7 @@ impl PubSub for RabbitPubSub {
             req.handler,
             self.prefetch,
             self.requeue_pause,
+            in_flight,
         ))))
     }
 }

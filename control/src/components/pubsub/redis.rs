@@ -56,6 +56,7 @@ async fn consume(
     handler: Handler,
     processing_timeout: Duration,
     redeliver_interval: Duration,
+    in_flight: usize,
 ) {
     loop {
         if let Err(e) = consume_once(
@@ -66,6 +67,7 @@ async fn consume(
             &handler,
             processing_timeout,
             redeliver_interval,
+            in_flight,
         )
         .await
         {
@@ -101,6 +103,28 @@ async fn handle(
         let _: i64 = conn.xack(topic, group, &[id]).await?;
     }
     Ok(())
+}
+
+/// Hands entries to the handler, up to `in_flight` at once, each acked as
+/// soon as it is handled.
+async fn handle_all(
+    conn: &MultiplexedConnection,
+    topic: &str,
+    group: &str,
+    entries: impl Iterator<Item = (String, std::collections::HashMap<String, ::redis::Value>)>,
+    handler: &Handler,
+    in_flight: usize,
+) -> RedisResult<()> {
+    use futures_util::StreamExt;
+    let results: Vec<RedisResult<()>> = futures_util::stream::iter(entries)
+        .map(|(id, fields)| {
+            let mut conn = conn.clone();
+            async move { handle(&mut conn, topic, group, &id, &fields, handler).await }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    results.into_iter().collect()
 }
 
 /// The entries of an XAUTOCLAIM reply: `[next-id, [[id, [field, value,
@@ -145,6 +169,7 @@ async fn consume_once(
     handler: &Handler,
     processing_timeout: Duration,
     redeliver_interval: Duration,
+    in_flight: usize,
 ) -> RedisResult<()> {
     // A blocking read must not outlive the client-side response timeout
     // (500 ms by default), or replies get out of step.
@@ -164,14 +189,15 @@ async fn consume_once(
     loop {
         let opts = StreamReadOptions::default()
             .group(group, consumer)
-            .count(16)
+            .count(16.max(in_flight))
             .block(500);
         let reply: StreamReadReply = conn.xread_options(&[topic], &[">"], &opts).await?;
-        for key in reply.keys {
-            for entry in key.ids {
-                handle(&mut conn, topic, group, &entry.id, &entry.map, handler).await?;
-            }
-        }
+        let entries = reply
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids)
+            .map(|e| (e.id, e.map));
+        handle_all(&conn, topic, group, entries, handler, in_flight).await?;
         if last_claim.elapsed() >= redeliver_interval {
             last_claim = tokio::time::Instant::now();
             let claimed: ::redis::Value = ::redis::cmd("XAUTOCLAIM")
@@ -184,9 +210,8 @@ async fn consume_once(
                 .arg(64)
                 .query_async(&mut conn)
                 .await?;
-            for (id, fields) in claimed_entries(claimed) {
-                handle(&mut conn, topic, group, &id, &fields, handler).await?;
-            }
+            let entries = claimed_entries(claimed).into_iter();
+            handle_all(&conn, topic, group, entries, handler, in_flight).await?;
         }
     }
 }
@@ -218,6 +243,7 @@ impl PubSub for RedisPubSub {
     }
 
     fn subscribe(&self, req: SubscribeRequest) -> Result<SubscriptionHandle, String> {
+        let in_flight = req.in_flight();
         let task = tokio::spawn(consume(
             self.client.clone(),
             req.topic,
@@ -226,6 +252,7 @@ impl PubSub for RedisPubSub {
             req.handler,
             self.processing_timeout,
             self.redeliver_interval,
+            in_flight,
         ));
         Ok(SubscriptionHandle::new(task))
     }
