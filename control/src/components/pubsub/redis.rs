@@ -46,32 +46,25 @@ impl RedisPubSub {
     }
 }
 
-/// Reads, hands over and acknowledges messages of one subscription until
-/// the task is aborted. Connection failures are retried with a pause.
-async fn consume(
+/// One subscription: what its read loop needs.
+struct Consumer {
     client: Client,
     topic: String,
     group: String,
-    consumer: String,
+    /// This sidecar's name in the group.
+    name: String,
     handler: Handler,
     processing_timeout: Duration,
     redeliver_interval: Duration,
     in_flight: usize,
-) {
+}
+
+/// Reads, hands over and acknowledges messages of one subscription until
+/// the task is aborted. Connection failures are retried with a pause.
+async fn consume(c: Consumer) {
     loop {
-        if let Err(e) = consume_once(
-            &client,
-            &topic,
-            &group,
-            &consumer,
-            &handler,
-            processing_timeout,
-            redeliver_interval,
-            in_flight,
-        )
-        .await
-        {
-            tracing::warn!(topic = %topic, error = %e, "redis stream subscription interrupted; reconnecting");
+        if let Err(e) = consume_once(&c).await {
+            tracing::warn!(topic = %c.topic, error = %e, "redis stream subscription interrupted; reconnecting");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -161,22 +154,15 @@ fn claimed_entries(
         .collect()
 }
 
-async fn consume_once(
-    client: &Client,
-    topic: &str,
-    group: &str,
-    consumer: &str,
-    handler: &Handler,
-    processing_timeout: Duration,
-    redeliver_interval: Duration,
-    in_flight: usize,
-) -> RedisResult<()> {
+async fn consume_once(c: &Consumer) -> RedisResult<()> {
+    let (topic, group, handler, in_flight) = (&c.topic, &c.group, &c.handler, c.in_flight);
     // A blocking read must not outlive the client-side response timeout
     // (500 ms by default), or replies get out of step.
     let config = ::redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(10)));
-    let mut conn = client
+    let mut conn = c
+        .client
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     let created: RedisResult<()> = conn.xgroup_create_mkstream(topic, group, "0").await;
@@ -188,23 +174,23 @@ async fn consume_once(
     let mut last_claim = tokio::time::Instant::now();
     loop {
         let opts = StreamReadOptions::default()
-            .group(group, consumer)
+            .group(group, &c.name)
             .count(16.max(in_flight))
             .block(500);
-        let reply: StreamReadReply = conn.xread_options(&[topic], &[">"], &opts).await?;
+        let reply: StreamReadReply = conn.xread_options(&[topic.as_str()], &[">"], &opts).await?;
         let entries = reply
             .keys
             .into_iter()
             .flat_map(|k| k.ids)
             .map(|e| (e.id, e.map));
         handle_all(&conn, topic, group, entries, handler, in_flight).await?;
-        if last_claim.elapsed() >= redeliver_interval {
+        if last_claim.elapsed() >= c.redeliver_interval {
             last_claim = tokio::time::Instant::now();
             let claimed: ::redis::Value = ::redis::cmd("XAUTOCLAIM")
                 .arg(topic)
                 .arg(group)
-                .arg(consumer)
-                .arg(processing_timeout.as_millis() as u64)
+                .arg(&c.name)
+                .arg(c.processing_timeout.as_millis() as u64)
                 .arg("0-0")
                 .arg("COUNT")
                 .arg(64)
@@ -244,16 +230,16 @@ impl PubSub for RedisPubSub {
 
     fn subscribe(&self, req: SubscribeRequest) -> Result<SubscriptionHandle, String> {
         let in_flight = req.in_flight();
-        let task = tokio::spawn(consume(
-            self.client.clone(),
-            req.topic,
-            req.consumer_group,
-            self.consumer.clone(),
-            req.handler,
-            self.processing_timeout,
-            self.redeliver_interval,
+        let task = tokio::spawn(consume(Consumer {
+            client: self.client.clone(),
+            topic: req.topic,
+            group: req.consumer_group,
+            name: self.consumer.clone(),
+            handler: req.handler,
+            processing_timeout: self.processing_timeout,
+            redeliver_interval: self.redeliver_interval,
             in_flight,
-        ));
+        }));
         Ok(SubscriptionHandle::new(task))
     }
 }
