@@ -26,7 +26,11 @@ pub struct App {
     pub subscribe: String,
     /// How long each delivery takes the app.
     pub delay: Duration,
+    /// For bulk deliveries: the status of each entry, from its event.
+    pub bulk: Option<BulkAnswer>,
 }
+
+pub type BulkAnswer = Box<dyn Fn(&serde_json::Value) -> &'static str + Send + Sync>;
 
 impl App {
     pub fn wait_for(&self, path: &str, n: usize) -> Vec<Got> {
@@ -88,12 +92,28 @@ async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) {
                     let body = req.into_body().collect().await.unwrap().to_bytes();
                     let event = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                     tokio::time::sleep(app.delay).await;
+                    let bulk_answer = app.bulk.as_ref().and_then(|answer| {
+                        let entries = event.get("entries")?.as_array()?;
+                        let statuses: Vec<_> = entries
+                            .iter()
+                            .map(|e| {
+                                serde_json::json!({
+                                    "entryId": e["entryId"],
+                                    "status": answer(&e["event"]),
+                                })
+                            })
+                            .collect();
+                        Some(serde_json::json!({ "statuses": statuses }).to_string())
+                    });
                     app.got.lock().unwrap().push(Got {
                         path: path.clone(),
                         pubsubname,
                         content_type,
                         event,
                     });
+                    if let Some(body) = bulk_answer {
+                        return Ok(hyper::Response::new(Full::new(Bytes::from(body))));
+                    }
                     let (status, body) = {
                         let mut answers = app.answers.lock().unwrap();
                         match answers.get_mut(&path) {

@@ -6,6 +6,8 @@
 //! resiliency policy. When that is exhausted the message goes to the
 //! dead-letter topic if there is one, otherwise back to the broker.
 
+mod bulk;
+
 use crate::api::pubsub::CLOUDEVENTS_JSON;
 use crate::components::PubSubComponent;
 use crate::components::pubsub::{Message, SubscribeRequest};
@@ -79,17 +81,28 @@ pub fn start(rt: &Arc<Runtime>) -> usize {
             comp: comp.clone(),
             rules,
         });
-        let rt2 = rt.clone();
-        let handler = Arc::new(move |msg: Message| {
-            let (rt, sub) = (rt2.clone(), sub.clone());
-            Box::pin(async move { deliver(&rt, &sub, msg).await })
-                as futures_util::future::BoxFuture<'static, _>
-        });
+        let (handler, concurrency): (crate::components::pubsub::Handler, usize) =
+            match bulk::settings(&spec) {
+                // The broker must hand over a whole batch at once.
+                Some((max, wait)) => (
+                    bulk::handler(rt.clone(), sub, max, wait),
+                    comp.concurrency.max(max),
+                ),
+                None => {
+                    let rt = rt.clone();
+                    let handler = Arc::new(move |msg: Message| {
+                        let (rt, sub) = (rt.clone(), sub.clone());
+                        Box::pin(async move { deliver(&rt, &sub, msg).await })
+                            as futures_util::future::BoxFuture<'static, _>
+                    });
+                    (handler, comp.concurrency)
+                }
+            };
         match comp.broker.subscribe(SubscribeRequest {
             topic: spec.topic.clone(),
             consumer_group: comp.consumer_id.clone(),
             handler,
-            concurrency: comp.concurrency,
+            concurrency,
         }) {
             Ok(handle) => {
                 rt.keep_subscription(handle);
