@@ -133,6 +133,7 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         Some(_) => tracing::info!("metrics disabled by Configuration spec.metric.enabled"),
         None => {}
     }
+    tandem_control::outbox::start(&runtime);
     runtime.set_outbound_ready();
     tracing::info!(
         app_id = %runtime.app_id(),
@@ -257,6 +258,7 @@ impl RunningSidecar {
         // Take no new messages; in-flight deliveries finish or go back to
         // the broker.
         self.runtime.stop_subscriptions();
+        self.runtime.stop_relays();
         let grace = Duration::from_secs(self.runtime.options.dapr_graceful_shutdown_seconds);
         let drain = futures_join(self.servers);
         if tokio::time::timeout(grace, drain).await.is_err() {

@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod delivery;
 pub mod error;
 pub mod home;
+pub mod outbox;
 pub mod runtime;
 pub mod snapshot;
 

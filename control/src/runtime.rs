@@ -29,6 +29,9 @@ pub struct Runtime {
     streaming: std::sync::Mutex<(u64, Vec<(u64, SubscriptionSpec)>)>,
     /// Live broker subscriptions; dropping one stops its delivery.
     subscriptions: std::sync::Mutex<Vec<crate::components::pubsub::SubscriptionHandle>>,
+    /// Outbox relays: they do not involve the app, so they run while it is
+    /// unhealthy and stop only at shutdown.
+    relays: std::sync::Mutex<Vec<crate::components::pubsub::SubscriptionHandle>>,
 }
 
 impl Runtime {
@@ -46,6 +49,7 @@ impl Runtime {
             app_subscriptions: RwLock::new(Vec::new()),
             shutdown: watch::channel(false).0,
             subscriptions: std::sync::Mutex::new(Vec::new()),
+            relays: std::sync::Mutex::new(Vec::new()),
             streaming: std::sync::Mutex::new((0, Vec::new())),
         }
     }
@@ -179,6 +183,15 @@ impl Runtime {
             .lock()
             .expect("subscriptions lock")
             .push(handle);
+    }
+
+    pub fn keep_relay(&self, handle: crate::components::pubsub::SubscriptionHandle) {
+        self.relays.lock().expect("relays lock").push(handle);
+    }
+
+    /// Stops the outbox relays (at shutdown).
+    pub fn stop_relays(&self) {
+        self.relays.lock().expect("relays lock").clear();
     }
 
     /// Stops every delivery loop.

@@ -101,10 +101,15 @@ fn stored_key(comp: &StateComponent, key: &str) -> Result<String, ApiError> {
     if key.is_empty() {
         return Err(ApiError::malformed("\"key\" is a required field"));
     }
-    Ok(match &comp.prefix {
+    Ok(stored_key_for(comp, key))
+}
+
+/// The key as stored, for a key already known to be valid.
+pub(crate) fn stored_key_for(comp: &StateComponent, key: &str) -> String {
+    match &comp.prefix {
         Some(p) => format!("{p}||{key}"),
         None => key.to_string(),
-    })
+    }
 }
 
 fn store_error(code: &'static str, verb: &str, store: &str, e: StateError) -> ApiError {
@@ -321,10 +326,29 @@ pub async fn transaction(
         ));
     }
     let mut staged = Vec::with_capacity(ops.len());
+    // Outbox projections: published in place of the saved value, not saved.
+    let mut projections = std::collections::BTreeMap::new();
     for op in ops {
         let mut item = op.item;
         for (k, v) in &metadata {
             item.metadata.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if item
+            .metadata
+            .get(crate::outbox::PROJECTION)
+            .is_some_and(|v| v == "true")
+        {
+            if comp.outbox.is_none() || op.operation != "upsert" {
+                return Err(ApiError::malformed(format!(
+                    "operation on key {} has metadata {}: only upserts on a state store with an outbox (outboxPublishPubsub) can be projections",
+                    item.key,
+                    crate::outbox::PROJECTION
+                )));
+            }
+            let key = stored_key(&comp, &item.key)?;
+            item.metadata.remove(crate::outbox::PROJECTION);
+            projections.insert(key, (item.value, item.metadata));
+            continue;
         }
         staged.push(match op.operation.as_str() {
             "upsert" => {
@@ -343,8 +367,22 @@ pub async fn transaction(
             }
         });
     }
+    for key in projections.keys() {
+        let saved = staged
+            .iter()
+            .any(|op| matches!(op, TransactionOp::Upsert(s) if &s.key == key));
+        if !saved {
+            return Err(ApiError::malformed(format!(
+                "the outbox projection of key {} has no upsert of the same key in the transaction",
+                key.rsplit("||").next().unwrap_or(key)
+            )));
+        }
+    }
     if staged.is_empty() {
         return Ok(());
+    }
+    if let Some(cfg) = comp.outbox.clone() {
+        crate::outbox::stage(rt, store, &comp, &cfg, &mut staged, &projections).await?;
     }
     guarded(&comp, || comp.store.transact(staged.clone()))
         .await

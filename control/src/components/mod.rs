@@ -41,6 +41,8 @@ pub struct StateComponent {
     pub outbound: Arc<tandem_proxy::resilience::Policy>,
     /// `None`: keys are stored as given (`keyPrefix: none`).
     pub prefix: Option<String>,
+    /// Transactions publish their upserts (`outboxPublishPubsub`, …).
+    pub outbox: Option<crate::outbox::OutboxConfig>,
 }
 
 /// A pub/sub broker with what the sidecar needs around it.
@@ -282,6 +284,10 @@ pub async fn init_all(
                                 store,
                                 prefix,
                                 outbound,
+                                // Checked by init_one.
+                                outbox: crate::outbox::OutboxConfig::from_metadata(&metadata)
+                                    .ok()
+                                    .flatten(),
                             },
                         );
                     }
@@ -297,6 +303,22 @@ pub async fn init_all(
                     return Err(InitError {
                         component: name,
                         message,
+                    });
+                }
+            }
+        }
+    }
+    // An outbox names pubsubs that may be defined in any file.
+    for (name, state) in &live.state_stores {
+        if let Some(o) = &state.outbox {
+            for p in [&o.publish_pubsub, &o.internal_pubsub] {
+                if !live.pubsubs.contains_key(p) {
+                    return Err(InitError {
+                        component: name.clone(),
+                        message: format!(
+                            "the outbox publishes through pubsub `{p}`, which is not loaded; loaded pubsubs: [{}]",
+                            live.pubsubs.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
                     });
                 }
             }
@@ -327,6 +349,9 @@ async fn init_one(
             *id = ctx.app_id.clone();
         }
         delivery_concurrency(&metadata)?;
+    }
+    if c.spec.type_.starts_with("state.") {
+        crate::outbox::OutboxConfig::from_metadata(&metadata)?;
     }
     let timeout = c
         .spec
