@@ -2,10 +2,13 @@
 //! (Redis XADD on the same Redis, measured in the same run), and end-to-end
 //! publish → deliver throughput and latency per broker to a real HTTP app.
 //!
-//! `cargo bench --bench pubsub` (needs the machine's Redis on 6379).
+//! `cargo bench --bench pubsub` (needs the machine's Redis, RabbitMQ, NATS
+//! and Mosquitto).
 //! `PUBSUB_ITERS` sets the samples per measurement (default 2000).
 
 mod common;
+#[path = "../tests/common/nats.rs"]
+mod nats;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -197,6 +200,24 @@ async fn main() {
             "pubsub.redis",
             vec![("redisHost", "127.0.0.1:6379".to_string())],
         ),
+        (
+            "rabbitmq",
+            "pubsub.rabbitmq",
+            vec![(
+                "connectionString",
+                "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
+            )],
+        ),
+        (
+            "jetstream",
+            "pubsub.jetstream",
+            vec![("natsURL", "nats://127.0.0.1:4222".to_string())],
+        ),
+        (
+            "mqtt3",
+            "pubsub.mqtt3",
+            vec![("url", "tcp://127.0.0.1:1883".to_string())],
+        ),
     ] {
         let res = dir.join(name);
         std::fs::create_dir_all(&res).unwrap();
@@ -216,6 +237,8 @@ async fn main() {
         );
         let port = app(count.clone(), lat.clone(), topic.clone()).await;
         let sc = common::start(&format!("bench-{}", std::process::id()), &res, Some(port));
+        // RabbitMQ binds the group's queue, MQTT subscribes, asynchronously.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let uri = format!("http://127.0.0.1:{}/v1.0/publish/bus/{topic}", sc.http);
         let t = Instant::now();
         for _ in 0..iters {
@@ -246,6 +269,9 @@ async fn main() {
         drop(sc);
         if name == "redis" {
             let _: () = redis::AsyncCommands::del(&mut conn, &topic).await.unwrap();
+        }
+        if name == "jetstream" {
+            nats::delete_stream(&format!("tandem-{topic}"));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -316,28 +316,10 @@ mod nats_jetstream {
         )
     }
 
-    /// Removes a stream tandem made on the machine's server, over the
-    /// plain NATS protocol (`$JS.API.STREAM.DELETE.<name>`).
-    fn delete_stream(name: &str) {
-        use std::io::{BufRead, BufReader, Write};
-        let Ok(mut conn) = std::net::TcpStream::connect("127.0.0.1:4222") else {
-            return;
-        };
-        let mut reader = BufReader::new(conn.try_clone().unwrap());
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line); // INFO
-        let _ = write!(
-            conn,
-            "CONNECT {{\"verbose\":false}}\r\nPUB $JS.API.STREAM.DELETE.{name} 0\r\n\r\nPING\r\n"
-        );
-        line.clear();
-        let _ = reader.read_line(&mut line); // PONG
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killed_subscriber_sidecar_loses_nothing() {
         let topic = killed_subscriber_sidecar(&yaml(4222));
-        delete_stream(&format!("tandem-{topic}"));
+        common::nats::delete_stream(&format!("tandem-{topic}"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

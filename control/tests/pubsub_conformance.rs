@@ -411,6 +411,39 @@ mod rabbitmq_broker {
         survives_a_killed_subscriber(broker().await, broker(), &topic).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rabbitmq_expires_messages_natively() {
+        use tandem_control::components::pubsub::feature::MESSAGE_TTL;
+        let b = broker().await;
+        assert!(b.features().contains(&MESSAGE_TTL));
+        let topic = format!("ttl-{}", run_id());
+        // The group's queue exists from its first subscription on.
+        let first = sub(b.as_ref(), &topic, "ttl", recorder(&Seen::default()));
+        tokio::time::sleep(SETTLE).await;
+        drop(first);
+        for (text, ttl) in [("short", Some("1")), ("kept", None)] {
+            b.publish(Message {
+                topic: topic.clone(),
+                data: Bytes::from(text),
+                content_type: "text/plain".into(),
+                metadata: ttl
+                    .map(|t| BTreeMap::from([("ttlInSeconds".to_string(), t.to_string())]))
+                    .unwrap_or_default(),
+            })
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let got = Seen::default();
+        let _h = sub(b.as_ref(), &topic, "ttl", recorder(&got));
+        wait_until("the message without TTL", Duration::from_secs(5), || {
+            set(&got).contains("kept")
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(set(&got), BTreeSet::from(["kept".to_string()]));
+    }
+
     #[tokio::test]
     async fn an_unreachable_rabbitmq_is_named() {
         let md = BTreeMap::from([(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod event_app;
+pub mod nats;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

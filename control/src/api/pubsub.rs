@@ -167,17 +167,20 @@ pub fn envelope(rt: &Runtime, p: &Publish, has_ttl: bool) -> Result<Vec<u8>, Api
     }
     ce.insert("topic".into(), json!(p.topic));
     ce.insert("pubsubname".into(), json!(p.pubsub));
-    if !has_ttl && let Some(ttl) = p.metadata.get("ttlInSeconds") {
+    if let Some(ttl) = p.metadata.get("ttlInSeconds") {
         let secs: i64 = ttl.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
             bad_request(
                 "ERR_PUBSUB_REQUEST_METADATA",
                 format!("metadata ttlInSeconds is `{ttl}`; expected a positive whole number"),
             )
         })?;
-        ce.insert(
-            "expiration".into(),
-            json!(rfc3339_utc(now_ms() + secs * 1000)),
-        );
+        // A broker with native TTL expires the message itself.
+        if !has_ttl {
+            ce.insert(
+                "expiration".into(),
+                json!(rfc3339_utc(now_ms() + secs * 1000)),
+            );
+        }
     }
     Ok(serde_json::to_vec(&Value::Object(ce)).expect("JSON of JSON values"))
 }

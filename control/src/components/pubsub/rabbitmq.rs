@@ -104,9 +104,16 @@ impl RabbitPubSub {
                 .map_err(|e| format!("rabbitmq: {e}"))?;
             declared.insert(msg.topic.clone());
         }
-        let props = BasicProperties::default()
+        let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(msg.content_type.as_str().into());
+        // Native per-message TTL (MESSAGE_TTL): RabbitMQ drops it unread.
+        if let Some(ttl) = msg.metadata.get("ttlInSeconds") {
+            let secs: u64 = ttl
+                .parse()
+                .map_err(|_| format!("metadata ttlInSeconds is `{ttl}`; expected seconds"))?;
+            props = props.with_expiration((secs * 1000).to_string().as_str().into());
+        }
         let confirm = ch
             .basic_publish(
                 msg.topic.as_str().into(),
@@ -215,7 +222,7 @@ async fn consume_once(
 
 impl PubSub for RabbitPubSub {
     fn features(&self) -> Vec<&'static str> {
-        Vec::new()
+        vec![feature::MESSAGE_TTL]
     }
 
     fn publish<'a>(&'a self, msg: Message) -> BoxFuture<'a, Result<(), String>> {
