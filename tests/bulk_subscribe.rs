@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::event_app::{App, start_app};
+use common::event_app::{App, serve_app_with_sidecar};
 use common::{TempDir, component, free_port, sidecar};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -52,16 +52,7 @@ async fn http_app_gets_batches_and_settles_each_entry() {
         })),
         ..Default::default()
     });
-    let port = start_app(app.clone());
-    let s = sidecar()
-        .args([
-            "--app-port",
-            &port.to_string(),
-            "--resources-path",
-            dir.path().to_str().unwrap(),
-        ])
-        .start();
-    assert!(s.wait_healthz(204, Duration::from_secs(10)));
+    let s = serve_app_with_sidecar(&app, &dir, &[]);
 
     let mut sent: Vec<String> = (0..23).map(|i| format!("m-{i}")).collect();
     sent.push("drop-me".into());

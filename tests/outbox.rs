@@ -5,21 +5,10 @@
 
 mod common;
 
-use common::event_app::{App, start_app};
-use common::{TempDir, component, sidecar};
+use common::event_app::{App, serve_app_with_sidecar};
+use common::{TempDir, component, run_id, sidecar};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn run_id() -> String {
-    format!(
-        "{}{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    )
-}
 
 fn data_seen(app: &App) -> Vec<serde_json::Value> {
     app.got
@@ -60,21 +49,7 @@ async fn committed_upserts_are_published_and_failed_transactions_are_not() {
         subscribe: r#"[{"pubsubname":"bus","topic":"orders","route":"/orders"}]"#.into(),
         ..Default::default()
     });
-    let port = start_app(app.clone());
-    let s = sidecar()
-        .app_id("shop")
-        .args([
-            "--app-port",
-            &port.to_string(),
-            "--resources-path",
-            dir.path().to_str().unwrap(),
-        ])
-        .start();
-    assert!(
-        s.wait_healthz(204, Duration::from_secs(10)),
-        "{}",
-        s.stderr.text()
-    );
+    let s = serve_app_with_sidecar(&app, &dir, &[]);
 
     // A committed transaction: both upserts are published, the delete is not.
     let tx = br#"{"operations":[
@@ -91,7 +66,7 @@ async fn committed_upserts_are_published_and_failed_transactions_are_not() {
     }
     let got = app.got.lock().unwrap().clone();
     let e = &got.iter().find(|g| g.path == "/orders").unwrap().event;
-    assert_eq!(e["source"], "shop");
+    assert_eq!(e["source"], "test-app");
     assert_eq!(e["topic"], "orders");
     assert_eq!(e["pubsubname"], "bus");
     assert_eq!(e["datacontenttype"], "application/json");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::event_app::{App, start_app};
+use common::event_app::App;
 use common::{TempDir, sidecar};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,22 +19,7 @@ const SUBSCRIBE: &str = r#"[
   {"pubsubname":"bus","topic":"raw","route":"/raw","metadata":{"rawPayload":"true"}}
 ]"#;
 
-/// Serves `app`, starts its sidecar on the resources in `dir` (plus
-/// `extra` flags) and waits until the app is ready.
-fn serve_app_with_sidecar(app: &Arc<App>, dir: &TempDir, extra: &[&str]) -> common::Sidecar {
-    let port = start_app(app.clone());
-    let s = sidecar()
-        .args([
-            "--app-port",
-            &port.to_string(),
-            "--resources-path",
-            dir.path().to_str().unwrap(),
-        ])
-        .args(extra)
-        .start();
-    assert!(s.wait_healthz(204, Duration::from_secs(10)));
-    s
-}
+use common::event_app::serve_app_with_sidecar;
 
 fn bus(dir: &TempDir, extra_metadata: &str) {
     dir.write(

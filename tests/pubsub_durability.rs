@@ -7,26 +7,15 @@
 mod common;
 
 use common::event_app::{App, start_app};
-use common::{Sidecar, TempDir, component, free_port, sidecar};
+use common::{OwnServer, Sidecar, TempDir, component, free_port, run_id, sidecar, spawn_quiet};
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// RabbitMQ is the machine's own: its restart must not overlap the other
 /// RabbitMQ scenario of this binary.
 static RABBITMQ: Mutex<()> = Mutex::new(());
-
-fn run_id() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
-}
 
 fn payloads(app: &App) -> BTreeSet<String> {
     app.got
@@ -154,64 +143,6 @@ fn killed_subscriber_sidecar(yaml: &str) -> String {
     topic
 }
 
-/// A broker process of the test's own, which it can stop and start again
-/// on the same port and data directory.
-struct OwnBroker {
-    child: Option<Child>,
-    start: Box<dyn Fn() -> Child>,
-    port: u16,
-}
-
-impl OwnBroker {
-    fn new(port: u16, start: impl Fn() -> Child + 'static) -> Self {
-        let mut b = Self {
-            child: None,
-            start: Box::new(start),
-            port,
-        };
-        b.up();
-        b
-    }
-
-    fn up(&mut self) {
-        self.child = Some((self.start)());
-        let end = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < end,
-                "broker on {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL (a crash) or SIGTERM (a clean stop), then wait for the exit.
-    fn down(&mut self, signal: &str) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args([signal, &c.id().to_string()])
-                .status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        self.down("-KILL");
-    }
-}
-
-fn spawn(cmd: &str, args: &[&str]) -> Child {
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd} is installed: {e}"))
-}
-
 /// Publishes 40 messages while the broker goes down and comes back; every
 /// acknowledged one reaches the subscriber.
 fn survives_broker_restart(yaml: &str, restart: impl FnOnce()) {
@@ -274,8 +205,8 @@ mod redis_streams {
         let port = free_port();
         let data = TempDir::new("redis-aof");
         let dir = data.path().to_str().unwrap().to_string();
-        let mut broker = OwnBroker::new(port, move || {
-            spawn(
+        let mut broker = OwnServer::new(port, move || {
+            spawn_quiet(
                 "redis-server",
                 &[
                     "--port",
@@ -327,8 +258,8 @@ mod nats_jetstream {
         let port = free_port();
         let data = TempDir::new("nats-js");
         let dir = data.path().to_str().unwrap().to_string();
-        let mut broker = OwnBroker::new(port, move || {
-            spawn(
+        let mut broker = OwnServer::new(port, move || {
+            spawn_quiet(
                 "nats-server",
                 &[
                     "-a",
@@ -382,7 +313,7 @@ mod mqtt3 {
             ),
         );
         let conf = conf.to_str().unwrap().to_string();
-        let mut broker = OwnBroker::new(port, move || spawn("mosquitto", &["-c", &conf]));
+        let mut broker = OwnServer::new(port, move || spawn_quiet("mosquitto", &["-c", &conf]));
         survives_broker_restart(&yaml(port), || {
             broker.down("-TERM");
             broker.up();

@@ -3,16 +3,16 @@
 
 mod common;
 
-use common::{TempDir, component, sidecar};
-use std::process::{Child, Command, Stdio};
+use common::{OwnServer, TempDir, component, sidecar, spawn_quiet};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct OwnRedis(Child);
-
-impl OwnRedis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
+/// A Redis of the test's own on `port`, that it may stop and start.
+fn own_redis(port: u16) -> OwnServer {
+    OwnServer::new(port, move || {
+        spawn_quiet(
+            "redis-server",
+            &[
                 "--port",
                 &port.to_string(),
                 "--bind",
@@ -23,30 +23,15 @@ impl OwnRedis {
                 "no",
                 "--enable-debug-command",
                 "yes",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let end = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < end, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self(child)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+            ],
+        )
+    })
 }
 
 #[test]
 fn redis_stopped_mid_run_then_back() {
     let port = common::free_port();
-    let redis = OwnRedis::start(port);
+    let redis = own_redis(port);
     let dir = TempDir::new("redis-outage");
     dir.write(
         "cache.yaml",
@@ -89,7 +74,7 @@ fn redis_stopped_mid_run_then_back() {
         "the sidecar keeps serving"
     );
 
-    let _redis = OwnRedis::start(port);
+    let _redis = own_redis(port);
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         let r = s.request(
@@ -164,7 +149,7 @@ fn resilient_cache(dir: &TempDir, port: u16, policies: &str, target: &str) -> co
 #[test]
 fn outbound_retries_ride_out_a_short_outage() {
     let port = common::free_port();
-    let redis = OwnRedis::start(port);
+    let redis = own_redis(port);
     let dir = TempDir::new("retry");
     let s = resilient_cache(
         &dir,
@@ -175,7 +160,7 @@ fn outbound_retries_ride_out_a_short_outage() {
     drop(redis);
     let restart = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(600));
-        OwnRedis::start(port)
+        own_redis(port)
     });
     let t = Instant::now();
     let r = s.request(
@@ -195,7 +180,7 @@ fn outbound_retries_ride_out_a_short_outage() {
 #[test]
 fn outbound_timeout_and_circuit_breaker() {
     let port = common::free_port();
-    let redis = OwnRedis::start(port);
+    let redis = own_redis(port);
     let dir = TempDir::new("breaker");
     let s = resilient_cache(
         &dir,
@@ -227,7 +212,7 @@ fn outbound_timeout_and_circuit_breaker() {
     for _ in 0..2 {
         assert_eq!(s.get("/v1.0/state/cache/k").status, 500);
     }
-    let _redis = OwnRedis::start(port);
+    let _redis = own_redis(port);
     let r = s.get("/v1.0/state/cache/k");
     assert_eq!(
         r.status, 500,

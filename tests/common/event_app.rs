@@ -56,6 +56,31 @@ impl App {
     }
 }
 
+/// Serves `app`, starts its sidecar on the resources in `dir` (plus
+/// `extra` flags) and waits until the app is ready.
+pub fn serve_app_with_sidecar(
+    app: &Arc<App>,
+    dir: &super::TempDir,
+    extra: &[&str],
+) -> super::Sidecar {
+    let port = start_app(app.clone());
+    let s = super::sidecar()
+        .args([
+            "--app-port",
+            &port.to_string(),
+            "--resources-path",
+            dir.path().to_str().unwrap(),
+        ])
+        .args(extra)
+        .start();
+    assert!(
+        s.wait_healthz(204, Duration::from_secs(10)),
+        "{}",
+        s.stderr.text()
+    );
+    s
+}
+
 /// Binds the app's port now (so nothing can take it) and serves on it.
 pub fn start_app(app: Arc<App>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

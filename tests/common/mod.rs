@@ -442,3 +442,74 @@ pub fn component(name: &str, type_: &str, metadata: &[(&str, &str)]) -> String {
     }
     s
 }
+
+/// A server process of the test's own (Redis, NATS, Mosquitto, …), which
+/// it can stop and start again on the same port and data directory.
+pub struct OwnServer {
+    child: Option<Child>,
+    start: Box<dyn Fn() -> Child + Send>,
+    port: u16,
+}
+
+impl OwnServer {
+    pub fn new(port: u16, start: impl Fn() -> Child + Send + 'static) -> Self {
+        let mut b = Self {
+            child: None,
+            start: Box::new(start),
+            port,
+        };
+        b.up();
+        b
+    }
+
+    pub fn up(&mut self) {
+        self.child = Some((self.start)());
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < end,
+                "broker on {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL (a crash) or SIGTERM (a clean stop), then wait for the exit.
+    pub fn down(&mut self, signal: &str) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args([signal, &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.down("-KILL");
+    }
+}
+
+/// Starts a program with its output discarded.
+pub fn spawn_quiet(cmd: &str, args: &[&str]) -> Child {
+    Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd} is installed: {e}"))
+}
+
+/// A name no earlier run used: topics, groups and keys of one test run.
+pub fn run_id() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}

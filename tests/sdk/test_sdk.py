@@ -285,3 +285,49 @@ def test_streaming_subscription(tmp_path, tandem_env):
     assert "== APP == STREAM OK [0, 1, 2]" in out.stdout, out.stdout + out.stderr
     assert "== APP == retried" in out.stdout, "a RETRY answer brings the event back"
     assert "('ticks', 'STREAMING')" in out.stdout, "listed while open: " + out.stdout
+
+
+BROKERS = {
+    "embedded": ("pubsub.embedded", [("path", "{tmp}/bus.db")]),
+    "jetstream": ("pubsub.jetstream", [("natsURL", "nats://127.0.0.1:4222"), ("memoryStorage", "true")]),
+    "mqtt3": ("pubsub.mqtt3", [("url", "tcp://127.0.0.1:1883")]),
+}
+
+
+def component_yaml(name, type_, md):
+    items = "".join(f"  - name: {k}\n    value: \"{v}\"\n" for k, v in md)
+    return (
+        f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n"
+        f"spec:\n  type: {type_}\n  version: v1\n  metadata:\n{items}"
+    )
+
+
+@pytest.mark.parametrize("broker", sorted(BROKERS))
+def test_outbox_through_the_python_sdk(broker, tmp_path, tandem_env):
+    """execute_state_transaction on a SQLite store with an outbox: the SDK's
+    own streaming subscriber gets one event per upsert, over each broker."""
+    topic = f"outbox-{os.getpid()}-{int(time.time() * 1000)}"
+    res = tmp_path / "res"
+    res.mkdir()
+    type_, md = BROKERS[broker]
+    md = [(k, v.format(tmp=tmp_path)) for k, v in md]
+    (res / "bus.yaml").write_text(component_yaml("bus", type_, md))
+    (res / "store.yaml").write_text(
+        component_yaml(
+            "orders",
+            "state.sqlite",
+            [("connectionString", str(tmp_path / "state.db")), ("outboxPublishPubsub", "bus"), ("outboxPublishTopic", topic)],
+        )
+    )
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"outbox-{broker}-{os.getpid()}", "--resources-path", str(res),
+            "--", *python_app("outbox_app.py", "orders", "bus", topic),
+        ),
+        env=tandem_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert '== APP == OUTBOX OK [1, 2] {"n": 1}' in out.stdout, out.stdout + out.stderr

@@ -62,16 +62,54 @@ pub struct PubSubComponent {
     pub concurrency: usize,
 }
 
-/// A broker's `concurrency` metadata (default 1).
+/// How many messages `parallel` delivery keeps in flight per subscription.
+const PARALLEL_DELIVERIES: usize = 100;
+
+/// A broker's delivery concurrency from its metadata, as Dapr's components
+/// spell it: `concurrency` as a number (Redis) or `single`/`parallel`
+/// (JetStream), or `concurrencyMode: single|parallel` (RabbitMQ, Kafka).
+/// Default 1: in order.
 fn delivery_concurrency(m: &BTreeMap<String, String>) -> Result<usize, String> {
-    match m.get("concurrency").filter(|v| !v.is_empty()) {
-        None => Ok(1),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+    let mode = |key: &str, v: &str| match v {
+        "single" => Ok(1),
+        "parallel" => Ok(PARALLEL_DELIVERIES),
+        _ => match v.parse::<usize>() {
+            Ok(n) if key == "concurrency" && (1..=10_000).contains(&n) => Ok(n),
             _ => Err(format!(
-                "metadata `concurrency` is `{v}`; expected a number from 1 to 10000"
+                "metadata `{key}` is `{v}`; expected single, parallel{}",
+                if key == "concurrency" {
+                    " or a number from 1 to 10000"
+                } else {
+                    ""
+                }
             )),
         },
+    };
+    for key in ["concurrency", "concurrencyMode"] {
+        if let Some(v) = m.get(key).filter(|v| !v.is_empty()) {
+            return mode(key, v);
+        }
+    }
+    Ok(1)
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+
+    #[test]
+    fn delivery_concurrency_spellings() {
+        let m = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        assert_eq!(delivery_concurrency(&BTreeMap::new()), Ok(1));
+        assert_eq!(delivery_concurrency(&m("concurrency", "8")), Ok(8));
+        assert_eq!(delivery_concurrency(&m("concurrency", "single")), Ok(1));
+        assert_eq!(
+            delivery_concurrency(&m("concurrencyMode", "parallel")),
+            Ok(PARALLEL_DELIVERIES)
+        );
+        assert!(delivery_concurrency(&m("concurrency", "0")).is_err());
+        let e = delivery_concurrency(&m("concurrencyMode", "4")).unwrap_err();
+        assert!(e.contains("single, parallel"), "{e}");
     }
 }
 

@@ -237,35 +237,22 @@ async fn send(
         "pubsubname": sub.spec.pubsubname,
         "type": BULK_TYPE,
     });
-    let path = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("/{path}")
+    let body = match post_http(
+        app,
+        path,
+        "application/json",
+        sub,
+        None,
+        Bytes::from(body.to_string()),
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(Outcome::Dropped(why)) => return Answer::DropAll(why),
+        Err(Outcome::Retry(why)) => return Answer::RetryAll(why),
+        // post_http never acknowledges by itself; nothing settled = retry.
+        Err(Outcome::Ack) => return Answer::Statuses(Default::default()),
     };
-    let Ok(req) = http::Request::post(path.as_str())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header("pubsubname", sub.spec.pubsubname.as_str())
-        .body(Full::new(Bytes::from(body.to_string())))
-    else {
-        return Answer::DropAll(format!("route `{path}` is not a valid request path"));
-    };
-    let resp = match app.send_http(req).await {
-        Ok(r) => r,
-        Err(e) => return Answer::RetryAll(e.to_string()),
-    };
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    if status == http::StatusCode::NOT_FOUND {
-        return Answer::DropAll(format!("the app answered 404 for {path}"));
-    }
-    if !status.is_success() {
-        return Answer::RetryAll(format!("the app answered {status} for {path}"));
-    }
     let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let statuses = answer
         .get("statuses")

@@ -164,6 +164,54 @@ fn route(sub: &Sub, ce: &serde_json::Map<String, Value>) -> Option<String> {
     sub.default.clone()
 }
 
+/// POSTs one delivery to an HTTP app; the body of a 2xx answer, or what a
+/// failure means (404 drops, anything else is retried).
+async fn post_http(
+    app: &tandem_proxy::AppChannel,
+    path: &str,
+    content_type: &str,
+    sub: &Sub,
+    traceparent: Option<&str>,
+    body: Bytes,
+) -> Result<Bytes, Outcome> {
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let mut req = http::Request::post(path.as_str())
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header("pubsubname", sub.spec.pubsubname.as_str());
+    if let Some(tp) = traceparent {
+        req = req.header("traceparent", tp);
+    }
+    let Ok(req) = req.body(Full::new(body)) else {
+        return Err(Outcome::Dropped(format!(
+            "route `{path}` is not a valid request path"
+        )));
+    };
+    let resp = app
+        .send_http(req)
+        .await
+        .map_err(|e| Outcome::Retry(e.to_string()))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if status == http::StatusCode::NOT_FOUND {
+        return Err(Outcome::Dropped(format!("the app answered 404 for {path}")));
+    }
+    if !status.is_success() {
+        return Err(Outcome::Retry(format!(
+            "the app answered {status} for {path}"
+        )));
+    }
+    Ok(body)
+}
+
 async fn post(
     rt: &Runtime,
     path: &str,
@@ -177,37 +225,11 @@ async fn post(
     if let Some(channel) = app.grpc_channel() {
         return post_grpc(app, channel, path, sub, ce).await;
     }
-    let path = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("/{path}")
+    let traceparent = ce.get("traceparent").and_then(Value::as_str);
+    let body = match post_http(app, path, CLOUDEVENTS_JSON, sub, traceparent, body).await {
+        Ok(body) => body,
+        Err(outcome) => return outcome,
     };
-    let mut req = http::Request::post(path.as_str())
-        .header(http::header::CONTENT_TYPE, CLOUDEVENTS_JSON)
-        .header("pubsubname", sub.spec.pubsubname.as_str());
-    if let Some(tp) = ce.get("traceparent").and_then(Value::as_str) {
-        req = req.header("traceparent", tp);
-    }
-    let Ok(req) = req.body(Full::new(body)) else {
-        return Outcome::Dropped(format!("route `{path}` is not a valid request path"));
-    };
-    let resp = match app.send_http(req).await {
-        Ok(r) => r,
-        Err(e) => return Outcome::Retry(e.to_string()),
-    };
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    if status == http::StatusCode::NOT_FOUND {
-        return Outcome::Dropped(format!("the app answered 404 for {path}"));
-    }
-    if !status.is_success() {
-        return Outcome::Retry(format!("the app answered {status} for {path}"));
-    }
     let answer = serde_json::from_slice::<Value>(&body).ok();
     match answer
         .as_ref()

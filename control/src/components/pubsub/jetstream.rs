@@ -73,8 +73,12 @@ fn deliver_policy(m: &Metadata) -> Result<DeliverPolicy, String> {
         return Ok(DeliverPolicy::ByStartSequence { start_sequence });
     }
     let flag = |k: &str| m.get(k).is_some_and(|v| v == "true");
+    if m.get("startTime").is_some_and(|v| !v.is_empty()) {
+        return Err("metadata `startTime` is not supported yet by pubsub.jetstream; use `startSequence` or `deliverPolicy`".into());
+    }
     match m.get("deliverPolicy").map(|s| s.as_str()).unwrap_or("") {
         "" if flag("deliverNew") => Ok(DeliverPolicy::New),
+        "sequence" => Err("metadata `deliverPolicy: sequence` needs `startSequence`".into()),
         "" | "all" => Ok(DeliverPolicy::All),
         "new" => Ok(DeliverPolicy::New),
         "last" => Ok(DeliverPolicy::Last),
