@@ -273,18 +273,10 @@ async fn relay(rt: &Runtime, store: &str, cfg: &OutboxConfig, msg: Message) -> R
             content_type: CLOUDEVENTS_JSON.into(),
             metadata: Default::default(),
         };
-        let published = if target.outbound.is_empty() {
-            target.broker.publish(msg).await
-        } else {
-            target
-                .outbound
-                .run(
-                    || target.broker.publish(msg.clone()),
-                    |_| tandem_proxy::resilience::FailureKind::Transient,
-                )
-                .await
-                .map_err(|e| e.to_string())
-        };
+        let published = target
+            .outbound
+            .run_transient(|| target.broker.publish(msg.clone()))
+            .await;
         published.map_err(|e| format!("outbox: publishing to {}: {e}", cfg.publish_topic))?;
     }
     if let Err(e) = comp

@@ -255,6 +255,22 @@ impl Policy {
         self.timeout.is_none() && self.retry.is_none() && self.breaker.is_none()
     }
 
+    /// Runs `op` under the policy with every failure worth a retry, and the
+    /// error as text (what brokers and the app channel give). An empty
+    /// policy runs it once.
+    pub async fn run_transient<T, F, Fut>(&self, mut op: F) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        if self.is_empty() {
+            return op().await;
+        }
+        self.run(op, |_| FailureKind::Transient)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Runs `op` under the policy. `classify` says whether a failure is
     /// worth a retry; timeouts always are.
     pub async fn run<T, E, F, Fut>(

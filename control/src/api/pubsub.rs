@@ -206,17 +206,10 @@ pub async fn publish(rt: &Runtime, p: Publish) -> Result<(), ApiError> {
         content_type,
         metadata: p.metadata,
     };
-    let result = if comp.outbound.is_empty() {
-        comp.broker.publish(msg).await
-    } else {
-        comp.outbound
-            .run(
-                || comp.broker.publish(msg.clone()),
-                |_| tandem_proxy::resilience::FailureKind::Transient,
-            )
-            .await
-            .map_err(|e| e.to_string())
-    };
+    let result = comp
+        .outbound
+        .run_transient(|| comp.broker.publish(msg.clone()))
+        .await;
     result.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

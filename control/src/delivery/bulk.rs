@@ -194,15 +194,7 @@ async fn deliver_to_path(rt: &Runtime, sub: &Sub, path: &str, entries: Vec<Entry
             None => Ok(()),
         }
     };
-    let result = if sub.comp.inbound.is_empty() {
-        attempt().await
-    } else {
-        sub.comp
-            .inbound
-            .run(attempt, |_| FailureKind::Transient)
-            .await
-            .map_err(|e| e.to_string())
-    };
+    let result = sub.comp.inbound.run_transient(attempt).await;
     if let Err(why) = result {
         let left = std::mem::take(&mut *remaining.lock().expect("batch lock"));
         for e in left {

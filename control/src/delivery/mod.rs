@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tandem_config::SubscriptionSpec;
-use tandem_proxy::resilience::{FailureKind, compile_cel};
+use tandem_proxy::resilience::compile_cel;
 
 struct Route {
     rule: Program,
@@ -293,15 +293,7 @@ async fn deliver(rt: &Runtime, sub: &Sub, msg: Message) -> Result<(), String> {
             Outcome::Retry(why) => Err(why),
         }
     };
-    let result = if sub.comp.inbound.is_empty() {
-        attempt().await
-    } else {
-        sub.comp
-            .inbound
-            .run(attempt, |_| FailureKind::Transient)
-            .await
-            .map_err(|e| e.to_string())
-    };
+    let result = sub.comp.inbound.run_transient(attempt).await;
     match result {
         Ok(None) => Ok(()),
         Ok(Some(dropped)) => {
