@@ -143,6 +143,76 @@ fn killed_subscriber_sidecar(yaml: &str) -> String {
     topic
 }
 
+/// The subscriber app is a process of its own (tests/apps/event_recorder.py),
+/// killed part-way through and started again on the same port: what it
+/// never answered is delivered once it is back.
+fn killed_subscriber_app(yaml: &str) -> String {
+    let run = run_id();
+    let topic = format!("appkill-{run}");
+    let dir = TempDir::new("appkill");
+    dir.write("bus.yaml", yaml);
+    let record = dir.path().join("record.txt");
+    let res = dir.path().to_str().unwrap().to_string();
+    let port = free_port();
+    let app = || {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/event_recorder.py");
+        Command::new("python3")
+            .args([script, &port.to_string()])
+            .env("RECORD", &record)
+            .env("SUBSCRIBE", subscription(&topic))
+            .env("DELAY_MS", "20")
+            .spawn()
+            .expect("python3 runs the recorder app")
+    };
+    let recorded = || -> BTreeSet<String> {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let mut first = app();
+    let _sub = start_sub(&format!("orders-{run}"), port, &res);
+    std::thread::sleep(Duration::from_secs(1));
+    let publisher = sidecar()
+        .app_id(&format!("shop-{run}"))
+        .args(["--resources-path", &res])
+        .start();
+    let expected: BTreeSet<String> = (0..40).map(|i| format!("m-{i}")).collect();
+    for p in &expected {
+        let r = publisher.request("POST", &format!("/v1.0/publish/bus/{topic}"), p.as_bytes());
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let end = Instant::now() + Duration::from_secs(15);
+    while recorded().len() < 5 {
+        assert!(Instant::now() < end, "no deliveries started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill().unwrap();
+    let _ = first.wait();
+    let before = recorded().len();
+    assert!(
+        before < expected.len(),
+        "killed mid-stream ({before} delivered)"
+    );
+    // Deliveries fail while it is down; then it comes back.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut second = app();
+    let end = Instant::now() + Duration::from_secs(40);
+    while !recorded().is_superset(&expected) {
+        assert!(
+            Instant::now() < end,
+            "the restarted app got {} of {}",
+            recorded().len(),
+            expected.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = second.kill();
+    let _ = second.wait();
+    topic
+}
+
 /// Publishes 40 messages while the broker goes down and comes back; every
 /// acknowledged one reaches the subscriber.
 fn survives_broker_restart(yaml: &str, restart: impl FnOnce()) {
@@ -200,6 +270,11 @@ mod redis_streams {
         killed_subscriber_sidecar(&yaml(6379));
     }
 
+    #[test]
+    fn killed_subscriber_app_loses_nothing() {
+        killed_subscriber_app(&yaml(6379));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_crashed_redis_with_aof_loses_nothing_acknowledged() {
         let port = free_port();
@@ -253,6 +328,12 @@ mod nats_jetstream {
         common::nats::delete_stream(&format!("tandem-{topic}"));
     }
 
+    #[test]
+    fn killed_subscriber_app_loses_nothing() {
+        let topic = killed_subscriber_app(&yaml(4222));
+        common::nats::delete_stream(&format!("tandem-{topic}"));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_crashed_nats_server_loses_nothing_acknowledged() {
         let port = free_port();
@@ -297,6 +378,11 @@ mod mqtt3 {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killed_subscriber_sidecar_loses_nothing() {
         killed_subscriber_sidecar(&yaml(1883));
+    }
+
+    #[test]
+    fn killed_subscriber_app_loses_nothing() {
+        killed_subscriber_app(&yaml(1883));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,6 +439,12 @@ mod rabbitmq {
         killed_subscriber_sidecar(&yaml());
     }
 
+    #[test]
+    fn killed_subscriber_app_loses_nothing() {
+        let _one = RABBITMQ.lock().unwrap_or_else(|e| e.into_inner());
+        killed_subscriber_app(&yaml());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restarted_rabbitmq_loses_nothing_acknowledged() {
         let _one = RABBITMQ.lock().unwrap_or_else(|e| e.into_inner());
@@ -367,17 +459,25 @@ mod rabbitmq {
 mod embedded_log {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn killed_subscriber_sidecar_loses_nothing() {
-        let file = TempDir::new("embedded-bus");
+    fn yaml(file: &TempDir) -> String {
         let path = file.path().join("pubsub.db");
-        killed_subscriber_sidecar(&component(
+        component(
             "bus",
             "pubsub.embedded",
             &[
                 ("path", path.to_str().unwrap()),
                 ("processingTimeout", "1s"),
             ],
-        ));
+        )
+    }
+
+    #[test]
+    fn killed_subscriber_app_loses_nothing() {
+        killed_subscriber_app(&yaml(&TempDir::new("embedded-app")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_subscriber_sidecar_loses_nothing() {
+        killed_subscriber_sidecar(&yaml(&TempDir::new("embedded-bus")));
     }
 }
