@@ -23,6 +23,9 @@ pub enum ResourceSource {
 pub struct RunningSidecar {
     pub runtime: Arc<Runtime>,
     servers: Vec<JoinHandle<()>>,
+    /// This app's entry in the local name registry, removed when the
+    /// sidecar ends.
+    _registration: tandem_proxy::registry::Registration,
 }
 
 async fn bind(addr: &str, port: u16, what: &str) -> Result<TcpListener> {
@@ -44,6 +47,13 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         .unwrap_or_else(|| "127.0.0.1".into());
     let http_listener = bind(&addr, options.http_port(), "Dapr HTTP API").await?;
     let grpc_listener = bind(&addr, options.grpc_port(), "Dapr gRPC API").await?;
+    // Peer sidecars reach this app through the internal port.
+    let internal_listener = bind(
+        "127.0.0.1",
+        options.dapr_internal_grpc_port.unwrap_or(0),
+        "internal (sidecar-to-sidecar)",
+    )
+    .await?;
     let metrics_listener = if options.enable_metrics {
         Some(
             bind(
@@ -133,6 +143,36 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         Some(_) => tracing::info!("metrics disabled by Configuration spec.metric.enabled"),
         None => {}
     }
+    let internal_addr = internal_listener.local_addr()?;
+    let registry = Arc::new(tandem_proxy::LocalRegistry::new(
+        tandem_control::home::dir().join("registry"),
+    ));
+    let namespace = runtime.options.namespace.clone().unwrap_or_default();
+    let registration = registry
+        .register(&tandem_proxy::registry::Instance {
+            app_id: runtime.app_id().to_string(),
+            namespace: namespace.clone(),
+            address: internal_addr,
+            pid: std::process::id(),
+        })
+        .map_err(|e| {
+            anyhow!(
+                "cannot register app {} for name resolution: {e}",
+                runtime.app_id()
+            )
+        })?;
+    runtime.set_invoker(Arc::new(tandem_proxy::Invoker::new(
+        registry,
+        runtime.app_id().to_string(),
+        namespace,
+    )));
+    servers.push(tokio::spawn(tandem_proxy::invoke::serve_inbound(
+        internal_listener,
+        runtime.app_id().to_string(),
+        runtime.app.clone(),
+        runtime.options.max_body_size,
+        runtime.shutdown_signal(),
+    )));
     tandem_control::outbox::start(&runtime);
     runtime.set_outbound_ready();
     tracing::info!(
@@ -144,7 +184,11 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
     );
 
     servers.push(tokio::spawn(app_startup(runtime.clone())));
-    Ok(RunningSidecar { runtime, servers })
+    Ok(RunningSidecar {
+        runtime,
+        servers,
+        _registration: registration,
+    })
 }
 
 fn metrics_enabled_by(config: &Configuration) -> bool {

@@ -18,6 +18,8 @@ pub struct Runtime {
     pub metrics: Metrics,
     pub app: Option<Arc<AppChannel>>,
     pub app_health: AppHealth,
+    /// Service invocation to other apps; set once the internal port is up.
+    invoker: std::sync::OnceLock<Arc<tandem_proxy::Invoker>>,
     /// `healthz/outbound`: APIs up and components loaded.
     outbound_ready: AtomicBool,
     /// `healthz`: the app is reachable and init endpoints were called.
@@ -43,6 +45,7 @@ impl Runtime {
             metrics,
             app,
             app_health: AppHealth::new(),
+            invoker: std::sync::OnceLock::new(),
             outbound_ready: AtomicBool::new(false),
             ready: watch::channel(false).0,
             extended: RwLock::new(BTreeMap::new()),
@@ -52,6 +55,14 @@ impl Runtime {
             relays: std::sync::Mutex::new(Vec::new()),
             streaming: std::sync::Mutex::new((0, Vec::new())),
         }
+    }
+
+    pub fn set_invoker(&self, invoker: Arc<tandem_proxy::Invoker>) {
+        let _ = self.invoker.set(invoker);
+    }
+
+    pub fn invoker(&self) -> Option<&Arc<tandem_proxy::Invoker>> {
+        self.invoker.get()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -184,6 +184,106 @@ impl AppChannel {
             })
     }
 
+    /// An invocation of the app: HTTP apps get the request as it is; gRPC
+    /// apps get `AppCallback/OnInvoke`, and its answer comes back as HTTP
+    /// (gRPC status → HTTP status as Dapr maps it). The response body is
+    /// streamed from the app.
+    pub async fn invoke(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<crate::invoke::ProxyBody>, AppChannelError> {
+        if let Transport::Grpc { channel } = &self.transport {
+            return self.invoke_grpc(channel.clone(), req).await;
+        }
+        let mut resp = self.send_http(req).await?;
+        crate::invoke::strip_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(crate::invoke::boxed))
+    }
+
+    async fn invoke_grpc(
+        &self,
+        channel: Channel,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<crate::invoke::ProxyBody>, AppChannelError> {
+        use tandem_proto::common::v1 as common;
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let verb = match parts.method {
+            Method::GET => common::http_extension::Verb::Get,
+            Method::HEAD => common::http_extension::Verb::Head,
+            Method::POST => common::http_extension::Verb::Post,
+            Method::PUT => common::http_extension::Verb::Put,
+            Method::DELETE => common::http_extension::Verb::Delete,
+            Method::CONNECT => common::http_extension::Verb::Connect,
+            Method::OPTIONS => common::http_extension::Verb::Options,
+            Method::TRACE => common::http_extension::Verb::Trace,
+            Method::PATCH => common::http_extension::Verb::Patch,
+            _ => common::http_extension::Verb::None,
+        };
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let message = common::InvokeRequest {
+            method: parts.uri.path().trim_start_matches('/').to_string(),
+            data: Some(prost_types::Any {
+                type_url: String::new(),
+                value: body.to_vec(),
+            }),
+            content_type,
+            http_extension: Some(common::HttpExtension {
+                verb: verb as i32,
+                querystring: parts.uri.query().unwrap_or_default().to_string(),
+            }),
+        };
+        let _permit = self.permit().await;
+        let mut grpc_req = tonic::Request::new(message);
+        for (name, value) in &parts.headers {
+            if let (Ok(k), Ok(v)) = (
+                tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
+                tonic::metadata::MetadataValue::try_from(value.as_bytes()),
+            ) && !matches!(name.as_str(), "content-type" | "content-length" | "te")
+            {
+                grpc_req.metadata_mut().insert(k, v);
+            }
+        }
+        self.add_grpc_token(&mut grpc_req);
+        let mut client = rt::app_callback_client::AppCallbackClient::new(channel);
+        let built = match client.on_invoke(grpc_req).await {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                let mut b = Response::builder().status(StatusCode::OK);
+                if !resp.content_type.is_empty() {
+                    b = b.header(http::header::CONTENT_TYPE, resp.content_type);
+                }
+                b.body(crate::invoke::full(
+                    resp.data.map(|d| d.value).unwrap_or_default(),
+                ))
+            }
+            Err(status) => Response::builder()
+                .status(http_status_of(status.code()))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(crate::invoke::full(
+                    serde_json::json!({
+                        "code": status.code() as i32,
+                        "message": status.message(),
+                        "details": [],
+                    })
+                    .to_string(),
+                )),
+        };
+        built.map_err(|e| AppChannelError::BadAnswer {
+            what: "OnInvoke".into(),
+            reason: e.to_string(),
+        })
+    }
+
     /// A GET with the `dapr-app-id` header, the way init endpoints are called.
     async fn get_init_endpoint(&self, path: &str) -> Result<(StatusCode, Bytes), AppChannelError> {
         let req = Request::builder()
@@ -326,7 +426,27 @@ impl AppChannel {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// Dapr's mapping of a gRPC app's status to the HTTP status of an
+/// invocation.
+pub fn http_status_of(code: tonic::Code) -> StatusCode {
+    use tonic::Code as C;
+    match code {
+        C::Ok => StatusCode::OK,
+        C::InvalidArgument => StatusCode::BAD_REQUEST,
+        C::NotFound => StatusCode::NOT_FOUND,
+        C::AlreadyExists => StatusCode::CONFLICT,
+        C::PermissionDenied => StatusCode::FORBIDDEN,
+        C::Unauthenticated => StatusCode::UNAUTHORIZED,
+        C::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        C::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        C::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        C::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        C::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

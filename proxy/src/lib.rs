@@ -6,9 +6,13 @@
 
 pub mod app_channel;
 pub mod health;
+pub mod invoke;
+pub mod registry;
 pub mod resilience;
 pub mod telemetry;
 
 pub use app_channel::{AppChannel, AppChannelConfig, AppChannelError};
 pub use health::AppHealth;
+pub use invoke::{Invoker, ProxyBody};
+pub use registry::LocalRegistry;
 pub use telemetry::Metrics;

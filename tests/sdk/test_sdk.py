@@ -331,3 +331,45 @@ def test_outbox_through_the_python_sdk(broker, tmp_path, tandem_env):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert '== APP == OUTBOX OK [1, 2] {"n": 1}' in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_invoke_method_between_apps_of_a_run_file(protocol, tmp_path, tandem_env):
+    """invoke_method from one app to a FastAPI app and to a dapr.ext.grpc
+    app, all three started by one `tandem run -f`."""
+    run_file = tmp_path / "dapr.yaml"
+    http_port, grpc_port = free_port(), free_port()
+    run_file.write_text(
+        f"""version: 1
+apps:
+- appID: calc-http
+  appDirPath: {HERE}/apps
+  appPort: {http_port}
+  command: ["{sys.executable}", "http_app.py"]
+- appID: calc-grpc
+  appDirPath: {HERE}/apps
+  appPort: {grpc_port}
+  appProtocol: grpc
+  command: ["{sys.executable}", "grpc_app.py"]
+- appID: client
+  appDirPath: {HERE}/apps
+  command: ["sh", "-c", "sleep 3; {sys.executable} invoke.py"]
+"""
+    )
+    env = dict(tandem_env, PYTHONUNBUFFERED="1", DAPR_API_METHOD_INVOCATION_PROTOCOL=protocol)
+    proc = subprocess.Popen(tandem_cmd("run", "-f", str(run_file)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = ""
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+            if "INVOKE" in line or "Traceback" in line:
+                break
+        expected = f"INVOKE {protocol} {{'sum': 5, 'caller': 'client'}} {{'product': 20}}"
+        assert expected in out, out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -3,6 +3,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod invoke;
 pub mod metadata;
 pub mod pubsub;
 pub mod secrets;

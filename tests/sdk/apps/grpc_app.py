@@ -1,10 +1,18 @@
-"""A gRPC app written with dapr.ext.grpc: one subscription and a health
-check that reports each call."""
+"""A gRPC app written with dapr.ext.grpc: one subscription, a method
+(multiply) to invoke, and a health check that reports each call."""
 import os
 
-from dapr.ext.grpc import App, SubscriptionMessage
+import json
+
+from dapr.ext.grpc import App, InvokeMethodRequest, InvokeMethodResponse, SubscriptionMessage
 
 app = App()
+
+
+@app.method(name="multiply")
+def multiply(request: InvokeMethodRequest) -> InvokeMethodResponse:
+    body = json.loads(request.text())
+    return InvokeMethodResponse(json.dumps({"product": body["a"] * body["b"]}).encode(), "application/json")
 
 
 @app.subscribe(pubsub_name="pubsub", topic="orders", dead_letter_topic="orders-dead")

@@ -1,5 +1,5 @@
-"""An HTTP app written with FastAPI and dapr.ext.fastapi: one subscription
-and a /healthz endpoint that reports each probe."""
+"""An HTTP app written with FastAPI and dapr.ext.fastapi: one subscription,
+a method (/add) to invoke, and a /healthz endpoint that reports each probe."""
 import os
 
 import uvicorn
@@ -14,6 +14,12 @@ dapr_app = DaprApp(app)
 def payments(event: dict):
     print("payment event", event.get("type"), event.get("data"), flush=True)
     return {"status": "SUCCESS"}
+
+
+@app.post("/add")
+async def add(request: Request):
+    body = await request.json()
+    return {"sum": body["a"] + body["b"], "caller": request.headers.get("dapr-caller-app-id")}
 
 
 @app.get("/healthz")

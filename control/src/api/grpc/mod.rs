@@ -230,8 +230,11 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::InvokeServiceRequest>,
     ) -> Result<Response<common::InvokeResponse>, Status> {
-        self.not_yet("InvokeService", "service invocation", req)
-            .await
+        let rt = self.rt.clone();
+        self.call("InvokeService", req, |r| async move {
+            crate::api::invoke::invoke_grpc(&rt, r).await
+        })
+        .await
     }
 
     async fn get_state(

@@ -4,6 +4,7 @@
 //! body limits) is decided here; the logic lives in `crate::api::*`.
 
 mod handlers;
+mod invoke;
 mod pubsub;
 mod state;
 pub mod wire;
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::sync::Arc;
 use std::time::Instant;
+use tandem_proxy::ProxyBody;
 use tokio::net::TcpListener;
 use wire::{clean_path, percent_decode};
 
@@ -59,7 +61,7 @@ pub async fn serve(listener: TcpListener, rt: Arc<Runtime>) {
     graceful.shutdown().await;
 }
 
-pub async fn handle(rt: Arc<Runtime>, req: Request<Incoming>) -> ApiResponse {
+pub async fn handle(rt: Arc<Runtime>, req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -75,12 +77,15 @@ pub async fn handle(rt: Arc<Runtime>, req: Request<Incoming>) -> ApiResponse {
 
 const VERSIONS: &[&str] = &["v1.0", "v1.0-alpha1", "v1.0-alpha2", "v1.0-beta1"];
 
+fn boxed(resp: ApiResponse) -> Response<ProxyBody> {
+    resp.map(tandem_proxy::invoke::boxed)
+}
+
 /// Building blocks whose routes exist in Dapr but not yet in tandem, with the
 /// name used in the error message.
 const NOT_YET: &[(&str, &str)] = &[
     ("subscribe", "pub/sub"),
     ("bindings", "bindings"),
-    ("invoke", "service invocation"),
     ("actors", "actors"),
     ("configuration", "configuration"),
     ("lock", "distributed lock"),
@@ -91,7 +96,7 @@ const NOT_YET: &[(&str, &str)] = &[
     ("conversation", "conversation"),
 ];
 
-async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
+async fn route(rt: &Runtime, req: Request<Incoming>) -> Response<ProxyBody> {
     let path = clean_path(req.uri().path());
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -112,7 +117,9 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
             return Response::builder()
                 .status(StatusCode::UNAUTHORIZED)
                 .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(Full::new(Bytes::from_static(b"invalid api token")))
+                .body(tandem_proxy::invoke::full(Bytes::from_static(
+                    b"invalid api token",
+                )))
                 .expect("valid response parts");
         }
     }
@@ -122,7 +129,7 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
         && let Some(api) = &rt.snapshot().configuration.spec.api
         && !api.allows("http", name, version)
     {
-        return ApiError::api_not_allowed("HTTP", name, version).to_http();
+        return boxed(ApiError::api_not_allowed("HTTP", name, version).to_http());
     }
     if let Some(len) = req
         .headers()
@@ -131,10 +138,35 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
         .and_then(|v| v.parse::<u64>().ok())
         && len > rt.options.max_body_size
     {
-        return wire::body_too_large(len, rt.options.max_body_size).to_http();
+        return boxed(wire::body_too_large(len, rt.options.max_body_size).to_http());
     }
 
-    match (&method, segs.as_slice()) {
+    // Service invocation: `/v1.0/invoke/<app>/method/<method>`, or the
+    // `dapr-app-id` header on any path.
+    if let ["v1.0", "invoke", target, "method", ..] = segs.as_slice() {
+        let target = target.to_string();
+        return invoke::http(rt, &target, 4, req).await;
+    }
+    if !is_health
+        && let Some(target) = req
+            .headers()
+            .get("dapr-app-id")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    {
+        return invoke::http(rt, &target, 0, req).await;
+    }
+    boxed(dispatch(rt, &method, &path, &segs, req).await)
+}
+
+async fn dispatch(
+    rt: &Runtime,
+    method: &Method,
+    path: &str,
+    segs: &[&str],
+    req: Request<Incoming>,
+) -> ApiResponse {
+    match (method, segs) {
         (&Method::GET, ["v1.0", "healthz"]) => handlers::healthz(rt, &req),
         (&Method::GET, ["v1.0", "healthz", "outbound"]) => handlers::healthz_outbound(rt),
         (&Method::GET, ["v1.0", "metadata"]) => handlers::get_metadata(rt),
@@ -193,10 +225,10 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> ApiResponse {
         (_, [version, block, ..]) if VERSIONS.contains(version) => {
             match NOT_YET.iter().find(|(b, _)| b == block) {
                 Some((_, name)) => ApiError::unimplemented(name).to_http(),
-                None => no_route(&method, &path, &req),
+                None => no_route(method, path),
             }
         }
-        _ => no_route(&method, &path, &req),
+        _ => no_route(method, path),
     }
 }
 
@@ -206,10 +238,7 @@ fn respond(result: Result<ApiResponse, ApiError>) -> ApiResponse {
 
 /// Dapr sends every unmatched request to service invocation; without a
 /// target app id that is a 404 `ERR_DIRECT_INVOKE`.
-fn no_route(method: &Method, path: &str, req: &Request<Incoming>) -> ApiResponse {
-    if req.headers().contains_key("dapr-app-id") {
-        return ApiError::unimplemented("service invocation").to_http();
-    }
+fn no_route(method: &Method, path: &str) -> ApiResponse {
     ApiError::new(
         StatusCode::NOT_FOUND,
         tonic::Code::NotFound,

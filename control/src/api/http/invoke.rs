@@ -1,0 +1,83 @@
+//! The HTTP door of service invocation: `/v1.0/invoke/<app>/method/<m>` and
+//! the `dapr-app-id` header. Turns the caller's request into one for the
+//! target app (method path cleaned, query kept verbatim, body read within
+//! `--max-body-size`) and relays the answer: status, headers and a body
+//! streamed through.
+
+use super::boxed;
+use super::wire::{clean_path, read_body};
+use crate::runtime::Runtime;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tandem_proxy::ProxyBody;
+
+/// The method path without `.` and `..` segments: an invocation cannot
+/// climb above the app's root.
+fn method_path(raw: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for seg in raw.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// `skip`: how many leading path segments address the sidecar
+/// (`v1.0/invoke/<app>/method` = 4; 0 for the `dapr-app-id` form).
+pub async fn http(
+    rt: &Runtime,
+    target: &str,
+    skip: usize,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let cleaned = clean_path(parts.uri.path());
+    let rest: Vec<&str> = cleaned
+        .trim_start_matches('/')
+        .split('/')
+        .skip(skip)
+        .collect();
+    let path = method_path(&rest.join("/"));
+    let uri = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let body = match read_body(body, rt.options.max_body_size).await {
+        Ok(b) => b,
+        Err(e) => return boxed(e.to_http()),
+    };
+    let mut builder = Request::builder().method(parts.method).uri(uri.as_str());
+    if let Some(h) = builder.headers_mut() {
+        *h = parts.headers;
+    }
+    let req = match builder.body(Full::new(body)) {
+        Ok(r) => r,
+        Err(e) => {
+            return boxed(
+                crate::error::ApiError::malformed(format!("invalid method path {uri}: {e}"))
+                    .to_http(),
+            );
+        }
+    };
+    match crate::api::invoke::invoke(rt, target, req).await {
+        Ok(resp) => resp,
+        Err(e) => boxed(e.to_http()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn method_paths_stay_inside_the_app() {
+        assert_eq!(super::method_path("a/b"), "/a/b");
+        assert_eq!(super::method_path("a/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(super::method_path(""), "/");
+        assert_eq!(super::method_path("./x/./y"), "/x/y");
+    }
+}

@@ -1,0 +1,163 @@
+//! Service invocation from the app's point of view (dapr-wire.md §1.4), for
+//! both protocols: which app, which method, and what the caller gets back.
+//! The request is handed to this app's own channel when it names this app,
+//! otherwise to the proxy's `Invoker`, which finds the peer sidecar.
+
+use crate::error::ApiError;
+use crate::runtime::Runtime;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use tandem_proxy::ProxyBody;
+use tandem_proxy::invoke::{InvokeError, strip_hop_by_hop};
+
+/// Headers the caller sends to its own sidecar that must not reach the
+/// target app.
+const NOT_FORWARDED: &[&str] = &["dapr-app-id", "dapr-api-token", "dapr-callee-app-id"];
+
+fn invoke_error(target: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        tonic::Code::Internal,
+        "ERR_DIRECT_INVOKE",
+        format!("failed to invoke, id: {target}, err: {e}"),
+    )
+}
+
+/// `InvokeService` (deprecated in Dapr, still what several SDKs call): the
+/// `InvokeRequest` becomes an HTTP request (`http_extension` verb, POST when
+/// none, and query string), and a 2xx answer its `InvokeResponse`; any other
+/// status is an error carrying the app's body.
+pub async fn invoke_grpc(
+    rt: &Runtime,
+    r: tandem_proto::runtime::v1::InvokeServiceRequest,
+) -> Result<tandem_proto::common::v1::InvokeResponse, ApiError> {
+    use http_body_util::BodyExt;
+    use tandem_proto::common::v1::http_extension::Verb;
+    let message = r.message.unwrap_or_default();
+    let ext = message.http_extension.unwrap_or_default();
+    let method = match Verb::try_from(ext.verb).unwrap_or(Verb::None) {
+        Verb::Get => http::Method::GET,
+        Verb::Head => http::Method::HEAD,
+        Verb::Put => http::Method::PUT,
+        Verb::Delete => http::Method::DELETE,
+        Verb::Connect => http::Method::CONNECT,
+        Verb::Options => http::Method::OPTIONS,
+        Verb::Trace => http::Method::TRACE,
+        Verb::Patch => http::Method::PATCH,
+        Verb::Post | Verb::None => http::Method::POST,
+    };
+    let mut uri = format!("/{}", message.method.trim_start_matches('/'));
+    if !ext.querystring.is_empty() {
+        uri = format!("{uri}?{}", ext.querystring);
+    }
+    let mut builder = Request::builder().method(method).uri(uri.as_str());
+    if !message.content_type.is_empty() {
+        builder = builder.header(http::header::CONTENT_TYPE, message.content_type.as_str());
+    }
+    let data = message.data.map(|d| d.value).unwrap_or_default();
+    let req = builder
+        .body(Full::new(Bytes::from(data)))
+        .map_err(|e| ApiError::malformed(format!("invalid method {uri}: {e}")))?;
+    let resp = invoke(rt, &r.id, req).await?;
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| invoke_error(&r.id, e))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(ApiError::new(
+            status,
+            grpc_code_of(status),
+            "ERR_DIRECT_INVOKE",
+            format!(
+                "app {} answered {status}: {}",
+                r.id,
+                String::from_utf8_lossy(&body)
+            ),
+        ));
+    }
+    Ok(tandem_proto::common::v1::InvokeResponse {
+        data: Some(prost_types::Any {
+            type_url: String::new(),
+            value: body.to_vec(),
+        }),
+        content_type,
+    })
+}
+
+/// The reverse of Dapr's gRPC → HTTP status mapping.
+fn grpc_code_of(status: StatusCode) -> tonic::Code {
+    use tonic::Code as C;
+    match status.as_u16() {
+        400 => C::InvalidArgument,
+        401 => C::Unauthenticated,
+        403 => C::PermissionDenied,
+        404 => C::NotFound,
+        408 => C::Cancelled,
+        409 => C::AlreadyExists,
+        429 => C::ResourceExhausted,
+        501 => C::Unimplemented,
+        503 => C::Unavailable,
+        504 => C::DeadlineExceeded,
+        _ => C::Unknown,
+    }
+}
+
+/// Sends `req` (its path relative to the target app) to app `target` and
+/// returns the app's answer as it is. `req`'s headers are cleaned here.
+pub async fn invoke(
+    rt: &Runtime,
+    target: &str,
+    mut req: Request<Full<Bytes>>,
+) -> Result<Response<ProxyBody>, ApiError> {
+    if target.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            tonic::Code::InvalidArgument,
+            "ERR_DIRECT_INVOKE",
+            "the target app id is empty",
+        ));
+    }
+    if target.starts_with("http://") || target.starts_with("https://") {
+        return Err(ApiError::unimplemented(
+            "service invocation of external URLs and HTTPEndpoints",
+        ));
+    }
+    let h = req.headers_mut();
+    strip_hop_by_hop(h);
+    for name in NOT_FORWARDED {
+        h.remove(*name);
+    }
+    let own_ns = rt.options.namespace.as_deref().unwrap_or("");
+    let is_self = target == rt.app_id()
+        || target
+            .split_once('.')
+            .is_some_and(|(a, ns)| a == rt.app_id() && ns == own_ns);
+    if is_self {
+        let Some(app) = rt.app.as_ref() else {
+            return Err(invoke_error(target, InvokeError::NoApp));
+        };
+        let me = HeaderValue::from_str(rt.app_id()).map_err(|e| invoke_error(target, e))?;
+        req.headers_mut()
+            .insert(HeaderName::from_static("dapr-caller-app-id"), me.clone());
+        req.headers_mut()
+            .insert(HeaderName::from_static("dapr-callee-app-id"), me);
+        return app.invoke(req).await.map_err(|e| invoke_error(target, e));
+    }
+    let Some(invoker) = rt.invoker() else {
+        return Err(invoke_error(target, "service invocation is not ready"));
+    };
+    invoker
+        .remote(target, req)
+        .await
+        .map_err(|e| invoke_error(target, e))
+}

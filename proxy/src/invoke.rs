@@ -1,0 +1,267 @@
+//! Service invocation, the explicit door: a request for app `X` is resolved
+//! to a peer sidecar (local registry) and sent over pooled, multiplexed
+//! HTTP/2 to the peer's internal port; the peer (`serve_inbound`) checks
+//! that it hosts `X` and hands the request to its app over the app channel.
+//! A call to this sidecar's own app id goes straight to the app channel.
+//! Response bodies are streamed through, never buffered.
+//!
+//! The internal leg is plaintext h2 for now (Dapr's self-hosted default
+//! without `--enable-mtls`); the caller's app id travels in a header and is
+//! claimed, not proven, until mTLS identities exist.
+
+use crate::app_channel::{AppChannel, AppChannelError};
+use crate::registry::LocalRegistry;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A response body passed through from wherever it comes.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Headers of the internal leg; never shown to apps.
+pub const CALLEE: &str = "tandem-callee-app-id";
+pub const CALLER: &str = "tandem-caller-app-id";
+pub const CALLER_NAMESPACE: &str = "tandem-caller-namespace";
+
+pub fn boxed<B>(body: B) -> ProxyBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    boxed(Full::new(bytes.into()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("couldn't find service: {0}")]
+    NotFound(String),
+    #[error("cannot reach the sidecar of {app} at {address}: {reason}")]
+    PeerUnreachable {
+        app: String,
+        address: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    App(#[from] AppChannelError),
+    #[error("there is no app channel (no --app-port)")]
+    NoApp,
+}
+
+/// Connection-level headers that must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        h.remove(*name);
+    }
+}
+
+pub struct Invoker {
+    client: Client<HttpConnector, Full<Bytes>>,
+    registry: Arc<LocalRegistry>,
+    app_id: String,
+    namespace: String,
+}
+
+impl Invoker {
+    pub fn new(registry: Arc<LocalRegistry>, app_id: String, namespace: String) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        Self {
+            client,
+            registry,
+            app_id,
+            namespace,
+        }
+    }
+
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// Sends `req` (path relative to the target app) to app `target`
+    /// (`id` or `id.namespace`) through its sidecar.
+    pub async fn remote(
+        &self,
+        target: &str,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<ProxyBody>, InvokeError> {
+        let (app, namespace) = match target.split_once('.') {
+            Some((a, ns)) => (a, ns),
+            None => (target, self.namespace.as_str()),
+        };
+        let peer = self
+            .registry
+            .resolve(app, namespace)
+            .ok_or_else(|| InvokeError::NotFound(target.to_string()))?;
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let uri: Uri = format!("http://{}{path}", peer.address).parse().map_err(
+            |e: http::uri::InvalidUri| InvokeError::PeerUnreachable {
+                app: target.into(),
+                address: peer.address.to_string(),
+                reason: e.to_string(),
+            },
+        )?;
+        *req.uri_mut() = uri;
+        *req.version_mut() = http::Version::HTTP_2;
+        let h = req.headers_mut();
+        strip_hop_by_hop(h);
+        h.insert(CALLEE, header_value(app));
+        h.insert(CALLER, header_value(&self.app_id));
+        if !self.namespace.is_empty() {
+            h.insert(CALLER_NAMESPACE, header_value(&self.namespace));
+        }
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| InvokeError::PeerUnreachable {
+                app: target.into(),
+                address: peer.address.to_string(),
+                reason: crate::app_channel::error_chain(&e),
+            })?;
+        Ok(resp.map(boxed))
+    }
+}
+
+fn header_value(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Serves the internal port: requests from peer sidecars for this app.
+pub async fn serve_inbound(
+    listener: TcpListener,
+    app_id: String,
+    app: Option<Arc<AppChannel>>,
+    max_body: u64,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let app_id: Arc<str> = app_id.into();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let (app_id, app) = (app_id.clone(), app.clone());
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (app_id, app) = (app_id.clone(), app.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(inbound(&app_id, app.as_deref(), max_body, req).await)
+                    }
+                });
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// A Dapr-style error body for answers the sidecar itself gives.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "errorCode": code, "message": message }).to_string();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .expect("valid response parts")
+}
+
+async fn inbound(
+    app_id: &str,
+    app: Option<&AppChannel>,
+    max_body: u64,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let callee = req.headers().get(CALLEE).and_then(|v| v.to_str().ok());
+    if callee != Some(app_id) {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "ERR_DIRECT_INVOKE",
+            &format!(
+                "this sidecar serves app {app_id}, not {}",
+                callee.unwrap_or("(none)")
+            ),
+        );
+    }
+    let (mut parts, body) = req.into_parts();
+    let body = match Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ERR_BODY_TOO_LARGE",
+                &format!("the request body could not be read: {e}"),
+            );
+        }
+    };
+    let h = &mut parts.headers;
+    let caller = h.remove(CALLER);
+    let caller_ns = h.remove(CALLER_NAMESPACE);
+    h.remove(CALLEE);
+    if let Some(c) = caller {
+        h.insert(HeaderName::from_static("dapr-caller-app-id"), c);
+    }
+    if let Some(ns) = caller_ns {
+        h.insert(HeaderName::from_static("dapr-caller-namespace"), ns);
+    }
+    h.insert(
+        HeaderName::from_static("dapr-callee-app-id"),
+        header_value(app_id),
+    );
+    parts.version = http::Version::HTTP_11;
+    let req = Request::from_parts(parts, Full::new(body));
+    match app {
+        None => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ERR_DIRECT_INVOKE",
+            &format!("app {app_id} has no app channel (its sidecar has no --app-port)"),
+        ),
+        Some(app) => match app.invoke(req).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_DIRECT_INVOKE",
+                &format!("failed to invoke, id: {app_id}, err: {e}"),
+            ),
+        },
+    }
+}

@@ -1,0 +1,234 @@
+//! Service invocation through two real sidecars on one host: the local name
+//! registry, the internal HTTP/2 leg, verbs, paths, query strings, headers
+//! and bodies both ways, the `dapr-app-id` header, calls to oneself,
+//! `InvokeService` over gRPC, and the errors of an unknown app.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Sidecar, TempDir, sidecar};
+use http_body_util::{BodyExt, Full};
+use std::time::Duration;
+use tandem_proto::common::v1 as cv1;
+use tandem_proto::runtime::v1 as rt;
+
+/// An app that answers every request with what it saw, as JSON; under
+/// `/status/<n>` it answers status n with a header of its own.
+async fn echo_app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let method = req.method().to_string();
+                        let path = req.uri().path().to_string();
+                        let query = req.uri().query().unwrap_or_default().to_string();
+                        let headers: serde_json::Map<String, serde_json::Value> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").into()))
+                            .collect();
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let status = path
+                            .strip_prefix("/status/")
+                            .and_then(|s| s.parse::<u16>().ok())
+                            .unwrap_or(200);
+                        let answer = serde_json::json!({
+                            "method": method,
+                            "path": path,
+                            "query": query,
+                            "headers": headers,
+                            "body": String::from_utf8_lossy(&body),
+                        });
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .header("x-app", "echo")
+                                .body(Full::new(Bytes::from(answer.to_string())))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    port
+}
+
+/// Two sidecars sharing one tandem home (and so one name registry):
+/// `orders` in front of the echo app, `shop` with no app.
+async fn pair(home: &TempDir) -> (Sidecar, Sidecar) {
+    let port = echo_app().await;
+    let home = home.path().to_str().unwrap();
+    let orders = sidecar()
+        .app_id("orders")
+        .env("TANDEM_HOME", home)
+        .args(["--app-port", &port.to_string()])
+        .start();
+    let shop = sidecar().app_id("shop").env("TANDEM_HOME", home).start();
+    assert!(orders.wait_healthz(204, Duration::from_secs(10)));
+    assert!(shop.wait_healthz(204, Duration::from_secs(10)));
+    (orders, shop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_invocation_between_two_sidecars() {
+    let home = TempDir::new("invoke-home");
+    let (orders, shop) = pair(&home).await;
+
+    let r = shop
+        .try_request(
+            "POST",
+            "/v1.0/invoke/orders/method/items/7?x=1&y=two%20words",
+            &[
+                ("content-type", "text/plain"),
+                ("x-custom", "kept"),
+                ("dapr-api-token", "not for the app"),
+            ],
+            b"hello orders",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-app"),
+        Some("echo"),
+        "the app's headers come back"
+    );
+    let e = r.json();
+    assert_eq!(e["method"], "POST");
+    assert_eq!(e["path"], "/items/7");
+    assert_eq!(e["query"], "x=1&y=two%20words", "query forwarded verbatim");
+    assert_eq!(e["body"], "hello orders");
+    let h = &e["headers"];
+    assert_eq!(h["content-type"], "text/plain");
+    assert_eq!(h["x-custom"], "kept");
+    assert_eq!(h["dapr-caller-app-id"], "shop");
+    assert_eq!(h["dapr-callee-app-id"], "orders");
+    assert!(
+        h.get("dapr-api-token").is_none(),
+        "the caller's token stays home"
+    );
+    assert!(
+        h.as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("tandem-")),
+        "internal headers are not shown to the app: {h}"
+    );
+
+    for verb in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let r = shop.request(verb, "/v1.0/invoke/orders/method/v", b"");
+        assert_eq!(r.status, 200, "{verb}: {}", r.text());
+        assert_eq!(r.json()["method"], verb);
+    }
+
+    // The app's status is relayed as it is.
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/status/418", b"");
+    assert_eq!(r.status, 418);
+    assert_eq!(r.json()["path"], "/status/418");
+
+    // The dapr-app-id header on any path, and a path that tries to climb.
+    let r = shop
+        .try_request("GET", "/stock/9?all=1", &[("dapr-app-id", "orders")], b"")
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/stock/9");
+    assert_eq!(r.json()["query"], "all=1");
+    assert!(r.json()["headers"].get("dapr-app-id").is_none());
+    let r = shop.request(
+        "GET",
+        "/v1.0/invoke/orders/method/a/../../../etc/passwd",
+        b"",
+    );
+    assert_eq!(r.json()["path"], "/etc/passwd");
+
+    // An app may call itself: no network hop.
+    let r = orders.request("GET", "/v1.0/invoke/orders/method/self", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["headers"]["dapr-caller-app-id"], "orders");
+
+    // Nobody by that name.
+    let r = shop.request("GET", "/v1.0/invoke/nobody/method/x", b"");
+    assert_eq!(r.status, 500);
+    assert_eq!(r.error_code(), "ERR_DIRECT_INVOKE");
+    assert!(
+        r.text().contains("failed to invoke, id: nobody")
+            && r.text().contains("couldn't find service"),
+        "{}",
+        r.text()
+    );
+    // A sidecar without an app is found but cannot deliver.
+    let r = orders.request("GET", "/v1.0/invoke/shop/method/x", b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("no app channel"), "{}", r.text());
+
+    // A stopped sidecar leaves the registry.
+    drop(orders);
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/x", b"");
+    assert_eq!(r.status, 500);
+    assert!(r.text().contains("couldn't find service"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_invoke_service_reaches_an_http_app() {
+    let home = TempDir::new("invoke-grpc");
+    let (_orders, shop) = pair(&home).await;
+    let mut c = rt::dapr_client::DaprClient::connect(shop.grpc_endpoint())
+        .await
+        .unwrap();
+    let resp = c
+        .invoke_service(rt::InvokeServiceRequest {
+            id: "orders".into(),
+            message: Some(cv1::InvokeRequest {
+                method: "items/8".into(),
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: b"{\"n\":8}".to_vec(),
+                }),
+                content_type: "application/json".into(),
+                http_extension: Some(cv1::HttpExtension {
+                    verb: cv1::http_extension::Verb::Put as i32,
+                    querystring: "a=b".into(),
+                }),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.content_type, "application/json");
+    let e: serde_json::Value = serde_json::from_slice(&resp.data.unwrap().value).unwrap();
+    assert_eq!(e["method"], "PUT");
+    assert_eq!(e["path"], "/items/8");
+    assert_eq!(e["query"], "a=b");
+    assert_eq!(e["body"], "{\"n\":8}");
+    assert_eq!(e["headers"]["content-type"], "application/json");
+
+    let err = c
+        .invoke_service(rt::InvokeServiceRequest {
+            id: "orders".into(),
+            message: Some(cv1::InvokeRequest {
+                method: "status/404".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = c
+        .invoke_service(rt::InvokeServiceRequest {
+            id: "nobody".into(),
+            message: Some(cv1::InvokeRequest::default()),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("couldn't find service"), "{err:?}");
+}
