@@ -6,7 +6,7 @@
 mod common;
 
 use common::event_app::{App, serve_app_with_sidecar};
-use common::{TempDir, component, free_port, sidecar};
+use common::{TempDir, component, sidecar};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -211,12 +211,11 @@ mod grpc_app {
 async fn grpc_app_gets_on_bulk_topic_event() {
     use tandem_proto::runtime::v1 as rt;
     let dir = resources();
-    let app_port = free_port();
     let app = grpc_app::App::default();
     let batches = app.batches.clone();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", app_port))
-        .await
-        .unwrap();
+    // Bound first (port 0), so no other process can take the port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = listener.local_addr().unwrap().port();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(rt::app_callback_server::AppCallbackServer::new(app))
