@@ -232,3 +232,116 @@ async fn grpc_invoke_service_reaches_an_http_app() {
         .unwrap_err();
     assert!(err.message().contains("couldn't find service"), "{err:?}");
 }
+
+/// An app whose `/flaky` answers 503 twice and then 200, whose `/slow`
+/// takes two seconds, and which counts the requests it gets.
+async fn flaky_app(hits: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> u16 {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let flaky = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (hits, flaky) = (hits.clone(), flaky.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (hits, flaky) = (hits.clone(), flaky.clone());
+                        async move {
+                            let path = req.uri().path().to_string();
+                            if path.starts_with("/dapr/") || path == "/healthz" {
+                                return Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(404)
+                                        .body(Full::new(Bytes::new()))
+                                        .unwrap(),
+                                );
+                            }
+                            hits.fetch_add(1, Ordering::SeqCst);
+                            let status = match path.as_str() {
+                                "/flaky" if flaky.fetch_add(1, Ordering::SeqCst) < 2 => 503,
+                                "/slow" => {
+                                    tokio::time::sleep(Duration::from_secs(2)).await;
+                                    200
+                                }
+                                "/teapot" => 418,
+                                _ => 200,
+                            };
+                            Ok(hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(format!("{path} {status}"))))
+                                .unwrap())
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_resiliency_retries_times_out_and_breaks() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let home = TempDir::new("invoke-resiliency");
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let port = flaky_app(hits.clone()).await;
+    let res = TempDir::new("invoke-resiliency-res");
+    res.write(
+        "resiliency.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    timeouts:\n      quick: 300ms\n    retries:\n      thrice:\n        policy: constant\n        duration: 20ms\n        maxRetries: 3\n    circuitBreakers:\n      fuse:\n        maxRequests: 1\n        timeout: 1s\n        trip: consecutiveFailures >= 4\n  targets:\n    apps:\n      orders:\n        timeout: quick\n        retry: thrice\n        circuitBreaker: fuse\n",
+    );
+    let h = home.path().to_str().unwrap();
+    let _orders = sidecar()
+        .app_id("orders")
+        .env("TANDEM_HOME", h)
+        .args(["--app-port", &port.to_string()])
+        .start();
+    let shop = sidecar()
+        .app_id("shop")
+        .env("TANDEM_HOME", h)
+        .args(["--resources-path", res.path().to_str().unwrap()])
+        .start();
+
+    // 503, 503, then 200: the caller sees only the success.
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/flaky", b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "/flaky 200"));
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "two retries");
+
+    // A 4xx is the app's answer, not a failure: no retry.
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/teapot", b"");
+    assert_eq!(r.status, 418);
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+
+    // Too slow every time: each try is cut at 300 ms, then the error.
+    let t = std::time::Instant::now();
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/slow", b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.error_code(), "ERR_DIRECT_INVOKE");
+    assert!(r.text().contains("timed out"), "{}", r.text());
+    assert!(
+        t.elapsed() >= Duration::from_millis(1200),
+        "four tries of 300 ms"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 8);
+
+    // Four failures in a row tripped the breaker: calls fail fast, the app
+    // sees nothing, until its timeout lets one through.
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/ok", b"");
+    assert_eq!(r.status, 500);
+    assert!(r.text().contains("circuit breaker is open"), "{}", r.text());
+    assert_eq!(hits.load(Ordering::SeqCst), 8, "nothing reached the app");
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/ok", b"");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "/ok 200"),
+        "half-open, then closed"
+    );
+}

@@ -5,8 +5,8 @@
 use crate::components::{
     self, InitError, PubSubComponent, StateComponent, secretstores::SecretStore,
 };
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use tandem_config::{Configuration, LoadContext, ResourceSet, SubscriptionSpec};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,9 +42,22 @@ pub struct Snapshot {
     pub state_stores: BTreeMap<String, StateComponent>,
     pub pubsubs: BTreeMap<String, PubSubComponent>,
     pub components: Vec<RegisteredComponent>,
+    policies: tandem_proxy::resilience::Policies,
+    /// Policies of invoked apps, made on first use so each target keeps its
+    /// breaker state for the life of the snapshot.
+    app_policies: Mutex<HashMap<String, Arc<tandem_proxy::resilience::Policy>>>,
 }
 
 impl Snapshot {
+    /// The resiliency policy for calls to app `app_id`.
+    pub fn app_policy(&self, app_id: &str) -> Arc<tandem_proxy::resilience::Policy> {
+        let mut cache = self.app_policies.lock().expect("app policies lock");
+        cache
+            .entry(app_id.to_string())
+            .or_insert_with(|| Arc::new(self.policies.app(app_id)))
+            .clone()
+    }
+
     /// Builds a snapshot: initialises every component of `resources`.
     pub async fn build(
         generation: u64,
@@ -69,6 +82,8 @@ impl Snapshot {
             state_stores: live.state_stores,
             pubsubs: live.pubsubs,
             components: live.registered,
+            policies,
+            app_policies: Mutex::new(HashMap::new()),
         })
     }
 
@@ -81,6 +96,8 @@ impl Snapshot {
             state_stores: BTreeMap::new(),
             pubsubs: BTreeMap::new(),
             components: Vec::new(),
+            policies: Default::default(),
+            app_policies: Mutex::new(HashMap::new()),
         }
     }
 

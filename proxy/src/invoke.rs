@@ -56,6 +56,8 @@ pub enum InvokeError {
     App(#[from] AppChannelError),
     #[error("there is no app channel (no --app-port)")]
     NoApp,
+    #[error("service invocation is not ready")]
+    NotReady,
 }
 
 /// Connection-level headers that must not be forwarded (RFC 9110 §7.6.1).

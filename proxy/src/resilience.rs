@@ -46,6 +46,9 @@ pub struct Retry {
     pub backoff: Backoff,
     /// `None`: no limit.
     pub max_retries: Option<u64>,
+    /// `matching.httpStatusCodes`: the answers worth another try; `None`
+    /// means every 5xx.
+    pub http_status_codes: Option<Vec<(u32, u32)>>,
 }
 
 impl Retry {
@@ -62,9 +65,25 @@ impl Retry {
             Some(n) if n >= 0 => Some(n as u64),
             _ => None,
         };
+        // Checked when the resource was loaded.
+        let http_status_codes = spec
+            .matching
+            .as_ref()
+            .and_then(|m| m.http_status_codes.as_deref())
+            .and_then(|c| tandem_config::validate::parse_code_ranges(c, 100, 599).ok());
         Self {
             backoff,
             max_retries,
+            http_status_codes,
+        }
+    }
+
+    /// Whether an HTTP answer with `status` is worth another try.
+    pub fn retries_http_status(&self, status: u16) -> bool {
+        let s = u32::from(status);
+        match &self.http_status_codes {
+            Some(ranges) => ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&s)),
+            None => s >= 500,
         }
     }
 
@@ -469,6 +488,7 @@ pub struct Policies {
     retries: std::collections::BTreeMap<String, RetryPolicy>,
     breakers: std::collections::BTreeMap<String, CircuitBreakerPolicy>,
     components: std::collections::BTreeMap<String, tandem_config::ComponentTargetPolicy>,
+    apps: std::collections::BTreeMap<String, tandem_config::TargetPolicy>,
 }
 
 impl Policies {
@@ -489,6 +509,7 @@ impl Policies {
                 p.breakers.insert(name.clone(), cb.clone());
             }
             p.components.extend(spec.targets.components.clone());
+            p.apps.extend(spec.targets.apps.clone());
         }
         Ok(p)
     }
@@ -508,6 +529,19 @@ impl Policies {
         self.component_policy(name, kind, "Inbound", explicit)
     }
 
+    /// The policy for calls to app `app_id` (service invocation): its
+    /// `targets.apps` entry, else `DefaultApp…Policy`, else `Default…Policy`.
+    /// Each call builds fresh breaker state.
+    pub fn app(&self, app_id: &str) -> Policy {
+        let defaults = |what: &str| {
+            vec![
+                format!("DefaultApp{what}Policy"),
+                format!("Default{what}Policy"),
+            ]
+        };
+        self.build_policy(app_id, self.apps.get(app_id), defaults)
+    }
+
     fn component_policy(
         &self,
         name: &str,
@@ -516,13 +550,22 @@ impl Policies {
         explicit: Option<&tandem_config::TargetPolicy>,
     ) -> Policy {
         let defaults = |what: &str| {
-            [
+            vec![
                 format!("Default{kind}Component{direction}{what}Policy"),
                 format!("DefaultComponent{direction}{what}Policy"),
                 format!("DefaultComponent{what}Policy"),
                 format!("Default{what}Policy"),
             ]
         };
+        self.build_policy(name, explicit, defaults)
+    }
+
+    fn build_policy(
+        &self,
+        name: &str,
+        explicit: Option<&tandem_config::TargetPolicy>,
+        defaults: impl Fn(&str) -> Vec<String>,
+    ) -> Policy {
         let pick = |named: Option<&String>, what: &str| -> Option<String> {
             named.cloned().or_else(|| {
                 defaults(what).into_iter().find(|n| match what {

@@ -7,9 +7,11 @@ use crate::error::ApiError;
 use crate::runtime::Runtime;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use http_body_util::Full;
 use tandem_proxy::ProxyBody;
 use tandem_proxy::invoke::{InvokeError, strip_hop_by_hop};
+use tandem_proxy::resilience::{FailureKind, ResilienceError};
 
 /// Headers the caller sends to its own sidecar that must not reach the
 /// target app.
@@ -143,21 +145,78 @@ pub async fn invoke(
             .split_once('.')
             .is_some_and(|(a, ns)| a == rt.app_id() && ns == own_ns);
     if is_self {
-        let Some(app) = rt.app.as_ref() else {
-            return Err(invoke_error(target, InvokeError::NoApp));
-        };
         let me = HeaderValue::from_str(rt.app_id()).map_err(|e| invoke_error(target, e))?;
         req.headers_mut()
             .insert(HeaderName::from_static("dapr-caller-app-id"), me.clone());
         req.headers_mut()
             .insert(HeaderName::from_static("dapr-callee-app-id"), me);
-        return app.invoke(req).await.map_err(|e| invoke_error(target, e));
     }
-    let Some(invoker) = rt.invoker() else {
-        return Err(invoke_error(target, "service invocation is not ready"));
+    let app_id = target.split_once('.').map_or(target, |(a, _)| a);
+    let policy = rt.snapshot().app_policy(app_id);
+    let send = |req: Request<Full<Bytes>>| async move {
+        if is_self {
+            let app = rt.app.as_ref().ok_or(InvokeError::NoApp)?;
+            return app.invoke(req).await.map_err(InvokeError::from);
+        }
+        match rt.invoker() {
+            Some(invoker) => invoker.remote(target, req).await,
+            None => Err(InvokeError::NotReady),
+        }
     };
-    invoker
-        .remote(target, req)
+    if policy.is_empty() {
+        return send(req).await.map_err(|e| invoke_error(target, e));
+    }
+    // Under a policy the request is sent again as it was: the body is
+    // already in memory, so every attempt can replay it.
+    let (parts, body) = req.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let body = body
+        .collect()
         .await
-        .map_err(|e| invoke_error(target, e))
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let retry = policy.retry.as_ref();
+    let attempt = || {
+        let mut req = Request::new(Full::new(body.clone()));
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri.clone();
+        *req.headers_mut() = headers.clone();
+        let send = &send;
+        async move {
+            match send(req).await {
+                Ok(resp)
+                    if retry.map_or(resp.status().is_server_error(), |r| {
+                        r.retries_http_status(resp.status().as_u16())
+                    }) =>
+                {
+                    Err(Attempt::Answered(resp))
+                }
+                Ok(resp) => Ok(resp),
+                Err(e) => Err(Attempt::Failed(e)),
+            }
+        }
+    };
+    match policy.run(attempt, |_| FailureKind::Transient).await {
+        Ok(resp) => Ok(resp),
+        // The last answer of an app that kept failing is relayed as it is.
+        Err(ResilienceError::Inner(Attempt::Answered(resp))) => Ok(resp),
+        Err(ResilienceError::Inner(Attempt::Failed(e))) => Err(invoke_error(target, e)),
+        Err(e) => Err(invoke_error(target, e)),
+    }
+}
+
+/// One try under a resiliency policy that did not succeed.
+enum Attempt {
+    /// The app answered, with a status the policy counts as a failure.
+    Answered(Response<ProxyBody>),
+    Failed(InvokeError),
+}
+
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Attempt::Answered(r) => write!(f, "the app answered {}", r.status()),
+            Attempt::Failed(e) => write!(f, "{e}"),
+        }
+    }
 }
