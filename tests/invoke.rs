@@ -171,6 +171,17 @@ async fn http_invocation_between_two_sidecars() {
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(r.text().contains("no app channel"), "{}", r.text());
 
+    let m = shop.metrics_text();
+    assert!(
+        m.contains(r#"dapr_service_invocation_req_sent_total{app_id="shop",dest_app_id="orders",type="http"}"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"dapr_service_invocation_res_recv_total{app_id="shop",dest_app_id="orders",status="418",type="http"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"dest_app_id="nobody",status="error""#), "{m}");
+
     // A stopped sidecar leaves the registry.
     drop(orders);
     let r = shop.request("GET", "/v1.0/invoke/orders/method/x", b"");

@@ -23,6 +23,9 @@ pub struct Metrics {
     grpc_latency: HistogramVec,
     components_loaded: IntCounterVec,
     component_init_failures: IntCounterVec,
+    invoke_sent: IntCounterVec,
+    invoke_received: IntCounterVec,
+    invoke_latency: HistogramVec,
 }
 
 impl Metrics {
@@ -77,9 +80,37 @@ impl Metrics {
                 "Components that failed to initialise",
                 &["app_id", "component", "reason"],
             ),
+            invoke_sent: counter(
+                "dapr_service_invocation_req_sent_total",
+                "Invocations sent to other apps",
+                &["app_id", "dest_app_id", "type"],
+            ),
+            invoke_received: counter(
+                "dapr_service_invocation_res_recv_total",
+                "Invocation answers received (status `error` when none came)",
+                &["app_id", "dest_app_id", "type", "status"],
+            ),
+            invoke_latency: histogram(
+                "dapr_service_invocation_res_recv_latency_ms",
+                "Invocation latency in milliseconds, as the caller's sidecar sees it",
+                &["app_id", "dest_app_id", "type", "status"],
+            ),
             registry,
             app_id: app_id.to_string(),
         }
+    }
+
+    /// One invocation of `dest` (`type` http or grpc) and how it ended:
+    /// the app's status code, or `error` when no answer came.
+    pub fn invocation(&self, dest: &str, kind: &str, status: &str, elapsed: Duration) {
+        self.invoke_sent
+            .with_label_values(&[self.app_id.as_str(), dest, kind])
+            .inc();
+        let labels = [self.app_id.as_str(), dest, kind, status];
+        self.invoke_received.with_label_values(&labels).inc();
+        self.invoke_latency
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64() * 1000.0);
     }
 
     pub fn http_request(&self, method: &str, status: u16, elapsed: Duration) {

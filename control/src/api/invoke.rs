@@ -61,7 +61,7 @@ pub async fn invoke_grpc(
     let req = builder
         .body(Full::new(Bytes::from(data)))
         .map_err(|e| ApiError::malformed(format!("invalid method {uri}: {e}")))?;
-    let resp = invoke(rt, &r.id, req).await?;
+    let resp = invoke(rt, &r.id, req, "grpc").await?;
     let status = resp.status();
     let content_type = resp
         .headers()
@@ -116,7 +116,25 @@ fn grpc_code_of(status: StatusCode) -> tonic::Code {
 
 /// Sends `req` (its path relative to the target app) to app `target` and
 /// returns the app's answer as it is. `req`'s headers are cleaned here.
+/// `kind` is the caller's protocol (`http` or `grpc`), for metrics.
 pub async fn invoke(
+    rt: &Runtime,
+    target: &str,
+    req: Request<Full<Bytes>>,
+    kind: &str,
+) -> Result<Response<ProxyBody>, ApiError> {
+    let start = std::time::Instant::now();
+    let result = invoke_inner(rt, target, req).await;
+    let status = match &result {
+        Ok(resp) => resp.status().as_u16().to_string(),
+        Err(_) => "error".to_string(),
+    };
+    rt.metrics
+        .invocation(target, kind, &status, start.elapsed());
+    result
+}
+
+async fn invoke_inner(
     rt: &Runtime,
     target: &str,
     mut req: Request<Full<Bytes>>,

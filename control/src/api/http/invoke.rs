@@ -65,7 +65,7 @@ pub async fn http(
             );
         }
     };
-    match crate::api::invoke::invoke(rt, target, req).await {
+    match crate::api::invoke::invoke(rt, target, req, "http").await {
         Ok(resp) => resp,
         Err(e) => boxed(e.to_http()),
     }
