@@ -12,6 +12,12 @@ pub struct Sidecar {
     pub grpc: u16,
 }
 
+impl Sidecar {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Sidecar {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -30,6 +36,16 @@ pub fn free_port() -> u16 {
 /// Starts `tandem sidecar` on `resources` (and `app_port`), quiet and
 /// without metrics, and waits until its HTTP port accepts.
 pub fn start(app_id: &str, resources: &std::path::Path, app_port: Option<u16>) -> Sidecar {
+    start_with(app_id, resources, app_port, &[])
+}
+
+/// The same with extra environment variables (e.g. a shared TANDEM_HOME).
+pub fn start_with(
+    app_id: &str,
+    resources: &std::path::Path,
+    app_port: Option<u16>,
+    env: &[(&str, &str)],
+) -> Sidecar {
     let (http, grpc) = (free_port(), free_port());
     let mut cmd = Command::new(BIN);
     cmd.args([
@@ -51,6 +67,9 @@ pub fn start(app_id: &str, resources: &std::path::Path, app_port: Option<u16>) -
     .stderr(Stdio::null());
     if let Some(p) = app_port {
         cmd.args(["--app-port", &p.to_string()]);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let child = cmd.spawn().unwrap();
     let end = Instant::now() + Duration::from_secs(10);

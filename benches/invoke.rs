@@ -1,0 +1,208 @@
+//! Service invocation through two sidecars against calling the app
+//! directly, measured in the same run: sequential latency (p50/p99/p99.9),
+//! latency at a fixed 1000 rps, throughput with 16 concurrent clients, the
+//! sidecars' CPU per 1000 rps and their RSS afterwards.
+//!
+//! `cargo bench --bench invoke`; `INVOKE_ITERS` sets the sequential samples
+//! (default 5000).
+
+mod common;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+async fn app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"{\"ok\":true}"),
+                    )))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    port
+}
+
+async fn get(client: &HttpClient, uri: &str) {
+    let resp = client.get(uri.parse().unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+async fn sequential(client: &HttpClient, uri: &str, n: usize) -> Vec<f64> {
+    for _ in 0..n.min(200) {
+        get(client, uri).await;
+    }
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        get(client, uri).await;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    lat
+}
+
+/// Requests started every `1/rate` s for `secs`, each on its own task.
+async fn fixed_rate(client: &HttpClient, uri: &str, rate: u64, secs: f64) -> Vec<f64> {
+    let n = (rate as f64 * secs) as u64;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        let (client, uri) = (client.clone(), uri.to_string());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            get(&client, &uri).await;
+            t.elapsed().as_secs_f64() * 1e6
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        lat.push(t.await.unwrap());
+    }
+    lat.sort_by(f64::total_cmp);
+    lat
+}
+
+async fn throughput(client: &HttpClient, uri: &str, workers: usize, secs: f64) -> f64 {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (client, uri, count) = (client.clone(), uri.to_string(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                get(&client, &uri).await;
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count.load(std::sync::atomic::Ordering::Relaxed) as f64 / secs
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let iters: usize = std::env::var("INVOKE_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { 5000 } else { 50 });
+    let secs = if benching { 3.0 } else { 0.3 };
+    let dir = std::env::temp_dir().join(format!("tandem-invoke-bench-{}", std::process::id()));
+    let (home, res) = (dir.join("home"), dir.join("res"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&res).unwrap();
+    let home_s = home.display().to_string();
+    let env = [("TANDEM_HOME", home_s.as_str())];
+
+    let port = app().await;
+    let orders = common::start_with("orders", &res, Some(port), &env);
+    let shop = common::start_with("shop", &res, None, &env);
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let direct = format!("http://127.0.0.1:{port}/hello");
+    let invoked = format!(
+        "http://127.0.0.1:{}/v1.0/invoke/orders/method/hello",
+        shop.http
+    );
+
+    println!(
+        "HTTP invocation through two sidecars (plaintext h2 between them) vs the app called directly"
+    );
+    let d = sequential(&client, &direct, iters).await;
+    let i = sequential(&client, &invoked, iters).await;
+    println!("sequential, {iters} requests:");
+    for (name, l) in [("direct", &d), ("invoked", &i)] {
+        println!(
+            "  {name:<8} p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>7.1} µs",
+            pct(l, 0.5),
+            pct(l, 0.99),
+            pct(l, 0.999)
+        );
+    }
+    println!(
+        "  added    p50 {:>+7.1} µs  p99 {:>+7.1} µs  p99.9 {:>+7.1} µs",
+        pct(&i, 0.5) - pct(&d, 0.5),
+        pct(&i, 0.99) - pct(&d, 0.99),
+        pct(&i, 0.999) - pct(&d, 0.999)
+    );
+
+    let rate = 1000;
+    let d = fixed_rate(&client, &direct, rate, secs).await;
+    let i = fixed_rate(&client, &invoked, rate, secs).await;
+    println!(
+        "at {rate} rps for {secs} s: direct p50 {:.1} µs p99 {:.1} µs; invoked p50 {:.1} µs p99 {:.1} µs; added p50 {:+.1} µs p99 {:+.1} µs",
+        pct(&d, 0.5),
+        pct(&d, 0.99),
+        pct(&i, 0.5),
+        pct(&i, 0.99),
+        pct(&i, 0.5) - pct(&d, 0.5),
+        pct(&i, 0.99) - pct(&d, 0.99)
+    );
+
+    let direct_rps = throughput(&client, &direct, 16, secs).await;
+    let cpu_before = cpu_secs(orders.pid()) + cpu_secs(shop.pid());
+    let invoked_rps = throughput(&client, &invoked, 16, secs).await;
+    let cores = (cpu_secs(orders.pid()) + cpu_secs(shop.pid()) - cpu_before) / secs;
+    println!(
+        "16 concurrent clients: direct {direct_rps:.0} req/s, invoked {invoked_rps:.0} req/s ({:.0} %); both sidecars {:.2} cores = {:.3} cores per 1000 rps",
+        invoked_rps / direct_rps * 100.0,
+        cores,
+        cores / (invoked_rps / 1000.0)
+    );
+    println!(
+        "sidecar RSS after the load: caller {:.1} MiB, callee {:.1} MiB",
+        rss_mib(shop.pid()),
+        rss_mib(orders.pid())
+    );
+    drop((orders, shop));
+    let _ = std::fs::remove_dir_all(&dir);
+}
