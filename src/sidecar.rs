@@ -161,14 +161,15 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
                 runtime.app_id()
             )
         })?;
-    runtime.set_invoker(Arc::new(tandem_proxy::Invoker::new(
+    let invoker = Arc::new(tandem_proxy::Invoker::new(
         registry,
         runtime.app_id().to_string(),
         namespace,
-    )));
+    ));
+    runtime.set_invoker(invoker.clone());
     servers.push(tokio::spawn(tandem_proxy::invoke::serve_inbound(
         internal_listener,
-        runtime.app_id().to_string(),
+        invoker,
         runtime.app.clone(),
         runtime.options.max_body_size,
         runtime.shutdown_signal(),

@@ -356,3 +356,36 @@ async fn app_resiliency_retries_times_out_and_breaks() {
         "half-open, then closed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_proxying_checks_the_token_and_names_unknown_apps() {
+    let home = TempDir::new("invoke-proxy");
+    let shop = sidecar()
+        .app_id("shop")
+        .env("TANDEM_HOME", home.path().to_str().unwrap())
+        .env("DAPR_API_TOKEN", "s3cret")
+        .start();
+    let mut c = rt::app_callback_health_check_client::AppCallbackHealthCheckClient::connect(
+        shop.grpc_endpoint(),
+    )
+    .await
+    .unwrap();
+    let call = |token: Option<&str>| {
+        let mut req = tonic::Request::new(());
+        req.metadata_mut()
+            .insert("dapr-app-id", "nobody".parse().unwrap());
+        if let Some(t) = token {
+            req.metadata_mut()
+                .insert("dapr-api-token", t.parse().unwrap());
+        }
+        req
+    };
+    let err = c.health_check(call(None)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let err = c.health_check(call(Some("s3cret"))).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(
+        err.message().contains("couldn't find service: nobody"),
+        "{err:?}"
+    );
+}

@@ -27,6 +27,9 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Headers of the internal leg; never shown to apps.
 pub const CALLEE: &str = "tandem-callee-app-id";
+/// Marks a proxied gRPC call: the peer streams it to its app's gRPC port
+/// as it is, instead of treating it as an invocation.
+pub const GRPC_PROXY: &str = "tandem-grpc-proxy";
 pub const CALLER: &str = "tandem-caller-app-id";
 pub const CALLER_NAMESPACE: &str = "tandem-caller-namespace";
 
@@ -58,6 +61,10 @@ pub enum InvokeError {
     NoApp,
     #[error("service invocation is not ready")]
     NotReady,
+    #[error(
+        "app {0} does not speak gRPC (--app-protocol grpc): a gRPC call cannot be proxied to it"
+    )]
+    NotGrpc(String),
 }
 
 /// Connection-level headers that must not be forwarded (RFC 9110 §7.6.1).
@@ -78,8 +85,50 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// An HTTP/2 client whose request bodies stream (gRPC proxying).
+type StreamClient = Client<HttpConnector, ProxyBody>;
+
+fn stream_client() -> StreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector)
+}
+
+/// Sends a gRPC call, body streaming both ways, to `authority` (an app's
+/// gRPC port or a peer's internal port).
+async fn stream_to(
+    client: &StreamClient,
+    authority: &str,
+    req: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, String> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    parts.uri = format!("http://{authority}{path}")
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    parts.version = http::Version::HTTP_2;
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::TE, HeaderValue::from_static("trailers"));
+    let resp = client
+        .request(Request::from_parts(parts, body))
+        .await
+        .map_err(|e| crate::app_channel::error_chain(&e))?;
+    Ok(resp.map(boxed))
+}
+
 pub struct Invoker {
     client: Client<HttpConnector, Full<Bytes>>,
+    streams: StreamClient,
     registry: Arc<LocalRegistry>,
     app_id: String,
     namespace: String,
@@ -96,10 +145,64 @@ impl Invoker {
             .build(connector);
         Self {
             client,
+            streams: stream_client(),
             registry,
             app_id,
             namespace,
         }
+    }
+
+    /// Proxies a gRPC call (any service, streaming included) to app
+    /// `target`'s gRPC server through its sidecar.
+    pub async fn grpc_remote(
+        &self,
+        target: &str,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, InvokeError> {
+        let (app, namespace) = match target.split_once('.') {
+            Some((a, ns)) => (a, ns),
+            None => (target, self.namespace.as_str()),
+        };
+        let peer = self
+            .registry
+            .resolve(app, namespace)
+            .ok_or_else(|| InvokeError::NotFound(target.to_string()))?;
+        let h = req.headers_mut();
+        h.insert(CALLEE, header_value(app));
+        h.insert(CALLER, header_value(&self.app_id));
+        h.insert(GRPC_PROXY, HeaderValue::from_static("1"));
+        stream_to(&self.streams, &peer.address.to_string(), req)
+            .await
+            .map_err(|reason| InvokeError::PeerUnreachable {
+                app: target.into(),
+                address: peer.address.to_string(),
+                reason,
+            })
+    }
+
+    /// Proxies a gRPC call to this sidecar's own app, which must speak gRPC.
+    pub async fn grpc_local(
+        &self,
+        app: &AppChannel,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, InvokeError> {
+        if app.grpc_channel().is_none() {
+            return Err(InvokeError::NotGrpc(self.app_id.clone()));
+        }
+        let h = req.headers_mut();
+        h.remove("dapr-api-token");
+        if let Some(token) = &app.config().api_token {
+            h.insert("dapr-api-token", header_value(token));
+        }
+        let authority = format!("{}:{}", app.config().address, app.config().port);
+        stream_to(&self.streams, &authority, req)
+            .await
+            .map_err(|reason| {
+                InvokeError::App(AppChannelError::Unreachable {
+                    address: authority.clone(),
+                    reason,
+                })
+            })
     }
 
     pub fn app_id(&self) -> &str {
@@ -162,11 +265,12 @@ fn header_value(v: &str) -> HeaderValue {
 /// Serves the internal port: requests from peer sidecars for this app.
 pub async fn serve_inbound(
     listener: TcpListener,
-    app_id: String,
+    invoker: Arc<Invoker>,
     app: Option<Arc<AppChannel>>,
     max_body: u64,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let app_id = invoker.app_id.clone();
     let app_id: Arc<str> = app_id.into();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -175,11 +279,11 @@ pub async fn serve_inbound(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let (app_id, app) = (app_id.clone(), app.clone());
+                let (app_id, app, invoker) = (app_id.clone(), app.clone(), invoker.clone());
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (app_id, app) = (app_id.clone(), app.clone());
+                    let (app_id, app, invoker) = (app_id.clone(), app.clone(), invoker.clone());
                     async move {
-                        Ok::<_, std::convert::Infallible>(inbound(&app_id, app.as_deref(), max_body, req).await)
+                        Ok::<_, std::convert::Infallible>(inbound(&app_id, app.as_deref(), &invoker, max_body, req).await)
                     }
                 });
                 let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
@@ -192,6 +296,48 @@ pub async fn serve_inbound(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A proxied gRPC call from a peer: streamed to the app's gRPC server.
+async fn inbound_grpc(
+    app_id: &str,
+    app: Option<&AppChannel>,
+    invoker: &Invoker,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    let caller = parts.headers.remove(CALLER);
+    for h in [CALLEE, CALLER_NAMESPACE, GRPC_PROXY] {
+        parts.headers.remove(h);
+    }
+    if let Some(c) = caller {
+        parts
+            .headers
+            .insert(HeaderName::from_static("dapr-caller-app-id"), c);
+    }
+    let req = Request::from_parts(parts, boxed(body));
+    let result = match app {
+        Some(app) => invoker.grpc_local(app, req).await,
+        None => Err(InvokeError::NoApp),
+    };
+    result.unwrap_or_else(|e| {
+        grpc_error(
+            14,
+            &format!("failed to proxy the call to app {app_id}: {e}"),
+        )
+    })
+}
+
+/// A trailers-only gRPC error answer.
+pub fn grpc_error(code: i32, message: &str) -> Response<ProxyBody> {
+    let mut b = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .header("grpc-status", code.to_string());
+    if let Ok(v) = HeaderValue::from_str(&message.replace(['\r', '\n'], " ")) {
+        b = b.header("grpc-message", v);
+    }
+    b.body(full(Bytes::new())).expect("valid response parts")
 }
 
 /// A Dapr-style error body for answers the sidecar itself gives.
@@ -207,6 +353,7 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 async fn inbound(
     app_id: &str,
     app: Option<&AppChannel>,
+    invoker: &Invoker,
     max_body: u64,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -220,6 +367,9 @@ async fn inbound(
                 callee.unwrap_or("(none)")
             ),
         );
+    }
+    if req.headers().contains_key(GRPC_PROXY) {
+        return inbound_grpc(app_id, app, invoker, req).await;
     }
     let (mut parts, body) = req.into_parts();
     let body = match Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))

@@ -373,3 +373,40 @@ apps:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_grpc_proxying_between_plain_grpcio_apps(tmp_path, tandem_env):
+    """No Dapr SDK: a grpcio client calls a grpcio server of another app
+    through the sidecars, unary and bidirectional streaming."""
+    run_file = tmp_path / "dapr.yaml"
+    run_file.write_text(
+        f"""version: 1
+apps:
+- appID: echo-grpc
+  appDirPath: {HERE}/apps
+  appPort: {free_port()}
+  appProtocol: grpc
+  command: ["{sys.executable}", "grpc_echo_server.py"]
+- appID: client
+  appDirPath: {HERE}/apps
+  command: ["sh", "-c", "sleep 3; {sys.executable} grpc_echo_client.py"]
+"""
+    )
+    env = dict(tandem_env, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(tandem_cmd("run", "-f", str(run_file)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = ""
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+            if "PROXY DONE" in line or "Traceback" in line:
+                break
+        assert "SAY hello world from client" in out, out
+        assert "CHAT ['echo a', 'echo b', 'echo c']" in out, out
+        assert "NOBODY NOT_FOUND" in out, out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -3,6 +3,8 @@
 //! RPCs of building blocks tandem does not have yet answer UNIMPLEMENTED with
 //! a Dapr `ErrorInfo`, at once.
 
+mod proxy;
+
 use crate::api::state::{SaveItem, TxItem};
 use crate::api::{metadata, pubsub, secrets, state};
 use crate::error::ApiError;
@@ -622,6 +624,7 @@ pub async fn serve(listener: TcpListener, rt: Arc<Runtime>) -> Result<(), tonic:
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
+        .layer(proxy::Layer(rt.clone()))
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.changed().await;

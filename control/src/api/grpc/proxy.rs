@@ -1,0 +1,112 @@
+//! gRPC proxying (dapr-wire.md §2.0): a call on the sidecar's gRPC port to
+//! any service but Dapr's own, carrying `dapr-app-id` metadata, is passed to
+//! that app's gRPC server — this app's directly, another's through its
+//! sidecar — with both bodies streamed, so every RPC shape works. The
+//! caller's `dapr-api-token` is checked and not forwarded.
+
+use crate::runtime::Runtime;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tandem_proxy::invoke::{boxed, grpc_error};
+use tonic::body::Body;
+
+const DAPR_SERVICE: &str = "/dapr.proto.runtime.v1.Dapr/";
+
+/// Wraps the gRPC API's routes.
+#[derive(Clone)]
+pub struct Layer(pub Arc<Runtime>);
+
+impl<S> tower::Layer<S> for Layer {
+    type Service = Proxy<S>;
+    fn layer(&self, inner: S) -> Proxy<S> {
+        Proxy {
+            inner,
+            rt: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Proxy<S> {
+    inner: S,
+    rt: Arc<Runtime>,
+}
+
+fn target(req: &Request<Body>) -> Option<String> {
+    if req.uri().path().starts_with(DAPR_SERVICE) {
+        return None;
+    }
+    let h = req.headers();
+    h.get("dapr-app-id")
+        .or_else(|| h.get("dapr-callee-app-id"))
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(String::from)
+}
+
+impl<S> tower::Service<Request<Body>> for Proxy<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let Some(target) = target(&req) else {
+            return Box::pin(self.inner.call(req));
+        };
+        let rt = self.rt.clone();
+        Box::pin(async move { Ok(proxy(&rt, &target, req).await.map(Body::new)) })
+    }
+}
+
+async fn proxy(
+    rt: &Runtime,
+    target: &str,
+    req: Request<Body>,
+) -> Response<tandem_proxy::ProxyBody> {
+    if let Some(token) = &rt.options.api_token {
+        let given = req.headers().get("dapr-api-token").map(|v| v.as_bytes());
+        if given != Some(token.as_bytes()) {
+            return grpc_error(16, "invalid api token");
+        }
+    }
+    let (mut parts, body) = req.into_parts();
+    parts.headers.remove("dapr-api-token");
+    let req = Request::from_parts(parts, boxed(body));
+    let Some(invoker) = rt.invoker() else {
+        return grpc_error(14, "service invocation is not ready");
+    };
+    let own_ns = rt.options.namespace.as_deref().unwrap_or("");
+    let is_self = target == rt.app_id()
+        || target
+            .split_once('.')
+            .is_some_and(|(a, ns)| a == rt.app_id() && ns == own_ns);
+    let result = if is_self {
+        match rt.app.as_ref() {
+            Some(app) => invoker.grpc_local(app, req).await,
+            None => Err(tandem_proxy::invoke::InvokeError::NoApp),
+        }
+    } else {
+        invoker.grpc_remote(target, req).await
+    };
+    result.unwrap_or_else(|e| {
+        let code = match e {
+            tandem_proxy::invoke::InvokeError::NotFound(_) => 5,
+            _ => 14,
+        };
+        grpc_error(
+            code,
+            &format!("failed to proxy the call to app {target}: {e}"),
+        )
+    })
+}
