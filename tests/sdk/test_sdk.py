@@ -410,3 +410,36 @@ apps:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_js_sdk_invokes_an_app_of_a_run_file(protocol, tmp_path, tandem_env):
+    run_file = tmp_path / "dapr.yaml"
+    run_file.write_text(
+        f"""version: 1
+apps:
+- appID: calc-http
+  appDirPath: {HERE}/apps
+  appPort: {free_port()}
+  command: ["{sys.executable}", "http_app.py"]
+- appID: jsclient
+  appDirPath: {HERE}/js
+  command: ["sh", "-c", "sleep 3; node invoke.cjs {protocol}"]
+"""
+    )
+    env = dict(tandem_env, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(tandem_cmd("run", "-f", str(run_file)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = ""
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+            if "JS INVOKE" in line or "JS FAILED" in line:
+                break
+        assert f"JS INVOKE {protocol} 42 jsclient" in out, out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
