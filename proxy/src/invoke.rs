@@ -88,7 +88,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// An HTTP/2 client whose request bodies stream (gRPC proxying).
 type StreamClient = Client<HttpConnector, ProxyBody>;
 
-fn stream_client() -> StreamClient {
+/// A pooled, multiplexed HTTP/2 client for the internal leg.
+fn h2_client<B>() -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -136,20 +141,36 @@ pub struct Invoker {
 
 impl Invoker {
     pub fn new(registry: Arc<LocalRegistry>, app_id: String, namespace: String) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
         Self {
-            client,
-            streams: stream_client(),
+            client: h2_client(),
+            streams: h2_client(),
             registry,
             app_id,
             namespace,
         }
+    }
+
+    /// The peer sidecar of `target` (`id` or `id.namespace`), and the
+    /// internal headers that tell it who calls whom.
+    fn peer(
+        &self,
+        target: &str,
+        h: &mut HeaderMap,
+    ) -> Result<crate::registry::Instance, InvokeError> {
+        let (app, namespace) = match target.split_once('.') {
+            Some((a, ns)) => (a, ns),
+            None => (target, self.namespace.as_str()),
+        };
+        let peer = self
+            .registry
+            .resolve(app, namespace)
+            .ok_or_else(|| InvokeError::NotFound(target.to_string()))?;
+        h.insert(CALLEE, header_value(app));
+        h.insert(CALLER, header_value(&self.app_id));
+        if !self.namespace.is_empty() {
+            h.insert(CALLER_NAMESPACE, header_value(&self.namespace));
+        }
+        Ok(peer)
     }
 
     /// Proxies a gRPC call (any service, streaming included) to app
@@ -159,18 +180,9 @@ impl Invoker {
         target: &str,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
-        let (app, namespace) = match target.split_once('.') {
-            Some((a, ns)) => (a, ns),
-            None => (target, self.namespace.as_str()),
-        };
-        let peer = self
-            .registry
-            .resolve(app, namespace)
-            .ok_or_else(|| InvokeError::NotFound(target.to_string()))?;
-        let h = req.headers_mut();
-        h.insert(CALLEE, header_value(app));
-        h.insert(CALLER, header_value(&self.app_id));
-        h.insert(GRPC_PROXY, HeaderValue::from_static("1"));
+        let peer = self.peer(target, req.headers_mut())?;
+        req.headers_mut()
+            .insert(GRPC_PROXY, HeaderValue::from_static("1"));
         stream_to(&self.streams, &peer.address.to_string(), req)
             .await
             .map_err(|reason| InvokeError::PeerUnreachable {
@@ -216,14 +228,7 @@ impl Invoker {
         target: &str,
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
-        let (app, namespace) = match target.split_once('.') {
-            Some((a, ns)) => (a, ns),
-            None => (target, self.namespace.as_str()),
-        };
-        let peer = self
-            .registry
-            .resolve(app, namespace)
-            .ok_or_else(|| InvokeError::NotFound(target.to_string()))?;
+        let peer = self.peer(target, req.headers_mut())?;
         let path = req
             .uri()
             .path_and_query()
@@ -238,13 +243,7 @@ impl Invoker {
         )?;
         *req.uri_mut() = uri;
         *req.version_mut() = http::Version::HTTP_2;
-        let h = req.headers_mut();
-        strip_hop_by_hop(h);
-        h.insert(CALLEE, header_value(app));
-        h.insert(CALLER, header_value(&self.app_id));
-        if !self.namespace.is_empty() {
-            h.insert(CALLER_NAMESPACE, header_value(&self.namespace));
-        }
+        strip_hop_by_hop(req.headers_mut());
         let resp = self
             .client
             .request(req)

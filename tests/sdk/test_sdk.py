@@ -117,6 +117,27 @@ def http_json(port, path, token=None):
         return r.status, json.loads(r.read() or b"null")
 
 
+
+def run_file_output(run_file, env, done):
+    """Runs `tandem run -f <run_file>` until a line contains one of `done`
+    (or 60 s pass), stops it, and returns what it printed."""
+    env = dict(env, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(tandem_cmd("run", "-f", str(run_file)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = ""
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+            if any(d in line for d in done):
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return out
+
 def pubsub_resources(tmp_path):
     res = tmp_path / "pubsub-res"
     res.mkdir()
@@ -251,23 +272,9 @@ apps:
   command: ["sh", "-c", "sleep 2; {sys.executable} publish.py pubsub payments '{{\\"amount\\": 99}}'; sleep 2"]
 """
     )
-    env = dict(tandem_env, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(tandem_cmd("run", "-f", str(run_file)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out = ""
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            out += line
-            if "payment event com.dapr.event.sent {'amount': 99}" in out:
-                break
-        assert "== APP - payments == payment event com.dapr.event.sent {'amount': 99}" in out, out
-        assert os.path.exists(os.path.join(tandem_env["TANDEM_HOME"], "pubsub.db"))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    out = run_file_output(run_file, tandem_env, ["payment event com.dapr.event.sent {'amount': 99}"])
+    assert "== APP - payments == payment event com.dapr.event.sent {'amount': 99}" in out, out
+    assert os.path.exists(os.path.join(tandem_env["TANDEM_HOME"], "pubsub.db"))
 
 
 def test_streaming_subscription(tmp_path, tandem_env):
@@ -356,23 +363,9 @@ apps:
   command: ["sh", "-c", "sleep 3; {sys.executable} invoke.py"]
 """
     )
-    env = dict(tandem_env, PYTHONUNBUFFERED="1", DAPR_API_METHOD_INVOCATION_PROTOCOL=protocol)
-    proc = subprocess.Popen(tandem_cmd("run", "-f", str(run_file)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out = ""
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            out += line
-            if "INVOKE" in line or "Traceback" in line:
-                break
-        expected = f"INVOKE {protocol} {{'sum': 5, 'caller': 'client'}} {{'product': 20}}"
-        assert expected in out, out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    out = run_file_output(run_file, dict(tandem_env, DAPR_API_METHOD_INVOCATION_PROTOCOL=protocol), ["INVOKE", "Traceback"])
+    expected = f"INVOKE {protocol} {{'sum': 5, 'caller': 'client'}} {{'product': 20}}"
+    assert expected in out, out
 
 
 def test_grpc_proxying_between_plain_grpcio_apps(tmp_path, tandem_env):
@@ -392,24 +385,10 @@ apps:
   command: ["sh", "-c", "sleep 3; {sys.executable} grpc_echo_client.py"]
 """
     )
-    env = dict(tandem_env, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(tandem_cmd("run", "-f", str(run_file)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out = ""
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            out += line
-            if "PROXY DONE" in line or "Traceback" in line:
-                break
-        assert "SAY hello world from client" in out, out
-        assert "CHAT ['echo a', 'echo b', 'echo c']" in out, out
-        assert "NOBODY NOT_FOUND" in out, out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    out = run_file_output(run_file, tandem_env, ["PROXY DONE", "Traceback"])
+    assert "SAY hello world from client" in out, out
+    assert "CHAT ['echo a', 'echo b', 'echo c']" in out, out
+    assert "NOBODY NOT_FOUND" in out, out
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -427,19 +406,5 @@ apps:
   command: ["sh", "-c", "sleep 3; node invoke.cjs {protocol}"]
 """
     )
-    env = dict(tandem_env, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(tandem_cmd("run", "-f", str(run_file)), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out = ""
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            out += line
-            if "JS INVOKE" in line or "JS FAILED" in line:
-                break
-        assert f"JS INVOKE {protocol} 42 jsclient" in out, out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    out = run_file_output(run_file, tandem_env, ["JS INVOKE", "JS FAILED"])
+    assert f"JS INVOKE {protocol} 42 jsclient" in out, out
