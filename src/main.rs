@@ -32,6 +32,9 @@ enum Command {
     List(cli::list::Args),
     /// Write the default resources to ~/.tandem/components.
     Init(cli::init::Args),
+    /// The local certificate authority for mTLS between sidecars.
+    #[command(subcommand)]
+    Ca(cli::ca::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
             Command::Stop(a) => cli::stop::main(a).await,
             Command::List(a) => cli::list::main(a).await,
             Command::Init(a) => cli::init::main(a).await,
+            Command::Ca(c) => cli::ca::main(c).await,
         }
     });
     match result {

@@ -161,10 +161,43 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
                 runtime.app_id()
             )
         })?;
+    let identity = if runtime.options.enable_mtls {
+        let trust_domain = runtime
+            .snapshot()
+            .configuration
+            .spec
+            .access_control
+            .as_ref()
+            .and_then(|a| a.trust_domain.clone())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "public".into());
+        let dir = crate::cli::ca::dir();
+        let id = tandem_proxy::identity::Identity::new(
+            &dir,
+            true,
+            &trust_domain,
+            &namespace,
+            runtime.app_id(),
+        )
+        .map_err(|e| anyhow!("mTLS: {e}"))?;
+        id.renew_in_background(trust_domain, tandem_proxy::identity::WORKLOAD_TTL / 3);
+        tracing::info!(id = %id.spiffe_id, ca = %dir.display(), "mTLS on: workload certificate issued");
+        Some(id)
+    } else {
+        None
+    };
+    let tls = match &identity {
+        Some(id) => Some((
+            id.client_config().map_err(|e| anyhow!("mTLS: {e}"))?,
+            id.server_config().map_err(|e| anyhow!("mTLS: {e}"))?,
+        )),
+        None => None,
+    };
     let invoker = Arc::new(tandem_proxy::Invoker::new(
         registry,
         runtime.app_id().to_string(),
         namespace,
+        tls.as_ref().map(|(c, _)| c.clone()),
     ));
     runtime.set_invoker(invoker.clone());
     servers.push(tokio::spawn(tandem_proxy::invoke::serve_inbound(
@@ -172,6 +205,7 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         invoker,
         runtime.app.clone(),
         runtime.options.max_body_size,
+        tls.map(|(_, s)| s),
         runtime.shutdown_signal(),
     )));
     tandem_control::outbox::start(&runtime);

@@ -134,7 +134,8 @@ pub struct SidecarOptions {
     /// Accepted for daprd compatibility: `standalone` is the only mode.
     #[arg(long = "mode", default_value = "standalone")]
     pub mode: String,
-    /// Accepted for daprd compatibility; mTLS arrives with the invocation work.
+    /// mTLS between sidecars, with certificates from the local CA
+    /// (`tandem ca init`; `$TANDEM_CA_DIR`, else `$TANDEM_HOME/ca`).
     #[arg(long = "enable-mtls", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_mtls: bool,
     #[arg(long = "sentry-address")]

@@ -12,7 +12,7 @@
 use crate::app_channel::{AppChannel, AppChannelError};
 use crate::registry::LocalRegistry;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
@@ -131,8 +131,98 @@ async fn stream_to(
     Ok(resp.map(boxed))
 }
 
+/// Connections to peer sidecars: one multiplexed HTTP/2 connection per
+/// peer, over mTLS when this sidecar has an identity (the peer's
+/// certificate must name the app being called), plaintext otherwise.
+struct PeerPool {
+    tls: Option<tokio_rustls::TlsConnector>,
+    conns:
+        tokio::sync::Mutex<std::collections::HashMap<(String, std::net::SocketAddr), SendRequest>>,
+}
+
+type SendRequest = hyper::client::conn::http2::SendRequest<ProxyBody>;
+
+impl PeerPool {
+    async fn send(
+        &self,
+        peer: &crate::registry::Instance,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, String> {
+        let key = (
+            crate::identity::dns_name(&peer.app_id, &peer.namespace),
+            peer.address,
+        );
+        let cached = self
+            .conns
+            .lock()
+            .await
+            .get(&key)
+            .filter(|s| !s.is_closed())
+            .cloned();
+        let mut sender = match cached {
+            Some(s) => s,
+            None => {
+                let s = self.connect(peer).await?;
+                self.conns.lock().await.insert(key, s.clone());
+                s
+            }
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        *req.uri_mut() = format!("{scheme}://{}{path}", peer.address)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        *req.version_mut() = http::Version::HTTP_2;
+        sender.ready().await.map_err(|e| e.to_string())?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| crate::app_channel::error_chain(&e))
+    }
+
+    async fn connect(&self, peer: &crate::registry::Instance) -> Result<SendRequest, String> {
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(peer.address),
+        )
+        .await
+        .map_err(|_| "connect timed out after 5s".to_string())?
+        .map_err(|e| e.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        let sender = match &self.tls {
+            Some(tls) => {
+                let name = crate::identity::server_name(&peer.app_id, &peer.namespace)?;
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("mTLS handshake: {e}"))?;
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                sender
+            }
+            None => {
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                sender
+            }
+        };
+        Ok(sender)
+    }
+}
+
 pub struct Invoker {
-    client: Client<HttpConnector, Full<Bytes>>,
+    peers: PeerPool,
     streams: StreamClient,
     registry: Arc<LocalRegistry>,
     app_id: String,
@@ -140,9 +230,19 @@ pub struct Invoker {
 }
 
 impl Invoker {
-    pub fn new(registry: Arc<LocalRegistry>, app_id: String, namespace: String) -> Self {
+    /// `tls`: the client side of this sidecar's mTLS identity, if it has
+    /// one (`--enable-mtls`).
+    pub fn new(
+        registry: Arc<LocalRegistry>,
+        app_id: String,
+        namespace: String,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
         Self {
-            client: h2_client(),
+            peers: PeerPool {
+                tls: tls.map(tokio_rustls::TlsConnector::from),
+                conns: Default::default(),
+            },
             streams: h2_client(),
             registry,
             app_id,
@@ -183,13 +283,19 @@ impl Invoker {
         let peer = self.peer(target, req.headers_mut())?;
         req.headers_mut()
             .insert(GRPC_PROXY, HeaderValue::from_static("1"));
-        stream_to(&self.streams, &peer.address.to_string(), req)
-            .await
-            .map_err(|reason| InvokeError::PeerUnreachable {
-                app: target.into(),
-                address: peer.address.to_string(),
-                reason,
-            })
+        strip_hop_by_hop(req.headers_mut());
+        req.headers_mut()
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+        let resp =
+            self.peers
+                .send(&peer, req)
+                .await
+                .map_err(|reason| InvokeError::PeerUnreachable {
+                    app: target.into(),
+                    address: peer.address.to_string(),
+                    reason,
+                })?;
+        Ok(resp.map(boxed))
     }
 
     /// Proxies a gRPC call to this sidecar's own app, which must speak gRPC.
@@ -229,29 +335,15 @@ impl Invoker {
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
         let peer = self.peer(target, req.headers_mut())?;
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        let uri: Uri = format!("http://{}{path}", peer.address).parse().map_err(
-            |e: http::uri::InvalidUri| InvokeError::PeerUnreachable {
-                app: target.into(),
-                address: peer.address.to_string(),
-                reason: e.to_string(),
-            },
-        )?;
-        *req.uri_mut() = uri;
-        *req.version_mut() = http::Version::HTTP_2;
         strip_hop_by_hop(req.headers_mut());
         let resp = self
-            .client
-            .request(req)
+            .peers
+            .send(&peer, req.map(boxed))
             .await
-            .map_err(|e| InvokeError::PeerUnreachable {
+            .map_err(|reason| InvokeError::PeerUnreachable {
                 app: target.into(),
                 address: peer.address.to_string(),
-                reason: crate::app_channel::error_chain(&e),
+                reason,
             })?;
         Ok(resp.map(boxed))
     }
@@ -262,32 +354,63 @@ fn header_value(v: &str) -> HeaderValue {
 }
 
 /// Serves the internal port: requests from peer sidecars for this app.
+/// `tls`: the server side of this sidecar's mTLS identity. With it, every
+/// peer must present a certificate from the trust bundle, and the caller's
+/// app id is the one its certificate proves, not the one it claims.
 pub async fn serve_inbound(
     listener: TcpListener,
     invoker: Arc<Invoker>,
     app: Option<Arc<AppChannel>>,
     max_body: u64,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let app_id = invoker.app_id.clone();
     let app_id: Arc<str> = app_id.into();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, remote)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let (app_id, app, invoker) = (app_id.clone(), app.clone(), invoker.clone());
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (app_id, app, invoker) = (app_id.clone(), app.clone(), invoker.clone());
-                    async move {
-                        Ok::<_, std::convert::Infallible>(inbound(&app_id, app.as_deref(), &invoker, max_body, req).await)
-                    }
-                });
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                let (acceptor, watcher) = (acceptor.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let serve = |peer: Option<String>| {
+                        let peer: Option<Arc<str>> = peer.map(Into::into);
+                        hyper::service::service_fn(move |req: Request<Incoming>| {
+                            let (app_id, app, invoker, peer) =
+                                (app_id.clone(), app.clone(), invoker.clone(), peer.clone());
+                            async move {
+                                Ok::<_, std::convert::Infallible>(
+                                    inbound(&app_id, app.as_deref(), &invoker, peer.as_deref(), max_body, req).await,
+                                )
+                            }
+                        })
+                    };
+                    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), serve(None));
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => {
+                                let peer = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(crate::identity::peer_spiffe_id);
+                                let conn = builder.serve_connection(TokioIo::new(tls), serve(peer));
+                                let _ = watcher.watch(conn).await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(peer = %remote, error = %e, "mTLS handshake refused");
+                            }
+                        },
+                    }
                 });
             }
             _ = shutdown.changed() => break,
@@ -295,6 +418,14 @@ pub async fn serve_inbound(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// `spiffe://<td>/ns/<ns>/<app>` → (app, namespace).
+fn spiffe_app(id: &str) -> Option<(&str, &str)> {
+    let rest = id.strip_prefix("spiffe://")?;
+    let mut parts = rest.split('/');
+    let (_td, ns_key, ns, app) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (ns_key == "ns" && parts.next().is_none()).then_some((app, ns))
 }
 
 /// A proxied gRPC call from a peer: streamed to the app's gRPC server.
@@ -353,9 +484,23 @@ async fn inbound(
     app_id: &str,
     app: Option<&AppChannel>,
     invoker: &Invoker,
+    peer: Option<&str>,
     max_body: u64,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    // Over mTLS the certificate says who calls; a claim in a header does not.
+    if let Some(id) = peer {
+        let Some((caller, ns)) = spiffe_app(id) else {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "ERR_DIRECT_INVOKE",
+                &format!("the caller's certificate has no usable SPIFFE id ({id})"),
+            );
+        };
+        let h = req.headers_mut();
+        h.insert(CALLER, header_value(caller));
+        h.insert(CALLER_NAMESPACE, header_value(ns));
+    }
     let callee = req.headers().get(CALLEE).and_then(|v| v.to_str().ok());
     if callee != Some(app_id) {
         return error_response(

@@ -6,6 +6,7 @@
 
 pub mod app_channel;
 pub mod health;
+pub mod identity;
 pub mod invoke;
 pub mod registry;
 pub mod resilience;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod ca;
 pub mod init;
 pub mod list;
 pub mod run;

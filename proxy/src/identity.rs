@@ -1,0 +1,326 @@
+//! Workload identity for mTLS between sidecars (single-host mode, a local
+//! Sentry equivalent). A trust root and an issuer live in a CA folder
+//! (`tandem ca init`, or made on first use): `ca.crt` (the trust bundle),
+//! `issuer.crt`, `issuer.key`. Each sidecar issues itself a short-lived
+//! certificate for `spiffe://<trust-domain>/ns/<namespace>/<app-id>`, with
+//! the DNS name `<app-id>.<namespace>.tandem.internal` so the standard
+//! WebPKI check of a server name is also the check of the peer's app id,
+//! and renews it long before it expires. TLS 1.3 only.
+
+use arc_swap::ArcSwap;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const CA_FILE: &str = "ca.crt";
+const ISSUER_CERT: &str = "issuer.crt";
+const ISSUER_KEY: &str = "issuer.key";
+const ROOT_KEY: &str = "ca.key";
+pub const WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn issuer_params() -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "tandem");
+    dn.push(DnType::CommonName, "tandem issuer");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p
+}
+
+/// Creates the CA folder (root and issuer) unless it already holds one.
+/// Returns whether it made a new one.
+pub fn init_ca(dir: &Path) -> Result<bool, String> {
+    if dir.join(CA_FILE).exists() && dir.join(ISSUER_KEY).exists() {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let root_key = KeyPair::generate().map_err(err)?;
+    let mut root = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "tandem");
+    dn.push(DnType::CommonName, "tandem root");
+    root.distinguished_name = dn;
+    root.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    root.not_before = time_now() - time::Duration::minutes(15);
+    root.not_after = time_now() + time::Duration::days(365);
+    let root_cert = root.self_signed(&root_key).map_err(err)?;
+    let root_issuer = Issuer::new(root, &root_key);
+    let issuer_key = KeyPair::generate().map_err(err)?;
+    let mut ip = issuer_params();
+    ip.not_before = time_now() - time::Duration::minutes(15);
+    ip.not_after = time_now() + time::Duration::days(365);
+    let issuer_cert = ip.signed_by(&issuer_key, &root_issuer).map_err(err)?;
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write(ROOT_KEY, root_key.serialize_pem())?;
+    write(ISSUER_KEY, issuer_key.serialize_pem())?;
+    write(ISSUER_CERT, issuer_cert.pem())?;
+    // Written last: its presence means the folder is complete.
+    write(CA_FILE, root_cert.pem())?;
+    Ok(true)
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The DNS name a workload certificate carries for its app.
+pub fn dns_name(app_id: &str, namespace: &str) -> String {
+    let ns = if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    };
+    format!("{app_id}.{ns}.tandem.internal")
+}
+
+pub fn spiffe_id(trust_domain: &str, namespace: &str, app_id: &str) -> String {
+    let ns = if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
+    };
+    format!("spiffe://{trust_domain}/ns/{ns}/{app_id}")
+}
+
+/// This sidecar's identity: the trust bundle and a renewable certificate.
+pub struct Identity {
+    pub spiffe_id: String,
+    dir: PathBuf,
+    app_id: String,
+    namespace: String,
+    roots: Arc<rustls::RootCertStore>,
+    current: ArcSwap<CertifiedKey>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl Identity {
+    /// Loads the CA folder (making one if `create` and there is none) and
+    /// issues this sidecar's certificate.
+    pub fn new(
+        dir: &Path,
+        create: bool,
+        trust_domain: &str,
+        namespace: &str,
+        app_id: &str,
+    ) -> Result<Arc<Self>, String> {
+        if create {
+            init_ca(dir)?;
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for c in pem_certs(&dir.join(CA_FILE))? {
+            roots.add(c).map_err(|e| format!("trust bundle: {e}"))?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let me = Self {
+            spiffe_id: spiffe_id(trust_domain, namespace, app_id),
+            dir: dir.to_path_buf(),
+            app_id: app_id.to_string(),
+            namespace: namespace.to_string(),
+            roots: Arc::new(roots),
+            current: ArcSwap::from_pointee(issue(dir, trust_domain, namespace, app_id, &provider)?),
+            provider,
+        };
+        Ok(Arc::new(me))
+    }
+
+    fn renew(&self, trust_domain: &str) -> Result<(), String> {
+        let fresh = issue(
+            &self.dir,
+            trust_domain,
+            &self.namespace,
+            &self.app_id,
+            &self.provider,
+        )?;
+        self.current.store(Arc::new(fresh));
+        Ok(())
+    }
+
+    /// Renews the certificate every `every` (a third of its life by
+    /// default) for as long as the identity is in use; connections already
+    /// open keep theirs.
+    pub fn renew_in_background(self: &Arc<Self>, trust_domain: String, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(me) = weak.upgrade() else { return };
+                match me.renew(&trust_domain) {
+                    Ok(()) => tracing::info!(id = %me.spiffe_id, "workload certificate renewed"),
+                    Err(e) => tracing::error!(error = %e, "workload certificate not renewed"),
+                }
+            }
+        });
+    }
+
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, String> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(err)?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(err)?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
+    pub fn client_config(self: &Arc<Self>) -> Result<Arc<rustls::ClientConfig>, String> {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(err)?
+            .with_root_certificates(self.roots.clone())
+            .with_client_cert_resolver(Arc::new(Resolver(self.clone())));
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
+    /// When the current certificate stops being valid.
+    pub fn expires(&self) -> Option<time::OffsetDateTime> {
+        let cert = self.current.load().cert.first()?.clone();
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+        Some(parsed.validity().not_after.to_datetime())
+    }
+}
+
+/// Issues a workload certificate signed by the folder's issuer.
+fn issue(
+    dir: &Path,
+    trust_domain: &str,
+    namespace: &str,
+    app_id: &str,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<CertifiedKey, String> {
+    let issuer_key_pem = std::fs::read_to_string(dir.join(ISSUER_KEY)).map_err(|e| {
+        format!(
+            "{}: {e} (run `tandem ca init`)",
+            dir.join(ISSUER_KEY).display()
+        )
+    })?;
+    let issuer_key = KeyPair::from_pem(&issuer_key_pem).map_err(err)?;
+    let issuer = Issuer::new(issuer_params(), &issuer_key);
+    let key = KeyPair::generate().map_err(err)?;
+    let mut p = CertificateParams::new(vec![dns_name(app_id, namespace)]).map_err(err)?;
+    p.distinguished_name = DistinguishedName::new();
+    p.subject_alt_names.push(SanType::URI(
+        spiffe_id(trust_domain, namespace, app_id)
+            .try_into()
+            .map_err(err)?,
+    ));
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.not_before = time_now() - time::Duration::minutes(15);
+    p.not_after = time_now() + time::Duration::seconds(WORKLOAD_TTL.as_secs() as i64);
+    let cert = p.signed_by(&key, &issuer).map_err(err)?;
+    let mut chain = vec![cert.der().clone()];
+    chain.extend(pem_certs(&dir.join(ISSUER_CERT))?);
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signing = provider
+        .key_provider
+        .load_private_key(private)
+        .map_err(err)?;
+    Ok(CertifiedKey::new(chain, signing))
+}
+
+#[derive(Debug)]
+struct Resolver(Arc<Identity>);
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("spiffe_id", &self.spiffe_id)
+            .finish()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Resolver {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current.load_full())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for Resolver {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current.load_full())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The SPIFFE id in a peer's certificate (its URI SAN), if any.
+pub fn peer_spiffe_id(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let san = parsed.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => {
+            Some(u.to_string())
+        }
+        _ => None,
+    })
+}
+
+/// The server name to verify when calling `app_id` in `namespace`.
+pub fn server_name(app_id: &str, namespace: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(dns_name(app_id, namespace)).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_and_read_back_an_identity() {
+        let dir = std::env::temp_dir().join(format!("tandem-ca-{}", std::process::id()));
+        assert!(init_ca(&dir).unwrap(), "made");
+        assert!(!init_ca(&dir).unwrap(), "kept");
+        let id = Identity::new(&dir, false, "public", "", "orders").unwrap();
+        assert_eq!(id.spiffe_id, "spiffe://public/ns/default/orders");
+        let leaf = id.current.load().cert[0].clone();
+        assert_eq!(
+            peer_spiffe_id(&leaf).as_deref(),
+            Some("spiffe://public/ns/default/orders")
+        );
+        let left = id.expires().unwrap() - time_now();
+        assert!(left > time::Duration::hours(23) && left <= time::Duration::hours(24));
+        id.server_config().unwrap();
+        id.client_config().unwrap();
+        assert!(Identity::new(&dir.join("missing"), false, "public", "", "x").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,142 @@
+//! mTLS between sidecars: the internal leg is TLS 1.3 with certificates
+//! from the local CA; a sidecar without mTLS or with a certificate from
+//! another CA is refused; the callee learns the caller from its certificate.
+
+mod common;
+
+use common::{Sidecar, TempDir, sidecar};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+async fn echo_app() -> u16 {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let caller = req
+                            .headers()
+                            .get("dapr-caller-app-id")
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .unwrap_or_default();
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(format!("hello {caller}")),
+                        )))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    port
+}
+
+fn start(
+    app_id: &str,
+    home: &TempDir,
+    ca: &std::path::Path,
+    mtls: bool,
+    app_port: Option<u16>,
+) -> Sidecar {
+    let mut b = sidecar()
+        .app_id(app_id)
+        .env("TANDEM_HOME", home.path().to_str().unwrap())
+        .env("TANDEM_CA_DIR", ca.to_str().unwrap());
+    if mtls {
+        b = b.arg("--enable-mtls");
+    }
+    if let Some(p) = app_port {
+        b = b.args(["--app-port", &p.to_string()]);
+    }
+    let s = b.start();
+    assert!(
+        s.wait_healthz(204, Duration::from_secs(10)),
+        "{}",
+        s.stderr.text()
+    );
+    s
+}
+
+/// The internal address `app_id` registered.
+fn internal_port(home: &TempDir, app_id: &str) -> u16 {
+    let dir = home.path().join("registry").join(app_id);
+    let entry = std::fs::read_dir(dir).unwrap().flatten().next().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+    v["address"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_talk_over_mtls_and_refuse_strangers() {
+    let home = TempDir::new("mtls-home");
+    let ca = home.path().join("ca");
+    let out = std::process::Command::new(common::BIN)
+        .args(["ca", "init", "--dir", ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created"));
+    assert!(ca.join("ca.crt").exists());
+
+    let port = echo_app().await;
+    let orders = start("orders", &home, &ca, true, Some(port));
+    let shop = start("shop", &home, &ca, true, None);
+    assert!(
+        orders
+            .stderr
+            .text()
+            .contains("spiffe://public/ns/default/orders")
+    );
+
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/hi", b"");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "hello shop"),
+        "{}",
+        shop.stderr.text()
+    );
+
+    // The internal port speaks TLS only: a plaintext HTTP/2 client gets no
+    // HTTP answer, only a TLS alert or a closed connection.
+    let mut raw =
+        std::net::TcpStream::connect(("127.0.0.1", internal_port(&home, "orders"))).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = raw.read(&mut buf).unwrap_or(0);
+    assert!(n == 0 || buf[0] == 0x15, "not TLS: {:?}", &buf[..n]);
+
+    // A sidecar without mTLS cannot get in.
+    let plain = start("plain", &home, &ca, false, None);
+    let r = plain.request("GET", "/v1.0/invoke/orders/method/hi", b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.error_code(), "ERR_DIRECT_INVOKE");
+
+    // Nor one whose certificate comes from another CA.
+    let other_ca = home.path().join("other-ca");
+    let stranger = start("stranger", &home, &other_ca, true, None);
+    let r = stranger.request("GET", "/v1.0/invoke/orders/method/hi", b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("mTLS handshake"), "{}", r.text());
+
+    // And the legitimate caller still gets through.
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/again", b"");
+    assert_eq!(r.status, 200);
+}
