@@ -206,6 +206,13 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         runtime.app.clone(),
         runtime.options.max_body_size,
         tls.map(|(_, s)| s),
+        runtime
+            .snapshot()
+            .configuration
+            .spec
+            .access_control
+            .clone()
+            .map(|a| Arc::new(tandem_proxy::access::AccessPolicy::new(a))),
         runtime.shutdown_signal(),
     )));
     tandem_control::outbox::start(&runtime);

@@ -140,3 +140,58 @@ async fn sidecars_talk_over_mtls_and_refuse_strangers() {
     let r = shop.request("GET", "/v1.0/invoke/orders/method/again", b"");
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_control_is_decided_by_the_callers_certificate() {
+    let home = TempDir::new("acl-home");
+    let ca = home.path().join("ca");
+    let config = home.write(
+        "acl.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: acl\nspec:\n  accessControl:\n    defaultAction: deny\n    trustDomain: public\n    policies:\n    - appId: shop\n      defaultAction: deny\n      trustDomain: public\n      namespace: default\n      operations:\n      - name: /allowed/*\n        httpVerb: [\"GET\"]\n        action: allow\n",
+    );
+    let port = echo_app().await;
+    let orders = {
+        let s = sidecar()
+            .app_id("orders")
+            .env("TANDEM_HOME", home.path().to_str().unwrap())
+            .env("TANDEM_CA_DIR", ca.to_str().unwrap())
+            .args([
+                "--enable-mtls",
+                "--app-port",
+                &port.to_string(),
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .start();
+        assert!(
+            s.wait_healthz(204, Duration::from_secs(10)),
+            "{}",
+            s.stderr.text()
+        );
+        s
+    };
+    let shop = start("shop", &home, &ca, true, None);
+    let billing = start("billing", &home, &ca, true, None);
+
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/allowed/1", b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "hello shop"));
+    let r = shop.request("POST", "/v1.0/invoke/orders/method/allowed/1", b"");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("access control policy has denied access to app id: shop"),
+        "{}",
+        r.text()
+    );
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/secret", b"");
+    assert_eq!(r.status, 403, "the policy's default");
+    let r = billing.request("GET", "/v1.0/invoke/orders/method/allowed/1", b"");
+    assert_eq!(r.status, 403, "no policy: the global default");
+    assert!(
+        orders.stderr.wait_for(
+            "access control policy has denied access to app id: billing",
+            Duration::from_secs(5)
+        ),
+        "denials are logged with the caller"
+    );
+}

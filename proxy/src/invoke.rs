@@ -363,6 +363,7 @@ pub async fn serve_inbound(
     app: Option<Arc<AppChannel>>,
     max_body: u64,
     tls: Option<Arc<rustls::ServerConfig>>,
+    access: Option<Arc<crate::access::AccessPolicy>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let app_id = invoker.app_id.clone();
@@ -375,16 +376,17 @@ pub async fn serve_inbound(
                 let Ok((stream, remote)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let (app_id, app, invoker) = (app_id.clone(), app.clone(), invoker.clone());
-                let (acceptor, watcher) = (acceptor.clone(), graceful.watcher());
+                let (acceptor, watcher, access) = (acceptor.clone(), graceful.watcher(), access.clone());
                 tokio::spawn(async move {
                     let serve = |peer: Option<String>| {
                         let peer: Option<Arc<str>> = peer.map(Into::into);
                         hyper::service::service_fn(move |req: Request<Incoming>| {
-                            let (app_id, app, invoker, peer) =
-                                (app_id.clone(), app.clone(), invoker.clone(), peer.clone());
+                            let (app_id, app, invoker, peer, access) =
+                                (app_id.clone(), app.clone(), invoker.clone(), peer.clone(), access.clone());
                             async move {
+                                let door = Door { app_id: &app_id, app: app.as_deref(), invoker: &invoker, access: access.as_deref() };
                                 Ok::<_, std::convert::Infallible>(
-                                    inbound(&app_id, app.as_deref(), &invoker, peer.as_deref(), max_body, req).await,
+                                    inbound(&door, peer.as_deref(), max_body, req).await,
                                 )
                             }
                         })
@@ -420,12 +422,12 @@ pub async fn serve_inbound(
     graceful.shutdown().await;
 }
 
-/// `spiffe://<td>/ns/<ns>/<app>` → (app, namespace).
-fn spiffe_app(id: &str) -> Option<(&str, &str)> {
-    let rest = id.strip_prefix("spiffe://")?;
-    let mut parts = rest.split('/');
-    let (_td, ns_key, ns, app) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    (ns_key == "ns" && parts.next().is_none()).then_some((app, ns))
+/// What the inbound door needs to serve one request.
+struct Door<'a> {
+    app_id: &'a str,
+    app: Option<&'a AppChannel>,
+    invoker: &'a Invoker,
+    access: Option<&'a crate::access::AccessPolicy>,
 }
 
 /// A proxied gRPC call from a peer: streamed to the app's gRPC server.
@@ -481,25 +483,54 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 }
 
 async fn inbound(
-    app_id: &str,
-    app: Option<&AppChannel>,
-    invoker: &Invoker,
+    door: &Door<'_>,
     peer: Option<&str>,
     max_body: u64,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let (app_id, app, invoker) = (door.app_id, door.app, door.invoker);
+    let grpc = req.headers().contains_key(GRPC_PROXY);
     // Over mTLS the certificate says who calls; a claim in a header does not.
-    if let Some(id) = peer {
-        let Some((caller, ns)) = spiffe_app(id) else {
-            return error_response(
-                StatusCode::FORBIDDEN,
-                "ERR_DIRECT_INVOKE",
-                &format!("the caller's certificate has no usable SPIFFE id ({id})"),
-            );
-        };
-        let h = req.headers_mut();
-        h.insert(CALLER, header_value(caller));
-        h.insert(CALLER_NAMESPACE, header_value(ns));
+    let caller = match peer {
+        Some(id) => {
+            let Some(caller) = crate::access::Caller::from_spiffe(id) else {
+                return error_response(
+                    StatusCode::FORBIDDEN,
+                    "ERR_DIRECT_INVOKE",
+                    &format!("the caller's certificate has no usable SPIFFE id ({id})"),
+                );
+            };
+            let h = req.headers_mut();
+            h.insert(CALLER, header_value(&caller.app_id));
+            h.insert(CALLER_NAMESPACE, header_value(&caller.namespace));
+            caller
+        }
+        None => {
+            let claimed = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            crate::access::Caller {
+                app_id: claimed(CALLER),
+                namespace: claimed(CALLER_NAMESPACE),
+                trust_domain: "public".into(),
+            }
+        }
+    };
+    if let Some(acl) = door.access {
+        let verb = req.method().to_string();
+        let verb = (!grpc).then_some(verb.as_str());
+        if let Err(why) = acl.check(&caller, req.uri().path(), verb) {
+            tracing::warn!(caller = %caller.app_id, namespace = %caller.namespace, path = %req.uri().path(), "{why}");
+            return if grpc {
+                grpc_error(7, &why)
+            } else {
+                error_response(StatusCode::FORBIDDEN, "ERR_DIRECT_INVOKE", &why)
+            };
+        }
     }
     let callee = req.headers().get(CALLEE).and_then(|v| v.to_str().ok());
     if callee != Some(app_id) {
@@ -512,7 +543,7 @@ async fn inbound(
             ),
         );
     }
-    if req.headers().contains_key(GRPC_PROXY) {
+    if grpc {
         return inbound_grpc(app_id, app, invoker, req).await;
     }
     let (mut parts, body) = req.into_parts();

@@ -4,6 +4,7 @@
 //! crate knows nothing of state stores, pub/sub or other building blocks.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod app_channel;
 pub mod health;
 pub mod identity;
