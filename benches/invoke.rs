@@ -127,6 +127,63 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+struct Pair<'a> {
+    client: &'a HttpClient,
+    direct: &'a str,
+    invoked: &'a str,
+    iters: usize,
+    secs: f64,
+}
+
+async fn measure(p: &Pair<'_>, orders: &common::Sidecar, shop: &common::Sidecar) {
+    let (client, direct, invoked) = (p.client, p.direct, p.invoked);
+    let d = sequential(client, direct, p.iters).await;
+    let i = sequential(client, invoked, p.iters).await;
+    println!("  sequential, {} requests:", p.iters);
+    for (name, l) in [("direct", &d), ("invoked", &i)] {
+        println!(
+            "    {name:<8} p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>7.1} µs",
+            pct(l, 0.5),
+            pct(l, 0.99),
+            pct(l, 0.999)
+        );
+    }
+    println!(
+        "    added    p50 {:>+7.1} µs  p99 {:>+7.1} µs  p99.9 {:>+7.1} µs",
+        pct(&i, 0.5) - pct(&d, 0.5),
+        pct(&i, 0.99) - pct(&d, 0.99),
+        pct(&i, 0.999) - pct(&d, 0.999)
+    );
+    let rate = 1000;
+    let d = fixed_rate(client, direct, rate, p.secs).await;
+    let i = fixed_rate(client, invoked, rate, p.secs).await;
+    println!(
+        "  at {rate} rps for {} s: direct p50 {:.1} µs p99 {:.1} µs; invoked p50 {:.1} µs p99 {:.1} µs; added p50 {:+.1} µs p99 {:+.1} µs",
+        p.secs,
+        pct(&d, 0.5),
+        pct(&d, 0.99),
+        pct(&i, 0.5),
+        pct(&i, 0.99),
+        pct(&i, 0.5) - pct(&d, 0.5),
+        pct(&i, 0.99) - pct(&d, 0.99)
+    );
+    let direct_rps = throughput(client, direct, 16, p.secs).await;
+    let cpu_before = cpu_secs(orders.pid()) + cpu_secs(shop.pid());
+    let invoked_rps = throughput(client, invoked, 16, p.secs).await;
+    let cores = (cpu_secs(orders.pid()) + cpu_secs(shop.pid()) - cpu_before) / p.secs;
+    println!(
+        "  16 concurrent clients: direct {direct_rps:.0} req/s, invoked {invoked_rps:.0} req/s ({:.0} %); both sidecars {:.2} cores = {:.3} cores per 1000 rps",
+        invoked_rps / direct_rps * 100.0,
+        cores,
+        cores / (invoked_rps / 1000.0)
+    );
+    println!(
+        "  sidecar RSS after the load: caller {:.1} MiB, callee {:.1} MiB",
+        rss_mib(shop.pid()),
+        rss_mib(orders.pid())
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
@@ -143,66 +200,33 @@ async fn main() {
     let env = [("TANDEM_HOME", home_s.as_str())];
 
     let port = app().await;
-    let orders = common::start_with("orders", &res, Some(port), &env);
-    let shop = common::start_with("shop", &res, None, &env);
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: HttpClient = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
     let direct = format!("http://127.0.0.1:{port}/hello");
-    let invoked = format!(
-        "http://127.0.0.1:{}/v1.0/invoke/orders/method/hello",
-        shop.http
-    );
-
-    println!(
-        "HTTP invocation through two sidecars (plaintext h2 between them) vs the app called directly"
-    );
-    let d = sequential(&client, &direct, iters).await;
-    let i = sequential(&client, &invoked, iters).await;
-    println!("sequential, {iters} requests:");
-    for (name, l) in [("direct", &d), ("invoked", &i)] {
-        println!(
-            "  {name:<8} p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>7.1} µs",
-            pct(l, 0.5),
-            pct(l, 0.99),
-            pct(l, 0.999)
+    println!("HTTP invocation through two sidecars vs the app called directly, same run");
+    for (label, flags) in [
+        ("plaintext h2", &[][..]),
+        ("mTLS 1.3", &["--enable-mtls"][..]),
+    ] {
+        // Each pair has its own app ids, so they never resolve each other.
+        let suffix = if flags.is_empty() { "" } else { "-tls" };
+        let callee = format!("orders{suffix}");
+        let orders = common::start_with(&callee, &res, Some(port), &env, flags);
+        let shop = common::start_with(&format!("shop{suffix}"), &res, None, &env, flags);
+        let invoked = format!(
+            "http://127.0.0.1:{}/v1.0/invoke/{callee}/method/hello",
+            shop.http
         );
+        println!("sidecar to sidecar: {label}");
+        let pair = Pair {
+            client: &client,
+            direct: &direct,
+            invoked: &invoked,
+            iters,
+            secs,
+        };
+        measure(&pair, &orders, &shop).await;
     }
-    println!(
-        "  added    p50 {:>+7.1} µs  p99 {:>+7.1} µs  p99.9 {:>+7.1} µs",
-        pct(&i, 0.5) - pct(&d, 0.5),
-        pct(&i, 0.99) - pct(&d, 0.99),
-        pct(&i, 0.999) - pct(&d, 0.999)
-    );
-
-    let rate = 1000;
-    let d = fixed_rate(&client, &direct, rate, secs).await;
-    let i = fixed_rate(&client, &invoked, rate, secs).await;
-    println!(
-        "at {rate} rps for {secs} s: direct p50 {:.1} µs p99 {:.1} µs; invoked p50 {:.1} µs p99 {:.1} µs; added p50 {:+.1} µs p99 {:+.1} µs",
-        pct(&d, 0.5),
-        pct(&d, 0.99),
-        pct(&i, 0.5),
-        pct(&i, 0.99),
-        pct(&i, 0.5) - pct(&d, 0.5),
-        pct(&i, 0.99) - pct(&d, 0.99)
-    );
-
-    let direct_rps = throughput(&client, &direct, 16, secs).await;
-    let cpu_before = cpu_secs(orders.pid()) + cpu_secs(shop.pid());
-    let invoked_rps = throughput(&client, &invoked, 16, secs).await;
-    let cores = (cpu_secs(orders.pid()) + cpu_secs(shop.pid()) - cpu_before) / secs;
-    println!(
-        "16 concurrent clients: direct {direct_rps:.0} req/s, invoked {invoked_rps:.0} req/s ({:.0} %); both sidecars {:.2} cores = {:.3} cores per 1000 rps",
-        invoked_rps / direct_rps * 100.0,
-        cores,
-        cores / (invoked_rps / 1000.0)
-    );
-    println!(
-        "sidecar RSS after the load: caller {:.1} MiB, callee {:.1} MiB",
-        rss_mib(shop.pid()),
-        rss_mib(orders.pid())
-    );
-    drop((orders, shop));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -36,15 +36,17 @@ pub fn free_port() -> u16 {
 /// Starts `tandem sidecar` on `resources` (and `app_port`), quiet and
 /// without metrics, and waits until its HTTP port accepts.
 pub fn start(app_id: &str, resources: &std::path::Path, app_port: Option<u16>) -> Sidecar {
-    start_with(app_id, resources, app_port, &[])
+    start_with(app_id, resources, app_port, &[], &[])
 }
 
-/// The same with extra environment variables (e.g. a shared TANDEM_HOME).
+/// The same with extra environment variables (e.g. a shared TANDEM_HOME)
+/// and flags.
 pub fn start_with(
     app_id: &str,
     resources: &std::path::Path,
     app_port: Option<u16>,
     env: &[(&str, &str)],
+    args: &[&str],
 ) -> Sidecar {
     let (http, grpc) = (free_port(), free_port());
     let mut cmd = Command::new(BIN);
@@ -71,6 +73,7 @@ pub fn start_with(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    cmd.args(args);
     let child = cmd.spawn().unwrap();
     let end = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {

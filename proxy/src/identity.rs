@@ -40,12 +40,45 @@ fn issuer_params() -> CertificateParams {
 }
 
 /// Creates the CA folder (root and issuer) unless it already holds one.
-/// Returns whether it made a new one.
+/// Returns whether it made a new one. Sidecars starting together (a run
+/// file) must end up with the same CA: one of them makes it, under a lock
+/// file, and the others wait for it.
 pub fn init_ca(dir: &Path) -> Result<bool, String> {
-    if dir.join(CA_FILE).exists() && dir.join(ISSUER_KEY).exists() {
+    let complete = || dir.join(CA_FILE).exists() && dir.join(ISSUER_KEY).exists();
+    if complete() {
         return Ok(false);
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock = dir.join(".init.lock");
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock)
+    {
+        Ok(_) => {
+            let made = make_ca(dir);
+            let _ = std::fs::remove_file(&lock);
+            made.map(|()| true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            while !complete() {
+                if std::time::Instant::now() > end {
+                    return Err(format!(
+                        "{} is being created by another process, or a crash left {}: remove it and retry",
+                        dir.display(),
+                        lock.display()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(false)
+        }
+        Err(e) => Err(format!("{}: {e}", lock.display())),
+    }
+}
+
+fn make_ca(dir: &Path) -> Result<(), String> {
     let root_key = KeyPair::generate().map_err(err)?;
     let mut root = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -63,16 +96,19 @@ pub fn init_ca(dir: &Path) -> Result<bool, String> {
     ip.not_before = time_now() - time::Duration::minutes(15);
     ip.not_after = time_now() + time::Duration::days(365);
     let issuer_cert = ip.signed_by(&issuer_key, &root_issuer).map_err(err)?;
+    // Each file appears whole (written aside, then renamed).
     let write = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+        let (path, tmp) = (dir.join(name), dir.join(format!(".{name}.tmp")));
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("{}: {e}", path.display()))
     };
     write(ROOT_KEY, root_key.serialize_pem())?;
     write(ISSUER_KEY, issuer_key.serialize_pem())?;
     write(ISSUER_CERT, issuer_cert.pem())?;
     // Written last: its presence means the folder is complete.
     write(CA_FILE, root_cert.pem())?;
-    Ok(true)
+    Ok(())
 }
 
 fn time_now() -> time::OffsetDateTime {
@@ -321,6 +357,34 @@ mod tests {
         id.server_config().unwrap();
         id.client_config().unwrap();
         assert!(Identity::new(&dir.join("missing"), false, "public", "", "x").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sidecars_starting_together_share_one_ca() {
+        let dir = std::env::temp_dir().join(format!("tandem-ca-race-{}", std::process::id()));
+        let made: Vec<bool> = (0..4)
+            .map(|_| {
+                let d = dir.clone();
+                std::thread::spawn(move || init_ca(&d).unwrap())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(made.iter().filter(|m| **m).count(), 1, "one made it");
+        // The issuer and the root belong together: a certificate verifies.
+        let id = Identity::new(&dir, false, "public", "", "a").unwrap();
+        let leaf = id.current.load().cert.clone();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            id.roots.clone(),
+            id.provider.clone(),
+        )
+        .build()
+        .unwrap();
+        verifier
+            .verify_client_cert(&leaf[0], &leaf[1..], rustls::pki_types::UnixTime::now())
+            .expect("chain verifies against the bundle");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
