@@ -389,3 +389,68 @@ async fn grpc_proxying_checks_the_token_and_names_unknown_apps() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_endpoints_and_urls_outside_the_mesh() {
+    let port = echo_app().await;
+    let res = TempDir::new("invoke-endpoints");
+    res.write(
+        "billing.yaml",
+        &format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: HTTPEndpoint\nmetadata:\n  name: billing-api\nspec:\n  baseUrl: http://127.0.0.1:{port}/v2\n  headers:\n  - name: x-api-key\n    value: k123\n"
+        ),
+    );
+    let shop = sidecar()
+        .app_id("shop")
+        .env("TANDEM_HOME", res.path().to_str().unwrap())
+        .args(["--resources-path", res.path().to_str().unwrap()])
+        .start();
+
+    let r = shop.request(
+        "POST",
+        "/v1.0/invoke/billing-api/method/charge?x=1",
+        b"7 EUR",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let e = r.json();
+    assert_eq!(e["path"], "/v2/charge");
+    assert_eq!(e["query"], "x=1");
+    assert_eq!(e["body"], "7 EUR");
+    assert_eq!(
+        e["headers"]["x-api-key"], "k123",
+        "the endpoint's headers are added"
+    );
+
+    let r = shop
+        .try_request("GET", "/ping", &[("dapr-app-id", "billing-api")], b"")
+        .unwrap();
+    assert_eq!(r.json()["path"], "/v2/ping");
+
+    let url = format!("/v1.0/invoke/http%3A%2F%2F127.0.0.1%3A{port}/method/direct");
+    let r = shop.request("GET", &url, b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/direct");
+
+    let r = shop.request(
+        "GET",
+        "/v1.0/invoke/https%3A%2F%2F127.0.0.1%3A1/method/x",
+        b"",
+    );
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("https targets are not supported yet"),
+        "{}",
+        r.text()
+    );
+    let r = shop.request(
+        "GET",
+        "/v1.0/invoke/http%3A%2F%2F127.0.0.1%3A1/method/x",
+        b"",
+    );
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("cannot call http://127.0.0.1:1"),
+        "{}",
+        r.text()
+    );
+}

@@ -12,7 +12,7 @@
 use crate::app_channel::{AppChannel, AppChannelError};
 use crate::registry::LocalRegistry;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
@@ -61,6 +61,8 @@ pub enum InvokeError {
     NoApp,
     #[error("service invocation is not ready")]
     NotReady,
+    #[error("cannot call {base}: {reason}")]
+    External { base: String, reason: String },
     #[error(
         "app {0} does not speak gRPC (--app-protocol grpc): a gRPC call cannot be proxied to it"
     )]
@@ -223,6 +225,9 @@ impl PeerPool {
 
 pub struct Invoker {
     peers: PeerPool,
+    /// HTTP/1 and HTTP/2 to services outside the mesh (full URLs,
+    /// HTTPEndpoints).
+    outside: Client<HttpConnector, Full<Bytes>>,
     streams: StreamClient,
     registry: Arc<LocalRegistry>,
     app_id: String,
@@ -244,10 +249,56 @@ impl Invoker {
                 conns: Default::default(),
             },
             streams: h2_client(),
+            outside: {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(Duration::from_secs(5)));
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .build(connector)
+            },
             registry,
             app_id,
             namespace,
         }
+    }
+
+    /// Sends `req` (path relative to the service) to a service outside the
+    /// mesh at `base` (`http://host:port[/prefix]`).
+    pub async fn external(
+        &self,
+        base: &str,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<ProxyBody>, InvokeError> {
+        if base.starts_with("https://") {
+            return Err(InvokeError::External {
+                base: base.into(),
+                reason: "https targets are not supported yet; use http".into(),
+            });
+        }
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        let uri: Uri = format!("{}{path}", base.trim_end_matches('/'))
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| InvokeError::External {
+                base: base.into(),
+                reason: e.to_string(),
+            })?;
+        *req.uri_mut() = uri;
+        strip_hop_by_hop(req.headers_mut());
+        let mut resp = self
+            .outside
+            .request(req)
+            .await
+            .map_err(|e| InvokeError::External {
+                base: base.into(),
+                reason: crate::app_channel::error_chain(&e),
+            })?;
+        strip_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(boxed))
     }
 
     /// The peer sidecar of `target` (`id` or `id.namespace`), and the

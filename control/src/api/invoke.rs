@@ -147,16 +147,13 @@ async fn invoke_inner(
             "the target app id is empty",
         ));
     }
-    if target.starts_with("http://") || target.starts_with("https://") {
-        return Err(ApiError::unimplemented(
-            "service invocation of external URLs and HTTPEndpoints",
-        ));
-    }
     let h = req.headers_mut();
     strip_hop_by_hop(h);
     for name in NOT_FORWARDED {
         h.remove(*name);
     }
+    // A full URL, or an HTTPEndpoint resource's name: outside the mesh.
+    let external = external_target(rt, target, req.headers_mut())?;
     let own_ns = rt.options.namespace.as_deref().unwrap_or("");
     let is_self = target == rt.app_id()
         || target
@@ -171,7 +168,14 @@ async fn invoke_inner(
     }
     let app_id = target.split_once('.').map_or(target, |(a, _)| a);
     let policy = rt.snapshot().app_policy(app_id);
+    let external = external.as_deref();
     let send = |req: Request<Full<Bytes>>| async move {
+        if let Some(base) = external {
+            return match rt.invoker() {
+                Some(invoker) => invoker.external(base, req).await,
+                None => Err(InvokeError::NotReady),
+            };
+        }
         if is_self {
             let app = rt.app.as_ref().ok_or(InvokeError::NoApp)?;
             return app.invoke(req).await.map_err(InvokeError::from);
@@ -221,6 +225,58 @@ async fn invoke_inner(
         Err(ResilienceError::Inner(Attempt::Failed(e))) => Err(invoke_error(target, e)),
         Err(e) => Err(invoke_error(target, e)),
     }
+}
+
+/// The base URL when `target` is outside the mesh: a full `http(s)://` URL,
+/// or the name of an `HTTPEndpoint` (whose headers are added to `headers`).
+fn external_target(
+    rt: &Runtime,
+    target: &str,
+    headers: &mut http::HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    if target.starts_with("http://") || target.starts_with("https://") {
+        return Ok(Some(target.to_string()));
+    }
+    let snap = rt.snapshot();
+    let Some(endpoint) = snap
+        .resources
+        .http_endpoints
+        .iter()
+        .find(|h| h.resource.metadata.name == target)
+    else {
+        return Ok(None);
+    };
+    for item in &endpoint.resource.spec.headers {
+        let value = if let Some(var) = &item.env_ref {
+            std::env::var(var).map_err(|_| {
+                invoke_error(
+                    target,
+                    format!("header {} takes envRef {var}, which is not set", item.name),
+                )
+            })?
+        } else if item.secret_key_ref.is_some() {
+            return Err(invoke_error(
+                target,
+                format!(
+                    "header {} of HTTPEndpoint {target} uses secretKeyRef, which is not supported yet; use value or envRef",
+                    item.name
+                ),
+            ));
+        } else {
+            item.value_string().unwrap_or_default()
+        };
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(item.name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            return Err(invoke_error(
+                target,
+                format!("header {} is not a valid HTTP header", item.name),
+            ));
+        };
+        headers.insert(name, value);
+    }
+    Ok(Some(endpoint.resource.spec.base_url.clone()))
 }
 
 /// One try under a resiliency policy that did not succeed.
