@@ -193,6 +193,9 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         )),
         None => None,
     };
+    if let Some(tracer) = tracer_from(&runtime)? {
+        runtime.set_tracer(tracer);
+    }
     let invoker = Arc::new(tandem_proxy::Invoker::new(
         registry,
         runtime.app_id().to_string(),
@@ -202,17 +205,20 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
     runtime.set_invoker(invoker.clone());
     servers.push(tokio::spawn(tandem_proxy::invoke::serve_inbound(
         internal_listener,
-        invoker,
-        runtime.app.clone(),
-        runtime.options.max_body_size,
-        tls.map(|(_, s)| s),
-        runtime
-            .snapshot()
-            .configuration
-            .spec
-            .access_control
-            .clone()
-            .map(|a| Arc::new(tandem_proxy::access::AccessPolicy::new(a))),
+        tandem_proxy::invoke::Inbound {
+            invoker,
+            app: runtime.app.clone(),
+            max_body: runtime.options.max_body_size,
+            tls: tls.map(|(_, s)| s),
+            access: runtime
+                .snapshot()
+                .configuration
+                .spec
+                .access_control
+                .clone()
+                .map(|a| Arc::new(tandem_proxy::access::AccessPolicy::new(a))),
+            tracer: runtime.tracer(),
+        },
         runtime.shutdown_signal(),
     )));
     tandem_control::outbox::start(&runtime);
@@ -231,6 +237,44 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         servers,
         _registration: registration,
     })
+}
+
+/// Configuration `tracing`: an OTLP/HTTP collector (`otel.protocol: http`)
+/// and the sampling rate; `OTEL_EXPORTER_OTLP_ENDPOINT` stands in for a
+/// missing `otel.endpointAddress`. Other exporters are reported, not used.
+fn tracer_from(rt: &Runtime) -> Result<Option<Arc<tandem_proxy::trace::Tracer>>> {
+    let snap = rt.snapshot();
+    let Some(t) = snap.configuration.spec.tracing.as_ref() else {
+        return Ok(None);
+    };
+    let rate = t.sampling_rate.clone().unwrap_or_else(|| "1".into());
+    let env_endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
+    let (endpoint, secure, protocol) = match &t.otel {
+        Some(o) if !o.endpoint_address.is_empty() => (
+            o.endpoint_address.clone(),
+            o.is_secure.unwrap_or(false),
+            o.protocol.clone().unwrap_or_else(|| "grpc".into()),
+        ),
+        _ => match env_endpoint {
+            Some(e) => (e, false, "http".into()),
+            None => {
+                if t.zipkin.is_some() {
+                    tracing::warn!(
+                        "tracing.zipkin is not supported yet; use tracing.otel with protocol: http"
+                    );
+                }
+                return Ok(None);
+            }
+        },
+    };
+    if protocol != "http" {
+        tracing::warn!(protocol = %protocol, "tracing.otel: only protocol http (OTLP/HTTP) is supported yet; spans are not exported");
+        return Ok(None);
+    }
+    let tracer = tandem_proxy::trace::Tracer::otlp_http(rt.app_id(), &rate, &endpoint, secure)
+        .map_err(|e| anyhow!("{e}"))?;
+    tracing::info!(collector = %endpoint, sampling_rate = %rate, "tracing to an OTLP/HTTP collector");
+    Ok(Some(tracer))
 }
 
 fn metrics_enabled_by(config: &Configuration) -> bool {

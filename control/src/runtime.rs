@@ -20,6 +20,7 @@ pub struct Runtime {
     pub app_health: AppHealth,
     /// Service invocation to other apps; set once the internal port is up.
     invoker: std::sync::OnceLock<Arc<tandem_proxy::Invoker>>,
+    tracer: std::sync::OnceLock<Arc<tandem_proxy::trace::Tracer>>,
     /// `healthz/outbound`: APIs up and components loaded.
     outbound_ready: AtomicBool,
     /// `healthz`: the app is reachable and init endpoints were called.
@@ -46,6 +47,7 @@ impl Runtime {
             app,
             app_health: AppHealth::new(),
             invoker: std::sync::OnceLock::new(),
+            tracer: std::sync::OnceLock::new(),
             outbound_ready: AtomicBool::new(false),
             ready: watch::channel(false).0,
             extended: RwLock::new(BTreeMap::new()),
@@ -63,6 +65,17 @@ impl Runtime {
 
     pub fn invoker(&self) -> Option<&Arc<tandem_proxy::Invoker>> {
         self.invoker.get()
+    }
+
+    pub fn set_tracer(&self, tracer: Arc<tandem_proxy::trace::Tracer>) {
+        let _ = self.tracer.set(tracer);
+    }
+
+    /// Spans and trace context (propagation only until tracing is set up).
+    pub fn tracer(&self) -> Arc<tandem_proxy::trace::Tracer> {
+        self.tracer
+            .get_or_init(|| tandem_proxy::trace::Tracer::off(self.app_id()))
+            .clone()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

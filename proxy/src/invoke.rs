@@ -408,15 +408,29 @@ fn header_value(v: &str) -> HeaderValue {
 /// `tls`: the server side of this sidecar's mTLS identity. With it, every
 /// peer must present a certificate from the trust bundle, and the caller's
 /// app id is the one its certificate proves, not the one it claims.
+pub struct Inbound {
+    pub invoker: Arc<Invoker>,
+    pub app: Option<Arc<AppChannel>>,
+    /// `--max-body-size` for requests from peers.
+    pub max_body: u64,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub access: Option<Arc<crate::access::AccessPolicy>>,
+    pub tracer: Arc<crate::trace::Tracer>,
+}
+
 pub async fn serve_inbound(
     listener: TcpListener,
-    invoker: Arc<Invoker>,
-    app: Option<Arc<AppChannel>>,
-    max_body: u64,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    access: Option<Arc<crate::access::AccessPolicy>>,
+    config: Inbound,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let Inbound {
+        invoker,
+        app,
+        max_body,
+        tls,
+        access,
+        tracer,
+    } = config;
     let app_id = invoker.app_id.clone();
     let app_id: Arc<str> = app_id.into();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -427,15 +441,16 @@ pub async fn serve_inbound(
                 let Ok((stream, remote)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let (app_id, app, invoker) = (app_id.clone(), app.clone(), invoker.clone());
-                let (acceptor, watcher, access) = (acceptor.clone(), graceful.watcher(), access.clone());
+                let (acceptor, watcher, access, tracer) =
+                    (acceptor.clone(), graceful.watcher(), access.clone(), tracer.clone());
                 tokio::spawn(async move {
                     let serve = |peer: Option<String>| {
                         let peer: Option<Arc<str>> = peer.map(Into::into);
                         hyper::service::service_fn(move |req: Request<Incoming>| {
-                            let (app_id, app, invoker, peer, access) =
-                                (app_id.clone(), app.clone(), invoker.clone(), peer.clone(), access.clone());
+                            let (app_id, app, invoker, peer, access, tracer) =
+                                (app_id.clone(), app.clone(), invoker.clone(), peer.clone(), access.clone(), tracer.clone());
                             async move {
-                                let door = Door { app_id: &app_id, app: app.as_deref(), invoker: &invoker, access: access.as_deref() };
+                                let door = Door { app_id: &app_id, app: app.as_deref(), invoker: &invoker, access: access.as_deref(), tracer: &tracer };
                                 Ok::<_, std::convert::Infallible>(
                                     inbound(&door, peer.as_deref(), max_body, req).await,
                                 )
@@ -479,6 +494,7 @@ struct Door<'a> {
     app: Option<&'a AppChannel>,
     invoker: &'a Invoker,
     access: Option<&'a crate::access::AccessPolicy>,
+    tracer: &'a crate::trace::Tracer,
 }
 
 /// A proxied gRPC call from a peer: streamed to the app's gRPC server.
@@ -533,7 +549,32 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
         .expect("valid response parts")
 }
 
+/// One request from a peer, inside a SERVER span that continues the
+/// caller's trace; the app sees this span as its parent.
 async fn inbound(
+    door: &Door<'_>,
+    peer: Option<&str>,
+    max_body: u64,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    use crate::trace::{Context, Kind};
+    let mut span = door.tracer.start(
+        &format!("CallLocal/{}{}", door.app_id, req.uri().path()),
+        Kind::Server,
+        Context::from_headers(req.headers()),
+    );
+    span.attribute("rpc.service", "ServiceInvocation");
+    span.attribute("http.method", req.method().as_str());
+    span.inject(req.headers_mut());
+    let resp = serve_one(door, peer, max_body, req).await;
+    span.attribute("http.status_code", resp.status().as_u16().to_string());
+    let ok = !resp.status().is_server_error()
+        && resp.headers().get("grpc-status").is_none_or(|s| s == "0");
+    door.tracer.end(span, ok);
+    resp
+}
+
+async fn serve_one(
     door: &Door<'_>,
     peer: Option<&str>,
     max_body: u64,

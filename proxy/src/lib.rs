@@ -12,6 +12,7 @@ pub mod invoke;
 pub mod registry;
 pub mod resilience;
 pub mod telemetry;
+pub mod trace;
 
 pub use app_channel::{AppChannel, AppChannelConfig, AppChannelError};
 pub use health::AppHealth;

@@ -120,15 +120,34 @@ fn grpc_code_of(status: StatusCode) -> tonic::Code {
 pub async fn invoke(
     rt: &Runtime,
     target: &str,
-    req: Request<Full<Bytes>>,
+    mut req: Request<Full<Bytes>>,
     kind: &str,
 ) -> Result<Response<ProxyBody>, ApiError> {
+    use tandem_proxy::trace::{Context, Kind};
     let start = std::time::Instant::now();
-    let result = invoke_inner(rt, target, req).await;
+    let tracer = rt.tracer();
+    let mut span = tracer.start(
+        &format!("/v1.0/invoke/{target}/method{}", req.uri().path()),
+        Kind::Client,
+        Context::from_headers(req.headers()),
+    );
+    span.attribute("dapr.protocol", kind);
+    span.attribute("rpc.service", "ServiceInvocation");
+    span.attribute("net.peer.name", target);
+    span.attribute("http.method", req.method().as_str());
+    span.inject(req.headers_mut());
+    let mut result = invoke_inner(rt, target, req).await;
     let status = match &result {
         Ok(resp) => resp.status().as_u16().to_string(),
         Err(_) => "error".to_string(),
     };
+    span.attribute("http.status_code", status.clone());
+    if let Ok(resp) = &mut result {
+        // Like Dapr, the caller learns the trace it is part of.
+        span.inject(resp.headers_mut());
+    }
+    let ok = result.as_ref().is_ok_and(|r| !r.status().is_server_error());
+    tracer.end(span, ok);
     rt.metrics
         .invocation(target, kind, &status, start.elapsed());
     result
