@@ -454,3 +454,106 @@ async fn http_endpoints_and_urls_outside_the_mesh() {
         r.text()
     );
 }
+
+/// An app that answers `/stream` with ten chunks, 150 ms apart.
+async fn streaming_app() -> u16 {
+    use http_body_util::StreamBody;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |_req: hyper::Request<hyper::body::Incoming>| async move {
+                        let (tx, rx) = tokio::sync::mpsc::channel::<
+                            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+                        >(1);
+                        tokio::spawn(async move {
+                            for i in 0..10 {
+                                if tx
+                                    .send(Ok(hyper::body::Frame::data(Bytes::from(format!(
+                                        "chunk-{i};"
+                                    )))))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(150)).await;
+                            }
+                        });
+                        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_stream_and_a_killed_peer_ends_the_call() {
+    let home = TempDir::new("invoke-stream");
+    let port = streaming_app().await;
+    let h = home.path().to_str().unwrap();
+    let mut orders = sidecar()
+        .app_id("orders")
+        .env("TANDEM_HOME", h)
+        .args(["--app-port", &port.to_string()])
+        .start();
+    let shop = sidecar().app_id("shop").env("TANDEM_HOME", h).start();
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let uri = format!(
+        "http://127.0.0.1:{}/v1.0/invoke/orders/method/stream",
+        shop.http
+    );
+    let call = |client: &hyper_util::client::legacy::Client<_, Full<Bytes>>| {
+        client.request(
+            hyper::Request::get(uri.as_str())
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+    };
+
+    // The first chunk arrives long before the app is done: streamed.
+    let t = std::time::Instant::now();
+    let mut body = call(&client).await.unwrap().into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"chunk-0;");
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "first chunk after {:?}",
+        t.elapsed()
+    );
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert!(rest.ends_with(b"chunk-9;"), "{rest:?}");
+
+    // The callee's sidecar dies mid-response: the caller's body ends in an
+    // error instead of hanging, and the caller's sidecar goes on serving.
+    let mut body = call(&client).await.unwrap().into_body();
+    body.frame().await.unwrap().unwrap();
+    orders.child.kill().unwrap();
+    let _ = orders.child.wait();
+    let ended = tokio::time::timeout(Duration::from_secs(5), body.collect()).await;
+    assert!(
+        matches!(ended, Ok(Err(_))),
+        "the body ends with an error, promptly"
+    );
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/stream", b"");
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("couldn't find service: orders"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(shop.get("/v1.0/healthz").status, 204);
+}
