@@ -261,12 +261,60 @@ impl CircuitBreaker {
     }
 }
 
-/// The policy for one target: any of timeout, retry and breaker.
+/// A retry budget (what Dapr lacks, as linkerd and Envoy have it): retries
+/// may add at most `ratio` of the calls made, plus `per_second` retries a
+/// second, so a struggling target is not buried under retries of every
+/// caller. Tokens: each call deposits `ratio`, each second adds
+/// `per_second`, each retry spends one; the balance is capped at ten
+/// seconds' worth.
+pub struct RetryBudget {
+    ratio: f64,
+    per_second: f64,
+    state: std::sync::Mutex<(f64, Instant)>,
+}
+
+impl RetryBudget {
+    pub fn new(ratio: f64, per_second: f64) -> Self {
+        Self {
+            ratio,
+            per_second,
+            state: std::sync::Mutex::new((per_second, Instant::now())),
+        }
+    }
+
+    fn refill(&self, s: &mut (f64, Instant)) {
+        let now = Instant::now();
+        let cap = self.per_second * 10.0 + 100.0 * self.ratio;
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_second).min(cap);
+        s.1 = now;
+    }
+
+    fn deposit(&self) {
+        let mut s = self.state.lock().expect("budget lock");
+        self.refill(&mut s);
+        s.0 += self.ratio;
+    }
+
+    fn withdraw(&self) -> bool {
+        let mut s = self.state.lock().expect("budget lock");
+        self.refill(&mut s);
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The policy for one target: any of timeout, retry and breaker, and for
+/// invoked apps a retry budget.
 #[derive(Default)]
 pub struct Policy {
     pub timeout: Option<Duration>,
     pub retry: Option<Retry>,
     pub breaker: Option<CircuitBreaker>,
+    pub budget: Option<RetryBudget>,
 }
 
 impl Policy {
@@ -302,6 +350,9 @@ impl Policy {
         Fut: Future<Output = Result<T, E>>,
     {
         let mut attempt: u32 = 0;
+        if let Some(budget) = &self.budget {
+            budget.deposit();
+        }
         loop {
             if let Some(b) = &self.breaker
                 && !b.admit()
@@ -327,7 +378,8 @@ impl Policy {
             }
             match (kind, &self.retry) {
                 (Some(FailureKind::Transient), Some(retry))
-                    if retry.max_retries.is_none_or(|m| u64::from(attempt) < m) =>
+                    if retry.max_retries.is_none_or(|m| u64::from(attempt) < m)
+                        && self.budget.as_ref().is_none_or(|b| b.withdraw()) =>
                 {
                     tokio::time::sleep(retry.delay(attempt)).await;
                     attempt += 1;
@@ -343,6 +395,51 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
     use tandem_config::GoDuration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_budget_caps_retries() {
+        let p = Policy {
+            retry: Some(Retry {
+                backoff: Backoff::Constant(Duration::ZERO),
+                max_retries: Some(100),
+                http_status_codes: None,
+            }),
+            budget: Some(RetryBudget::new(0.25, 1.0)),
+            ..Default::default()
+        };
+        let calls = AtomicU32::new(0);
+        let failing_call = || async {
+            p.run(
+                || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { Err::<(), _>("down") }
+                },
+                |_| FailureKind::Transient,
+            )
+            .await
+        };
+        assert!(failing_call().await.is_err());
+        assert_eq!(
+            calls.swap(0, Ordering::SeqCst),
+            2,
+            "one retry from the starting balance"
+        );
+        for _ in 0..10 {
+            assert!(failing_call().await.is_err());
+        }
+        assert_eq!(
+            calls.swap(0, Ordering::SeqCst),
+            12,
+            "ten calls earn two and a half retries"
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(failing_call().await.is_err());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            5,
+            "three seconds earn three more"
+        );
+    }
 
     fn retry(n: i64) -> Retry {
         Retry::from_spec(&RetryPolicy {
@@ -539,7 +636,12 @@ impl Policies {
                 format!("Default{what}Policy"),
             ]
         };
-        self.build_policy(app_id, self.apps.get(app_id), defaults)
+        let mut policy = self.build_policy(app_id, self.apps.get(app_id), defaults);
+        if policy.retry.is_some() {
+            // Retries may add a fifth to the calls, plus ten a second.
+            policy.budget = Some(RetryBudget::new(0.2, 10.0));
+        }
+        policy
     }
 
     fn component_policy(
@@ -597,6 +699,7 @@ impl Policies {
             timeout,
             retry,
             breaker,
+            budget: None,
         }
     }
 }
