@@ -180,7 +180,7 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
             runtime.app_id(),
         )
         .map_err(|e| anyhow!("mTLS: {e}"))?;
-        id.renew_in_background(trust_domain, tandem_proxy::identity::WORKLOAD_TTL / 3);
+        id.renew_in_background(trust_domain, tandem_proxy::identity::workload_ttl() / 3);
         tracing::info!(id = %id.spiffe_id, ca = %dir.display(), "mTLS on: workload certificate issued");
         Some(id)
     } else {

@@ -195,3 +195,55 @@ async fn access_control_is_decided_by_the_callers_certificate() {
         "denials are logged with the caller"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_renewed_before_they_expire() {
+    let home = TempDir::new("mtls-rotate");
+    let ca = home.path().join("ca");
+    let port = echo_app().await;
+    let with_short_certs = |app_id: &str, app_port: Option<u16>| {
+        let mut b = sidecar()
+            .app_id(app_id)
+            .env("TANDEM_HOME", home.path().to_str().unwrap())
+            .env("TANDEM_CA_DIR", ca.to_str().unwrap())
+            .env("TANDEM_WORKLOAD_CERT_TTL", "3s")
+            .arg("--enable-mtls");
+        if let Some(p) = app_port {
+            b = b.args(["--app-port", &p.to_string()]);
+        }
+        b.start()
+    };
+    let orders = with_short_certs("orders", Some(port));
+    let shop = with_short_certs("shop", None);
+    assert_eq!(
+        shop.request("GET", "/v1.0/invoke/orders/method/a", b"")
+            .status,
+        200
+    );
+    // Every first certificate has expired by now.
+    std::thread::sleep(Duration::from_millis(4500));
+    assert!(
+        orders
+            .stderr
+            .text()
+            .contains("workload certificate renewed"),
+        "{}",
+        orders.stderr.text()
+    );
+    let r = shop.request("GET", "/v1.0/invoke/orders/method/b", b"");
+    assert_eq!(
+        r.status,
+        200,
+        "the open connection carries on: {}",
+        r.text()
+    );
+    // A new connection sees orders' current certificate, which is valid.
+    let late = with_short_certs("late", None);
+    let r = late.request("GET", "/v1.0/invoke/orders/method/c", b"");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "hello late"),
+        "{}",
+        late.stderr.text()
+    );
+}

@@ -24,6 +24,16 @@ const ISSUER_KEY: &str = "issuer.key";
 const ROOT_KEY: &str = "ca.key";
 pub const WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// How long workload certificates live: `TANDEM_WORKLOAD_CERT_TTL` (a
+/// duration such as `90s`, for rotation drills), else 24 h as in Dapr.
+pub fn workload_ttl() -> Duration {
+    std::env::var("TANDEM_WORKLOAD_CERT_TTL")
+        .ok()
+        .and_then(|v| tandem_config::parse_duration(&v).ok())
+        .filter(|d| *d >= Duration::from_secs(1))
+        .unwrap_or(WORKLOAD_TTL)
+}
+
 fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -280,7 +290,7 @@ fn issue(
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     p.not_before = time_now() - time::Duration::minutes(15);
-    p.not_after = time_now() + time::Duration::seconds(WORKLOAD_TTL.as_secs() as i64);
+    p.not_after = time_now() + time::Duration::milliseconds(workload_ttl().as_millis() as i64);
     let cert = p.signed_by(&key, &issuer).map_err(err)?;
     let mut chain = vec![cert.der().clone()];
     chain.extend(pem_certs(&dir.join(ISSUER_CERT))?);
