@@ -557,3 +557,63 @@ async fn responses_stream_and_a_killed_peer_ends_the_call() {
     );
     assert_eq!(shop.get("/v1.0/healthz").status, 204);
 }
+
+/// An app that says who it is, after `delay`.
+async fn named_app(name: &'static str, delay: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |_req: hyper::Request<hyper::body::Incoming>| async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(name),
+                        )))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_faster_of_two_instances_gets_most_calls() {
+    let home = TempDir::new("invoke-p2c");
+    let h = home.path().to_str().unwrap();
+    let (fast, slow) = (
+        named_app("fast", Duration::ZERO).await,
+        named_app("slow", Duration::from_millis(40)).await,
+    );
+    let replica = |port: u16| {
+        sidecar()
+            .app_id("orders")
+            .env("TANDEM_HOME", h)
+            .args(["--app-port", &port.to_string()])
+            .start()
+    };
+    let (_a, _b) = (replica(fast), replica(slow));
+    let shop = sidecar().app_id("shop").env("TANDEM_HOME", h).start();
+    let mut answers = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..40 {
+        let r = shop.request("GET", "/v1.0/invoke/orders/method/who", b"");
+        assert_eq!(r.status, 200);
+        *answers.entry(r.text()).or_default() += 1;
+    }
+    assert!(
+        answers.get("slow").is_some_and(|n| *n >= 1),
+        "both replicas are used: {answers:?}"
+    );
+    assert!(
+        answers.get("fast").is_some_and(|n| *n >= 34),
+        "latency decides: {answers:?}"
+    );
+}

@@ -225,6 +225,7 @@ impl PeerPool {
 
 pub struct Invoker {
     peers: PeerPool,
+    balancer: crate::balance::Balancer,
     /// HTTP/1 and HTTP/2 to services outside the mesh (full URLs,
     /// HTTPEndpoints).
     outside: Client<HttpConnector, Full<Bytes>>,
@@ -249,6 +250,7 @@ impl Invoker {
                 conns: Default::default(),
             },
             streams: h2_client(),
+            balancer: Default::default(),
             outside: {
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
@@ -312,10 +314,12 @@ impl Invoker {
             Some((a, ns)) => (a, ns),
             None => (target, self.namespace.as_str()),
         };
-        let peer = self
-            .registry
-            .resolve(app, namespace)
-            .ok_or_else(|| InvokeError::NotFound(target.to_string()))?;
+        let instances = self.registry.instances(app, namespace);
+        if instances.is_empty() {
+            return Err(InvokeError::NotFound(target.to_string()));
+        }
+        let addrs: Vec<_> = instances.iter().map(|i| i.address).collect();
+        let peer = instances[self.balancer.pick(&addrs)].clone();
         h.insert(CALLEE, header_value(app));
         h.insert(CALLER, header_value(&self.app_id));
         if !self.namespace.is_empty() {
@@ -337,6 +341,7 @@ impl Invoker {
         strip_hop_by_hop(req.headers_mut());
         req.headers_mut()
             .insert(header::TE, HeaderValue::from_static("trailers"));
+        let in_flight = self.balancer.start(peer.address);
         let resp =
             self.peers
                 .send(&peer, req)
@@ -346,6 +351,7 @@ impl Invoker {
                     address: peer.address.to_string(),
                     reason,
                 })?;
+        in_flight.done();
         Ok(resp.map(boxed))
     }
 
@@ -387,6 +393,7 @@ impl Invoker {
     ) -> Result<Response<ProxyBody>, InvokeError> {
         let peer = self.peer(target, req.headers_mut())?;
         strip_hop_by_hop(req.headers_mut());
+        let in_flight = self.balancer.start(peer.address);
         let resp = self
             .peers
             .send(&peer, req.map(boxed))
@@ -396,6 +403,7 @@ impl Invoker {
                 address: peer.address.to_string(),
                 reason,
             })?;
+        in_flight.done();
         Ok(resp.map(boxed))
     }
 }
