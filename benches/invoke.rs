@@ -1,7 +1,9 @@
 //! Service invocation through two sidecars against calling the app
 //! directly, measured in the same run: sequential latency (p50/p99/p99.9),
 //! latency at a fixed 1000 rps, throughput with 16 concurrent clients, the
-//! sidecars' CPU per 1000 rps and their RSS afterwards.
+//! sidecars' CPU per 1000 rps and their RSS afterwards — for plaintext and
+//! mTLS sidecar pairs, and for a pair of nginx reverse proxies as a
+//! reference when nginx is installed.
 //!
 //! `cargo bench --bench invoke`; `INVOKE_ITERS` sets the sequential samples
 //! (default 5000).
@@ -127,6 +129,54 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// One nginx process proxying everything to `upstream`.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Nginx {
+    fn start(dir: &std::path::Path, upstream: u16) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = common::free_port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/cb; proxy_temp_path {d}/pt; \
+             fastcgi_temp_path {d}/ft; uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n\
+             upstream up {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; \
+             proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n"
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = std::process::Command::new("nginx")
+            .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < end,
+                "nginx did not start; see {d}/error.log"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 struct Pair<'a> {
     client: &'a HttpClient,
     direct: &'a str,
@@ -135,7 +185,8 @@ struct Pair<'a> {
     secs: f64,
 }
 
-async fn measure(p: &Pair<'_>, orders: &common::Sidecar, shop: &common::Sidecar) {
+/// `pids`: the two proxies in the path (caller's side first).
+async fn measure(p: &Pair<'_>, pids: [u32; 2]) {
     let (client, direct, invoked) = (p.client, p.direct, p.invoked);
     let d = sequential(client, direct, p.iters).await;
     let i = sequential(client, invoked, p.iters).await;
@@ -168,19 +219,20 @@ async fn measure(p: &Pair<'_>, orders: &common::Sidecar, shop: &common::Sidecar)
         pct(&i, 0.99) - pct(&d, 0.99)
     );
     let direct_rps = throughput(client, direct, 16, p.secs).await;
-    let cpu_before = cpu_secs(orders.pid()) + cpu_secs(shop.pid());
+    let cpu = || cpu_secs(pids[0]) + cpu_secs(pids[1]);
+    let cpu_before = cpu();
     let invoked_rps = throughput(client, invoked, 16, p.secs).await;
-    let cores = (cpu_secs(orders.pid()) + cpu_secs(shop.pid()) - cpu_before) / p.secs;
+    let cores = (cpu() - cpu_before) / p.secs;
     println!(
-        "  16 concurrent clients: direct {direct_rps:.0} req/s, invoked {invoked_rps:.0} req/s ({:.0} %); both sidecars {:.2} cores = {:.3} cores per 1000 rps",
+        "  16 concurrent clients: direct {direct_rps:.0} req/s, through the pair {invoked_rps:.0} req/s ({:.0} %); both proxies {:.2} cores = {:.3} cores per 1000 rps",
         invoked_rps / direct_rps * 100.0,
         cores,
         cores / (invoked_rps / 1000.0)
     );
     println!(
-        "  sidecar RSS after the load: caller {:.1} MiB, callee {:.1} MiB",
-        rss_mib(shop.pid()),
-        rss_mib(orders.pid())
+        "  RSS after the load: caller side {:.1} MiB, callee side {:.1} MiB",
+        rss_mib(pids[0]),
+        rss_mib(pids[1])
     );
 }
 
@@ -226,7 +278,29 @@ async fn main() {
             iters,
             secs,
         };
-        measure(&pair, &orders, &shop).await;
+        measure(&pair, [shop.pid(), orders.pid()]).await;
+    }
+    // The same two-hop shape through nginx, a mature proxy, as a reference
+    // (when it is installed: `apt-get install nginx-light`).
+    if std::process::Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_ok()
+    {
+        let callee = Nginx::start(&dir.join("nginx-b"), port);
+        let caller = Nginx::start(&dir.join("nginx-a"), callee.port);
+        let through = format!("http://127.0.0.1:{}/hello", caller.port);
+        println!("reference: two nginx reverse proxies (HTTP/1.1 keepalive upstreams)");
+        let pair = Pair {
+            client: &client,
+            direct: &direct,
+            invoked: &through,
+            iters,
+            secs,
+        };
+        measure(&pair, [caller.child.id(), callee.child.id()]).await;
+    } else {
+        println!("reference: nginx is not installed; no reference pair");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
