@@ -145,11 +145,9 @@ struct PeerPool {
 type SendRequest = hyper::client::conn::http2::SendRequest<ProxyBody>;
 
 impl PeerPool {
-    async fn send(
-        &self,
-        peer: &crate::registry::Instance,
-        mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, String> {
+    /// A ready connection to `peer` (the pooled one, or a new one). Nothing
+    /// has been sent when this fails, so the caller may try elsewhere.
+    async fn sender(&self, peer: &crate::registry::Instance) -> Result<SendRequest, String> {
         let key = (
             crate::identity::dns_name(&peer.app_id, &peer.namespace),
             peer.address,
@@ -169,6 +167,16 @@ impl PeerPool {
                 s
             }
         };
+        sender.ready().await.map_err(|e| e.to_string())?;
+        Ok(sender)
+    }
+
+    async fn send(
+        &self,
+        mut sender: SendRequest,
+        peer: &crate::registry::Instance,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, String> {
         let path = req
             .uri()
             .path_and_query()
@@ -179,7 +187,6 @@ impl PeerPool {
             .parse()
             .map_err(|e: http::uri::InvalidUri| e.to_string())?;
         *req.version_mut() = http::Version::HTTP_2;
-        sender.ready().await.map_err(|e| e.to_string())?;
         sender
             .send_request(req)
             .await
@@ -303,6 +310,45 @@ impl Invoker {
         Ok(resp.map(boxed))
     }
 
+    /// A peer of `target` and a ready connection to it. When the chosen
+    /// instance cannot be reached (nothing was sent), the registry is read
+    /// afresh and another instance, if any, is tried once.
+    async fn reach(
+        &self,
+        target: &str,
+        h: &mut HeaderMap,
+    ) -> Result<(crate::registry::Instance, SendRequest), InvokeError> {
+        let peer = self.peer(target, h)?;
+        let first = match self.peers.sender(&peer).await {
+            Ok(s) => return Ok((peer, s)),
+            Err(e) => e,
+        };
+        let (app, ns) = self.split(target);
+        self.registry.forget(app, ns);
+        let unreachable = |peer: &crate::registry::Instance, reason| InvokeError::PeerUnreachable {
+            app: target.into(),
+            address: peer.address.to_string(),
+            reason,
+        };
+        let again = self.peer(target, h)?;
+        if again.address == peer.address {
+            return Err(unreachable(&peer, first));
+        }
+        let sender = self
+            .peers
+            .sender(&again)
+            .await
+            .map_err(|e| unreachable(&again, e))?;
+        Ok((again, sender))
+    }
+
+    fn split<'t>(&'t self, target: &'t str) -> (&'t str, &'t str) {
+        match target.split_once('.') {
+            Some((a, ns)) => (a, ns),
+            None => (target, self.namespace.as_str()),
+        }
+    }
+
     /// The peer sidecar of `target` (`id` or `id.namespace`), and the
     /// internal headers that tell it who calls whom.
     fn peer(
@@ -310,10 +356,7 @@ impl Invoker {
         target: &str,
         h: &mut HeaderMap,
     ) -> Result<crate::registry::Instance, InvokeError> {
-        let (app, namespace) = match target.split_once('.') {
-            Some((a, ns)) => (a, ns),
-            None => (target, self.namespace.as_str()),
-        };
+        let (app, namespace) = self.split(target);
         let instances = self.registry.instances(app, namespace);
         if instances.is_empty() {
             return Err(InvokeError::NotFound(target.to_string()));
@@ -335,22 +378,22 @@ impl Invoker {
         target: &str,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
-        let peer = self.peer(target, req.headers_mut())?;
+        let (peer, sender) = self.reach(target, req.headers_mut()).await?;
         req.headers_mut()
             .insert(GRPC_PROXY, HeaderValue::from_static("1"));
         strip_hop_by_hop(req.headers_mut());
         req.headers_mut()
             .insert(header::TE, HeaderValue::from_static("trailers"));
         let in_flight = self.balancer.start(peer.address);
-        let resp =
-            self.peers
-                .send(&peer, req)
-                .await
-                .map_err(|reason| InvokeError::PeerUnreachable {
-                    app: target.into(),
-                    address: peer.address.to_string(),
-                    reason,
-                })?;
+        let resp = self
+            .peers
+            .send(sender, &peer, req)
+            .await
+            .map_err(|reason| InvokeError::PeerUnreachable {
+                app: target.into(),
+                address: peer.address.to_string(),
+                reason,
+            })?;
         in_flight.done();
         Ok(resp.map(boxed))
     }
@@ -391,12 +434,12 @@ impl Invoker {
         target: &str,
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
-        let peer = self.peer(target, req.headers_mut())?;
+        let (peer, sender) = self.reach(target, req.headers_mut()).await?;
         strip_hop_by_hop(req.headers_mut());
         let in_flight = self.balancer.start(peer.address);
         let resp = self
             .peers
-            .send(&peer, req.map(boxed))
+            .send(sender, &peer, req.map(boxed))
             .await
             .map_err(|reason| InvokeError::PeerUnreachable {
                 app: target.into(),

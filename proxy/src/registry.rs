@@ -21,7 +21,16 @@ pub struct Instance {
 pub struct LocalRegistry {
     dir: PathBuf,
     next: AtomicUsize,
+    /// What a folder held when last read: reading it on every call would
+    /// cost more than the call. Entries live `CACHE_TTL`, and go at once
+    /// when a caller finds an instance unreachable (`forget`).
+    cache: std::sync::Mutex<std::collections::HashMap<(String, String), Seen>>,
 }
+
+/// When a folder was read, and the live instances it held.
+type Seen = (std::time::Instant, Vec<Instance>);
+
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// This sidecar's entry; removed on drop.
 pub struct Registration {
@@ -48,6 +57,7 @@ impl LocalRegistry {
         Self {
             dir: dir.into(),
             next: AtomicUsize::new(0),
+            cache: Default::default(),
         }
     }
 
@@ -68,8 +78,32 @@ impl LocalRegistry {
         Ok(Registration { file })
     }
 
-    /// Every live instance of `app_id` in `namespace`.
+    /// Every live instance of `app_id` in `namespace`, as read at most a
+    /// second ago.
     pub fn instances(&self, app_id: &str, namespace: &str) -> Vec<Instance> {
+        let key = (app_id.to_string(), namespace.to_string());
+        if let Some((at, found)) = self.cache.lock().expect("registry cache").get(&key)
+            && at.elapsed() < CACHE_TTL
+        {
+            return found.clone();
+        }
+        let found = self.read(app_id, namespace);
+        self.cache
+            .lock()
+            .expect("registry cache")
+            .insert(key, (std::time::Instant::now(), found.clone()));
+        found
+    }
+
+    /// Drops what is remembered of `app_id`: the next call reads afresh.
+    pub fn forget(&self, app_id: &str, namespace: &str) {
+        self.cache
+            .lock()
+            .expect("registry cache")
+            .remove(&(app_id.to_string(), namespace.to_string()));
+    }
+
+    fn read(&self, app_id: &str, namespace: &str) -> Vec<Instance> {
         if !valid_id(app_id) {
             return Vec::new();
         }
@@ -137,9 +171,12 @@ mod tests {
             ..me.clone()
         };
         let ghost_entry = reg.register(&ghost).unwrap();
+        assert_eq!(reg.instances("orders", ""), vec![me.clone()], "cached");
+        reg.forget("orders", "");
         assert_eq!(reg.instances("orders", ""), vec![me.clone()]);
         assert!(!ghost_entry.file.exists(), "the stale entry was removed");
         drop(entry);
+        reg.forget("orders", "");
         assert_eq!(reg.resolve("orders", ""), None, "gone after drop");
         assert!(
             reg.register(&Instance {
