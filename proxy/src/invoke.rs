@@ -434,20 +434,48 @@ impl Invoker {
         target: &str,
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
-        let (peer, sender) = self.reach(target, req.headers_mut()).await?;
         strip_hop_by_hop(req.headers_mut());
-        let in_flight = self.balancer.start(peer.address);
-        let resp = self
-            .peers
-            .send(sender, &peer, req.map(boxed))
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
             .await
-            .map_err(|reason| InvokeError::PeerUnreachable {
-                app: target.into(),
-                address: peer.address.to_string(),
-                reason,
-            })?;
-        in_flight.done();
-        Ok(resp.map(boxed))
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let copy = |headers: &HeaderMap| {
+            let mut r = Request::new(full(body.clone()));
+            *r.method_mut() = parts.method.clone();
+            *r.uri_mut() = parts.uri.clone();
+            *r.headers_mut() = headers.clone();
+            r
+        };
+        let mut headers = parts.headers.clone();
+        let mut tried_again = false;
+        loop {
+            let (peer, sender) = self.reach(target, &mut headers).await?;
+            let in_flight = self.balancer.start(peer.address);
+            match self.peers.send(sender, &peer, copy(&headers)).await {
+                Ok(resp) => {
+                    in_flight.done();
+                    return Ok(resp.map(boxed));
+                }
+                // The connection broke under the request (a peer that just
+                // died, say): as Dapr does for an unavailable peer, forget
+                // what the registry said and try once more.
+                Err(reason) if !tried_again => {
+                    tracing::debug!(peer = %peer.address, error = %reason, "peer connection failed; resolving again");
+                    let (app, ns) = self.split(target);
+                    self.registry.forget(app, ns);
+                    tried_again = true;
+                }
+                Err(reason) => {
+                    return Err(InvokeError::PeerUnreachable {
+                        app: target.into(),
+                        address: peer.address.to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
     }
 }
 
