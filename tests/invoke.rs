@@ -15,53 +15,35 @@ use tandem_proto::runtime::v1 as rt;
 /// An app that answers every request with what it saw, as JSON; under
 /// `/status/<n>` it answers status n with a header of its own.
 async fn echo_app() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let method = req.method().to_string();
-                        let path = req.uri().path().to_string();
-                        let query = req.uri().query().unwrap_or_default().to_string();
-                        let headers: serde_json::Map<String, serde_json::Value> = req
-                            .headers()
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").into()))
-                            .collect();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let status = path
-                            .strip_prefix("/status/")
-                            .and_then(|s| s.parse::<u16>().ok())
-                            .unwrap_or(200);
-                        let answer = serde_json::json!({
-                            "method": method,
-                            "path": path,
-                            "query": query,
-                            "headers": headers,
-                            "body": String::from_utf8_lossy(&body),
-                        });
-                        Ok::<_, std::convert::Infallible>(
-                            hyper::Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .header("x-app", "echo")
-                                .body(Full::new(Bytes::from(answer.to_string())))
-                                .unwrap(),
-                        )
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-            });
-        }
-    });
-    port
+    common::serve_http(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let headers: serde_json::Map<String, serde_json::Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").into()))
+            .collect();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let status = path
+            .strip_prefix("/status/")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(200);
+        let answer = serde_json::json!({
+            "method": method,
+            "path": path,
+            "query": query,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&body),
+        });
+        hyper::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .header("x-app", "echo")
+            .body(Full::new(Bytes::from(answer.to_string())))
+            .unwrap()
+    })
+    .await
 }
 
 /// Two sidecars sharing one tandem home (and so one name registry):
@@ -248,53 +230,34 @@ async fn grpc_invoke_service_reaches_an_http_app() {
 /// takes two seconds, and which counts the requests it gets.
 async fn flaky_app(hits: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> u16 {
     use std::sync::atomic::Ordering;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let flaky = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (hits, flaky) = (hits.clone(), flaky.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (hits, flaky) = (hits.clone(), flaky.clone());
-                        async move {
-                            let path = req.uri().path().to_string();
-                            if path.starts_with("/dapr/") || path == "/healthz" {
-                                return Ok::<_, std::convert::Infallible>(
-                                    hyper::Response::builder()
-                                        .status(404)
-                                        .body(Full::new(Bytes::new()))
-                                        .unwrap(),
-                                );
-                            }
-                            hits.fetch_add(1, Ordering::SeqCst);
-                            let status = match path.as_str() {
-                                "/flaky" if flaky.fetch_add(1, Ordering::SeqCst) < 2 => 503,
-                                "/slow" => {
-                                    tokio::time::sleep(Duration::from_secs(2)).await;
-                                    200
-                                }
-                                "/teapot" => 418,
-                                _ => 200,
-                            };
-                            Ok(hyper::Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from(format!("{path} {status}"))))
-                                .unwrap())
-                        }
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-            });
+    common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (hits, flaky) = (hits.clone(), flaky.clone());
+        async move {
+            let path = req.uri().path().to_string();
+            if path.starts_with("/dapr/") || path == "/healthz" {
+                return hyper::Response::builder()
+                    .status(404)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+            }
+            hits.fetch_add(1, Ordering::SeqCst);
+            let status = match path.as_str() {
+                "/flaky" if flaky.fetch_add(1, Ordering::SeqCst) < 2 => 503,
+                "/slow" => {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    200
+                }
+                "/teapot" => 418,
+                _ => 200,
+            };
+            hyper::Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::from(format!("{path} {status}"))))
+                .unwrap()
         }
-    });
-    port
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,44 +421,23 @@ async fn http_endpoints_and_urls_outside_the_mesh() {
 /// An app that answers `/stream` with ten chunks, 150 ms apart.
 async fn streaming_app() -> u16 {
     use http_body_util::StreamBody;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |_req: hyper::Request<hyper::body::Incoming>| async move {
-                        let (tx, rx) = tokio::sync::mpsc::channel::<
-                            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
-                        >(1);
-                        tokio::spawn(async move {
-                            for i in 0..10 {
-                                if tx
-                                    .send(Ok(hyper::body::Frame::data(Bytes::from(format!(
-                                        "chunk-{i};"
-                                    )))))
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                                tokio::time::sleep(Duration::from_millis(150)).await;
-                            }
-                        });
-                        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-            });
-        }
-    });
-    port
+    type Chunk = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>;
+    common::serve_http(|_req: hyper::Request<hyper::body::Incoming>| async move {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(1);
+        tokio::spawn(async move {
+            for i in 0..10 {
+                let frame = hyper::body::Frame::data(Bytes::from(format!("chunk-{i};")));
+                if tx.send(Ok(frame)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        });
+        hyper::Response::new(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,29 +502,13 @@ async fn responses_stream_and_a_killed_peer_ends_the_call() {
 
 /// An app that says who it is, after `delay`.
 async fn named_app(name: &'static str, delay: Duration) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |_req: hyper::Request<hyper::body::Incoming>| async move {
-                        tokio::time::sleep(delay).await;
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(name),
-                        )))
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-            });
-        }
-    });
-    port
+    common::serve_http(
+        move |_req: hyper::Request<hyper::body::Incoming>| async move {
+            tokio::time::sleep(delay).await;
+            hyper::Response::new(Full::new(Bytes::from(name)))
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,33 +11,15 @@ use std::time::Duration;
 async fn echo_app() -> u16 {
     use bytes::Bytes;
     use http_body_util::Full;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let caller = req
-                            .headers()
-                            .get("dapr-caller-app-id")
-                            .map(|v| v.to_str().unwrap().to_string())
-                            .unwrap_or_default();
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(format!("hello {caller}")),
-                        )))
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-            });
-        }
-    });
-    port
+    common::serve_http(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let caller = req
+            .headers()
+            .get("dapr-caller-app-id")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        hyper::Response::new(Full::new(Bytes::from(format!("hello {caller}"))))
+    })
+    .await
 }
 
 fn start(

@@ -15,78 +15,40 @@ type Spans = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
 /// Collects every span it is sent, with the service that sent it.
 async fn otlp_receiver(spans: Spans) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let spans = spans.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let spans = spans.clone();
-                        async move {
-                            assert_eq!(req.uri().path(), "/v1/traces");
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                            for rs in v["resourceSpans"].as_array().unwrap() {
-                                let service =
-                                    rs["resource"]["attributes"][0]["value"]["stringValue"]
-                                        .as_str()
-                                        .unwrap()
-                                        .to_string();
-                                for ss in rs["scopeSpans"].as_array().unwrap() {
-                                    for s in ss["spans"].as_array().unwrap() {
-                                        spans.lock().unwrap().push((service.clone(), s.clone()));
-                                    }
-                                }
-                            }
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from_static(b"{}"),
-                            )))
-                        }
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-            });
+    common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let spans = spans.clone();
+        async move {
+            assert_eq!(req.uri().path(), "/v1/traces");
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            for rs in v["resourceSpans"].as_array().unwrap() {
+                let service = rs["resource"]["attributes"][0]["value"]["stringValue"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                for ss in rs["scopeSpans"].as_array().unwrap() {
+                    for s in ss["spans"].as_array().unwrap() {
+                        spans.lock().unwrap().push((service.clone(), s.clone()));
+                    }
+                }
+            }
+            hyper::Response::new(Full::new(Bytes::from_static(b"{}")))
         }
-    });
-    port
+    })
+    .await
 }
 
 /// Answers with the `traceparent` it was given.
 async fn app() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let tp = req
-                            .headers()
-                            .get("traceparent")
-                            .map(|v| v.to_str().unwrap().to_string())
-                            .unwrap_or_default();
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(tp),
-                        )))
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-            });
-        }
-    });
-    port
+    common::serve_http(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let tp = req
+            .headers()
+            .get("traceparent")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        hyper::Response::new(Full::new(Bytes::from(tp)))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
