@@ -218,6 +218,7 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
                 .clone()
                 .map(|a| Arc::new(tandem_proxy::access::AccessPolicy::new(a))),
             tracer: runtime.tracer(),
+            metrics: runtime.metrics.clone(),
         },
         runtime.shutdown_signal(),
     )));

@@ -163,6 +163,15 @@ async fn http_invocation_between_two_sidecars() {
         "{m}"
     );
     assert!(m.contains(r#"dest_app_id="nobody",status="error""#), "{m}");
+    let served = orders.metrics_text();
+    assert!(
+        served.contains(r#"dapr_service_invocation_res_sent_total{app_id="orders",src_app_id="shop",status="418",type="http"} 1"#),
+        "{served}"
+    );
+    assert!(
+        served.contains(r#"dapr_service_invocation_req_recv_total{app_id="orders",src_app_id="shop",type="http"}"#),
+        "{served}"
+    );
 
     // A stopped sidecar leaves the registry.
     drop(orders);

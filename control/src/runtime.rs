@@ -15,7 +15,7 @@ pub struct Runtime {
     /// Options with every port resolved.
     pub options: SidecarOptions,
     pub snapshot: ArcSwap<Snapshot>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub app: Option<Arc<AppChannel>>,
     pub app_health: AppHealth,
     /// Service invocation to other apps; set once the internal port is up.
@@ -39,7 +39,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(options: SidecarOptions, snapshot: Snapshot, app: Option<Arc<AppChannel>>) -> Self {
-        let metrics = Metrics::new(&options.app_id);
+        let metrics = Arc::new(Metrics::new(&options.app_id));
         Self {
             options,
             snapshot: ArcSwap::from_pointee(snapshot),

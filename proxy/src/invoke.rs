@@ -495,6 +495,7 @@ pub struct Inbound {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub access: Option<Arc<crate::access::AccessPolicy>>,
     pub tracer: Arc<crate::trace::Tracer>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 pub async fn serve_inbound(
@@ -509,6 +510,7 @@ pub async fn serve_inbound(
         tls,
         access,
         tracer,
+        metrics,
     } = config;
     let app_id = invoker.app_id.clone();
     let app_id: Arc<str> = app_id.into();
@@ -520,16 +522,21 @@ pub async fn serve_inbound(
                 let Ok((stream, remote)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let (app_id, app, invoker) = (app_id.clone(), app.clone(), invoker.clone());
-                let (acceptor, watcher, access, tracer) =
-                    (acceptor.clone(), graceful.watcher(), access.clone(), tracer.clone());
+                let (acceptor, watcher, access, tracer, metrics) = (
+                    acceptor.clone(),
+                    graceful.watcher(),
+                    access.clone(),
+                    tracer.clone(),
+                    metrics.clone(),
+                );
                 tokio::spawn(async move {
                     let serve = |peer: Option<String>| {
                         let peer: Option<Arc<str>> = peer.map(Into::into);
                         hyper::service::service_fn(move |req: Request<Incoming>| {
-                            let (app_id, app, invoker, peer, access, tracer) =
-                                (app_id.clone(), app.clone(), invoker.clone(), peer.clone(), access.clone(), tracer.clone());
+                            let (app_id, app, invoker, peer, access, tracer, metrics) =
+                                (app_id.clone(), app.clone(), invoker.clone(), peer.clone(), access.clone(), tracer.clone(), metrics.clone());
                             async move {
-                                let door = Door { app_id: &app_id, app: app.as_deref(), invoker: &invoker, access: access.as_deref(), tracer: &tracer };
+                                let door = Door { app_id: &app_id, app: app.as_deref(), invoker: &invoker, access: access.as_deref(), tracer: &tracer, metrics: &metrics };
                                 Ok::<_, std::convert::Infallible>(
                                     inbound(&door, peer.as_deref(), max_body, req).await,
                                 )
@@ -574,6 +581,7 @@ struct Door<'a> {
     invoker: &'a Invoker,
     access: Option<&'a crate::access::AccessPolicy>,
     tracer: &'a crate::trace::Tracer,
+    metrics: &'a crate::telemetry::Metrics,
 }
 
 /// A proxied gRPC call from a peer: streamed to the app's gRPC server.
@@ -645,7 +653,28 @@ async fn inbound(
     span.attribute("rpc.service", "ServiceInvocation");
     span.attribute("http.method", req.method().as_str());
     span.inject(req.headers_mut());
+    let grpc = req.headers().contains_key(GRPC_PROXY);
+    let claimed_caller = req
+        .headers()
+        .get(CALLER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let caller = match peer.and_then(crate::access::Caller::from_spiffe) {
+        Some(c) => c.app_id,
+        None => claimed_caller,
+    };
     let resp = serve_one(door, peer, max_body, req).await;
+    let status = match resp.headers().get("grpc-status") {
+        Some(code) if grpc => crate::telemetry::grpc_status_name(
+            code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2),
+        )
+        .to_string(),
+        _ if grpc => "OK".to_string(),
+        _ => resp.status().as_u16().to_string(),
+    };
+    door.metrics
+        .served(&caller, if grpc { "grpc" } else { "http" }, &status);
     span.attribute("http.status_code", resp.status().as_u16().to_string());
     let ok = !resp.status().is_server_error()
         && resp.headers().get("grpc-status").is_none_or(|s| s == "0");

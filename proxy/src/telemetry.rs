@@ -26,6 +26,8 @@ pub struct Metrics {
     invoke_sent: IntCounterVec,
     invoke_received: IntCounterVec,
     invoke_latency: HistogramVec,
+    served_received: IntCounterVec,
+    served_sent: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,9 +97,30 @@ impl Metrics {
                 "Invocation latency in milliseconds, as the caller's sidecar sees it",
                 &["app_id", "dest_app_id", "type", "status"],
             ),
+            served_received: counter(
+                "dapr_service_invocation_req_recv_total",
+                "Invocations received from other apps' sidecars",
+                &["app_id", "src_app_id", "type"],
+            ),
+            served_sent: counter(
+                "dapr_service_invocation_res_sent_total",
+                "Answers to invocations from other apps' sidecars",
+                &["app_id", "src_app_id", "type", "status"],
+            ),
             registry,
             app_id: app_id.to_string(),
         }
+    }
+
+    /// One invocation served for `src` (another app's sidecar) and the
+    /// status it got (the gRPC status for proxied gRPC calls).
+    pub fn served(&self, src: &str, kind: &str, status: &str) {
+        self.served_received
+            .with_label_values(&[self.app_id.as_str(), src, kind])
+            .inc();
+        self.served_sent
+            .with_label_values(&[self.app_id.as_str(), src, kind, status])
+            .inc();
     }
 
     /// One invocation of `dest` (`type` http or grpc) and how it ended:
