@@ -103,25 +103,7 @@ async fn gather(
 async fn deliver_batch(rt: &Runtime, sub: &Sub, batch: Vec<Waiting>) {
     let mut by_path: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for waiting in batch {
-        let ce = match cloud_event(sub, &waiting.msg) {
-            Ok(ce) => ce,
-            Err(why) => {
-                if dead_letter(sub, &waiting.msg, &why).await.is_err() {
-                    tracing::error!(topic = %waiting.msg.topic, reason = %why, "message dropped");
-                }
-                waiting.finish(Ok(()));
-                continue;
-            }
-        };
-        if let Some(exp) = ce.get("expiration").and_then(Value::as_str)
-            && exp < crate::clock::rfc3339_utc(crate::clock::now_ms()).as_str()
-        {
-            let _ = dead_letter(sub, &waiting.msg, "the message expired").await;
-            waiting.finish(Ok(()));
-            continue;
-        }
-        let Some(path) = route(sub, &ce) else {
-            let _ = dead_letter(sub, &waiting.msg, "no route matched").await;
+        let Some((ce, path)) = addressed(sub, &waiting.msg).await else {
             waiting.finish(Ok(()));
             continue;
         };

@@ -263,26 +263,37 @@ async fn dead_letter(sub: &Sub, msg: &Message, why: &str) -> Result<(), String> 
     Ok(())
 }
 
-async fn deliver(rt: &Runtime, sub: &Sub, msg: Message) -> Result<(), String> {
-    let ce = match cloud_event(sub, &msg) {
+/// The CloudEvent of `msg` and the app route it goes to; `None` when the
+/// message cannot be delivered at all (not a CloudEvent, expired, no
+/// route) — it has then been dead-lettered if the subscription has a
+/// dead-letter topic, and is to be acknowledged.
+async fn addressed(sub: &Sub, msg: &Message) -> Option<(serde_json::Map<String, Value>, String)> {
+    let ce = match cloud_event(sub, msg) {
         Ok(ce) => ce,
         Err(why) => {
             // Redelivery cannot fix it: dead-letter, else drop with an error.
-            if dead_letter(sub, &msg, &why).await.is_err() {
+            if dead_letter(sub, msg, &why).await.is_err() {
                 tracing::error!(topic = %msg.topic, reason = %why, "message dropped");
             }
-            return Ok(());
+            return None;
         }
     };
     if let Some(exp) = ce.get("expiration").and_then(Value::as_str)
         && exp < crate::clock::rfc3339_utc(crate::clock::now_ms()).as_str()
     {
-        let _ = dead_letter(sub, &msg, "the message expired").await;
-        return Ok(());
+        let _ = dead_letter(sub, msg, "the message expired").await;
+        return None;
     }
     let Some(path) = route(sub, &ce) else {
         tracing::warn!(topic = %msg.topic, "no route matched the event and there is no default: dropped");
-        let _ = dead_letter(sub, &msg, "no route matched").await;
+        let _ = dead_letter(sub, msg, "no route matched").await;
+        return None;
+    };
+    Some((ce, path))
+}
+
+async fn deliver(rt: &Runtime, sub: &Sub, msg: Message) -> Result<(), String> {
+    let Some((ce, path)) = addressed(sub, &msg).await else {
         return Ok(());
     };
     let body = Bytes::from(serde_json::to_vec(&Value::Object(ce.clone())).expect("JSON"));
