@@ -26,6 +26,16 @@ fn invoke_error(target: &str, e: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// Whether `target` (`id` or `id.namespace`) is this sidecar's own app:
+/// such calls go to the app channel, with no network hop.
+pub(crate) fn names_this_app(rt: &Runtime, target: &str) -> bool {
+    let own_ns = rt.options.namespace.as_deref().unwrap_or("");
+    target == rt.app_id()
+        || target
+            .split_once('.')
+            .is_some_and(|(a, ns)| a == rt.app_id() && ns == own_ns)
+}
+
 /// `InvokeService` (deprecated in Dapr, still what several SDKs call): the
 /// `InvokeRequest` becomes an HTTP request (`http_extension` verb, POST when
 /// none, and query string), and a 2xx answer its `InvokeResponse`; any other
@@ -173,11 +183,7 @@ async fn invoke_inner(
     }
     // A full URL, or an HTTPEndpoint resource's name: outside the mesh.
     let external = external_target(rt, target, req.headers_mut())?;
-    let own_ns = rt.options.namespace.as_deref().unwrap_or("");
-    let is_self = target == rt.app_id()
-        || target
-            .split_once('.')
-            .is_some_and(|(a, ns)| a == rt.app_id() && ns == own_ns);
+    let is_self = names_this_app(rt, target);
     if is_self {
         let me = HeaderValue::from_str(rt.app_id()).map_err(|e| invoke_error(target, e))?;
         req.headers_mut()

@@ -86,11 +86,7 @@ async fn proxy(
     let Some(invoker) = rt.invoker() else {
         return grpc_error(14, "service invocation is not ready");
     };
-    let own_ns = rt.options.namespace.as_deref().unwrap_or("");
-    let is_self = target == rt.app_id()
-        || target
-            .split_once('.')
-            .is_some_and(|(a, ns)| a == rt.app_id() && ns == own_ns);
+    let is_self = crate::api::invoke::names_this_app(rt, target);
     let result = if is_self {
         match rt.app.as_ref() {
             Some(app) => invoker.grpc_local(app, req).await,
