@@ -654,17 +654,20 @@ async fn inbound(
     span.attribute("http.method", req.method().as_str());
     span.inject(req.headers_mut());
     let grpc = req.headers().contains_key(GRPC_PROXY);
-    let claimed_caller = req
-        .headers()
-        .get(CALLER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let caller = match peer.and_then(crate::access::Caller::from_spiffe) {
-        Some(c) => c.app_id,
-        None => claimed_caller,
+    let (caller, resp) = match caller_of(peer, &mut req) {
+        Ok(caller) => {
+            let resp = serve_one(door, &caller, grpc, max_body, req).await;
+            (caller.app_id, resp)
+        }
+        Err((claimed, id)) => (
+            claimed,
+            error_response(
+                StatusCode::FORBIDDEN,
+                "ERR_DIRECT_INVOKE",
+                &format!("the caller's certificate has no usable SPIFFE id ({id})"),
+            ),
+        ),
     };
-    let resp = serve_one(door, peer, max_body, req).await;
     let status = match resp.headers().get("grpc-status") {
         Some(code) if grpc => crate::telemetry::grpc_status_name(
             code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2),
@@ -682,48 +685,48 @@ async fn inbound(
     resp
 }
 
+/// Who calls: over mTLS the certificate says so (and the internal headers
+/// are set from it); without, the caller's claim. `Err` carries the claimed
+/// id and the certificate's id when that is no usable SPIFFE id.
+fn caller_of(
+    peer: Option<&str>,
+    req: &mut Request<Incoming>,
+) -> Result<crate::access::Caller, (String, String)> {
+    let claimed = |req: &Request<Incoming>, name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let Some(id) = peer else {
+        return Ok(crate::access::Caller {
+            app_id: claimed(req, CALLER),
+            namespace: claimed(req, CALLER_NAMESPACE),
+            trust_domain: "public".into(),
+        });
+    };
+    let Some(caller) = crate::access::Caller::from_spiffe(id) else {
+        return Err((claimed(req, CALLER), id.to_string()));
+    };
+    let h = req.headers_mut();
+    h.insert(CALLER, header_value(&caller.app_id));
+    h.insert(CALLER_NAMESPACE, header_value(&caller.namespace));
+    Ok(caller)
+}
+
 async fn serve_one(
     door: &Door<'_>,
-    peer: Option<&str>,
+    caller: &crate::access::Caller,
+    grpc: bool,
     max_body: u64,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let (app_id, app, invoker) = (door.app_id, door.app, door.invoker);
-    let grpc = req.headers().contains_key(GRPC_PROXY);
-    // Over mTLS the certificate says who calls; a claim in a header does not.
-    let caller = match peer {
-        Some(id) => {
-            let Some(caller) = crate::access::Caller::from_spiffe(id) else {
-                return error_response(
-                    StatusCode::FORBIDDEN,
-                    "ERR_DIRECT_INVOKE",
-                    &format!("the caller's certificate has no usable SPIFFE id ({id})"),
-                );
-            };
-            let h = req.headers_mut();
-            h.insert(CALLER, header_value(&caller.app_id));
-            h.insert(CALLER_NAMESPACE, header_value(&caller.namespace));
-            caller
-        }
-        None => {
-            let claimed = |name: &str| {
-                req.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            crate::access::Caller {
-                app_id: claimed(CALLER),
-                namespace: claimed(CALLER_NAMESPACE),
-                trust_domain: "public".into(),
-            }
-        }
-    };
     if let Some(acl) = door.access {
         let verb = req.method().to_string();
         let verb = (!grpc).then_some(verb.as_str());
-        if let Err(why) = acl.check(&caller, req.uri().path(), verb) {
+        if let Err(why) = acl.check(caller, req.uri().path(), verb) {
             tracing::warn!(caller = %caller.app_id, namespace = %caller.namespace, path = %req.uri().path(), "{why}");
             return if grpc {
                 grpc_error(7, &why)
