@@ -3,12 +3,12 @@
 //! its internal (sidecar-to-sidecar) address, and removes it when it stops.
 //! Resolving an app id reads that folder and keeps the instances whose
 //! process is still alive, so a sidecar killed without cleaning up is never
-//! chosen (and its file is removed by the next reader).
+//! chosen (and its file is removed by the next reader). Choosing among
+//! live instances is `crate::balance`'s work.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Instance {
@@ -20,7 +20,6 @@ pub struct Instance {
 
 pub struct LocalRegistry {
     dir: PathBuf,
-    next: AtomicUsize,
     /// What a folder held when last read: reading it on every call would
     /// cost more than the call. Entries live `CACHE_TTL`, and go at once
     /// when a caller finds an instance unreachable (`forget`).
@@ -56,7 +55,6 @@ impl LocalRegistry {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            next: AtomicUsize::new(0),
             cache: Default::default(),
         }
     }
@@ -133,16 +131,6 @@ impl LocalRegistry {
         found.sort_by_key(|i| (i.pid, i.address));
         found
     }
-
-    /// One live instance, taking turns between several.
-    pub fn resolve(&self, app_id: &str, namespace: &str) -> Option<Instance> {
-        let all = self.instances(app_id, namespace);
-        if all.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % all.len();
-        all.into_iter().nth(i)
-    }
 }
 
 #[cfg(test)]
@@ -160,10 +148,10 @@ mod tests {
             pid: std::process::id(),
         };
         let entry = reg.register(&me).unwrap();
-        assert_eq!(reg.resolve("orders", ""), Some(me.clone()));
-        assert_eq!(reg.resolve("orders", "prod"), None, "other namespace");
-        assert_eq!(reg.resolve("billing", ""), None);
-        assert_eq!(reg.resolve("../orders", ""), None);
+        assert_eq!(reg.instances("orders", ""), vec![me.clone()]);
+        assert_eq!(reg.instances("orders", "prod"), vec![], "other namespace");
+        assert_eq!(reg.instances("billing", ""), vec![]);
+        assert_eq!(reg.instances("../orders", ""), vec![]);
         // A dead process's entry is skipped and removed.
         let ghost = Instance {
             pid: u32::MAX - 1,
@@ -177,7 +165,7 @@ mod tests {
         assert!(!ghost_entry.file.exists(), "the stale entry was removed");
         drop(entry);
         reg.forget("orders", "");
-        assert_eq!(reg.resolve("orders", ""), None, "gone after drop");
+        assert_eq!(reg.instances("orders", ""), vec![], "gone after drop");
         assert!(
             reg.register(&Instance {
                 app_id: "a/b".into(),
