@@ -46,3 +46,16 @@ if ! port_open 1883; then
   mosquitto -d -c /etc/mosquitto/mosquitto.conf
   wait_for Mosquitto port_open 1883
 fi
+
+# Programs the tests and benches start themselves: dnsmasq (a real DNS
+# server for the `dns` name resolver's tests) and nginx (the reference
+# proxy of the invocation bench). Installed from Debian's packages once.
+need=()
+command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
+command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "services: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+    || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends "${need[@]}" >/dev/null; }
+fi

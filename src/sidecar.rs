@@ -23,9 +23,9 @@ pub enum ResourceSource {
 pub struct RunningSidecar {
     pub runtime: Arc<Runtime>,
     servers: Vec<JoinHandle<()>>,
-    /// This app's entry in the local name registry, removed when the
-    /// sidecar ends.
-    _registration: tandem_proxy::registry::Registration,
+    /// This app's entry with its name resolver (a registry file, an mDNS
+    /// announcement), withdrawn when the sidecar ends.
+    _registration: Box<dyn Send + Sync>,
 }
 
 async fn bind(addr: &str, port: u16, what: &str) -> Result<TcpListener> {
@@ -47,13 +47,6 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         .unwrap_or_else(|| "127.0.0.1".into());
     let http_listener = bind(&addr, options.http_port(), "Dapr HTTP API").await?;
     let grpc_listener = bind(&addr, options.grpc_port(), "Dapr gRPC API").await?;
-    // Peer sidecars reach this app through the internal port.
-    let internal_listener = bind(
-        "127.0.0.1",
-        options.dapr_internal_grpc_port.unwrap_or(0),
-        "internal (sidecar-to-sidecar)",
-    )
-    .await?;
     let metrics_listener = if options.enable_metrics {
         Some(
             bind(
@@ -143,24 +136,43 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         Some(_) => tracing::info!("metrics disabled by Configuration spec.metric.enabled"),
         None => {}
     }
-    let internal_addr = internal_listener.local_addr()?;
-    let registry = Arc::new(tandem_proxy::LocalRegistry::new(
-        tandem_control::home::dir().join("registry"),
-    ));
     let namespace = runtime.options.namespace.clone().unwrap_or_default();
-    let registration = registry
-        .register(&tandem_proxy::registry::Instance {
+    let internal_port = runtime.options.dapr_internal_grpc_port.unwrap_or(0);
+    let resolver = Arc::new(
+        tandem_proxy::Resolver::from_spec(
+            runtime
+                .snapshot()
+                .configuration
+                .spec
+                .name_resolution
+                .as_ref(),
+            tandem_control::home::dir().join("registry"),
+            internal_port,
+        )
+        .map_err(|e| anyhow!("Configuration: {e}"))?,
+    );
+    // Peer sidecars reach this app through the internal port: on loopback
+    // when every peer is on this host (the local registry), on every
+    // interface when peers are found on the network.
+    let internal_listener = bind(
+        if resolver.name() == "local" {
+            "127.0.0.1"
+        } else {
+            "0.0.0.0"
+        },
+        internal_port,
+        "internal (sidecar-to-sidecar)",
+    )
+    .await?;
+    let internal_addr = internal_listener.local_addr()?;
+    let registration = resolver
+        .register(&tandem_proxy::resolve::Me {
             app_id: runtime.app_id().to_string(),
             namespace: namespace.clone(),
             address: internal_addr,
-            pid: std::process::id(),
         })
-        .map_err(|e| {
-            anyhow!(
-                "cannot register app {} for name resolution: {e}",
-                runtime.app_id()
-            )
-        })?;
+        .map_err(|e| anyhow!("name resolution ({}): {e}", resolver.name()))?;
+    tracing::info!(resolver = resolver.name(), internal = %internal_addr, "name resolution ready");
     let identity = if runtime.options.enable_mtls {
         let trust_domain = runtime
             .snapshot()
@@ -197,7 +209,7 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         runtime.set_tracer(tracer);
     }
     let invoker = Arc::new(tandem_proxy::Invoker::new(
-        registry,
+        resolver,
         runtime.app_id().to_string(),
         namespace,
         tls.as_ref().map(|(c, _)| c.clone()),

@@ -1,5 +1,5 @@
 //! Service invocation, the explicit door: a request for app `X` is resolved
-//! to a peer sidecar (local registry) and sent over pooled, multiplexed
+//! to a peer sidecar (`crate::resolve`) and sent over pooled, multiplexed
 //! HTTP/2 to the peer's internal port; the peer (`serve_inbound`) checks
 //! that it hosts `X` and hands the request to its app over the app channel.
 //! A call to this sidecar's own app id goes straight to the app channel.
@@ -10,7 +10,7 @@
 //! claimed, not proven, until mTLS identities exist.
 
 use crate::app_channel::{AppChannel, AppChannelError};
-use crate::registry::LocalRegistry;
+use crate::resolve::Resolver;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
@@ -49,6 +49,8 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 pub enum InvokeError {
     #[error("couldn't find service: {0}")]
     NotFound(String),
+    #[error("failed to resolve address for '{app}': {reason}")]
+    Resolve { app: String, reason: String },
     #[error("cannot reach the sidecar of {app} at {address}: {reason}")]
     PeerUnreachable {
         app: String,
@@ -147,7 +149,7 @@ type SendRequest = hyper::client::conn::http2::SendRequest<ProxyBody>;
 impl PeerPool {
     /// A ready connection to `peer` (the pooled one, or a new one). Nothing
     /// has been sent when this fails, so the caller may try elsewhere.
-    async fn sender(&self, peer: &crate::registry::Instance) -> Result<SendRequest, String> {
+    async fn sender(&self, peer: &Peer) -> Result<SendRequest, String> {
         let key = (
             crate::identity::dns_name(&peer.app_id, &peer.namespace),
             peer.address,
@@ -174,7 +176,7 @@ impl PeerPool {
     async fn send(
         &self,
         mut sender: SendRequest,
-        peer: &crate::registry::Instance,
+        peer: &Peer,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, String> {
         let path = req
@@ -193,7 +195,7 @@ impl PeerPool {
             .map_err(|e| crate::app_channel::error_chain(&e))
     }
 
-    async fn connect(&self, peer: &crate::registry::Instance) -> Result<SendRequest, String> {
+    async fn connect(&self, peer: &Peer) -> Result<SendRequest, String> {
         let tcp = tokio::time::timeout(
             Duration::from_secs(5),
             tokio::net::TcpStream::connect(peer.address),
@@ -230,6 +232,15 @@ impl PeerPool {
     }
 }
 
+/// A peer sidecar: the app it serves (the name its certificate must
+/// prove) and where it listens.
+#[derive(Clone, Debug)]
+struct Peer {
+    app_id: String,
+    namespace: String,
+    address: std::net::SocketAddr,
+}
+
 pub struct Invoker {
     peers: PeerPool,
     balancer: crate::balance::Balancer,
@@ -237,7 +248,7 @@ pub struct Invoker {
     /// HTTPEndpoints).
     outside: Client<HttpConnector, Full<Bytes>>,
     streams: StreamClient,
-    registry: Arc<LocalRegistry>,
+    resolver: Arc<Resolver>,
     app_id: String,
     namespace: String,
 }
@@ -246,7 +257,7 @@ impl Invoker {
     /// `tls`: the client side of this sidecar's mTLS identity, if it has
     /// one (`--enable-mtls`).
     pub fn new(
-        registry: Arc<LocalRegistry>,
+        resolver: Arc<Resolver>,
         app_id: String,
         namespace: String,
         tls: Option<Arc<rustls::ClientConfig>>,
@@ -266,7 +277,7 @@ impl Invoker {
                     .pool_idle_timeout(Duration::from_secs(90))
                     .build(connector)
             },
-            registry,
+            resolver,
             app_id,
             namespace,
         }
@@ -311,26 +322,26 @@ impl Invoker {
     }
 
     /// A peer of `target` and a ready connection to it. When the chosen
-    /// instance cannot be reached (nothing was sent), the registry is read
+    /// instance cannot be reached (nothing was sent), the resolver is asked
     /// afresh and another instance, if any, is tried once.
     async fn reach(
         &self,
         target: &str,
         h: &mut HeaderMap,
-    ) -> Result<(crate::registry::Instance, SendRequest), InvokeError> {
-        let peer = self.peer(target, h)?;
+    ) -> Result<(Peer, SendRequest), InvokeError> {
+        let peer = self.peer(target, h).await?;
         let first = match self.peers.sender(&peer).await {
             Ok(s) => return Ok((peer, s)),
             Err(e) => e,
         };
         let (app, ns) = self.split(target);
-        self.registry.forget(app, ns);
-        let unreachable = |peer: &crate::registry::Instance, reason| InvokeError::PeerUnreachable {
+        self.resolver.forget(app, ns);
+        let unreachable = |peer: &Peer, reason| InvokeError::PeerUnreachable {
             app: target.into(),
             address: peer.address.to_string(),
             reason,
         };
-        let again = self.peer(target, h)?;
+        let again = self.peer(target, h).await?;
         if again.address == peer.address {
             return Err(unreachable(&peer, first));
         }
@@ -351,18 +362,24 @@ impl Invoker {
 
     /// The peer sidecar of `target` (`id` or `id.namespace`), and the
     /// internal headers that tell it who calls whom.
-    fn peer(
-        &self,
-        target: &str,
-        h: &mut HeaderMap,
-    ) -> Result<crate::registry::Instance, InvokeError> {
+    async fn peer(&self, target: &str, h: &mut HeaderMap) -> Result<Peer, InvokeError> {
         let (app, namespace) = self.split(target);
-        let instances = self.registry.instances(app, namespace);
-        if instances.is_empty() {
+        let addrs = self
+            .resolver
+            .resolve(app, namespace)
+            .await
+            .map_err(|reason| InvokeError::Resolve {
+                app: target.to_string(),
+                reason,
+            })?;
+        if addrs.is_empty() {
             return Err(InvokeError::NotFound(target.to_string()));
         }
-        let addrs: Vec<_> = instances.iter().map(|i| i.address).collect();
-        let peer = instances[self.balancer.pick(&addrs)].clone();
+        let peer = Peer {
+            app_id: app.to_string(),
+            namespace: namespace.to_string(),
+            address: addrs[self.balancer.pick(&addrs)],
+        };
         h.insert(CALLEE, header_value(app));
         h.insert(CALLER, header_value(&self.app_id));
         if !self.namespace.is_empty() {
@@ -460,11 +477,11 @@ impl Invoker {
                 }
                 // The connection broke under the request (a peer that just
                 // died, say): as Dapr does for an unavailable peer, forget
-                // what the registry said and try once more.
+                // what the resolver said and try once more.
                 Err(reason) if !tried_again => {
                     tracing::debug!(peer = %peer.address, error = %reason, "peer connection failed; resolving again");
                     let (app, ns) = self.split(target);
-                    self.registry.forget(app, ns);
+                    self.resolver.forget(app, ns);
                     tried_again = true;
                 }
                 Err(reason) => {

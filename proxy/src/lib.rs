@@ -10,8 +10,11 @@ pub mod balance;
 pub mod health;
 pub mod identity;
 pub mod invoke;
+#[cfg(feature = "mdns")]
+pub mod mdns;
 pub mod registry;
 pub mod resilience;
+pub mod resolve;
 pub mod telemetry;
 pub mod trace;
 
@@ -19,4 +22,5 @@ pub use app_channel::{AppChannel, AppChannelConfig, AppChannelError};
 pub use health::AppHealth;
 pub use invoke::{Invoker, ProxyBody};
 pub use registry::LocalRegistry;
+pub use resolve::Resolver;
 pub use telemetry::Metrics;

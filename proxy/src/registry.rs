@@ -4,7 +4,8 @@
 //! Resolving an app id reads that folder and keeps the instances whose
 //! process is still alive, so a sidecar killed without cleaning up is never
 //! chosen (and its file is removed by the next reader). Choosing among
-//! live instances is `crate::balance`'s work.
+//! live instances is `crate::balance`'s work; caching the answer is
+//! `crate::resolve::Resolver`'s.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -20,16 +21,7 @@ pub struct Instance {
 
 pub struct LocalRegistry {
     dir: PathBuf,
-    /// What a folder held when last read: reading it on every call would
-    /// cost more than the call. Entries live `CACHE_TTL`, and go at once
-    /// when a caller finds an instance unreachable (`forget`).
-    cache: std::sync::Mutex<std::collections::HashMap<(String, String), Seen>>,
 }
-
-/// When a folder was read, and the live instances it held.
-type Seen = (std::time::Instant, Vec<Instance>);
-
-const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// This sidecar's entry; removed on drop.
 pub struct Registration {
@@ -53,10 +45,7 @@ fn valid_id(app_id: &str) -> bool {
 
 impl LocalRegistry {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            cache: Default::default(),
-        }
+        Self { dir: dir.into() }
     }
 
     pub fn register(&self, me: &Instance) -> std::io::Result<Registration> {
@@ -76,32 +65,8 @@ impl LocalRegistry {
         Ok(Registration { file })
     }
 
-    /// Every live instance of `app_id` in `namespace`, as read at most a
-    /// second ago.
+    /// Every live instance of `app_id` in `namespace`.
     pub fn instances(&self, app_id: &str, namespace: &str) -> Vec<Instance> {
-        let key = (app_id.to_string(), namespace.to_string());
-        if let Some((at, found)) = self.cache.lock().expect("registry cache").get(&key)
-            && at.elapsed() < CACHE_TTL
-        {
-            return found.clone();
-        }
-        let found = self.read(app_id, namespace);
-        self.cache
-            .lock()
-            .expect("registry cache")
-            .insert(key, (std::time::Instant::now(), found.clone()));
-        found
-    }
-
-    /// Drops what is remembered of `app_id`: the next call reads afresh.
-    pub fn forget(&self, app_id: &str, namespace: &str) {
-        self.cache
-            .lock()
-            .expect("registry cache")
-            .remove(&(app_id.to_string(), namespace.to_string()));
-    }
-
-    fn read(&self, app_id: &str, namespace: &str) -> Vec<Instance> {
         if !valid_id(app_id) {
             return Vec::new();
         }
@@ -133,12 +98,39 @@ impl LocalRegistry {
     }
 }
 
+impl crate::resolve::Resolve for LocalRegistry {
+    fn lookup<'a>(&'a self, app_id: &'a str, namespace: &'a str) -> crate::resolve::Lookup<'a> {
+        let found = self.instances(app_id, namespace);
+        Box::pin(async move { Ok(found.into_iter().map(|i| i.address).collect()) })
+    }
+
+    fn register(&self, me: &crate::resolve::Me) -> Result<Box<dyn Send + Sync>, String> {
+        let entry = LocalRegistry::register(
+            self,
+            &Instance {
+                app_id: me.app_id.clone(),
+                namespace: me.namespace.clone(),
+                address: me.address,
+                pid: std::process::id(),
+            },
+        )
+        .map_err(|e| {
+            format!(
+                "cannot register app {} in {}: {e}",
+                me.app_id,
+                self.dir.display()
+            )
+        })?;
+        Ok(Box::new(entry))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn register_resolve_and_forget() {
+    fn register_resolve_and_clean_up() {
         let dir = std::env::temp_dir().join(format!("tandem-registry-{}", std::process::id()));
         let reg = LocalRegistry::new(&dir);
         let me = Instance {
@@ -159,12 +151,9 @@ mod tests {
             ..me.clone()
         };
         let ghost_entry = reg.register(&ghost).unwrap();
-        assert_eq!(reg.instances("orders", ""), vec![me.clone()], "cached");
-        reg.forget("orders", "");
         assert_eq!(reg.instances("orders", ""), vec![me.clone()]);
         assert!(!ghost_entry.file.exists(), "the stale entry was removed");
         drop(entry);
-        reg.forget("orders", "");
         assert_eq!(reg.instances("orders", ""), vec![], "gone after drop");
         assert!(
             reg.register(&Instance {

@@ -1,0 +1,145 @@
+//! `nameResolution: mdns`: every sidecar announces one service instance of
+//! type `_tandem._tcp.local.` (TXT `app`, `ns`; port = its internal port;
+//! addresses = the host's, or `DAPR_HOST_IP`), and browses that type for
+//! as long as it runs, so a lookup is a read of what has been heard. A
+//! sidecar that stops withdraws its instance (a goodbye packet); one that
+//! dies is forgotten when its records expire.
+
+use crate::resolve::{Lookup, Me, Resolve};
+use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SERVICE: &str = "_tandem._tcp.local.";
+
+/// What was heard: instance full name → (app, namespace, addresses).
+type Heard = Arc<Mutex<HashMap<String, (String, String, Vec<SocketAddr>)>>>;
+
+pub struct Mdns {
+    daemon: ServiceDaemon,
+    heard: Heard,
+}
+
+impl Mdns {
+    pub fn new() -> Result<Self, String> {
+        let daemon = ServiceDaemon::new().map_err(|e| format!("mDNS: cannot start: {e}"))?;
+        let events = daemon
+            .browse(SERVICE)
+            .map_err(|e| format!("mDNS: cannot browse: {e}"))?;
+        let heard: Heard = Default::default();
+        let into = heard.clone();
+        std::thread::Builder::new()
+            .name("tandem-mdns".into())
+            .spawn(move || {
+                for event in events.iter() {
+                    match event {
+                        ServiceEvent::ServiceResolved(info) => {
+                            let (Some(app), ns) = (
+                                info.get_property_val_str("app"),
+                                info.get_property_val_str("ns").unwrap_or(""),
+                            ) else {
+                                continue;
+                            };
+                            let addrs = info
+                                .get_addresses()
+                                .iter()
+                                .map(|ip| SocketAddr::new(ip.to_ip_addr(), info.get_port()))
+                                .collect();
+                            tracing::debug!(instance = %info.fullname, app, "mDNS: heard");
+                            into.lock().expect("mdns").insert(
+                                info.fullname.clone(),
+                                (app.to_string(), ns.to_string(), addrs),
+                            );
+                        }
+                        ServiceEvent::ServiceRemoved(_, fullname) => {
+                            tracing::debug!(instance = %fullname, "mDNS: gone");
+                            into.lock().expect("mdns").remove(&fullname);
+                        }
+                        _ => {}
+                    }
+                }
+            })
+            .map_err(|e| format!("mDNS: {e}"))?;
+        Ok(Self { daemon, heard })
+    }
+
+    fn heard(&self, app_id: &str, namespace: &str) -> Vec<SocketAddr> {
+        let mut found: Vec<SocketAddr> = self
+            .heard
+            .lock()
+            .expect("mdns")
+            .values()
+            .filter(|(a, ns, _)| a == app_id && ns == namespace)
+            .flat_map(|(_, _, addrs)| addrs.iter().copied())
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    }
+}
+
+impl Resolve for Mdns {
+    fn lookup<'a>(&'a self, app_id: &'a str, namespace: &'a str) -> Lookup<'a> {
+        Box::pin(async move {
+            // An app not heard yet may be announcing right now (a peer
+            // that just started): listen a little before saying no.
+            for _ in 0..20 {
+                let found = self.heard(app_id, namespace);
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(Vec::new())
+        })
+    }
+
+    fn register(&self, me: &Me) -> Result<Box<dyn Send + Sync>, String> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "tandem".into());
+        let instance = format!("{}-{}-{}", me.app_id, std::process::id(), me.address.port());
+        let props = HashMap::from([
+            ("app".to_string(), me.app_id.clone()),
+            ("ns".to_string(), me.namespace.clone()),
+        ]);
+        let fixed = std::env::var("DAPR_HOST_IP").unwrap_or_default();
+        let mut info = ServiceInfo::new(
+            SERVICE,
+            &instance,
+            &format!("{host}.local."),
+            fixed.as_str(),
+            me.address.port(),
+            props,
+        )
+        .map_err(|e| format!("mDNS: cannot announce {instance}: {e}"))?;
+        if fixed.is_empty() {
+            info = info.enable_addr_auto();
+        }
+        let fullname = info.get_fullname().to_string();
+        self.daemon
+            .register(info)
+            .map_err(|e| format!("mDNS: cannot announce {instance}: {e}"))?;
+        Ok(Box::new(Announcement {
+            daemon: self.daemon.clone(),
+            fullname,
+        }))
+    }
+}
+
+/// This sidecar's instance; withdrawn on drop.
+struct Announcement {
+    daemon: ServiceDaemon,
+    fullname: String,
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        if let Ok(done) = self.daemon.unregister(&self.fullname) {
+            // The goodbye packet goes out before the process exits.
+            let _ = done.recv_timeout(Duration::from_secs(1));
+        }
+    }
+}
