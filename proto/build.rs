@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::path::PathBuf::from("proto/dapr/proto/common/v1/common.proto"),
                 std::path::PathBuf::from("proto/dapr/proto/runtime/v1/appcallback.proto"),
                 std::path::PathBuf::from("proto/dapr/proto/runtime/v1/dapr.proto"),
+                std::path::PathBuf::from("proto/dapr/proto/sentry/v1/sentry.proto"),
             ],
             &[std::path::PathBuf::from("proto"), wkt],
         )?;

@@ -35,6 +35,9 @@ enum Command {
     /// The local certificate authority for mTLS between sidecars.
     #[command(subcommand)]
     Ca(cli::ca::Command),
+    /// The certificate service that signs sidecars' mTLS certificates
+    /// across hosts (a Dapr Sentry equivalent).
+    Sentry(cli::sentry::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
             Command::List(a) => cli::list::main(a).await,
             Command::Init(a) => cli::init::main(a).await,
             Command::Ca(c) => cli::ca::main(c).await,
+            Command::Sentry(a) => cli::sentry::main(a).await,
         }
     });
     match result {

@@ -34,6 +34,71 @@ async fn bind(addr: &str, port: u16, what: &str) -> Result<TcpListener> {
     })
 }
 
+/// This sidecar's mTLS identity: signed by the certificate service at
+/// `--sentry-address` (or Configuration `mtls.sentryAddress`) against the
+/// trust anchors in `DAPR_TRUST_ANCHORS` (else the local CA folder's
+/// bundle), with the token in the file `DAPR_SENTRY_TOKEN_FILE` names; with
+/// no sentry, self-issued from the local CA folder (made if missing).
+async fn workload_identity(
+    runtime: &Runtime,
+    namespace: &str,
+) -> Result<Arc<tandem_proxy::identity::Identity>> {
+    use tandem_proxy::identity::{CA_FILE, Identity};
+    let config = &runtime.snapshot().configuration.spec;
+    let trust_domain = config
+        .access_control
+        .as_ref()
+        .and_then(|a| a.trust_domain.clone())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "public".into());
+    let sentry = runtime
+        .options
+        .sentry_address
+        .clone()
+        .or_else(|| config.mtls.as_ref().and_then(|m| m.sentry_address.clone()));
+    let dir = crate::cli::ca::dir();
+    let app = runtime.app_id();
+    let id = match sentry.filter(|s| !s.is_empty()) {
+        Some(address) => {
+            let anchors = match std::env::var("DAPR_TRUST_ANCHORS") {
+                Ok(pem) if !pem.trim().is_empty() => pem.into_bytes(),
+                _ => std::fs::read(dir.join(CA_FILE)).map_err(|e| {
+                    anyhow!(
+                        "mTLS with the certificate service at {address} needs its trust anchors: set DAPR_TRUST_ANCHORS to the PEM bundle ({}: {e})",
+                        dir.join(CA_FILE).display()
+                    )
+                })?,
+            };
+            let token = match std::env::var_os("DAPR_SENTRY_TOKEN_FILE") {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map(|t| t.trim().to_string())
+                    .map_err(|e| {
+                        anyhow!(
+                            "DAPR_SENTRY_TOKEN_FILE {}: {e}",
+                            PathBuf::from(&path).display()
+                        )
+                    })?,
+                None => String::new(),
+            };
+            let client = tandem_proxy::sentry::Client::new(&address, &anchors, token)
+                .map_err(|e| anyhow!("mTLS: {e}"))?;
+            let id = Identity::from_sentry(client, &trust_domain, namespace, app)
+                .await
+                .map_err(|e| anyhow!("mTLS: {e}"))?;
+            tracing::info!(id = %id.spiffe_id, sentry = %address, "mTLS on: workload certificate signed by the certificate service");
+            id
+        }
+        None => {
+            let id = Identity::new(&dir, true, &trust_domain, namespace, app)
+                .map_err(|e| anyhow!("mTLS: {e}"))?;
+            tracing::info!(id = %id.spiffe_id, ca = %dir.display(), "mTLS on: workload certificate issued");
+            id
+        }
+    };
+    id.renew_in_background();
+    Ok(id)
+}
+
 /// Starts a sidecar and returns once its APIs serve and its components are
 /// loaded (`healthz/outbound` is 204). The app side continues in background.
 pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<RunningSidecar> {
@@ -174,27 +239,7 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         .map_err(|e| anyhow!("name resolution ({}): {e}", resolver.name()))?;
     tracing::info!(resolver = resolver.name(), internal = %internal_addr, "name resolution ready");
     let identity = if runtime.options.enable_mtls {
-        let trust_domain = runtime
-            .snapshot()
-            .configuration
-            .spec
-            .access_control
-            .as_ref()
-            .and_then(|a| a.trust_domain.clone())
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "public".into());
-        let dir = crate::cli::ca::dir();
-        let id = tandem_proxy::identity::Identity::new(
-            &dir,
-            true,
-            &trust_domain,
-            &namespace,
-            runtime.app_id(),
-        )
-        .map_err(|e| anyhow!("mTLS: {e}"))?;
-        id.renew_in_background(trust_domain, tandem_proxy::identity::workload_ttl() / 3);
-        tracing::info!(id = %id.spiffe_id, ca = %dir.display(), "mTLS on: workload certificate issued");
-        Some(id)
+        Some(workload_identity(&runtime, &namespace).await?)
     } else {
         None
     };

@@ -1,5 +1,5 @@
 //! Generated Rust types for the Dapr gRPC contract (`dapr.proto.common.v1`,
-//! `dapr.proto.runtime.v1`). Only generated code lives here, so the slow
+//! `dapr.proto.runtime.v1`, `dapr.proto.sentry.v1`). Only generated code lives here, so the slow
 //! protobuf build is compiled once and shared by `proxy` (app callbacks) and
 //! `control` (the Dapr API server).
 #![allow(clippy::all, clippy::pedantic)]
@@ -13,5 +13,11 @@ pub mod common {
 pub mod runtime {
     pub mod v1 {
         tonic::include_proto!("dapr.proto.runtime.v1");
+    }
+}
+
+pub mod sentry {
+    pub mod v1 {
+        tonic::include_proto!("dapr.proto.sentry.v1");
     }
 }

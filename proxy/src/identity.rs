@@ -1,11 +1,16 @@
-//! Workload identity for mTLS between sidecars (single-host mode, a local
-//! Sentry equivalent). A trust root and an issuer live in a CA folder
-//! (`tandem ca init`, or made on first use): `ca.crt` (the trust bundle),
-//! `issuer.crt`, `issuer.key`. Each sidecar issues itself a short-lived
-//! certificate for `spiffe://<trust-domain>/ns/<namespace>/<app-id>`, with
-//! the DNS name `<app-id>.<namespace>.tandem.internal` so the standard
+//! Workload identity for mTLS between sidecars. A trust root and an issuer
+//! live in a CA folder (`tandem ca init`, or made on first use): `ca.crt`
+//! (the trust bundle), `issuer.crt`, `issuer.key`. Every sidecar holds a
+//! short-lived certificate for `spiffe://<trust-domain>/ns/<namespace>/<app-id>`,
+//! with the DNS name `<app-id>.<namespace>.tandem.internal` so the standard
 //! WebPKI check of a server name is also the check of the peer's app id,
 //! and renews it long before it expires. TLS 1.3 only.
+//!
+//! Where the certificate comes from (`Source`): in single-host mode the
+//! sidecar signs it itself with the folder's issuer; across hosts it
+//! sends a CSR to `tandem sentry` (`crate::sentry`), which holds the
+//! folder, and keeps only the trust bundle. The private key never leaves
+//! the sidecar either way.
 
 use arc_swap::ArcSwap;
 use rcgen::{
@@ -125,7 +130,7 @@ fn time_now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
-fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::PemObject;
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("{}: {e}", path.display()))?
@@ -159,12 +164,21 @@ pub fn spiffe_id(trust_domain: &str, namespace: &str, app_id: &str) -> String {
 /// This sidecar's identity: the trust bundle and a renewable certificate.
 pub struct Identity {
     pub spiffe_id: String,
-    dir: PathBuf,
+    source: Source,
+    trust_domain: String,
     app_id: String,
     namespace: String,
     roots: Arc<rustls::RootCertStore>,
     current: ArcSwap<CertifiedKey>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+/// Where workload certificates come from.
+pub enum Source {
+    /// Signed here with the issuer in this CA folder.
+    Local(PathBuf),
+    /// Signed by a certificate service from a CSR.
+    Sentry(crate::sentry::Client),
 }
 
 impl Identity {
@@ -185,45 +199,92 @@ impl Identity {
             roots.add(c).map_err(|e| format!("trust bundle: {e}"))?;
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let me = Self {
+        let key = KeyPair::generate().map_err(err)?;
+        let chain = sign(dir, &key, trust_domain, namespace, app_id, workload_ttl())?;
+        Ok(Arc::new(Self {
             spiffe_id: spiffe_id(trust_domain, namespace, app_id),
-            dir: dir.to_path_buf(),
+            source: Source::Local(dir.to_path_buf()),
+            trust_domain: trust_domain.to_string(),
             app_id: app_id.to_string(),
             namespace: namespace.to_string(),
             roots: Arc::new(roots),
-            current: ArcSwap::from_pointee(issue(dir, trust_domain, namespace, app_id, &provider)?),
+            current: ArcSwap::from_pointee(certified(chain, &key, &provider)?),
             provider,
-        };
-        Ok(Arc::new(me))
+        }))
     }
 
-    fn renew(&self, trust_domain: &str) -> Result<(), String> {
-        let fresh = issue(
-            &self.dir,
-            trust_domain,
-            &self.namespace,
-            &self.app_id,
-            &self.provider,
-        )?;
-        self.current.store(Arc::new(fresh));
+    /// An identity whose certificates `sentry` signs; `anchors` is the
+    /// trust bundle (PEM) that peers' certificates and the sentry's own
+    /// must chain to.
+    pub async fn from_sentry(
+        sentry: crate::sentry::Client,
+        trust_domain: &str,
+        namespace: &str,
+        app_id: &str,
+    ) -> Result<Arc<Self>, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = KeyPair::generate().map_err(err)?;
+        let chain = sentry
+            .sign(&csr(&key)?, trust_domain, namespace, app_id)
+            .await?;
+        Ok(Arc::new(Self {
+            spiffe_id: spiffe_id(trust_domain, namespace, app_id),
+            roots: sentry.roots(),
+            source: Source::Sentry(sentry),
+            trust_domain: trust_domain.to_string(),
+            app_id: app_id.to_string(),
+            namespace: namespace.to_string(),
+            current: ArcSwap::from_pointee(certified(chain, &key, &provider)?),
+            provider,
+        }))
+    }
+
+    /// A new key and certificate, swapped in for new handshakes.
+    async fn renew(&self) -> Result<(), String> {
+        let key = KeyPair::generate().map_err(err)?;
+        let (td, ns, app) = (&self.trust_domain, &self.namespace, &self.app_id);
+        let chain = match &self.source {
+            Source::Local(dir) => sign(dir, &key, td, ns, app, workload_ttl())?,
+            Source::Sentry(sentry) => sentry.sign(&csr(&key)?, td, ns, app).await?,
+        };
+        self.current
+            .store(Arc::new(certified(chain, &key, &self.provider)?));
         Ok(())
     }
 
-    /// Renews the certificate every `every` (a third of its life by
-    /// default) for as long as the identity is in use; connections already
-    /// open keep theirs.
-    pub fn renew_in_background(self: &Arc<Self>, trust_domain: String, every: Duration) {
+    /// Renews the certificate halfway through its life, for as long as the
+    /// identity is in use; connections already open keep theirs. A renewal
+    /// that fails (the certificate service away) is tried again every few
+    /// seconds while the current certificate lasts.
+    pub fn renew_in_background(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut wait = weak.upgrade().map_or(Duration::ZERO, |me| me.renew_after());
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(wait).await;
                 let Some(me) = weak.upgrade() else { return };
-                match me.renew(&trust_domain) {
-                    Ok(()) => tracing::info!(id = %me.spiffe_id, "workload certificate renewed"),
-                    Err(e) => tracing::error!(error = %e, "workload certificate not renewed"),
+                match me.renew().await {
+                    Ok(()) => {
+                        tracing::info!(id = %me.spiffe_id, "workload certificate renewed");
+                        wait = me.renew_after();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "workload certificate not renewed; trying again");
+                        wait = me.renew_after().min(Duration::from_secs(5));
+                    }
                 }
             }
         });
+    }
+
+    /// Half the current certificate's remaining life.
+    fn renew_after(&self) -> Duration {
+        let left = self
+            .expires()
+            .map(|t| t - time_now())
+            .and_then(|d| Duration::try_from(d).ok())
+            .unwrap_or(Duration::ZERO);
+        (left / 2).max(Duration::from_millis(500))
     }
 
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, String> {
@@ -260,23 +321,26 @@ impl Identity {
     }
 }
 
-/// Issues a workload certificate signed by the folder's issuer.
-fn issue(
-    dir: &Path,
+/// The issuer of a CA folder: its certificate and key.
+fn load_issuer(dir: &Path) -> Result<(KeyPair, Vec<CertificateDer<'static>>), String> {
+    let path = dir.join(ISSUER_KEY);
+    let pem = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {e} (run `tandem ca init`)", path.display()))?;
+    Ok((
+        KeyPair::from_pem(&pem).map_err(err)?,
+        pem_certs(&dir.join(ISSUER_CERT))?,
+    ))
+}
+
+/// What every workload certificate says: the app's SPIFFE id and DNS
+/// name, client and server use, `ttl` of life (15 min of clock skew
+/// allowed before now, as Dapr does).
+fn workload_params(
     trust_domain: &str,
     namespace: &str,
     app_id: &str,
-    provider: &Arc<rustls::crypto::CryptoProvider>,
-) -> Result<CertifiedKey, String> {
-    let issuer_key_pem = std::fs::read_to_string(dir.join(ISSUER_KEY)).map_err(|e| {
-        format!(
-            "{}: {e} (run `tandem ca init`)",
-            dir.join(ISSUER_KEY).display()
-        )
-    })?;
-    let issuer_key = KeyPair::from_pem(&issuer_key_pem).map_err(err)?;
-    let issuer = Issuer::new(issuer_params(), &issuer_key);
-    let key = KeyPair::generate().map_err(err)?;
+    ttl: Duration,
+) -> Result<CertificateParams, String> {
     let mut p = CertificateParams::new(vec![dns_name(app_id, namespace)]).map_err(err)?;
     p.distinguished_name = DistinguishedName::new();
     p.subject_alt_names.push(SanType::URI(
@@ -290,16 +354,118 @@ fn issue(
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     p.not_before = time_now() - time::Duration::minutes(15);
-    p.not_after = time_now() + time::Duration::milliseconds(workload_ttl().as_millis() as i64);
+    p.not_after = time_now() + time::Duration::milliseconds(ttl.as_millis() as i64);
+    Ok(p)
+}
+
+/// A workload certificate for `key`, signed by the folder's issuer: the
+/// chain leaf first, then the issuer.
+fn sign(
+    dir: &Path,
+    key: &KeyPair,
+    trust_domain: &str,
+    namespace: &str,
+    app_id: &str,
+    ttl: Duration,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let (issuer_key, issuer_chain) = load_issuer(dir)?;
+    let issuer = Issuer::new(issuer_params(), &issuer_key);
+    let cert = workload_params(trust_domain, namespace, app_id, ttl)?
+        .signed_by(key, &issuer)
+        .map_err(err)?;
+    let mut chain = vec![cert.der().clone()];
+    chain.extend(issuer_chain);
+    Ok(chain)
+}
+
+/// The certificate service's side: signs the public key of a PEM CSR for
+/// the identity the service decided on — nothing else in the CSR counts.
+pub fn sign_csr(
+    dir: &Path,
+    csr_pem: &str,
+    trust_domain: &str,
+    namespace: &str,
+    app_id: &str,
+    ttl: Duration,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| format!("the certificate signing request is not valid: {e}"))?;
+    csr.params = workload_params(trust_domain, namespace, app_id, ttl)?;
+    let (issuer_key, issuer_chain) = load_issuer(dir)?;
+    let issuer = Issuer::new(issuer_params(), &issuer_key);
+    let cert = csr.signed_by(&issuer).map_err(err)?;
+    let mut chain = vec![cert.der().clone()];
+    chain.extend(issuer_chain);
+    Ok(chain)
+}
+
+/// A PEM CSR for `key` (its subject and names are the service's to decide).
+fn csr(key: &KeyPair) -> Result<String, String> {
+    CertificateParams::default()
+        .serialize_request(key)
+        .and_then(|r| r.pem())
+        .map_err(err)
+}
+
+/// The server side of a certificate service: a certificate for
+/// `server_name` from the folder's issuer, no client certificate asked.
+pub fn service_server_config(
+    dir: &Path,
+    server_name: &str,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let key = KeyPair::generate().map_err(err)?;
+    let (issuer_key, issuer_chain) = load_issuer(dir)?;
+    let issuer = Issuer::new(issuer_params(), &issuer_key);
+    let mut p = CertificateParams::new(vec![server_name.to_string()]).map_err(err)?;
+    p.not_before = time_now() - time::Duration::minutes(15);
+    p.not_after = time_now() + time::Duration::days(365);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = p.signed_by(&key, &issuer).map_err(err)?;
     let mut chain = vec![cert.der().clone()];
-    chain.extend(pem_certs(&dir.join(ISSUER_CERT))?);
+    chain.extend(issuer_chain);
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(err)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified(
+            chain, &key, &provider,
+        )?)));
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: &KeyPair,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<CertifiedKey, String> {
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signing = provider
         .key_provider
         .load_private_key(private)
         .map_err(err)?;
     Ok(CertifiedKey::new(chain, signing))
+}
+
+/// PEM text of certificates (the trust bundle a sidecar is given).
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    if certs.is_empty() {
+        return Err("no PEM certificate".into());
+    }
+    Ok(certs)
+}
+
+/// Certificates as PEM text, one block each.
+pub fn pem_of(certs: &[CertificateDer<'_>]) -> String {
+    certs
+        .iter()
+        .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.as_ref().to_vec())))
+        .collect()
 }
 
 #[derive(Debug)]

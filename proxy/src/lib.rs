@@ -15,6 +15,7 @@ pub mod mdns;
 pub mod registry;
 pub mod resilience;
 pub mod resolve;
+pub mod sentry;
 pub mod telemetry;
 pub mod trace;
 

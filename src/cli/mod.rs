@@ -5,6 +5,7 @@ pub mod init;
 pub mod list;
 pub mod run;
 pub mod run_file;
+pub mod sentry;
 pub mod sidecar;
 pub mod stop;
 
