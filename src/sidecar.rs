@@ -170,12 +170,13 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
 
     // Metrics exist before components so init failures are counted.
     let mut skipped = Vec::new();
-    let snapshot = Snapshot::build(1, resources, configuration, &ctx, |name, why| {
+    let metrics = Arc::new(tandem_proxy::Metrics::new(&options.app_id));
+    let snapshot = Snapshot::build(1, resources, configuration, &ctx, &metrics, |name, why| {
         skipped.push((name.to_string(), why.to_string()));
     })
     .await
     .map_err(|e| anyhow!("{e}"))?;
-    let runtime = Arc::new(Runtime::new(options, snapshot, app));
+    let runtime = Arc::new(Runtime::new(options, snapshot, app, metrics));
     for (name, _) in &skipped {
         runtime.metrics.component_init_failed(name, "init");
     }
@@ -253,12 +254,15 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
     if let Some(tracer) = tracer_from(&runtime)? {
         runtime.set_tracer(tracer);
     }
-    let invoker = Arc::new(tandem_proxy::Invoker::new(
-        resolver,
-        runtime.app_id().to_string(),
-        namespace,
-        tls.as_ref().map(|(c, _)| c.clone()),
-    ));
+    let invoker = Arc::new(
+        tandem_proxy::Invoker::new(
+            resolver,
+            runtime.app_id().to_string(),
+            namespace,
+            tls.as_ref().map(|(c, _)| c.clone()),
+        )
+        .with_metrics(runtime.metrics.clone()),
+    );
     runtime.set_invoker(invoker.clone());
     servers.push(tokio::spawn(tandem_proxy::invoke::serve_inbound(
         internal_listener,

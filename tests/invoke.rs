@@ -327,6 +327,40 @@ async fn app_resiliency_retries_times_out_and_breaks() {
         (200, "/ok 200"),
         "half-open, then closed"
     );
+
+    // Every activation was counted, under Dapr's metric name.
+    let m = shop.metrics_text();
+    let count = |parts: &[&str]| -> i64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("dapr_resiliency_activations_total{")
+                    || l.starts_with("tandem_resiliency_circuit_breaker_state{")
+            })
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {parts:?} in\n{m}"))
+    };
+    let app = "target=\"app_orders\"";
+    assert_eq!(
+        count(&["activations", app, "policy=\"retry\""]),
+        5,
+        "2 + 3 retries"
+    );
+    assert_eq!(count(&["activations", app, "policy=\"timeout\""]), 4);
+    for (status, n) in [("open", 2), ("half-open", 1), ("closed", 1)] {
+        // `open`: the trip, and the one call refused while open.
+        assert_eq!(
+            count(&[
+                "activations",
+                app,
+                "policy=\"circuitbreaker\"",
+                &format!("status=\"{status}\"")
+            ]),
+            n,
+            "{status}"
+        );
+    }
+    assert_eq!(count(&["breaker_state", app]), 0, "closed again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

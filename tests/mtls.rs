@@ -121,6 +121,34 @@ async fn sidecars_talk_over_mtls_and_refuse_strangers() {
     // And the legitimate caller still gets through.
     let r = shop.request("GET", "/v1.0/invoke/orders/method/again", b"");
     assert_eq!(r.status, 200);
+
+    // Handshakes are counted on both sides, refused ones apart.
+    let value = |text: &str, parts: &[&str]| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("tandem_mtls_handshakes_total{"))
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let served = orders.metrics_text();
+    assert!(
+        value(&served, &["side=\"server\"", "result=\"ok\""]) >= 1,
+        "{served}"
+    );
+    assert!(
+        value(&served, &["side=\"server\"", "result=\"failed\""]) >= 1,
+        "{served}"
+    );
+    let sent = shop.metrics_text();
+    assert!(
+        value(&sent, &["side=\"client\"", "result=\"ok\""]) >= 1,
+        "{sent}"
+    );
+    let refused = stranger.metrics_text();
+    assert!(
+        value(&refused, &["side=\"client\"", "result=\"failed\""]) >= 1,
+        "{refused}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

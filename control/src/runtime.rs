@@ -38,8 +38,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(options: SidecarOptions, snapshot: Snapshot, app: Option<Arc<AppChannel>>) -> Self {
-        let metrics = Arc::new(Metrics::new(&options.app_id));
+    /// `metrics`: made before the first snapshot, whose policies report
+    /// to it (`Snapshot::build`).
+    pub fn new(
+        options: SidecarOptions,
+        snapshot: Snapshot,
+        app: Option<Arc<AppChannel>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             options,
             snapshot: ArcSwap::from_pointee(snapshot),

@@ -59,20 +59,26 @@ impl Snapshot {
     }
 
     /// Builds a snapshot: initialises every component of `resources`.
+    /// Its resiliency policies report what they do to `metrics`.
     pub async fn build(
         generation: u64,
         resources: ResourceSet,
         configuration: Configuration,
         ctx: &LoadContext,
+        metrics: &Arc<tandem_proxy::Metrics>,
         on_skip: impl FnMut(&str, &str),
     ) -> Result<Self, InitError> {
-        let policies = tandem_proxy::resilience::Policies::from_resources(
+        let mut policies = tandem_proxy::resilience::Policies::from_resources(
             resources.resiliencies.iter().map(|r| &r.resource),
         )
         .map_err(|message| InitError {
             component: "(resiliency)".into(),
             message,
         })?;
+        let m = metrics.clone();
+        policies.observe(Arc::new(move |target, direction, what| {
+            m.resiliency(target, direction, what)
+        }));
         let live = components::init_all(&resources.components, ctx, &policies, on_skip).await?;
         Ok(Self {
             generation,

@@ -140,6 +140,7 @@ async fn stream_to(
 /// certificate must name the app being called), plaintext otherwise.
 struct PeerPool {
     tls: Option<tokio_rustls::TlsConnector>,
+    metrics: Option<Arc<crate::telemetry::Metrics>>,
     conns:
         tokio::sync::Mutex<std::collections::HashMap<(String, std::net::SocketAddr), SendRequest>>,
 }
@@ -208,10 +209,11 @@ impl PeerPool {
         let sender = match &self.tls {
             Some(tls) => {
                 let name = crate::identity::server_name(&peer.app_id, &peer.namespace)?;
-                let stream = tls
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("mTLS handshake: {e}"))?;
+                let stream = tls.connect(name, tcp).await;
+                if let Some(m) = &self.metrics {
+                    m.tls_handshake("client", stream.is_ok());
+                }
+                let stream = stream.map_err(|e| format!("mTLS handshake: {e}"))?;
                 let (sender, conn) = builder
                     .handshake(TokioIo::new(stream))
                     .await
@@ -265,6 +267,7 @@ impl Invoker {
         Self {
             peers: PeerPool {
                 tls: tls.map(tokio_rustls::TlsConnector::from),
+                metrics: None,
                 conns: Default::default(),
             },
             streams: h2_client(),
@@ -281,6 +284,12 @@ impl Invoker {
             app_id,
             namespace,
         }
+    }
+
+    /// Counts this invoker's mTLS handshakes in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> Self {
+        self.peers.metrics = Some(metrics);
+        self
     }
 
     /// Sends `req` (path relative to the service) to a service outside the
@@ -546,6 +555,7 @@ pub async fn serve_inbound(
                     tracer.clone(),
                     metrics.clone(),
                 );
+                let handshakes = metrics.clone();
                 tokio::spawn(async move {
                     let serve = |peer: Option<String>| {
                         let peer: Option<Arc<str>> = peer.map(Into::into);
@@ -568,6 +578,7 @@ pub async fn serve_inbound(
                         }
                         Some(acceptor) => match acceptor.accept(stream).await {
                             Ok(tls) => {
+                                handshakes.tls_handshake("server", true);
                                 let peer = tls
                                     .get_ref()
                                     .1
@@ -578,6 +589,7 @@ pub async fn serve_inbound(
                                 let _ = watcher.watch(conn).await;
                             }
                             Err(e) => {
+                                handshakes.tls_handshake("server", false);
                                 tracing::warn!(peer = %remote, error = %e, "mTLS handshake refused");
                             }
                         },

@@ -6,7 +6,7 @@
 
 use cel_interpreter::{Context, Program, Value};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tandem_config::{BackoffKind, CircuitBreakerPolicy, RetryPolicy};
 use tokio::time::Instant;
@@ -124,6 +124,41 @@ pub enum BreakerState {
     Closed,
     Open,
     HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half-open",
+        }
+    }
+}
+
+/// What a policy did to a call, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// A failed attempt is tried again.
+    Retry,
+    /// An attempt was cut off by the timeout.
+    Timeout,
+    /// The breaker refused a call (open, or half-open and full).
+    BreakerRejected,
+    /// The breaker moved to this state.
+    BreakerState(BreakerState),
+}
+
+/// Told of every activation: target (`app_<id>`, `component_<name>`),
+/// flow direction (`outbound`, `inbound`), and what happened.
+pub type Observer = Arc<dyn Fn(&str, &'static str, Activation) + Send + Sync>;
+
+/// A policy's place in metrics.
+#[derive(Clone)]
+pub struct Watch {
+    pub target: String,
+    pub direction: &'static str,
+    pub observer: Observer,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -315,9 +350,37 @@ pub struct Policy {
     pub retry: Option<Retry>,
     pub breaker: Option<CircuitBreaker>,
     pub budget: Option<RetryBudget>,
+    pub watch: Option<Watch>,
+    /// The breaker state last reported (0 closed, 1 half-open, 2 open).
+    reported: std::sync::atomic::AtomicU8,
 }
 
 impl Policy {
+    fn note(&self, what: Activation) {
+        if let Some(w) = &self.watch {
+            (w.observer)(&w.target, w.direction, what);
+        }
+    }
+
+    /// Reports the breaker's state if it moved since last reported (it
+    /// moves on its own from open to half-open, when its timeout ends).
+    fn track_breaker(&self) {
+        let Some(b) = &self.breaker else { return };
+        let now = b.state();
+        let code = match now {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        if self
+            .reported
+            .swap(code, std::sync::atomic::Ordering::Relaxed)
+            != code
+        {
+            self.note(Activation::BreakerState(now));
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.timeout.is_none() && self.retry.is_none() && self.breaker.is_none()
     }
@@ -354,9 +417,11 @@ impl Policy {
             budget.deposit();
         }
         loop {
+            self.track_breaker();
             if let Some(b) = &self.breaker
                 && !b.admit()
             {
+                self.note(Activation::BreakerRejected);
                 return Err(ResilienceError::BreakerOpen);
             }
             let result = match self.timeout {
@@ -371,16 +436,21 @@ impl Policy {
                 Err(ResilienceError::Inner(e)) => Some(classify(e)),
                 Err(_) => Some(FailureKind::Transient),
             };
+            if matches!(result, Err(ResilienceError::Timeout(_))) {
+                self.note(Activation::Timeout);
+            }
             if let Some(b) = &self.breaker
                 && kind != Some(FailureKind::Permanent)
             {
                 b.record(kind.is_none());
+                self.track_breaker();
             }
             match (kind, &self.retry) {
                 (Some(FailureKind::Transient), Some(retry))
                     if retry.max_retries.is_none_or(|m| u64::from(attempt) < m)
                         && self.budget.as_ref().is_none_or(|b| b.withdraw()) =>
                 {
+                    self.note(Activation::Retry);
                     tokio::time::sleep(retry.delay(attempt)).await;
                     attempt += 1;
                 }
@@ -586,6 +656,7 @@ pub struct Policies {
     breakers: std::collections::BTreeMap<String, CircuitBreakerPolicy>,
     components: std::collections::BTreeMap<String, tandem_config::ComponentTargetPolicy>,
     apps: std::collections::BTreeMap<String, tandem_config::TargetPolicy>,
+    observer: Option<Observer>,
 }
 
 impl Policies {
@@ -609,6 +680,11 @@ impl Policies {
             p.apps.extend(spec.targets.apps.clone());
         }
         Ok(p)
+    }
+
+    /// Every policy built from now on reports its activations to `observer`.
+    pub fn observe(&mut self, observer: Observer) {
+        self.observer = Some(observer);
     }
 
     /// The outbound policy (sidecar → component) of component `name` of
@@ -637,6 +713,7 @@ impl Policies {
             ]
         };
         let mut policy = self.build_policy(app_id, self.apps.get(app_id), defaults);
+        policy.watch = self.watch(format!("app_{app_id}"), "outbound");
         if policy.retry.is_some() {
             // Retries may add a fifth to the calls, plus ten a second.
             policy.budget = Some(RetryBudget::new(0.2, 10.0));
@@ -659,7 +736,24 @@ impl Policies {
                 format!("Default{what}Policy"),
             ]
         };
-        self.build_policy(name, explicit, defaults)
+        let mut policy = self.build_policy(name, explicit, defaults);
+        policy.watch = self.watch(
+            format!("component_{name}"),
+            if direction == "Inbound" {
+                "inbound"
+            } else {
+                "outbound"
+            },
+        );
+        policy
+    }
+
+    fn watch(&self, target: String, direction: &'static str) -> Option<Watch> {
+        self.observer.clone().map(|observer| Watch {
+            target,
+            direction,
+            observer,
+        })
     }
 
     fn build_policy(
@@ -700,6 +794,8 @@ impl Policies {
             retry,
             breaker,
             budget: None,
+            watch: None,
+            reported: Default::default(),
         }
     }
 }

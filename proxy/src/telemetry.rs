@@ -3,7 +3,7 @@
 //! (several sidecars can live in one `tandem run -f` process).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ pub struct Metrics {
     invoke_latency: HistogramVec,
     served_received: IntCounterVec,
     served_sent: IntCounterVec,
+    resiliency: IntCounterVec,
+    breaker_state: IntGaugeVec,
+    tls_handshakes: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,9 +110,62 @@ impl Metrics {
                 "Answers to invocations from other apps' sidecars",
                 &["app_id", "src_app_id", "type", "status"],
             ),
+            resiliency: counter(
+                "dapr_resiliency_activations_total",
+                "Times a resiliency policy acted: a retry, a timeout, a call refused by an open circuit breaker, a breaker changing state",
+                &["app_id", "flow_direction", "target", "policy", "status"],
+            ),
+            breaker_state: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "tandem_resiliency_circuit_breaker_state",
+                        "Circuit breaker state per target: 0 closed, 1 half-open, 2 open",
+                    ),
+                    &["app_id", "flow_direction", "target"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            tls_handshakes: counter(
+                "tandem_mtls_handshakes_total",
+                "mTLS handshakes between sidecars, by side (client, server) and result (ok, failed)",
+                &["app_id", "side", "result"],
+            ),
             registry,
             app_id: app_id.to_string(),
         }
+    }
+
+    /// What a resiliency policy did (`crate::resilience::Observer`).
+    pub fn resiliency(&self, target: &str, direction: &str, what: crate::resilience::Activation) {
+        use crate::resilience::{Activation, BreakerState};
+        let (policy, status) = match what {
+            Activation::Retry => ("retry", ""),
+            Activation::Timeout => ("timeout", ""),
+            Activation::BreakerRejected => ("circuitbreaker", "open"),
+            Activation::BreakerState(state) => {
+                self.breaker_state
+                    .with_label_values(&[self.app_id.as_str(), direction, target])
+                    .set(match state {
+                        BreakerState::Closed => 0,
+                        BreakerState::HalfOpen => 1,
+                        BreakerState::Open => 2,
+                    });
+                ("circuitbreaker", state.as_str())
+            }
+        };
+        self.resiliency
+            .with_label_values(&[self.app_id.as_str(), direction, target, policy, status])
+            .inc();
+    }
+
+    pub fn tls_handshake(&self, side: &str, ok: bool) {
+        self.tls_handshakes
+            .with_label_values(&[self.app_id.as_str(), side, if ok { "ok" } else { "failed" }])
+            .inc();
     }
 
     /// One invocation served for `src` (another app's sidecar) and the
