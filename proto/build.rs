@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::path::PathBuf::from("proto/dapr/proto/runtime/v1/appcallback.proto"),
                 std::path::PathBuf::from("proto/dapr/proto/runtime/v1/dapr.proto"),
                 std::path::PathBuf::from("proto/dapr/proto/sentry/v1/sentry.proto"),
+                std::path::PathBuf::from("proto/otlp/trace.proto"),
             ],
             &[std::path::PathBuf::from("proto"), wkt],
         )?;

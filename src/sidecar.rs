@@ -305,37 +305,41 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
 /// and the sampling rate; `OTEL_EXPORTER_OTLP_ENDPOINT` stands in for a
 /// missing `otel.endpointAddress`. Other exporters are reported, not used.
 fn tracer_from(rt: &Runtime) -> Result<Option<Arc<tandem_proxy::trace::Tracer>>> {
+    use tandem_proxy::trace::{Sink, Tracer};
     let snap = rt.snapshot();
     let Some(t) = snap.configuration.spec.tracing.as_ref() else {
         return Ok(None);
     };
     let rate = t.sampling_rate.clone().unwrap_or_else(|| "1".into());
-    let env_endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
-    let (endpoint, secure, protocol) = match &t.otel {
-        Some(o) if !o.endpoint_address.is_empty() => (
-            o.endpoint_address.clone(),
+    // Configuration first (otel, then zipkin), then the OTel environment.
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let sink = match (&t.otel, &t.zipkin) {
+        (Some(o), _) if !o.endpoint_address.is_empty() => Sink::otlp(
+            &o.endpoint_address,
             o.is_secure.unwrap_or(false),
-            o.protocol.clone().unwrap_or_else(|| "grpc".into()),
+            o.protocol.as_deref().unwrap_or("grpc"),
         ),
-        _ => match env_endpoint {
-            Some(e) => (e, false, "http".into()),
-            None => {
-                if t.zipkin.is_some() {
-                    tracing::warn!(
-                        "tracing.zipkin is not supported yet; use tracing.otel with protocol: http"
-                    );
-                }
-                return Ok(None);
+        (_, Some(z)) if !z.endpoint_address.is_empty() => Sink::zipkin(&z.endpoint_address),
+        _ => match env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        {
+            Some(e) => {
+                let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                    .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+                    .unwrap_or_else(|| "http/protobuf".into());
+                let insecure = env("OTEL_EXPORTER_OTLP_INSECURE").is_some_and(|v| v == "true");
+                Sink::otlp(
+                    &e,
+                    !insecure && e.starts_with("https://"),
+                    if protocol == "grpc" { "grpc" } else { "http" },
+                )
             }
+            None => return Ok(None),
         },
-    };
-    if protocol != "http" {
-        tracing::warn!(protocol = %protocol, "tracing.otel: only protocol http (OTLP/HTTP) is supported yet; spans are not exported");
-        return Ok(None);
     }
-    let tracer = tandem_proxy::trace::Tracer::otlp_http(rt.app_id(), &rate, &endpoint, secure)
-        .map_err(|e| anyhow!("{e}"))?;
-    tracing::info!(collector = %endpoint, sampling_rate = %rate, "tracing to an OTLP/HTTP collector");
+    .map_err(|e| anyhow!("Configuration: {e}"))?;
+    let tracer = Tracer::new(rt.app_id(), &rate, sink.clone()).map_err(|e| anyhow!("{e}"))?;
+    tracing::info!(sink = ?sink, sampling_rate = %rate, "tracing");
     Ok(Some(tracer))
 }
 

@@ -1,7 +1,8 @@
-//! Tracing through two sidecars to a real OTLP/HTTP receiver (this test's
-//! own): the caller's trace context is continued, the caller's sidecar
-//! records a CLIENT span, the callee's a SERVER span under it, and the app
-//! sees that SERVER span as its parent.
+//! Tracing through two sidecars to real receivers of the test's own — an
+//! OTLP/HTTP (JSON) collector, an OTLP/gRPC collector and a Zipkin v2 one:
+//! the caller's trace context is continued, the caller's sidecar records a
+//! CLIENT span, the callee's a SERVER span under it, and the app sees that
+//! SERVER span as its parent.
 
 mod common;
 
@@ -11,10 +12,26 @@ use http_body_util::{BodyExt, Full};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-type Spans = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
+/// A span as any of the receivers got it.
+#[derive(Clone, Debug, Default)]
+struct Got {
+    service: String,
+    kind: String,
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+    ok: bool,
+}
 
-/// Collects every span it is sent, with the service that sent it.
-async fn otlp_receiver(spans: Spans) -> u16 {
+type Spans = Arc<Mutex<Vec<Got>>>;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An OTLP/HTTP (JSON) collector.
+async fn otlp_http_receiver(spans: Spans) -> u16 {
     common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
         let spans = spans.clone();
         async move {
@@ -28,7 +45,16 @@ async fn otlp_receiver(spans: Spans) -> u16 {
                     .to_string();
                 for ss in rs["scopeSpans"].as_array().unwrap() {
                     for s in ss["spans"].as_array().unwrap() {
-                        spans.lock().unwrap().push((service.clone(), s.clone()));
+                        let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+                        spans.lock().unwrap().push(Got {
+                            service: service.clone(),
+                            kind: if s["kind"] == 2 { "SERVER" } else { "CLIENT" }.into(),
+                            trace: text("traceId"),
+                            id: text("spanId"),
+                            parent: text("parentSpanId"),
+                            name: text("name"),
+                            ok: s["status"]["code"] == 1,
+                        });
                     }
                 }
             }
@@ -36,6 +62,89 @@ async fn otlp_receiver(spans: Spans) -> u16 {
         }
     })
     .await
+}
+
+/// A Zipkin v2 collector.
+async fn zipkin_receiver(spans: Spans) -> u16 {
+    common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let spans = spans.clone();
+        async move {
+            assert_eq!(req.uri().path(), "/api/v2/spans");
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            for s in v.as_array().unwrap() {
+                let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+                assert!(
+                    s["timestamp"].as_u64().unwrap() > 0 && s["duration"].as_u64().unwrap() > 0
+                );
+                spans.lock().unwrap().push(Got {
+                    service: s["localEndpoint"]["serviceName"].as_str().unwrap().into(),
+                    kind: text("kind"),
+                    trace: text("traceId"),
+                    id: text("id"),
+                    parent: text("parentId"),
+                    name: text("name"),
+                    ok: s["tags"].get("error").is_none(),
+                });
+            }
+            hyper::Response::builder()
+                .status(202)
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+/// An OTLP/gRPC collector.
+async fn otlp_grpc_receiver(spans: Spans) -> u16 {
+    use tandem_proto::otlp as o;
+    struct Collector(Spans);
+    #[tonic::async_trait]
+    impl o::trace_service_server::TraceService for Collector {
+        async fn export(
+            &self,
+            req: tonic::Request<o::ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<o::ExportTraceServiceResponse>, tonic::Status> {
+            for rs in req.into_inner().resource_spans {
+                let service = match rs.resource.unwrap().attributes[0]
+                    .value
+                    .clone()
+                    .unwrap()
+                    .value
+                {
+                    Some(o::any_value::Value::StringValue(s)) => s,
+                    other => panic!("service.name: {other:?}"),
+                };
+                for ss in rs.scope_spans {
+                    for s in ss.spans {
+                        self.0.lock().unwrap().push(Got {
+                            service: service.clone(),
+                            kind: if s.kind == 2 { "SERVER" } else { "CLIENT" }.into(),
+                            trace: hex(&s.trace_id),
+                            id: hex(&s.span_id),
+                            parent: hex(&s.parent_span_id),
+                            name: s.name,
+                            ok: s.status.is_some_and(|st| st.code == 1),
+                        });
+                    }
+                }
+            }
+            Ok(tonic::Response::new(
+                o::ExportTraceServiceResponse::default(),
+            ))
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(o::trace_service_server::TraceServiceServer::new(Collector(
+                spans,
+            )))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    port
 }
 
 /// Answers with the `traceparent` it was given.
@@ -51,15 +160,14 @@ async fn app() -> u16 {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_two_hop_call_is_one_trace() {
-    let spans = Spans::default();
-    let collector = otlp_receiver(spans.clone()).await;
+/// One call through two sidecars whose Configuration has `tracing`
+/// (`sink`: its exporter part); the spans `spans` got are checked.
+async fn two_hop_call_is_one_trace(sink: &str, spans: Spans) {
     let home = TempDir::new("tracing-home");
     let config = home.write(
         "tracing.yaml",
         &format!(
-            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{collector}\n      isSecure: false\n      protocol: http\n"
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n{sink}"
         ),
     );
     let h = home.path().to_str().unwrap();
@@ -110,31 +218,78 @@ async fn a_two_hop_call_is_one_trace() {
     let find = |service: &str| {
         spans
             .iter()
-            .find(|(s, _)| s == service)
-            .map(|(_, span)| span.clone())
+            .find(|g| g.service == service)
+            .cloned()
             .unwrap_or_else(|| panic!("no span from {service}: {spans:?}"))
     };
     let (client, server) = (find("shop"), find("orders"));
-    assert_eq!(client["kind"], 3, "CLIENT");
-    assert_eq!(server["kind"], 2, "SERVER");
-    assert_eq!(client["traceId"], trace);
-    assert_eq!(server["traceId"], trace);
+    assert_eq!(client.kind, "CLIENT");
+    assert_eq!(server.kind, "SERVER");
+    assert_eq!(client.trace, trace);
+    assert_eq!(server.trace, trace);
+    assert_eq!(client.parent, caller_span, "under the caller's span");
     assert_eq!(
-        client["parentSpanId"], caller_span,
-        "under the caller's span"
-    );
-    assert_eq!(
-        server["parentSpanId"], client["spanId"],
+        server.parent, client.id,
         "the server span is the client span's child"
     );
     let app_parent = seen_by_app.split('-').nth(2).unwrap();
-    assert_eq!(
-        server["spanId"], app_parent,
-        "the app's parent is the server span"
+    assert_eq!(server.id, app_parent, "the app's parent is the server span");
+    assert!(client.name.contains("orders"), "{client:?}");
+    assert!(client.ok && server.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_hop_call_is_one_trace_over_otlp_http() {
+    let spans = Spans::default();
+    let port = otlp_http_receiver(spans.clone()).await;
+    let sink = format!(
+        "    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n      protocol: http\n"
     );
-    assert!(
-        client["name"].as_str().unwrap().contains("orders"),
-        "{client}"
-    );
-    assert_eq!(client["status"]["code"], 1);
+    two_hop_call_is_one_trace(&sink, spans).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_hop_call_is_one_trace_over_otlp_grpc() {
+    let spans = Spans::default();
+    let port = otlp_grpc_receiver(spans.clone()).await;
+    // gRPC is the default protocol, as in Dapr.
+    let sink =
+        format!("    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n");
+    two_hop_call_is_one_trace(&sink, spans).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_hop_call_is_one_trace_in_zipkin() {
+    let spans = Spans::default();
+    let port = zipkin_receiver(spans.clone()).await;
+    let sink =
+        format!("    zipkin:\n      endpointAddress: http://127.0.0.1:{port}/api/v2/spans\n");
+    two_hop_call_is_one_trace(&sink, spans).await;
+}
+
+#[test]
+fn a_bad_tracing_configuration_is_refused_at_start() {
+    let home = TempDir::new("tracing-bad");
+    for (sink, says) in [
+        (
+            "    otel:\n      endpointAddress: 127.0.0.1:4317\n      protocol: carrier-pigeon\n",
+            "protocol `carrier-pigeon`",
+        ),
+        (
+            "    zipkin:\n      endpointAddress: localhost:9411\n",
+            "must be an http:// URL",
+        ),
+    ] {
+        let config = home.write(
+            "bad.yaml",
+            &format!("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n{sink}"),
+        );
+        let (status, log) = sidecar()
+            .app_id("bad")
+            .env("TANDEM_HOME", home.path().to_str().unwrap())
+            .args(["--config", config.to_str().unwrap()])
+            .start_failing();
+        assert!(!status.success());
+        assert!(log.contains(says), "{log}");
+    }
 }

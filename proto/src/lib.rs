@@ -21,3 +21,8 @@ pub mod sentry {
         tonic::include_proto!("dapr.proto.sentry.v1");
     }
 }
+
+/// OTLP trace export (our own subset of the protocol).
+pub mod otlp {
+    tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
+}

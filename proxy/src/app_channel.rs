@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
@@ -30,6 +30,11 @@ pub struct AppChannelConfig {
 pub enum AppChannelError {
     #[error("app channel: cannot reach the app at {address}: {reason}")]
     Unreachable { address: String, reason: String },
+    /// The request was (perhaps partly) sent: the app may have acted on it.
+    #[error("app channel: the call to the app at {address} failed: {reason}")]
+    Interrupted { address: String, reason: String },
+    #[error("app channel: the request body could not be read: {0}")]
+    Body(String),
     #[error("app channel: the app answered {status} to {what}")]
     Status { what: String, status: u16 },
     #[error("app channel: the app's answer to {what} is not valid: {reason}")]
@@ -41,7 +46,7 @@ pub enum AppChannelError {
 enum Transport {
     Http {
         // Boxed: the hyper client is several times the size of a channel.
-        client: Box<Client<HttpConnector, Full<Bytes>>>,
+        client: Box<Client<HttpConnector, crate::invoke::ProxyBody>>,
         base: String,
     },
     Grpc {
@@ -135,12 +140,18 @@ impl AppChannel {
     /// app over HTTP or h2c. The path in `req` is relative to the app's base
     /// address. Held to `--app-max-concurrency`: the slot is released when
     /// the response body is finished or dropped, not at the headers.
-    pub async fn send_http(
+    pub async fn send_http<B>(
         &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<LimitedBody>, AppChannelError> {
+        req: Request<B>,
+    ) -> Result<Response<LimitedBody>, AppChannelError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<crate::invoke::BoxError>,
+    {
         let permit = self.permit().await;
-        let resp = self.send_http_unlimited(req).await?;
+        let resp = self
+            .send_http_unlimited(req.map(crate::invoke::boxed))
+            .await?;
         Ok(resp.map(|inner| LimitedBody {
             inner,
             _permit: permit,
@@ -151,7 +162,7 @@ impl AppChannel {
     /// (init endpoints, health probes), which must not queue behind app work.
     async fn send_http_unlimited(
         &self,
-        mut req: Request<Full<Bytes>>,
+        mut req: Request<crate::invoke::ProxyBody>,
     ) -> Result<Response<hyper::body::Incoming>, AppChannelError> {
         let Transport::Http { client, base } = &self.transport else {
             return Err(AppChannelError::Unsupported(
@@ -175,23 +186,28 @@ impl AppChannel {
         {
             req.headers_mut().insert("dapr-api-token", v);
         }
-        client
-            .request(req)
-            .await
-            .map_err(|e| AppChannelError::Unreachable {
-                address: self.address(),
-                reason: error_chain(&e),
-            })
+        client.request(req).await.map_err(|e| {
+            let (address, reason) = (self.address(), error_chain(&e));
+            if e.is_connect() {
+                AppChannelError::Unreachable { address, reason }
+            } else {
+                AppChannelError::Interrupted { address, reason }
+            }
+        })
     }
 
     /// An invocation of the app: HTTP apps get the request as it is; gRPC
     /// apps get `AppCallback/OnInvoke`, and its answer comes back as HTTP
     /// (gRPC status → HTTP status as Dapr maps it). The response body is
     /// streamed from the app.
-    pub async fn invoke(
+    pub async fn invoke<B>(
         &self,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<crate::invoke::ProxyBody>, AppChannelError> {
+        req: Request<B>,
+    ) -> Result<Response<crate::invoke::ProxyBody>, AppChannelError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<crate::invoke::BoxError>,
+    {
         if let Transport::Grpc { channel } = &self.transport {
             return self.invoke_grpc(channel.clone(), req).await;
         }
@@ -200,18 +216,23 @@ impl AppChannel {
         Ok(resp.map(crate::invoke::boxed))
     }
 
-    async fn invoke_grpc(
+    async fn invoke_grpc<B>(
         &self,
         channel: Channel,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Response<crate::invoke::ProxyBody>, AppChannelError> {
+        req: Request<B>,
+    ) -> Result<Response<crate::invoke::ProxyBody>, AppChannelError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<crate::invoke::BoxError>,
+    {
         use tandem_proto::common::v1 as common;
         let (parts, body) = req.into_parts();
+        // A gRPC app takes the whole body in one message.
         let body = body
             .collect()
             .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+            .map_err(|e| AppChannelError::Body(error_chain(&*e.into())))?
+            .to_bytes();
         let verb = match parts.method {
             Method::GET => common::http_extension::Verb::Get,
             Method::HEAD => common::http_extension::Verb::Head,
@@ -290,7 +311,7 @@ impl AppChannel {
             .method(Method::GET)
             .uri(path)
             .header("dapr-app-id", &self.config.app_id)
-            .body(Full::new(Bytes::new()))
+            .body(crate::invoke::full(Bytes::new()))
             .expect("static request parts are valid");
         let resp = tokio::time::timeout(Duration::from_secs(10), self.send_http_unlimited(req))
             .await
@@ -388,7 +409,7 @@ impl AppChannel {
                     let req = Request::builder()
                         .method(Method::GET)
                         .uri(path)
-                        .body(Full::new(Bytes::new()))
+                        .body(crate::invoke::full(Bytes::new()))
                         .expect("static request parts are valid");
                     match self.send_http_unlimited(req).await {
                         Ok(resp) => resp.status().is_success(),

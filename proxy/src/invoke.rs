@@ -51,8 +51,17 @@ pub enum InvokeError {
     NotFound(String),
     #[error("failed to resolve address for '{app}': {reason}")]
     Resolve { app: String, reason: String },
+    /// Nothing was sent: the peer could not be reached.
     #[error("cannot reach the sidecar of {app} at {address}: {reason}")]
     PeerUnreachable {
+        app: String,
+        address: String,
+        reason: String,
+    },
+    /// The request was (perhaps partly) sent, then the exchange failed: the
+    /// app may have acted on it.
+    #[error("the call to the sidecar of {app} at {address} failed: {reason}")]
+    PeerFailed {
         app: String,
         address: String,
         reason: String,
@@ -69,6 +78,19 @@ pub enum InvokeError {
         "app {0} does not speak gRPC (--app-protocol grpc): a gRPC call cannot be proxied to it"
     )]
     NotGrpc(String),
+}
+
+impl InvokeError {
+    /// Whether the target may have received (and acted on) the request:
+    /// such a request is not sent again unless it is idempotent.
+    pub fn may_have_reached_target(&self) -> bool {
+        matches!(
+            self,
+            InvokeError::PeerFailed { .. }
+                | InvokeError::External { .. }
+                | InvokeError::App(AppChannelError::Interrupted { .. })
+        )
+    }
 }
 
 /// Connection-level headers that must not be forwarded (RFC 9110 §7.6.1).
@@ -147,6 +169,13 @@ struct PeerPool {
 
 type SendRequest = hyper::client::conn::http2::SendRequest<ProxyBody>;
 
+enum SendFailure {
+    /// Nothing went out; the request is handed back.
+    NotSent(Box<Request<ProxyBody>>, String),
+    /// It went out, at least in part.
+    Failed(String),
+}
+
 impl PeerPool {
     /// A ready connection to `peer` (the pooled one, or a new one). Nothing
     /// has been sent when this fails, so the caller may try elsewhere.
@@ -174,26 +203,32 @@ impl PeerPool {
         Ok(sender)
     }
 
+    /// Sends `req` on `sender`. When it fails before anything was sent,
+    /// the request comes back so it can go elsewhere.
     async fn send(
         &self,
         mut sender: SendRequest,
         peer: &Peer,
         mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, String> {
+    ) -> Result<Response<Incoming>, SendFailure> {
         let path = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        *req.uri_mut() = format!("{scheme}://{}{path}", peer.address)
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        match format!("{scheme}://{}{path}", peer.address).parse() {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => return Err(SendFailure::Failed(format!("{e}"))),
+        }
         *req.version_mut() = http::Version::HTTP_2;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| crate::app_channel::error_chain(&e))
+        sender.try_send_request(req).await.map_err(|mut e| {
+            let reason = crate::app_channel::error_chain(e.error());
+            match e.take_message() {
+                Some(req) => SendFailure::NotSent(Box::new(req), reason),
+                None => SendFailure::Failed(reason),
+            }
+        })
     }
 
     async fn connect(&self, peer: &Peer) -> Result<SendRequest, String> {
@@ -248,7 +283,7 @@ pub struct Invoker {
     balancer: crate::balance::Balancer,
     /// HTTP/1 and HTTP/2 to services outside the mesh (full URLs,
     /// HTTPEndpoints).
-    outside: Client<HttpConnector, Full<Bytes>>,
+    outside: Client<HttpConnector, ProxyBody>,
     streams: StreamClient,
     resolver: Arc<Resolver>,
     app_id: String,
@@ -297,7 +332,7 @@ impl Invoker {
     pub async fn external(
         &self,
         base: &str,
-        mut req: Request<Full<Bytes>>,
+        mut req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
         if base.starts_with("https://") {
             return Err(InvokeError::External {
@@ -415,10 +450,17 @@ impl Invoker {
             .peers
             .send(sender, &peer, req)
             .await
-            .map_err(|reason| InvokeError::PeerUnreachable {
-                app: target.into(),
-                address: peer.address.to_string(),
-                reason,
+            .map_err(|f| match f {
+                SendFailure::NotSent(_, reason) => InvokeError::PeerUnreachable {
+                    app: target.into(),
+                    address: peer.address.to_string(),
+                    reason,
+                },
+                SendFailure::Failed(reason) => InvokeError::PeerFailed {
+                    app: target.into(),
+                    address: peer.address.to_string(),
+                    reason,
+                },
             })?;
         in_flight.done();
         Ok(resp.map(boxed))
@@ -454,55 +496,67 @@ impl Invoker {
     }
 
     /// Sends `req` (path relative to the target app) to app `target`
-    /// (`id` or `id.namespace`) through its sidecar.
+    /// (`id` or `id.namespace`) through its sidecar, its body streamed.
+    /// When the connection fails before the request went out (a peer that
+    /// just died, say), the resolver is asked again and the request goes
+    /// once more, as Dapr does for an unavailable peer; once it went out,
+    /// the failure is the caller's to judge (`PeerFailed`).
     pub async fn remote(
         &self,
         target: &str,
-        mut req: Request<Full<Bytes>>,
+        mut req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
         strip_hop_by_hop(req.headers_mut());
-        let (parts, body) = req.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let copy = |headers: &HeaderMap| {
-            let mut r = Request::new(full(body.clone()));
-            *r.method_mut() = parts.method.clone();
-            *r.uri_mut() = parts.uri.clone();
-            *r.headers_mut() = headers.clone();
-            r
-        };
-        let mut headers = parts.headers.clone();
         let mut tried_again = false;
         loop {
-            let (peer, sender) = self.reach(target, &mut headers).await?;
+            let (peer, sender) = self.reach(target, req.headers_mut()).await?;
             let in_flight = self.balancer.start(peer.address);
-            match self.peers.send(sender, &peer, copy(&headers)).await {
+            let failed = |reason| InvokeError::PeerFailed {
+                app: target.into(),
+                address: peer.address.to_string(),
+                reason,
+            };
+            match self.peers.send(sender, &peer, req).await {
                 Ok(resp) => {
                     in_flight.done();
                     return Ok(resp.map(boxed));
                 }
-                // The connection broke under the request (a peer that just
-                // died, say): as Dapr does for an unavailable peer, forget
-                // what the resolver said and try once more.
-                Err(reason) if !tried_again => {
-                    tracing::debug!(peer = %peer.address, error = %reason, "peer connection failed; resolving again");
+                Err(SendFailure::NotSent(back, reason)) if !tried_again => {
+                    tracing::debug!(peer = %peer.address, error = %reason, "peer connection failed before sending; resolving again");
                     let (app, ns) = self.split(target);
                     self.resolver.forget(app, ns);
                     tried_again = true;
+                    req = *back;
                 }
-                Err(reason) => {
+                Err(SendFailure::NotSent(_, reason)) => {
                     return Err(InvokeError::PeerUnreachable {
                         app: target.into(),
                         address: peer.address.to_string(),
                         reason,
                     });
                 }
+                Err(SendFailure::Failed(reason)) => return Err(failed(reason)),
             }
         }
     }
+}
+
+/// `body` cut off after `max` bytes, and a flag that says it was: a
+/// request body is streamed, so its size is known only once it is read.
+pub fn limited<B>(body: B, max: u64) -> (ProxyBody, Arc<std::sync::atomic::AtomicBool>)
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = flag.clone();
+    let body = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).map_err(move |e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        e
+    });
+    (boxed(body), flag)
 }
 
 fn header_value(v: &str) -> HeaderValue {
@@ -779,19 +833,8 @@ async fn serve_one(
         return inbound_grpc(app_id, app, invoker, req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let body = match Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "ERR_BODY_TOO_LARGE",
-                &format!("the request body could not be read: {e}"),
-            );
-        }
-    };
+    // Streamed to the app as it arrives, cut off past `max_body`.
+    let (body, too_large) = limited(body, max_body);
     let h = &mut parts.headers;
     let caller = h.remove(CALLER);
     let caller_ns = h.remove(CALLER_NAMESPACE);
@@ -807,7 +850,7 @@ async fn serve_one(
         header_value(app_id),
     );
     parts.version = http::Version::HTTP_11;
-    let req = Request::from_parts(parts, Full::new(body));
+    let req = Request::from_parts(parts, body);
     match app {
         None => error_response(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -816,6 +859,11 @@ async fn serve_one(
         ),
         Some(app) => match app.invoke(req).await {
             Ok(resp) => resp,
+            Err(_) if too_large.load(std::sync::atomic::Ordering::Relaxed) => error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "ERR_BODY_TOO_LARGE",
+                &format!("the request body is larger than {max_body} bytes"),
+            ),
             Err(e) => error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ERR_DIRECT_INVOKE",

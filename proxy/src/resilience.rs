@@ -19,6 +19,9 @@ pub enum FailureKind {
     /// Final: the answer would not change (bad input, ETag mismatch, …).
     /// Does not count against the breaker.
     Permanent,
+    /// A failure of the target (counts against the breaker) that must not
+    /// be tried again: a non-idempotent request that may have reached it.
+    Unrepeatable,
 }
 
 /// Errors the engine adds around an operation's own errors.
@@ -342,6 +345,26 @@ impl RetryBudget {
     }
 }
 
+/// What `Policy::run_with` may try again.
+#[derive(Clone, Copy, Debug)]
+pub struct Retries {
+    /// Whether the operation can be repeated at all (a streamed request
+    /// body cannot).
+    pub allowed: bool,
+    /// Whether an attempt cut off by the timeout may be repeated (not for
+    /// a non-idempotent request the target may be working on).
+    pub after_timeout: bool,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            allowed: true,
+            after_timeout: true,
+        }
+    }
+}
+
 /// The policy for one target: any of timeout, retry and breaker, and for
 /// invoked apps a retry budget.
 #[derive(Default)]
@@ -405,8 +428,22 @@ impl Policy {
     /// worth a retry; timeouts always are.
     pub async fn run<T, E, F, Fut>(
         &self,
+        op: F,
+        classify: impl Fn(&E) -> FailureKind,
+    ) -> Result<T, ResilienceError<E>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.run_with(op, classify, Retries::default()).await
+    }
+
+    /// `run`, with limits on what may be tried again.
+    pub async fn run_with<T, E, F, Fut>(
+        &self,
         mut op: F,
         classify: impl Fn(&E) -> FailureKind,
+        retries: Retries,
     ) -> Result<T, ResilienceError<E>>
     where
         F: FnMut() -> Fut,
@@ -434,7 +471,8 @@ impl Policy {
             let kind = match &result {
                 Ok(_) => None,
                 Err(ResilienceError::Inner(e)) => Some(classify(e)),
-                Err(_) => Some(FailureKind::Transient),
+                Err(_) if retries.after_timeout => Some(FailureKind::Transient),
+                Err(_) => Some(FailureKind::Unrepeatable),
             };
             if matches!(result, Err(ResilienceError::Timeout(_))) {
                 self.note(Activation::Timeout);
@@ -447,7 +485,8 @@ impl Policy {
             }
             match (kind, &self.retry) {
                 (Some(FailureKind::Transient), Some(retry))
-                    if retry.max_retries.is_none_or(|m| u64::from(attempt) < m)
+                    if retries.allowed
+                        && retry.max_retries.is_none_or(|m| u64::from(attempt) < m)
                         && self.budget.as_ref().is_none_or(|b| b.withdraw()) =>
                 {
                     self.note(Activation::Retry);
@@ -567,6 +606,65 @@ mod tests {
             )
             .await;
         assert_eq!(r.unwrap(), 2, "succeeds on the third try");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unrepeatable_failures_count_against_the_breaker_but_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let p = Policy {
+            retry: Some(retry(5)),
+            timeout: Some(Duration::from_millis(50)),
+            breaker: Some(
+                CircuitBreaker::from_spec(
+                    "cb",
+                    &CircuitBreakerPolicy {
+                        trip: Some("consecutiveFailures >= 2".into()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap(),
+            ),
+            ..Default::default()
+        };
+        let failing = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>("reset after sending")
+        };
+        let r = p.run(failing, |_| FailureKind::Unrepeatable).await;
+        assert!(matches!(r, Err(ResilienceError::Inner(_))));
+        assert_eq!(calls.swap(0, Ordering::SeqCst), 1, "not repeated");
+        // A timeout is not repeated when told so.
+        let no_timeout_retry = Retries {
+            allowed: true,
+            after_timeout: false,
+        };
+        let slow = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<(), &str>(())
+        };
+        let r = p
+            .run_with(slow, |_| FailureKind::Transient, no_timeout_retry)
+            .await;
+        assert!(matches!(r, Err(ResilienceError::Timeout(_))));
+        assert_eq!(calls.swap(0, Ordering::SeqCst), 1);
+        assert_eq!(
+            p.breaker.as_ref().unwrap().state(),
+            BreakerState::Open,
+            "both counted"
+        );
+        // Nothing is repeated when repeating is not allowed at all.
+        let q = Policy {
+            retry: Some(retry(5)),
+            ..Default::default()
+        };
+        let once = Retries {
+            allowed: false,
+            after_timeout: false,
+        };
+        let r = q.run_with(failing, |_| FailureKind::Transient, once).await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,8 +1,9 @@
 //! Distributed tracing: W3C trace context (`traceparent`) carried through
 //! every hop, a span per hop (CLIENT on the caller's sidecar, SERVER on the
-//! callee's), and an exporter that sends finished spans to an OpenTelemetry
-//! collector over OTLP/HTTP (JSON encoding, `POST <endpoint>/v1/traces`),
-//! batched off the request path. Sampling follows Configuration
+//! callee's), and an exporter that sends finished spans, batched off the
+//! request path, to an OpenTelemetry collector over OTLP/HTTP (JSON,
+//! `POST <endpoint>/v1/traces`) or OTLP/gRPC (`TraceService/Export`), or to
+//! Zipkin (v2 JSON, `POST <endpoint>` such as `…/api/v2/spans`). Sampling follows Configuration
 //! `tracing.samplingRate` (`"1"` all, `"0"` none); an unsampled call still
 //! carries its context, with the sampled flag off.
 
@@ -112,6 +113,64 @@ impl Span {
     }
 }
 
+/// Where finished spans are exported.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sink {
+    /// OTLP over HTTP with JSON: the full `…/v1/traces` URL.
+    OtlpHttp(String),
+    /// OTLP over gRPC: `http://host:port` of the collector.
+    OtlpGrpc(String),
+    /// Zipkin's v2 JSON API: the full URL (`…/api/v2/spans`).
+    Zipkin(String),
+}
+
+impl Sink {
+    /// An OTLP collector at `endpoint` (`host:port` or a URL), as
+    /// Configuration `tracing.otel` gives it.
+    pub fn otlp(endpoint: &str, secure: bool, protocol: &str) -> Result<Self, String> {
+        let base = if endpoint.contains("://") {
+            endpoint.trim_end_matches('/').to_string()
+        } else {
+            format!("{}://{endpoint}", if secure { "https" } else { "http" })
+        };
+        if base.starts_with("https://") {
+            return Err(
+                "tracing.otel: a secure (TLS) collector is not supported yet; use isSecure: false"
+                    .into(),
+            );
+        }
+        match protocol {
+            "http" => Ok(Sink::OtlpHttp(if base.ends_with("/v1/traces") {
+                base
+            } else {
+                format!("{base}/v1/traces")
+            })),
+            "grpc" => {
+                tonic::transport::Endpoint::from_shared(base.clone())
+                    .map_err(|e| format!("tracing.otel endpoint `{endpoint}`: {e}"))?;
+                Ok(Sink::OtlpGrpc(base))
+            }
+            other => Err(format!(
+                "tracing.otel protocol `{other}` is not known; use grpc or http"
+            )),
+        }
+    }
+
+    /// A Zipkin collector at `address` (Configuration `tracing.zipkin
+    /// .endpointAddress`, a full URL).
+    pub fn zipkin(address: &str) -> Result<Self, String> {
+        if !address.starts_with("http://") {
+            return Err(format!(
+                "tracing.zipkin endpointAddress `{address}` must be an http:// URL such as http://localhost:9411/api/v2/spans"
+            ));
+        }
+        address
+            .parse::<http::Uri>()
+            .map_err(|e| format!("tracing.zipkin endpointAddress `{address}`: {e}"))?;
+        Ok(Sink::Zipkin(address.to_string()))
+    }
+}
+
 /// Where finished spans go, and how many are kept.
 pub struct Tracer {
     service: String,
@@ -130,13 +189,9 @@ impl Tracer {
         })
     }
 
-    /// `endpoint`: `host:port` or a URL of an OTLP/HTTP receiver.
-    pub fn otlp_http(
-        service: &str,
-        sampling_rate: &str,
-        endpoint: &str,
-        secure: bool,
-    ) -> Result<Arc<Self>, String> {
+    /// A tracer that samples at `sampling_rate` (`"0"` to `"1"`) and
+    /// exports to `sink`.
+    pub fn new(service: &str, sampling_rate: &str, sink: Sink) -> Result<Arc<Self>, String> {
         let rate: f64 = sampling_rate.trim().parse().map_err(|_| {
             format!("tracing.samplingRate `{sampling_rate}` is not a number from 0 to 1")
         })?;
@@ -145,21 +200,8 @@ impl Tracer {
                 "tracing.samplingRate `{sampling_rate}` is not a number from 0 to 1"
             ));
         }
-        let base = if endpoint.contains("://") {
-            endpoint.trim_end_matches('/').to_string()
-        } else {
-            format!("{}://{endpoint}", if secure { "https" } else { "http" })
-        };
-        if base.starts_with("https://") {
-            return Err("tracing.otel: a secure (https) collector is not supported yet; use isSecure: false".into());
-        }
-        let url = if base.ends_with("/v1/traces") {
-            base
-        } else {
-            format!("{base}/v1/traces")
-        };
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(exporter(service.to_string(), url, rx));
+        tokio::spawn(exporter(service.to_string(), sink, rx));
         Ok(Arc::new(Self {
             service: service.into(),
             rate,
@@ -228,10 +270,121 @@ fn otlp_span((s, end, ok): &(Span, SystemTime, bool)) -> Value {
     span
 }
 
+type Finished = (Span, SystemTime, bool);
+
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
+}
+
+fn otlp_http_body(service: &str, batch: &[Finished]) -> Bytes {
+    Bytes::from(
+        json!({
+            "resourceSpans": [{
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeSpans": [{"scope": {"name": "tandem"}, "spans": batch.iter().map(otlp_span).collect::<Vec<_>>()}],
+            }]
+        })
+        .to_string(),
+    )
+}
+
+fn zipkin_body(service: &str, batch: &[Finished]) -> Bytes {
+    let spans: Vec<Value> = batch
+        .iter()
+        .map(|(s, end, ok)| {
+            let mut tags: serde_json::Map<String, Value> = s
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            if !ok {
+                tags.insert("error".into(), json!("true"));
+            }
+            let start = micros(s.start);
+            let mut span = json!({
+                "traceId": hex(&s.context.trace_id),
+                "id": hex(&s.context.span_id),
+                "name": s.name,
+                "kind": if s.kind == Kind::Server { "SERVER" } else { "CLIENT" },
+                "timestamp": start,
+                "duration": micros(*end).saturating_sub(start).max(1),
+                "localEndpoint": {"serviceName": service},
+                "tags": tags,
+            });
+            if let Some(p) = s.parent {
+                span["parentId"] = json!(hex(&p));
+            }
+            span
+        })
+        .collect();
+    Bytes::from(Value::Array(spans).to_string())
+}
+
+fn otlp_grpc_request(
+    service: &str,
+    batch: &[Finished],
+) -> tandem_proto::otlp::ExportTraceServiceRequest {
+    use tandem_proto::otlp as o;
+    let text = |k: &str, v: &str| o::KeyValue {
+        key: k.to_string(),
+        value: Some(o::AnyValue {
+            value: Some(o::any_value::Value::StringValue(v.to_string())),
+        }),
+    };
+    o::ExportTraceServiceRequest {
+        resource_spans: vec![o::ResourceSpans {
+            resource: Some(o::Resource {
+                attributes: vec![text("service.name", service)],
+            }),
+            scope_spans: vec![o::ScopeSpans {
+                scope: Some(o::InstrumentationScope {
+                    name: "tandem".into(),
+                    version: String::new(),
+                }),
+                spans: batch
+                    .iter()
+                    .map(|(s, end, ok)| o::Span {
+                        trace_id: s.context.trace_id.to_vec(),
+                        span_id: s.context.span_id.to_vec(),
+                        parent_span_id: s.parent.map(|p| p.to_vec()).unwrap_or_default(),
+                        name: s.name.clone(),
+                        kind: s.kind as i32,
+                        start_time_unix_nano: unix_nanos(s.start),
+                        end_time_unix_nano: unix_nanos(*end),
+                        attributes: s.attributes.iter().map(|(k, v)| text(k, v)).collect(),
+                        status: Some(o::Status {
+                            message: String::new(),
+                            code: if *ok { 1 } else { 2 },
+                        }),
+                        flags: u32::from(s.context.sampled),
+                        ..Default::default()
+                    })
+                    .collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
 /// Sends spans in batches (up to 256, or whatever came in 200 ms).
-async fn exporter(service: String, url: String, mut rx: mpsc::Receiver<(Span, SystemTime, bool)>) {
+async fn exporter(service: String, sink: Sink, mut rx: mpsc::Receiver<Finished>) {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let grpc = match &sink {
+        Sink::OtlpGrpc(url) => tonic::transport::Endpoint::from_shared(url.clone())
+            .ok()
+            .map(|e| {
+                tandem_proto::otlp::trace_service_client::TraceServiceClient::new(
+                    e.connect_timeout(Duration::from_secs(5)).connect_lazy(),
+                )
+            }),
+        _ => None,
+    };
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let deadline = tokio::time::sleep(Duration::from_millis(200));
@@ -245,29 +398,45 @@ async fn exporter(service: String, url: String, mut rx: mpsc::Receiver<(Span, Sy
                 _ = &mut deadline => break,
             }
         }
-        let body = json!({
-            "resourceSpans": [{
-                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
-                "scopeSpans": [{"scope": {"name": "tandem"}, "spans": batch.iter().map(otlp_span).collect::<Vec<_>>()}],
-            }]
-        });
-        let Ok(req) = http::Request::post(url.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-        else {
-            continue;
+        let sent: Result<(), String> = match (&sink, &grpc) {
+            (Sink::OtlpGrpc(_), Some(grpc)) => {
+                let mut grpc = grpc.clone();
+                let call = grpc.export(otlp_grpc_request(&service, &batch));
+                match tokio::time::timeout(Duration::from_secs(10), call).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+                    Err(_) => Err("timed out".into()),
+                }
+            }
+            (Sink::OtlpHttp(url) | Sink::Zipkin(url), _) => {
+                let body = match &sink {
+                    Sink::Zipkin(_) => zipkin_body(&service, &batch),
+                    _ => otlp_http_body(&service, &batch),
+                };
+                let req = http::Request::post(url.as_str())
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(body))
+                    .map_err(|e| e.to_string());
+                match req {
+                    Err(e) => Err(e),
+                    Ok(req) => {
+                        match tokio::time::timeout(Duration::from_secs(10), client.request(req))
+                            .await
+                        {
+                            Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+                            Ok(Ok(resp)) => {
+                                Err(format!("the collector answered {}", resp.status()))
+                            }
+                            Ok(Err(e)) => Err(crate::app_channel::error_chain(&e)),
+                            Err(_) => Err("timed out".into()),
+                        }
+                    }
+                }
+            }
+            (Sink::OtlpGrpc(url), None) => Err(format!("{url} is not a valid endpoint")),
         };
-        match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
-            Ok(Ok(resp)) if resp.status().is_success() => {}
-            Ok(Ok(resp)) => {
-                tracing::warn!(status = %resp.status(), collector = %url, "the trace collector refused {} spans", batch.len())
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, collector = %url, "{} spans not exported", batch.len())
-            }
-            Err(_) => {
-                tracing::warn!(collector = %url, "{} spans not exported: timed out", batch.len())
-            }
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, sink = ?sink, "{} spans not exported", batch.len());
         }
     }
 }
@@ -296,6 +465,28 @@ mod tests {
         assert_eq!(child.parent, Some(c.span_id));
         let root = t.start("y", Kind::Server, None);
         assert!(!root.context.sampled, "rate 0");
-        assert!(Tracer::otlp_http("a", "2", "h:1", false).is_err());
+    }
+
+    #[tokio::test]
+    async fn sinks_from_configuration() {
+        let sink = Sink::OtlpHttp("http://h:1/v1/traces".into());
+        assert!(Tracer::new("a", "2", sink.clone()).is_err(), "rate above 1");
+        assert!(Tracer::new("a", "half", sink).is_err());
+        assert_eq!(
+            Sink::otlp("h:4318", false, "http").unwrap(),
+            Sink::OtlpHttp("http://h:4318/v1/traces".into())
+        );
+        assert_eq!(
+            Sink::otlp("http://h:4318/v1/traces", false, "http").unwrap(),
+            Sink::OtlpHttp("http://h:4318/v1/traces".into())
+        );
+        assert_eq!(
+            Sink::otlp("h:4317", false, "grpc").unwrap(),
+            Sink::OtlpGrpc("http://h:4317".into())
+        );
+        assert!(Sink::otlp("h:4317", true, "grpc").is_err(), "TLS not yet");
+        assert!(Sink::otlp("h:4317", false, "udp").is_err());
+        assert!(Sink::zipkin("http://z:9411/api/v2/spans").is_ok());
+        assert!(Sink::zipkin("z:9411").is_err());
     }
 }

@@ -8,7 +8,6 @@ use crate::runtime::Runtime;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use http_body_util::Full;
 use tandem_proxy::ProxyBody;
 use tandem_proxy::invoke::{InvokeError, strip_hop_by_hop};
 use tandem_proxy::resilience::{FailureKind, ResilienceError};
@@ -69,7 +68,7 @@ pub async fn invoke_grpc(
     }
     let data = message.data.map(|d| d.value).unwrap_or_default();
     let req = builder
-        .body(Full::new(Bytes::from(data)))
+        .body(tandem_proxy::invoke::full(Bytes::from(data)))
         .map_err(|e| ApiError::malformed(format!("invalid method {uri}: {e}")))?;
     let resp = invoke(rt, &r.id, req, "grpc").await?;
     let status = resp.status();
@@ -130,7 +129,7 @@ fn grpc_code_of(status: StatusCode) -> tonic::Code {
 pub async fn invoke(
     rt: &Runtime,
     target: &str,
-    mut req: Request<Full<Bytes>>,
+    mut req: Request<ProxyBody>,
     kind: &str,
 ) -> Result<Response<ProxyBody>, ApiError> {
     use tandem_proxy::trace::{Context, Kind};
@@ -166,7 +165,7 @@ pub async fn invoke(
 async fn invoke_inner(
     rt: &Runtime,
     target: &str,
-    mut req: Request<Full<Bytes>>,
+    mut req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, ApiError> {
     if target.is_empty() {
         return Err(ApiError::new(
@@ -194,7 +193,7 @@ async fn invoke_inner(
     let app_id = target.split_once('.').map_or(target, |(a, _)| a);
     let policy = rt.snapshot().app_policy(app_id);
     let external = external.as_deref();
-    let send = |req: Request<Full<Bytes>>| async move {
+    let send = |req: Request<ProxyBody>| async move {
         if let Some(base) = external {
             return match rt.invoker() {
                 Some(invoker) => invoker.external(base, req).await,
@@ -213,40 +212,82 @@ async fn invoke_inner(
     if policy.is_empty() {
         return send(req).await.map_err(|e| invoke_error(target, e));
     }
-    // Under a policy the request is sent again as it was: the body is
-    // already in memory, so every attempt can replay it.
-    let (parts, body) = req.into_parts();
-    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    // Beyond Dapr: a request the target may already have acted on (the
+    // connection failed after it went out, or the timeout cut it off) is
+    // sent again only when repeating it is harmless — an idempotent method
+    // (RFC 9110), or an `Idempotency-Key` from the caller.
+    let idempotent = matches!(
+        *req.method(),
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PUT
+            | http::Method::DELETE
+    ) || req.headers().contains_key("idempotency-key");
     let retry = policy.retry.as_ref();
-    let attempt = || {
-        let mut req = Request::new(Full::new(body.clone()));
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = uri.clone();
-        *req.headers_mut() = headers.clone();
-        let send = &send;
-        async move {
-            match send(req).await {
-                Ok(resp)
-                    if retry.map_or(resp.status().is_server_error(), |r| {
-                        r.retries_http_status(resp.status().as_u16())
-                    }) =>
-                {
-                    Err(Attempt::Answered(resp))
-                }
-                Ok(resp) => Ok(resp),
-                Err(e) => Err(Attempt::Failed(e)),
-            }
+    let judge = |resp: Response<ProxyBody>| {
+        if retry.map_or(resp.status().is_server_error(), |r| {
+            r.retries_http_status(resp.status().as_u16())
+        }) {
+            Err(Attempt::Answered(Box::new(resp)))
+        } else {
+            Ok(resp)
         }
     };
-    match policy.run(attempt, |_| FailureKind::Transient).await {
+    let classify = |a: &Attempt| match a {
+        Attempt::Failed(e) if e.may_have_reached_target() && !idempotent => {
+            FailureKind::Unrepeatable
+        }
+        _ => FailureKind::Transient,
+    };
+    // A body of known length is kept so every attempt can replay it (it is
+    // within --max-body-size); a streamed one (no length) goes once, under
+    // the policy's timeout and breaker, as in Dapr.
+    let replayable = retry.is_some() && http_body::Body::size_hint(req.body()).exact().is_some();
+    let result = if replayable {
+        let (parts, body) = req.into_parts();
+        let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| invoke_error(target, format!("the request body could not be read: {e}")))?
+            .to_bytes();
+        let attempt = || {
+            let mut req = Request::new(tandem_proxy::invoke::full(body.clone()));
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri.clone();
+            *req.headers_mut() = headers.clone();
+            let send = &send;
+            async move { send(req).await.map_err(Attempt::Failed).and_then(judge) }
+        };
+        let retries = tandem_proxy::resilience::Retries {
+            allowed: true,
+            after_timeout: idempotent,
+        };
+        policy.run_with(attempt, classify, retries).await
+    } else {
+        let once = std::sync::Mutex::new(Some(req));
+        let attempt = || {
+            let req = once.lock().expect("request").take();
+            let send = &send;
+            async move {
+                match req {
+                    Some(req) => send(req).await.map_err(Attempt::Failed).and_then(judge),
+                    None => Err(Attempt::Failed(InvokeError::NotReady)),
+                }
+            }
+        };
+        let retries = tandem_proxy::resilience::Retries {
+            allowed: false,
+            after_timeout: false,
+        };
+        policy.run_with(attempt, classify, retries).await
+    };
+    match result {
         Ok(resp) => Ok(resp),
         // The last answer of an app that kept failing is relayed as it is.
-        Err(ResilienceError::Inner(Attempt::Answered(resp))) => Ok(resp),
+        Err(ResilienceError::Inner(Attempt::Answered(resp))) => Ok(*resp),
         Err(ResilienceError::Inner(Attempt::Failed(e))) => Err(invoke_error(target, e)),
         Err(e) => Err(invoke_error(target, e)),
     }
@@ -307,7 +348,7 @@ fn external_target(
 /// One try under a resiliency policy that did not succeed.
 enum Attempt {
     /// The app answered, with a status the policy counts as a failure.
-    Answered(Response<ProxyBody>),
+    Answered(Box<Response<ProxyBody>>),
     Failed(InvokeError),
 }
 

@@ -1,14 +1,13 @@
 //! The HTTP door of service invocation: `/v1.0/invoke/<app>/method/<m>` and
 //! the `dapr-app-id` header. Turns the caller's request into one for the
-//! target app (method path cleaned, query kept verbatim, body read within
-//! `--max-body-size`) and relays the answer: status, headers and a body
-//! streamed through.
+//! target app (method path cleaned, query kept verbatim, body streamed
+//! within `--max-body-size`) and relays the answer: status, headers and a
+//! body streamed through.
 
 use super::boxed;
-use super::wire::{clean_path, read_body};
+use super::wire::clean_path;
 use crate::runtime::Runtime;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use tandem_proxy::ProxyBody;
 
@@ -48,15 +47,15 @@ pub async fn http(
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
-    let body = match read_body(body, rt.options.max_body_size).await {
-        Ok(b) => b,
-        Err(e) => return boxed(e.to_http()),
-    };
+    // Streamed to the target as it arrives, cut off past --max-body-size
+    // (a declared length over it was refused before this point).
+    let max = rt.options.max_body_size;
+    let (body, too_large) = tandem_proxy::invoke::limited(body, max);
     let mut builder = Request::builder().method(parts.method).uri(uri.as_str());
     if let Some(h) = builder.headers_mut() {
         *h = parts.headers;
     }
-    let req = match builder.body(Full::new(body)) {
+    let req = match builder.body(body) {
         Ok(r) => r,
         Err(e) => {
             return boxed(
@@ -67,6 +66,9 @@ pub async fn http(
     };
     match crate::api::invoke::invoke(rt, target, req, "http").await {
         Ok(resp) => resp,
+        Err(_) if too_large.load(std::sync::atomic::Ordering::Relaxed) => {
+            boxed(super::wire::body_too_large(max + 1, max).to_http())
+        }
         Err(e) => boxed(e.to_http()),
     }
 }
