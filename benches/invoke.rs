@@ -1,9 +1,10 @@
 //! Service invocation through two sidecars against calling the app
 //! directly, measured in the same run: sequential latency (p50/p99/p99.9),
-//! latency at a fixed 1000 rps, throughput with 16 concurrent clients, the
-//! sidecars' CPU per 1000 rps and their RSS afterwards — for plaintext and
-//! mTLS sidecar pairs, and for a pair of nginx reverse proxies as a
-//! reference when nginx is installed.
+//! latency at fixed rates (100, 1000, 5000 rps), throughput with 16
+//! concurrent clients, the sidecars' CPU per 1000 rps and their RSS
+//! afterwards — HTTP (`/v1.0/invoke`) and gRPC (`InvokeService`, what the
+//! SDKs call) invocation, over plaintext and mTLS sidecar pairs, and a pair
+//! of nginx reverse proxies as a reference.
 //!
 //! `cargo bench --bench invoke`; `INVOKE_ITERS` sets the sequential samples
 //! (default 5000).
@@ -17,6 +18,40 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+type DaprClient = tandem_proto::runtime::v1::dapr_client::DaprClient<tonic::transport::Channel>;
+
+/// One way of making the measured call.
+#[derive(Clone)]
+enum Call {
+    /// GET this URL.
+    Http(HttpClient, String),
+    /// `InvokeService` of `hello` on this app through a sidecar.
+    Grpc(DaprClient, String),
+}
+
+impl Call {
+    async fn once(&self) {
+        match self {
+            Call::Http(client, uri) => get(client, uri).await,
+            Call::Grpc(client, app) => {
+                use tandem_proto::common::v1 as c;
+                let req = tandem_proto::runtime::v1::InvokeServiceRequest {
+                    id: app.clone(),
+                    message: Some(c::InvokeRequest {
+                        method: "hello".into(),
+                        http_extension: Some(c::HttpExtension {
+                            verb: c::http_extension::Verb::Get as i32,
+                            querystring: String::new(),
+                        }),
+                        ..Default::default()
+                    }),
+                };
+                let resp = client.clone().invoke_service(req).await.unwrap();
+                assert!(resp.into_inner().data.is_some());
+            }
+        }
+    }
+}
 
 async fn app() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -52,14 +87,14 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
-async fn sequential(client: &HttpClient, uri: &str, n: usize) -> Vec<f64> {
+async fn sequential(call: &Call, n: usize) -> Vec<f64> {
     for _ in 0..n.min(200) {
-        get(client, uri).await;
+        call.once().await;
     }
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        get(client, uri).await;
+        call.once().await;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     lat.sort_by(f64::total_cmp);
@@ -67,17 +102,17 @@ async fn sequential(client: &HttpClient, uri: &str, n: usize) -> Vec<f64> {
 }
 
 /// Requests started every `1/rate` s for `secs`, each on its own task.
-async fn fixed_rate(client: &HttpClient, uri: &str, rate: u64, secs: f64) -> Vec<f64> {
+async fn fixed_rate(call: &Call, rate: u64, secs: f64) -> Vec<f64> {
     let n = (rate as f64 * secs) as u64;
     let interval = Duration::from_nanos(1_000_000_000 / rate);
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(n as usize);
     for i in 0..n {
         tokio::time::sleep_until(start + interval * i as u32).await;
-        let (client, uri) = (client.clone(), uri.to_string());
+        let call = call.clone();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            get(&client, &uri).await;
+            call.once().await;
             t.elapsed().as_secs_f64() * 1e6
         }));
     }
@@ -89,15 +124,15 @@ async fn fixed_rate(client: &HttpClient, uri: &str, rate: u64, secs: f64) -> Vec
     lat
 }
 
-async fn throughput(client: &HttpClient, uri: &str, workers: usize, secs: f64) -> f64 {
+async fn throughput(call: &Call, workers: usize, secs: f64) -> f64 {
     let end = Instant::now() + Duration::from_secs_f64(secs);
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let (client, uri, count) = (client.clone(), uri.to_string(), count.clone());
+        let (call, count) = (call.clone(), count.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < end {
-                get(&client, &uri).await;
+                call.once().await;
                 count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }));
@@ -178,59 +213,51 @@ impl Drop for Nginx {
 }
 
 struct Pair<'a> {
-    client: &'a HttpClient,
-    direct: &'a str,
-    invoked: &'a str,
+    direct: &'a Call,
+    invoked: &'a Call,
     iters: usize,
     secs: f64,
 }
 
+fn added(label: &str, d: &[f64], i: &[f64]) {
+    println!(
+        "    {label:<22} direct p50 {:>6.0} p99 {:>6.0} p99.9 {:>6.0} | invoked p50 {:>6.0} p99 {:>6.0} p99.9 {:>6.0} | added p50 {:>+5.0} p99 {:>+5.0} p99.9 {:>+6.0} µs",
+        pct(d, 0.5),
+        pct(d, 0.99),
+        pct(d, 0.999),
+        pct(i, 0.5),
+        pct(i, 0.99),
+        pct(i, 0.999),
+        pct(i, 0.5) - pct(d, 0.5),
+        pct(i, 0.99) - pct(d, 0.99),
+        pct(i, 0.999) - pct(d, 0.999)
+    );
+}
+
 /// `pids`: the two proxies in the path (caller's side first).
 async fn measure(p: &Pair<'_>, pids: [u32; 2]) {
-    let (client, direct, invoked) = (p.client, p.direct, p.invoked);
-    let d = sequential(client, direct, p.iters).await;
-    let i = sequential(client, invoked, p.iters).await;
-    println!("  sequential, {} requests:", p.iters);
-    for (name, l) in [("direct", &d), ("invoked", &i)] {
-        println!(
-            "    {name:<8} p50 {:>7.1} µs  p99 {:>7.1} µs  p99.9 {:>7.1} µs",
-            pct(l, 0.5),
-            pct(l, 0.99),
-            pct(l, 0.999)
-        );
+    let (direct, invoked) = (p.direct, p.invoked);
+    let d = sequential(direct, p.iters).await;
+    let i = sequential(invoked, p.iters).await;
+    added(&format!("sequential ({})", p.iters), &d, &i);
+    for rate in [100, 1000, 5000] {
+        let d = fixed_rate(direct, rate, p.secs).await;
+        let i = fixed_rate(invoked, rate, p.secs).await;
+        added(&format!("{rate} rps for {} s", p.secs), &d, &i);
     }
-    println!(
-        "    added    p50 {:>+7.1} µs  p99 {:>+7.1} µs  p99.9 {:>+7.1} µs",
-        pct(&i, 0.5) - pct(&d, 0.5),
-        pct(&i, 0.99) - pct(&d, 0.99),
-        pct(&i, 0.999) - pct(&d, 0.999)
-    );
-    let rate = 1000;
-    let d = fixed_rate(client, direct, rate, p.secs).await;
-    let i = fixed_rate(client, invoked, rate, p.secs).await;
-    println!(
-        "  at {rate} rps for {} s: direct p50 {:.1} µs p99 {:.1} µs; invoked p50 {:.1} µs p99 {:.1} µs; added p50 {:+.1} µs p99 {:+.1} µs",
-        p.secs,
-        pct(&d, 0.5),
-        pct(&d, 0.99),
-        pct(&i, 0.5),
-        pct(&i, 0.99),
-        pct(&i, 0.5) - pct(&d, 0.5),
-        pct(&i, 0.99) - pct(&d, 0.99)
-    );
-    let direct_rps = throughput(client, direct, 16, p.secs).await;
+    let direct_rps = throughput(direct, 16, p.secs).await;
     let cpu = || cpu_secs(pids[0]) + cpu_secs(pids[1]);
     let cpu_before = cpu();
-    let invoked_rps = throughput(client, invoked, 16, p.secs).await;
+    let invoked_rps = throughput(invoked, 16, p.secs).await;
     let cores = (cpu() - cpu_before) / p.secs;
     println!(
-        "  16 concurrent clients: direct {direct_rps:.0} req/s, through the pair {invoked_rps:.0} req/s ({:.0} %); both proxies {:.2} cores = {:.3} cores per 1000 rps",
+        "    max throughput, 16 clients: direct {direct_rps:.0} req/s, invoked {invoked_rps:.0} req/s ({:.0} %); both proxies {:.2} cores = {:.3} cores per 1000 rps",
         invoked_rps / direct_rps * 100.0,
         cores,
         cores / (invoked_rps / 1000.0)
     );
     println!(
-        "  RSS after the load: caller side {:.1} MiB, callee side {:.1} MiB",
+        "    RSS after the load: caller side {:.1} MiB, callee side {:.1} MiB",
         rss_mib(pids[0]),
         rss_mib(pids[1])
     );
@@ -255,8 +282,10 @@ async fn main() {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: HttpClient = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    let direct = format!("http://127.0.0.1:{port}/hello");
-    println!("HTTP invocation through two sidecars vs the app called directly, same run");
+    let direct = Call::Http(client.clone(), format!("http://127.0.0.1:{port}/hello"));
+    println!(
+        "Invocation through two sidecars vs the app called directly (HTTP), same run; latencies in µs"
+    );
     for (label, flags) in [
         ("plaintext h2", &[][..]),
         ("mTLS 1.3", &["--enable-mtls"][..]),
@@ -266,22 +295,34 @@ async fn main() {
         let callee = format!("orders{suffix}");
         let orders = common::start_with(&callee, &res, Some(port), &env, flags);
         let shop = common::start_with(&format!("shop{suffix}"), &res, None, &env, flags);
-        let invoked = format!(
-            "http://127.0.0.1:{}/v1.0/invoke/{callee}/method/hello",
-            shop.http
+        let http = Call::Http(
+            client.clone(),
+            format!(
+                "http://127.0.0.1:{}/v1.0/invoke/{callee}/method/hello",
+                shop.http
+            ),
         );
-        println!("sidecar to sidecar: {label}");
-        let pair = Pair {
-            client: &client,
-            direct: &direct,
-            invoked: &invoked,
-            iters,
-            secs,
-        };
-        measure(&pair, [shop.pid(), orders.pid()]).await;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", shop.grpc))
+                .unwrap()
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .unwrap();
+        let grpc = Call::Grpc(DaprClient::new(channel), callee.clone());
+        for (api, invoked) in [("HTTP /v1.0/invoke", &http), ("gRPC InvokeService", &grpc)] {
+            println!("  {api}, sidecar to sidecar over {label}:");
+            let pair = Pair {
+                direct: &direct,
+                invoked,
+                iters,
+                secs,
+            };
+            measure(&pair, [shop.pid(), orders.pid()]).await;
+        }
     }
     // The same two-hop shape through nginx, a mature proxy, as a reference
-    // (when it is installed: `apt-get install nginx-light`).
+    // (scripts/services.sh installs nginx-light).
     if std::process::Command::new("nginx")
         .arg("-v")
         .output()
@@ -289,10 +330,12 @@ async fn main() {
     {
         let callee = Nginx::start(&dir.join("nginx-b"), port);
         let caller = Nginx::start(&dir.join("nginx-a"), callee.port);
-        let through = format!("http://127.0.0.1:{}/hello", caller.port);
-        println!("reference: two nginx reverse proxies (HTTP/1.1 keepalive upstreams)");
+        let through = Call::Http(
+            client.clone(),
+            format!("http://127.0.0.1:{}/hello", caller.port),
+        );
+        println!("  reference: two nginx reverse proxies (HTTP/1.1 keepalive upstreams):");
         let pair = Pair {
-            client: &client,
             direct: &direct,
             invoked: &through,
             iters,
@@ -300,7 +343,7 @@ async fn main() {
         };
         measure(&pair, [caller.child.id(), callee.child.id()]).await;
     } else {
-        println!("reference: nginx is not installed; no reference pair");
+        println!("  reference: nginx is not installed; no reference pair");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
