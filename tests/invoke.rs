@@ -444,7 +444,7 @@ async fn http_endpoints_and_urls_outside_the_mesh() {
     );
     assert_eq!(r.status, 500);
     assert!(
-        r.text().contains("https targets are not supported yet"),
+        r.text().contains("cannot call https://127.0.0.1:1") && r.text().contains("refused"),
         "{}",
         r.text()
     );

@@ -269,6 +269,56 @@ impl PeerPool {
     }
 }
 
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// TLS to a service outside the mesh (an HTTPEndpoint's `clientTLS`), as
+/// PEM text. The default trusts the system's roots and presents nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OutsideTls {
+    /// Trusted besides the system's roots.
+    pub root_ca: Option<String>,
+    /// A client certificate (chain) and its key, for services that ask.
+    pub certificate: Option<String>,
+    pub private_key: Option<String>,
+}
+
+impl OutsideTls {
+    fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        static SYSTEM: std::sync::OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> =
+            std::sync::OnceLock::new();
+        let system = SYSTEM.get_or_init(|| rustls_native_certs::load_native_certs().certs);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(system.iter().cloned());
+        if let Some(pem) = &self.root_ca {
+            for c in crate::identity::certs_from_pem(pem.as_bytes())
+                .map_err(|e| format!("clientTLS rootCA: {e}"))?
+            {
+                roots.add(c).map_err(|e| format!("clientTLS rootCA: {e}"))?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+        match (&self.certificate, &self.private_key) {
+            (None, None) => Ok(builder.with_no_client_auth()),
+            (Some(cert), Some(key)) => {
+                use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+                let chain = crate::identity::certs_from_pem(cert.as_bytes())
+                    .map_err(|e| format!("clientTLS certificate: {e}"))?;
+                let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                    .map_err(|e| format!("clientTLS privateKey: {e}"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("clientTLS certificate and privateKey: {e}"))
+            }
+            _ => Err("clientTLS needs both certificate and privateKey, or neither".into()),
+        }
+    }
+}
+
 /// A peer sidecar: the app it serves (the name its certificate must
 /// prove) and where it listens.
 #[derive(Clone, Debug)]
@@ -284,6 +334,8 @@ pub struct Invoker {
     /// HTTP/1 and HTTP/2 to services outside the mesh (full URLs,
     /// HTTPEndpoints).
     outside: Client<HttpConnector, ProxyBody>,
+    /// HTTPS to services outside the mesh, one pool per TLS configuration.
+    outside_tls: std::sync::Mutex<std::collections::HashMap<OutsideTls, HttpsClient>>,
     streams: StreamClient,
     resolver: Arc<Resolver>,
     app_id: String,
@@ -315,6 +367,7 @@ impl Invoker {
                     .pool_idle_timeout(Duration::from_secs(90))
                     .build(connector)
             },
+            outside_tls: Default::default(),
             resolver,
             app_id,
             namespace,
@@ -333,13 +386,19 @@ impl Invoker {
         &self,
         base: &str,
         mut req: Request<ProxyBody>,
+        tls: Option<&OutsideTls>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
-        if base.starts_with("https://") {
-            return Err(InvokeError::External {
-                base: base.into(),
-                reason: "https targets are not supported yet; use http".into(),
-            });
-        }
+        let https = if base.starts_with("https://") {
+            Some(
+                self.https_client(tls.cloned().unwrap_or_default())
+                    .map_err(|reason| InvokeError::External {
+                        base: base.into(),
+                        reason,
+                    })?,
+            )
+        } else {
+            None
+        };
         let path = req
             .uri()
             .path_and_query()
@@ -353,16 +412,39 @@ impl Invoker {
             })?;
         *req.uri_mut() = uri;
         strip_hop_by_hop(req.headers_mut());
-        let mut resp = self
-            .outside
-            .request(req)
-            .await
-            .map_err(|e| InvokeError::External {
-                base: base.into(),
-                reason: crate::app_channel::error_chain(&e),
-            })?;
+        let sent = match https {
+            Some(client) => client.request(req).await,
+            None => self.outside.request(req).await,
+        };
+        let mut resp = sent.map_err(|e| InvokeError::External {
+            base: base.into(),
+            reason: crate::app_channel::error_chain(&e),
+        })?;
         strip_hop_by_hop(resp.headers_mut());
         Ok(resp.map(boxed))
+    }
+
+    /// The pooled HTTPS client for one TLS configuration (made on first use).
+    fn https_client(&self, tls: OutsideTls) -> Result<HttpsClient, String> {
+        let mut clients = self.outside_tls.lock().expect("https clients");
+        if let Some(c) = clients.get(&tls) {
+            return Ok(c.clone());
+        }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.client_config()?)
+            .https_only()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client: HttpsClient = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        clients.insert(tls, client.clone());
+        Ok(client)
     }
 
     /// A peer of `target` and a ready connection to it. When the chosen

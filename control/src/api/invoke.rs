@@ -181,7 +181,7 @@ async fn invoke_inner(
         h.remove(*name);
     }
     // A full URL, or an HTTPEndpoint resource's name: outside the mesh.
-    let external = external_target(rt, target, req.headers_mut())?;
+    let external = external_target(rt, target, req.headers_mut()).await?;
     let is_self = names_this_app(rt, target);
     if is_self {
         let me = HeaderValue::from_str(rt.app_id()).map_err(|e| invoke_error(target, e))?;
@@ -192,11 +192,11 @@ async fn invoke_inner(
     }
     let app_id = target.split_once('.').map_or(target, |(a, _)| a);
     let policy = rt.snapshot().app_policy(app_id);
-    let external = external.as_deref();
+    let external = external.as_ref();
     let send = |req: Request<ProxyBody>| async move {
-        if let Some(base) = external {
+        if let Some(out) = external {
             return match rt.invoker() {
-                Some(invoker) => invoker.external(base, req).await,
+                Some(invoker) => invoker.external(&out.base, req, out.tls.as_ref()).await,
                 None => Err(InvokeError::NotReady),
             };
         }
@@ -293,15 +293,27 @@ async fn invoke_inner(
     }
 }
 
-/// The base URL when `target` is outside the mesh: a full `http(s)://` URL,
-/// or the name of an `HTTPEndpoint` (whose headers are added to `headers`).
-fn external_target(
+/// Where a target outside the mesh is: its base URL and, for an
+/// HTTPEndpoint with `clientTLS`, how to speak TLS to it.
+struct Outside {
+    base: String,
+    tls: Option<tandem_proxy::invoke::OutsideTls>,
+}
+
+/// `Some` when `target` is outside the mesh: a full `http(s)://` URL, or
+/// the name of an `HTTPEndpoint` (whose headers — values, `envRef`s and
+/// `secretKeyRef`s through its `auth.secretStore` — are added to
+/// `headers`).
+async fn external_target(
     rt: &Runtime,
     target: &str,
     headers: &mut http::HeaderMap,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<Outside>, ApiError> {
     if target.starts_with("http://") || target.starts_with("https://") {
-        return Ok(Some(target.to_string()));
+        return Ok(Some(Outside {
+            base: target.to_string(),
+            tls: None,
+        }));
     }
     let snap = rt.snapshot();
     let Some(endpoint) = snap
@@ -312,7 +324,17 @@ fn external_target(
     else {
         return Ok(None);
     };
-    for item in &endpoint.resource.spec.headers {
+    let endpoint = &endpoint.resource;
+    let store = endpoint.auth.secret_store.as_str();
+    let secret = |r, what: String| {
+        let stores = &snap.secret_stores;
+        async move {
+            crate::components::read_secret_ref(stores, store, r, &what)
+                .await
+                .map_err(|e| invoke_error(target, format!("HTTPEndpoint {target}: {e}")))
+        }
+    };
+    for item in &endpoint.spec.headers {
         let value = if let Some(var) = &item.env_ref {
             std::env::var(var).map_err(|_| {
                 invoke_error(
@@ -320,14 +342,8 @@ fn external_target(
                     format!("header {} takes envRef {var}, which is not set", item.name),
                 )
             })?
-        } else if item.secret_key_ref.is_some() {
-            return Err(invoke_error(
-                target,
-                format!(
-                    "header {} of HTTPEndpoint {target} uses secretKeyRef, which is not supported yet; use value or envRef",
-                    item.name
-                ),
-            ));
+        } else if let Some(r) = &item.secret_key_ref {
+            secret(r, format!("header `{}`", item.name)).await?
         } else {
             item.value_string().unwrap_or_default()
         };
@@ -342,7 +358,36 @@ fn external_target(
         };
         headers.insert(name, value);
     }
-    Ok(Some(endpoint.resource.spec.base_url.clone()))
+    let tls = match &endpoint.spec.client_tls {
+        None => None,
+        Some(t) => {
+            let mut pems: [Option<String>; 3] = Default::default();
+            for (slot, (field, v)) in pems.iter_mut().zip([
+                ("rootCA", &t.root_ca),
+                ("certificate", &t.certificate),
+                ("privateKey", &t.private_key),
+            ]) {
+                *slot = match v {
+                    None => None,
+                    Some(v) => match (&v.value, &v.secret_key_ref) {
+                        (_, Some(r)) => Some(secret(r, format!("clientTLS {field}")).await?),
+                        (Some(text), None) => Some(text.clone()),
+                        (None, None) => None,
+                    },
+                };
+            }
+            let [root_ca, certificate, private_key] = pems;
+            Some(tandem_proxy::invoke::OutsideTls {
+                root_ca,
+                certificate,
+                private_key,
+            })
+        }
+    };
+    Ok(Some(Outside {
+        base: endpoint.spec.base_url.clone(),
+        tls,
+    }))
 }
 
 /// One try under a resiliency policy that did not succeed.

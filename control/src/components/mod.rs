@@ -410,6 +410,50 @@ async fn init_one(
     }
 }
 
+/// The value a `secretKeyRef` points at, read from secret store
+/// `store_name` (a resource's `auth.secretStore`); `what` names the field
+/// in errors.
+pub async fn read_secret_ref(
+    stores: &BTreeMap<String, Arc<dyn SecretStore>>,
+    store_name: &str,
+    r: &tandem_config::SecretKeyRef,
+    what: &str,
+) -> Result<String, String> {
+    if store_name.is_empty() {
+        return Err(format!(
+            "{what} uses secretKeyRef but the resource has no `auth.secretStore`; add one naming a secret store component"
+        ));
+    }
+    let store = stores.get(store_name).ok_or_else(|| {
+        format!(
+            "{what} refers to secret store `{store_name}`, which is not defined (or failed to load); defined secret stores: [{}]",
+            stores.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let secret = store
+        .get(&r.name, &BTreeMap::new())
+        .await
+        .map_err(|e| {
+            format!(
+                "{what}: cannot read secret `{}` from `{store_name}`: {e}",
+                r.name
+            )
+        })?
+        .ok_or_else(|| {
+            format!(
+                "{what}: secret `{}` does not exist in `{store_name}`",
+                r.name
+            )
+        })?;
+    let key = if r.key.is_empty() { &r.name } else { &r.key };
+    secret.get(key).cloned().ok_or_else(|| {
+        format!(
+            "{what}: secret `{}` in `{store_name}` has no key `{key}`",
+            r.name
+        )
+    })
+}
+
 /// Component metadata as plain strings: literals as they are, `envRef` from
 /// the environment, `secretKeyRef` through `auth.secretStore`.
 async fn resolve_metadata(
@@ -419,42 +463,13 @@ async fn resolve_metadata(
     let mut out = BTreeMap::new();
     for item in &c.spec.metadata {
         let value = if let Some(r) = &item.secret_key_ref {
-            let store_name = &c.auth.secret_store;
-            if store_name.is_empty() {
-                return Err(format!(
-                    "metadata `{}` uses secretKeyRef but the component has no `auth.secretStore`; add one naming a secret store component",
-                    item.name
-                ));
-            }
-            let store = live.secret_stores.get(store_name).ok_or_else(|| {
-                format!(
-                    "metadata `{}` refers to secret store `{store_name}`, which is not defined (or failed to load); defined secret stores: [{}]",
-                    item.name,
-                    live.secret_stores.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
-            })?;
-            let secret = store
-                .get(&r.name, &BTreeMap::new())
-                .await
-                .map_err(|e| {
-                    format!(
-                        "metadata `{}`: cannot read secret `{}` from `{store_name}`: {e}",
-                        item.name, r.name
-                    )
-                })?
-                .ok_or_else(|| {
-                    format!(
-                        "metadata `{}`: secret `{}` does not exist in `{store_name}`",
-                        item.name, r.name
-                    )
-                })?;
-            let key = if r.key.is_empty() { &r.name } else { &r.key };
-            secret.get(key).cloned().ok_or_else(|| {
-                format!(
-                    "metadata `{}`: secret `{}` in `{store_name}` has no key `{key}`",
-                    item.name, r.name
-                )
-            })?
+            read_secret_ref(
+                &live.secret_stores,
+                &c.auth.secret_store,
+                r,
+                &format!("metadata `{}`", item.name),
+            )
+            .await?
         } else if let Some(var) = &item.env_ref {
             std::env::var(var).map_err(|_| {
                 format!(
