@@ -290,6 +290,7 @@ impl AppChannel {
             Err(status) => Response::builder()
                 .status(http_status_of(status.code()))
                 .header(http::header::CONTENT_TYPE, "application/json")
+                .header(crate::invoke::GRPC_STATUS, status.code() as i32)
                 .body(crate::invoke::full(
                     serde_json::json!({
                         "code": status.code() as i32,

@@ -31,6 +31,11 @@ pub const CALLEE: &str = "tandem-callee-app-id";
 /// as it is, instead of treating it as an invocation.
 pub const GRPC_PROXY: &str = "tandem-grpc-proxy";
 pub const CALLER: &str = "tandem-caller-app-id";
+/// On an answer of a gRPC app to an invocation (`OnInvoke`): its gRPC
+/// status code, which the HTTP status only approximates. Read by the
+/// caller's sidecar (retry matching, `InvokeService` errors), never shown
+/// to apps.
+pub const GRPC_STATUS: &str = "tandem-grpc-status";
 pub const CALLER_NAMESPACE: &str = "tandem-caller-namespace";
 
 pub fn boxed<B>(body: B) -> ProxyBody

@@ -52,6 +52,10 @@ pub struct Retry {
     /// `matching.httpStatusCodes`: the answers worth another try; `None`
     /// means every 5xx.
     pub http_status_codes: Option<Vec<(u32, u32)>>,
+    /// `matching.gRPCStatusCodes`, for answers of gRPC apps; `None` means
+    /// the codes of a failing server (UNKNOWN, DEADLINE_EXCEEDED,
+    /// RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE).
+    pub grpc_status_codes: Option<Vec<(u32, u32)>>,
 }
 
 impl Retry {
@@ -74,10 +78,24 @@ impl Retry {
             .as_ref()
             .and_then(|m| m.http_status_codes.as_deref())
             .and_then(|c| tandem_config::validate::parse_code_ranges(c, 100, 599).ok());
+        let grpc_status_codes = spec
+            .matching
+            .as_ref()
+            .and_then(|m| m.grpc_status_codes.as_deref())
+            .and_then(|c| tandem_config::validate::parse_code_ranges(c, 0, 16).ok());
         Self {
             backoff,
             max_retries,
             http_status_codes,
+            grpc_status_codes,
+        }
+    }
+
+    /// Whether a gRPC app's answer with `code` is worth another try.
+    pub fn retries_grpc_status(&self, code: u32) -> bool {
+        match &self.grpc_status_codes {
+            Some(ranges) => ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)),
+            None => matches!(code, 2 | 4 | 8 | 10 | 13 | 14),
         }
     }
 
@@ -512,6 +530,7 @@ mod tests {
                 backoff: Backoff::Constant(Duration::ZERO),
                 max_retries: Some(100),
                 http_status_codes: None,
+                grpc_status_codes: None,
             }),
             budget: Some(RetryBudget::new(0.25, 1.0)),
             ..Default::default()

@@ -72,6 +72,7 @@ pub async fn invoke_grpc(
         .map_err(|e| ApiError::malformed(format!("invalid method {uri}: {e}")))?;
     let resp = invoke(rt, &r.id, req, "grpc").await?;
     let status = resp.status();
+    let app_code = grpc_status(resp.headers());
     let content_type = resp
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -87,7 +88,7 @@ pub async fn invoke_grpc(
     if !status.is_success() {
         return Err(ApiError::new(
             status,
-            grpc_code_of(status),
+            app_code.map_or_else(|| grpc_code_of(status), |c| tonic::Code::from(c as i32)),
             "ERR_DIRECT_INVOKE",
             format!(
                 "app {} answered {status}: {}",
@@ -103,6 +104,15 @@ pub async fn invoke_grpc(
         }),
         content_type,
     })
+}
+
+/// The gRPC code a gRPC app answered with, when the answer is one.
+pub(crate) fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
+    h.get(tandem_proxy::invoke::GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The reverse of Dapr's gRPC → HTTP status mapping.
@@ -227,9 +237,14 @@ async fn invoke_inner(
     ) || req.headers().contains_key("idempotency-key");
     let retry = policy.retry.as_ref();
     let judge = |resp: Response<ProxyBody>| {
-        if retry.map_or(resp.status().is_server_error(), |r| {
-            r.retries_http_status(resp.status().as_u16())
-        }) {
+        // A gRPC app's answer is judged by its gRPC code.
+        let failed = match grpc_status(resp.headers()) {
+            Some(code) => retry.map_or(code != 0, |r| r.retries_grpc_status(code)),
+            None => retry.map_or(resp.status().is_server_error(), |r| {
+                r.retries_http_status(resp.status().as_u16())
+            }),
+        };
+        if failed {
             Err(Attempt::Answered(Box::new(resp)))
         } else {
             Ok(resp)

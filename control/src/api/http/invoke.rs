@@ -65,7 +65,10 @@ pub async fn http(
         }
     };
     match crate::api::invoke::invoke(rt, target, req, "http").await {
-        Ok(resp) => resp,
+        Ok(mut resp) => {
+            resp.headers_mut().remove(tandem_proxy::invoke::GRPC_STATUS);
+            resp
+        }
         Err(_) if too_large.load(std::sync::atomic::Ordering::Relaxed) => {
             boxed(super::wire::body_too_large(max + 1, max).to_http())
         }

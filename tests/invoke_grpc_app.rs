@@ -1,0 +1,143 @@
+//! Invoking a gRPC app (`OnInvoke`) through two sidecars under a retry
+//! policy with `matching.gRPCStatusCodes`: the app's gRPC code decides what
+//! is retried, and `InvokeService` callers get the app's exact code back
+//! (not one guessed from the HTTP status).
+
+mod common;
+
+use common::{TempDir, sidecar};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tandem_proto::common::v1 as cv1;
+use tandem_proto::runtime::v1 as rt;
+use tonic::{Request, Response, Status};
+
+#[derive(Default)]
+struct App {
+    hits: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    flaky: AtomicUsize,
+}
+
+#[tonic::async_trait]
+impl rt::app_callback_server::AppCallback for App {
+    async fn on_invoke(
+        &self,
+        req: Request<cv1::InvokeRequest>,
+    ) -> Result<Response<cv1::InvokeResponse>, Status> {
+        let method = req.into_inner().method;
+        *self.hits.lock().unwrap().entry(method.clone()).or_default() += 1;
+        match method.as_str() {
+            "flaky" if self.flaky.fetch_add(1, Ordering::SeqCst) < 2 => {
+                Err(Status::unavailable("warming up"))
+            }
+            "missing" => Err(Status::not_found("no such order")),
+            "precondition" => Err(Status::failed_precondition("order is closed")),
+            _ => Ok(Response::new(cv1::InvokeResponse {
+                data: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: b"ok".to_vec(),
+                }),
+                content_type: "text/plain".into(),
+            })),
+        }
+    }
+    async fn list_topic_subscriptions(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+    async fn on_topic_event(
+        &self,
+        _: Request<rt::TopicEventRequest>,
+    ) -> Result<Response<rt::TopicEventResponse>, Status> {
+        Err(Status::unimplemented("no topics"))
+    }
+    async fn list_input_bindings(
+        &self,
+        _: Request<()>,
+    ) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
+        Ok(Response::new(Default::default()))
+    }
+    async fn on_binding_event(
+        &self,
+        _: Request<rt::BindingEventRequest>,
+    ) -> Result<Response<rt::BindingEventResponse>, Status> {
+        Err(Status::unimplemented("no bindings"))
+    }
+    async fn on_bulk_topic_event(
+        &self,
+        _: Request<rt::TopicEventBulkRequest>,
+    ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
+        Err(Status::unimplemented("no topics"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_codes_decide_retries_and_reach_grpc_callers_exactly() {
+    let app = App::default();
+    let hits = app.hits.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(rt::app_callback_server::AppCallbackServer::new(app))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let home = TempDir::new("grpc-app-home");
+    let res = TempDir::new("grpc-app-res");
+    res.write(
+        "resiliency.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      unavailable:\n        policy: constant\n        duration: 10ms\n        maxRetries: 3\n        matching:\n          gRPCStatusCodes: \"14\"\n  targets:\n    apps:\n      orders:\n        retry: unavailable\n",
+    );
+    let h = home.path().to_str().unwrap();
+    let _orders = sidecar()
+        .app_id("orders")
+        .env("TANDEM_HOME", h)
+        .args(["--app-port", &port.to_string(), "--app-protocol", "grpc"])
+        .start();
+    let shop = sidecar()
+        .app_id("shop")
+        .env("TANDEM_HOME", h)
+        .args(["--resources-path", res.path().to_str().unwrap()])
+        .start();
+    let count = |m: &str| hits.lock().unwrap().get(m).copied().unwrap_or(0);
+
+    // UNAVAILABLE twice, then OK: retried because 14 is listed.
+    let r = shop.request("POST", "/v1.0/invoke/orders/method/flaky", b"{}");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(count("flaky"), 3);
+
+    // NOT_FOUND is not listed: one try, Dapr's HTTP mapping, and no
+    // internal header shown to the caller.
+    let r = shop.request("POST", "/v1.0/invoke/orders/method/missing", b"{}");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["code"], 5);
+    assert!(r.headers.iter().all(|(k, _)| !k.starts_with("tandem-")));
+    assert_eq!(count("missing"), 1);
+
+    // An InvokeService caller gets the app's own code back: 9, although
+    // the HTTP status it rode on (400) would say INVALID_ARGUMENT.
+    let mut client = rt::dapr_client::DaprClient::connect(shop.grpc_endpoint())
+        .await
+        .unwrap();
+    let call = |method: &str| rt::InvokeServiceRequest {
+        id: "orders".into(),
+        message: Some(cv1::InvokeRequest {
+            method: method.into(),
+            http_extension: Some(cv1::HttpExtension {
+                verb: cv1::http_extension::Verb::Post as i32,
+                querystring: String::new(),
+            }),
+            ..Default::default()
+        }),
+    };
+    let err = client
+        .invoke_service(call("precondition"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert_eq!(count("precondition"), 1);
+    let ok = client.invoke_service(call("hello")).await.unwrap();
+    assert_eq!(ok.into_inner().data.unwrap().value, b"ok");
+}
