@@ -39,11 +39,29 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Random ids without a system call per span: a per-thread SplitMix64
+/// stream seeded once from the OS. Trace and span ids must be unique, not
+/// secret.
 fn random<const N: usize>() -> [u8; N] {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let seed = uuid::Uuid::new_v4();
+            u64::from_le_bytes(seed.as_bytes()[..8].try_into().expect("8 bytes"))
+        });
+    }
     let mut out = [0u8; N];
-    let u = uuid::Uuid::new_v4();
-    let b = u.as_bytes();
-    out.copy_from_slice(&b[..N]);
+    for chunk in out.chunks_mut(8) {
+        let x = STATE.with(|s| {
+            let next = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            s.set(next);
+            let mut z = next;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        });
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
     out
 }
 
@@ -465,6 +483,14 @@ mod tests {
         assert_eq!(child.parent, Some(c.span_id));
         let root = t.start("y", Kind::Server, None);
         assert!(!root.context.sampled, "rate 0");
+    }
+
+    #[test]
+    fn ids_differ() {
+        let ids: std::collections::HashSet<[u8; 16]> =
+            (0..10_000).map(|_| random::<16>()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert_ne!(random::<8>(), [0; 8]);
     }
 
     #[tokio::test]

@@ -619,9 +619,11 @@ pub async fn serve(listener: TcpListener, rt: Arc<Runtime>) -> Result<(), tonic:
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let mut shutdown = rt.shutdown_signal();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Our own listener (bound early so a port clash fails fast): the
+    // builder's `tcp_nodelay` applies only to listeners it binds, so the
+    // incoming stream sets it on every accepted socket.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
         .layer(proxy::Layer(rt.clone()))
