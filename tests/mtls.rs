@@ -8,20 +8,6 @@ use common::{Sidecar, TempDir, sidecar};
 use std::io::{Read, Write};
 use std::time::Duration;
 
-async fn echo_app() -> u16 {
-    use bytes::Bytes;
-    use http_body_util::Full;
-    common::serve_http(|req: hyper::Request<hyper::body::Incoming>| async move {
-        let caller = req
-            .headers()
-            .get("dapr-caller-app-id")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        hyper::Response::new(Full::new(Bytes::from(format!("hello {caller}"))))
-    })
-    .await
-}
-
 fn start(
     app_id: &str,
     home: &TempDir,
@@ -76,7 +62,7 @@ async fn sidecars_talk_over_mtls_and_refuse_strangers() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("created"));
     assert!(ca.join("ca.crt").exists());
 
-    let port = echo_app().await;
+    let port = common::hello_caller_app().await;
     let orders = start("orders", &home, &ca, true, Some(port));
     let shop = start("shop", &home, &ca, true, None);
     assert!(
@@ -159,7 +145,7 @@ async fn access_control_is_decided_by_the_callers_certificate() {
         "acl.yaml",
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: acl\nspec:\n  accessControl:\n    defaultAction: deny\n    trustDomain: public\n    policies:\n    - appId: shop\n      defaultAction: deny\n      trustDomain: public\n      namespace: default\n      operations:\n      - name: /allowed/*\n        httpVerb: [\"GET\"]\n        action: allow\n",
     );
-    let port = echo_app().await;
+    let port = common::hello_caller_app().await;
     let orders = {
         let s = sidecar()
             .app_id("orders")
@@ -210,7 +196,7 @@ async fn access_control_is_decided_by_the_callers_certificate() {
 async fn certificates_are_renewed_before_they_expire() {
     let home = TempDir::new("mtls-rotate");
     let ca = home.path().join("ca");
-    let port = echo_app().await;
+    let port = common::hello_caller_app().await;
     let with_short_certs = |app_id: &str, app_port: Option<u16>| {
         let mut b = sidecar()
             .app_id(app_id)

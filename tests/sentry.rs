@@ -79,20 +79,6 @@ fn start(
     b
 }
 
-async fn hello_app() -> u16 {
-    common::serve_http(|req: hyper::Request<hyper::body::Incoming>| async move {
-        let caller = req
-            .headers()
-            .get("dapr-caller-app-id")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!(
-            "hello {caller}"
-        ))))
-    })
-    .await
-}
-
 fn call_until_ok(shop: &Sidecar, path: &str) -> common::Resp {
     let end = Instant::now() + Duration::from_secs(5);
     loop {
@@ -120,7 +106,7 @@ async fn sidecars_get_certificates_from_the_sentry_and_renew_them() {
     let anchors = std::fs::read_to_string(ca.join("ca.crt")).unwrap();
     let good = home.write("good-token", "secret-two\n");
 
-    let port = hello_app().await;
+    let port = common::hello_caller_app().await;
     let orders = start("orders", &s, &anchors, Some(&good), &home, Some(port)).start();
     let shop = start("shop", &s, &anchors, Some(&good), &home, None).start();
     for (who, sc) in [("orders", &orders), ("shop", &shop)] {

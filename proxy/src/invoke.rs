@@ -85,6 +85,19 @@ pub enum InvokeError {
     NotGrpc(String),
 }
 
+/// Methods whose repetition has the effect of one request (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PUT
+            | http::Method::DELETE
+    )
+}
+
 impl InvokeError {
     /// Whether the target may have received (and acted on) the request:
     /// such a request is not sent again unless it is idempotent.
@@ -594,6 +607,18 @@ impl Invoker {
         mut req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
         strip_hop_by_hop(req.headers_mut());
+        // An idempotent request without a body can be rebuilt and sent again
+        // even after it went out on a connection that turned out dead (a
+        // peer killed since the last call).
+        let rebuild = (is_idempotent(req.method())
+            && http_body::Body::size_hint(req.body()).exact() == Some(0))
+        .then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().clone(),
+            )
+        });
         let mut tried_again = false;
         loop {
             let (peer, sender) = self.reach(target, req.headers_mut()).await?;
@@ -622,7 +647,19 @@ impl Invoker {
                         reason,
                     });
                 }
-                Err(SendFailure::Failed(reason)) => return Err(failed(reason)),
+                Err(SendFailure::Failed(reason)) => match &rebuild {
+                    Some((method, uri, headers)) if !tried_again => {
+                        tracing::debug!(peer = %peer.address, error = %reason, "peer connection failed; resolving again");
+                        let (app, ns) = self.split(target);
+                        self.resolver.forget(app, ns);
+                        tried_again = true;
+                        req = Request::new(full(Bytes::new()));
+                        *req.method_mut() = method.clone();
+                        *req.uri_mut() = uri.clone();
+                        *req.headers_mut() = headers.clone();
+                    }
+                    _ => return Err(failed(reason)),
+                },
             }
         }
     }

@@ -547,3 +547,19 @@ where
     });
     port
 }
+
+/// An app that answers `hello <caller>`, the caller being the app id its
+/// sidecar was told (`dapr-caller-app-id`).
+pub async fn hello_caller_app() -> u16 {
+    serve_http(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let caller = req
+            .headers()
+            .get("dapr-caller-app-id")
+            .map(|v| v.to_str().unwrap_or("?").to_string())
+            .unwrap_or_default();
+        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!(
+            "hello {caller}"
+        ))))
+    })
+    .await
+}

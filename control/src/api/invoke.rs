@@ -226,15 +226,8 @@ async fn invoke_inner(
     // connection failed after it went out, or the timeout cut it off) is
     // sent again only when repeating it is harmless — an idempotent method
     // (RFC 9110), or an `Idempotency-Key` from the caller.
-    let idempotent = matches!(
-        *req.method(),
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::TRACE
-            | http::Method::PUT
-            | http::Method::DELETE
-    ) || req.headers().contains_key("idempotency-key");
+    let idempotent = tandem_proxy::invoke::is_idempotent(req.method())
+        || req.headers().contains_key("idempotency-key");
     let retry = policy.retry.as_ref();
     let judge = |resp: Response<ProxyBody>| {
         // A gRPC app's answer is judged by its gRPC code.
