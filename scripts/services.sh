@@ -48,9 +48,11 @@ if ! port_open 1883; then
 fi
 
 # Programs the tests and benches start themselves: dnsmasq (a real DNS
-# server for the `dns` name resolver's tests) and nginx (the reference
-# proxy of the invocation bench). Installed from Debian's packages once.
+# server for the `dns` name resolver's tests), nginx (the reference proxy
+# of the invocation bench) and iptables (transparent mode's rules, tested
+# in network namespaces). Installed from Debian's packages once.
 need=()
+command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 if [ ${#need[@]} -gt 0 ]; then

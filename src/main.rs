@@ -38,6 +38,9 @@ enum Command {
     /// The certificate service that signs sidecars' mTLS certificates
     /// across hosts (a Dapr Sentry equivalent).
     Sentry(cli::sentry::Args),
+    /// The nat rules of transparent mode (install, remove, show, validate).
+    #[command(subcommand)]
+    Iptables(cli::iptables::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
             Command::Init(a) => cli::init::main(a).await,
             Command::Ca(c) => cli::ca::main(c).await,
             Command::Sentry(a) => cli::sentry::main(a).await,
+            Command::Iptables(c) => cli::iptables::main(c).await,
         }
     });
     match result {

@@ -10,6 +10,7 @@ pub mod balance;
 pub mod health;
 pub mod identity;
 pub mod invoke;
+pub mod iptables;
 #[cfg(feature = "mdns")]
 pub mod mdns;
 pub mod registry;

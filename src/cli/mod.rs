@@ -2,6 +2,7 @@
 
 pub mod ca;
 pub mod init;
+pub mod iptables;
 pub mod list;
 pub mod run;
 pub mod run_file;
