@@ -264,6 +264,15 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         .with_metrics(runtime.metrics.clone()),
     );
     runtime.set_invoker(invoker.clone());
+    if let Some(port) = runtime.options.transparent_outbound_port {
+        let listener = bind("0.0.0.0", port, "transparent outbound door").await?;
+        tracing::info!(port, "transparent mode: outbound door serving");
+        servers.push(tokio::spawn(api::transparent::serve_outbound(
+            listener,
+            runtime.clone(),
+            runtime.options.protocol_detect_timeout,
+        )));
+    }
     servers.push(tokio::spawn(tandem_proxy::invoke::serve_inbound(
         internal_listener,
         tandem_proxy::invoke::Inbound {

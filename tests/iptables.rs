@@ -6,76 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
-/// A network namespace with loopback and a veth pair (both ends inside)
-/// holding the default route (so addresses outside it route somewhere); deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("tandem-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        let ns = Netns(name);
-        for args in [
-            vec!["netns", "add", &ns.0],
-            vec!["-n", &ns.0, "link", "set", "lo", "up"],
-            vec![
-                "-n", &ns.0, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
-            ],
-            vec!["-n", &ns.0, "addr", "add", "10.99.0.1/24", "dev", "v0"],
-            vec!["-n", &ns.0, "link", "set", "v0", "up"],
-            vec!["-n", &ns.0, "link", "set", "v1", "up"],
-            vec!["-n", &ns.0, "route", "add", "default", "dev", "v0"],
-        ] {
-            let out = Command::new("ip").args(&args).output().expect("iproute2");
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {} (the netns tests need root)",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        ns
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0, program])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn tandem(&self, args: &[&str]) -> Output {
-        self.run(common::BIN, &[&["iptables"][..], args].concat())
-    }
-
-    /// Our rules as iptables-save prints them, without counters.
-    fn saved(&self) -> String {
-        let out = self.run("iptables-save", &["-t", "nat"]);
-        assert!(out.status.success());
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("TANDEM"))
-            .map(|l| l.split(" [").next().unwrap().to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::netns::{Netns, text};
 
 const INSTALL: &[&str] = &[
     "install",
@@ -95,7 +26,7 @@ const INSTALL: &[&str] = &[
 
 #[test]
 fn rules_install_idempotently_redirect_and_come_off_again() {
-    let ns = Netns::new("ipt");
+    let (ns, _outside) = Netns::pair("ipt", "");
 
     // A dry run prints the script and installs nothing.
     let dry = ns.tandem(&[INSTALL, &["--dry-run"]].concat());
@@ -171,7 +102,7 @@ fn rules_install_idempotently_redirect_and_come_off_again() {
 
 #[test]
 fn bad_settings_are_refused_before_anything_runs() {
-    let ns = Netns::new("ipt-bad");
+    let (ns, _outside) = Netns::pair("iptbad", "");
     for (args, says) in [
         (vec!["install"], "--proxy-uid"),
         (

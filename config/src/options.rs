@@ -140,6 +140,16 @@ pub struct SidecarOptions {
     pub enable_mtls: bool,
     #[arg(long = "sentry-address")]
     pub sentry_address: Option<String>,
+    /// Transparent mode (tandem's own): serve the outbound door on this
+    /// port, the one `tandem iptables install --outbound-port` redirects
+    /// the app's connections to. The sidecar must run as the uid given to
+    /// `--proxy-uid` there.
+    #[arg(long = "transparent-outbound-port")]
+    pub transparent_outbound_port: Option<u16>,
+    /// How long the outbound door waits for a client's first bytes before
+    /// treating the connection as opaque TCP.
+    #[arg(long = "protocol-detect-timeout", default_value = "1s", value_parser = crate::duration::parse_duration)]
+    pub protocol_detect_timeout: std::time::Duration,
     #[arg(long = "placement-host-address")]
     pub placement_host_address: Option<String>,
     #[arg(long = "scheduler-host-address")]

@@ -497,6 +497,16 @@ impl Invoker {
         Ok((again, sender))
     }
 
+    /// Whether `target` (`id` or `id.namespace`) is an app the resolver
+    /// can find.
+    pub async fn knows(&self, target: &str) -> bool {
+        let (app, ns) = self.split(target);
+        self.resolver
+            .resolve(app, ns)
+            .await
+            .is_ok_and(|found| !found.is_empty())
+    }
+
     fn split<'t>(&'t self, target: &'t str) -> (&'t str, &'t str) {
         match target.split_once('.') {
             Some((a, ns)) => (a, ns),

@@ -19,6 +19,7 @@ pub mod resolve;
 pub mod sentry;
 pub mod telemetry;
 pub mod trace;
+pub mod transparent;
 
 pub use app_channel::{AppChannel, AppChannelConfig, AppChannelError};
 pub use health::AppHealth;

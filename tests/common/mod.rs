@@ -4,6 +4,7 @@
 
 pub mod event_app;
 pub mod nats;
+pub mod netns;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

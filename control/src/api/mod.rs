@@ -9,3 +9,4 @@ pub mod pubsub;
 pub mod secrets;
 pub mod state;
 pub mod streaming;
+pub mod transparent;
