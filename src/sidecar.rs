@@ -264,6 +264,21 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
         .with_metrics(runtime.metrics.clone()),
     );
     runtime.set_invoker(invoker.clone());
+    if let Some(port) = runtime.options.transparent_inbound_port {
+        let listener = bind("0.0.0.0", port, "transparent inbound door").await?;
+        let allow = runtime.options.transparent_inbound_plaintext == "allow";
+        tracing::info!(
+            port,
+            plaintext_from_outside = allow,
+            "transparent mode: inbound door serving"
+        );
+        servers.push(tokio::spawn(api::transparent::serve_inbound(
+            listener,
+            runtime.clone(),
+            internal_addr,
+            allow,
+        )));
+    }
     if let Some(port) = runtime.options.transparent_outbound_port {
         let listener = bind("0.0.0.0", port, "transparent outbound door").await?;
         tracing::info!(port, "transparent mode: outbound door serving");

@@ -5,7 +5,9 @@
 //! in the mesh and invokes it through the peer sidecar. Calls to hosts
 //! outside the mesh, opaque TCP and a client that stays silent pass
 //! through to where they were going; a connection to the door itself is
-//! refused; removing the rules restores direct traffic.
+//! refused. Inbound from the other host, plaintext to the app is refused
+//! by setting while a peer's connection to the internal port reaches the
+//! internal listener. Removing the rules restores direct traffic.
 
 mod common;
 
@@ -54,6 +56,10 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer((sys.argv[2], int(sys.argv[3])), H).serve_forever()
 "#;
+
+/// Python that connects to the address appended (a tuple), sends a
+/// request and says whether the connection was closed without an answer.
+const CLOSED: &str = "import socket\ndef probe(addr):\n  c=socket.create_connection(addr,timeout=5)\n  c.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n  try:\n    d=c.recv(100)\n  except ConnectionResetError:\n    d=b''\n  print('closed without an answer' if d==b'' else 'answered %r' % d)\nprobe";
 
 /// A TCP echo server.
 const ECHO: &str = r#"
@@ -112,6 +118,12 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
                 "50011",
                 "--metrics-port",
                 "9091",
+                "--dapr-internal-grpc-port",
+                "50002",
+                "--transparent-inbound-port",
+                "15006",
+                "--transparent-inbound-plaintext",
+                "deny",
             ],
         ),
         sidecar(
@@ -142,6 +154,8 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
         "15001",
         "--inbound-port",
         "15006",
+        "--skip-inbound-ports",
+        "22",
     ]);
     assert!(install.status.success(), "{}", text(&install));
 
@@ -176,11 +190,25 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
     assert!(got.contains("closed b''"), "half-close passed on: {got}");
 
     // A connection to the door's own port is a loop: closed, not followed.
-    let got = py(
-        &app_ns,
-        "import socket\nc=socket.create_connection(('10.99.0.2',15001),timeout=5)\nc.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\nprint('answer', c.recv(100))",
+    let got = py(&app_ns, &format!("{CLOSED}(('10.99.0.2', 15001))"));
+    assert!(got.contains("closed without an answer"), "{got}");
+
+    // Inbound, from the other host: plaintext to the app's port is
+    // refused (the setting says deny) ...
+    let got = py(&outside, &format!("{CLOSED}(('10.99.0.1', 8081))"));
+    assert!(
+        got.contains("closed without an answer"),
+        "{got}\n{}\n{}",
+        text(&app_ns.run("iptables", &["-t", "nat", "-L", "-v", "-n"])),
+        text(&app_ns.run("ss", &["-ltnp"]))
     );
-    assert!(got.contains("answer b''"), "{got}");
+    // ... while a peer sidecar's connection to the internal port reaches
+    // the internal listener (an HTTP/2 server: SETTINGS comes back).
+    let got = py(
+        &outside,
+        "import socket\nc=socket.create_connection(('10.99.0.1',50002),timeout=5)\nc.sendall(b'PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n\\x00\\x00\\x00\\x04\\x00\\x00\\x00\\x00\\x00')\nd=c.recv(9)\nprint('frame type', d[3] if len(d)>3 else None)",
+    );
+    assert!(got.contains("frame type 4"), "{got}");
 
     // The caller's sidecar counted the invocations it made.
     let metrics = py(

@@ -146,6 +146,14 @@ pub struct SidecarOptions {
     /// `--proxy-uid` there.
     #[arg(long = "transparent-outbound-port")]
     pub transparent_outbound_port: Option<u16>,
+    /// Transparent mode: serve the inbound door on this port (`tandem
+    /// iptables install --inbound-port`).
+    #[arg(long = "transparent-inbound-port")]
+    pub transparent_inbound_port: Option<u16>,
+    /// Whether the inbound door lets plaintext from outside the mesh
+    /// through to the app (`allow`) or closes it (`deny`).
+    #[arg(long = "transparent-inbound-plaintext", default_value = "allow", value_parser = ["allow", "deny"])]
+    pub transparent_inbound_plaintext: String,
     /// How long the outbound door waits for a client's first bytes before
     /// treating the connection as opaque TCP.
     #[arg(long = "protocol-detect-timeout", default_value = "1s", value_parser = crate::duration::parse_duration)]

@@ -144,6 +144,56 @@ async fn route(rt: &Runtime, dst: SocketAddr, req: Request<Incoming>) -> Respons
     }
 }
 
+/// Transparent mode's inbound door: connections from other hosts,
+/// redirected here. Those for the internal port are peer sidecars: they
+/// go on to the internal listener, which terminates their mTLS, proves
+/// their identity and applies access control. Anything else is plaintext
+/// from outside the mesh, let through to where it was going only when
+/// `allow_plaintext`.
+pub async fn serve_inbound(
+    listener: TcpListener,
+    rt: Arc<Runtime>,
+    internal: SocketAddr,
+    allow_plaintext: bool,
+) {
+    let own = listener.local_addr().ok();
+    let mut shutdown = rt.shutdown_signal();
+    loop {
+        let (stream, from) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "inbound door: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let dst = match original_dst(&stream) {
+                Ok(d) => d,
+                Err(_) => return,
+            };
+            let to = if dst.port() == internal.port() {
+                internal
+            } else if own.is_some_and(|o| o.port() == dst.port()) {
+                tracing::warn!(%from, "inbound door: a connection to the door itself (redirect loop); closed");
+                return;
+            } else if allow_plaintext {
+                dst
+            } else {
+                tracing::warn!(%from, %dst, "inbound door: plaintext from outside the mesh refused (--transparent-inbound-plaintext deny)");
+                return;
+            };
+            if let Err(e) = opaque(stream, to).await {
+                tracing::debug!(%from, %to, error = %e, "inbound door: connection ended");
+            }
+        });
+    }
+}
+
 fn bad_gateway(why: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(tandem_proxy::invoke::full(format!("tandem: {why}\n")));
     *resp.status_mut() = StatusCode::BAD_GATEWAY;
