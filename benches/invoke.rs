@@ -4,7 +4,10 @@
 //! concurrent clients, the sidecars' CPU per 1000 rps and their RSS
 //! afterwards — HTTP (`/v1.0/invoke`) and gRPC (`InvokeService`, what the
 //! SDKs call) invocation, over plaintext and mTLS sidecar pairs, and a pair
-//! of nginx reverse proxies as a reference.
+//! of nginx reverse proxies as a reference. Then, as root, transparent mode
+//! in a network namespace: the same app called directly, explicitly
+//! through its sidecar, and by name through the iptables redirect (the
+//! load runs inside the namespace: this binary again, `--netns-load`).
 //!
 //! `cargo bench --bench invoke`; `INVOKE_ITERS` sets the sequential samples
 //! (default 5000).
@@ -14,6 +17,7 @@ mod common;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,7 +58,14 @@ impl Call {
 }
 
 async fn app() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_app(0).await
+}
+
+/// The measured app: `{"ok":true}` to everything, on `port` (0: any).
+async fn serve_app(port: u16) -> u16 {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
@@ -263,8 +274,184 @@ async fn measure(p: &Pair<'_>, pids: [u32; 2]) {
     );
 }
 
+/// Inside the namespace: sequential then fixed-rate latencies of `url`,
+/// printed as one line per measurement.
+async fn netns_load(url: &str, iters: usize, secs: f64) {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let call = Call::Http(client, url.to_string());
+    let s = sequential(&call, iters).await;
+    println!(
+        "sequential {} {} {}",
+        pct(&s, 0.5),
+        pct(&s, 0.99),
+        pct(&s, 0.999)
+    );
+    let r = fixed_rate(&call, 1000, secs).await;
+    println!(
+        "rate1000 {} {} {}",
+        pct(&r, 0.5),
+        pct(&r, 0.99),
+        pct(&r, 0.999)
+    );
+}
+
+/// Transparent mode against explicit invocation and direct calls, in a
+/// network namespace (needs root, iproute2 and iptables).
+fn transparent(iters: usize, secs: f64) {
+    use common::netns::Netns;
+    if Command::new("iptables-restore")
+        .arg("--version")
+        .output()
+        .is_err()
+        || !std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    {
+        println!("  transparent mode: needs root and iptables; skipped");
+        return;
+    }
+    let (ns, _outside) = Netns::pair("bench", "10.99.0.50 orders\n");
+    let home = std::env::temp_dir().join(format!("tandem-tp-bench-{}", std::process::id()));
+    std::fs::create_dir_all(home.join("registry")).unwrap();
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rwx", home.to_str().unwrap()])
+        .status();
+    let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_str().unwrap();
+    let h = format!("TANDEM_HOME={}", home.display());
+    let sidecar = |args: &[&str]| {
+        let mut all = vec![
+            "--reuid=2102",
+            "--regid=2102",
+            "--clear-groups",
+            "env",
+            &h,
+            common::BIN,
+            "sidecar",
+            "--log-level",
+            "error",
+            "--enable-metrics=false",
+        ];
+        all.extend_from_slice(args);
+        ns.spawn("setpriv", &all)
+    };
+    let mut procs = vec![
+        ns.spawn(exe, &["--netns-app", "8081"]),
+        sidecar(&[
+            "--app-id",
+            "orders",
+            "--app-port",
+            "8081",
+            "--dapr-http-port",
+            "3510",
+            "--dapr-grpc-port",
+            "50011",
+        ]),
+        sidecar(&[
+            "--app-id",
+            "shop",
+            "--dapr-http-port",
+            "3500",
+            "--dapr-grpc-port",
+            "50001",
+            "--transparent-outbound-port",
+            "15001",
+        ]),
+    ];
+    let ready = |url: &str| {
+        let end = Instant::now() + Duration::from_secs(20);
+        let code = format!("import urllib.request\nurllib.request.urlopen('{url}', timeout=1)");
+        while !ns.run("python3", &["-c", &code]).status.success() {
+            assert!(Instant::now() < end, "{url} never answered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    ready("http://127.0.0.1:3500/v1.0/healthz");
+    ready("http://127.0.0.1:3510/v1.0/healthz");
+    ready("http://127.0.0.1:8081/hello");
+    let out = ns.tandem(&[
+        "install",
+        "--proxy-uid",
+        "2102",
+        "--outbound-port",
+        "15001",
+        "--inbound-port",
+        "15006",
+    ]);
+    assert!(out.status.success(), "{}", common::netns::text(&out));
+    println!("  transparent mode, in a network namespace (µs, sequential then 1000 rps):");
+    let mut results = Vec::new();
+    for (label, url) in [
+        ("direct", "http://127.0.0.1:8081/hello"),
+        (
+            "explicit",
+            "http://127.0.0.1:3500/v1.0/invoke/orders/method/hello",
+        ),
+        ("transparent", "http://orders/hello"),
+    ] {
+        let out = ns.run(
+            exe,
+            &["--netns-load", url, &iters.to_string(), &secs.to_string()],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let nums = |key: &str| -> Vec<f64> {
+            text.lines()
+                .find(|l| l.starts_with(key))
+                .map(|l| {
+                    l.split_whitespace()
+                        .skip(1)
+                        .filter_map(|v| v.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (s, r) = (nums("sequential"), nums("rate1000"));
+        assert!(
+            s.len() == 3 && r.len() == 3,
+            "{label}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "    {label:<12} sequential p50 {:>6.0} p99 {:>6.0} p99.9 {:>6.0} | 1000 rps p50 {:>6.0} p99 {:>6.0} p99.9 {:>6.0}",
+            s[0], s[1], s[2], r[0], r[1], r[2]
+        );
+        results.push((s, r));
+    }
+    let added = |i: usize, k: usize| results[i].0[k] - results[0].0[k];
+    println!(
+        "    added over direct, sequential p50: explicit {:+.0}, transparent {:+.0} (transparent / explicit = {:.0} %)",
+        added(1, 0),
+        added(2, 0),
+        added(2, 0) / added(1, 0) * 100.0
+    );
+    let _ = ns.tandem(&["remove"]);
+    for p in &mut procs {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--netns-app") {
+        let port: u16 = args[i + 1].parse().unwrap();
+        serve_app(port).await;
+        std::future::pending::<()>().await;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--netns-load") {
+        netns_load(
+            &args[i + 1],
+            args[i + 2].parse().unwrap(),
+            args[i + 3].parse().unwrap(),
+        )
+        .await;
+        return;
+    }
     let benching = std::env::args().any(|a| a == "--bench");
     let iters: usize = std::env::var("INVOKE_ITERS")
         .ok()
@@ -346,4 +533,7 @@ async fn main() {
         println!("  reference: nginx is not installed; no reference pair");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    tokio::task::spawn_blocking(move || transparent(iters, secs))
+        .await
+        .unwrap();
 }

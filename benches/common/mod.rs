@@ -1,6 +1,9 @@
 //! What the benches share: a sidecar process of the release binary.
 #![allow(dead_code)]
 
+#[path = "../../tests/common/netns.rs"]
+pub mod netns;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,11 @@ pub struct Netns {
 
 impl Netns {
     fn bare(name: String) -> Self {
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // A namespace left by a killed run of the same pid.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         let ns = Netns { name };
         ns.ip(&["netns", "add", &ns.name], false);
         ns.ip(&["link", "set", "lo", "up"], true);
