@@ -45,34 +45,9 @@ pub fn app_of(host: &str) -> Option<String> {
 }
 
 pub async fn serve_outbound(listener: TcpListener, rt: Arc<Runtime>, detect_timeout: Duration) {
-    let own = listener.local_addr().ok();
-    let mut shutdown = rt.shutdown_signal();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbound door: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let _ = stream.set_nodelay(true);
+    doors(listener, rt.clone(), "outbound", move |stream, dst, _from| {
         let rt = rt.clone();
-        tokio::spawn(async move {
-            let dst = match original_dst(&stream) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::debug!(error = %e, "outbound door: a connection that was not redirected; closed");
-                    return;
-                }
-            };
-            if own.is_some_and(|o| o.port() == dst.port()) {
-                tracing::warn!(%dst, "outbound door: a connection to the door itself (redirect loop); closed");
-                return;
-            }
+        async move {
             match detect(&stream, dst.port(), detect_timeout).await {
                 Protocol::Opaque => {
                     if let Err(e) = opaque(stream, dst).await {
@@ -91,6 +66,50 @@ pub async fn serve_outbound(listener: TcpListener, rt: Arc<Runtime>, detect_time
                     .await;
                 }
             }
+        }
+    })
+    .await
+}
+
+/// What both doors do before their own work: accept until shutdown, read
+/// each connection's original destination (closing those that were not
+/// redirected, and those sent to the door itself — a redirect loop), and
+/// hand it to `handle` on a task of its own.
+async fn doors<F, Fut>(listener: TcpListener, rt: Arc<Runtime>, which: &'static str, handle: F)
+where
+    F: Fn(tokio::net::TcpStream, SocketAddr, SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let own = listener.local_addr().ok();
+    let mut shutdown = rt.shutdown_signal();
+    let handle = Arc::new(handle);
+    loop {
+        let (stream, from) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "{which} door: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let dst = match original_dst(&stream) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(%from, error = %e, "{which} door: a connection that was not redirected; closed");
+                    return;
+                }
+            };
+            if own.is_some_and(|o| o.port() == dst.port()) {
+                tracing::warn!(%from, %dst, "{which} door: a connection to the door itself (redirect loop); closed");
+                return;
+            }
+            handle(stream, dst, from).await;
         });
     }
 }
@@ -156,42 +175,20 @@ pub async fn serve_inbound(
     internal: SocketAddr,
     allow_plaintext: bool,
 ) {
-    let own = listener.local_addr().ok();
-    let mut shutdown = rt.shutdown_signal();
-    loop {
-        let (stream, from) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "inbound door: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
+    doors(listener, rt, "inbound", move |stream, dst, from| async move {
+        let to = if dst.port() == internal.port() {
+            internal
+        } else if allow_plaintext {
+            dst
+        } else {
+            tracing::warn!(%from, %dst, "inbound door: plaintext from outside the mesh refused (--transparent-inbound-plaintext deny)");
+            return;
         };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let dst = match original_dst(&stream) {
-                Ok(d) => d,
-                Err(_) => return,
-            };
-            let to = if dst.port() == internal.port() {
-                internal
-            } else if own.is_some_and(|o| o.port() == dst.port()) {
-                tracing::warn!(%from, "inbound door: a connection to the door itself (redirect loop); closed");
-                return;
-            } else if allow_plaintext {
-                dst
-            } else {
-                tracing::warn!(%from, %dst, "inbound door: plaintext from outside the mesh refused (--transparent-inbound-plaintext deny)");
-                return;
-            };
-            if let Err(e) = opaque(stream, to).await {
-                tracing::debug!(%from, %to, error = %e, "inbound door: connection ended");
-            }
-        });
-    }
+        if let Err(e) = opaque(stream, to).await {
+            tracing::debug!(%from, %to, error = %e, "inbound door: connection ended");
+        }
+    })
+    .await
 }
 
 fn bad_gateway(why: &str) -> Response<ProxyBody> {
