@@ -26,6 +26,8 @@ pub struct RunningSidecar {
     /// This app's entry with its name resolver (a registry file, an mDNS
     /// announcement), withdrawn when the sidecar ends.
     _registration: Box<dyn Send + Sync>,
+    /// `--transparent`: the iptables rules, removed when the sidecar ends.
+    _rules: Option<Rules>,
 }
 
 async fn bind(addr: &str, port: u16, what: &str) -> Result<TcpListener> {
@@ -101,9 +103,13 @@ async fn workload_identity(
 
 /// Starts a sidecar and returns once its APIs serve and its components are
 /// loaded (`healthz/outbound` is 204). The app side continues in background.
-pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<RunningSidecar> {
+pub async fn start(mut options: SidecarOptions, source: ResourceSource) -> Result<RunningSidecar> {
     if let Some(why) = options.unsupported() {
         return Err(anyhow!(why));
+    }
+    if options.transparent {
+        options.transparent_outbound_port.get_or_insert(15001);
+        options.transparent_inbound_port.get_or_insert(15006);
     }
     let addr = options
         .listen_addresses()
@@ -318,11 +324,74 @@ pub async fn start(options: SidecarOptions, source: ResourceSource) -> Result<Ru
     );
 
     servers.push(tokio::spawn(app_startup(runtime.clone())));
+    let rules = if runtime.options.transparent {
+        Some(install_rules(&runtime, internal_addr.port())?)
+    } else {
+        None
+    };
     Ok(RunningSidecar {
         runtime,
         servers,
         _registration: registration,
+        _rules: rules,
     })
+}
+
+/// `--transparent`: the rules go in at start, excluding this process's
+/// uid, and come out when the sidecar ends (`Rules` on drop).
+fn install_rules(rt: &Runtime, internal_port: u16) -> Result<Rules> {
+    let o = &rt.options;
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        })
+        .and_then(|u| u.parse::<u32>().ok())
+        .ok_or_else(|| anyhow!("--transparent: cannot tell this process's uid"))?;
+    let redirect = tandem_proxy::iptables::Redirect {
+        inbound_port: o.transparent_inbound_port.unwrap_or(15006),
+        outbound_port: o.transparent_outbound_port.unwrap_or(15001),
+        proxy_uid: Some(uid),
+        proxy_gid: None,
+        skip_inbound_ports: vec![
+            o.http_port(),
+            o.grpc_port(),
+            o.metrics_port_or_default(),
+            internal_port,
+        ],
+        skip_outbound_ports: Vec::new(),
+        skip_inbound_subnets: Vec::new(),
+        skip_outbound_subnets: Vec::new(),
+    };
+    let n = crate::cli::iptables::apply(&redirect, false)
+        .map_err(|e| anyhow!("--transparent: {e} (transparent mode needs root)"))?;
+    tracing::info!(
+        rules = n,
+        sidecar_uid = uid,
+        "transparent mode: iptables rules installed"
+    );
+    if uid == 0 {
+        tracing::warn!(
+            "transparent mode: the sidecar runs as root, so processes running as root are not redirected; run the app as another user (tandem run --app-uid)"
+        );
+    }
+    Ok(Rules)
+}
+
+/// Removes the transparent-mode rules when dropped.
+struct Rules;
+
+impl Drop for Rules {
+    fn drop(&mut self) {
+        match crate::cli::iptables::clear(false) {
+            Ok(_) => tracing::info!("transparent mode: iptables rules removed"),
+            Err(e) => {
+                tracing::error!(error = %e, "transparent mode: rules not removed; run `tandem iptables remove`")
+            }
+        }
+    }
 }
 
 /// Configuration `tracing`: an OTLP/HTTP collector (`otel.protocol: http`)

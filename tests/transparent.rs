@@ -229,3 +229,91 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
     );
     assert!(got.contains("direct"), "{got}");
 }
+
+/// `tandem run --transparent`: the rules go in when the sidecar starts
+/// (its own uid excluded), the app — run as another user — calls the mesh
+/// by name without knowing it, and the rules come out when it ends.
+#[test]
+fn run_transparent_sets_up_and_cleans_up_the_rules() {
+    let (app_ns, _outside) = Netns::pair("tprun", "10.99.0.50 orders\n");
+    let home = TempDir::new("transparent-run");
+    let h = home.path().to_str().unwrap();
+    let _procs = Killed(vec![
+        app_ns.spawn("python3", &["-c", APP, "orders-app", "127.0.0.1", "8081"]),
+        app_ns.spawn(
+            "env",
+            &[
+                &format!("TANDEM_HOME={h}"),
+                common::BIN,
+                "sidecar",
+                "--app-id",
+                "orders",
+                "--app-port",
+                "8081",
+                "--dapr-http-port",
+                "3510",
+                "--dapr-grpc-port",
+                "50011",
+                "--metrics-port",
+                "9091",
+            ],
+        ),
+    ]);
+    wait_http(&app_ns, "http://127.0.0.1:3510/v1.0/healthz");
+
+    // Without another user for the app, transparent mode would redirect
+    // nothing: refused with what to do.
+    let refused = app_ns
+        .command("env")
+        .args([
+            &format!("TANDEM_HOME={h}"),
+            common::BIN,
+            "run",
+            "--app-id",
+            "shop",
+            "--transparent",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("--app-uid"), "{}", text(&refused));
+
+    let client = "import urllib.request\nprint(urllib.request.urlopen('http://orders/by-name', timeout=5).read().decode())";
+    let run = app_ns
+        .command("env")
+        .args([
+            &format!("TANDEM_HOME={h}"),
+            common::BIN,
+            "run",
+            "--app-id",
+            "shop",
+            "--transparent",
+            "--app-uid",
+            "2103",
+            "--dapr-http-port",
+            "3500",
+            "--dapr-grpc-port",
+            "50001",
+            "--metrics-port",
+            "9090",
+            "--",
+            "python3",
+            "-c",
+            client,
+        ])
+        .output()
+        .unwrap();
+    let out = text(&run);
+    assert!(run.status.success(), "{out}");
+    assert!(
+        out.contains("== APP == orders-app /by-name caller=shop"),
+        "{out}"
+    );
+    assert_eq!(
+        app_ns.saved(),
+        "",
+        "the rules are gone with the sidecar:\n{out}"
+    );
+}

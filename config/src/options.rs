@@ -140,6 +140,13 @@ pub struct SidecarOptions {
     pub enable_mtls: bool,
     #[arg(long = "sentry-address")]
     pub sentry_address: Option<String>,
+    /// Transparent mode (tandem's own), all in one: serve both doors
+    /// (outbound 15001 and inbound 15006 unless given) and install the
+    /// iptables rules in this network namespace at start — excluding this
+    /// process's uid, so the app must run as another user — and remove
+    /// them at exit. Needs root (CAP_NET_ADMIN).
+    #[arg(long = "transparent", default_value_t = false)]
+    pub transparent: bool,
     /// Transparent mode (tandem's own): serve the outbound door on this
     /// port, the one `tandem iptables install --outbound-port` redirects
     /// the app's connections to. The sidecar must run as the uid given to

@@ -97,6 +97,53 @@ fn families(ipv6: bool) -> Vec<bool> {
     if ipv6 { vec![false, true] } else { vec![false] }
 }
 
+/// Installs `r` (idempotent); returns how many rules the chains hold.
+pub fn apply(r: &Redirect, ipv6: bool) -> Result<usize> {
+    r.check(ipv6).map_err(|e| anyhow!(e))?;
+    let script = install_script(r, ipv6, &save(ipv6)?);
+    let restore = program(ipv6, "-restore");
+    let mut child = Cmd::new(&restore)
+        .args(["--noflush", "-w", "5"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {restore}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(anyhow!(
+            "{restore} refused the rules: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(r.chain_rules(ipv6).len())
+}
+
+/// Removes tandem's rules (idempotent); returns how many commands it took.
+pub fn clear(ipv6: bool) -> Result<usize> {
+    let cmds = remove_commands(&save(ipv6)?);
+    for args in &cmds {
+        let out = Cmd::new(program(ipv6, ""))
+            .arg("-w")
+            .arg("5")
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            return Err(anyhow!(
+                "{} {} failed: {}",
+                program(ipv6, ""),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(cmds.len())
+}
+
 pub async fn main(cmd: Command) -> Result<u8> {
     match cmd {
         Command::Install(a) => {
@@ -111,78 +158,35 @@ pub async fn main(cmd: Command) -> Result<u8> {
                 skip_outbound_subnets: a.skip_outbound_subnets,
             };
             for v6 in families(a.common.ipv6) {
-                r.check(v6).map_err(|e| anyhow!(e))?;
-                let saved = if a.common.dry_run {
-                    save(v6).unwrap_or_default()
-                } else {
-                    save(v6)?
-                };
-                let script = install_script(&r, v6, &saved);
-                let restore = program(v6, "-restore");
                 if a.common.dry_run {
-                    println!("# {restore} --noflush <<EOF\n{script}EOF");
+                    r.check(v6).map_err(|e| anyhow!(e))?;
+                    let script = install_script(&r, v6, &save(v6).unwrap_or_default());
+                    println!("# {} --noflush <<EOF\n{script}EOF", program(v6, "-restore"));
                     continue;
                 }
-                let mut child = Cmd::new(&restore)
-                    .args(["--noflush", "-w", "5"])
-                    .stdin(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .with_context(|| format!("cannot run {restore}"))?;
-                child
-                    .stdin
-                    .take()
-                    .expect("piped")
-                    .write_all(script.as_bytes())?;
-                let out = child.wait_with_output()?;
-                if !out.status.success() {
-                    return Err(anyhow!(
-                        "{restore} refused the rules: {}\n{script}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
-                }
-                println!(
-                    "installed {} rules ({})",
-                    r.chain_rules(v6).len(),
-                    if v6 { "IPv6" } else { "IPv4" }
-                );
+                let n = apply(&r, v6)?;
+                println!("installed {n} rules ({})", if v6 { "IPv6" } else { "IPv4" });
             }
             Ok(0)
         }
         Command::Remove(c) => {
             for v6 in families(c.ipv6) {
-                let saved = save(v6)?;
-                let cmds = remove_commands(&saved);
-                for args in &cmds {
-                    if c.dry_run {
+                if c.dry_run {
+                    for args in remove_commands(&save(v6)?) {
                         println!("{} {}", program(v6, ""), args.join(" "));
-                        continue;
                     }
-                    let out = Cmd::new(program(v6, ""))
-                        .arg("-w")
-                        .arg("5")
-                        .args(args)
-                        .output()?;
-                    if !out.status.success() {
-                        return Err(anyhow!(
-                            "{} {} failed: {}",
-                            program(v6, ""),
-                            args.join(" "),
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        ));
-                    }
+                    continue;
                 }
-                if !c.dry_run {
-                    println!(
-                        "{} ({})",
-                        if cmds.is_empty() {
-                            "nothing to remove"
-                        } else {
-                            "removed"
-                        },
-                        if v6 { "IPv6" } else { "IPv4" }
-                    );
-                }
+                let n = clear(v6)?;
+                println!(
+                    "{} ({})",
+                    if n == 0 {
+                        "nothing to remove"
+                    } else {
+                        "removed"
+                    },
+                    if v6 { "IPv6" } else { "IPv4" }
+                );
             }
             Ok(0)
         }

@@ -25,6 +25,13 @@ pub struct Args {
     /// A multi-app run template (Dapr's run file format).
     #[arg(long = "run-file", short = 'f')]
     run_file: Option<PathBuf>,
+    /// Run the app as this user (and group) id — with `--transparent`, the
+    /// app must not share the sidecar's uid, or its traffic is not
+    /// redirected.
+    #[arg(long = "app-uid")]
+    app_uid: Option<u32>,
+    #[arg(long = "app-gid")]
+    app_gid: Option<u32>,
     /// The app's command line, after `--`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -40,6 +47,9 @@ pub struct AppSpec {
     /// Prefix of the app's output lines.
     pub prefix: String,
     pub run_file: Option<PathBuf>,
+    /// The app's user and group ids (`--app-uid`, `--app-gid`).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 pub async fn main(args: Args) -> Result<u8> {
@@ -50,6 +60,11 @@ pub async fn main(args: Args) -> Result<u8> {
         return super::run_file::run(&file, options, stop).await;
     }
     let options = resolve(options)?;
+    if options.transparent && args.app_uid.is_none() {
+        return Err(anyhow::anyhow!(
+            "--transparent redirects every process except the sidecar's user, and the app runs as that user: pass --app-uid (and --app-gid) to run the app as another one"
+        ));
+    }
     let source = default_source(&options.resources_path);
     let spec = AppSpec {
         options,
@@ -59,6 +74,8 @@ pub async fn main(args: Args) -> Result<u8> {
         env: Vec::new(),
         prefix: "== APP == ".into(),
         run_file: None,
+        uid: args.app_uid,
+        gid: args.app_gid,
     };
     let code = run_app(spec, stop).await?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
@@ -259,6 +276,12 @@ fn spawn_app(
     }
     if let Some(dir) = &spec.dir {
         cmd.current_dir(dir);
+    }
+    if let Some(gid) = spec.gid.or(spec.uid) {
+        cmd.gid(gid);
+    }
+    if let Some(uid) = spec.uid {
+        cmd.uid(uid);
     }
     for (k, v) in &spec.env {
         cmd.env(k, v);

@@ -202,6 +202,8 @@ fn to_spec(
         dir: dir.or_else(|| Some(base.to_path_buf())),
         env,
         run_file: Some(file.to_path_buf()),
+        uid: None,
+        gid: None,
     })
 }
 
