@@ -31,6 +31,11 @@ impl rt::app_callback_server::AppCallback for App {
                 Err(Status::unavailable("warming up"))
             }
             "missing" => Err(Status::not_found("no such order")),
+            "down" => Err(Status::unavailable("down for maintenance")),
+            "slow" => {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                Err(Status::ok("too late"))
+            }
             "precondition" => Err(Status::failed_precondition("order is closed")),
             _ => Ok(Response::new(cv1::InvokeResponse {
                 data: Some(prost_types::Any {
@@ -88,7 +93,7 @@ async fn grpc_codes_decide_retries_and_reach_grpc_callers_exactly() {
     let res = TempDir::new("grpc-app-res");
     res.write(
         "resiliency.yaml",
-        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      unavailable:\n        policy: constant\n        duration: 10ms\n        maxRetries: 3\n        matching:\n          gRPCStatusCodes: \"14\"\n  targets:\n    apps:\n      orders:\n        retry: unavailable\n",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      unavailable:\n        policy: constant\n        duration: 10ms\n        maxRetries: 3\n        matching:\n          gRPCStatusCodes: \"14\"\n    timeouts:\n      half: 500ms\n    circuitBreakers:\n      fuse:\n        maxRequests: 1\n        timeout: 30s\n        trip: consecutiveFailures >= 3\n  targets:\n    apps:\n      orders:\n        retry: unavailable\n        timeout: half\n        circuitBreaker: fuse\n",
     );
     let h = home.path().to_str().unwrap();
     let _orders = sidecar()
@@ -140,4 +145,44 @@ async fn grpc_codes_decide_retries_and_reach_grpc_callers_exactly() {
     assert_eq!(count("precondition"), 1);
     let ok = client.invoke_service(call("hello")).await.unwrap();
     assert_eq!(ok.into_inner().data.unwrap().value, b"ok");
+
+    // gRPC proxying (any service, here the app's own AppCallback, called
+    // with `dapr-app-id`) runs under the same policy, without retries (a
+    // stream cannot be replayed): the timeout bounds the wait for the
+    // answer ...
+    let mut proxied = rt::app_callback_client::AppCallbackClient::connect(shop.grpc_endpoint())
+        .await
+        .unwrap();
+    let on_invoke = |method: &str| {
+        let mut r = tonic::Request::new(cv1::InvokeRequest {
+            method: method.into(),
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("dapr-app-id", "orders".parse().unwrap());
+        r
+    };
+    let t = std::time::Instant::now();
+    let err = proxied.on_invoke(on_invoke("slow")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(t.elapsed() < std::time::Duration::from_millis(1500));
+    // ... and failing answers (UNAVAILABLE is listed) count for the
+    // breaker: with the timeout that makes three in a row, and it opens.
+    for _ in 0..2 {
+        let err = proxied.on_invoke(on_invoke("down")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            err.message(),
+            "down for maintenance",
+            "the app's own answer"
+        );
+    }
+    let err = proxied.on_invoke(on_invoke("down")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("circuit breaker is open"), "{err:?}");
+    assert_eq!(
+        count("down"),
+        2,
+        "the open breaker kept the third from the app"
+    );
 }

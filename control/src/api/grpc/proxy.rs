@@ -93,7 +93,13 @@ async fn proxy(
             None => Err(tandem_proxy::invoke::InvokeError::NoApp),
         }
     } else {
-        invoker.grpc_remote(target, req).await
+        let app_id = target.split_once('.').map_or(target, |(a, _)| a);
+        let policy = rt.snapshot().app_policy(app_id);
+        if policy.is_empty() {
+            invoker.grpc_remote(target, req).await
+        } else {
+            return under_policy(&policy, invoker.clone(), target, req).await;
+        }
     };
     result.unwrap_or_else(|e| {
         let code = match e {
@@ -105,4 +111,89 @@ async fn proxy(
             &format!("failed to proxy the call to app {target}: {e}"),
         )
     })
+}
+
+/// One try of a proxied call under the app's policy that did not succeed.
+enum Tried {
+    /// The app answered at once with a failing gRPC status.
+    Answered(Response<tandem_proxy::ProxyBody>),
+    Failed(tandem_proxy::invoke::InvokeError),
+}
+
+impl std::fmt::Display for Tried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tried::Answered(_) => write!(f, "the app answered with a failing status"),
+            Tried::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A proxied call under the target app's resiliency policy: the timeout
+/// bounds the wait for the answer's headers (a stream then flows freely),
+/// the breaker counts failed connections, timeouts and immediate failing
+/// statuses (`matching.gRPCStatusCodes`, else the server-failure codes).
+/// Never retried: the request is a stream that went out as it came.
+async fn under_policy(
+    policy: &tandem_proxy::resilience::Policy,
+    invoker: std::sync::Arc<tandem_proxy::Invoker>,
+    target: &str,
+    req: Request<tandem_proxy::ProxyBody>,
+) -> Response<tandem_proxy::ProxyBody> {
+    use tandem_proxy::resilience::{FailureKind, ResilienceError, Retries};
+    let once = std::sync::Mutex::new(Some(req));
+    let retry = policy.retry.as_ref();
+    let attempt = || {
+        let req = once.lock().expect("request").take();
+        let invoker = invoker.clone();
+        async move {
+            let Some(req) = req else {
+                return Err(Tried::Failed(tandem_proxy::invoke::InvokeError::NotReady));
+            };
+            let resp = invoker
+                .grpc_remote(target, req)
+                .await
+                .map_err(Tried::Failed)?;
+            let code = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok());
+            match code {
+                Some(c)
+                    if retry.map_or(matches!(c, 2 | 4 | 8 | 10 | 13 | 14), |r| {
+                        r.retries_grpc_status(c)
+                    }) =>
+                {
+                    Err(Tried::Answered(resp))
+                }
+                _ => Ok(resp),
+            }
+        }
+    };
+    let no_retries = Retries {
+        allowed: false,
+        after_timeout: false,
+    };
+    match policy
+        .run_with(attempt, |_| FailureKind::Transient, no_retries)
+        .await
+    {
+        Ok(resp) | Err(ResilienceError::Inner(Tried::Answered(resp))) => resp,
+        Err(ResilienceError::Inner(Tried::Failed(e))) => grpc_error(
+            if matches!(e, tandem_proxy::invoke::InvokeError::NotFound(_)) {
+                5
+            } else {
+                14
+            },
+            &format!("failed to proxy the call to app {target}: {e}"),
+        ),
+        Err(e @ ResilienceError::Timeout(_)) => {
+            grpc_error(4, &format!("failed to proxy the call to app {target}: {e}"))
+        }
+        Err(e) => grpc_error(
+            14,
+            &format!("failed to proxy the call to app {target}: {e}"),
+        ),
+    }
 }
