@@ -125,14 +125,11 @@ async fn route(rt: &Runtime, dst: SocketAddr, req: Request<Incoming>) -> Respons
     let Some(invoker) = rt.invoker() else {
         return bad_gateway("the sidecar is not ready");
     };
-    let max = rt.options.max_body_size;
     let (mut parts, body) = req.into_parts();
-    let (body, _) = tandem_proxy::invoke::limited(body, max);
     // Only the path and query travel on; the host chose the target.
     if let Some(pq) = parts.uri.path_and_query().cloned() {
         parts.uri = pq.as_str().parse().unwrap_or_default();
     }
-    let req = Request::from_parts(parts, body);
     // `orders.<own namespace>` is `orders` (a sidecar without a namespace
     // is in `default`, as in Dapr).
     let own_ns = rt
@@ -147,19 +144,17 @@ async fn route(rt: &Runtime, dst: SocketAddr, req: Request<Incoming>) -> Respons
     });
     match app {
         Some(app) if !crate::api::invoke::names_this_app(rt, &app) && invoker.knows(&app).await => {
-            match crate::api::invoke::invoke(rt, &app, req, "http").await {
-                Ok(mut resp) => {
-                    resp.headers_mut().remove(tandem_proxy::invoke::GRPC_STATUS);
-                    resp
-                }
-                Err(e) => e.to_http().map(tandem_proxy::invoke::boxed),
-            }
+            crate::api::http::invoke::forward(rt, &app, parts, body).await
         }
         // Not a mesh app: to where the app was going, as it was.
-        _ => match invoker.external(&format!("http://{dst}"), req, None).await {
-            Ok(resp) => resp,
-            Err(e) => bad_gateway(&e.to_string()),
-        },
+        _ => {
+            let (body, _) = tandem_proxy::invoke::limited(body, rt.options.max_body_size);
+            let req = Request::from_parts(parts, body);
+            match invoker.external(&format!("http://{dst}"), req, None).await {
+                Ok(resp) => resp,
+                Err(e) => bad_gateway(&e.to_string()),
+            }
+        }
     }
 }
 

@@ -35,7 +35,7 @@ pub async fn http(
     skip: usize,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let cleaned = clean_path(parts.uri.path());
     let rest: Vec<&str> = cleaned
         .trim_start_matches('/')
@@ -47,16 +47,8 @@ pub async fn http(
         Some(q) => format!("{path}?{q}"),
         None => path,
     };
-    // Streamed to the target as it arrives, cut off past --max-body-size
-    // (a declared length over it was refused before this point).
-    let max = rt.options.max_body_size;
-    let (body, too_large) = tandem_proxy::invoke::limited(body, max);
-    let mut builder = Request::builder().method(parts.method).uri(uri.as_str());
-    if let Some(h) = builder.headers_mut() {
-        *h = parts.headers;
-    }
-    let req = match builder.body(body) {
-        Ok(r) => r,
+    parts.uri = match uri.parse() {
+        Ok(u) => u,
         Err(e) => {
             return boxed(
                 crate::error::ApiError::malformed(format!("invalid method path {uri}: {e}"))
@@ -64,6 +56,23 @@ pub async fn http(
             );
         }
     };
+    forward(rt, target, parts, body).await
+}
+
+/// Sends a request (its URI the path relative to the target app) to
+/// `target` and relays the answer. The body is streamed to the target as
+/// it arrives, cut off past `--max-body-size` with a 413 (a declared length
+/// over it was refused before this point). Shared by this door and
+/// transparent mode's outbound door.
+pub async fn forward(
+    rt: &Runtime,
+    target: &str,
+    parts: http::request::Parts,
+    body: Incoming,
+) -> Response<ProxyBody> {
+    let max = rt.options.max_body_size;
+    let (body, too_large) = tandem_proxy::invoke::limited(body, max);
+    let req = Request::from_parts(parts, body);
     match crate::api::invoke::invoke(rt, target, req, "http").await {
         Ok(mut resp) => {
             resp.headers_mut().remove(tandem_proxy::invoke::GRPC_STATUS);

@@ -4,7 +4,7 @@
 //! body limits) is decided here; the logic lives in `crate::api::*`.
 
 mod handlers;
-mod invoke;
+pub(crate) mod invoke;
 mod pubsub;
 mod state;
 pub mod wire;
