@@ -42,7 +42,7 @@ pub struct Redirect {
 
 impl Redirect {
     /// Refuses what iptables would refuse later, with what to fix.
-    pub fn check(&self, ipv6: bool) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         if self.inbound_port == 0 || self.outbound_port == 0 {
             return Err("--inbound-port and --outbound-port must not be 0".into());
         }
@@ -60,7 +60,7 @@ impl Redirect {
             .iter()
             .chain(&self.skip_outbound_subnets)
         {
-            check_cidr(cidr, ipv6)?;
+            check_cidr(cidr)?;
         }
         Ok(())
     }
@@ -170,9 +170,8 @@ pub fn remove_commands(saved: &str) -> Vec<Vec<String>> {
         }
     }
     for chain in [INBOUND_CHAIN, OUTPUT_CHAIN] {
-        if saved.lines().any(|l| {
-            l.trim() == format!(":{chain} - [0:0]") || l.starts_with(&format!(":{chain} "))
-        }) {
+        let declared = format!(":{chain} ");
+        if saved.lines().any(|l| l.starts_with(&declared)) {
             for op in ["-F", "-X"] {
                 cmds.push(vec!["-t".into(), "nat".into(), op.into(), chain.into()]);
             }
@@ -197,7 +196,7 @@ fn join(ports: &[u16]) -> String {
         .join(",")
 }
 
-fn check_cidr(cidr: &str, _ipv6: bool) -> Result<(), String> {
+fn check_cidr(cidr: &str) -> Result<(), String> {
     let (ip, bits) = cidr.split_once('/').unwrap_or((cidr, ""));
     let ip: std::net::IpAddr = ip
         .parse()
@@ -320,13 +319,13 @@ mod tests {
     fn bad_settings_say_what_to_fix() {
         let mut r = redirect();
         r.proxy_uid = None;
-        assert!(r.check(false).unwrap_err().contains("--proxy-uid"));
+        assert!(r.check().unwrap_err().contains("--proxy-uid"));
         let mut r = redirect();
         r.outbound_port = r.inbound_port;
-        assert!(r.check(false).unwrap_err().contains("differ"));
+        assert!(r.check().unwrap_err().contains("differ"));
         let mut r = redirect();
         r.skip_outbound_subnets = vec!["10.0.0.0/99".into()];
-        assert!(r.check(false).unwrap_err().contains("10.0.0.0/99"));
-        assert!(redirect().check(false).is_ok());
+        assert!(r.check().unwrap_err().contains("10.0.0.0/99"));
+        assert!(redirect().check().is_ok());
     }
 }

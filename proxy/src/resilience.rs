@@ -95,10 +95,19 @@ impl Retry {
     pub fn retries_grpc_status(&self, code: u32) -> bool {
         match &self.grpc_status_codes {
             Some(ranges) => ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)),
-            None => matches!(code, 2 | 4 | 8 | 10 | 13 | 14),
+            None => grpc_server_failure(code),
         }
     }
+}
 
+/// The gRPC codes of a failing server, the counterpart of HTTP's 5xx:
+/// UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL,
+/// UNAVAILABLE.
+pub fn grpc_server_failure(code: u32) -> bool {
+    matches!(code, 2 | 4 | 8 | 10 | 13 | 14)
+}
+
+impl Retry {
     /// Whether an HTTP answer with `status` is worth another try.
     pub fn retries_http_status(&self, status: u16) -> bool {
         let s = u32::from(status);

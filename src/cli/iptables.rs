@@ -99,7 +99,7 @@ fn families(ipv6: bool) -> Vec<bool> {
 
 /// Installs `r` (idempotent); returns how many rules the chains hold.
 pub fn apply(r: &Redirect, ipv6: bool) -> Result<usize> {
-    r.check(ipv6).map_err(|e| anyhow!(e))?;
+    r.check().map_err(|e| anyhow!(e))?;
     let script = install_script(r, ipv6, &save(ipv6)?);
     let restore = program(ipv6, "-restore");
     let mut child = Cmd::new(&restore)
@@ -159,7 +159,7 @@ pub async fn main(cmd: Command) -> Result<u8> {
             };
             for v6 in families(a.common.ipv6) {
                 if a.common.dry_run {
-                    r.check(v6).map_err(|e| anyhow!(e))?;
+                    r.check().map_err(|e| anyhow!(e))?;
                     let script = install_script(&r, v6, &save(v6).unwrap_or_default());
                     println!("# {} --noflush <<EOF\n{script}EOF", program(v6, "-restore"));
                     continue;

@@ -161,7 +161,7 @@ async fn under_policy(
                 .and_then(|v| v.parse::<u32>().ok());
             match code {
                 Some(c)
-                    if retry.map_or(matches!(c, 2 | 4 | 8 | 10 | 13 | 14), |r| {
+                    if retry.map_or(tandem_proxy::resilience::grpc_server_failure(c), |r| {
                         r.retries_grpc_status(c)
                     }) =>
                 {
