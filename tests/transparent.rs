@@ -35,6 +35,19 @@ fn py(ns: &Netns, code: &str) -> String {
     text(&out)
 }
 
+/// A GET from the app namespace, as a plain Python client makes it (with
+/// `host` as the Host header when given): the body, or the HTTP error and
+/// its body.
+fn fetch(ns: &Netns, url: &str, host: Option<&str>) -> String {
+    let headers = host.map_or("{}".to_string(), |h| format!("{{'Host': '{h}'}}"));
+    py(
+        ns,
+        &format!(
+            "import urllib.request, urllib.error\nr=urllib.request.Request('{url}', headers={headers})\ntry:\n  print(urllib.request.urlopen(r, timeout=5).read().decode())\nexcept urllib.error.HTTPError as e: print(e.code, e.read().decode())"
+        ),
+    )
+}
+
 fn wait_http(ns: &Netns, url: &str) {
     let end = Instant::now() + Duration::from_secs(20);
     let code = format!(
@@ -160,23 +173,18 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
     assert!(install.status.success(), "{}", text(&install));
 
     // By name: through the mesh (the callee's sidecar names the caller).
-    let got = py(
-        &app_ns,
-        "import urllib.request, urllib.error\ntry:\n  print(urllib.request.urlopen('http://orders/hello?x=1', timeout=5).read().decode())\nexcept urllib.error.HTTPError as e: print(e.code, e.read().decode())",
-    );
+    let got = fetch(&app_ns, "http://orders/hello?x=1", None);
     assert!(got.contains("orders-app /hello?x=1 caller=shop"), "{got}");
     // The same with a Kubernetes-style name and a port in `Host`.
-    let got = py(
+    let got = fetch(
         &app_ns,
-        "import urllib.request\nr=urllib.request.Request('http://10.99.0.50:8080/k8s', headers={'Host': 'orders.default.svc.cluster.local:8080'})\nprint(urllib.request.urlopen(r, timeout=5).read().decode())",
+        "http://10.99.0.50:8080/k8s",
+        Some("orders.default.svc.cluster.local:8080"),
     );
     assert!(got.contains("orders-app /k8s caller=shop"), "{got}");
 
     // Not a mesh app: to the original destination, untouched.
-    let got = py(
-        &app_ns,
-        "import urllib.request\nprint(urllib.request.urlopen('http://10.99.0.2:8090/plain', timeout=5).read().decode())",
-    );
+    let got = fetch(&app_ns, "http://10.99.0.2:8090/plain", None);
     assert!(got.contains("outside /plain caller=None"), "{got}");
 
     // Opaque TCP, and a client that says nothing for longer than the
@@ -211,10 +219,7 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
     assert!(got.contains("frame type 4"), "{got}");
 
     // The caller's sidecar counted the invocations it made.
-    let metrics = py(
-        &app_ns,
-        "import urllib.request\nprint(urllib.request.urlopen('http://127.0.0.1:9090/metrics', timeout=5).read().decode())",
-    );
+    let metrics = fetch(&app_ns, "http://127.0.0.1:9090/metrics", None);
     assert!(
         metrics.contains("dapr_service_invocation_req_sent_total{app_id=\"shop\",dest_app_id=\"orders\",type=\"http\"} 2"),
         "{metrics}"
