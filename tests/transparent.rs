@@ -59,13 +59,21 @@ fn wait_http(ns: &Netns, url: &str) {
     }
 }
 
-/// An HTTP server printing the path and the caller its sidecar named.
+/// An HTTP server printing the path and the caller its sidecar named;
+/// `/flaky` answers 503 twice, then 200; `/hits/<path>` counts the
+/// requests `<path>` got.
 const APP: &str = r#"
-import http.server, sys
+import http.server, sys, collections
+hits = collections.Counter()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = ("%s %s caller=%s" % (sys.argv[1], self.path, self.headers.get("dapr-caller-app-id"))).encode()
-        self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
+        hits[self.path] += 1
+        status = 503 if self.path == "/flaky" and hits[self.path] <= 2 else 200
+        if self.path.startswith("/hits/"):
+            body = str(hits[self.path[5:]]).encode()
+        else:
+            body = ("%s %s caller=%s" % (sys.argv[1], self.path, self.headers.get("dapr-caller-app-id"))).encode()
+        self.send_response(status); self.send_header("content-length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer((sys.argv[2], int(sys.argv[3])), H).serve_forever()
 "#;
@@ -74,10 +82,10 @@ http.server.ThreadingHTTPServer((sys.argv[2], int(sys.argv[3])), H).serve_foreve
 /// request and says whether the connection was closed without an answer.
 const CLOSED: &str = "import socket\ndef probe(addr):\n  c=socket.create_connection(addr,timeout=5)\n  c.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n  try:\n    d=c.recv(100)\n  except ConnectionResetError:\n    d=b''\n  print('closed without an answer' if d==b'' else 'answered %r' % d)\nprobe";
 
-/// A TCP echo server.
+/// A TCP echo server on 10.99.0.2, at the port given.
 const ECHO: &str = r#"
-import socket, threading
-l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("10.99.0.2", 7000)); l.listen()
+import socket, threading, sys
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(("10.99.0.2", int(sys.argv[1]))); l.listen()
 def serve(c):
     while True:
         d = c.recv(4096)
@@ -88,38 +96,59 @@ while True:
     c, _ = l.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
+/// A sidecar in `ns` running as the proxy uid (so its own connections are
+/// not redirected), with `env` besides `TANDEM_HOME`.
+fn proxy_sidecar(
+    ns: &Netns,
+    home: &TempDir,
+    env: &[String],
+    app_id: &str,
+    extra: &[&str],
+) -> Child {
+    let mut args = vec![
+        format!("--reuid={PROXY_UID}"),
+        format!("--regid={PROXY_UID}"),
+        "--clear-groups".into(),
+        "env".into(),
+        format!("TANDEM_HOME={}", home.path().display()),
+    ];
+    args.extend(env.iter().cloned());
+    args.extend(
+        [
+            common::BIN,
+            "sidecar",
+            "--app-id",
+            app_id,
+            "--log-level",
+            "warn",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ns.spawn("setpriv", &args)
+}
+
+/// Makes `home` usable by the proxy uid.
+fn open_to_proxy(home: &TempDir) {
+    let _ = std::process::Command::new("chmod")
+        .args(["-R", "a+rwx", home.path().to_str().unwrap()])
+        .status();
+}
+
 #[test]
 fn an_unchanged_app_calls_by_name_through_the_mesh() {
     let (app_ns, outside) = Netns::pair("tp", "10.99.0.50 orders\n");
     let home = TempDir::new("transparent");
     // The sidecars run as the proxy uid and write the shared registry.
     std::fs::create_dir_all(home.path().join("registry")).unwrap();
-    let _ = std::process::Command::new("chmod")
-        .args(["-R", "a+rwx", home.path().to_str().unwrap()])
-        .status();
-    let h = home.path().to_str().unwrap();
-    let sidecar = |app_id: &str, extra: &[&str]| {
-        let mut args = vec![
-            format!("--reuid={PROXY_UID}"),
-            format!("--regid={PROXY_UID}"),
-            "--clear-groups".into(),
-            "env".into(),
-            format!("TANDEM_HOME={h}"),
-            common::BIN.into(),
-            "sidecar".into(),
-            "--app-id".into(),
-            app_id.into(),
-            "--log-level".into(),
-            "warn".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        app_ns.spawn("setpriv", &args)
-    };
+    open_to_proxy(&home);
+    let sidecar = |app_id: &str, extra: &[&str]| proxy_sidecar(&app_ns, &home, &[], app_id, extra);
     let _procs = Killed(vec![
         app_ns.spawn("python3", &["-c", APP, "orders-app", "127.0.0.1", "8081"]),
         outside.spawn("python3", &["-c", APP, "outside", "10.99.0.2", "8090"]),
-        outside.spawn("python3", &["-c", ECHO]),
+        outside.spawn("python3", &["-c", ECHO, "7000"]),
         sidecar(
             "orders",
             &[
@@ -321,4 +350,277 @@ fn run_transparent_sets_up_and_cleans_up_the_rules() {
         "",
         "the rules are gone with the sidecar:\n{out}"
     );
+}
+
+/// Records every frame on interface `v1` (length-prefixed) into the file
+/// given, until killed; the file exists once it listens.
+const CAPTURE: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3)); s.bind(("v1", 0))
+out = open(sys.argv[1], "wb")
+while True:
+    d = s.recv(65535)
+    out.write(len(d).to_bytes(4, "big") + d); out.flush()
+"#;
+
+/// An OTLP/HTTP (JSON) collector writing each export as one line.
+const COLLECTOR: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        with open(sys.argv[1], "ab") as f: f.write(body.replace(b"\n", b" ") + b"\n")
+        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"{}")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("10.99.0.2", 4318), H).serve_forever()
+"#;
+
+/// TCP segments in a capture: (source port, destination port, payload).
+fn segments(capture: &[u8]) -> Vec<(u16, u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= capture.len() {
+        let n = u32::from_be_bytes(capture[at..at + 4].try_into().unwrap()) as usize;
+        let frame = &capture[at + 4..(at + 4 + n).min(capture.len())];
+        at += 4 + n;
+        // Ethernet, IPv4, TCP.
+        if frame.len() < 34 || frame[12..14] != [8, 0] || frame[23] != 6 {
+            continue;
+        }
+        let ip = &frame[14..];
+        let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+        let tcp = &ip[(ip[0] & 0xf) as usize * 4..total.min(ip.len())];
+        if tcp.len() < 20 {
+            continue;
+        }
+        let data = &tcp[((tcp[12] >> 4) as usize * 4).min(tcp.len())..];
+        out.push((
+            u16::from_be_bytes([tcp[0], tcp[1]]),
+            u16::from_be_bytes([tcp[2], tcp[3]]),
+            data.to_vec(),
+        ));
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Two hosts, each an unchanged app beside its sidecar in transparent
+/// mode (both doors, rules installed), mTLS from a shared CA, static name
+/// resolution, a collector on the callee's host. A plain Python client on
+/// host A calls `http://orders/...` and opens plain TCP to host B; on the
+/// wire (captured on B's interface) there is only TLS to B's internal
+/// port. The callee's resiliency policy retries a flaky answer and trips
+/// the breaker when the app dies; both hops reach the collector as one
+/// trace; access control governs tunnels by port.
+#[test]
+fn two_hosts_speak_only_mtls_and_keep_their_policies() {
+    let (host_a, host_b) = Netns::pair("tp2", "10.99.0.2 orders\n");
+    let home = TempDir::new("transparent-2h");
+    let ca = home.path().join("ca");
+    let init = std::process::Command::new(common::BIN)
+        .args(["ca", "init", "--dir", ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init));
+    let spans = home.path().join("spans.jsonl");
+    let capture = home.path().join("capture.bin");
+    let config = |extra: &str| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n    component: static\n    configuration:\n      apps:\n        orders: [\"10.99.0.2:50002\"]\n        shop: [\"10.99.0.1:50012\"]\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 10.99.0.2:4318\n      isSecure: false\n      protocol: http\n{extra}"
+        )
+    };
+    let shop_config = home.write("shop.yaml", &config(""));
+    let orders_config = home.write(
+        "orders.yaml",
+        &config(
+            "  accessControl:\n    defaultAction: allow\n    policies:\n    - appId: shop\n      defaultAction: allow\n      operations:\n      - name: /tcp/7001\n        httpVerb: ['*']\n        action: deny\n",
+        ),
+    );
+    let resources = home.path().join("resources");
+    std::fs::create_dir_all(&resources).unwrap();
+    std::fs::write(
+        resources.join("resiliency.yaml"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      thrice:\n        policy: constant\n        duration: 20ms\n        maxRetries: 3\n    circuitBreakers:\n      fuse:\n        maxRequests: 1\n        timeout: 30s\n        trip: consecutiveFailures >= 4\n  targets:\n    apps:\n      orders:\n        retry: thrice\n        circuitBreaker: fuse\n",
+    )
+    .unwrap();
+    open_to_proxy(&home);
+    let env = [format!("TANDEM_CA_DIR={}", ca.display())];
+    let doors = |internal: &'static str, config: &std::path::Path| {
+        vec![
+            "--enable-mtls".to_string(),
+            "--config".into(),
+            config.to_str().unwrap().into(),
+            "--resources-path".into(),
+            resources.to_str().unwrap().into(),
+            "--dapr-internal-grpc-port".into(),
+            internal.into(),
+            "--transparent-outbound-port".into(),
+            "15001".into(),
+            "--transparent-inbound-port".into(),
+            "15006".into(),
+            "--transparent-inbound-plaintext".into(),
+            "deny".into(),
+            "--protocol-detect-timeout".into(),
+            "200ms".into(),
+        ]
+    };
+    let mut orders_args = doors("50002", &orders_config);
+    orders_args.extend(["--app-port".into(), "8081".into()]);
+    let orders_args: Vec<&str> = orders_args.iter().map(String::as_str).collect();
+    let shop_args = doors("50012", &shop_config);
+    let shop_args: Vec<&str> = shop_args.iter().map(String::as_str).collect();
+    let mut procs = Killed(vec![
+        host_b.spawn("python3", &["-c", APP, "orders-app", "127.0.0.1", "8081"]),
+        host_b.spawn("python3", &["-c", APP, "b-other", "10.99.0.2", "8090"]),
+        host_b.spawn("python3", &["-c", ECHO, "7000"]),
+        host_b.spawn("python3", &["-c", ECHO, "7001"]),
+        host_b.spawn("python3", &["-c", COLLECTOR, spans.to_str().unwrap()]),
+        proxy_sidecar(&host_b, &home, &env, "orders", &orders_args),
+        proxy_sidecar(&host_a, &home, &env, "shop", &shop_args),
+    ]);
+    wait_http(&host_a, "http://127.0.0.1:3500/v1.0/healthz");
+    wait_http(&host_b, "http://127.0.0.1:3500/v1.0/healthz");
+    wait_http(&host_b, "http://127.0.0.1:8081/ready");
+    wait_http(&host_b, "http://10.99.0.2:8090/ready");
+    for (ns, skip) in [(&host_a, "22"), (&host_b, "4318")] {
+        let install = ns.tandem(&[
+            "install",
+            "--proxy-uid",
+            PROXY_UID,
+            "--outbound-port",
+            "15001",
+            "--inbound-port",
+            "15006",
+            "--skip-inbound-ports",
+            skip,
+        ]);
+        assert!(install.status.success(), "{}", text(&install));
+    }
+    procs
+        .0
+        .push(host_b.spawn("python3", &["-c", CAPTURE, capture.to_str().unwrap()]));
+    let end = Instant::now() + Duration::from_secs(5);
+    while !capture.exists() {
+        assert!(Instant::now() < end, "the capture never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // By name, from an app that knows nothing of the mesh.
+    let got = fetch(&host_a, "http://orders/hello-secret", None);
+    assert!(
+        got.contains("orders-app /hello-secret caller=shop"),
+        "{got}"
+    );
+    // A flaky answer is retried by the callee's policy: the client sees
+    // only the success, the app was asked three times.
+    let got = fetch(&host_a, "http://orders/flaky", None);
+    assert!(got.contains("orders-app /flaky"), "{got}");
+    assert_eq!(fetch(&host_a, "http://orders/hits/flaky", None).trim(), "3");
+    // HTTP to another port of B's host by address: through the tunnel.
+    let got = fetch(&host_a, "http://10.99.0.2:8090/by-address", None);
+    assert!(got.contains("b-other /by-address caller=None"), "{got}");
+    // Plain TCP to B's host: tunnelled; a port access control denies to
+    // shop is closed without reaching the server.
+    let got = py(
+        &host_a,
+        "import socket\nc=socket.create_connection(('10.99.0.2',7000),timeout=5)\nc.sendall(b'opaque-secret')\nprint('echo', c.recv(100))\nc.shutdown(socket.SHUT_WR)\nprint('closed', c.recv(100))\nd=socket.create_connection(('10.99.0.2',7001),timeout=5)\ntry:\n  d.sendall(b'denied-secret'); print('denied', d.recv(100))\nexcept OSError as e: print('denied', e)",
+    );
+    assert!(got.contains("echo b'opaque-secret'"), "{got}");
+    assert!(got.contains("closed b''"), "{got}");
+    assert!(
+        got.contains("denied b''") || got.contains("denied [Errno"),
+        "{got}"
+    );
+
+    // On the wire: TLS to the internal port, nothing of the plaintext.
+    std::thread::sleep(Duration::from_millis(300));
+    let frames = segments(&std::fs::read(&capture).unwrap());
+    let to_internal: Vec<&Vec<u8>> = frames
+        .iter()
+        .filter(|(_, d, p)| *d == 50002 && !p.is_empty())
+        .map(|(_, _, p)| p)
+        .collect();
+    assert!(
+        to_internal
+            .first()
+            .is_some_and(|p| p.starts_with(&[0x16, 0x03])),
+        "the first bytes to the internal port are a TLS handshake"
+    );
+    for (src, dst, payload) in &frames {
+        assert!(
+            [*src, *dst].contains(&50002) || [*src, *dst].contains(&4318) || payload.is_empty(),
+            "only mTLS between the hosts (and telemetry): a segment {src} → {dst}"
+        );
+        for secret in [
+            &b"hello-secret"[..],
+            b"opaque-secret",
+            b"denied-secret",
+            b"by-address",
+        ] {
+            assert!(
+                [*src, *dst].contains(&4318) || !contains(payload, secret),
+                "plaintext {:?} on the wire ({src} → {dst})",
+                String::from_utf8_lossy(secret)
+            );
+        }
+    }
+
+    // Both hops of the call by name, one trace, in the collector.
+    let end = Instant::now() + Duration::from_secs(10);
+    let (client, server) = loop {
+        let mut all = Vec::new();
+        for line in std::fs::read_to_string(&spans).unwrap_or_default().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            for rs in v["resourceSpans"].as_array().unwrap() {
+                let service = rs["resource"]["attributes"][0]["value"]["stringValue"].clone();
+                for ss in rs["scopeSpans"].as_array().unwrap() {
+                    for s in ss["spans"].as_array().unwrap() {
+                        all.push((service.clone(), s.clone()));
+                    }
+                }
+            }
+        }
+        let server = all.iter().find(|(svc, s)| {
+            svc == "orders" && s["name"].as_str().unwrap_or("").ends_with("/hello-secret")
+        });
+        let client = server.and_then(|(_, srv)| {
+            all.iter()
+                .find(|(svc, s)| svc == "shop" && s["spanId"] == srv["parentSpanId"])
+        });
+        if let (Some(c), Some(s)) = (client, server) {
+            break (c.1.clone(), s.1.clone());
+        }
+        assert!(
+            Instant::now() < end,
+            "no two-hop trace in the collector: {all:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(client["traceId"], server["traceId"]);
+    assert_eq!(client["kind"], 3, "the caller's span is CLIENT");
+    assert_eq!(server["kind"], 2, "the callee's span is SERVER");
+
+    // The app dies: four failed tries trip the breaker, then calls fail
+    // fast without trying.
+    let mut app = procs.0.remove(0);
+    let _ = app.kill();
+    let _ = app.wait();
+    let got = fetch(&host_a, "http://orders/gone", None);
+    assert!(got.starts_with("500"), "{got}");
+    let got = fetch(&host_a, "http://orders/gone", None);
+    assert!(got.contains("circuit breaker is open"), "{got}");
+
+    // The caller's sidecar counted what its doors did.
+    let metrics = fetch(&host_a, "http://127.0.0.1:9090/metrics", None);
+    for line in [
+        "tandem_transparent_connections_total{app_id=\"shop\",direction=\"outbound\",route=\"tunnel\"} 1",
+        "tandem_transparent_connections_total{app_id=\"shop\",direction=\"outbound\",route=\"refused\"} 1",
+        "tandem_transparent_bytes_total{app_id=\"shop\",direction=\"outbound\",flow=\"sent\",route=\"tunnel\"} 13",
+        "tandem_resiliency_circuit_breaker_state{app_id=\"shop\",flow_direction=\"outbound\",target=\"app_orders\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }

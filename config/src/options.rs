@@ -165,6 +165,15 @@ pub struct SidecarOptions {
     /// treating the connection as opaque TCP.
     #[arg(long = "protocol-detect-timeout", default_value = "1s", value_parser = crate::duration::parse_duration)]
     pub protocol_detect_timeout: std::time::Duration,
+    /// Transparent mode: host-name suffixes taken off before a `Host`
+    /// names a mesh app (`orders.prod.svc.cluster.local` → `orders.prod`);
+    /// set this for a cluster domain other than `cluster.local`.
+    #[arg(
+        long = "transparent-host-suffixes",
+        value_delimiter = ',',
+        default_value = ".svc.cluster.local,.svc"
+    )]
+    pub transparent_host_suffixes: Vec<String>,
     #[arg(long = "placement-host-address")]
     pub placement_host_address: Option<String>,
     #[arg(long = "scheduler-host-address")]

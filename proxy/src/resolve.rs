@@ -39,6 +39,12 @@ pub trait Resolve: Send + Sync {
         let _ = me;
         Ok(Box::new(()))
     }
+
+    /// Every app (id, namespace) this resolver can list without being
+    /// asked by name; resolvers that cannot list say nothing.
+    fn apps(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// What a sidecar announces of itself.
@@ -54,6 +60,17 @@ pub struct Resolver {
     name: &'static str,
     ttl: Duration,
     cache: Mutex<HashMap<(String, String), Answer>>,
+    /// Which app's sidecar lives at an IP address, as learnt from every
+    /// answer (transparent mode asks where an intercepted connection was
+    /// going). Loopback addresses are not kept: they name no host.
+    hosts: Mutex<Hosts>,
+}
+
+#[derive(Default)]
+struct Hosts {
+    owners: HashMap<IpAddr, (String, String)>,
+    /// When the apps the resolver can list were last looked up.
+    listed: Option<Instant>,
 }
 
 /// When an app was looked up, and what was found.
@@ -66,6 +83,7 @@ impl Resolver {
             name,
             ttl: Duration::from_secs(1),
             cache: Default::default(),
+            hosts: Default::default(),
         }
     }
 
@@ -136,11 +154,47 @@ impl Resolver {
             return Ok(found.clone());
         }
         let found = self.inner.lookup(app_id, namespace).await?;
+        {
+            let mut hosts = self.hosts.lock().expect("resolver hosts");
+            for a in &found {
+                if !a.ip().is_loopback() && !a.ip().is_unspecified() {
+                    hosts
+                        .owners
+                        .insert(a.ip(), (app_id.to_string(), namespace.to_string()));
+                }
+            }
+        }
         self.cache
             .lock()
             .expect("resolver cache")
             .insert(key, (Instant::now(), found.clone()));
         Ok(found)
+    }
+
+    /// The app (id, namespace) whose sidecar is at `ip`, if any answer
+    /// said so. The apps the resolver can list are looked up first (at most
+    /// once per cache lifetime, so connections to hosts outside the mesh
+    /// cost a map lookup).
+    pub async fn owner(&self, ip: IpAddr) -> Option<(String, String)> {
+        let listed = {
+            let hosts = self.hosts.lock().expect("resolver hosts");
+            if let Some(found) = hosts.owners.get(&ip) {
+                return Some(found.clone());
+            }
+            hosts.listed.is_some_and(|at| at.elapsed() < self.ttl)
+        };
+        if !listed {
+            self.hosts.lock().expect("resolver hosts").listed = Some(Instant::now());
+            for (app, ns) in self.inner.apps() {
+                let _ = self.resolve(&app, &ns).await;
+            }
+        }
+        self.hosts
+            .lock()
+            .expect("resolver hosts")
+            .owners
+            .get(&ip)
+            .cloned()
     }
 
     /// Drops what is remembered of `app_id`: the next call looks afresh.
@@ -212,6 +266,16 @@ impl Resolve for Static {
             }
             Ok(found)
         })
+    }
+
+    fn apps(&self) -> Vec<(String, String)> {
+        self.apps
+            .keys()
+            .map(|k| match k.split_once('.') {
+                Some((id, ns)) => (id.to_string(), ns.to_string()),
+                None => (k.clone(), String::new()),
+            })
+            .collect()
     }
 }
 
@@ -571,6 +635,27 @@ mod tests {
         let prod = r.resolve("orders", "prod").await.unwrap();
         assert!(!prod.is_empty() && prod.iter().all(|a| a.port() == 7002));
         assert!(r.resolve("billing", "").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_host_address_names_its_app() {
+        let r = Resolver::from_spec(
+            Some(&spec(
+                "static",
+                serde_json::json!({"apps": {"orders": ["10.1.0.5:50002"], "ledger.prod": ["10.1.0.6:50002"], "local": ["127.0.0.1:50002"]}}),
+            )),
+            std::env::temp_dir(),
+            0,
+        )
+        .unwrap();
+        let owner = |ip: &str| r.owner(ip.parse().unwrap());
+        assert_eq!(owner("10.1.0.5").await, Some(("orders".into(), "".into())));
+        assert_eq!(
+            owner("10.1.0.6").await,
+            Some(("ledger".into(), "prod".into()))
+        );
+        assert_eq!(owner("10.1.0.7").await, None);
+        assert_eq!(owner("127.0.0.1").await, None, "loopback names no host");
     }
 
     #[test]

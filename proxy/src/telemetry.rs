@@ -31,6 +31,8 @@ pub struct Metrics {
     resiliency: IntCounterVec,
     breaker_state: IntGaugeVec,
     tls_handshakes: IntCounterVec,
+    transparent_connections: IntCounterVec,
+    transparent_bytes: IntCounterVec,
 }
 
 impl Metrics {
@@ -134,8 +136,35 @@ impl Metrics {
                 "mTLS handshakes between sidecars, by side (client, server) and result (ok, failed)",
                 &["app_id", "side", "result"],
             ),
+            transparent_connections: counter(
+                "tandem_transparent_connections_total",
+                "Connections taken by transparent mode's doors, by direction (outbound, inbound) and route (mesh: HTTP by app name; tunnel: TCP over mTLS to a mesh host; passthrough: to the original destination untouched; refused)",
+                &["app_id", "direction", "route"],
+            ),
+            transparent_bytes: counter(
+                "tandem_transparent_bytes_total",
+                "Bytes copied by transparent mode for tunnelled and passed-through TCP, by direction, route and flow (sent: from the client, received: to it)",
+                &["app_id", "direction", "route", "flow"],
+            ),
             registry,
             app_id: app_id.to_string(),
+        }
+    }
+
+    /// A connection a transparent door took, and where it went.
+    pub fn transparent_connection(&self, direction: &str, route: &str) {
+        self.transparent_connections
+            .with_label_values(&[self.app_id.as_str(), direction, route])
+            .inc();
+    }
+
+    /// Bytes a transparent door copied for one connection: `sent` from
+    /// the client, `received` back to it.
+    pub fn transparent_bytes(&self, direction: &str, route: &str, sent: u64, received: u64) {
+        for (flow, n) in [("sent", sent), ("received", received)] {
+            self.transparent_bytes
+                .with_label_values(&[self.app_id.as_str(), direction, route, flow])
+                .inc_by(n);
         }
     }
 

@@ -1,13 +1,15 @@
-//! Transparent mode's outbound door: connections the app made to anyone,
-//! redirected here by `tandem iptables`. Each one's original destination
-//! is read, its protocol detected with one bounded peek, and then:
+//! Transparent mode's doors: connections redirected here by `tandem
+//! iptables`. Each one's original destination is read; on the outbound
+//! door its protocol is detected with one bounded peek, and then:
 //! HTTP requests whose `Host` names a mesh app (`orders`, `orders.<ns>`,
-//! `orders.<ns>.svc[.cluster.local]`) go through the same stages as an
-//! explicit invocation (resolve, that app's resiliency policy, mTLS to the
-//! peer sidecar, tracing, metrics); every other request goes to the
-//! original destination untouched; opaque bytes are copied to the original
-//! destination. A connection to this door itself (a redirect loop) is
-//! closed, never followed.
+//! `orders.<ns>.svc[.cluster.local]`, suffixes configurable) go through the
+//! same stages as an explicit invocation (resolve, that app's resiliency
+//! policy, mTLS to the peer sidecar, tracing, metrics); connections to the
+//! host of a mesh app (its address known to name resolution) go through a
+//! tunnel over mTLS to that app's sidecar (HTTP/2 CONNECT), which connects
+//! on its host; everything else goes to the original destination
+//! untouched. A connection to a door itself (a redirect loop) is closed,
+//! never followed.
 
 use crate::runtime::Runtime;
 use http::{Request, Response, StatusCode};
@@ -17,15 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tandem_proxy::ProxyBody;
 use tandem_proxy::transparent::{Protocol, detect, opaque, original_dst};
-use tokio::net::TcpListener;
-
-/// Host suffixes that mean "an app of the mesh", Kubernetes style.
-const SUFFIXES: &[&str] = &[".svc.cluster.local", ".svc"];
+use tokio::net::{TcpListener, TcpStream};
 
 /// The app id (`id` or `id.namespace`) a `Host` header names, if it can
-/// name one: not an IP address, at most `id.namespace` once a known suffix
-/// is taken off.
-pub fn app_of(host: &str) -> Option<String> {
+/// name one: not an IP address, at most `id.namespace` once one of
+/// `suffixes` is taken off.
+pub fn app_of(host: &str, suffixes: &[String]) -> Option<String> {
     let host = host.trim();
     let name = match host.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() && !h.contains(':') => h,
@@ -35,8 +34,14 @@ pub fn app_of(host: &str) -> Option<String> {
         return None;
     }
     let mut name = name.trim_end_matches('.').to_ascii_lowercase();
-    for s in SUFFIXES {
-        if let Some(stripped) = name.strip_suffix(s) {
+    for s in suffixes {
+        let s = s.to_ascii_lowercase();
+        let s = if s.starts_with('.') {
+            s
+        } else {
+            format!(".{s}")
+        };
+        if let Some(stripped) = name.strip_suffix(&s) {
             name = stripped.to_string();
             break;
         }
@@ -49,12 +54,15 @@ pub async fn serve_outbound(listener: TcpListener, rt: Arc<Runtime>, detect_time
         let rt = rt.clone();
         async move {
             match detect(&stream, dst.port(), detect_timeout).await {
-                Protocol::Opaque => {
-                    if let Err(e) = opaque(stream, dst).await {
-                        tracing::debug!(%dst, error = %e, "outbound door: opaque connection ended");
+                Protocol::Opaque => match mesh_host(&rt, dst).await {
+                    Some(app) => tunnel_out(&rt, &app, stream, dst).await,
+                    None => {
+                        rt.metrics.transparent_connection("outbound", "passthrough");
+                        copy(&rt, "outbound", "passthrough", stream, dst).await;
                     }
-                }
+                },
                 Protocol::Http1 | Protocol::H2 => {
+                    rt.metrics.transparent_connection("outbound", "http");
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let rt = rt.clone();
                         async move { Ok::<_, std::convert::Infallible>(route(&rt, dst, req).await) }
@@ -96,7 +104,7 @@ where
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let handle = handle.clone();
+        let (handle, rt) = (handle.clone(), rt.clone());
         tokio::spawn(async move {
             let dst = match original_dst(&stream) {
                 Ok(d) => d,
@@ -106,6 +114,7 @@ where
                 }
             };
             if own.is_some_and(|o| o.port() == dst.port()) {
+                rt.metrics.transparent_connection(which, "loop");
                 tracing::warn!(%from, %dst, "{which} door: a connection to the door itself (redirect loop); closed");
                 return;
             }
@@ -138,23 +147,91 @@ async fn route(rt: &Runtime, dst: SocketAddr, req: Request<Incoming>) -> Respons
         .as_deref()
         .filter(|n| !n.is_empty())
         .unwrap_or("default");
-    let app = app_of(&host).map(|a| match a.split_once('.') {
-        Some((id, ns)) if ns == own_ns => id.to_string(),
-        _ => a,
-    });
-    match app {
-        Some(app) if !crate::api::invoke::names_this_app(rt, &app) && invoker.knows(&app).await => {
-            crate::api::http::invoke::forward(rt, &app, parts, body).await
-        }
-        // Not a mesh app: to where the app was going, as it was.
-        _ => {
-            let (body, _) = tandem_proxy::invoke::limited(body, rt.options.max_body_size);
-            let req = Request::from_parts(parts, body);
-            match invoker.external(&format!("http://{dst}"), req, None).await {
-                Ok(resp) => resp,
-                Err(e) => bad_gateway(&e.to_string()),
+    let app =
+        app_of(&host, &rt.options.transparent_host_suffixes).map(|a| match a.split_once('.') {
+            Some((id, ns)) if ns == own_ns => id.to_string(),
+            _ => a,
+        });
+    if let Some(app) = app
+        && !crate::api::invoke::names_this_app(rt, &app)
+        && invoker.knows(&app).await
+    {
+        return crate::api::http::invoke::forward(rt, &app, parts, body).await;
+    }
+    let (body, _) = tandem_proxy::invoke::limited(body, rt.options.max_body_size);
+    let req = Request::from_parts(parts, body);
+    // Not named, but bound for a mesh app's host: through its sidecar.
+    if let Some(owner) = mesh_host(rt, dst).await {
+        return match http_over_tunnel(invoker, &owner, dst, req).await {
+            Ok(resp) => resp,
+            Err(e) => bad_gateway(&e),
+        };
+    }
+    // Not a mesh app: to where the app was going, as it was.
+    match invoker.external(&format!("http://{dst}"), req, None).await {
+        Ok(resp) => resp,
+        Err(e) => bad_gateway(&e.to_string()),
+    }
+}
+
+/// The mesh app (not this one) whose sidecar lives at `dst`'s address.
+async fn mesh_host(rt: &Runtime, dst: SocketAddr) -> Option<String> {
+    let owner = rt.invoker()?.owner(dst.ip()).await?;
+    (!crate::api::invoke::names_this_app(rt, &owner)).then_some(owner)
+}
+
+/// Opaque TCP to a mesh app's host: the bytes travel in a tunnel over
+/// mTLS to that app's sidecar. A tunnel refused (access control, nothing
+/// listening) closes the client's connection.
+async fn tunnel_out(rt: &Runtime, app: &str, mut client: TcpStream, dst: SocketAddr) {
+    let Some(invoker) = rt.invoker() else { return };
+    match invoker.tunnel(app, dst).await {
+        Ok(up) => {
+            rt.metrics.transparent_connection("outbound", "tunnel");
+            let mut up = hyper_util::rt::TokioIo::new(up);
+            match tokio::io::copy_bidirectional(&mut client, &mut up).await {
+                Ok((sent, received)) => rt
+                    .metrics
+                    .transparent_bytes("outbound", "tunnel", sent, received),
+                Err(e) => tracing::debug!(%dst, app, error = %e, "outbound door: tunnel ended"),
             }
         }
+        Err(e) => {
+            rt.metrics.transparent_connection("outbound", "refused");
+            tracing::warn!(%dst, app, error = %e, "outbound door: no tunnel; connection closed");
+        }
+    }
+}
+
+/// One HTTP/1 request to `dst` on a mesh app's host, in a tunnel of its
+/// own (a new stream on the pooled connection to that app's sidecar).
+async fn http_over_tunnel(
+    invoker: &tandem_proxy::Invoker,
+    app: &str,
+    dst: SocketAddr,
+    mut req: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, String> {
+    let up = invoker.tunnel(app, dst).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(up)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    tandem_proxy::invoke::strip_hop_by_hop(req.headers_mut());
+    *req.version_mut() = http::Version::HTTP_11;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("{dst} through the sidecar of {app}: {e}"))?;
+    Ok(resp.map(tandem_proxy::invoke::boxed))
+}
+
+/// Bytes both ways between `client` and `to`, counted.
+async fn copy(rt: &Runtime, direction: &str, route: &str, client: TcpStream, to: SocketAddr) {
+    match opaque(client, to).await {
+        Ok((sent, received)) => rt
+            .metrics
+            .transparent_bytes(direction, route, sent, received),
+        Err(e) => tracing::debug!(%to, error = %e, "{direction} door: connection ended"),
     }
 }
 
@@ -170,17 +247,20 @@ pub async fn serve_inbound(
     internal: SocketAddr,
     allow_plaintext: bool,
 ) {
-    doors(listener, rt, "inbound", move |stream, dst, from| async move {
-        let to = if dst.port() == internal.port() {
-            internal
-        } else if allow_plaintext {
-            dst
-        } else {
-            tracing::warn!(%from, %dst, "inbound door: plaintext from outside the mesh refused (--transparent-inbound-plaintext deny)");
-            return;
-        };
-        if let Err(e) = opaque(stream, to).await {
-            tracing::debug!(%from, %to, error = %e, "inbound door: connection ended");
+    doors(listener, rt.clone(), "inbound", move |stream, dst, from| {
+        let rt = rt.clone();
+        async move {
+            let (to, route) = if dst.port() == internal.port() {
+                (internal, "mesh")
+            } else if allow_plaintext {
+                (dst, "passthrough")
+            } else {
+                rt.metrics.transparent_connection("inbound", "refused");
+                tracing::warn!(%from, %dst, "inbound door: plaintext from outside the mesh refused (--transparent-inbound-plaintext deny)");
+                return;
+            };
+            rt.metrics.transparent_connection("inbound", route);
+            copy(&rt, "inbound", route, stream, to).await;
         }
     })
     .await
@@ -196,7 +276,8 @@ fn bad_gateway(why: &str) -> Response<ProxyBody> {
 mod tests {
     #[test]
     fn hosts_name_apps() {
-        use super::app_of;
+        let k8s = [".svc.cluster.local".to_string(), ".svc".to_string()];
+        let app_of = |h: &str| super::app_of(h, &k8s);
         assert_eq!(app_of("orders").as_deref(), Some("orders"));
         assert_eq!(app_of("orders:8080").as_deref(), Some("orders"));
         assert_eq!(app_of("orders.prod").as_deref(), Some("orders.prod"));
@@ -209,5 +290,11 @@ mod tests {
         assert_eq!(app_of("10.0.0.1:80"), None);
         assert_eq!(app_of("[::1]:80"), None);
         assert_eq!(app_of(""), None);
+        let corp = ["svc.corp.internal".to_string()];
+        assert_eq!(
+            super::app_of("orders.prod.svc.corp.internal", &corp).as_deref(),
+            Some("orders.prod")
+        );
+        assert_eq!(super::app_of("orders.prod.svc.cluster.local", &corp), None);
     }
 }
