@@ -17,6 +17,9 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test (unit + end-to-end against the real binary)"
+# Plain gRPC apps in the transparent-mode tests are grpcio, from the venv.
+TANDEM_SDK_VENV="$(tests/sdk/venv.sh)"
+export TANDEM_SDK_VENV
 cargo test --workspace
 
 step "Dapr Python SDK tests"

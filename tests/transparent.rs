@@ -48,6 +48,18 @@ fn fetch(ns: &Netns, url: &str, host: Option<&str>) -> String {
     )
 }
 
+/// Waits until something accepts connections at `addr` (`"ip", port`).
+fn wait_port(ns: &Netns, addr: &str) {
+    let end = Instant::now() + Duration::from_secs(20);
+    let code = format!(
+        "import socket\ntry:\n  socket.create_connection(({addr}), timeout=1); print('up')\nexcept Exception as e: print('down', e)"
+    );
+    while !py(ns, &code).contains("up") {
+        assert!(Instant::now() < end, "{addr} never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn wait_http(ns: &Netns, url: &str) {
     let end = Instant::now() + Duration::from_secs(20);
     let code = format!(
@@ -81,6 +93,49 @@ http.server.ThreadingHTTPServer((sys.argv[2], int(sys.argv[3])), H).serve_foreve
 /// Python that connects to the address appended (a tuple), sends a
 /// request and says whether the connection was closed without an answer.
 const CLOSED: &str = "import socket\ndef probe(addr):\n  c=socket.create_connection(addr,timeout=5)\n  c.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n  try:\n    d=c.recv(100)\n  except ConnectionResetError:\n    d=b''\n  print('closed without an answer' if d==b'' else 'answered %r' % d)\nprobe";
+
+/// A plain grpcio server (no Dapr SDK, no generated code): method
+/// `/greet.Greeter/Hello` answers the raw request bytes with its name and
+/// the caller its sidecar named. argv: name, listen address.
+const GRPC_APP: &str = r#"
+import grpc, sys
+from concurrent import futures
+def hello(req, ctx):
+    md = dict(ctx.invocation_metadata())
+    return ("%s hello %s caller=%s" % (sys.argv[1], req.decode(), md.get("dapr-caller-app-id"))).encode()
+s = grpc.server(futures.ThreadPoolExecutor(4))
+s.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("greet.Greeter", {"Hello": grpc.unary_unary_rpc_method_handler(hello)}),))
+s.add_insecure_port(sys.argv[2]); s.start(); s.wait_for_termination()
+"#;
+
+/// The Python of the SDK venv, which has grpcio (`tests/sdk/venv.sh`
+/// makes it; `scripts/test.sh` runs that first and exports its path).
+fn grpc_python() -> String {
+    let venv = std::env::var("TANDEM_SDK_VENV").unwrap_or_else(|_| {
+        format!(
+            "{}/tandem/sdk-venv",
+            std::env::var("XDG_CACHE_HOME").unwrap_or_else(|_| format!(
+                "{}/.cache",
+                std::env::var("HOME").unwrap_or_default()
+            ))
+        )
+    });
+    let python = format!("{venv}/bin/python");
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} is missing: run tests/sdk/venv.sh (scripts/test.sh does)"
+    );
+    python
+}
+
+/// A unary call `/greet.Greeter/Hello` from a plain grpcio client in
+/// `ns` to `target`: the answer, or the error.
+fn grpc_hello(ns: &Netns, target: &str, name: &str) -> String {
+    let code = format!(
+        "import os\nos.environ['GRPC_DNS_RESOLVER']='native'\nimport grpc\nch=grpc.insecure_channel('{target}')\ntry:\n  print(ch.unary_unary('/greet.Greeter/Hello')(b'{name}', timeout=5).decode())\nexcept grpc.RpcError as e: print('error', e.code(), e.details())"
+    );
+    text(&ns.run(&grpc_python(), &["-c", &code]))
+}
 
 /// A TCP echo server on 10.99.0.2, at the port given.
 const ECHO: &str = r#"
@@ -126,6 +181,17 @@ fn proxy_sidecar(
         .map(|s| s.to_string()),
     );
     args.extend(extra.iter().map(|s| s.to_string()));
+    if let Ok(dir) = std::env::var("TANDEM_TEST_LOGS") {
+        args.insert(5, "TANDEM_LOG=debug,h2=info,hyper=info".to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = std::fs::File::create(format!("{dir}/{}-{app_id}.log", ns.name)).unwrap();
+        return ns
+            .command("setpriv")
+            .args(&args)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ns.spawn("setpriv", &args)
 }
@@ -145,10 +211,14 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
     std::fs::create_dir_all(home.path().join("registry")).unwrap();
     open_to_proxy(&home);
     let sidecar = |app_id: &str, extra: &[&str]| proxy_sidecar(&app_ns, &home, &[], app_id, extra);
-    let _procs = Killed(vec![
+    let procs = Killed(vec![
         app_ns.spawn("python3", &["-c", APP, "orders-app", "127.0.0.1", "8081"]),
         outside.spawn("python3", &["-c", APP, "outside", "10.99.0.2", "8090"]),
         outside.spawn("python3", &["-c", ECHO, "7000"]),
+        outside.spawn(
+            &grpc_python(),
+            &["-c", GRPC_APP, "outside-grpc", "10.99.0.2:50061"],
+        ),
         sidecar(
             "orders",
             &[
@@ -187,6 +257,7 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
     wait_http(&app_ns, "http://127.0.0.1:3500/v1.0/healthz");
     wait_http(&app_ns, "http://127.0.0.1:3510/v1.0/healthz");
     wait_http(&outside, "http://10.99.0.2:8090/ready");
+    wait_port(&outside, "'10.99.0.2', 50061");
 
     let install = app_ns.tandem(&[
         "install",
@@ -216,6 +287,31 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
     let got = fetch(&app_ns, "http://10.99.0.2:8090/plain", None);
     assert!(got.contains("outside /plain caller=None"), "{got}");
 
+    // HTTP/2 with prior knowledge to a gRPC server outside the mesh: to
+    // it, still HTTP/2, untouched.
+    let got = grpc_hello(&app_ns, "10.99.0.2:50061", "outside");
+    assert!(
+        got.contains("outside-grpc hello outside caller=None"),
+        "{got}"
+    );
+
+    // What the bad inputs below must not leave behind: open sockets in the
+    // caller's sidecar (its pid is the child's: `ip netns exec`, setpriv
+    // and env all exec).
+    let shop_pid = procs.0[5].id();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{shop_pid}/comm"))
+            .unwrap()
+            .trim(),
+        "tandem"
+    );
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{shop_pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+
     // Opaque TCP, and a client that says nothing for longer than the
     // detection timeout: both reach the echo server, nothing hangs.
     let got = py(
@@ -229,6 +325,38 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
     // A connection to the door's own port is a loop: closed, not followed.
     let got = py(&app_ns, &format!("{CLOSED}(('10.99.0.2', 15001))"));
     assert!(got.contains("closed without an answer"), "{got}");
+
+    // Garbage that starts like HTTP: a 400 from the door, nothing sent on.
+    let got = py(
+        &app_ns,
+        "import socket\nc=socket.create_connection(('10.99.0.2',8090),timeout=5)\nc.sendall(b'GET /\\x00\\x01 nonsense\\r\\n\\r\\n')\nprint(c.recv(100))",
+    );
+    assert!(got.contains("HTTP/1.1 400"), "{got}");
+    // Bytes for a port where nothing listens: the client's connection is
+    // closed, the door goes on.
+    let got = py(
+        &app_ns,
+        "import socket\nc=socket.create_connection(('10.99.0.2',9),timeout=5)\nc.sendall(b'\\x00\\x01')\ntry: print('got', c.recv(100))\nexcept ConnectionResetError: print('got reset')",
+    );
+    assert!(
+        got.contains("got b''") || got.contains("got reset"),
+        "{got}"
+    );
+    // An HTTP request there: a 502 that says why.
+    let got = py(&app_ns, &format!("{CLOSED}(('10.99.0.2', 9))"));
+    assert!(got.contains("502 Bad Gateway"), "{got}");
+    let got = fetch(&app_ns, "http://orders/still-here", None);
+    assert!(got.contains("orders-app /still-here"), "{got}");
+    // Every connection above is over: no socket left open.
+    let end = Instant::now() + Duration::from_secs(5);
+    while fds() > before {
+        assert!(
+            Instant::now() < end,
+            "the caller's sidecar holds {} descriptors, {before} before the bad inputs",
+            fds()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Inbound, from the other host: plaintext to the app's port is
     // refused (the setting says deny) ...
@@ -250,7 +378,7 @@ fn an_unchanged_app_calls_by_name_through_the_mesh() {
     // The caller's sidecar counted the invocations it made.
     let metrics = fetch(&app_ns, "http://127.0.0.1:9090/metrics", None);
     assert!(
-        metrics.contains("dapr_service_invocation_req_sent_total{app_id=\"shop\",dest_app_id=\"orders\",type=\"http\"} 2"),
+        metrics.contains("dapr_service_invocation_req_sent_total{app_id=\"shop\",dest_app_id=\"orders\",type=\"http\"} 3"),
         "{metrics}"
     );
 
@@ -417,7 +545,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// trace; access control governs tunnels by port.
 #[test]
 fn two_hosts_speak_only_mtls_and_keep_their_policies() {
-    let (host_a, host_b) = Netns::pair("tp2", "10.99.0.2 orders\n");
+    let (host_a, host_b) = Netns::pair("tp2", "10.99.0.2 orders greeter\n");
     let home = TempDir::new("transparent-2h");
     let ca = home.path().join("ca");
     let init = std::process::Command::new(common::BIN)
@@ -429,12 +557,13 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
     let capture = home.path().join("capture.bin");
     let config = |extra: &str| {
         format!(
-            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n    component: static\n    configuration:\n      apps:\n        orders: [\"10.99.0.2:50002\"]\n        shop: [\"10.99.0.1:50012\"]\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 10.99.0.2:4318\n      isSecure: false\n      protocol: http\n{extra}"
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n    component: static\n    configuration:\n      apps:\n        orders: [\"10.99.0.2:50002\"]\n        greeter: [\"10.99.0.2:50003\"]\n        shop: [\"10.99.0.1:50012\"]\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 10.99.0.2:4318\n      isSecure: false\n      protocol: http\n{extra}"
         )
     };
-    let shop_config = home.write("shop.yaml", &config(""));
-    let orders_config = home.write(
-        "orders.yaml",
+    // One Configuration for all: whichever sidecar on B a tunnel to B's
+    // address goes through denies shop port 7001.
+    let shared_config = home.write(
+        "config.yaml",
         &config(
             "  accessControl:\n    defaultAction: allow\n    policies:\n    - appId: shop\n      defaultAction: allow\n      operations:\n      - name: /tcp/7001\n        httpVerb: ['*']\n        action: deny\n",
         ),
@@ -467,10 +596,10 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
             "200ms".into(),
         ]
     };
-    let mut orders_args = doors("50002", &orders_config);
+    let mut orders_args = doors("50002", &shared_config);
     orders_args.extend(["--app-port".into(), "8081".into()]);
     let orders_args: Vec<&str> = orders_args.iter().map(String::as_str).collect();
-    let shop_args = doors("50012", &shop_config);
+    let shop_args = doors("50012", &shared_config);
     let shop_args: Vec<&str> = shop_args.iter().map(String::as_str).collect();
     let mut procs = Killed(vec![
         host_b.spawn("python3", &["-c", APP, "orders-app", "127.0.0.1", "8081"]),
@@ -478,14 +607,50 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
         host_b.spawn("python3", &["-c", ECHO, "7000"]),
         host_b.spawn("python3", &["-c", ECHO, "7001"]),
         host_b.spawn("python3", &["-c", COLLECTOR, spans.to_str().unwrap()]),
+        host_b.spawn(
+            &grpc_python(),
+            &["-c", GRPC_APP, "greeter-app", "127.0.0.1:50051"],
+        ),
+        host_b.spawn(
+            &grpc_python(),
+            &["-c", GRPC_APP, "b-grpc", "10.99.0.2:50061"],
+        ),
         proxy_sidecar(&host_b, &home, &env, "orders", &orders_args),
+        // A second app on B, gRPC, without doors of its own (B's inbound
+        // door is orders'; its internal port is skipped by B's rules).
+        proxy_sidecar(
+            &host_b,
+            &home,
+            &env,
+            "greeter",
+            &[
+                "--enable-mtls",
+                "--config",
+                shared_config.to_str().unwrap(),
+                "--app-protocol",
+                "grpc",
+                "--app-port",
+                "50051",
+                "--dapr-internal-grpc-port",
+                "50003",
+                "--dapr-http-port",
+                "3501",
+                "--dapr-grpc-port",
+                "50005",
+                "--metrics-port",
+                "9095",
+            ],
+        ),
         proxy_sidecar(&host_a, &home, &env, "shop", &shop_args),
     ]);
     wait_http(&host_a, "http://127.0.0.1:3500/v1.0/healthz");
     wait_http(&host_b, "http://127.0.0.1:3500/v1.0/healthz");
     wait_http(&host_b, "http://127.0.0.1:8081/ready");
     wait_http(&host_b, "http://10.99.0.2:8090/ready");
-    for (ns, skip) in [(&host_a, "22"), (&host_b, "4318")] {
+    wait_http(&host_b, "http://127.0.0.1:3501/v1.0/healthz");
+    wait_port(&host_b, "'127.0.0.1', 50051");
+    wait_port(&host_b, "'10.99.0.2', 50061");
+    for (ns, skip) in [(&host_a, "22"), (&host_b, "4318,50003")] {
         let install = ns.tandem(&[
             "install",
             "--proxy-uid",
@@ -519,6 +684,19 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
     let got = fetch(&host_a, "http://orders/flaky", None);
     assert!(got.contains("orders-app /flaky"), "{got}");
     assert_eq!(fetch(&host_a, "http://orders/hits/flaky", None).trim(), "3");
+    // A plain grpcio client calling by name: proxied to greeter's gRPC
+    // server through both sidecars.
+    let got = grpc_hello(&host_a, "greeter:50051", "grpc-secret");
+    assert!(
+        got.contains("greeter-app hello grpc-secret caller=shop"),
+        "{got}"
+    );
+    // gRPC to another port of B's host by address: HTTP/2 in the tunnel.
+    let got = grpc_hello(&host_a, "10.99.0.2:50061", "tunnelled-grpc");
+    assert!(
+        got.contains("b-grpc hello tunnelled-grpc caller=None"),
+        "{got}"
+    );
     // HTTP to another port of B's host by address: through the tunnel.
     let got = fetch(&host_a, "http://10.99.0.2:8090/by-address", None);
     assert!(got.contains("b-other /by-address caller=None"), "{got}");
@@ -535,23 +713,24 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
         "{got}"
     );
 
-    // On the wire: TLS to the internal port, nothing of the plaintext.
+    // On the wire: TLS to the internal ports, nothing of the plaintext.
     std::thread::sleep(Duration::from_millis(300));
     let frames = segments(&std::fs::read(&capture).unwrap());
-    let to_internal: Vec<&Vec<u8>> = frames
-        .iter()
-        .filter(|(_, d, p)| *d == 50002 && !p.is_empty())
-        .map(|(_, _, p)| p)
-        .collect();
-    assert!(
-        to_internal
-            .first()
-            .is_some_and(|p| p.starts_with(&[0x16, 0x03])),
-        "the first bytes to the internal port are a TLS handshake"
-    );
-    for (src, dst, payload) in &frames {
+    const INTERNAL: [u16; 2] = [50002, 50003];
+    for port in INTERNAL {
+        let first = frames
+            .iter()
+            .find(|(_, d, p)| *d == port && !p.is_empty())
+            .map(|(_, _, p)| p);
         assert!(
-            [*src, *dst].contains(&50002) || [*src, *dst].contains(&4318) || payload.is_empty(),
+            first.is_some_and(|p| p.starts_with(&[0x16, 0x03])),
+            "the first bytes to internal port {port} are a TLS handshake"
+        );
+    }
+    for (src, dst, payload) in &frames {
+        let ports = [*src, *dst];
+        assert!(
+            ports.iter().any(|p| INTERNAL.contains(p) || *p == 4318) || payload.is_empty(),
             "only mTLS between the hosts (and telemetry): a segment {src} → {dst}"
         );
         for secret in [
@@ -559,6 +738,8 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
             b"opaque-secret",
             b"denied-secret",
             b"by-address",
+            b"grpc-secret",
+            b"tunnelled-grpc",
         ] {
             assert!(
                 [*src, *dst].contains(&4318) || !contains(payload, secret),

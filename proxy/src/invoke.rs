@@ -130,9 +130,18 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
+/// Removes the connection-level headers, except `te: trailers`: it says
+/// the client takes trailers, which travel through us, and gRPC servers
+/// insist on it (it is the one TE an HTTP/2 request may carry).
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for name in HOP_BY_HOP {
         h.remove(*name);
+    }
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -439,6 +448,8 @@ impl Invoker {
         strip_hop_by_hop(req.headers_mut());
         let sent = match https {
             Some(client) => client.request(req).await,
+            // HTTP/2 with prior knowledge (a gRPC client, say) stays HTTP/2.
+            None if req.version() == http::Version::HTTP_2 => self.streams.request(req).await,
             None => self.outside.request(req).await,
         };
         let mut resp = sent.map_err(|e| InvokeError::External {

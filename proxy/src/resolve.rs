@@ -155,12 +155,16 @@ impl Resolver {
         }
         let found = self.inner.lookup(app_id, namespace).await?;
         {
+            // An address keeps the app first found there while that app's
+            // answers still name it (several apps on one host: stable).
+            let me = (app_id.to_string(), namespace.to_string());
             let mut hosts = self.hosts.lock().expect("resolver hosts");
+            hosts
+                .owners
+                .retain(|ip, owner| *owner != me || found.iter().any(|a| a.ip() == *ip));
             for a in &found {
                 if !a.ip().is_loopback() && !a.ip().is_unspecified() {
-                    hosts
-                        .owners
-                        .insert(a.ip(), (app_id.to_string(), namespace.to_string()));
+                    hosts.owners.entry(a.ip()).or_insert_with(|| me.clone());
                 }
             }
         }
@@ -269,8 +273,9 @@ impl Resolve for Static {
     }
 
     fn apps(&self) -> Vec<(String, String)> {
-        self.apps
-            .keys()
+        let mut keys: Vec<&String> = self.apps.keys().collect();
+        keys.sort();
+        keys.into_iter()
             .map(|k| match k.split_once('.') {
                 Some((id, ns)) => (id.to_string(), ns.to_string()),
                 None => (k.clone(), String::new()),
@@ -642,13 +647,16 @@ mod tests {
         let r = Resolver::from_spec(
             Some(&spec(
                 "static",
-                serde_json::json!({"apps": {"orders": ["10.1.0.5:50002"], "ledger.prod": ["10.1.0.6:50002"], "local": ["127.0.0.1:50002"]}}),
+                serde_json::json!({"apps": {"orders": ["10.1.0.5:50002"], "ledger.prod": ["10.1.0.6:50002"], "local": ["127.0.0.1:50002"], "zeta": ["10.1.0.5:50003"]}}),
             )),
             std::env::temp_dir(),
             0,
         )
         .unwrap();
         let owner = |ip: &str| r.owner(ip.parse().unwrap());
+        // Two apps on one host: the first listed keeps it.
+        assert_eq!(owner("10.1.0.5").await, Some(("orders".into(), "".into())));
+        r.resolve("zeta", "").await.unwrap();
         assert_eq!(owner("10.1.0.5").await, Some(("orders".into(), "".into())));
         assert_eq!(
             owner("10.1.0.6").await,

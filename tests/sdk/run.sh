@@ -1,18 +1,10 @@
 #!/usr/bin/env bash
 # Runs the tests that drive tandem with the official Dapr Python SDK.
-# Creates (once) a venv with the pinned SDK; needs the tandem binary built
+# Uses the venv venv.sh makes (once) with the pinned SDK; needs the tandem binary built
 # (TANDEM_BIN, default: the debug build in CARGO_TARGET_DIR or ./target).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-venv="${TANDEM_SDK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/sdk-venv}"
-stamp="$venv/.requirements"
-if [ ! -x "$venv/bin/python" ] || ! cmp -s "$here/requirements.txt" "$stamp"; then
-  echo "sdk: creating $venv with $(tr '\n' ' ' < "$here/requirements.txt")"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$stamp"
-fi
+venv="$("$here/venv.sh")"
 # The JS SDK, installed outside the clone from the pinned package.json.
 js="${TANDEM_SDK_JS:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem/sdk-js}"
 if ! cmp -s "$here/js/package.json" "$js/package.json" || [ ! -d "$js/node_modules/@dapr/dapr" ]; then

@@ -156,6 +156,14 @@ async fn route(rt: &Runtime, dst: SocketAddr, req: Request<Incoming>) -> Respons
         && !crate::api::invoke::names_this_app(rt, &app)
         && invoker.knows(&app).await
     {
+        let grpc = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            let req = Request::from_parts(parts, tandem_proxy::invoke::boxed(body));
+            return crate::api::grpc::proxy::to_app(rt, &app, req).await;
+        }
         return crate::api::http::invoke::forward(rt, &app, parts, body).await;
     }
     let (body, _) = tandem_proxy::invoke::limited(body, rt.options.max_body_size);
@@ -203,8 +211,9 @@ async fn tunnel_out(rt: &Runtime, app: &str, mut client: TcpStream, dst: SocketA
     }
 }
 
-/// One HTTP/1 request to `dst` on a mesh app's host, in a tunnel of its
-/// own (a new stream on the pooled connection to that app's sidecar).
+/// One request to `dst` on a mesh app's host, in a tunnel of its own (a
+/// new stream on the pooled connection to that app's sidecar), in the
+/// HTTP version the client spoke.
 async fn http_over_tunnel(
     invoker: &tandem_proxy::Invoker,
     app: &str,
@@ -212,16 +221,25 @@ async fn http_over_tunnel(
     mut req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, String> {
     let up = invoker.tunnel(app, dst).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(up)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     tandem_proxy::invoke::strip_hop_by_hop(req.headers_mut());
-    *req.version_mut() = http::Version::HTTP_11;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("{dst} through the sidecar of {app}: {e}"))?;
+    let sent = if req.version() == http::Version::HTTP_2 {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), up)
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        *req.uri_mut() = format!("http://{dst}{}", req.uri())
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        sender.send_request(req).await
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(up)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        sender.send_request(req).await
+    };
+    let resp = sent.map_err(|e| format!("{dst} through the sidecar of {app}: {e}"))?;
     Ok(resp.map(tandem_proxy::invoke::boxed))
 }
 
@@ -267,6 +285,7 @@ pub async fn serve_inbound(
 }
 
 fn bad_gateway(why: &str) -> Response<ProxyBody> {
+    tracing::warn!("outbound door: {why}");
     let mut resp = Response::new(tandem_proxy::invoke::full(format!("tandem: {why}\n")));
     *resp.status_mut() = StatusCode::BAD_GATEWAY;
     resp

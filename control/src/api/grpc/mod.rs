@@ -3,7 +3,7 @@
 //! RPCs of building blocks tandem does not have yet answer UNIMPLEMENTED with
 //! a Dapr `ErrorInfo`, at once.
 
-mod proxy;
+pub(crate) mod proxy;
 
 use crate::api::state::{SaveItem, TxItem};
 use crate::api::{metadata, pubsub, secrets, state};

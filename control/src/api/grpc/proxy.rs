@@ -82,7 +82,17 @@ async fn proxy(
     }
     let (mut parts, body) = req.into_parts();
     parts.headers.remove("dapr-api-token");
-    let req = Request::from_parts(parts, boxed(body));
+    to_app(rt, target, Request::from_parts(parts, boxed(body))).await
+}
+
+/// A gRPC call to app `target`'s gRPC server: this app's directly,
+/// another's through its sidecar under that app's policy. Shared with
+/// transparent mode's outbound door.
+pub async fn to_app(
+    rt: &Runtime,
+    target: &str,
+    req: Request<tandem_proxy::ProxyBody>,
+) -> Response<tandem_proxy::ProxyBody> {
     let Some(invoker) = rt.invoker() else {
         return grpc_error(14, "service invocation is not ready");
     };
