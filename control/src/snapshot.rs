@@ -3,7 +3,8 @@
 //! that view to the end; a reload builds a new one and swaps it in.
 
 use crate::components::{
-    self, InitError, PubSubComponent, StateComponent, secretstores::SecretStore,
+    self, BindingComponent, InitError, LockComponent, PubSubComponent, StateComponent,
+    secretstores::SecretStore,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,10 @@ pub struct Snapshot {
     pub secret_stores: BTreeMap<String, Arc<dyn SecretStore>>,
     pub state_stores: BTreeMap<String, StateComponent>,
     pub pubsubs: BTreeMap<String, PubSubComponent>,
+    pub bindings: BTreeMap<String, BindingComponent>,
+    pub lock_stores: BTreeMap<String, LockComponent>,
+    pub configuration_stores:
+        BTreeMap<String, Arc<dyn components::configuration::ConfigurationStore>>,
     pub components: Vec<RegisteredComponent>,
     policies: tandem_proxy::resilience::Policies,
     /// Policies of invoked apps, made on first use so each target keeps its
@@ -87,6 +92,9 @@ impl Snapshot {
             secret_stores: live.secret_stores,
             state_stores: live.state_stores,
             pubsubs: live.pubsubs,
+            bindings: live.bindings,
+            lock_stores: live.lock_stores,
+            configuration_stores: live.configuration_stores,
             components: live.registered,
             policies,
             app_policies: Mutex::new(HashMap::new()),
@@ -101,6 +109,9 @@ impl Snapshot {
             secret_stores: BTreeMap::new(),
             state_stores: BTreeMap::new(),
             pubsubs: BTreeMap::new(),
+            bindings: BTreeMap::new(),
+            lock_stores: BTreeMap::new(),
+            configuration_stores: BTreeMap::new(),
             components: Vec::new(),
             policies: Default::default(),
             app_policies: Mutex::new(HashMap::new()),

@@ -468,7 +468,7 @@ pub fn http_status_of(code: tonic::Code) -> StatusCode {
     }
 }
 
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

@@ -303,7 +303,7 @@ impl PeerPool {
     }
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// TLS to a service outside the mesh (an HTTPEndpoint's `clientTLS`), as
 /// PEM text. The default trusts the system's roots and presents nothing.
@@ -317,6 +317,29 @@ pub struct OutsideTls {
 }
 
 impl OutsideTls {
+    /// A pooled HTTP/1 and HTTP/2 client that verifies servers against the
+    /// system's roots and `root_ca`; `https_only` refuses `http://` URLs,
+    /// else both schemes work (bindings, which take any URL).
+    pub fn client(&self, https_only: bool) -> Result<HttpsClient, String> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let builder =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(self.client_config()?);
+        let connector = if https_only {
+            builder.https_only()
+        } else {
+            builder.https_or_http()
+        }
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+        Ok(Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector))
+    }
+
     fn client_config(&self) -> Result<rustls::ClientConfig, String> {
         static SYSTEM: std::sync::OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> =
             std::sync::OnceLock::new();
@@ -466,19 +489,7 @@ impl Invoker {
         if let Some(c) = clients.get(&tls) {
             return Ok(c.clone());
         }
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls.client_config()?)
-            .https_only()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client: HttpsClient = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        let client = tls.client(true)?;
         clients.insert(tls, client.clone());
         Ok(client)
     }

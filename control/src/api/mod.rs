@@ -1,9 +1,11 @@
 //! The loopback Dapr API. `http` and `grpc` translate wire to calls of the
 //! building-block modules here; the logic lives once, in these modules.
 
+pub mod bindings;
 pub mod grpc;
 pub mod http;
 pub mod invoke;
+pub mod lock;
 pub mod metadata;
 pub mod pubsub;
 pub mod secrets;

@@ -51,3 +51,54 @@ pub fn redis_client(
         .map_err(|e| format!("redis at {host}: {e}"))?;
     Ok((client, host.to_string()))
 }
+
+/// A reconnecting Redis connection from Dapr's Redis metadata, made at
+/// init as Dapr does: a Redis that is down fails the component.
+#[cfg(feature = "redis")]
+pub async fn redis_connection(
+    m: &BTreeMap<String, String>,
+    component: &str,
+) -> Result<::redis::aio::ConnectionManager, String> {
+    let (client, host) = redis_client(m, component)?;
+    let config = ::redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(2);
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(|e| format!("cannot connect to redis at {host}: {e}"))
+}
+
+/// A PostgreSQL connection pool from `connectionString` (keyword or URL
+/// form) and `maxConns` (default 16). Connections are made on first use.
+#[cfg(feature = "postgres")]
+pub fn postgres_pool(m: &BTreeMap<String, String>) -> Result<deadpool_postgres::Pool, String> {
+    use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+    let conn_str = m.get("connectionString").filter(|s| !s.is_empty()).ok_or(
+        "metadata `connectionString` is required, e.g. host=localhost user=postgres dbname=dapr",
+    )?;
+    let config: tokio_postgres::Config = conn_str
+        .parse()
+        .map_err(|e| format!("metadata `connectionString` is not valid: {e}"))?;
+    let manager = Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let max: usize = match m.get("maxConns").filter(|v| !v.is_empty()) {
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("metadata `maxConns` is `{v}`; expected a number"))?,
+        None => 16,
+    };
+    Pool::builder(manager)
+        .max_size(max)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| e.to_string())
+}

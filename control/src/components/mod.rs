@@ -2,6 +2,9 @@
 //! and the work of turning loaded `Component` resources into live ones —
 //! resolving `secretKeyRef`/`envRef`, init timeouts, `ignoreErrors`.
 
+pub mod bindings;
+pub mod configuration;
+pub mod lock;
 pub mod metadata;
 pub mod pubsub;
 pub mod secretstores;
@@ -21,6 +24,9 @@ pub enum Live {
     Secret(Arc<dyn SecretStore>),
     State(Arc<dyn StateStore>),
     PubSub(Arc<dyn pubsub::PubSub>),
+    Binding(Arc<dyn bindings::Binding>),
+    Lock(Arc<dyn lock::LockStore>),
+    Configuration(Arc<dyn configuration::ConfigurationStore>),
 }
 
 impl Live {
@@ -29,8 +35,30 @@ impl Live {
             Live::Secret(s) => s.features(),
             Live::State(s) => s.features(),
             Live::PubSub(p) => p.features(),
+            Live::Binding(_) | Live::Lock(_) | Live::Configuration(_) => Vec::new(),
         }
     }
+}
+
+/// A lock store with the key prefix its `keyPrefix` metadata chose.
+#[derive(Clone)]
+pub struct LockComponent {
+    pub store: Arc<dyn lock::LockStore>,
+    pub prefix: Option<String>,
+}
+
+/// A binding with what the sidecar needs around it.
+#[derive(Clone)]
+pub struct BindingComponent {
+    pub binding: Arc<dyn bindings::Binding>,
+    pub direction: bindings::Direction,
+    /// Metadata `route`: the app path input events are POSTed to
+    /// (default `/<name>`).
+    pub route: String,
+    /// Sidecar → external system (output operations).
+    pub outbound: Arc<tandem_proxy::resilience::Policy>,
+    /// Sidecar → app (input events).
+    pub inbound: Arc<tandem_proxy::resilience::Policy>,
 }
 
 /// A state store with the key prefix its `keyPrefix` metadata chose.
@@ -147,6 +175,81 @@ struct Registration {
 /// Every component type this build supports. Building blocks add theirs here.
 const REGISTRY: &[Registration] = &[
     Registration {
+        type_name: "bindings.cron",
+        build: |m| bindings::cron::Cron::new(m).map(|b| Live::Binding(Arc::new(b))),
+    },
+    Registration {
+        type_name: "bindings.http",
+        build: |m| bindings::http::HttpBinding::new(m).map(|b| Live::Binding(Arc::new(b))),
+    },
+    Registration {
+        type_name: "bindings.localstorage",
+        build: |m| bindings::localstorage::LocalStorage::new(m).map(|b| Live::Binding(Arc::new(b))),
+    },
+    #[cfg(feature = "postgres")]
+    Registration {
+        type_name: "configuration.postgresql",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(configuration::postgres::PostgresConfig::connect(m))
+                .map(|c| Live::Configuration(Arc::new(c)))
+        },
+    },
+    #[cfg(feature = "redis")]
+    Registration {
+        type_name: "configuration.redis",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(configuration::redis::RedisConfig::connect(m))
+                .map(|c| Live::Configuration(Arc::new(c)))
+        },
+    },
+    Registration {
+        type_name: "lock.in-memory",
+        build: |m| lock::memory::MemoryLock::new(m).map(|l| Live::Lock(Arc::new(l))),
+    },
+    #[cfg(feature = "redis")]
+    Registration {
+        type_name: "lock.redis",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(lock::redis::RedisLock::connect(m))
+                .map(|l| Live::Lock(Arc::new(l)))
+        },
+    },
+    #[cfg(feature = "mqtt")]
+    Registration {
+        type_name: "bindings.mqtt3",
+        build: |m| bindings::mqtt::MqttBinding::new(m).map(|b| Live::Binding(Arc::new(b))),
+    },
+    #[cfg(feature = "postgres")]
+    Registration {
+        type_name: "bindings.postgresql",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(bindings::postgres::PostgresBinding::connect(m))
+                .map(|b| Live::Binding(Arc::new(b)))
+        },
+    },
+    #[cfg(feature = "rabbitmq")]
+    Registration {
+        type_name: "bindings.rabbitmq",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(bindings::rabbitmq::RabbitBinding::connect(m))
+                .map(|b| Live::Binding(Arc::new(b)))
+        },
+    },
+    #[cfg(feature = "redis")]
+    Registration {
+        type_name: "bindings.redis",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(bindings::redis::RedisBinding::connect(m))
+                .map(|b| Live::Binding(Arc::new(b)))
+        },
+    },
+    Registration {
         type_name: "secretstores.local.file",
         build: |m| {
             secretstores::local_file::LocalFileStore::new(m).map(|s| Live::Secret(Arc::new(s)))
@@ -237,6 +340,9 @@ pub struct LiveComponents {
     pub secret_stores: BTreeMap<String, Arc<dyn SecretStore>>,
     pub state_stores: BTreeMap<String, StateComponent>,
     pub pubsubs: BTreeMap<String, PubSubComponent>,
+    pub bindings: BTreeMap<String, BindingComponent>,
+    pub lock_stores: BTreeMap<String, LockComponent>,
+    pub configuration_stores: BTreeMap<String, Arc<dyn configuration::ConfigurationStore>>,
     pub registered: Vec<RegisteredComponent>,
 }
 
@@ -310,6 +416,36 @@ pub async fn init_all(
                                 outbound: Arc::new(policies.component_outbound(&name, "Pubsub")),
                                 inbound: Arc::new(policies.component_inbound(&name, "Pubsub")),
                                 concurrency: delivery_concurrency(&metadata).unwrap_or(1),
+                            },
+                        );
+                    }
+                    Live::Configuration(store) => {
+                        live.configuration_stores.insert(name.clone(), store);
+                    }
+                    Live::Lock(store) => {
+                        live.lock_stores.insert(
+                            name.clone(),
+                            LockComponent {
+                                store,
+                                prefix: key_prefix(&metadata, &name, ctx),
+                            },
+                        );
+                    }
+                    Live::Binding(binding) => {
+                        live.bindings.insert(
+                            name.clone(),
+                            BindingComponent {
+                                binding,
+                                // Checked by init_one.
+                                direction: bindings::Direction::from_metadata(&metadata)
+                                    .unwrap_or_default(),
+                                route: metadata
+                                    .get("route")
+                                    .filter(|r| !r.is_empty())
+                                    .map(|r| format!("/{}", r.trim_start_matches('/')))
+                                    .unwrap_or_else(|| format!("/{name}")),
+                                outbound: Arc::new(policies.component_outbound(&name, "Binding")),
+                                inbound: Arc::new(policies.component_inbound(&name, "Binding")),
                             },
                         );
                     }
@@ -390,6 +526,14 @@ async fn init_one(
     }
     if c.spec.type_.starts_with("state.") {
         crate::outbox::OutboxConfig::from_metadata(&metadata)?;
+    }
+    if c.spec.type_.starts_with("bindings.") {
+        bindings::Direction::from_metadata(&metadata)?;
+        // A broker client's id, as for pub/sub: the app id unless given.
+        let id = metadata.entry("consumerID".into()).or_default();
+        if id.is_empty() {
+            *id = ctx.app_id.clone();
+        }
     }
     let timeout = c
         .spec

@@ -6,6 +6,7 @@
 //! resiliency policy. When that is exhausted the message goes to the
 //! dead-letter topic if there is one, otherwise back to the broker.
 
+pub mod bindings;
 mod bulk;
 
 use crate::api::pubsub::CLOUDEVENTS_JSON;
@@ -42,9 +43,15 @@ enum Outcome {
     Retry(String),
 }
 
-/// Starts delivery for every subscription of the runtime; returns how many
-/// started. Subscriptions that cannot start are logged and skipped.
+/// Starts delivery for every subscription and input binding of the
+/// runtime; returns how many subscriptions started. Subscriptions that
+/// cannot start are logged and skipped.
 pub fn start(rt: &Arc<Runtime>) -> usize {
+    bindings::start(rt);
+    start_subscriptions(rt)
+}
+
+fn start_subscriptions(rt: &Arc<Runtime>) -> usize {
     let snap = rt.snapshot();
     let mut started = 0;
     for (spec, _kind) in rt.subscriptions() {

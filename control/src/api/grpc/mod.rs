@@ -210,7 +210,7 @@ fn consistency_name(v: i32) -> &'static str {
 }
 
 /// A gRPC state item: its bytes are stored as they are.
-fn save_item(i: common::StateItem) -> SaveItem {
+pub(crate) fn save_item(i: common::StateItem) -> SaveItem {
     let options = i.options.unwrap_or_default();
     SaveItem {
         key: i.key,
@@ -459,7 +459,30 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::InvokeBindingRequest>,
     ) -> Result<Response<rt::InvokeBindingResponse>, Status> {
-        self.not_yet("InvokeBinding", "bindings", req).await
+        let rt = self.rt.clone();
+        let traceparent = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        self.call("InvokeBinding", req, |r| async move {
+            let out = crate::api::bindings::invoke(
+                &rt,
+                &r.name,
+                crate::components::bindings::OutputRequest {
+                    operation: r.operation,
+                    data: r.data.into(),
+                    metadata: to_btree(r.metadata),
+                },
+                traceparent.as_deref(),
+            )
+            .await?;
+            Ok(rt::InvokeBindingResponse {
+                data: out.data.map(|d| d.to_vec()).unwrap_or_default(),
+                metadata: out.metadata.into_iter().collect(),
+            })
+        })
+        .await
     }
 
     async fn get_secret(
@@ -555,14 +578,34 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::TryLockRequest>,
     ) -> Result<Response<rt::TryLockResponse>, Status> {
-        self.not_yet("TryLockAlpha1", "distributed lock", req).await
+        let rt = self.rt.clone();
+        self.call("TryLockAlpha1", req, |r| async move {
+            let success = crate::api::lock::try_lock(
+                &rt,
+                &r.store_name,
+                &r.resource_id,
+                &r.lock_owner,
+                i64::from(r.expiry_in_seconds),
+            )
+            .await?;
+            Ok(rt::TryLockResponse { success })
+        })
+        .await
     }
 
     async fn unlock_alpha1(
         &self,
         req: Request<rt::UnlockRequest>,
     ) -> Result<Response<rt::UnlockResponse>, Status> {
-        self.not_yet("UnlockAlpha1", "distributed lock", req).await
+        let rt = self.rt.clone();
+        self.call("UnlockAlpha1", req, |r| async move {
+            let status =
+                crate::api::lock::unlock(&rt, &r.store_name, &r.resource_id, &r.lock_owner).await?;
+            Ok(rt::UnlockResponse {
+                status: status as i32,
+            })
+        })
+        .await
     }
 
     async fn get_metadata(

@@ -3,8 +3,10 @@
 //! their own module. Everything about the wire (paths, status codes, token,
 //! body limits) is decided here; the logic lives in `crate::api::*`.
 
+mod bindings;
 mod handlers;
 pub(crate) mod invoke;
+mod lock;
 mod pubsub;
 mod state;
 pub mod wire;
@@ -85,11 +87,8 @@ fn boxed(resp: ApiResponse) -> Response<ProxyBody> {
 /// name used in the error message.
 const NOT_YET: &[(&str, &str)] = &[
     ("subscribe", "pub/sub"),
-    ("bindings", "bindings"),
     ("actors", "actors"),
     ("configuration", "configuration"),
-    ("lock", "distributed lock"),
-    ("unlock", "distributed lock"),
     ("workflows", "workflows"),
     ("jobs", "jobs"),
     ("crypto", "cryptography"),
@@ -199,6 +198,18 @@ async fn dispatch(
         ) if !topic.is_empty() => {
             let (pubsub, topic) = (pubsub.to_string(), topic.join("/"));
             respond(pubsub::bulk_publish(rt, pubsub, topic, req).await)
+        }
+        (&Method::POST, ["v1.0-alpha1", "lock", store]) => {
+            let store = store.to_string();
+            respond(lock::lock(rt, store, req).await)
+        }
+        (&Method::POST, ["v1.0-alpha1", "unlock", store]) => {
+            let store = store.to_string();
+            respond(lock::unlock(rt, store, req).await)
+        }
+        (&Method::POST | &Method::PUT, ["v1.0", "bindings", name]) => {
+            let name = name.to_string();
+            respond(bindings::invoke(rt, name, req).await)
         }
         (&Method::POST | &Method::PUT, ["v1.0", "state", store]) => {
             let store = store.to_string();

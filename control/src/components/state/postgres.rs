@@ -9,7 +9,7 @@
 use super::query::{Dialect, Param, Query, QueryItem, QueryResult};
 use super::*;
 use base64::Engine;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use tokio_postgres::types::ToSql;
 
 pub struct PostgresStore {
@@ -62,10 +62,6 @@ fn etag_arg(etag: Option<&str>) -> Result<Option<String>, StateError> {
 
 impl PostgresStore {
     pub async fn connect(metadata: &Metadata) -> Result<Self, String> {
-        let conn_str = metadata
-            .get("connectionString")
-            .filter(|s| !s.is_empty())
-            .ok_or("metadata `connectionString` is required, e.g. host=localhost user=postgres dbname=dapr")?;
         let table = metadata
             .get("tableName")
             .cloned()
@@ -79,29 +75,7 @@ impl PostgresStore {
                 "metadata `tableName` is `{table}`; expected letters, digits, _ and . only"
             ));
         }
-        let config: tokio_postgres::Config = conn_str
-            .parse()
-            .map_err(|e| format!("metadata `connectionString` is not valid: {e}"))?;
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let max: usize = match metadata.get("maxConns").filter(|v| !v.is_empty()) {
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("metadata `maxConns` is `{v}`; expected a number"))?,
-            None => 16,
-        };
-        let pool = Pool::builder(manager)
-            .max_size(max)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let pool = crate::components::metadata::postgres_pool(metadata)?;
         let client = pool
             .get()
             .await

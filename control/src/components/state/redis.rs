@@ -72,15 +72,7 @@ impl RedisStore {
     /// Connects at init, as Dapr does: a Redis that is down fails the
     /// component (fatal unless `ignoreErrors`).
     pub async fn connect(metadata: &Metadata) -> Result<Self, String> {
-        let (client, host) = crate::components::metadata::redis_client(metadata, "state.redis")?;
-        let config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(2);
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| format!("cannot connect to redis at {host}: {e}"))?;
+        let conn = crate::components::metadata::redis_connection(metadata, "state.redis").await?;
         Ok(Self {
             conn,
             get: Script::new(GET),

@@ -1,0 +1,47 @@
+//! The configuration building block (dapr-wire.md §1.9): read items by key
+//! and be told when they change. A store answers `{value, version,
+//! metadata}` per key; subscriptions and delivery to the app belong to
+//! `crate::api::configuration`.
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+pub use super::pubsub::SubscriptionHandle;
+use futures_util::future::BoxFuture;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub type Metadata = BTreeMap<String, String>;
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Item {
+    pub value: String,
+    pub version: String,
+    pub metadata: Metadata,
+}
+
+pub type Items = BTreeMap<String, Item>;
+
+/// Told the items that changed; a deleted key comes with an empty value
+/// and version.
+pub type ChangeHandler = Arc<dyn Fn(Items) + Send + Sync>;
+
+pub trait ConfigurationStore: Send + Sync {
+    /// The items of `keys` that exist (all items when `keys` is empty).
+    fn get<'a>(
+        &'a self,
+        keys: &'a [String],
+        metadata: &'a Metadata,
+    ) -> BoxFuture<'a, Result<Items, String>>;
+
+    /// Calls `handler` with every change to `keys` (any key when empty)
+    /// until the handle drops.
+    fn subscribe(
+        &self,
+        keys: Vec<String>,
+        metadata: Metadata,
+        handler: ChangeHandler,
+    ) -> BoxFuture<'_, Result<SubscriptionHandle, String>>;
+}
