@@ -35,6 +35,10 @@ pub struct Runtime {
     /// Outbox relays: they do not involve the app, so they run while it is
     /// unhealthy and stop only at shutdown.
     relays: std::sync::Mutex<Vec<crate::components::pubsub::SubscriptionHandle>>,
+    /// Configuration subscriptions by id: (store, what stops it on drop).
+    configuration: std::sync::Mutex<
+        std::collections::HashMap<String, (String, crate::components::pubsub::SubscriptionHandle)>,
+    >,
 }
 
 impl Runtime {
@@ -62,6 +66,7 @@ impl Runtime {
             subscriptions: std::sync::Mutex::new(Vec::new()),
             relays: std::sync::Mutex::new(Vec::new()),
             streaming: std::sync::Mutex::new((0, Vec::new())),
+            configuration: Default::default(),
         }
     }
 
@@ -230,6 +235,30 @@ impl Runtime {
             .lock()
             .expect("subscriptions lock")
             .clear();
+    }
+
+    pub fn keep_configuration_subscription(
+        &self,
+        id: String,
+        store: String,
+        handle: crate::components::pubsub::SubscriptionHandle,
+    ) {
+        self.configuration
+            .lock()
+            .expect("configuration subscriptions lock")
+            .insert(id, (store, handle));
+    }
+
+    /// Stops configuration subscription `id` of `store`; whether there was one.
+    pub fn drop_configuration_subscription(&self, store: &str, id: &str) -> bool {
+        let mut subs = self
+            .configuration
+            .lock()
+            .expect("configuration subscriptions lock");
+        match subs.get(id) {
+            Some((s, _)) if s == store => subs.remove(id).is_some(),
+            _ => false,
+        }
     }
 
     /// Asks the sidecar to shut down gracefully.

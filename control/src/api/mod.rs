@@ -2,6 +2,7 @@
 //! building-block modules here; the logic lives once, in these modules.
 
 pub mod bindings;
+pub mod configuration;
 pub mod grpc;
 pub mod http;
 pub mod invoke;

@@ -144,17 +144,93 @@ impl DaprApi {
         .await
     }
 
-    async fn not_yet<Req, Resp>(
+    async fn get_configuration_impl(
         &self,
         method: &'static str,
-        api: &'static str,
-        req: Request<Req>,
-    ) -> Result<Response<Resp>, Status> {
-        self.call(
-            method,
-            req,
-            |_| async move { Err(ApiError::unimplemented(api)) },
-        )
+        req: Request<rt::GetConfigurationRequest>,
+    ) -> Result<Response<rt::GetConfigurationResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call(method, req, |r| async move {
+            let items =
+                crate::api::configuration::get(&rt, &r.store_name, &r.keys, &to_btree(r.metadata))
+                    .await?;
+            Ok(rt::GetConfigurationResponse {
+                items: config_items(items),
+            })
+        })
+        .await
+    }
+
+    /// The first message carries the subscription id; each change follows
+    /// as one message. Dropping the stream (the caller went away) ends the
+    /// subscription; unsubscribing ends the stream.
+    async fn subscribe_configuration_impl(
+        &self,
+        method: &'static str,
+        req: Request<rt::SubscribeConfigurationRequest>,
+    ) -> Result<Response<GrpcStream<rt::SubscribeConfigurationResponse>>, Status> {
+        let rt = self.rt.clone();
+        self.call(method, req, |r| async move {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let sender = tx.clone();
+            let deliver = Arc::new(
+                move |id: &str, items: crate::components::configuration::Items| {
+                    let _ = sender.send(Ok(rt::SubscribeConfigurationResponse {
+                        id: id.to_string(),
+                        items: config_items(items),
+                    }));
+                },
+            );
+            let id = crate::api::configuration::subscribe(
+                &rt,
+                &r.store_name,
+                r.keys,
+                to_btree(r.metadata),
+                deliver,
+            )
+            .await?;
+            let _ = tx.send(Ok(rt::SubscribeConfigurationResponse {
+                id: id.clone(),
+                items: Default::default(),
+            }));
+            drop(tx);
+            let guard = ConfigSubscription {
+                rt: rt.clone(),
+                store: r.store_name,
+                id,
+            };
+            let stream = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+                move |m: Result<rt::SubscribeConfigurationResponse, Status>| {
+                    let _keep = &guard;
+                    m
+                },
+            );
+            Ok(Box::pin(stream) as GrpcStream<rt::SubscribeConfigurationResponse>)
+        })
+        .await
+    }
+
+    async fn unsubscribe_configuration_impl(
+        &self,
+        method: &'static str,
+        req: Request<rt::UnsubscribeConfigurationRequest>,
+    ) -> Result<Response<rt::UnsubscribeConfigurationResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call(method, req, |r| async move {
+            Ok(
+                match crate::api::configuration::unsubscribe(&rt, &r.store_name, &r.id) {
+                    Ok(()) => rt::UnsubscribeConfigurationResponse {
+                        ok: true,
+                        message: String::new(),
+                    },
+                    Err(e) => rt::UnsubscribeConfigurationResponse {
+                        ok: false,
+                        message: e.message,
+                    },
+                },
+            )
+        })
         .await
     }
 }
@@ -224,6 +300,38 @@ pub(crate) fn save_item(i: common::StateItem) -> SaveItem {
 
 fn to_btree(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
     m.into_iter().collect()
+}
+
+fn config_items(
+    items: crate::components::configuration::Items,
+) -> std::collections::HashMap<String, common::ConfigurationItem> {
+    items
+        .into_iter()
+        .map(|(k, i)| {
+            (
+                k,
+                common::ConfigurationItem {
+                    value: i.value,
+                    version: i.version,
+                    metadata: i.metadata.into_iter().collect(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Ends a streamed configuration subscription when its stream is dropped.
+struct ConfigSubscription {
+    rt: Arc<Runtime>,
+    store: String,
+    id: String,
+}
+
+impl Drop for ConfigSubscription {
+    fn drop(&mut self) {
+        self.rt
+            .drop_configuration_subscription(&self.store, &self.id);
+    }
 }
 
 #[tonic::async_trait]
@@ -527,7 +635,7 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::GetConfigurationRequest>,
     ) -> Result<Response<rt::GetConfigurationResponse>, Status> {
-        self.not_yet("GetConfigurationAlpha1", "configuration", req)
+        self.get_configuration_impl("GetConfigurationAlpha1", req)
             .await
     }
 
@@ -535,7 +643,7 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::GetConfigurationRequest>,
     ) -> Result<Response<rt::GetConfigurationResponse>, Status> {
-        self.not_yet("GetConfiguration", "configuration", req).await
+        self.get_configuration_impl("GetConfiguration", req).await
     }
 
     type SubscribeConfigurationAlpha1Stream = GrpcStream<rt::SubscribeConfigurationResponse>;
@@ -544,7 +652,7 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::SubscribeConfigurationRequest>,
     ) -> Result<Response<Self::SubscribeConfigurationAlpha1Stream>, Status> {
-        self.not_yet("SubscribeConfigurationAlpha1", "configuration", req)
+        self.subscribe_configuration_impl("SubscribeConfigurationAlpha1", req)
             .await
     }
 
@@ -554,7 +662,7 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::SubscribeConfigurationRequest>,
     ) -> Result<Response<Self::SubscribeConfigurationStream>, Status> {
-        self.not_yet("SubscribeConfiguration", "configuration", req)
+        self.subscribe_configuration_impl("SubscribeConfiguration", req)
             .await
     }
 
@@ -562,7 +670,7 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::UnsubscribeConfigurationRequest>,
     ) -> Result<Response<rt::UnsubscribeConfigurationResponse>, Status> {
-        self.not_yet("UnsubscribeConfigurationAlpha1", "configuration", req)
+        self.unsubscribe_configuration_impl("UnsubscribeConfigurationAlpha1", req)
             .await
     }
 
@@ -570,7 +678,7 @@ impl Dapr for DaprApi {
         &self,
         req: Request<rt::UnsubscribeConfigurationRequest>,
     ) -> Result<Response<rt::UnsubscribeConfigurationResponse>, Status> {
-        self.not_yet("UnsubscribeConfiguration", "configuration", req)
+        self.unsubscribe_configuration_impl("UnsubscribeConfiguration", req)
             .await
     }
 

@@ -4,6 +4,7 @@
 //! body limits) is decided here; the logic lives in `crate::api::*`.
 
 mod bindings;
+mod configuration;
 mod handlers;
 pub(crate) mod invoke;
 mod lock;
@@ -88,7 +89,6 @@ fn boxed(resp: ApiResponse) -> Response<ProxyBody> {
 const NOT_YET: &[(&str, &str)] = &[
     ("subscribe", "pub/sub"),
     ("actors", "actors"),
-    ("configuration", "configuration"),
     ("workflows", "workflows"),
     ("jobs", "jobs"),
     ("crypto", "cryptography"),
@@ -199,6 +199,22 @@ async fn dispatch(
             let (pubsub, topic) = (pubsub.to_string(), topic.join("/"));
             respond(pubsub::bulk_publish(rt, pubsub, topic, req).await)
         }
+        (&Method::GET, ["v1.0" | "v1.0-alpha1", "configuration", store]) => {
+            respond(configuration::get(rt, store, &req).await)
+        }
+        (&Method::GET, ["v1.0" | "v1.0-alpha1", "configuration", store, "subscribe"]) => {
+            respond(configuration::subscribe(rt, store, &req).await)
+        }
+        (
+            &Method::GET,
+            [
+                "v1.0" | "v1.0-alpha1",
+                "configuration",
+                store,
+                id,
+                "unsubscribe",
+            ],
+        ) => configuration::unsubscribe(rt, store, id),
         (&Method::POST, ["v1.0-alpha1", "lock", store]) => {
             let store = store.to_string();
             respond(lock::lock(rt, store, req).await)

@@ -76,6 +76,27 @@ pub fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
     out
 }
 
+/// Every value of query parameter `name`, repeated or comma separated
+/// (`key=a&key=b,c`).
+pub fn query_values(query: Option<&str>, name: &str) -> Vec<String> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(&k.replace('+', " ")) == name)
+                .then(|| percent_decode(&v.replace('+', " ")))
+        })
+        .flat_map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// `metadata.<k>` query parameters as component metadata `<k>`.
 pub fn metadata_params(query: Option<&str>) -> BTreeMap<String, String> {
     query_params(query)
@@ -128,6 +149,13 @@ mod tests {
         assert_eq!(percent_decode("a%2Fb%20c"), "a/b c");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn repeated_query_values() {
+        let q = Some("key=a&key=b,c&other=x&key=d%20e");
+        assert_eq!(query_values(q, "key"), ["a", "b", "c", "d e"]);
+        assert!(query_values(None, "key").is_empty());
     }
 
     #[test]
