@@ -408,3 +408,54 @@ apps:
     )
     out = run_file_output(run_file, tandem_env, ["JS INVOKE", "JS FAILED"])
     assert f"JS INVOKE {protocol} 42 jsclient" in out, out
+
+
+def test_bindings_locks_and_configuration_through_the_python_sdk(tmp_path, tandem_env):
+    files = tmp_path / "files"
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "components.yaml").write_text(
+        "\n---\n".join(
+            [
+                component_yaml("files", "bindings.localstorage", {"rootPath": str(files)}.items()),
+                component_yaml("locks", "lock.redis", {"redisHost": "127.0.0.1:6379"}.items()),
+                component_yaml("config", "configuration.redis", {"redisHost": "127.0.0.1:6379"}.items()),
+            ]
+        )
+    )
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"bindapp-{os.getpid()}", "--resources-path", str(res), "--",
+            *python_app("client_bindings_lock_config.py", f"sdk-{os.getpid()}-{time.time_ns()}"),
+        ),
+        env=tandem_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ["BINDING OK", "LOCK OK", "CONFIGURATION OK"]:
+        assert f"== APP == {line}" in out.stdout, out.stdout + out.stderr
+
+
+def test_grpc_app_takes_an_input_binding(tmp_path, tandem_env, background):
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "ticks.yaml").write_text(component_yaml("ticks", "bindings.cron", {"schedule": "@every 1s"}.items()))
+    # Not listed by the app's ListInputBindings: never delivered.
+    (res / "other.yaml").write_text(component_yaml("other", "bindings.cron", {"schedule": "@every 1s"}.items()))
+    app_port = free_port()
+    run = background(
+        tandem_cmd(
+            "run", "--app-id", "bindgrpc", "--app-port", str(app_port), "--app-protocol", "grpc",
+            "--resources-path", str(res), "--", *python_app("grpc_binding_app.py"),
+        ),
+        tandem_env,
+    )
+    end = time.time() + 15
+    while run.output().count("== APP == tick UTC") < 2 and time.time() < end:
+        time.sleep(0.1)
+    assert run.output().count("== APP == tick UTC") >= 2, run.output()
+    # The sidecar asked the app (ListInputBindings) and left `other` unread.
+    assert run.wait_for("does not take this binding's events"), run.output()
+    assert "binding=other" in next(l for l in run.lines if "does not take" in l), run.output()
