@@ -349,3 +349,100 @@ async fn input_bindings_reach_the_app() {
         .collect();
     assert_eq!(order.first(), Some(&"\"order-0\""), "{order:?}");
 }
+
+/// A gRPC app lists the bindings it takes; its `OnBindingEvent` answer
+/// saves state and sends its data on to an output binding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_app_answers_binding_events_with_state_and_forwards() {
+    use common::callback::{Callbacks, handler};
+    use tandem_proto::runtime::v1 as rt;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let port = common::callback::serve(Callbacks {
+        list_input_bindings: Some(handler(|_| async {
+            Ok(rt::ListInputBindingsResponse {
+                bindings: vec!["tick".into()],
+            })
+        })),
+        on_binding_event: Some(handler(move |e: rt::BindingEventRequest| {
+            let seen = seen.clone();
+            async move {
+                let n = {
+                    let mut s = seen.lock().unwrap();
+                    s.push((e.name.clone(), e.metadata.get("timeZone").cloned()));
+                    s.len()
+                };
+                Ok(rt::BindingEventResponse {
+                    store_name: "memstore".into(),
+                    states: vec![tandem_proto::common::v1::StateItem {
+                        key: format!("tick-{n}"),
+                        value: b"seen".to_vec(),
+                        ..Default::default()
+                    }],
+                    to: vec!["files".into()],
+                    data: format!("forwarded-{n}").into_bytes(),
+                    concurrency: 0,
+                })
+            }
+        })),
+        ..Default::default()
+    })
+    .await;
+    let files = TempDir::new("bindings-grpc-files");
+    let res = TempDir::new("bindings-grpc-res");
+    res.write(
+        "tick.yaml",
+        &component("tick", "bindings.cron", &[("schedule", "@every 1s")]),
+    );
+    res.write(
+        "other.yaml",
+        &component("other", "bindings.cron", &[("schedule", "@every 1s")]),
+    );
+    res.write(
+        "memstore.yaml",
+        &component("memstore", "state.in-memory", &[]),
+    );
+    res.write(
+        "files.yaml",
+        &component(
+            "files",
+            "bindings.localstorage",
+            &[("rootPath", files.path().to_str().unwrap())],
+        ),
+    );
+    let s = sidecar()
+        .args(["--resources-path", res.path().to_str().unwrap()])
+        .args(["--app-port", &port.to_string(), "--app-protocol", "grpc"])
+        .start();
+    let end = Instant::now() + Duration::from_secs(10);
+    while events.lock().unwrap().len() < 2 {
+        assert!(
+            Instant::now() < end,
+            "no binding events:\n{}",
+            s.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = events.lock().unwrap().clone();
+    assert!(
+        got.iter()
+            .all(|(name, tz)| name == "tick" && tz.as_deref() == Some("UTC")),
+        "only the listed binding, with its metadata: {got:?}"
+    );
+    let r = s.get("/v1.0/state/memstore/tick-1");
+    assert_eq!((r.status, r.text().as_str()), (200, "seen"));
+    let end = Instant::now() + Duration::from_secs(5);
+    let forwarded = loop {
+        let texts: Vec<String> = std::fs::read_dir(files.path())
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        if texts.iter().any(|t| t == "forwarded-1") {
+            break texts;
+        }
+        assert!(Instant::now() < end, "nothing forwarded: {texts:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!forwarded.is_empty());
+}

@@ -121,106 +121,72 @@ async fn http_app_gets_batches_and_settles_each_entry() {
 }
 
 mod grpc_app {
+    use super::common::callback::{Callbacks, handler};
     use std::sync::{Arc, Mutex};
-    use tandem_proto::common::v1 as common;
     use tandem_proto::runtime::v1 as rt;
-    use tonic::{Request, Response, Status};
+    use tonic::Status;
 
     /// A bulk request: its path and the data of its entries.
     pub type Batch = (String, Vec<String>);
 
-    #[derive(Default, Clone)]
-    pub struct App {
-        pub batches: Arc<Mutex<Vec<Batch>>>,
-    }
-
-    #[tonic::async_trait]
-    impl rt::app_callback_server::AppCallback for App {
-        async fn on_invoke(
-            &self,
-            _: Request<common::InvokeRequest>,
-        ) -> Result<Response<common::InvokeResponse>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn list_topic_subscriptions(
-            &self,
-            _: Request<()>,
-        ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
-            Ok(Response::new(rt::ListTopicSubscriptionsResponse {
-                subscriptions: vec![rt::TopicSubscription {
-                    pubsub_name: "bus".into(),
-                    topic: "orders".into(),
-                    bulk_subscribe: Some(rt::BulkSubscribeConfig {
-                        enabled: true,
-                        max_messages_count: 5,
-                        max_await_duration_ms: 300,
-                    }),
-                    ..Default::default()
-                }],
-            }))
-        }
-        async fn on_topic_event(
-            &self,
-            _: Request<rt::TopicEventRequest>,
-        ) -> Result<Response<rt::TopicEventResponse>, Status> {
-            Err(Status::internal("single events are not expected"))
-        }
-        async fn list_input_bindings(
-            &self,
-            _: Request<()>,
-        ) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
-            Ok(Response::new(Default::default()))
-        }
-        async fn on_binding_event(
-            &self,
-            _: Request<rt::BindingEventRequest>,
-        ) -> Result<Response<rt::BindingEventResponse>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn on_bulk_topic_event(
-            &self,
-            req: Request<rt::TopicEventBulkRequest>,
-        ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
-            let req = req.into_inner();
-            assert_eq!(req.r#type, "com.dapr.event.sent.bulk");
-            assert_eq!(
-                (req.topic.as_str(), req.pubsub_name.as_str()),
-                ("orders", "bus")
-            );
-            let mut data = Vec::new();
-            let mut statuses = Vec::new();
-            for e in req.entries {
-                let Some(rt::topic_event_bulk_request_entry::Event::CloudEvent(ce)) = e.event
-                else {
-                    return Err(Status::invalid_argument("expected a CloudEvent entry"));
-                };
-                assert_eq!(ce.spec_version, "1.0");
-                data.push(String::from_utf8(ce.data).unwrap());
-                statuses.push(rt::TopicEventBulkResponseEntry {
-                    entry_id: e.entry_id,
-                    status: 0,
-                });
-            }
-            self.batches.lock().unwrap().push((req.path, data));
-            Ok(Response::new(rt::TopicEventBulkResponse { statuses }))
+    /// An app subscribed to `bus/orders` in bulk (at most 5 a batch),
+    /// recording each batch; single events are not expected.
+    pub fn app(batches: Arc<Mutex<Vec<Batch>>>) -> Callbacks {
+        Callbacks {
+            list_topic_subscriptions: Some(handler(|_| async {
+                Ok(rt::ListTopicSubscriptionsResponse {
+                    subscriptions: vec![rt::TopicSubscription {
+                        pubsub_name: "bus".into(),
+                        topic: "orders".into(),
+                        bulk_subscribe: Some(rt::BulkSubscribeConfig {
+                            enabled: true,
+                            max_messages_count: 5,
+                            max_await_duration_ms: 300,
+                        }),
+                        ..Default::default()
+                    }],
+                })
+            })),
+            on_topic_event: Some(handler(|_| async {
+                Err(Status::internal("single events are not expected"))
+            })),
+            on_bulk_topic_event: Some(handler(move |req: rt::TopicEventBulkRequest| {
+                let batches = batches.clone();
+                async move {
+                    assert_eq!(req.r#type, "com.dapr.event.sent.bulk");
+                    assert_eq!(
+                        (req.topic.as_str(), req.pubsub_name.as_str()),
+                        ("orders", "bus")
+                    );
+                    let mut data = Vec::new();
+                    let mut statuses = Vec::new();
+                    for e in req.entries {
+                        let Some(rt::topic_event_bulk_request_entry::Event::CloudEvent(ce)) =
+                            e.event
+                        else {
+                            return Err(Status::invalid_argument("expected a CloudEvent entry"));
+                        };
+                        assert_eq!(ce.spec_version, "1.0");
+                        data.push(String::from_utf8(ce.data).unwrap());
+                        statuses.push(rt::TopicEventBulkResponseEntry {
+                            entry_id: e.entry_id,
+                            status: 0,
+                        });
+                    }
+                    batches.lock().unwrap().push((req.path, data));
+                    Ok(rt::TopicEventBulkResponse { statuses })
+                }
+            })),
+            ..Default::default()
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_app_gets_on_bulk_topic_event() {
-    use tandem_proto::runtime::v1 as rt;
     let dir = resources();
-    let app = grpc_app::App::default();
-    let batches = app.batches.clone();
-    // Bound first (port 0), so no other process can take the port.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_port = listener.local_addr().unwrap().port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(rt::app_callback_server::AppCallbackServer::new(app))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let app_port = common::callback::serve(grpc_app::app(batches.clone())).await;
     let s = sidecar()
         .args([
             "--app-port",

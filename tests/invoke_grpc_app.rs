@@ -10,85 +10,48 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tandem_proto::common::v1 as cv1;
 use tandem_proto::runtime::v1 as rt;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
-#[derive(Default)]
-struct App {
-    hits: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-    flaky: AtomicUsize,
-}
+type Hits = Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
 
-#[tonic::async_trait]
-impl rt::app_callback_server::AppCallback for App {
-    async fn on_invoke(
-        &self,
-        req: Request<cv1::InvokeRequest>,
-    ) -> Result<Response<cv1::InvokeResponse>, Status> {
-        let method = req.into_inner().method;
-        *self.hits.lock().unwrap().entry(method.clone()).or_default() += 1;
-        match method.as_str() {
-            "flaky" if self.flaky.fetch_add(1, Ordering::SeqCst) < 2 => {
-                Err(Status::unavailable("warming up"))
+/// The app: `OnInvoke` answers by method name and counts the calls.
+fn app(hits: Hits) -> common::callback::Callbacks {
+    let flaky = Arc::new(AtomicUsize::new(0));
+    common::callback::Callbacks {
+        on_invoke: Some(common::callback::handler(move |req: cv1::InvokeRequest| {
+            let (hits, flaky) = (hits.clone(), flaky.clone());
+            async move {
+                let method = req.method;
+                *hits.lock().unwrap().entry(method.clone()).or_default() += 1;
+                match method.as_str() {
+                    "flaky" if flaky.fetch_add(1, Ordering::SeqCst) < 2 => {
+                        Err(Status::unavailable("warming up"))
+                    }
+                    "missing" => Err(Status::not_found("no such order")),
+                    "down" => Err(Status::unavailable("down for maintenance")),
+                    "slow" => {
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                        Err(Status::ok("too late"))
+                    }
+                    "precondition" => Err(Status::failed_precondition("order is closed")),
+                    _ => Ok(cv1::InvokeResponse {
+                        data: Some(prost_types::Any {
+                            type_url: String::new(),
+                            value: b"ok".to_vec(),
+                        }),
+                        content_type: "text/plain".into(),
+                    }),
+                }
             }
-            "missing" => Err(Status::not_found("no such order")),
-            "down" => Err(Status::unavailable("down for maintenance")),
-            "slow" => {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                Err(Status::ok("too late"))
-            }
-            "precondition" => Err(Status::failed_precondition("order is closed")),
-            _ => Ok(Response::new(cv1::InvokeResponse {
-                data: Some(prost_types::Any {
-                    type_url: String::new(),
-                    value: b"ok".to_vec(),
-                }),
-                content_type: "text/plain".into(),
-            })),
-        }
-    }
-    async fn list_topic_subscriptions(
-        &self,
-        _: Request<()>,
-    ) -> Result<Response<rt::ListTopicSubscriptionsResponse>, Status> {
-        Ok(Response::new(Default::default()))
-    }
-    async fn on_topic_event(
-        &self,
-        _: Request<rt::TopicEventRequest>,
-    ) -> Result<Response<rt::TopicEventResponse>, Status> {
-        Err(Status::unimplemented("no topics"))
-    }
-    async fn list_input_bindings(
-        &self,
-        _: Request<()>,
-    ) -> Result<Response<rt::ListInputBindingsResponse>, Status> {
-        Ok(Response::new(Default::default()))
-    }
-    async fn on_binding_event(
-        &self,
-        _: Request<rt::BindingEventRequest>,
-    ) -> Result<Response<rt::BindingEventResponse>, Status> {
-        Err(Status::unimplemented("no bindings"))
-    }
-    async fn on_bulk_topic_event(
-        &self,
-        _: Request<rt::TopicEventBulkRequest>,
-    ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
-        Err(Status::unimplemented("no topics"))
+        })),
+        ..Default::default()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_codes_decide_retries_and_reach_grpc_callers_exactly() {
-    let app = App::default();
-    let hits = app.hits.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(rt::app_callback_server::AppCallbackServer::new(app))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let hits = Hits::default();
+    let port = common::callback::serve(app(hits.clone())).await;
     let home = TempDir::new("grpc-app-home");
     let res = TempDir::new("grpc-app-res");
     res.write(

@@ -2,6 +2,7 @@
 //! talk to it over real sockets, write resource files.
 #![allow(dead_code)]
 
+pub mod callback;
 pub mod event_app;
 pub mod nats;
 pub mod netns;
