@@ -8,49 +8,12 @@
 
 mod common;
 
+use common::{measure, row};
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::time::Instant;
 use tandem_proto::runtime::v1 as rt;
-
-struct Stats {
-    p50: f64,
-    p99: f64,
-}
-
-async fn measure<F, Fut>(iters: usize, mut f: F) -> Stats
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for _ in 0..iters / 10 {
-        f().await; // warm-up
-    }
-    let mut samples = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t = Instant::now();
-        f().await;
-        samples.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    samples.sort_by(f64::total_cmp);
-    Stats {
-        p50: samples[iters / 2],
-        p99: samples[iters * 99 / 100],
-    }
-}
-
-fn row(name: &str, s: &Stats, base: Option<&Stats>) {
-    match base {
-        Some(b) => println!(
-            "{name:<34} p50 {:>7.1} µs  p99 {:>7.1} µs   added over raw: p50 {:>+7.1} µs  p99 {:>+7.1} µs",
-            s.p50,
-            s.p99,
-            s.p50 - b.p50,
-            s.p99 - b.p99
-        ),
-        None => println!("{name:<34} p50 {:>7.1} µs  p99 {:>7.1} µs", s.p50, s.p99),
-    }
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {

@@ -87,3 +87,45 @@ pub fn start_with(
     std::thread::sleep(Duration::from_millis(300));
     Sidecar { child, http, grpc }
 }
+
+/// Latency percentiles of one measurement, in µs.
+pub struct Stats {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+/// `iters` sequential calls of `f` after a tenth as many to warm up.
+pub async fn measure<F, Fut>(iters: usize, mut f: F) -> Stats
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future,
+{
+    for _ in 0..iters / 10 {
+        f().await; // warm-up
+    }
+    let mut samples = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        f().await;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    Stats {
+        p50: samples[iters / 2],
+        p99: samples[iters * 99 / 100],
+    }
+}
+
+/// One result line, with what it adds over `base` when given.
+pub fn row(name: &str, s: &Stats, base: Option<&Stats>) {
+    match base {
+        Some(b) => println!(
+            "{name:<34} p50 {:>7.1} µs  p99 {:>7.1} µs   added over raw: p50 {:>+7.1} µs  p99 {:>+7.1} µs",
+            s.p50,
+            s.p99,
+            s.p50 - b.p50,
+            s.p99 - b.p99
+        ),
+        None => println!("{name:<34} p50 {:>7.1} µs  p99 {:>7.1} µs", s.p50, s.p99),
+    }
+}
