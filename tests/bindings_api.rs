@@ -129,6 +129,19 @@ async fn output_bindings_keep_daprs_rules() {
         .args(["--resources-path", res.path().to_str().unwrap()])
         .start();
 
+    // The metadata API lists them with daprd's capabilities.
+    let meta = s.get("/v1.0/metadata").json();
+    let caps = |name: &str| {
+        meta["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["capabilities"].clone())
+    };
+    assert_eq!(caps("files"), Some(serde_json::json!(["OUTPUT_BINDING"])));
+    assert_eq!(caps("ticks"), Some(serde_json::json!(["INPUT_BINDING"])));
+
     // create / get / list / delete, the data's JSON text as Dapr hands it on.
     let r = post(
         &s,
@@ -445,4 +458,67 @@ async fn a_grpc_app_answers_binding_events_with_state_and_forwards() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!forwarded.is_empty());
+}
+
+/// An app that fails its health check gets no input events until it
+/// recovers; then they flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_bindings_pause_while_the_app_is_unhealthy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let healthy = Arc::new(AtomicBool::new(true));
+    let ticks = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let (h, t) = (healthy.clone(), ticks.clone());
+    let port = common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (h, t) = (h.clone(), t.clone());
+        async move {
+            let status = match (req.method().as_str(), req.uri().path()) {
+                ("GET", "/healthz") if !h.load(Ordering::SeqCst) => 503,
+                ("POST", "/tick") => {
+                    t.lock().unwrap().push(Instant::now());
+                    200
+                }
+                _ => 200,
+            };
+            hyper::Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        }
+    })
+    .await;
+    let res = TempDir::new("bindings-health");
+    res.write(
+        "tick.yaml",
+        &component("tick", "bindings.cron", &[("schedule", "@every 1s")]),
+    );
+    let s = sidecar()
+        .args(["--resources-path", res.path().to_str().unwrap()])
+        .args(["--app-port", &port.to_string()])
+        .args([
+            "--enable-app-health-check",
+            "--app-health-probe-interval",
+            "100ms",
+        ])
+        .args(["--app-health-threshold", "1"])
+        .start();
+    let count = || ticks.lock().unwrap().len();
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < end, "{what}:\n{}", s.stderr.text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("a first tick", &|| count() >= 1);
+    healthy.store(false, Ordering::SeqCst);
+    until("the sidecar sees the app unhealthy", &|| {
+        s.stderr.text().contains("pausing event delivery")
+    });
+    // A tick already on its way may still land.
+    std::thread::sleep(Duration::from_millis(300));
+    let paused_at = count();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(count(), paused_at, "no ticks while the app is unhealthy");
+    healthy.store(true, Ordering::SeqCst);
+    until("ticks again after recovery", &|| count() > paused_at);
 }

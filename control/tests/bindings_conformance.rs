@@ -240,6 +240,130 @@ mod http_binding {
     }
 }
 
+/// HTTPS with `MTLSRootCA`: a real TLS server (`openssl s_server`) with a
+/// certificate of the test's own is trusted only when its root is given.
+#[tokio::test]
+async fn http_binding_trusts_the_root_it_is_given() {
+    use tandem_control::components::bindings::http::HttpBinding;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (ca, cert, key) = (p("ca.pem"), p("c.pem"), p("k.pem"));
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for args in [
+        // A CA of the test's own, and a server certificate it signs.
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=test-ca",
+                "-keyout",
+                &p("ca.key"),
+                "-out",
+                &ca,
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=localhost",
+                "-keyout",
+                &key,
+                "-out",
+                &p("leaf.csr"),
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &p("leaf.csr"),
+            "-CA",
+            &ca,
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            &cert,
+            "-extfile",
+            &p("ext"),
+        ],
+    ] {
+        let made = std::process::Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl");
+        assert!(
+            made.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Killed(
+        std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < end, "openssl s_server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = format!("https://localhost:{port}");
+    let untrusted = HttpBinding::new(&md(&[("url", &url)])).unwrap();
+    let e = op(&untrusted, "get", "", &[]).await.unwrap_err();
+    assert!(
+        matches!(e, BindingError::Failed(ref m) if m.to_lowercase().contains("certificate")),
+        "{e:?}"
+    );
+    let trusted = HttpBinding::new(&md(&[("url", &url), ("MTLSRootCA", ca.as_str())])).unwrap();
+    let r = op(&trusted, "get", "", &[]).await.unwrap();
+    assert_eq!(r.metadata["statusCode"], "200");
+    assert!(text(&r).contains("s_server"), "{}", text(&r));
+    let e = HttpBinding::new(&md(&[("url", &url), ("MTLSRootCA", "/no/such/file.pem")]))
+        .err()
+        .unwrap();
+    assert!(e.contains("MTLSRootCA"), "{e}");
+}
+
 #[cfg(feature = "redis")]
 mod redis_binding {
     use super::*;

@@ -35,7 +35,18 @@ impl Live {
             Live::Secret(s) => s.features(),
             Live::State(s) => s.features(),
             Live::PubSub(p) => p.features(),
-            Live::Binding(_) | Live::Lock(_) | Live::Configuration(_) => Vec::new(),
+            // As daprd lists them in the metadata API.
+            Live::Binding(b) => {
+                let mut f = Vec::new();
+                if b.is_input() {
+                    f.push("INPUT_BINDING");
+                }
+                if !b.operations().is_empty() {
+                    f.push("OUTPUT_BINDING");
+                }
+                f
+            }
+            Live::Lock(_) | Live::Configuration(_) => Vec::new(),
         }
     }
 }
