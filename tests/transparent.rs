@@ -48,27 +48,35 @@ fn fetch(ns: &Netns, url: &str, host: Option<&str>) -> String {
     )
 }
 
-/// Waits until something accepts connections at `addr` (`"ip", port`).
-fn wait_port(ns: &Netns, addr: &str) {
+/// Waits until `probe` (Python that prints `up` or `down …`) says up in
+/// `ns`.
+fn wait_up(ns: &Netns, what: &str, probe: &str) {
     let end = Instant::now() + Duration::from_secs(20);
-    let code = format!(
-        "import socket\ntry:\n  socket.create_connection(({addr}), timeout=1); print('up')\nexcept Exception as e: print('down', e)"
-    );
-    while !py(ns, &code).contains("up") {
-        assert!(Instant::now() < end, "{addr} never listened");
+    while !py(ns, probe).contains("up") {
+        assert!(Instant::now() < end, "{what} never came up");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-fn wait_http(ns: &Netns, url: &str) {
-    let end = Instant::now() + Duration::from_secs(20);
-    let code = format!(
-        "import urllib.request\ntry:\n  urllib.request.urlopen('{url}', timeout=1); print('up')\nexcept Exception as e: print('down', e)"
+/// Waits until something accepts connections at `addr` (`"ip", port`).
+fn wait_port(ns: &Netns, addr: &str) {
+    wait_up(
+        ns,
+        addr,
+        &format!(
+            "import socket\ntry:\n  socket.create_connection(({addr}), timeout=1); print('up')\nexcept Exception as e: print('down', e)"
+        ),
     );
-    while !py(ns, &code).contains("up") {
-        assert!(Instant::now() < end, "{url} never answered");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+}
+
+fn wait_http(ns: &Netns, url: &str) {
+    wait_up(
+        ns,
+        url,
+        &format!(
+            "import urllib.request\ntry:\n  urllib.request.urlopen('{url}', timeout=1); print('up')\nexcept Exception as e: print('down', e)"
+        ),
+    );
 }
 
 /// An HTTP server printing the path and the caller its sidecar named;

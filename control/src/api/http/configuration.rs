@@ -1,6 +1,7 @@
 //! `GET /v1.0/configuration/{store}?key=…`, `…/{store}/subscribe?key=…`
 //! and `…/{store}/{id}/unsubscribe` (also under `v1.0-alpha1`).
 
+use super::handlers::json;
 use super::{ApiResponse, wire};
 use crate::error::ApiError;
 use crate::runtime::Runtime;
@@ -8,16 +9,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-
-fn json(v: &impl serde::Serialize) -> ApiResponse {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(
-            serde_json::to_vec(v).expect("JSON of plain values"),
-        )))
-        .expect("valid response parts")
-}
 
 pub async fn get(
     rt: &Runtime,
@@ -33,7 +24,9 @@ pub async fn get(
             .body(Full::new(Bytes::new()))
             .expect("valid response parts"));
     }
-    Ok(json(&items))
+    Ok(json(
+        &serde_json::to_value(&items).expect("JSON of plain values"),
+    ))
 }
 
 pub async fn subscribe(

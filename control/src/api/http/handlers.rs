@@ -18,7 +18,7 @@ fn no_content() -> ApiResponse {
         .expect("valid response parts")
 }
 
-fn json(value: &serde_json::Value) -> ApiResponse {
+pub(super) fn json(value: &serde_json::Value) -> ApiResponse {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")

@@ -1,11 +1,10 @@
 //! `POST /v1.0-alpha1/lock/{store}` and `POST /v1.0-alpha1/unlock/{store}`.
 
+use super::handlers::json;
 use super::{ApiResponse, wire};
 use crate::error::ApiError;
 use crate::runtime::Runtime;
-use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http::Request;
 use hyper::body::Incoming;
 
 #[derive(serde::Deserialize)]
@@ -28,14 +27,6 @@ async fn body(rt: &Runtime, req: Request<Incoming>) -> Result<Body, ApiError> {
     })
 }
 
-fn json(v: serde_json::Value) -> ApiResponse {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(v.to_string())))
-        .expect("valid response parts")
-}
-
 pub async fn lock(
     rt: &Runtime,
     store: String,
@@ -50,7 +41,7 @@ pub async fn lock(
         b.expiry_in_seconds,
     )
     .await?;
-    Ok(json(serde_json::json!({ "success": success })))
+    Ok(json(&serde_json::json!({ "success": success })))
 }
 
 pub async fn unlock(
@@ -60,5 +51,5 @@ pub async fn unlock(
 ) -> Result<ApiResponse, ApiError> {
     let b = body(rt, req).await?;
     let status = crate::api::lock::unlock(rt, &store, &b.resource_id, &b.lock_owner).await?;
-    Ok(json(serde_json::json!({ "status": status as i32 })))
+    Ok(json(&serde_json::json!({ "status": status as i32 })))
 }
