@@ -219,7 +219,7 @@ async fn grpc_metadata_and_secrets() {
         "google.rpc.Status details carry ErrorInfo"
     );
 
-    // not built yet: a clear error at once, not a hang
+    // an unknown binding: a clear error at once, not a hang
     let e = tokio::time::timeout(
         Duration::from_secs(5),
         c.invoke_binding(rt::InvokeBindingRequest {
@@ -231,8 +231,12 @@ async fn grpc_metadata_and_secrets() {
     .await
     .expect("answered at once")
     .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("bindings API"), "{}", e.message());
+    assert_eq!(e.code(), tonic::Code::Internal);
+    assert!(
+        e.message().contains("output binding `b` is not defined"),
+        "{}",
+        e.message()
+    );
 }
 
 #[tokio::test]
@@ -322,9 +326,9 @@ fn unknown_routes_and_unbuilt_apis_answer_clearly() {
     let r = s.request("POST", "/v1.0/healthz", b""); // wrong method falls through, like Dapr
     assert_eq!(r.status, 404);
     for (path, api) in [
-        ("/v1.0/bindings/b", "bindings"),
-        ("/v1.0/configuration/store", "configuration"),
-        ("/v1.0-alpha1/lock/l", "lock"),
+        ("/v1.0/actors/t/1/method/m", "actors"),
+        ("/v1.0-alpha1/workflows/dapr/w/start", "workflows"),
+        ("/v1.0-alpha1/jobs/j", "jobs"),
     ] {
         let r = s.request("POST", path, b"{}");
         assert_eq!(
