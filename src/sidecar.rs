@@ -7,25 +7,22 @@ use anyhow::{Context, Result, anyhow};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tandem_config::{Configuration, LoadContext, SidecarOptions, load_configuration, load_dirs};
+use tandem_config::{Configuration, LoadContext, SidecarOptions, load_configuration};
 use tandem_control::{Runtime, Snapshot, api};
 use tandem_proxy::{AppChannel, AppChannelConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// Where a sidecar's resources come from.
-#[derive(Clone, Debug)]
-pub enum ResourceSource {
-    Dirs(Vec<PathBuf>),
-    Embedded,
-}
+pub use tandem_control::reload::ResourceSource;
 
 pub struct RunningSidecar {
     pub runtime: Arc<Runtime>,
     servers: Vec<JoinHandle<()>>,
     /// This app's entry with its name resolver (a registry file, an mDNS
     /// announcement), withdrawn when the sidecar ends.
-    _registration: Box<dyn Send + Sync>,
+    /// Applies resource changes; holds this app's name-resolution entry
+    /// (removed when the sidecar stops).
+    reloader: Arc<tandem_control::reload::Reloader>,
     /// `--transparent`: the iptables rules, removed when the sidecar ends.
     _rules: Option<Rules>,
 }
@@ -143,12 +140,7 @@ pub async fn start(mut options: SidecarOptions, source: ResourceSource) -> Resul
         app_id: options.app_id.clone(),
         namespace: options.namespace.clone(),
     };
-    let resources = match &source {
-        ResourceSource::Dirs(dirs) => load_dirs(dirs, &ctx).map_err(|e| anyhow!("{e}"))?,
-        ResourceSource::Embedded => {
-            tandem_control::defaults::embedded_resources(&ctx).map_err(|e| anyhow!("{e}"))?
-        }
-    };
+    let resources = source.load(&ctx).map_err(|e| anyhow!("{e}"))?;
     for (at, why) in &resources.skipped {
         tracing::info!(resource = %at, "not loaded: {why}");
     }
@@ -177,9 +169,17 @@ pub async fn start(mut options: SidecarOptions, source: ResourceSource) -> Resul
     // Metrics exist before components so init failures are counted.
     let mut skipped = Vec::new();
     let metrics = Arc::new(tandem_proxy::Metrics::new(&options.app_id));
-    let snapshot = Snapshot::build(1, resources, configuration, &ctx, &metrics, |name, why| {
-        skipped.push((name.to_string(), why.to_string()));
-    })
+    let snapshot = Snapshot::build(
+        1,
+        resources,
+        configuration,
+        &ctx,
+        &metrics,
+        None,
+        |name, why| {
+            skipped.push((name.to_string(), why.to_string()));
+        },
+    )
     .await
     .map_err(|e| anyhow!("{e}"))?;
     let runtime = Arc::new(Runtime::new(options, snapshot, app, metrics));
@@ -257,7 +257,10 @@ pub async fn start(mut options: SidecarOptions, source: ResourceSource) -> Resul
         )),
         None => None,
     };
-    if let Some(tracer) = tracer_from(&runtime)? {
+    if let Some(tracer) =
+        tandem_control::reload::tracer_for(runtime.app_id(), &runtime.snapshot().configuration)
+            .map_err(|e| anyhow!("{e}"))?
+    {
         runtime.set_tracer(tracer);
     }
     let invoker = Arc::new(
@@ -301,18 +304,20 @@ pub async fn start(mut options: SidecarOptions, source: ResourceSource) -> Resul
             app: runtime.app.clone(),
             max_body: runtime.options.max_body_size,
             tls: tls.map(|(_, s)| s),
-            access: runtime
-                .snapshot()
-                .configuration
-                .spec
-                .access_control
-                .clone()
-                .map(|a| Arc::new(tandem_proxy::access::AccessPolicy::new(a))),
-            tracer: runtime.tracer(),
+            access: runtime.access_cell(),
+            tracer: runtime.tracer_cell(),
             metrics: runtime.metrics.clone(),
         },
         runtime.shutdown_signal(),
     )));
+    let reloader = tandem_control::reload::Reloader::new(
+        &runtime,
+        source,
+        runtime.options.config.clone(),
+        ctx.clone(),
+    );
+    reloader.set_internal(internal_addr, registration);
+    reloader.watch();
     tandem_control::outbox::start(&runtime);
     runtime.set_outbound_ready();
     tracing::info!(
@@ -332,7 +337,7 @@ pub async fn start(mut options: SidecarOptions, source: ResourceSource) -> Resul
     Ok(RunningSidecar {
         runtime,
         servers,
-        _registration: registration,
+        reloader,
         _rules: rules,
     })
 }
@@ -392,48 +397,6 @@ impl Drop for Rules {
             }
         }
     }
-}
-
-/// Configuration `tracing`: an OTLP/HTTP collector (`otel.protocol: http`)
-/// and the sampling rate; `OTEL_EXPORTER_OTLP_ENDPOINT` stands in for a
-/// missing `otel.endpointAddress`. Other exporters are reported, not used.
-fn tracer_from(rt: &Runtime) -> Result<Option<Arc<tandem_proxy::trace::Tracer>>> {
-    use tandem_proxy::trace::{Sink, Tracer};
-    let snap = rt.snapshot();
-    let Some(t) = snap.configuration.spec.tracing.as_ref() else {
-        return Ok(None);
-    };
-    let rate = t.sampling_rate.clone().unwrap_or_else(|| "1".into());
-    // Configuration first (otel, then zipkin), then the OTel environment.
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let sink = match (&t.otel, &t.zipkin) {
-        (Some(o), _) if !o.endpoint_address.is_empty() => Sink::otlp(
-            &o.endpoint_address,
-            o.is_secure.unwrap_or(false),
-            o.protocol.as_deref().unwrap_or("grpc"),
-        ),
-        (_, Some(z)) if !z.endpoint_address.is_empty() => Sink::zipkin(&z.endpoint_address),
-        _ => match env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        {
-            Some(e) => {
-                let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                    .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-                    .unwrap_or_else(|| "http/protobuf".into());
-                let insecure = env("OTEL_EXPORTER_OTLP_INSECURE").is_some_and(|v| v == "true");
-                Sink::otlp(
-                    &e,
-                    !insecure && e.starts_with("https://"),
-                    if protocol == "grpc" { "grpc" } else { "http" },
-                )
-            }
-            None => return Ok(None),
-        },
-    }
-    .map_err(|e| anyhow!("Configuration: {e}"))?;
-    let tracer = Tracer::new(rt.app_id(), &rate, sink.clone()).map_err(|e| anyhow!("{e}"))?;
-    tracing::info!(sink = ?sink, sampling_rate = %rate, "tracing");
-    Ok(Some(tracer))
 }
 
 fn metrics_enabled_by(config: &Configuration) -> bool {
@@ -556,6 +519,7 @@ impl RunningSidecar {
                 grace.as_secs()
             );
         }
+        self.reloader.unregister();
         tracing::info!(app_id = %self.runtime.app_id(), "sidecar stopped");
     }
 }

@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod error;
 pub mod home;
 pub mod outbox;
+pub mod reload;
 pub mod runtime;
 pub mod snapshot;
 

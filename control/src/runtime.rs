@@ -20,7 +20,12 @@ pub struct Runtime {
     pub app_health: AppHealth,
     /// Service invocation to other apps; set once the internal port is up.
     invoker: std::sync::OnceLock<Arc<tandem_proxy::Invoker>>,
-    tracer: std::sync::OnceLock<Arc<tandem_proxy::trace::Tracer>>,
+    /// Spans and trace context; a reload swaps it.
+    tracer: Arc<ArcSwap<tandem_proxy::trace::Tracer>>,
+    /// Access control of calls from peers; a reload swaps it.
+    access: Arc<arc_swap::ArcSwapOption<tandem_proxy::access::AccessPolicy>>,
+    /// Applies resource changes (hot reload); set at start.
+    reloader: std::sync::OnceLock<Arc<crate::reload::Reloader>>,
     /// `healthz/outbound`: APIs up and components loaded.
     outbound_ready: AtomicBool,
     /// `healthz`: the app is reachable and init endpoints were called.
@@ -50,6 +55,10 @@ impl Runtime {
         app: Option<Arc<AppChannel>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let access = crate::reload::access_policy(&snapshot.configuration);
+        let tracer = Arc::new(ArcSwap::new(tandem_proxy::trace::Tracer::off(
+            &options.app_id,
+        )));
         Self {
             options,
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -57,7 +66,9 @@ impl Runtime {
             app,
             app_health: AppHealth::new(),
             invoker: std::sync::OnceLock::new(),
-            tracer: std::sync::OnceLock::new(),
+            tracer,
+            access: Arc::new(arc_swap::ArcSwapOption::new(access)),
+            reloader: std::sync::OnceLock::new(),
             outbound_ready: AtomicBool::new(false),
             ready: watch::channel(false).0,
             extended: RwLock::new(BTreeMap::new()),
@@ -79,14 +90,30 @@ impl Runtime {
     }
 
     pub fn set_tracer(&self, tracer: Arc<tandem_proxy::trace::Tracer>) {
-        let _ = self.tracer.set(tracer);
+        self.tracer.store(tracer);
     }
 
     /// Spans and trace context (propagation only until tracing is set up).
     pub fn tracer(&self) -> Arc<tandem_proxy::trace::Tracer> {
-        self.tracer
-            .get_or_init(|| tandem_proxy::trace::Tracer::off(self.app_id()))
-            .clone()
+        self.tracer.load_full()
+    }
+
+    /// The tracer's cell, for servers that read it per request.
+    pub fn tracer_cell(&self) -> Arc<ArcSwap<tandem_proxy::trace::Tracer>> {
+        self.tracer.clone()
+    }
+
+    /// Access control's cell, for the internal server.
+    pub fn access_cell(&self) -> Arc<arc_swap::ArcSwapOption<tandem_proxy::access::AccessPolicy>> {
+        self.access.clone()
+    }
+
+    pub fn set_reloader(&self, r: Arc<crate::reload::Reloader>) {
+        let _ = self.reloader.set(r);
+    }
+
+    pub fn reloader(&self) -> Option<&Arc<crate::reload::Reloader>> {
+        self.reloader.get()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -47,6 +47,8 @@ pub struct Snapshot {
     pub configuration_stores:
         BTreeMap<String, Arc<dyn components::configuration::ConfigurationStore>>,
     pub components: Vec<RegisteredComponent>,
+    /// The live components with their resources (what a reload may keep).
+    pub instances: components::Instances,
     policies: tandem_proxy::resilience::Policies,
     /// Policies of invoked apps, made on first use so each target keeps its
     /// breaker state for the life of the snapshot.
@@ -63,14 +65,16 @@ impl Snapshot {
             .clone()
     }
 
-    /// Builds a snapshot: initialises every component of `resources`.
-    /// Its resiliency policies report what they do to `metrics`.
+    /// Builds a snapshot: initialises every component of `resources`,
+    /// keeping those of `previous` whose resource did not change. Its
+    /// resiliency policies report what they do to `metrics`.
     pub async fn build(
         generation: u64,
         resources: ResourceSet,
         configuration: Configuration,
         ctx: &LoadContext,
         metrics: &Arc<tandem_proxy::Metrics>,
+        previous: Option<&Snapshot>,
         on_skip: impl FnMut(&str, &str),
     ) -> Result<Self, InitError> {
         let mut policies = tandem_proxy::resilience::Policies::from_resources(
@@ -84,7 +88,14 @@ impl Snapshot {
         policies.observe(Arc::new(move |target, direction, what| {
             m.resiliency(target, direction, what)
         }));
-        let live = components::init_all(&resources.components, ctx, &policies, on_skip).await?;
+        let live = components::init_all(
+            &resources.components,
+            ctx,
+            &policies,
+            previous.map(|p| &p.instances),
+            on_skip,
+        )
+        .await?;
         Ok(Self {
             generation,
             resources,
@@ -96,6 +107,7 @@ impl Snapshot {
             lock_stores: live.lock_stores,
             configuration_stores: live.configuration_stores,
             components: live.registered,
+            instances: live.instances,
             policies,
             app_policies: Mutex::new(HashMap::new()),
         })
@@ -113,6 +125,7 @@ impl Snapshot {
             lock_stores: BTreeMap::new(),
             configuration_stores: BTreeMap::new(),
             components: Vec::new(),
+            instances: Default::default(),
             policies: Default::default(),
             app_policies: Mutex::new(HashMap::new()),
         }

@@ -394,7 +394,8 @@ pub struct Invoker {
     /// HTTPS to services outside the mesh, one pool per TLS configuration.
     outside_tls: std::sync::Mutex<std::collections::HashMap<OutsideTls, HttpsClient>>,
     streams: StreamClient,
-    resolver: Arc<Resolver>,
+    /// Name resolution as it is now (a reload may swap it).
+    resolver: arc_swap::ArcSwap<Resolver>,
     app_id: String,
     namespace: String,
 }
@@ -425,10 +426,19 @@ impl Invoker {
                     .build(connector)
             },
             outside_tls: Default::default(),
-            resolver,
+            resolver: arc_swap::ArcSwap::new(resolver),
             app_id,
             namespace,
         }
+    }
+
+    /// Replaces name resolution (a reload changed `nameResolution`).
+    pub fn set_resolver(&self, resolver: Arc<Resolver>) {
+        self.resolver.store(resolver);
+    }
+
+    pub fn resolver(&self) -> Arc<Resolver> {
+        self.resolver.load_full()
     }
 
     /// Counts this invoker's mTLS handshakes in `metrics`.
@@ -508,7 +518,7 @@ impl Invoker {
             Err(e) => e,
         };
         let (app, ns) = self.split(target);
-        self.resolver.forget(app, ns);
+        self.resolver.load().forget(app, ns);
         let unreachable = |peer: &Peer, reason| InvokeError::PeerUnreachable {
             app: target.into(),
             address: peer.address.to_string(),
@@ -529,7 +539,7 @@ impl Invoker {
     /// The app (`id`, or `id.namespace` outside this sidecar's namespace)
     /// whose sidecar lives at `ip`, as name resolution knows it.
     pub async fn owner(&self, ip: std::net::IpAddr) -> Option<String> {
-        let (id, ns) = self.resolver.owner(ip).await?;
+        let (id, ns) = self.resolver.load_full().owner(ip).await?;
         Some(if ns.is_empty() || ns == self.namespace {
             id
         } else {
@@ -588,6 +598,7 @@ impl Invoker {
     pub async fn knows(&self, target: &str) -> bool {
         let (app, ns) = self.split(target);
         self.resolver
+            .load_full()
             .resolve(app, ns)
             .await
             .is_ok_and(|found| !found.is_empty())
@@ -606,6 +617,7 @@ impl Invoker {
         let (app, namespace) = self.split(target);
         let addrs = self
             .resolver
+            .load_full()
             .resolve(app, namespace)
             .await
             .map_err(|reason| InvokeError::Resolve {
@@ -732,7 +744,7 @@ impl Invoker {
                 Err(SendFailure::NotSent(back, reason)) if !tried_again => {
                     tracing::debug!(peer = %peer.address, error = %reason, "peer connection failed before sending; resolving again");
                     let (app, ns) = self.split(target);
-                    self.resolver.forget(app, ns);
+                    self.resolver.load().forget(app, ns);
                     tried_again = true;
                     req = *back;
                 }
@@ -747,7 +759,7 @@ impl Invoker {
                     Some((method, uri, headers)) if !tried_again => {
                         tracing::debug!(peer = %peer.address, error = %reason, "peer connection failed; resolving again");
                         let (app, ns) = self.split(target);
-                        self.resolver.forget(app, ns);
+                        self.resolver.load().forget(app, ns);
                         tried_again = true;
                         req = Request::new(full(Bytes::new()));
                         *req.method_mut() = method.clone();
@@ -793,8 +805,10 @@ pub struct Inbound {
     /// `--max-body-size` for requests from peers.
     pub max_body: u64,
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub access: Option<Arc<crate::access::AccessPolicy>>,
-    pub tracer: Arc<crate::trace::Tracer>,
+    /// Access control as it is now (a reload swaps it).
+    pub access: Arc<arc_swap::ArcSwapOption<crate::access::AccessPolicy>>,
+    /// The tracer as it is now (a reload swaps it).
+    pub tracer: Arc<arc_swap::ArcSwap<crate::trace::Tracer>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
@@ -837,6 +851,7 @@ pub async fn serve_inbound(
                             let (app_id, app, invoker, peer, access, tracer, metrics) =
                                 (app_id.clone(), app.clone(), invoker.clone(), peer.clone(), access.clone(), tracer.clone(), metrics.clone());
                             async move {
+                                let (access, tracer) = (access.load_full(), tracer.load_full());
                                 let door = Door { app_id: &app_id, app: app.as_deref(), invoker: &invoker, access: access.as_deref(), tracer: &tracer, metrics: &metrics };
                                 Ok::<_, std::convert::Infallible>(
                                     inbound(&door, peer.as_deref(), max_body, req).await,

@@ -33,6 +33,8 @@ pub struct Metrics {
     tls_handshakes: IntCounterVec,
     transparent_connections: IntCounterVec,
     transparent_bytes: IntCounterVec,
+    reloads: IntCounterVec,
+    generation: IntGaugeVec,
 }
 
 impl Metrics {
@@ -146,9 +148,41 @@ impl Metrics {
                 "Bytes copied by transparent mode for tunnelled and passed-through TCP, by direction, route and flow (sent: from the client, received: to it)",
                 &["app_id", "direction", "route", "flow"],
             ),
+            reloads: counter(
+                "tandem_reload_total",
+                "Reloads of resources and configuration, by result (applied, refused)",
+                &["app_id", "result"],
+            ),
+            generation: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "tandem_config_generation",
+                        "The generation of resources and configuration serving (1 at start, one more per applied change)",
+                    ),
+                    &["app_id"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
             registry,
             app_id: app_id.to_string(),
         }
+    }
+
+    /// One reload and the generation serving after it.
+    pub fn reload(&self, applied: bool, generation: u64) {
+        self.reloads
+            .with_label_values(&[
+                self.app_id.as_str(),
+                if applied { "applied" } else { "refused" },
+            ])
+            .inc();
+        self.generation
+            .with_label_values(&[self.app_id.as_str()])
+            .set(generation as i64);
     }
 
     /// A connection a transparent door took, and where it went.

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tandem_config::{Component, LoadContext, Loaded};
 
 /// A live component of any building block.
+#[derive(Clone)]
 pub enum Live {
     Secret(Arc<dyn SecretStore>),
     State(Arc<dyn StateStore>),
@@ -355,7 +356,13 @@ pub struct LiveComponents {
     pub lock_stores: BTreeMap<String, LockComponent>,
     pub configuration_stores: BTreeMap<String, Arc<dyn configuration::ConfigurationStore>>,
     pub registered: Vec<RegisteredComponent>,
+    /// Every live component with the resource it was made from: a reload
+    /// keeps the instances whose resource did not change.
+    pub instances: Instances,
 }
+
+/// Live components by name, with their resources.
+pub type Instances = BTreeMap<String, (Component, Live)>;
 
 /// Why a component did not come up; `fatal` unless it had `ignoreErrors`.
 #[derive(Debug)]
@@ -376,10 +383,14 @@ const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// reference them), then the rest. A failure is returned unless the
 /// component says `ignoreErrors: true`, in which case it is logged, counted
 /// through `on_skip`, and left out.
+/// `previous`: the live components of the snapshot being replaced; one
+/// whose resource is unchanged is kept as it is (its connections too)
+/// instead of being made again.
 pub async fn init_all(
     components: &[Loaded<Component>],
     ctx: &LoadContext,
     policies: &tandem_proxy::resilience::Policies,
+    previous: Option<&Instances>,
     mut on_skip: impl FnMut(&str, &str),
 ) -> Result<LiveComponents, InitError> {
     let mut live = LiveComponents::default();
@@ -389,8 +400,14 @@ pub async fn init_all(
     for loaded in secret_first.into_iter().chain(rest) {
         let c = &loaded.resource;
         let name = c.metadata.name.clone();
-        match init_one(loaded, &live, ctx).await {
+        let kept = previous
+            .and_then(|p| p.get(&name))
+            .filter(|(was, _)| was == c)
+            .map(|(_, l)| l.clone());
+        match init_one(loaded, &live, ctx, kept).await {
             Ok((component, metadata)) => {
+                live.instances
+                    .insert(name.clone(), (c.clone(), component.clone()));
                 let mut features = component.features();
                 // ACTOR is a claim about ETag + transactions together.
                 if !(features.contains(&state::feature::ETAG)
@@ -516,6 +533,7 @@ async fn init_one(
     loaded: &Loaded<Component>,
     live: &LiveComponents,
     ctx: &LoadContext,
+    kept: Option<Live>,
 ) -> Result<(Live, BTreeMap<String, String>), String> {
     let c = &loaded.resource;
     let Some(reg) = REGISTRY.iter().find(|r| r.type_name == c.spec.type_) else {
@@ -545,6 +563,9 @@ async fn init_one(
         if id.is_empty() {
             *id = ctx.app_id.clone();
         }
+    }
+    if let Some(kept) = kept {
+        return Ok((kept, metadata));
     }
     let timeout = c
         .spec

@@ -10,6 +10,7 @@ pub(crate) mod invoke;
 mod lock;
 mod pubsub;
 mod state;
+mod tandem;
 pub mod wire;
 
 use crate::error::ApiError;
@@ -215,6 +216,15 @@ async fn dispatch(
                 "unsubscribe",
             ],
         ) => configuration::unsubscribe(rt, store, id),
+        (&Method::GET, ["v1.0-alpha1", "tandem", "status"]) => respond(tandem::status(rt)),
+        (&Method::POST, ["v1.0-alpha1", "tandem", "reload"]) => respond(tandem::reload(rt).await),
+        (&Method::PUT, ["v1.0-alpha1", "tandem", "resources", name]) => {
+            let name = name.to_string();
+            respond(tandem::put(rt, &name, req).await)
+        }
+        (&Method::DELETE, ["v1.0-alpha1", "tandem", "resources", name]) => {
+            respond(tandem::delete(rt, name).await)
+        }
         (&Method::POST, ["v1.0-alpha1", "lock", store]) => {
             let store = store.to_string();
             respond(lock::lock(rt, store, req).await)

@@ -1,0 +1,509 @@
+//! Hot reload (DESIGN "Hot reload"): watch → parse and validate as a whole
+//! → build only what changed → swap. The resources dirs and the `--config`
+//! file are polled (every 100 ms, contents hashed; a change must hold
+//! still for 150 ms before it is read). A change that does not load, or a
+//! component that does not initialise (without `ignoreErrors`), is refused:
+//! the running snapshot stays, and the error — with file and line — is
+//! logged, counted (`tandem_reload_total{result="refused"}`) and shown by
+//! the control API. Otherwise a new snapshot is built, keeping every
+//! component whose resource is unchanged (its connections too), and
+//! swapped in: requests already running finish on the snapshot they
+//! loaded, and a replaced component closes when its last user drops it.
+//! What lives outside the snapshot follows: access control, the tracer,
+//! name resolution, and event delivery (restarted only when pub/sub
+//! components, bindings or subscriptions changed; unacknowledged messages
+//! come again, as at-least-once allows). Listener-level settings (ports,
+//! mTLS on/off, metrics on/off, the internal listener's interface) are
+//! reported as needing a restart.
+//!
+//! Configuration feature `HotReload: false` stops the watching; an explicit
+//! reload (control API, `tandem apply`) still applies.
+
+use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tandem_config::{Configuration, LoadContext, ResourceSet};
+
+/// Where resources come from.
+#[derive(Clone, Debug)]
+pub enum ResourceSource {
+    Dirs(Vec<PathBuf>),
+    /// The embedded defaults (no resources dir): nothing to watch.
+    Embedded,
+}
+
+impl ResourceSource {
+    pub fn load(&self, ctx: &LoadContext) -> Result<ResourceSet, String> {
+        match self {
+            ResourceSource::Dirs(dirs) => {
+                tandem_config::load_dirs(dirs, ctx).map_err(|e| e.to_string())
+            }
+            ResourceSource::Embedded => {
+                crate::defaults::embedded_resources(ctx).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Access control from a Configuration.
+pub fn access_policy(c: &Configuration) -> Option<Arc<tandem_proxy::access::AccessPolicy>> {
+    c.spec
+        .access_control
+        .clone()
+        .map(|a| Arc::new(tandem_proxy::access::AccessPolicy::new(a)))
+}
+
+/// Whether the `HotReload` feature is on (the default, as in Dapr 1.18).
+pub fn hot_reload_enabled(c: &Configuration) -> bool {
+    c.spec
+        .features
+        .iter()
+        .find(|f| f.name == "HotReload")
+        .is_none_or(|f| f.enabled)
+}
+
+/// Configuration `tracing`: an OTLP collector (`otel`, gRPC or HTTP) or
+/// Zipkin, and the sampling rate; the OTel environment stands in for a
+/// missing endpoint. `None`: no exporter (trace context still propagates).
+pub fn tracer_for(
+    app_id: &str,
+    c: &Configuration,
+) -> Result<Option<Arc<tandem_proxy::trace::Tracer>>, String> {
+    use tandem_proxy::trace::{Sink, Tracer};
+    let Some(t) = c.spec.tracing.as_ref() else {
+        return Ok(None);
+    };
+    let rate = t.sampling_rate.clone().unwrap_or_else(|| "1".into());
+    // Configuration first (otel, then zipkin), then the OTel environment.
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let sink = match (&t.otel, &t.zipkin) {
+        (Some(o), _) if !o.endpoint_address.is_empty() => Sink::otlp(
+            &o.endpoint_address,
+            o.is_secure.unwrap_or(false),
+            o.protocol.as_deref().unwrap_or("grpc"),
+        ),
+        (_, Some(z)) if !z.endpoint_address.is_empty() => Sink::zipkin(&z.endpoint_address),
+        _ => match env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        {
+            Some(e) => {
+                let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                    .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+                    .unwrap_or_else(|| "http/protobuf".into());
+                let insecure = env("OTEL_EXPORTER_OTLP_INSECURE").is_some_and(|v| v == "true");
+                Sink::otlp(
+                    &e,
+                    !insecure && e.starts_with("https://"),
+                    if protocol == "grpc" { "grpc" } else { "http" },
+                )
+            }
+            None => return Ok(None),
+        },
+    }
+    .map_err(|e| format!("Configuration: {e}"))?;
+    let tracer = Tracer::new(app_id, &rate, sink.clone())?;
+    tracing::info!(sink = ?sink, sampling_rate = %rate, "tracing");
+    Ok(Some(tracer))
+}
+
+/// The result of one reload, as the control API shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// RFC 3339.
+    pub at: String,
+    /// What asked: `file change`, `api`, `apply`, …
+    pub trigger: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The generation serving after it.
+    pub generation: u64,
+    /// What changed (`component/cache`, `configuration/tracing`, …).
+    pub changed: Vec<String>,
+    /// Changes seen but not applied until a restart.
+    pub needs_restart: Vec<String>,
+    pub took_ms: u64,
+}
+
+pub struct Reloader {
+    rt: Weak<Runtime>,
+    source: ResourceSource,
+    config: Option<PathBuf>,
+    ctx: LoadContext,
+    /// One reload at a time.
+    busy: tokio::sync::Mutex<()>,
+    last: Mutex<Option<Outcome>>,
+    /// The internal listener's address (name resolution is rebuilt for it)
+    /// and this sidecar's registration with the resolver.
+    internal: Mutex<Option<std::net::SocketAddr>>,
+    registration: Mutex<Option<Box<dyn Send + Sync>>>,
+}
+
+/// What a change touches besides the snapshot itself.
+#[derive(Default)]
+struct Effects {
+    changed: Vec<String>,
+    needs_restart: Vec<String>,
+    access: bool,
+    tracing: bool,
+    resolver: bool,
+    delivery: bool,
+}
+
+fn diff_named<T: PartialEq>(
+    kind: &str,
+    old: &[(String, &T)],
+    new: &[(String, &T)],
+    out: &mut Vec<String>,
+) {
+    let old: BTreeMap<&str, &T> = old.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+    let new: BTreeMap<&str, &T> = new.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+    for (name, r) in &new {
+        match old.get(name) {
+            None => out.push(format!("{kind}/{name} (added)")),
+            Some(o) if o != r => out.push(format!("{kind}/{name}")),
+            _ => {}
+        }
+    }
+    for name in old.keys().filter(|n| !new.contains_key(*n)) {
+        out.push(format!("{kind}/{name} (removed)"));
+    }
+}
+
+/// Resources by name.
+fn named<T>(items: &[tandem_config::Loaded<T>], name: fn(&T) -> &String) -> Vec<(String, &T)> {
+    items
+        .iter()
+        .map(|l| (name(&l.resource).clone(), &l.resource))
+        .collect()
+}
+
+fn effects(old: &Snapshot, resources: &ResourceSet, config: &Configuration) -> Effects {
+    let mut e = Effects::default();
+    let (oc, nc) = (
+        named(&old.resources.components, |c| &c.metadata.name),
+        named(&resources.components, |c| &c.metadata.name),
+    );
+    let before = e.changed.len();
+    diff_named("component", &oc, &nc, &mut e.changed);
+    // Pub/sub components and bindings feed event delivery.
+    e.delivery = e.changed[before..].iter().any(|c| {
+        let name = c
+            .trim_start_matches("component/")
+            .split(' ')
+            .next()
+            .unwrap_or_default();
+        oc.iter()
+            .chain(nc.iter())
+            .filter(|(n, _)| n == name)
+            .any(|(_, r)| {
+                r.spec.type_.starts_with("pubsub.") || r.spec.type_.starts_with("bindings.")
+            })
+    });
+    let before = e.changed.len();
+    diff_named(
+        "subscription",
+        &named(&old.resources.subscriptions, |s| &s.metadata.name),
+        &named(&resources.subscriptions, |s| &s.metadata.name),
+        &mut e.changed,
+    );
+    e.delivery |= e.changed.len() > before;
+    let before = e.changed.len();
+    diff_named(
+        "resiliency",
+        &named(&old.resources.resiliencies, |r| &r.metadata.name),
+        &named(&resources.resiliencies, |r| &r.metadata.name),
+        &mut e.changed,
+    );
+    // Delivery loops hold their inbound policies.
+    e.delivery |= e.changed.len() > before;
+    diff_named(
+        "httpendpoint",
+        &named(&old.resources.http_endpoints, |h| &h.metadata.name),
+        &named(&resources.http_endpoints, |h| &h.metadata.name),
+        &mut e.changed,
+    );
+    let (o, n) = (&old.configuration.spec, &config.spec);
+    let mut section = |name: &str, changed: bool| {
+        if changed {
+            e.changed.push(format!("configuration/{name}"));
+        }
+        changed
+    };
+    e.access = section("accessControl", o.access_control != n.access_control);
+    e.tracing = section("tracing", o.tracing != n.tracing);
+    e.resolver = section("nameResolution", o.name_resolution != n.name_resolution);
+    section("secrets", o.secrets != n.secrets);
+    section("features", o.features != n.features);
+    section("api", o.api != n.api);
+    if o.mtls != n.mtls {
+        e.needs_restart.push("configuration/mtls".into());
+    }
+    if o.metric != n.metric || o.metrics != n.metrics {
+        e.needs_restart.push("configuration/metrics".into());
+    }
+    e
+}
+
+impl Reloader {
+    pub fn new(
+        rt: &Arc<Runtime>,
+        source: ResourceSource,
+        config: Option<PathBuf>,
+        ctx: LoadContext,
+    ) -> Arc<Self> {
+        let r = Arc::new(Self {
+            rt: Arc::downgrade(rt),
+            source,
+            config,
+            ctx,
+            busy: tokio::sync::Mutex::new(()),
+            last: Mutex::new(None),
+            internal: Mutex::new(None),
+            registration: Mutex::new(None),
+        });
+        rt.set_reloader(r.clone());
+        r
+    }
+
+    /// Hands over the internal address and the resolver registration, so
+    /// a change of name resolution can register this sidecar again.
+    pub fn set_internal(&self, addr: std::net::SocketAddr, registration: Box<dyn Send + Sync>) {
+        *self.internal.lock().expect("internal") = Some(addr);
+        *self.registration.lock().expect("registration") = Some(registration);
+    }
+
+    /// Takes this sidecar out of name resolution (at stop).
+    pub fn unregister(&self) {
+        self.registration.lock().expect("registration").take();
+    }
+
+    pub fn last(&self) -> Option<Outcome> {
+        self.last.lock().expect("last reload").clone()
+    }
+
+    /// The first resources dir (where `PUT` writes documents), if any.
+    pub fn resources_dir(&self) -> Option<&PathBuf> {
+        match &self.source {
+            ResourceSource::Dirs(d) => d.first(),
+            ResourceSource::Embedded => None,
+        }
+    }
+
+    fn load(&self) -> Result<(ResourceSet, Configuration), String> {
+        let resources = self.source.load(&self.ctx)?;
+        let config = match &self.config {
+            Some(p) => tandem_config::load_configuration(p).map_err(|e| e.to_string())?,
+            None => Configuration::default(),
+        };
+        Ok((resources, config))
+    }
+
+    /// Reads everything again and applies what changed. `Err` (and the
+    /// running snapshot untouched) when the change is refused.
+    pub async fn reload(&self, trigger: &str) -> Outcome {
+        let _one = self.busy.lock().await;
+        let started = Instant::now();
+        let Some(rt) = self.rt.upgrade() else {
+            return self.record(trigger, started, 0, Err("the sidecar is stopping".into()));
+        };
+        let old = rt.snapshot();
+        let result = self.apply(&rt, &old).await;
+        let generation = rt.snapshot().generation;
+        rt.metrics.reload(result.is_ok(), generation);
+        self.record(trigger, started, generation, result)
+    }
+
+    fn record(
+        &self,
+        trigger: &str,
+        started: Instant,
+        generation: u64,
+        result: Result<Effects, String>,
+    ) -> Outcome {
+        let (ok, error, changed, needs_restart) = match result {
+            Ok(e) => (true, None, e.changed, e.needs_restart),
+            Err(e) => (false, Some(e), Vec::new(), Vec::new()),
+        };
+        let outcome = Outcome {
+            at: crate::clock::rfc3339_utc(crate::clock::now_ms()),
+            trigger: trigger.to_string(),
+            ok,
+            error,
+            generation,
+            changed,
+            needs_restart,
+            took_ms: started.elapsed().as_millis() as u64,
+        };
+        match (&outcome.error, outcome.changed.is_empty()) {
+            (Some(e), _) => {
+                tracing::error!(trigger, error = %e, "reload refused; the running configuration stays")
+            }
+            (None, false) => tracing::info!(
+                trigger,
+                generation,
+                changed = ?outcome.changed,
+                needs_restart = ?outcome.needs_restart,
+                took_ms = outcome.took_ms,
+                "reloaded"
+            ),
+            (None, true) => tracing::debug!(trigger, "reload: nothing changed"),
+        }
+        *self.last.lock().expect("last reload") = Some(outcome.clone());
+        outcome
+    }
+
+    async fn apply(&self, rt: &Arc<Runtime>, old: &Arc<Snapshot>) -> Result<Effects, String> {
+        let (resources, config) = self.load()?;
+        let effects = effects(old, &resources, &config);
+        if effects.changed.is_empty() {
+            return Ok(effects);
+        }
+        // Everything that can fail is made before anything is swapped.
+        let tracer = if effects.tracing {
+            Some(tracer_for(rt.app_id(), &config)?)
+        } else {
+            None
+        };
+        let mut needs_restart = effects.needs_restart;
+        let resolver = if effects.resolver {
+            let port = self
+                .internal
+                .lock()
+                .expect("internal")
+                .map(|a| a.port())
+                .unwrap_or(0);
+            let r = tandem_proxy::Resolver::from_spec(
+                config.spec.name_resolution.as_ref(),
+                crate::home::dir().join("registry"),
+                port,
+            )
+            .map_err(|e| format!("Configuration nameResolution: {e}"))?;
+            let was_local = old
+                .configuration
+                .spec
+                .name_resolution
+                .as_ref()
+                .is_none_or(|n| matches!(n.component.as_str(), "" | "local"));
+            if was_local && r.name() != "local" {
+                needs_restart.push(
+                    "configuration/nameResolution (the internal port listens on loopback only until a restart)"
+                        .into(),
+                );
+            }
+            Some(Arc::new(r))
+        } else {
+            None
+        };
+        let mut skipped = Vec::new();
+        let snapshot = Snapshot::build(
+            old.generation + 1,
+            resources,
+            config,
+            &self.ctx,
+            &rt.metrics,
+            Some(old),
+            |name, why| skipped.push((name.to_string(), why.to_string())),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        for (name, _) in &skipped {
+            rt.metrics.component_init_failed(name, "init");
+        }
+        let access = effects
+            .access
+            .then(|| access_policy(&snapshot.configuration));
+        rt.snapshot.store(Arc::new(snapshot));
+        if let Some(a) = access {
+            rt.access_cell().store(a);
+        }
+        if let Some(t) = tracer {
+            rt.set_tracer(t.unwrap_or_else(|| tandem_proxy::trace::Tracer::off(rt.app_id())));
+        }
+        if let (Some(r), Some(invoker)) = (resolver, rt.invoker()) {
+            if let Some(addr) = *self.internal.lock().expect("internal") {
+                let me = tandem_proxy::resolve::Me {
+                    app_id: rt.app_id().to_string(),
+                    namespace: rt.options.namespace.clone().unwrap_or_default(),
+                    address: addr,
+                };
+                match r.register(&me) {
+                    Ok(reg) => *self.registration.lock().expect("registration") = Some(reg),
+                    Err(e) => needs_restart.push(format!("name resolution registration: {e}")),
+                }
+            }
+            invoker.set_resolver(r);
+        }
+        if effects.delivery && rt.ready() && rt.app_health.is_healthy() {
+            rt.stop_subscriptions();
+            crate::delivery::start(rt);
+        }
+        Ok(Effects {
+            needs_restart,
+            ..effects
+        })
+    }
+
+    /// What the watcher compares: every resource file's path and contents
+    /// hash, and the config file's.
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut files = Vec::new();
+        if let ResourceSource::Dirs(dirs) = &self.source {
+            for d in dirs {
+                if let Ok(entries) = std::fs::read_dir(d) {
+                    files.extend(entries.flatten().map(|e| e.path()));
+                }
+            }
+        }
+        files.sort();
+        files.extend(self.config.iter().cloned());
+        for f in files {
+            f.hash(&mut h);
+            if let Ok(bytes) = std::fs::read(&f) {
+                bytes.hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+
+    /// Polls the files and reloads on a change that held still for 150 ms,
+    /// while the `HotReload` feature is on. Ends with the runtime.
+    pub fn watch(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut seen = me.fingerprint();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(rt) = me.rt.upgrade() else { return };
+                if rt.is_shutting_down() {
+                    return;
+                }
+                let now = me.fingerprint();
+                if now == seen {
+                    continue;
+                }
+                // Settle: editors write in steps.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let settled = me.fingerprint();
+                if settled != now {
+                    continue;
+                }
+                seen = settled;
+                if !hot_reload_enabled(&rt.snapshot().configuration) {
+                    tracing::info!("resources changed; HotReload is off, so nothing is applied");
+                    continue;
+                }
+                drop(rt);
+                me.reload("file change").await;
+            }
+        });
+    }
+}
