@@ -41,6 +41,10 @@ enum Command {
     /// The nat rules of transparent mode (install, remove, show, validate).
     #[command(subcommand)]
     Iptables(cli::iptables::Command),
+    /// What a running sidecar serves: generation, resources, last reload.
+    Status(cli::status::Args),
+    /// Apply (or delete) a resource document on a running sidecar.
+    Apply(cli::apply::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +69,8 @@ fn main() -> std::process::ExitCode {
             Command::Ca(c) => cli::ca::main(c).await,
             Command::Sentry(a) => cli::sentry::main(a).await,
             Command::Iptables(c) => cli::iptables::main(c).await,
+            Command::Status(a) => cli::status::main(a).await,
+            Command::Apply(a) => cli::apply::main(a).await,
         }
     });
     match result {

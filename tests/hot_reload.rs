@@ -330,3 +330,64 @@ fn hot_reload_off_waits_for_an_explicit_reload() {
     );
     assert_eq!(generation(&s), 2);
 }
+
+#[test]
+fn tandem_apply_and_status_talk_to_a_running_sidecar() {
+    let res = TempDir::new("reload-cli");
+    let docs = TempDir::new("reload-cli-docs");
+    let s = sidecar()
+        .args(["--resources-path", res.path().to_str().unwrap()])
+        .start();
+    let port = s.http.to_string();
+    let tandem = |args: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .args(args)
+            .args(["--dapr-http-port", &port])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let good = docs.write(
+        "orders-store.yaml",
+        &component("orders", "state.in-memory", &[]),
+    );
+    let (code, out) = tandem(&["apply", "-f", good.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("applied orders-store: generation 2"), "{out}");
+    assert!(res.path().join("orders-store.yaml").exists());
+    let (code, out) = tandem(&["status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("generation 2") && out.contains("orders") && out.contains("state.in-memory"),
+        "{out}"
+    );
+    assert!(out.contains("orders-store.yaml:"), "{out}");
+
+    let bad = docs.write(
+        "bad.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: [\n",
+    );
+    let (code, out) = tandem(&["apply", "-f", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("bad not applied (400)") && out.contains("bad.yaml:"),
+        "{out}"
+    );
+    let (code, out) = tandem(&["apply", "--delete", "-f", good.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("deleted orders-store: generation 3"), "{out}");
+    let (_, out) = tandem(&["status", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["generation"], 3);
+    assert_eq!(
+        v["lastReload"]["changed"],
+        serde_json::json!(["component/orders (removed)"])
+    );
+}

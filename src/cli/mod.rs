@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod apply;
 pub mod ca;
 pub mod init;
 pub mod iptables;
@@ -8,6 +9,7 @@ pub mod run;
 pub mod run_file;
 pub mod sentry;
 pub mod sidecar;
+pub mod status;
 pub mod stop;
 
 use std::io::{Read, Write};
@@ -23,7 +25,7 @@ pub async fn call_sidecar(
     let token = std::env::var("DAPR_API_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
-    tokio::task::spawn_blocking(move || local_http(port, method, path, token.as_deref()))
+    tokio::task::spawn_blocking(move || local_http(port, method, path, token.as_deref(), b""))
         .await
         .ok()
         .and_then(Result::ok)
@@ -36,6 +38,7 @@ pub fn local_http(
     method: &str,
     path: &str,
     token: Option<&str>,
+    body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = std::net::TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
@@ -43,13 +46,15 @@ pub fn local_http(
     )?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
     );
     if let Some(t) = token {
         req.push_str(&format!("dapr-api-token: {t}\r\n"));
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
+    stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text_end = raw
@@ -86,6 +91,52 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[(end + 2).min(data.len())..];
     }
     out
+}
+
+/// Which sidecar a control command talks to: a `tandem run` app by id,
+/// or any local sidecar by its HTTP port.
+#[derive(clap::Args)]
+pub struct Target {
+    /// An app started with `tandem run` (see `tandem list`).
+    #[arg(long = "app-id", short = 'a')]
+    app_id: Option<String>,
+    /// The sidecar's Dapr HTTP port (for sidecars started otherwise).
+    #[arg(long = "dapr-http-port")]
+    dapr_http_port: Option<u16>,
+}
+
+impl Target {
+    pub fn port(&self) -> anyhow::Result<u16> {
+        match (&self.app_id, self.dapr_http_port) {
+            (_, Some(p)) => Ok(p),
+            (Some(id), None) => crate::home::RunRecord::read(id)
+                .filter(|r| crate::home::pid_alive(r.cli_pid))
+                .map(|r| r.http_port)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no running app with id `{id}` (see `tandem list`)")
+                }),
+            (None, None) => anyhow::bail!("name the sidecar with --app-id or --dapr-http-port"),
+        }
+    }
+
+    /// One call to the sidecar's API, `DAPR_API_TOKEN` sent when set.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let port = self.port()?;
+        let token = std::env::var("DAPR_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
+        let (status, body) = local_http(port, method, path, token.as_deref(), body)
+            .map_err(|e| anyhow::anyhow!("the sidecar on port {port} does not answer: {e}"))?;
+        let json = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+        });
+        Ok((status, json))
+    }
 }
 
 /// Sets up `tracing` once for the process: text or JSON, at the given level.
