@@ -1,16 +1,15 @@
-//! Hot reload's cost to traffic, measured in the same run: the p50/p99 of
-//! sequential state reads (in-memory store, HTTP) in steady state, then
-//! while a resources file changes every 100 ms (each change rebuilds one
-//! Redis component and swaps the snapshot); and the time from a file write
-//! to the change being applied (the generation moving), over 20 writes.
+//! Hot reload's cost to traffic, measured in the same run: the latency
+//! percentiles of sequential state reads (in-memory store, HTTP) for a few
+//! seconds of steady state, then as long again while a resources file
+//! changes every 400 ms (each change rebuilds one Redis component and swaps
+//! the snapshot); and the time from a file write to the change being
+//! applied (the generation moving), over 20 writes.
 //!
 //! `cargo bench --bench reload` (needs the machine's Redis on 6379).
-//! `RELOAD_ITERS` sets the samples per measurement (default 4000).
 
 mod common;
 
 use bytes::Bytes;
-use common::{measure, row};
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,10 +24,6 @@ fn redis_store(db: u32) -> String {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
-    let iters: usize = std::env::var("RELOAD_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if benching { 4000 } else { 50 });
     let dir = std::env::temp_dir().join(format!("tandem-reload-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -70,13 +65,28 @@ async fn main() {
             .unwrap()
     };
 
-    println!(
-        "hot reload: sequential HTTP state reads (in-memory store), {iters} each; latencies in µs"
-    );
-    let steady = measure(iters, || call(http::Method::GET, "/v1.0/state/mem/k", "")).await;
-    row("steady state", &steady, None);
-
-    // A writer on its own thread changes the Redis component every 100 ms.
+    // Sequential reads for `secs`; their latencies in µs, sorted.
+    let sample = |secs: f64| {
+        let read = &call;
+        async move {
+            let mut samples = Vec::new();
+            let end = Instant::now() + Duration::from_secs_f64(secs);
+            while Instant::now() < end {
+                let t = Instant::now();
+                read(http::Method::GET, "/v1.0/state/mem/k", "").await;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            samples.sort_by(f64::total_cmp);
+            samples
+        }
+    };
+    let pct = |s: &[f64], p: f64| s[((s.len() as f64 * p) as usize).min(s.len() - 1)];
+    let secs = if benching { 4.0 } else { 1.0 };
+    // Warm up, then steady state.
+    sample(0.3).await;
+    let steady = sample(secs).await;
+    // A writer on its own thread changes the Redis component every 400 ms
+    // (each change holds still long enough to be applied).
     let stop = Arc::new(AtomicBool::new(false));
     let (s, d) = (stop.clone(), dir.clone());
     let writer = std::thread::spawn(move || {
@@ -86,25 +96,32 @@ async fn main() {
             db = (db + 1) % 2;
             std::fs::write(d.join("cache.yaml"), redis_store(db)).unwrap();
             writes += 1;
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(400));
         }
         writes
     });
     let g0 = generation().await;
-    let reloading = measure(iters, || call(http::Method::GET, "/v1.0/state/mem/k", "")).await;
+    let reloading = sample(secs).await;
     stop.store(true, Ordering::SeqCst);
     let writes = writer.join().unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let applied = generation().await - g0;
-    row(
-        &format!("while reloading ({applied} reloads applied of {writes} writes)"),
-        &reloading,
-        None,
-    );
     println!(
-        "  while reloading vs steady: p50 {:+.1} µs, p99 {:+.1} µs (p99 ratio {:.2})",
-        reloading.p50 - steady.p50,
-        reloading.p99 - steady.p99,
-        reloading.p99 / steady.p99
+        "hot reload: sequential HTTP state reads (in-memory store) for {secs} s each; latencies in µs"
+    );
+    for (name, s) in [("steady state", &steady), ("while reloading", &reloading)] {
+        println!(
+            "{name:<18} {:>7} reads  p50 {:>6.1}  p99 {:>6.1}  p99.9 {:>7.1}  max {:>7.1}",
+            s.len(),
+            pct(s, 0.5),
+            pct(s, 0.99),
+            pct(s, 0.999),
+            s[s.len() - 1]
+        );
+    }
+    println!(
+        "  {applied} reloads applied (of {writes} writes), each rebuilding one Redis component; p99 while reloading / steady = {:.2}",
+        pct(&reloading, 0.99) / pct(&steady, 0.99)
     );
 
     // From a file write to the new generation serving.

@@ -80,7 +80,7 @@ fn wait_http(ns: &Netns, url: &str) {
 }
 
 /// An HTTP server printing the path and the caller its sidecar named;
-/// `/flaky` answers 503 twice, then 200; `/hits/<path>` counts the
+/// `/flaky…` paths answer 503 twice each, then 200; `/hits/<path>` counts the
 /// requests `<path>` got.
 const APP: &str = r#"
 import http.server, sys, collections
@@ -88,7 +88,7 @@ hits = collections.Counter()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         hits[self.path] += 1
-        status = 503 if self.path == "/flaky" and hits[self.path] <= 2 else 200
+        status = 503 if self.path.startswith("/flaky") and hits[self.path] <= 2 else 200
         if self.path.startswith("/hits/"):
             body = str(hits[self.path[5:]]).encode()
         else:
@@ -791,6 +791,41 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
     assert_eq!(client["traceId"], server["traceId"]);
     assert_eq!(client["kind"], 3, "the caller's span is CLIENT");
     assert_eq!(server["kind"], 2, "the callee's span is SERVER");
+
+    // The retry policy goes, without restarting anything: the next flaky
+    // path's first 503 reaches the client; then it comes back.
+    let policy = std::fs::read_to_string(resources.join("resiliency.yaml")).unwrap();
+    let generation = || {
+        let status = fetch(
+            &host_a,
+            "http://127.0.0.1:3500/v1.0-alpha1/tandem/status",
+            None,
+        );
+        serde_json::from_str::<serde_json::Value>(&status).unwrap()["generation"]
+            .as_u64()
+            .unwrap()
+    };
+    let g = generation();
+    std::fs::remove_file(resources.join("resiliency.yaml")).unwrap();
+    let t = Instant::now();
+    while generation() == g {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "the removal not applied within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got = fetch(&host_a, "http://orders/flaky-again", None);
+    assert!(got.starts_with("503"), "not retried any more: {got}");
+    std::fs::write(resources.join("resiliency.yaml"), &policy).unwrap();
+    let t = Instant::now();
+    while generation() == g + 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "the policy not back within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // The app dies: four failed tries trip the breaker, then calls fail
     // fast without trying.
