@@ -299,12 +299,12 @@ mod grpc_app {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_app_subscriptions_and_health() {
     use tandem_proto::runtime::v1 as rt;
-    let app_port = free_port();
     let app = grpc_app::App::default();
     let health_calls = app.health_calls.clone();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", app_port))
-        .await
-        .unwrap();
+    // Bound as port 0: no other test can take the port between choosing
+    // and binding it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = listener.local_addr().unwrap().port();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(rt::app_callback_server::AppCallbackServer::new(app))
