@@ -95,6 +95,7 @@ async fn workload_identity(
         }
     };
     id.renew_in_background();
+    id.watch_trust();
     Ok(id)
 }
 

@@ -243,3 +243,83 @@ async fn certificates_are_renewed_before_they_expire() {
         late.stderr.text()
     );
 }
+
+/// A CA rotation without restarts: the CA folder gets a bundle of the old
+/// and the new root and the new issuer; running sidecars reload the bundle
+/// and renew their certificates from it within a couple of seconds, so a
+/// sidecar that knows only the new CA can call them, and once the old
+/// root leaves the bundle a sidecar that knows only the old one cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_rotation_needs_no_restart() {
+    let home = TempDir::new("mtls-rotate");
+    let (ca, new_ca, old_copy) = (
+        home.path().join("ca"),
+        home.path().join("new-ca"),
+        home.path().join("old-ca"),
+    );
+    for dir in [&ca, &new_ca] {
+        let out = std::process::Command::new(common::BIN)
+            .args(["ca", "init", "--dir", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    std::fs::create_dir_all(&old_copy).unwrap();
+    for f in ["ca.crt", "ca.key", "issuer.crt", "issuer.key"] {
+        std::fs::copy(ca.join(f), old_copy.join(f)).unwrap();
+    }
+    let port = common::hello_caller_app().await;
+    let orders = start("orders", &home, &ca, true, Some(port));
+    let shop = start("shop", &home, &ca, true, None);
+    assert_eq!(shop.get("/v1.0/invoke/orders/method/hi").status, 200);
+
+    // Step 1: both roots trusted, the new issuer signs.
+    let (old_root, new_root) = (
+        std::fs::read_to_string(ca.join("ca.crt")).unwrap(),
+        std::fs::read_to_string(new_ca.join("ca.crt")).unwrap(),
+    );
+    std::fs::write(ca.join("ca.crt"), format!("{old_root}{new_root}")).unwrap();
+    for f in ["issuer.crt", "issuer.key"] {
+        std::fs::copy(new_ca.join(f), ca.join(f)).unwrap();
+    }
+    let reloaded = |s: &common::Sidecar| s.stderr.text().contains("trust bundle reloaded");
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !(reloaded(&orders) && reloaded(&shop)) {
+        assert!(
+            std::time::Instant::now() < end,
+            "no reload:\n{}",
+            orders.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A sidecar of the new CA only: it trusts orders' renewed certificate,
+    // and orders trusts its.
+    let fresh = start("fresh", &home, &new_ca, true, None);
+    let r = fresh.get("/v1.0/invoke/orders/method/hi");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "hello fresh"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(shop.get("/v1.0/invoke/orders/method/hi").status, 200);
+
+    // Step 2: the old root leaves the bundle.
+    std::fs::write(ca.join("ca.crt"), &new_root).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while orders
+        .stderr
+        .text()
+        .matches("trust bundle reloaded")
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < end, "no second reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stale = start("stale", &home, &old_copy, true, None);
+    let r = stale.get("/v1.0/invoke/orders/method/hi");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("mTLS handshake"), "{}", r.text());
+    assert_eq!(fresh.get("/v1.0/invoke/orders/method/again").status, 200);
+}

@@ -161,16 +161,67 @@ pub fn spiffe_id(trust_domain: &str, namespace: &str, app_id: &str) -> String {
     format!("spiffe://{trust_domain}/ns/{ns}/{app_id}")
 }
 
-/// This sidecar's identity: the trust bundle and a renewable certificate.
+/// This sidecar's identity: the trust bundle and a renewable certificate,
+/// both replaceable while connections use them (handshakes read the
+/// current ones).
 pub struct Identity {
     pub spiffe_id: String,
     source: Source,
     trust_domain: String,
     app_id: String,
     namespace: String,
-    roots: Arc<rustls::RootCertStore>,
+    /// Peers' certificates are checked against the current trust bundle.
+    verifiers: ArcSwap<Verifiers>,
+    /// What the CA folder held when last read (bundle, issuer): a change
+    /// reloads the bundle and renews the certificate.
+    seen: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
     current: ArcSwap<CertifiedKey>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+/// WebPKI verifiers of one trust bundle, for both sides of a handshake.
+struct Verifiers {
+    server: Arc<rustls::client::WebPkiServerVerifier>,
+    client: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl Verifiers {
+    fn new(
+        roots: rustls::RootCertStore,
+        provider: &Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, String> {
+        let roots = Arc::new(roots);
+        Ok(Self {
+            server: rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots.clone(),
+                provider.clone(),
+            )
+            .build()
+            .map_err(err)?,
+            client: rustls::server::WebPkiClientVerifier::builder_with_provider(
+                roots,
+                provider.clone(),
+            )
+            .build()
+            .map_err(err)?,
+        })
+    }
+}
+
+fn roots_of(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs_from_pem(pem)? {
+        roots.add(c).map_err(|e| format!("trust bundle: {e}"))?;
+    }
+    Ok(roots)
+}
+
+/// The folder's trust bundle and issuer certificate, as bytes.
+fn folder_state(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    (
+        std::fs::read(dir.join(CA_FILE)).unwrap_or_default(),
+        std::fs::read(dir.join(ISSUER_CERT)).unwrap_or_default(),
+    )
 }
 
 /// Where workload certificates come from.
@@ -198,6 +249,7 @@ impl Identity {
         for c in pem_certs(&dir.join(CA_FILE))? {
             roots.add(c).map_err(|e| format!("trust bundle: {e}"))?;
         }
+        let seen = folder_state(dir);
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let key = KeyPair::generate().map_err(err)?;
         let chain = sign(dir, &key, trust_domain, namespace, app_id, workload_ttl())?;
@@ -207,7 +259,8 @@ impl Identity {
             trust_domain: trust_domain.to_string(),
             app_id: app_id.to_string(),
             namespace: namespace.to_string(),
-            roots: Arc::new(roots),
+            verifiers: ArcSwap::from_pointee(Verifiers::new(roots, &provider)?),
+            seen: std::sync::Mutex::new(seen),
             current: ArcSwap::from_pointee(certified(chain, &key, &provider)?),
             provider,
         }))
@@ -229,7 +282,8 @@ impl Identity {
             .await?;
         Ok(Arc::new(Self {
             spiffe_id: spiffe_id(trust_domain, namespace, app_id),
-            roots: sentry.roots(),
+            verifiers: ArcSwap::from_pointee(Verifiers::new((*sentry.roots()).clone(), &provider)?),
+            seen: Default::default(),
             source: Source::Sentry(sentry),
             trust_domain: trust_domain.to_string(),
             app_id: app_id.to_string(),
@@ -277,6 +331,53 @@ impl Identity {
         });
     }
 
+    /// Reads the CA folder again (local certificates only): a changed trust
+    /// bundle replaces the one handshakes check peers against, and a changed
+    /// bundle or issuer renews this sidecar's certificate at once. Whether
+    /// anything changed.
+    pub async fn reload_trust(&self) -> Result<bool, String> {
+        let Source::Local(dir) = &self.source else {
+            return Ok(false);
+        };
+        let now = folder_state(dir);
+        if *self.seen.lock().expect("trust state") == now {
+            return Ok(false);
+        }
+        let roots = roots_of(&now.0)?;
+        if roots.is_empty() {
+            return Err(format!(
+                "{} holds no certificate",
+                dir.join(CA_FILE).display()
+            ));
+        }
+        self.verifiers
+            .store(Arc::new(Verifiers::new(roots, &self.provider)?));
+        self.renew().await?;
+        *self.seen.lock().expect("trust state") = now;
+        Ok(true)
+    }
+
+    /// Re-reads the CA folder every second while the identity is in use
+    /// (trust bundles rotate; a rotation must not need a restart).
+    pub fn watch_trust(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(me) = weak.upgrade() else { return };
+                match me.reload_trust().await {
+                    Ok(true) => {
+                        tracing::info!(id = %me.spiffe_id, "trust bundle reloaded and workload certificate renewed")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "the CA folder changed but cannot be used; the current trust bundle stays")
+                    }
+                }
+            }
+        });
+    }
+
     /// Half the current certificate's remaining life.
     fn renew_after(&self) -> Duration {
         let left = self
@@ -288,16 +389,10 @@ impl Identity {
     }
 
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, String> {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            self.roots.clone(),
-            self.provider.clone(),
-        )
-        .build()
-        .map_err(err)?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(err)?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(Arc::new(LiveVerifier(self.clone())))
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
         cfg.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(cfg))
@@ -307,7 +402,8 @@ impl Identity {
         let mut cfg = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(err)?
-            .with_root_certificates(self.roots.clone())
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(LiveVerifier(self.clone())))
             .with_client_cert_resolver(Arc::new(Resolver(self.clone())));
         cfg.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(cfg))
@@ -471,6 +567,110 @@ pub fn pem_of(certs: &[CertificateDer<'_>]) -> String {
 #[derive(Debug)]
 struct Resolver(Arc<Identity>);
 
+/// Checks peers with the identity's current trust bundle (WebPKI, the
+/// same checks as a fixed bundle; only the bundle can change).
+#[derive(Debug)]
+struct LiveVerifier(Arc<Identity>);
+
+impl rustls::client::danger::ServerCertVerifier for LiveVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.0.verifiers.load().server.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .verifiers
+            .load()
+            .server
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .verifiers
+            .load()
+            .server
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.verifiers.load().server.supported_verify_schemes()
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for LiveVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // Hints are optional; the bundle behind them can change.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.0
+            .verifiers
+            .load()
+            .client
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .verifiers
+            .load()
+            .client
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .verifiers
+            .load()
+            .client
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.verifiers.load().client.supported_verify_schemes()
+    }
+}
+
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity")
@@ -552,13 +752,9 @@ mod tests {
         // The issuer and the root belong together: a certificate verifies.
         let id = Identity::new(&dir, false, "public", "", "a").unwrap();
         let leaf = id.current.load().cert.clone();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            id.roots.clone(),
-            id.provider.clone(),
-        )
-        .build()
-        .unwrap();
-        verifier
+        id.verifiers
+            .load()
+            .client
             .verify_client_cert(&leaf[0], &leaf[1..], rustls::pki_types::UnixTime::now())
             .expect("chain verifies against the bundle");
         let _ = std::fs::remove_dir_all(&dir);

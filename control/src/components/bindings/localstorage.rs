@@ -170,9 +170,7 @@ impl Binding for LocalStorage {
                 "get" => this.get(&req),
                 "list" => this.list(),
                 "delete" => this.delete(&req),
-                other => Err(BindingError::BadRequest(format!(
-                    "operation `{other}` is not supported"
-                ))),
+                other => Err(unsupported(other)),
             })
             .await
             .map_err(|e| BindingError::Failed(format!("localstorage: {e}")))?

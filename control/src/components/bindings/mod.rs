@@ -136,6 +136,12 @@ impl Direction {
     }
 }
 
+/// The answer to an operation a binding does not have (the API checks
+/// operations first; this guards direct callers).
+pub fn unsupported(operation: &str) -> BindingError {
+    BindingError::BadRequest(format!("operation `{operation}` is not supported"))
+}
+
 /// A required request metadata value, or a `BadRequest` naming it.
 pub fn required<'m>(m: &'m Metadata, key: &str, operation: &str) -> Result<&'m str, BindingError> {
     m.get(key)

@@ -45,10 +45,7 @@ impl Binding for MqttBinding {
     ) -> BoxFuture<'a, Result<OutputResponse, BindingError>> {
         Box::pin(async move {
             if req.operation != "create" {
-                return Err(BindingError::BadRequest(format!(
-                    "operation `{}` is not supported",
-                    req.operation
-                )));
+                return Err(unsupported(&req.operation));
             }
             let topic = req
                 .metadata

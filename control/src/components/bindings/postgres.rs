@@ -161,9 +161,7 @@ impl PostgresBinding {
                 out.data = Some(serde_json::to_vec(&rows).expect("JSON").into());
             }
             other => {
-                return Err(BindingError::BadRequest(format!(
-                    "operation `{other}` is not supported"
-                )));
+                return Err(unsupported(other));
             }
         }
         let ended = crate::clock::now_ms();

@@ -230,10 +230,7 @@ impl Binding for RabbitBinding {
     ) -> BoxFuture<'a, Result<OutputResponse, BindingError>> {
         Box::pin(async move {
             if req.operation != "create" {
-                return Err(BindingError::BadRequest(format!(
-                    "operation `{}` is not supported",
-                    req.operation
-                )));
+                return Err(unsupported(&req.operation));
             }
             // One retry on a fresh connection: the broker may have restarted.
             if let Err(BindingError::Failed(_)) = self.try_publish(&req).await {

@@ -56,9 +56,7 @@ impl RedisBinding {
                 out.data = Some(Bytes::from(n.to_string()));
             }
             other => {
-                return Err(BindingError::BadRequest(format!(
-                    "operation `{other}` is not supported"
-                )));
+                return Err(unsupported(other));
             }
         }
         Ok(out)
