@@ -391,3 +391,40 @@ fn tandem_apply_and_status_talk_to_a_running_sidecar() {
         serde_json::json!(["component/orders (removed)"])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn name_resolution_follows_the_configuration() {
+    let home = TempDir::new("reload-nr-home");
+    let h = home.path().to_str().unwrap();
+    let internal = common::free_port();
+    let _orders = sidecar()
+        .app_id("orders")
+        .env("TANDEM_HOME", h)
+        .args(["--app-port", &common::hello_caller_app().await.to_string()])
+        .args(["--dapr-internal-grpc-port", &internal.to_string()])
+        .start();
+    let cfg = TempDir::new("reload-nr-cfg");
+    let config = |port: u16| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n    component: static\n    configuration:\n      apps:\n        orders: [\"127.0.0.1:{port}\"]\n"
+        )
+    };
+    // Pointed at a port where nothing listens.
+    let file = cfg.write("config.yaml", &config(1));
+    let shop = sidecar()
+        .app_id("shop")
+        .env("TANDEM_HOME", h)
+        .args(["--config", file.to_str().unwrap()])
+        .start();
+    let r = shop.get("/v1.0/invoke/orders/method/hi");
+    assert_eq!(r.status, 500, "{}", r.text());
+    std::fs::write(&file, config(internal)).unwrap();
+    within_a_second("the new address", &shop, || {
+        shop.get("/v1.0/invoke/orders/method/hi").status == 200
+    });
+    let last = &shop.get("/v1.0-alpha1/tandem/status").json()["lastReload"];
+    assert_eq!(
+        last["changed"],
+        serde_json::json!(["configuration/nameResolution"])
+    );
+}
