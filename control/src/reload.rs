@@ -154,77 +154,73 @@ struct Effects {
     delivery: bool,
 }
 
-fn diff_named<T: PartialEq>(
+/// The resources of one kind that differ between `old` and `new` (by name
+/// and content), each noted in `out` as `<kind>/<name>`; returns them (the
+/// new version, or the old one when removed).
+fn diff<'a, T: PartialEq>(
     kind: &str,
-    old: &[(String, &T)],
-    new: &[(String, &T)],
+    old: &'a [tandem_config::Loaded<T>],
+    new: &'a [tandem_config::Loaded<T>],
+    name: fn(&T) -> &String,
     out: &mut Vec<String>,
-) {
-    let old: BTreeMap<&str, &T> = old.iter().map(|(n, r)| (n.as_str(), *r)).collect();
-    let new: BTreeMap<&str, &T> = new.iter().map(|(n, r)| (n.as_str(), *r)).collect();
-    for (name, r) in &new {
-        match old.get(name) {
-            None => out.push(format!("{kind}/{name} (added)")),
-            Some(o) if o != r => out.push(format!("{kind}/{name}")),
-            _ => {}
+) -> Vec<&'a T> {
+    let by_name = |set: &'a [tandem_config::Loaded<T>]| -> BTreeMap<&'a String, &'a T> {
+        set.iter()
+            .map(|l| (name(&l.resource), &l.resource))
+            .collect()
+    };
+    let (old, new) = (by_name(old), by_name(new));
+    let mut changed = Vec::new();
+    for (n, r) in &new {
+        match old.get(n) {
+            None => out.push(format!("{kind}/{n} (added)")),
+            Some(o) if o != r => out.push(format!("{kind}/{n}")),
+            _ => continue,
         }
+        changed.push(*r);
     }
-    for name in old.keys().filter(|n| !new.contains_key(*n)) {
-        out.push(format!("{kind}/{name} (removed)"));
+    for (n, r) in old.iter().filter(|(n, _)| !new.contains_key(*n)) {
+        out.push(format!("{kind}/{n} (removed)"));
+        changed.push(*r);
     }
-}
-
-/// Resources by name.
-fn named<T>(items: &[tandem_config::Loaded<T>], name: fn(&T) -> &String) -> Vec<(String, &T)> {
-    items
-        .iter()
-        .map(|l| (name(&l.resource).clone(), &l.resource))
-        .collect()
+    changed
 }
 
 fn effects(old: &Snapshot, resources: &ResourceSet, config: &Configuration) -> Effects {
     let mut e = Effects::default();
-    let (oc, nc) = (
-        named(&old.resources.components, |c| &c.metadata.name),
-        named(&resources.components, |c| &c.metadata.name),
+    let (was, now) = (&old.resources, resources);
+    let components = diff(
+        "component",
+        &was.components,
+        &now.components,
+        |c| &c.metadata.name,
+        &mut e.changed,
     );
-    let before = e.changed.len();
-    diff_named("component", &oc, &nc, &mut e.changed);
     // Pub/sub components and bindings feed event delivery.
-    e.delivery = e.changed[before..].iter().any(|c| {
-        let name = c
-            .trim_start_matches("component/")
-            .split(' ')
-            .next()
-            .unwrap_or_default();
-        oc.iter()
-            .chain(nc.iter())
-            .filter(|(n, _)| n == name)
-            .any(|(_, r)| {
-                r.spec.type_.starts_with("pubsub.") || r.spec.type_.starts_with("bindings.")
-            })
-    });
-    let before = e.changed.len();
-    diff_named(
+    e.delivery = components
+        .iter()
+        .any(|c| c.spec.type_.starts_with("pubsub.") || c.spec.type_.starts_with("bindings."));
+    let subscriptions = diff(
         "subscription",
-        &named(&old.resources.subscriptions, |s| &s.metadata.name),
-        &named(&resources.subscriptions, |s| &s.metadata.name),
+        &was.subscriptions,
+        &now.subscriptions,
+        |s| &s.metadata.name,
         &mut e.changed,
     );
-    e.delivery |= e.changed.len() > before;
-    let before = e.changed.len();
-    diff_named(
+    let resiliencies = diff(
         "resiliency",
-        &named(&old.resources.resiliencies, |r| &r.metadata.name),
-        &named(&resources.resiliencies, |r| &r.metadata.name),
+        &was.resiliencies,
+        &now.resiliencies,
+        |r| &r.metadata.name,
         &mut e.changed,
     );
-    // Delivery loops hold their inbound policies.
-    e.delivery |= e.changed.len() > before;
-    diff_named(
+    // Delivery loops hold their subscriptions and inbound policies.
+    e.delivery |= !subscriptions.is_empty() || !resiliencies.is_empty();
+    diff(
         "httpendpoint",
-        &named(&old.resources.http_endpoints, |h| &h.metadata.name),
-        &named(&resources.http_endpoints, |h| &h.metadata.name),
+        &was.http_endpoints,
+        &now.http_endpoints,
+        |h| &h.metadata.name,
         &mut e.changed,
     );
     let (o, n) = (&old.configuration.spec, &config.spec);

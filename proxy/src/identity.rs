@@ -568,9 +568,48 @@ pub fn pem_of(certs: &[CertificateDer<'_>]) -> String {
 struct Resolver(Arc<Identity>);
 
 /// Checks peers with the identity's current trust bundle (WebPKI, the
-/// same checks as a fixed bundle; only the bundle can change).
+/// same checks as a fixed bundle; only the bundle can change). Handshake
+/// signatures do not depend on the bundle: both sides check them with the
+/// provider's algorithms, as the WebPKI verifiers do.
 #[derive(Debug)]
 struct LiveVerifier(Arc<Identity>);
+
+impl LiveVerifier {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0
+            .provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
 
 impl rustls::client::danger::ServerCertVerifier for LiveVerifier {
     fn verify_server_cert(
@@ -596,11 +635,7 @@ impl rustls::client::danger::ServerCertVerifier for LiveVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .verifiers
-            .load()
-            .server
-            .verify_tls12_signature(message, cert, dss)
+        self.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -609,15 +644,11 @@ impl rustls::client::danger::ServerCertVerifier for LiveVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .verifiers
-            .load()
-            .server
-            .verify_tls13_signature(message, cert, dss)
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.verifiers.load().server.supported_verify_schemes()
+        self.schemes()
     }
 }
 
@@ -646,11 +677,7 @@ impl rustls::server::danger::ClientCertVerifier for LiveVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .verifiers
-            .load()
-            .client
-            .verify_tls12_signature(message, cert, dss)
+        self.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -659,15 +686,11 @@ impl rustls::server::danger::ClientCertVerifier for LiveVerifier {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .verifiers
-            .load()
-            .client
-            .verify_tls13_signature(message, cert, dss)
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.verifiers.load().client.supported_verify_schemes()
+        self.schemes()
     }
 }
 

@@ -47,6 +47,13 @@ impl Metrics {
                 .expect("unique metric");
             c
         };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             let h = HistogramVec::new(
                 HistogramOpts::new(name, help).buckets(LATENCY_MS.to_vec()),
@@ -119,20 +126,11 @@ impl Metrics {
                 "Times a resiliency policy acted: a retry, a timeout, a call refused by an open circuit breaker, a breaker changing state",
                 &["app_id", "flow_direction", "target", "policy", "status"],
             ),
-            breaker_state: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "tandem_resiliency_circuit_breaker_state",
-                        "Circuit breaker state per target: 0 closed, 1 half-open, 2 open",
-                    ),
-                    &["app_id", "flow_direction", "target"],
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(g.clone()))
-                    .expect("unique metric");
-                g
-            },
+            breaker_state: gauge(
+                "tandem_resiliency_circuit_breaker_state",
+                "Circuit breaker state per target: 0 closed, 1 half-open, 2 open",
+                &["app_id", "flow_direction", "target"],
+            ),
             tls_handshakes: counter(
                 "tandem_mtls_handshakes_total",
                 "mTLS handshakes between sidecars, by side (client, server) and result (ok, failed)",
@@ -153,20 +151,11 @@ impl Metrics {
                 "Reloads of resources and configuration, by result (applied, refused)",
                 &["app_id", "result"],
             ),
-            generation: {
-                let g = IntGaugeVec::new(
-                    Opts::new(
-                        "tandem_config_generation",
-                        "The generation of resources and configuration serving (1 at start, one more per applied change)",
-                    ),
-                    &["app_id"],
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(g.clone()))
-                    .expect("unique metric");
-                g
-            },
+            generation: gauge(
+                "tandem_config_generation",
+                "The generation of resources and configuration serving (1 at start, one more per applied change)",
+                &["app_id"],
+            ),
             registry,
             app_id: app_id.to_string(),
         }

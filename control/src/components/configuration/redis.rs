@@ -83,20 +83,8 @@ impl ConfigurationStore for RedisConfig {
                 // Only string keys are items.
                 let mut out = Items::new();
                 for chunk in all.chunks(100) {
-                    for (k, v) in chunk.iter().zip(
-                        Self::read(&mut conn, chunk)
-                            .await
-                            .map(|items| {
-                                chunk
-                                    .iter()
-                                    .map(|k| items.get(k).cloned())
-                                    .collect::<Vec<_>>()
-                            })
-                            .unwrap_or_default(),
-                    ) {
-                        if let Some(v) = v {
-                            out.insert(k.clone(), v);
-                        }
+                    if let Ok(items) = Self::read(&mut conn, chunk).await {
+                        out.extend(items);
                     }
                 }
                 return Ok(out);
