@@ -20,19 +20,30 @@ fn runs_dir() -> PathBuf {
 }
 
 /// One running app, as `tandem run` records it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct RunRecord {
     pub app_id: String,
     pub http_port: u16,
     pub grpc_port: u16,
     pub metrics_port: u16,
+    pub metrics_enabled: bool,
     pub app_port: Option<u16>,
     pub cli_pid: u32,
+    /// The sidecar's process: `tandem run` itself for a single app (the
+    /// sidecar runs in it), a child of it under `-f`.
+    pub daprd_pid: u32,
     pub app_pid: Option<u32>,
     pub command: String,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    pub max_body_size: u64,
+    pub read_buffer_size: u64,
+    /// Under `-f`: the template's absolute path and `name`.
+    pub run_template_path: String,
+    pub run_template_name: String,
+    pub app_log_path: String,
+    pub daprd_log_path: String,
 }
 
 impl RunRecord {
@@ -85,9 +96,19 @@ impl RunRecord {
     }
 }
 
+/// Whether the process runs (a zombie waiting for its parent does not).
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
+    let Ok(raw) = i32::try_from(pid) else {
         return false;
     };
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if raw <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_none_or(|state| state != "Z"),
+        Err(_) => true,
+    }
 }

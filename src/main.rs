@@ -12,12 +12,17 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "tandem",
-    version,
-    about = "A Dapr-compatible sidecar runtime and service-mesh proxy"
+    about = "A Dapr-compatible sidecar runtime and service-mesh proxy",
+    disable_version_flag = true,
+    subcommand_required = false,
+    arg_required_else_help = true
 )]
 struct Cli {
+    /// Print the version, as `dapr --version` does.
+    #[arg(long = "version", short = 'v')]
+    version: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -45,14 +50,37 @@ enum Command {
     Status(cli::status::Args),
     /// Apply (or delete) a resource document on a running sidecar.
     Apply(cli::apply::Args),
+    /// Invoke a method of an app, like `dapr invoke`.
+    Invoke(cli::invoke::InvokeArgs),
+    /// Publish an event, like `dapr publish`.
+    Publish(cli::invoke::PublishArgs),
+    /// The CLI and runtime versions, like `dapr version`.
+    Version(cli::invoke::VersionArgs),
+    /// Internal: the process between `tandem run` and what it starts.
+    #[command(name = "__guard", hide = true)]
+    Guard(cli::guard::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let Some(command) = cli.command else {
+        if cli.version {
+            print!("{}", cli::invoke::version_text());
+        }
+        return std::process::ExitCode::SUCCESS;
+    };
+    let guard = matches!(command, Command::Guard(_));
+    let runtime = if guard {
+        // The guard is small and mostly waits: one thread.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -60,7 +88,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Sidecar(a) => cli::sidecar::main(a).await,
             Command::Run(a) => cli::run::main(a).await,
             Command::Stop(a) => cli::stop::main(a).await,
@@ -71,6 +99,10 @@ fn main() -> std::process::ExitCode {
             Command::Iptables(c) => cli::iptables::main(c).await,
             Command::Status(a) => cli::status::main(a).await,
             Command::Apply(a) => cli::apply::main(a).await,
+            Command::Invoke(a) => cli::invoke::invoke(a).await,
+            Command::Publish(a) => cli::invoke::publish(a).await,
+            Command::Version(a) => cli::invoke::version(a).await,
+            Command::Guard(a) => cli::guard::main(a).await,
         }
     });
     match result {

@@ -2,11 +2,15 @@
 
 pub mod apply;
 pub mod ca;
+pub mod guard;
 pub mod init;
+pub mod invoke;
 pub mod iptables;
+pub mod launch;
 pub mod list;
 pub mod run;
 pub mod run_file;
+pub mod run_many;
 pub mod sentry;
 pub mod sidecar;
 pub mod status;
@@ -40,17 +44,32 @@ pub fn local_http(
     token: Option<&str>,
     body: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    let headers: Vec<(String, String)> = token
+        .map(|t| ("dapr-api-token".to_string(), t.to_string()))
+        .into_iter()
+        .collect();
+    local_http_with(port, method, path, &headers, body).map(|(s, _, b)| (s, b))
+}
+
+/// The same with any headers; returns status, reason phrase and body.
+pub fn local_http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut stream = std::net::TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(2),
     )?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if let Some(t) = token {
-        req.push_str(&format!("dapr-api-token: {t}\r\n"));
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
@@ -62,11 +81,12 @@ pub fn local_http(
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| std::io::Error::other("no HTTP header end"))?;
     let head = String::from_utf8_lossy(&raw[..text_end]).to_string();
-    let status = head
-        .split_whitespace()
+    let mut status_line = head.lines().next().unwrap_or_default().splitn(3, ' ');
+    let status = status_line
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
+    let reason = status_line.next().unwrap_or_default().to_string();
     let mut body = raw[text_end + 4..].to_vec();
     if head
         .to_ascii_lowercase()
@@ -74,7 +94,7 @@ pub fn local_http(
     {
         body = dechunk(&body);
     }
-    Ok((status, body))
+    Ok((status, reason, body))
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {

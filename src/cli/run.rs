@@ -6,11 +6,8 @@ use crate::home::RunRecord;
 use crate::sidecar::{ResourceSource, start};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tandem_config::SidecarOptions;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 pub const UP_AND_RUNNING: &str =
@@ -46,7 +43,6 @@ pub struct AppSpec {
     pub env: Vec<(String, String)>,
     /// Prefix of the app's output lines.
     pub prefix: String,
-    pub run_file: Option<PathBuf>,
     /// The app's user and group ids (`--app-uid`, `--app-gid`).
     pub uid: Option<u32>,
     pub gid: Option<u32>,
@@ -57,7 +53,18 @@ pub async fn main(args: Args) -> Result<u8> {
     super::init_logging(options.log_level, options.log_as_json);
     let stop = stop_on_signal();
     if let Some(file) = args.run_file {
-        return super::run_file::run(&file, options, stop).await;
+        let plan = super::run_file::resolve_path(&file)
+            .map_err(|e| ("Failed to get run file path", e))
+            .and_then(|f| {
+                super::run_file::plan(&f).map_err(|e| ("Error getting apps from config file", e))
+            });
+        return match plan {
+            Ok(plan) => super::run_many::run(plan, stop).await,
+            Err((what, e)) => {
+                super::launch::failure(&format!("{what}: {e:#}"));
+                Ok(1)
+            }
+        };
     }
     let options = resolve(options)?;
     if options.transparent && args.app_uid.is_none() {
@@ -73,7 +80,6 @@ pub async fn main(args: Args) -> Result<u8> {
         dir: None,
         env: Vec::new(),
         prefix: "== APP == ".into(),
-        run_file: None,
         uid: args.app_uid,
         gid: args.app_gid,
     };
@@ -136,55 +142,86 @@ fn uuid_hex() -> String {
     .collect()
 }
 
-/// Runs one app with its sidecar until the app exits, the sidecar is asked to
-/// shut down, or `stop` fires. Returns the app's exit code.
+/// Runs one app with its sidecar (in this process) until the app exits, the
+/// sidecar is asked to shut down, or `stop` fires. Returns the app's exit
+/// code. Prints the Dapr CLI's lines for a single-app `dapr run`.
 pub async fn run_app(spec: AppSpec, mut stop: watch::Receiver<bool>) -> Result<i32> {
+    use super::launch::{Guarded, Launch, Sink, failure, info, success};
+    if let Some(program) = spec.command.first() {
+        super::launch::find_program(program, spec.dir.as_deref()).with_context(|| {
+            format!("cannot start the app command `{}`", spec.command.join(" "))
+        })?;
+    }
     let sidecar = start(spec.options.clone(), spec.source.clone()).await?;
     let rt = sidecar.runtime.clone();
     // The options as bound: random ports are known now.
     let o = rt.options.clone();
     let app_id = o.app_id.clone();
-    println!(
+    info(&format!(
         "Starting Dapr with id {app_id}. HTTP Port: {}. gRPC Port: {}",
         o.http_port(),
         o.grpc_port()
-    );
+    ));
     let cli_pid = std::process::id();
     rt.set_extended("cliPID".into(), cli_pid.to_string());
-    if let Some(f) = &spec.run_file {
-        rt.set_extended("runTemplatePath".into(), f.display().to_string());
-    }
 
     if o.app_port.is_none() {
         // As `dapr run`: without an app port the app starts once the sidecar
         // is fully up.
+        info(&format!(
+            "Checking if Dapr sidecar is listening on HTTP port {}",
+            o.http_port()
+        ));
+        info(&format!(
+            "Checking if Dapr sidecar is listening on GRPC port {}",
+            o.grpc_port()
+        ));
         rt.wait_ready().await;
+        info("Dapr sidecar is up and running.");
     }
-    let mut output_pumps = Vec::new();
-    let mut child = if spec.command.is_empty() {
-        None
-    } else {
-        let (child, pumps) = spawn_app(&spec, &o)?;
-        output_pumps = pumps;
-        rt.set_extended("appCommand".into(), spec.command.join(" "));
-        if let Some(pid) = child.id() {
-            rt.set_extended("appPID".into(), pid.to_string());
+    let mut app = match spec.command.is_empty() {
+        true => None,
+        false => {
+            let env = app_env(&o, &spec.env);
+            let mut g = Guarded::spawn(Launch {
+                command: &spec.command,
+                dir: spec.dir.as_deref(),
+                env: &env,
+                uid: spec.uid,
+                gid: spec.gid,
+                prefix: spec.prefix.clone(),
+                sink: Sink::console(),
+            })?;
+            if let Some(pid) = g.find_pid().await {
+                info(&format!("Updating metadata for appPID: {pid}"));
+                rt.set_extended("appPID".into(), pid.to_string());
+            }
+            info(&format!(
+                "Updating metadata for app command: {}",
+                spec.command.join(" ")
+            ));
+            rt.set_extended("appCommand".into(), spec.command.join(" "));
+            Some(g)
         }
-        Some(child)
     };
     let record = RunRecord {
         app_id: app_id.clone(),
         http_port: o.http_port(),
         grpc_port: o.grpc_port(),
         metrics_port: o.metrics_port_or_default(),
+        metrics_enabled: o.enable_metrics,
         app_port: o.app_port,
         cli_pid,
-        app_pid: child.as_ref().and_then(Child::id),
+        daprd_pid: cli_pid,
+        app_pid: app.as_ref().and_then(|a| a.pid),
         command: spec.command.join(" "),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default(),
+        max_body_size: o.max_body_size,
+        read_buffer_size: o.read_buffer_size,
+        ..RunRecord::default()
     };
     if let Err(e) = record.write() {
         tracing::warn!(error = %e, "cannot record the run; `tandem list` will not show it");
@@ -192,42 +229,46 @@ pub async fn run_app(spec: AppSpec, mut stop: watch::Receiver<bool>) -> Result<i
 
     let mut announce = {
         let rt = rt.clone();
-        let message = if child.is_some() {
+        let message = if app.is_some() {
             UP_AND_RUNNING
         } else {
             UP_AND_RUNNING_NO_APP
         };
         tokio::spawn(async move {
             rt.wait_ready().await;
-            println!("{message}");
+            success(&format!("{message}\n"));
         })
     };
 
     let mut shutdown = rt.shutdown_signal();
-    let code = match child.as_mut() {
-        Some(c) => {
+    let code = match app.as_mut() {
+        Some(a) => {
             tokio::select! {
-                status = c.wait() => {
-                    let status = status.context("waiting for the app")?;
-                    let code = exit_code(status);
-                    // Print everything the app wrote before saying it exited;
-                    // a grandchild holding the pipe open must not hang us.
-                    let drain = async { for p in output_pumps.drain(..) { let _ = p.await; } };
-                    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+                code = a.wait() => {
+                    let code = code?;
                     if rt.ready() {
                         let _ = (&mut announce).await;
                     }
-                    println!("Exited App successfully (status {code})");
+                    if code == 0 {
+                        success("Exited App successfully");
+                    } else {
+                        failure(&format!("The App process exited with error code: {}", describe_exit(code)));
+                    }
                     code
                 }
-                _ = until_true(&mut shutdown) => { terminate(c).await; 0 }
-                _ = until_true(&mut stop) => { terminate(c).await; 0 }
+                _ = until_true(&mut shutdown) => { a.terminate(Duration::from_secs(5)).await; 0 }
+                _ = until_true(&mut stop) => {
+                    info("\nterminated signal received: shutting down");
+                    a.terminate(Duration::from_secs(5)).await;
+                    success("Exited App successfully");
+                    0
+                }
             }
         }
         None => {
             tokio::select! {
                 _ = until_true(&mut shutdown) => {}
-                _ = until_true(&mut stop) => {}
+                _ = until_true(&mut stop) => info("\nterminated signal received: shutting down"),
             }
             0
         }
@@ -236,105 +277,59 @@ pub async fn run_app(spec: AppSpec, mut stop: watch::Receiver<bool>) -> Result<i
     rt.request_shutdown();
     sidecar.wait().await;
     RunRecord::remove(&app_id, cli_pid);
-    println!("Exited Dapr successfully");
+    success("Exited Dapr successfully");
     Ok(code)
 }
 
+/// How the Dapr CLI (Go's `exec`) names an exit: `exit status N`, or
+/// `signal: killed` for a signal.
+pub fn describe_exit(code: i32) -> String {
+    if code > 128 {
+        let name = nix::sys::signal::Signal::try_from(code - 128)
+            .map(|s| match s {
+                nix::sys::signal::Signal::SIGKILL => "killed".to_string(),
+                nix::sys::signal::Signal::SIGTERM => "terminated".to_string(),
+                nix::sys::signal::Signal::SIGINT => "interrupt".to_string(),
+                other => other.as_str().to_lowercase(),
+            })
+            .unwrap_or_else(|_| (code - 128).to_string());
+        format!("signal: {name}")
+    } else {
+        format!("exit status {code}")
+    }
+}
+
 /// Resolves when the flag turns true (or its sender is gone).
-async fn until_true(rx: &mut watch::Receiver<bool>) {
+pub async fn until_true(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-fn exit_code(status: std::process::ExitStatus) -> i32 {
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(1))
 }
 
-fn spawn_app(
-    spec: &AppSpec,
-    o: &SidecarOptions,
-) -> Result<(Child, Vec<tokio::task::JoinHandle<()>>)> {
-    let mut cmd = Command::new(&spec.command[0]);
-    cmd.args(&spec.command[1..])
-        .env("APP_ID", &o.app_id)
-        .env("DAPR_HTTP_PORT", o.http_port().to_string())
-        .env("DAPR_GRPC_PORT", o.grpc_port().to_string())
-        .env("DAPR_METRICS_PORT", o.metrics_port_or_default().to_string())
-        .env("APP_PROTOCOL", o.app_protocol.as_str())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+/// The app's environment as `dapr run` sets it; the template's `env` last,
+/// so it wins.
+pub fn app_env(o: &SidecarOptions, extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("APP_ID".to_string(), o.app_id.clone()),
+        ("DAPR_HTTP_PORT".into(), o.http_port().to_string()),
+        ("DAPR_GRPC_PORT".into(), o.grpc_port().to_string()),
+        (
+            "DAPR_METRICS_PORT".into(),
+            o.metrics_port_or_default().to_string(),
+        ),
+        ("APP_PROTOCOL".into(), o.app_protocol.as_str().to_string()),
+    ];
     if let Some(port) = o.app_port {
-        cmd.env("APP_PORT", port.to_string());
+        env.push(("APP_PORT".into(), port.to_string()));
     }
     if o.app_channel_address != "127.0.0.1" {
-        cmd.env("APP_CHANNEL_ADDRESS", &o.app_channel_address);
+        env.push(("APP_CHANNEL_ADDRESS".into(), o.app_channel_address.clone()));
     }
-    if let Some(dir) = &spec.dir {
-        cmd.current_dir(dir);
-    }
-    if let Some(gid) = spec.gid.or(spec.uid) {
-        cmd.gid(gid);
-    }
-    if let Some(uid) = spec.uid {
-        cmd.uid(uid);
-    }
-    for (k, v) in &spec.env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start the app command `{}`", spec.command.join(" ")))?;
-    let mut pumps = Vec::new();
-    for (stream, is_err) in [
-        (
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            false,
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            true,
-        ),
-    ] {
-        let Some(stream) = stream else { continue };
-        let prefix = spec.prefix.clone();
-        pumps.push(tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if is_err {
-                    eprintln!("{prefix}{line}");
-                } else {
-                    println!("{prefix}{line}");
-                }
-            }
-        }));
-    }
-    Ok((child, pumps))
-}
-
-/// SIGTERM to the app's process group, SIGKILL after 5 s.
-async fn terminate(child: &mut Child) {
-    use nix::sys::signal::{Signal, killpg};
-    use nix::unistd::Pid;
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-    }
-    let _ = child.kill().await;
+    env.extend(extra.iter().cloned());
+    env
 }

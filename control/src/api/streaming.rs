@@ -114,7 +114,7 @@ pub async fn subscribe(
                     }
                     _ => return Ok(()),
                 };
-                let event = crate::delivery::topic_event_request(&ce, &pubsub, "");
+                let event = crate::delivery::topic_event_request(&ce, &pubsub, &msg.topic, "");
                 let id = event.id.clone();
                 let (done_tx, done_rx) = oneshot::channel();
                 waiting

@@ -259,7 +259,7 @@ async fn send_grpc(
     let entries = batch
         .iter()
         .map(|(id, ce)| {
-            let e = topic_event_request(ce, &sub.spec.pubsubname, path);
+            let e = topic_event_request(ce, &sub.spec.pubsubname, &sub.spec.topic, path);
             rt::TopicEventBulkRequestEntry {
                 entry_id: id.clone(),
                 content_type: CLOUDEVENTS_JSON.into(),

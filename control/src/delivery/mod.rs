@@ -364,7 +364,7 @@ async fn post_grpc(
     ce: &serde_json::Map<String, Value>,
 ) -> Outcome {
     use tandem_proto::runtime::v1 as rt;
-    let event = topic_event_request(ce, &sub.spec.pubsubname, path);
+    let event = topic_event_request(ce, &sub.spec.pubsubname, &sub.spec.topic, path);
     let _permit = app.permit().await;
     let mut req = tonic::Request::new(event);
     app.add_grpc_token(&mut req);
@@ -390,10 +390,14 @@ async fn post_grpc(
 }
 
 /// A CloudEvent as the gRPC `TopicEventRequest` apps and streaming
-/// subscribers receive.
+/// subscribers receive. `topic` is the topic it was read from — for a
+/// dead-lettered message the dead-letter topic, while the event's own
+/// `topic` extension keeps the original (daprd does the same, and the SDKs
+/// route on the former).
 pub(crate) fn topic_event_request(
     ce: &serde_json::Map<String, Value>,
     pubsub: &str,
+    topic: &str,
     path: &str,
 ) -> tandem_proto::runtime::v1::TopicEventRequest {
     let s = |k: &str| {
@@ -424,7 +428,7 @@ pub(crate) fn topic_event_request(
         r#type: s("type"),
         spec_version: s("specversion"),
         data_content_type: s("datacontenttype"),
-        topic: s("topic"),
+        topic: topic.to_string(),
         data: grpc_data(ce),
         pubsub_name: pubsub.to_string(),
         path: path.to_string(),
