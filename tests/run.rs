@@ -19,7 +19,7 @@ fn http_port_announced(out: &Output) -> u16 {
     let text = out.text();
     let line = text
         .lines()
-        .find(|l| l.starts_with("Starting Dapr with id"))
+        .find(|l| l.starts_with("ℹ️  Starting Dapr with id"))
         .unwrap_or_else(|| panic!("{text}"));
     common::port_in(line, "HTTP Port")
 }
@@ -294,14 +294,18 @@ fn run_file_starts_every_app_with_its_own_sidecar() {
 
     let bad = dir.write(
         "bad.yaml",
-        "version: 1\napps:\n- appDirPath: ./a\n  command: [\"true\"]\n",
+        "version: 1\napps:\n- appID: x\n  command: [\"true\"]\n",
     );
     let out = tandem(&home)
         .args(["run", "-f", bad.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("every app needs `appID`"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("required field `appDirPath` is missing"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -333,4 +337,363 @@ fn run_without_an_app_is_just_the_sidecar() {
     );
     let status = wait_exit(&mut child, Duration::from_secs(15)).expect("shutdown API ends the run");
     assert!(status.success());
+}
+
+/// How `tandem run` is killed in each case of an app-outlives-run test.
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    /// SIGTERM to the run's process group, SIGKILL to it 200 ms later: what
+    /// supervisors and test harnesses do.
+    TermThenKillGroup,
+    /// SIGKILL to the whole group at once.
+    KillGroup,
+    /// SIGKILL to `tandem run` alone (an OOM kill).
+    KillRunOnly,
+}
+
+/// The app never outlives its `tandem run`: killed any of three ways, the
+/// app (started through a shell that forks, as `npm start` does) is gone
+/// and its port free within a second, and a new run can take the port.
+#[test]
+fn an_app_never_outlives_a_killed_run() {
+    use std::os::unix::process::CommandExt;
+    for kill in [Kill::TermThenKillGroup, Kill::KillGroup, Kill::KillRunOnly] {
+        let home = TempDir::new("run-kill");
+        let port = free_port();
+        let start = |home: &TempDir| {
+            let mut child = tandem(home)
+                .args([
+                    "run",
+                    "--app-id",
+                    "victim",
+                    "--app-port",
+                    &port.to_string(),
+                    "--",
+                    "sh",
+                    "-c",
+                ])
+                // `; true` keeps the shell alive: python is a grandchild.
+                .arg(format!(
+                    "python3 -m http.server {port} --bind 127.0.0.1; true"
+                ))
+                .process_group(0)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let out = Output::capture(child.stdout.take().unwrap());
+            assert!(
+                out.wait_for("You're up and running!", Duration::from_secs(30)),
+                "{kill:?}: {}",
+                out.text()
+            );
+            (child, out)
+        };
+        let (mut child, _out) = start(&home);
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+        let run = nix::unistd::Pid::from_raw(child.id() as i32);
+        use nix::sys::signal::{Signal, kill as send};
+        match kill {
+            Kill::TermThenKillGroup => {
+                send(group, Signal::SIGTERM).unwrap();
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = send(group, Signal::SIGKILL);
+            }
+            Kill::KillGroup => send(group, Signal::SIGKILL).unwrap(),
+            Kill::KillRunOnly => send(run, Signal::SIGKILL).unwrap(),
+        }
+        let killed_at = Instant::now();
+        child.wait().unwrap();
+        let mut free = false;
+        while killed_at.elapsed() < Duration::from_secs(1) {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                free = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            free,
+            "{kill:?}: the app still holds port {port} a second later"
+        );
+        // A restarted run starts its app on the same port.
+        let (mut again, out) = start(&home);
+        assert!(
+            out.text().contains("== APP == Serving HTTP"),
+            "{kill:?}: {}",
+            out.text()
+        );
+        send(
+            nix::unistd::Pid::from_raw(-(again.id() as i32)),
+            Signal::SIGTERM,
+        )
+        .unwrap();
+        again.wait().unwrap();
+    }
+}
+
+/// `tandem invoke`, `publish`, `list -o` and `version` with the Dapr CLI's
+/// flags and lines.
+#[test]
+fn invoke_publish_list_and_version_as_the_dapr_cli() {
+    let home = TempDir::new("cli-cmds");
+    let dir = TempDir::new("cli-cmds-app");
+    let port = free_port();
+    let record = dir.path().join("events.txt");
+    let app = dir.write(
+        "app.py",
+        r#"import json, os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def reply(self, code, body, ctype="application/json"):
+        self.send_response(code); self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def do_GET(self):
+        if self.path == "/dapr/subscribe":
+            return self.reply(200, json.dumps([{"pubsubname": "pubsub", "topic": "orders", "route": "/orders"}]).encode())
+        self.reply(404, b"{}")
+    def do_PUT(self): self.do_POST()
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/orders":
+            with open(os.environ["RECORD"], "a") as f:
+                f.write(json.loads(body).get("data", {}).__repr__() + "\n")
+            return self.reply(200, b'{"status":"SUCCESS"}')
+        if self.path.startswith("/fail"):
+            return self.reply(500, b"broken on purpose", "text/plain")
+        self.reply(200, json.dumps({"verb": self.command, "path": self.path, "body": body.decode(),
+            "ctype": self.headers.get("content-type"), "x": self.headers.get("x-tenant")}).encode())
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#,
+    );
+    let mut child = tandem(&home)
+        .args([
+            "run",
+            "--app-id",
+            "shop",
+            "--app-port",
+            &port.to_string(),
+            "--",
+        ])
+        .args(["python3", app.to_str().unwrap(), &port.to_string()])
+        .env("RECORD", &record)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = Output::capture(child.stdout.take().unwrap());
+    assert!(
+        out.wait_for("You're up and running!", Duration::from_secs(30)),
+        "{}",
+        out.text()
+    );
+
+    let run = |args: &[&str]| {
+        let o = tandem(&home).args(args).output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // invoke: POST by default, JSON content type, body printed, then the line.
+    let (code, stdout, stderr) = run(&[
+        "invoke",
+        "--app-id",
+        "shop",
+        "--method",
+        "orders/new?x=1",
+        "--data",
+        r#"{"id":1}"#,
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let body: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(body["verb"], "POST");
+    assert_eq!(body["path"], "/orders/new?x=1");
+    assert_eq!(body["body"], r#"{"id":1}"#);
+    assert_eq!(body["ctype"], "application/json");
+    assert!(
+        stdout.ends_with("✅  App invoked successfully\n"),
+        "{stdout}"
+    );
+    // --verb, --data-file, --header
+    let payload = dir.write("payload.json", r#"{"from":"file"}"#);
+    let (code, stdout, _) = run(&[
+        "invoke",
+        "-a",
+        "shop",
+        "-m",
+        "put-here",
+        "-v",
+        "PUT",
+        "-f",
+        payload.to_str().unwrap(),
+        "-H",
+        "x-tenant: acme",
+    ]);
+    assert_eq!(code, 0);
+    let body: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (
+            body["verb"].as_str(),
+            body["body"].as_str(),
+            body["x"].as_str()
+        ),
+        (Some("PUT"), Some(r#"{"from":"file"}"#), Some("acme"))
+    );
+    // errors: the app's failure, an unknown app, both data flags, a bad header
+    let (code, _, stderr) = run(&["invoke", "-a", "shop", "-m", "fail"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("❌  error invoking app shop: 500") && stderr.contains("broken on purpose"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["invoke", "-a", "nobody", "-m", "x"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("app ID nobody not found"), "{stderr}");
+    let (code, _, stderr) = run(&[
+        "invoke",
+        "-a",
+        "shop",
+        "-m",
+        "x",
+        "-d",
+        "1",
+        "-f",
+        payload.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("Only one of --data and --data-file allowed in the same invoke command")
+    );
+    let (code, _, stderr) = run(&["invoke", "-a", "shop", "-m", "x", "-H", "no-separator"]);
+    assert_eq!(code, 1, "{stderr}");
+    let (code, _, stderr) = run(&["invoke", "-a", "shop", "-m", "a b"]);
+    assert_eq!(code, 1, "{stderr}");
+
+    // publish: to the embedded pub/sub; the app's subscription receives it.
+    let (code, stdout, stderr) = run(&[
+        "publish",
+        "--publish-app-id",
+        "shop",
+        "--pubsub",
+        "pubsub",
+        "--topic",
+        "orders",
+        "--data",
+        r#"{"orderId":42}"#,
+        "--metadata",
+        r#"{"ttlInSeconds":"60"}"#,
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("✅  Event published successfully"),
+        "{stdout}"
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .contains("42")
+        && Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .contains("'orderId': 42")
+    );
+    let (code, _, stderr) = run(&[
+        "publish", "-i", "shop", "-p", "nope", "-t", "orders", "-d", "{}",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("Error publishing topic orders: unexpected status code 404 on publishing to orders in nope"), "{stderr}");
+    let (code, _, stderr) = run(&[
+        "publish", "-i", "shop", "-p", "pubsub", "-t", "orders", "-m", "not json",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("Error parsing metadata as JSON"),
+        "{stderr}"
+    );
+
+    // list in three shapes
+    let (code, json, _) = run(&["list", "-o", "json"]);
+    assert_eq!(code, 0);
+    assert!(
+        !json.ends_with('\n'),
+        "as the Dapr CLI: no newline after the JSON"
+    );
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let keys: Vec<&str> = rows[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for k in [
+        "appId",
+        "httpPort",
+        "grpcPort",
+        "appPort",
+        "metricsEnabled",
+        "command",
+        "age",
+        "created",
+        "daprdPid",
+        "cliPid",
+        "appPid",
+        "maxRequestBodySize",
+        "httpReadBufferSize",
+        "runTemplatePath",
+        "appLogPath",
+        "daprdLogPath",
+        "runTemplateName",
+    ] {
+        assert!(keys.contains(&k), "{k} in {json}");
+    }
+    assert_eq!(rows[0]["appId"], "shop");
+    assert_eq!(rows[0]["appPort"], port);
+    assert_eq!(rows[0]["cliPid"], child.id());
+    assert_eq!(rows[0]["maxRequestBodySize"], 4 << 20);
+    assert!(rows[0]["appPid"].as_u64().unwrap() > 0);
+    let (_, yaml, _) = run(&["list", "-o", "yaml"]);
+    assert!(
+        yaml.contains("appId: shop") && yaml.contains(&format!("appPort: {port}")),
+        "{yaml}"
+    );
+    let (_, table, _) = run(&["list"]);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("APP ID") && header.contains("HTTP PORT") && header.contains("CLI PID"),
+        "{table}"
+    );
+    assert!(
+        !header.contains("RUN TEMPLATE PATH"),
+        "blank columns are left out: {table}"
+    );
+    let (code, _, stderr) = run(&["list", "-o", "xml"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("An invalid output format was specified."));
+
+    // version
+    let (_, text, _) = run(&["version"]);
+    assert!(
+        text.starts_with("CLI version: ") && text.contains(" \nRuntime version: "),
+        "{text}"
+    );
+    let (_, json, _) = run(&["version", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["Cli version"].is_string() && v["Runtime version"].is_string());
+    let (_, text, _) = run(&["--version"]);
+    assert!(text.starts_with("CLI version: "), "{text}");
+
+    let (code, stdout, _) = run(&["stop", "shop"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("✅  app stopped successfully: shop"));
+    child.wait().unwrap();
+    let (_, table, _) = run(&["list"]);
+    assert_eq!(table.trim(), "No Dapr instances found.");
 }
