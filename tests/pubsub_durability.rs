@@ -61,6 +61,107 @@ fn subscription(topic: &str) -> String {
     format!(r#"[{{"pubsubname":"bus","topic":"{topic}","route":"/in"}}]"#)
 }
 
+/// The subscriber is a `tandem run` of the recorder app, SIGKILLed with its
+/// whole process group part-way through (what supervisors and test
+/// harnesses do) and started again the same way: every message arrives.
+fn killed_subscriber_run(yaml: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    let run = run_id();
+    let topic = format!("runkill-{run}");
+    let dir = TempDir::new("runkill");
+    dir.write("res/bus.yaml", yaml);
+    let record = dir.path().join("record.txt");
+    let res = dir.path().join("res");
+    let port = free_port();
+    let home = TempDir::new("runkill-home");
+    let start = || {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/event_recorder.py");
+        let mut child = Command::new(common::BIN)
+            .env("TANDEM_HOME", home.path())
+            .env("RECORD", &record)
+            .env("SUBSCRIBE", subscription(&topic))
+            .env("DELAY_MS", "20")
+            .args([
+                "run",
+                "--app-id",
+                &format!("orders-{run}"),
+                "--app-port",
+                &port.to_string(),
+            ])
+            .args([
+                "--resources-path",
+                res.to_str().unwrap(),
+                "--",
+                "python3",
+                script,
+                &port.to_string(),
+            ])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = common::Output::capture(child.stdout.take().unwrap());
+        assert!(
+            out.wait_for("You're up and running!", Duration::from_secs(30)),
+            "{}",
+            out.text()
+        );
+        child
+    };
+    let recorded = || -> BTreeSet<String> {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    let mut first = start();
+    std::thread::sleep(Duration::from_secs(1));
+    let publisher = sidecar()
+        .app_id(&format!("shop-{run}"))
+        .args(["--resources-path", res.to_str().unwrap()])
+        .start();
+    let expected: BTreeSet<String> = (0..60).map(|i| format!("m-{i}")).collect();
+    for p in &expected {
+        let r = publisher.request("POST", &format!("/v1.0/publish/bus/{topic}"), p.as_bytes());
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let end = Instant::now() + Duration::from_secs(15);
+    while recorded().len() < 5 {
+        assert!(Instant::now() < end, "no deliveries started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-(first.id() as i32)),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = first.wait();
+    let before = recorded().len();
+    assert!(
+        before < expected.len(),
+        "killed mid-stream ({before} delivered)"
+    );
+    let mut second = start();
+    let end = Instant::now() + Duration::from_secs(40);
+    while !recorded().is_superset(&expected) {
+        assert!(
+            Instant::now() < end,
+            "the restarted run's app got {} of {}",
+            recorded().len(),
+            expected.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-(second.id() as i32)),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = second.wait();
+    topic
+}
+
 /// Publishes one message; true when the sidecar acknowledged it (204).
 fn publish(publisher: &Sidecar, topic: &str, payload: &str) -> bool {
     publisher
@@ -275,6 +376,11 @@ mod redis_streams {
         killed_subscriber_app(&yaml(6379));
     }
 
+    #[test]
+    fn killed_subscriber_run_loses_nothing() {
+        killed_subscriber_run(&yaml(6379));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_crashed_redis_with_aof_loses_nothing_acknowledged() {
         let port = free_port();
@@ -474,6 +580,11 @@ mod embedded_log {
     #[test]
     fn killed_subscriber_app_loses_nothing() {
         killed_subscriber_app(&yaml(&TempDir::new("embedded-app")));
+    }
+
+    #[test]
+    fn killed_subscriber_run_loses_nothing() {
+        killed_subscriber_run(&yaml(&TempDir::new("embedded-run")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
