@@ -79,7 +79,7 @@ pub struct Component {
     pub spec: ComponentSpec,
     #[serde(default)]
     pub auth: Auth,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub scopes: Vec<String>,
 }
 
@@ -98,7 +98,7 @@ pub struct ComponentSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub init_timeout: Option<GoDuration>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub metadata: Vec<MetadataItem>,
 }
 
@@ -114,7 +114,7 @@ pub struct Subscription {
     #[serde(default)]
     pub metadata: ObjectMeta,
     pub spec: SubscriptionSpec,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub scopes: Vec<String>,
 }
 
@@ -148,7 +148,7 @@ pub struct SubscriptionSpec {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionRoutes {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub rules: Vec<RouteRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
@@ -203,7 +203,7 @@ pub struct Resiliency {
     #[serde(default)]
     pub metadata: ObjectMeta,
     pub spec: ResiliencySpec,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub scopes: Vec<String>,
 }
 
@@ -380,7 +380,7 @@ pub struct HttpEndpoint {
     pub spec: HttpEndpointSpec,
     #[serde(default)]
     pub auth: Auth,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub scopes: Vec<String>,
 }
 
@@ -389,7 +389,7 @@ pub struct HttpEndpoint {
 pub struct HttpEndpointSpec {
     #[serde(rename = "baseUrl")]
     pub base_url: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub headers: Vec<MetadataItem>,
     #[serde(rename = "clientTLS", default, skip_serializing_if = "Option::is_none")]
     pub client_tls: Option<ClientTls>,
@@ -460,7 +460,7 @@ pub struct ConfigurationSpec {
     pub access_control: Option<AccessControlSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<SecretsSpec>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub features: Vec<FeatureSpec>,
     #[serde(
         rename = "httpPipeline",
@@ -522,7 +522,7 @@ pub struct OtelSpec {
     pub protocol: Option<String>,
     #[serde(rename = "isSecure", default, skip_serializing_if = "Option::is_none")]
     pub is_secure: Option<bool>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub headers: Vec<MetadataItem>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<GoDuration>,
@@ -538,7 +538,7 @@ pub struct MetricSpec {
     pub http: Option<serde_json::Value>,
     #[serde(rename = "latencyDistributionBuckets", default)]
     pub latency_distribution_buckets: Vec<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub rules: Vec<serde_json::Value>,
 }
 
@@ -592,7 +592,7 @@ pub struct AccessControlSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub trust_domain: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub policies: Vec<AppPolicy>,
 }
 
@@ -610,7 +610,7 @@ pub struct AppPolicy {
     pub trust_domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub operations: Vec<OperationPolicy>,
 }
 
@@ -624,7 +624,7 @@ pub struct OperationPolicy {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct SecretsSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub scopes: Vec<SecretScope>,
 }
 
@@ -663,7 +663,7 @@ pub struct FeatureSpec {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct PipelineSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub handlers: Vec<PipelineHandler>,
 }
 
@@ -686,9 +686,9 @@ pub struct NameResolutionSpec {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct ApiSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub allowed: Vec<ApiRule>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub denied: Vec<ApiRule>,
 }
 
@@ -741,7 +741,7 @@ impl ApiSpec {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 pub struct ComponentsSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub deny: Vec<String>,
 }
 
@@ -782,4 +782,14 @@ impl ConfigurationSpec {
             .iter()
             .find(|s| s.store_name == store)
     }
+}
+
+/// A list field written with no value (`metadata:` or `scopes: ~`) is an
+/// empty list, as daprd reads it.
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }

@@ -424,3 +424,19 @@ fn hostile_yaml_is_bounded() {
     let e = result.unwrap_err().to_string();
     assert!(e.starts_with("laughs.yaml:") && e.contains("budget"), "{e}");
 }
+
+#[test]
+fn empty_lists_written_without_a_value_are_empty() {
+    // `metadata:` with nothing under it (and `scopes: ~`) is how many
+    // examples write a component without settings; daprd loads them.
+    for text in [
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: m\nspec:\n  type: pubsub.in-memory\n  version: v1\n  metadata:\nscopes: ~\n",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: m\nspec:\n  type: pubsub.in-memory\n  metadata: []\n",
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: m\nspec:\n  type: pubsub.in-memory\n",
+    ] {
+        let (_d, p) = dir_with(&[("m.yaml", text)]);
+        let set = load_dirs(&[p], &ctx("orders")).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(set.components.len(), 1);
+        assert!(set.components[0].resource.spec.metadata.is_empty());
+    }
+}

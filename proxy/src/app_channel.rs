@@ -211,8 +211,20 @@ impl AppChannel {
         if let Transport::Grpc { channel } = &self.transport {
             return self.invoke_grpc(channel.clone(), req).await;
         }
+        let mut req = req;
+        if req
+            .headers_mut()
+            .remove(crate::invoke::DATA_TYPE_URL)
+            .is_some()
+        {
+            req.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(crate::invoke::PROTOBUF_CONTENT_TYPE),
+            );
+        }
         let mut resp = self.send_http(req).await?;
         crate::invoke::strip_hop_by_hop(resp.headers_mut());
+        resp.headers_mut().remove(crate::invoke::DATA_TYPE_URL);
         Ok(resp.map(crate::invoke::boxed))
     }
 
@@ -251,10 +263,16 @@ impl AppChannel {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        let type_url = parts
+            .headers
+            .get(crate::invoke::DATA_TYPE_URL)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
         let message = common::InvokeRequest {
             method: parts.uri.path().trim_start_matches('/').to_string(),
             data: Some(prost_types::Any {
-                type_url: String::new(),
+                type_url,
                 value: body.to_vec(),
             }),
             content_type,
@@ -269,8 +287,10 @@ impl AppChannel {
             if let (Ok(k), Ok(v)) = (
                 tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
                 tonic::metadata::MetadataValue::try_from(value.as_bytes()),
-            ) && !matches!(name.as_str(), "content-type" | "content-length" | "te")
-            {
+            ) && !matches!(
+                name.as_str(),
+                "content-type" | "content-length" | "te" | crate::invoke::DATA_TYPE_URL
+            ) {
                 grpc_req.metadata_mut().insert(k, v);
             }
         }
@@ -283,9 +303,11 @@ impl AppChannel {
                 if !resp.content_type.is_empty() {
                     b = b.header(http::header::CONTENT_TYPE, resp.content_type);
                 }
-                b.body(crate::invoke::full(
-                    resp.data.map(|d| d.value).unwrap_or_default(),
-                ))
+                let data = resp.data.unwrap_or_default();
+                if !data.type_url.is_empty() {
+                    b = b.header(crate::invoke::DATA_TYPE_URL, data.type_url);
+                }
+                b.body(crate::invoke::full(data.value))
             }
             Err(status) => Response::builder()
                 .status(http_status_of(status.code()))

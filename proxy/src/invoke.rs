@@ -37,6 +37,12 @@ pub const CALLER: &str = "tandem-caller-app-id";
 /// to apps.
 pub const GRPC_STATUS: &str = "tandem-grpc-status";
 pub const CALLER_NAMESPACE: &str = "tandem-caller-namespace";
+/// The protobuf type of an invocation's data (`google.protobuf.Any`'s
+/// `type_url`), on a request from an `InvokeService` caller and on a gRPC
+/// app's answer, so the `Any` arrives whole at the far end. HTTP apps and
+/// callers see `Content-Type: application/x-protobuf` instead, as from daprd.
+pub const DATA_TYPE_URL: &str = "tandem-data-type-url";
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 
 pub fn boxed<B>(body: B) -> ProxyBody
 where

@@ -363,9 +363,12 @@ apps:
   command: ["sh", "-c", "sleep 3; {sys.executable} invoke.py"]
 """
     )
-    out = run_file_output(run_file, dict(tandem_env, DAPR_API_METHOD_INVOCATION_PROTOCOL=protocol), ["INVOKE", "Traceback"])
+    needles = ["PROTO" if protocol == "grpc" else "INVOKE", "Traceback"]
+    out = run_file_output(run_file, dict(tandem_env, DAPR_API_METHOD_INVOCATION_PROTOCOL=protocol), needles)
     expected = f"INVOKE {protocol} {{'sum': 5, 'caller': 'client'}} {{'product': 20}}"
     assert expected in out, out
+    if protocol == "grpc":
+        assert "PROTO 5 {'ctype': 'application/x-protobuf', 'len': 7}" in out, out
 
 
 def test_grpc_proxying_between_plain_grpcio_apps(tmp_path, tandem_env):
@@ -459,3 +462,43 @@ def test_grpc_app_takes_an_input_binding(tmp_path, tandem_env, background):
     # The sidecar asked the app (ListInputBindings) and left `other` unread.
     assert run.wait_for("does not take this binding's events"), run.output()
     assert "binding=other" in next(l for l in run.lines if "does not take" in l), run.output()
+
+
+DEAD_LETTER_BROKERS = dict(
+    BROKERS,
+    redis=("pubsub.redis", [("redisHost", "127.0.0.1:6379")]),
+    rabbitmq=("pubsub.rabbitmq", [("connectionString", "amqp://guest:guest@127.0.0.1:5672")]),
+    memory=("pubsub.in-memory", []),
+)
+
+
+@pytest.mark.parametrize("app", ["grpc", "http"])
+@pytest.mark.parametrize("broker", sorted(DEAD_LETTER_BROKERS))
+def test_dead_letter_reaches_the_apps_own_dead_letter_handler(broker, app, tmp_path, tandem_env, background):
+    """The SDKs' dead-letter example: the handler of a topic answers RETRY,
+    the subscription names a dead-letter topic, and the same app handles that
+    topic. The event reaches the dead-letter handler with the dead-letter
+    topic as its topic and the original topic in its `topic` extension."""
+    topic = f"dl-{broker}-{app}-{os.getpid()}-{int(time.time() * 1000)}"
+    res = tmp_path / "res"
+    res.mkdir()
+    type_, md = DEAD_LETTER_BROKERS[broker]
+    md = [(k, v.format(tmp=tmp_path)) for k, v in md]
+    (res / "bus.yaml").write_text(component_yaml("pubsub", type_, md))
+    http_port, grpc_port, app_port = free_port(), free_port(), free_port()
+    script = "grpc_deadletter_app.py" if app == "grpc" else "http_deadletter_app.py"
+    run = background(
+        tandem_cmd(
+            "run", "--app-id", f"dl-{app}-{broker}", "--app-port", str(app_port), "--app-protocol", app,
+            "--resources-path", str(res), "--dapr-grpc-port", str(grpc_port), "--dapr-http-port", str(http_port),
+            "--", *python_app(script, "pubsub", topic),
+        ),
+        tandem_env,
+    )
+    assert run.wait_for("You're up and running!", timeout=60), run.output()
+    time.sleep(1)  # consumer groups and queues are bound asynchronously
+    publish_with_sdk(tandem_env, http_port, grpc_port, topic, '{"order": 9}')
+    assert run.wait_for("== APP == first try on", timeout=30), run.output()
+    assert run.wait_for("== APP == dead letter via", timeout=30), run.output()
+    line = next(l for l in run.output().splitlines() if "dead letter via" in l)
+    assert line.endswith(f"dead letter via {topic}-dead originally {topic} {{'order': 9}}"), run.output()

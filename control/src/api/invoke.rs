@@ -66,19 +66,25 @@ pub async fn invoke_grpc(
     if !message.content_type.is_empty() {
         builder = builder.header(http::header::CONTENT_TYPE, message.content_type.as_str());
     }
-    let data = message.data.map(|d| d.value).unwrap_or_default();
+    let data = message.data.unwrap_or_default();
+    if !data.type_url.is_empty() {
+        builder = builder.header(tandem_proxy::invoke::DATA_TYPE_URL, data.type_url.as_str());
+    }
+    let data = data.value;
     let req = builder
         .body(tandem_proxy::invoke::full(Bytes::from(data)))
         .map_err(|e| ApiError::malformed(format!("invalid method {uri}: {e}")))?;
     let resp = invoke(rt, &r.id, req, "grpc").await?;
     let status = resp.status();
     let app_code = grpc_status(resp.headers());
-    let content_type = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let header = |h: &http::HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let content_type = header(resp.headers(), http::header::CONTENT_TYPE.as_str());
+    let type_url = header(resp.headers(), tandem_proxy::invoke::DATA_TYPE_URL);
     let body = resp
         .into_body()
         .collect()
@@ -97,13 +103,12 @@ pub async fn invoke_grpc(
             ),
         ));
     }
-    Ok(tandem_proto::common::v1::InvokeResponse {
-        data: Some(prost_types::Any {
-            type_url: String::new(),
-            value: body.to_vec(),
-        }),
-        content_type,
-    })
+    // As daprd: no data at all for an empty answer without a type.
+    let data = (!body.is_empty() || !type_url.is_empty()).then(|| prost_types::Any {
+        type_url,
+        value: body.to_vec(),
+    });
+    Ok(tandem_proto::common::v1::InvokeResponse { data, content_type })
 }
 
 /// The gRPC code a gRPC app answered with, when the answer is one.

@@ -6,7 +6,20 @@ import json
 
 from dapr.ext.grpc import App, InvokeMethodRequest, InvokeMethodResponse, SubscriptionMessage
 
+from google.protobuf.wrappers_pb2 import Int64Value, StringValue
+
 app = App()
+
+
+@app.method(name="echo_proto")
+def echo_proto(request: InvokeMethodRequest) -> InvokeMethodResponse:
+    # The caller packed a StringValue; its type must arrive with it.
+    assert request.is_proto(), "the request's Any lost its type_url"
+    msg = StringValue()
+    request.unpack(msg)
+    resp = InvokeMethodResponse()
+    resp.pack(Int64Value(value=len(msg.value)))
+    return resp
 
 
 @app.method(name="multiply")

@@ -5,20 +5,20 @@ import os
 import sys
 
 from dapr.clients.grpc._response import TopicEventResponse
-from dapr.ext.grpc import App
+from dapr.ext.grpc import App, SubscriptionMessage
 
 pubsub, topic = sys.argv[1:3]
 app = App()
 
 
 @app.subscribe(pubsub_name=pubsub, topic=topic, dead_letter_topic=topic + "-dead")
-def failing(event) -> TopicEventResponse:
+def failing(event: SubscriptionMessage) -> TopicEventResponse:
     print("first try on", event.topic(), flush=True)
     return TopicEventResponse("retry")
 
 
 @app.subscribe(pubsub_name=pubsub, topic=topic + "-dead")
-def dead(event) -> TopicEventResponse:
+def dead(event: SubscriptionMessage) -> TopicEventResponse:
     print("dead letter via", event.topic(), "originally", event.extensions().get("topic"), event.data(), flush=True)
     return TopicEventResponse("success")
 

@@ -22,6 +22,12 @@ async def add(request: Request):
     return {"sum": body["a"] + body["b"], "caller": request.headers.get("dapr-caller-app-id")}
 
 
+@app.post("/proto")
+async def proto(request: Request):
+    body = await request.body()
+    return {"ctype": request.headers.get("content-type"), "len": len(body)}
+
+
 @app.get("/healthz")
 def healthz(request: Request):
     print("health probe from", request.headers.get("user-agent", "?"), "token", request.headers.get("dapr-api-token"), flush=True)

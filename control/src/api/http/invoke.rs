@@ -71,11 +71,26 @@ pub async fn forward(
     body: Incoming,
 ) -> Response<ProxyBody> {
     let max = rt.options.max_body_size;
+    let mut parts = parts;
+    // Internal headers come from sidecars, never from an app.
+    for internal in [
+        tandem_proxy::invoke::GRPC_STATUS,
+        tandem_proxy::invoke::DATA_TYPE_URL,
+    ] {
+        parts.headers.remove(internal);
+    }
     let (body, too_large) = tandem_proxy::invoke::limited(body, max);
     let req = Request::from_parts(parts, body);
     match crate::api::invoke::invoke(rt, target, req, "http").await {
         Ok(mut resp) => {
-            resp.headers_mut().remove(tandem_proxy::invoke::GRPC_STATUS);
+            let h = resp.headers_mut();
+            h.remove(tandem_proxy::invoke::GRPC_STATUS);
+            if h.remove(tandem_proxy::invoke::DATA_TYPE_URL).is_some() {
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(tandem_proxy::invoke::PROTOBUF_CONTENT_TYPE),
+                );
+            }
             resp
         }
         Err(_) if too_large.load(std::sync::atomic::Ordering::Relaxed) => {
