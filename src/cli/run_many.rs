@@ -285,38 +285,12 @@ async fn start_one(mut plan: AppPlan, file: &Path, name: &str, cli_pid: u32) -> 
     };
     daprd_sink.line(&format!("Updating metadata for cliPID: {cli_pid}"), false);
     put("cliPID", cli_pid.to_string()).await;
-    let mut app = None;
-    if !plan.command.is_empty() {
-        let spec_env = plan.env.clone();
-        let env = super::run::app_env(o, &spec_env);
-        let mut g = Guarded::spawn(Launch {
-            command: &plan.command,
-            dir: Some(&plan.app_dir),
-            env: &env,
-            uid: None,
-            gid: None,
-            prefix: format!("== APP - {} == ", plan.app_id),
-            sink: app_sink.clone(),
-        })?;
-        let cmd = plan.command.join(" ");
-        daprd_sink.line(&format!("Updating metadata for app command: {cmd}"), false);
-        put("appCommand", cmd).await;
-        if let Some(pid) = g.find_pid().await {
-            daprd_sink.line(&format!("Updating metadata for appPID: {pid}"), false);
-            put("appPID", pid.to_string()).await;
-        }
-        app = Some(g);
-    } else {
-        super::launch::warning(&format!(
-            "No application command found for app \"{}\" present in {}",
-            plan.app_id,
-            file.display()
-        ));
-        app_sink.line("No application command present", false);
-    }
+    // What the app may read from its sidecar's metadata is there before it
+    // starts; only its pid has to wait for it.
+    let has_app = !plan.command.is_empty();
     put("runTemplatePath", file.display().to_string()).await;
     put("runTemplateName", name.to_string()).await;
-    let app_log_path = if app_sink.has_file() && app.is_some() {
+    let app_log_path = if app_sink.has_file() && has_app {
         app_log.display().to_string()
     } else {
         String::new()
@@ -331,6 +305,34 @@ async fn start_one(mut plan: AppPlan, file: &Path, name: &str, cli_pid: u32) -> 
     }
     if !daprd_log_path.is_empty() {
         put("daprdLogPath", daprd_log_path.clone()).await;
+    }
+    let mut app = None;
+    if has_app {
+        let cmd = plan.command.join(" ");
+        daprd_sink.line(&format!("Updating metadata for app command: {cmd}"), false);
+        put("appCommand", cmd).await;
+        let env = super::run::app_env(o, &plan.env);
+        let mut g = Guarded::spawn(Launch {
+            command: &plan.command,
+            dir: Some(&plan.app_dir),
+            env: &env,
+            uid: None,
+            gid: None,
+            prefix: format!("== APP - {} == ", plan.app_id),
+            sink: app_sink.clone(),
+        })?;
+        if let Some(pid) = g.find_pid().await {
+            daprd_sink.line(&format!("Updating metadata for appPID: {pid}"), false);
+            put("appPID", pid.to_string()).await;
+        }
+        app = Some(g);
+    } else {
+        super::launch::warning(&format!(
+            "No application command found for app \"{}\" present in {}",
+            plan.app_id,
+            file.display()
+        ));
+        app_sink.line("No application command present", false);
     }
     daprd_sink.line(
         "You're up and running! Dapr logs will appear here.\n",

@@ -13,7 +13,6 @@ pub fn build(runtime: &Runtime) -> rt::GetMetadataResponse {
     let mut extended: std::collections::HashMap<String, String> =
         runtime.extended().into_iter().collect();
     extended.insert("daprRuntimeVersion".into(), RUNTIME_VERSION.into());
-    extended.insert("tandemVersion".into(), RUNTIME_VERSION.into());
     let subscriptions = runtime
         .subscriptions()
         .into_iter()
@@ -106,7 +105,7 @@ pub fn build(runtime: &Runtime) -> rt::GetMetadataResponse {
             runtime_status: rt::actor_runtime::ActorRuntimeStatus::Disabled as i32,
             active_actors: Vec::new(),
             host_ready: false,
-            placement: String::new(),
+            placement: "placement: disconnected".into(),
         }),
         scheduler: None,
         workflows: Some(rt::MetadataWorkflows {
@@ -125,12 +124,17 @@ pub fn build(runtime: &Runtime) -> rt::GetMetadataResponse {
     }
 }
 
-/// The HTTP `GET /v1.0/metadata` body, shaped like daprd's: empty lists and
-/// maps are left out, except the objects daprd always writes.
+/// The HTTP `GET /v1.0/metadata` body, shaped like daprd's: its keys in
+/// daprd's order, empty lists, maps and strings left out where daprd's
+/// `omitempty` leaves them out, and the objects daprd always writes kept.
 pub fn to_json(m: &rt::GetMetadataResponse) -> Value {
     let mut o = Map::new();
-    o.insert("id".into(), json!(m.id));
-    o.insert("runtimeVersion".into(), json!(m.runtime_version));
+    if !m.id.is_empty() {
+        o.insert("id".into(), json!(m.id));
+    }
+    if !m.runtime_version.is_empty() {
+        o.insert("runtimeVersion".into(), json!(m.runtime_version));
+    }
     if !m.enabled_features.is_empty() {
         o.insert("enabledFeatures".into(), json!(m.enabled_features));
     }
@@ -139,11 +143,20 @@ pub fn to_json(m: &rt::GetMetadataResponse) -> Value {
             .registered_components
             .iter()
             .map(|c| {
-                let mut v = json!({"name": c.name, "type": c.r#type, "version": c.version});
-                if !c.capabilities.is_empty() {
-                    v["capabilities"] = json!(c.capabilities);
+                let mut v = Map::new();
+                for (k, val) in [
+                    ("name", &c.name),
+                    ("type", &c.r#type),
+                    ("version", &c.version),
+                ] {
+                    if !val.is_empty() {
+                        v.insert(k.into(), json!(val));
+                    }
                 }
-                v
+                if !c.capabilities.is_empty() {
+                    v.insert("capabilities".into(), json!(c.capabilities));
+                }
+                Value::Object(v)
             })
             .collect();
         o.insert("components".into(), Value::Array(comps));
@@ -155,30 +168,42 @@ pub fn to_json(m: &rt::GetMetadataResponse) -> Value {
             .subscriptions
             .iter()
             .map(|s| {
-                let mut v = json!({
-                    "pubsubname": s.pubsub_name,
-                    "topic": s.topic,
-                    "type": rt::PubsubSubscriptionType::try_from(s.r#type)
-                        .map(|t| t.as_str_name())
-                        .unwrap_or("UNKNOWN"),
-                });
+                let mut v = Map::new();
+                v.insert("pubsubname".into(), json!(s.pubsub_name));
+                v.insert("topic".into(), json!(s.topic));
                 if !s.metadata.is_empty() {
                     let md: std::collections::BTreeMap<_, _> = s.metadata.iter().collect();
-                    v["metadata"] = json!(md);
+                    v.insert("metadata".into(), json!(md));
                 }
-                if let Some(rules) = &s.rules {
-                    v["rules"] = Value::Array(
-                        rules
-                            .rules
-                            .iter()
-                            .map(|r| json!({"match": r.r#match, "path": r.path}))
-                            .collect(),
-                    );
+                // A flat list over HTTP (the gRPC message nests it).
+                let rules: Vec<Value> = s
+                    .rules
+                    .iter()
+                    .flat_map(|r| &r.rules)
+                    .map(|r| {
+                        let mut rule = Map::new();
+                        if !r.r#match.is_empty() {
+                            rule.insert("match".into(), json!(r.r#match));
+                        }
+                        if !r.path.is_empty() {
+                            rule.insert("path".into(), json!(r.path));
+                        }
+                        Value::Object(rule)
+                    })
+                    .collect();
+                if !rules.is_empty() {
+                    v.insert("rules".into(), Value::Array(rules));
                 }
-                if !s.dead_letter_topic.is_empty() {
-                    v["deadLetterTopic"] = json!(s.dead_letter_topic);
-                }
-                v
+                v.insert("deadLetterTopic".into(), json!(s.dead_letter_topic));
+                v.insert(
+                    "type".into(),
+                    json!(
+                        rt::PubsubSubscriptionType::try_from(s.r#type)
+                            .map(|t| t.as_str_name())
+                            .unwrap_or("UNKNOWN")
+                    ),
+                );
+                Value::Object(v)
             })
             .collect();
         o.insert("subscriptions".into(), Value::Array(subs));
@@ -194,36 +219,80 @@ pub fn to_json(m: &rt::GetMetadataResponse) -> Value {
             ),
         );
     }
-    if let Some(p) = &m.app_connection_properties {
-        let mut v = json!({"protocol": p.protocol, "channelAddress": p.channel_address});
-        if p.port > 0 {
-            v["port"] = json!(p.port);
-        }
-        if p.max_concurrency > 0 {
-            v["maxConcurrency"] = json!(p.max_concurrency);
-        }
-        if let Some(h) = &p.health {
-            v["health"] = json!({
-                "healthCheckPath": h.health_check_path,
-                "healthProbeInterval": h.health_probe_interval,
-                "healthProbeTimeout": h.health_probe_timeout,
-                "healthThreshold": h.health_threshold,
-            });
-        }
-        o.insert("appConnectionProperties".into(), v);
+    let p = m.app_connection_properties.clone().unwrap_or_default();
+    let mut v = Map::new();
+    if p.port > 0 {
+        v.insert("port".into(), json!(p.port));
     }
-    if let Some(a) = &m.actor_runtime {
-        o.insert(
-            "actorRuntime".into(),
-            json!({
-                "runtimeStatus": rt::actor_runtime::ActorRuntimeStatus::try_from(a.runtime_status)
-                    .map(|s| s.as_str_name())
-                    .unwrap_or("DISABLED"),
-                "hostReady": a.host_ready,
-                "placement": a.placement,
-            }),
+    if !p.protocol.is_empty() {
+        v.insert("protocol".into(), json!(p.protocol));
+    }
+    if !p.channel_address.is_empty() {
+        v.insert("channelAddress".into(), json!(p.channel_address));
+    }
+    if p.max_concurrency > 0 {
+        v.insert("maxConcurrency".into(), json!(p.max_concurrency));
+    }
+    if let Some(h) = &p.health {
+        let mut health = Map::new();
+        // daprd names the path for HTTP apps only.
+        if !h.health_check_path.is_empty() && !p.protocol.starts_with("grpc") {
+            health.insert("healthCheckPath".into(), json!(h.health_check_path));
+        }
+        health.insert("healthProbeInterval".into(), json!(h.health_probe_interval));
+        health.insert("healthProbeTimeout".into(), json!(h.health_probe_timeout));
+        if h.health_threshold > 0 {
+            health.insert("healthThreshold".into(), json!(h.health_threshold));
+        }
+        v.insert("health".into(), Value::Object(health));
+    }
+    o.insert("appConnectionProperties".into(), Value::Object(v));
+    let a = m.actor_runtime.clone().unwrap_or_default();
+    let mut actors = Map::new();
+    actors.insert(
+        "runtimeStatus".into(),
+        json!(
+            rt::actor_runtime::ActorRuntimeStatus::try_from(a.runtime_status)
+                .map(|s| s.as_str_name())
+                .unwrap_or("DISABLED")
+        ),
+    );
+    if !a.active_actors.is_empty() {
+        actors.insert(
+            "activeActors".into(),
+            Value::Array(
+                a.active_actors
+                    .iter()
+                    .map(|c| json!({"type": c.r#type, "count": c.count}))
+                    .collect(),
+            ),
         );
     }
+    actors.insert("hostReady".into(), json!(a.host_ready));
+    if !a.placement.is_empty() {
+        actors.insert("placement".into(), json!(a.placement));
+    }
+    o.insert("actorRuntime".into(), Value::Object(actors));
+    if let Some(s) = m
+        .scheduler
+        .as_ref()
+        .filter(|s| !s.connected_addresses.is_empty())
+    {
+        o.insert(
+            "scheduler".into(),
+            json!({"connected_addresses": s.connected_addresses}),
+        );
+    }
+    let workers = m.workflows.as_ref().map_or(0, |w| w.connected_workers);
+    o.insert(
+        "workflows".into(),
+        if workers > 0 {
+            json!({"connectedWorkers": workers})
+        } else {
+            json!({})
+        },
+    );
+    // tandem's addition (newer Dapr versions list them too).
     if !m.resiliencies.is_empty() {
         o.insert(
             "resiliencies".into(),
@@ -235,9 +304,5 @@ pub fn to_json(m: &rt::GetMetadataResponse) -> Value {
             ),
         );
     }
-    o.insert(
-        "workflows".into(),
-        json!({"connectedWorkers": m.workflows.as_ref().map_or(0, |w| w.connected_workers)}),
-    );
     Value::Object(o)
 }

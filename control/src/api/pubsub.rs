@@ -32,7 +32,8 @@ fn lookup(rt: &Runtime, name: &str, topic: &str) -> Result<PubSubComponent, ApiE
             Code::InvalidArgument,
             "ERR_PUBSUB_EMPTY",
             "pubsub name is empty",
-        ));
+        )
+        .on("pubsub", ""));
     }
     let snap = rt.snapshot();
     if snap.pubsubs.is_empty() {
@@ -60,7 +61,8 @@ fn lookup(rt: &Runtime, name: &str, topic: &str) -> Result<PubSubComponent, ApiE
             Code::InvalidArgument,
             "ERR_TOPIC_NAME_EMPTY",
             format!("topic is empty in pubsub {name}"),
-        ));
+        )
+        .on("pubsub", name));
     }
     if !comp.scopes.may_publish(rt.app_id(), topic) {
         return Err(ApiError::new(
@@ -71,7 +73,9 @@ fn lookup(rt: &Runtime, name: &str, topic: &str) -> Result<PubSubComponent, ApiE
                 "topic {topic} is not allowed for app id {} (pubsub {name} scoping)",
                 rt.app_id()
             ),
-        ));
+        )
+        .on("pubsub", name)
+        .meta("topic", topic));
     }
     Ok(comp)
 }
@@ -109,7 +113,9 @@ pub fn envelope(rt: &Runtime, p: &Publish, has_ttl: bool) -> Result<Vec<u8>, Api
                     Code::InvalidArgument,
                     "ERR_PUBSUB_CLOUD_EVENTS_SER",
                     "the body has Content-Type application/cloudevents+json but is not a JSON object",
-                ));
+                )
+                .on("pubsub", &p.pubsub)
+                .meta("appID", rt.app_id()));
             }
         }
     } else {
@@ -173,6 +179,7 @@ pub fn envelope(rt: &Runtime, p: &Publish, has_ttl: bool) -> Result<Vec<u8>, Api
                 "ERR_PUBSUB_REQUEST_METADATA",
                 format!("metadata ttlInSeconds is `{ttl}`; expected a positive whole number"),
             )
+            .on("pubsub", &p.pubsub)
         })?;
         // A broker with native TTL expires the message itself.
         if !has_ttl {
@@ -220,6 +227,9 @@ pub async fn publish(rt: &Runtime, p: Publish) -> Result<(), ApiError> {
                 p.topic, p.pubsub
             ),
         )
+        .on("pubsub", &p.pubsub)
+        .meta("topic", &p.topic)
+        .meta("error", e.to_string())
     })
 }
 
@@ -251,7 +261,11 @@ pub async fn bulk_publish(
                     "every entry needs a unique, non-empty entryId (`{}` is empty or repeated)",
                     e.entry_id
                 ),
-            ));
+            )
+            .with_reason("DAPR_PUBSUB_MARSHAL_EVENTS")
+            .on("pubsub", pubsub)
+            .meta("appID", rt.app_id())
+            .meta("error", "entryId is duplicated or not present for entry"));
         }
     }
     let has_ttl = comp.broker.features().contains(&feature::MESSAGE_TTL);

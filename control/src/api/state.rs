@@ -70,7 +70,8 @@ fn lookup(rt: &Runtime, name: &str) -> Result<StateComponent, ApiError> {
             Code::FailedPrecondition,
             "ERR_STATE_STORE_NOT_CONFIGURED",
             "state store is not configured: add a component of type state.* to a resources dir",
-        ));
+        )
+        .meta("appID", rt.app_id()));
     }
     snap.state_stores.get(name).cloned().ok_or_else(|| {
         ApiError::new(
@@ -86,16 +87,18 @@ fn lookup(rt: &Runtime, name: &str) -> Result<StateComponent, ApiError> {
                     .join(", ")
             ),
         )
-        .with_reason("DAPR_STATE_NOT_FOUND")
+        .meta("appID", rt.app_id())
     })
 }
 
 /// The key as stored: `<prefix>||<key>`. `||` in a user key is refused.
-fn stored_key(comp: &StateComponent, key: &str) -> Result<String, ApiError> {
+fn stored_key(comp: &StateComponent, store: &str, key: &str) -> Result<String, ApiError> {
     if key.contains("||") {
         return Err(
             ApiError::malformed(format!("input key/keyPrefix '{key}' can't contain '||'"))
-                .with_reason("DAPR_STATE_ILLEGAL_KEY"),
+                .with_reason("DAPR_STATE_ILLEGAL_KEY")
+                .on("state", store)
+                .field(key),
         );
     }
     if key.is_empty() {
@@ -173,7 +176,7 @@ fn set_request(
     let (concurrency, consistency) =
         options(code, "saving", store, &item.concurrency, &item.consistency)?;
     Ok(SetRequest {
-        key: stored_key(comp, &item.key)?,
+        key: stored_key(comp, store, &item.key)?,
         value: item.value,
         etag: item.etag.filter(|e| !e.is_empty()),
         metadata: item.metadata,
@@ -196,7 +199,7 @@ fn delete_request(
         &item.consistency,
     )?;
     Ok(DeleteRequest {
-        key: stored_key(comp, &item.key)?,
+        key: stored_key(comp, store, &item.key)?,
         etag: item.etag.filter(|e| !e.is_empty()),
         metadata: item.metadata,
         concurrency,
@@ -215,7 +218,7 @@ pub async fn get(
     let consistency = Consistency::parse(consistency)
         .map_err(|m| store_error("ERR_STATE_GET", "getting", store, StateError::Store(m)))?;
     let req = GetRequest {
-        key: stored_key(&comp, key)?,
+        key: stored_key(&comp, store, key)?,
         consistency,
         metadata,
     };
@@ -273,7 +276,7 @@ pub async fn bulk_get(
         let comp = comp.clone();
         let metadata = metadata.clone();
         async move {
-            let result = match stored_key(&comp, &key) {
+            let result = match stored_key(&comp, store, &key) {
                 Err(e) => Err(e.message),
                 Ok(full) => {
                     let req = GetRequest {
@@ -310,7 +313,9 @@ pub async fn transaction(
             Code::Unimplemented,
             "ERR_STATE_STORE_NOT_SUPPORTED",
             format!("state store {store} doesn't support transactions"),
-        ));
+        )
+        .with_reason("DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED")
+        .on("state", store));
     }
     if let Some(max) = comp.store.max_transaction_ops()
         && ops.len() > max
@@ -320,10 +325,13 @@ pub async fn transaction(
             Code::InvalidArgument,
             "ERR_STATE_STORE_TOO_MANY_TRANSACTIONS",
             format!(
-                "the transaction contains {} operations; state store {store} allows at most {max}",
+                "the transaction contains {} operations, which is more than what the state store supports: {max}",
                 ops.len()
             ),
-        ));
+        )
+        .on("state", store)
+        .meta("currentOpsTransaction", ops.len().to_string())
+        .meta("maxOpsPerTransaction", max.to_string()));
     }
     let mut staged = Vec::with_capacity(ops.len());
     // Outbox projections: published in place of the saved value, not saved.
@@ -345,7 +353,7 @@ pub async fn transaction(
                     crate::outbox::PROJECTION
                 )));
             }
-            let key = stored_key(&comp, &item.key)?;
+            let key = stored_key(&comp, store, &item.key)?;
             item.metadata.remove(crate::outbox::PROJECTION);
             projections.insert(key, (item.value, item.metadata));
             continue;
@@ -416,14 +424,23 @@ pub async fn query(
             Code::Unimplemented,
             "ERR_STATE_STORE_NOT_SUPPORTED",
             format!("state store {store} doesn't support the query API"),
-        ));
+        )
+        .with_reason("DAPR_STATE_QUERYING_NOT_SUPPORTED")
+        .on("state", store));
     }
-    let q = crate::components::state::query::parse(body)
-        .map_err(|m| ApiError::malformed(format!("state query: {m}")))?;
+    let q = crate::components::state::query::parse(body).map_err(|m| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Internal,
+            "ERR_STATE_QUERY",
+            format!("state store {store} query failed: failed to parse JSON query body: {m}"),
+        )
+        .on("state", store)
+    })?;
     let mut result = guarded(&comp, || comp.store.query(q.clone(), comp.prefix.clone()))
         .await
         .map_err(|e| {
-            let mut err = store_error("ERR_STATE_QUERY", "querying", store, e);
+            let mut err = store_error("ERR_STATE_QUERY", "querying", store, e).on("state", store);
             err.http = StatusCode::INTERNAL_SERVER_ERROR;
             err
         })?;

@@ -43,12 +43,13 @@ pub async fn subscribe(
 pub fn unsubscribe(rt: &Runtime, store: &str, id: &str) -> ApiResponse {
     match crate::api::configuration::unsubscribe(rt, store, id) {
         Ok(()) => json(&serde_json::json!({ "ok": true })),
+        // daprd's `{ok, message}` with `omitempty`: a failure has no `ok`.
         Err(e) => Response::builder()
             .status(e.http)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(
-                serde_json::json!({ "ok": false, "message": e.message }).to_string(),
-            )))
+            .body(Full::new(Bytes::from(super::handlers::go_json(
+                &serde_json::json!({ "message": e.message }),
+            ))))
             .expect("valid response parts"),
     }
 }

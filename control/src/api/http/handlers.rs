@@ -18,7 +18,40 @@ fn no_content() -> ApiResponse {
         .expect("valid response parts")
 }
 
+/// A 200 JSON answer written the way daprd's `json.Encoder` writes its
+/// (metadata, secrets, configuration, bulk state, query): see `go_json`.
 pub(super) fn json(value: &serde_json::Value) -> ApiResponse {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(go_json(value))))
+        .expect("valid response parts")
+}
+
+/// JSON as Go's `json.Encoder` writes it: `<`, `>`, `&`, U+2028 and U+2029
+/// escaped, and a newline at the end. Clients that print or compare daprd's
+/// answers see the same bytes. (Those characters only ever occur inside
+/// JSON strings, so escaping them in the text is exact.)
+pub(crate) fn go_json(value: &impl serde::Serialize) -> Vec<u8> {
+    let text = serde_json::to_string(value).expect("JSON of plain values");
+    let mut out = String::with_capacity(text.len() + 1);
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+    out.into_bytes()
+}
+
+/// A 200 JSON answer written compactly, without a final newline (daprd's
+/// protojson answers, e.g. the lock API).
+pub(super) fn compact_json(value: &serde_json::Value) -> ApiResponse {
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")

@@ -1,6 +1,6 @@
 //! `POST /v1.0-alpha1/lock/{store}` and `POST /v1.0-alpha1/unlock/{store}`.
 
-use super::handlers::json;
+use super::handlers::compact_json as json;
 use super::{ApiResponse, wire};
 use crate::error::ApiError;
 use crate::runtime::Runtime;

@@ -206,11 +206,15 @@ pub async fn bulk(
     let out: Vec<serde_json::Value> = items
         .into_iter()
         .map(|i| {
+            // daprd's item: key always; data, etag, metadata and error
+            // only when there is one.
             let mut v = serde_json::json!({"key": i.key});
             match i.result {
                 Ok(Some(value)) => {
                     v["data"] = embed(&value.data);
-                    v["etag"] = value.etag.into();
+                    if let Some(etag) = Some(value.etag).filter(|e| !e.is_empty()) {
+                        v["etag"] = etag.into();
+                    }
                     if !value.metadata.is_empty() {
                         v["metadata"] = serde_json::json!(value.metadata);
                     }
@@ -221,10 +225,7 @@ pub async fn bulk(
             v
         })
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        serde_json::to_vec(&out).expect("plain JSON"),
-    ))
+    Ok(json(StatusCode::OK, super::handlers::go_json(&out)))
 }
 
 #[derive(Deserialize)]
@@ -281,19 +282,16 @@ pub async fn query(
         .items
         .into_iter()
         .map(|i| {
-            serde_json::json!({
-                "key": i.key,
-                "data": embed(&i.data),
-                "etag": i.etag,
-            })
+            let mut v = serde_json::json!({"key": i.key, "data": embed(&i.data)});
+            if !i.etag.is_empty() {
+                v["etag"] = i.etag.into();
+            }
+            v
         })
         .collect();
     let mut body = serde_json::json!({ "results": results });
     if let Some(t) = result.token {
         body["token"] = t.into();
     }
-    Ok(json(
-        StatusCode::OK,
-        serde_json::to_vec(&body).expect("plain JSON"),
-    ))
+    Ok(json(StatusCode::OK, super::handlers::go_json(&body)))
 }

@@ -15,10 +15,15 @@ use std::sync::Arc;
 
 pub type Metadata = BTreeMap<String, String>;
 
+/// One item; empty fields are left out of its JSON, as daprd's `omitempty`
+/// tags do (`{"orderId2":{"value":"102"}}`).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Item {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub value: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub version: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: Metadata,
 }
 
