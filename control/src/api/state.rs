@@ -428,15 +428,9 @@ pub async fn query(
         .with_reason("DAPR_STATE_QUERYING_NOT_SUPPORTED")
         .on("state", store));
     }
-    let q = crate::components::state::query::parse(body).map_err(|m| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Code::Internal,
-            "ERR_STATE_QUERY",
-            format!("state store {store} query failed: failed to parse JSON query body: {m}"),
-        )
-        .on("state", store)
-    })?;
+    // A caller's mistake: 400 (daprd answers 500 ERR_STATE_QUERY).
+    let q = crate::components::state::query::parse(body)
+        .map_err(|m| ApiError::malformed(format!("state query: {m}")))?;
     let mut result = guarded(&comp, || comp.store.query(q.clone(), comp.prefix.clone()))
         .await
         .map_err(|e| {
