@@ -288,8 +288,9 @@ async fn grpc_errors_carry_daprds_details() {
     );
     assert_eq!(d.bad_request().unwrap().field_violations[0].field, "ke||y1");
 
-    // A state get failure is daprd's "basic" error: ErrorInfo whose reason
-    // is the error code; a secret store error has no details.
+    // Other errors are daprd's "basic" ones: one ErrorInfo whose reason is
+    // the error code (for legacy codes such as secrets', daprd sends none;
+    // tandem keeps this one so SDKs can tell failures apart).
     let e = c
         .get_secret(rt::GetSecretRequest {
             store_name: "nostore".into(),
@@ -298,7 +299,9 @@ async fn grpc_errors_carry_daprds_details() {
         })
         .await
         .unwrap_err();
-    assert!(e.get_error_details().error_info().is_none());
+    let d = e.get_error_details();
+    assert_eq!(d.error_info().unwrap().reason, "ERR_SECRET_STORE_NOT_FOUND");
+    assert!(d.resource_info().is_none());
     let e = c
         .publish_event(rt::PublishEventRequest {
             pubsub_name: "nobus".into(),

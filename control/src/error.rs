@@ -33,12 +33,12 @@ pub struct ApiError {
 /// Which details daprd attaches to an error.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Details {
-    /// None on either API (daprd's legacy errors: secrets, lock,
-    /// invocation, health, …).
-    Legacy,
     /// None over HTTP; over gRPC one `ErrorInfo` whose reason is the error
     /// code (daprd's "basic" errors of the state, bindings and
-    /// configuration gRPC handlers).
+    /// configuration gRPC handlers). daprd's legacy errors (secrets, lock,
+    /// invocation, health, …) carry no details at all over gRPC; tandem
+    /// gives them this `ErrorInfo` too, so an SDK's `error_code()` names
+    /// the failure instead of "unknown" — the one place it adds to daprd.
     Basic,
     /// `ErrorInfo` with this reason over both APIs, after a `ResourceInfo`
     /// when `resource` (if the error names its component), a `BadRequest`
@@ -62,7 +62,7 @@ const fn rich(reason: &'static str, resource: bool) -> Details {
 
 /// daprd's details for every error code tandem returns, looked up by the
 /// error code and, where one code has several reasons, by the reason the
-/// error carries. Codes not listed are `Legacy`.
+/// error carries. Codes not listed are `Basic`.
 const DETAILS: &[(&str, Option<&str>, Details)] = &[
     // state (daprd pkg/api/errors/state.go)
     (
@@ -200,7 +200,7 @@ fn details_of(code: &str, reason: Option<&str>) -> Details {
         .iter()
         .find(|(c, r, _)| *c == code && r.is_some() && *r == reason)
         .or_else(|| DETAILS.iter().find(|(c, r, _)| *c == code && r.is_none()))
-        .map_or(Details::Legacy, |(_, _, d)| *d)
+        .map_or(Details::Basic, |(_, _, d)| *d)
 }
 
 impl ApiError {
@@ -335,7 +335,6 @@ impl ApiError {
                 .collect::<std::collections::HashMap<_, _>>()
         };
         let mut details = match self.details() {
-            Details::Legacy => return tonic::Status::new(self.grpc, self.message.clone()),
             Details::Basic => ErrorDetails::with_error_info(self.error_code, "dapr.io", metadata()),
             Details::Rich { reason, .. } => {
                 ErrorDetails::with_error_info(reason, "dapr.io", metadata())

@@ -502,3 +502,47 @@ def test_dead_letter_reaches_the_apps_own_dead_letter_handler(broker, app, tmp_p
     assert run.wait_for("== APP == dead letter via", timeout=30), run.output()
     line = next(l for l in run.output().splitlines() if "dead letter via" in l)
     assert line.endswith(f"dead letter via {topic}-dead originally {topic} {{'order': 9}}"), run.output()
+
+
+def test_quickstart_pub_sub_with_run_f_dot(tmp_path, tandem_env):
+    """Dapr's pub/sub quickstart as its README runs it: `dapr run -f .` (here
+    `tandem run -f .`) in the folder holding dapr.yaml; a plain Flask
+    subscriber and an official-SDK publisher; a Redis pub/sub component and
+    a resiliency file in a shared `components` folder three levels up.
+    Nothing in the folder is changed for tandem."""
+    import shutil
+    import signal
+
+    root = tmp_path / "quickstarts"
+    shutil.copytree(os.path.join(HERE, "quickstart"), root)
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "DEL", "orders"], check=False, capture_output=True)
+    # The quickstart's `python3` is the one with the SDK and Flask installed.
+    env = dict(tandem_env, PATH=os.path.dirname(sys.executable) + os.pathsep + tandem_env["PATH"])
+    app_dir = root / "pub_sub" / "python" / "sdk"
+    proc = subprocess.Popen(
+        tandem_cmd("run", "-f", "."), cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    out = ""
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and out.count("Subscriber received") < 10:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl+C
+        rest, _ = proc.communicate(timeout=30)
+        out += rest
+    assert proc.returncode == 0, out
+    lines = out.splitlines()
+    for app in ["order-processor-sdk", "checkout-sdk"]:
+        logs = app_dir / ("order-processor" if app.startswith("order") else "checkout") / ".dapr" / "logs"
+        assert f'ℹ️  Validating config and starting app "{app}"' in lines, out
+        assert any(l.startswith(f'ℹ️  Started Dapr with app id "{app}". HTTP Port: ') and ". gRPC Port: " in l for l in lines), out
+        assert f"ℹ️  Writing log files to directory : {logs}" in lines, out
+        assert any(f.name.startswith(f"{app}_daprd_") for f in logs.iterdir()), list(logs.iterdir())
+    for i in range(1, 11):
+        assert f'== APP - checkout-sdk == Published data: {{"orderId": {i}}}' in lines, out
+        assert f'== APP - order-processor-sdk == Subscriber received : {{"orderId": {i}}}' in lines, out
+    assert "ℹ️  Received signal to stop Dapr and app processes. Shutting down Dapr and app processes." in lines, out
