@@ -70,17 +70,16 @@ pub async fn redis_connection(
         .map_err(|e| format!("cannot connect to redis at {host}: {e}"))
 }
 
-/// A PostgreSQL connection pool from `connectionString` (keyword or URL
-/// form) and `maxConns` (default 16). Connections are made on first use.
+/// A PostgreSQL connection pool from Dapr's PostgreSQL metadata
+/// (`connectionString` in pgx's keyword or URL form, the separate
+/// `host`/`port`/`database`/`user`/`password`, `maxConns`, `timeout`,
+/// `connectionMaxIdleTime`: see `postgres_conn`). Connections are made on
+/// first use.
 #[cfg(feature = "postgres")]
 pub fn postgres_pool(m: &BTreeMap<String, String>) -> Result<deadpool_postgres::Pool, String> {
     use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-    let conn_str = m.get("connectionString").filter(|s| !s.is_empty()).ok_or(
-        "metadata `connectionString` is required, e.g. host=localhost user=postgres dbname=dapr",
-    )?;
-    let config: tokio_postgres::Config = conn_str
-        .parse()
-        .map_err(|e| format!("metadata `connectionString` is not valid: {e}"))?;
+    let (config, max) = super::postgres_conn::config(m)?;
+    let idle = super::postgres_conn::max_idle(m)?;
     let manager = Manager::from_config(
         config,
         tokio_postgres::NoTls,
@@ -88,17 +87,27 @@ pub fn postgres_pool(m: &BTreeMap<String, String>) -> Result<deadpool_postgres::
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let max: usize = match m.get("maxConns").filter(|v| !v.is_empty()) {
-        Some(v) => v
-            .parse()
-            .map_err(|_| format!("metadata `maxConns` is `{v}`; expected a number"))?,
-        None => 16,
-    };
-    Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(max)
         .runtime(deadpool_postgres::Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(5)))
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    if let Some(idle) = idle
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
+        // Close connections idle longer than `connectionMaxIdleTime`; the
+        // task ends with the pool.
+        let weak = pool.weak();
+        rt.spawn(async move {
+            let every = idle.min(Duration::from_secs(30)).max(Duration::from_millis(100));
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(pool) = weak.upgrade() else { return };
+                pool.retain(|_, metrics| metrics.last_used() < idle);
+            }
+        });
+    }
+    Ok(pool)
 }

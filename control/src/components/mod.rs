@@ -4,8 +4,11 @@
 
 pub mod bindings;
 pub mod configuration;
+pub mod dapr_metadata;
 pub mod lock;
 pub mod metadata;
+#[cfg(feature = "postgres")]
+pub mod postgres_conn;
 pub mod pubsub;
 pub mod secretstores;
 pub mod shared_sqlite;
@@ -658,6 +661,7 @@ async fn resolve_metadata(
         };
         out.insert(item.name.clone(), value);
     }
+    dapr_metadata::normalize(&c.spec.type_, &c.spec.version, &mut out)?;
     Ok(out)
 }
 

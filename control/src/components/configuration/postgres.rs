@@ -14,6 +14,8 @@ pub struct PostgresConfig {
     pool: Pool,
     config: tokio_postgres::Config,
     table: String,
+    /// `notifyChannel`, when the component names one.
+    channel: Option<String>,
 }
 
 fn identifier(what: &str, v: &str) -> Result<(), String> {
@@ -73,9 +75,13 @@ impl PostgresConfig {
             .clone();
         identifier("metadata `table`", &table)?;
         let pool = crate::components::metadata::postgres_pool(m)?;
-        let config: tokio_postgres::Config = m["connectionString"]
-            .parse()
-            .map_err(|e| format!("metadata `connectionString` is not valid: {e}"))?;
+        let (config, _) = crate::components::postgres_conn::config(m)?;
+        // Dapr's component-level channel; a subscription's own
+        // `pgNotifyChannel` is used when the component names none.
+        let channel = m.get("notifyChannel").filter(|v| !v.is_empty()).cloned();
+        if let Some(c) = &channel {
+            identifier("metadata `notifyChannel`", c)?;
+        }
         let client = pool
             .get()
             .await
@@ -88,6 +94,7 @@ impl PostgresConfig {
             pool,
             config,
             table,
+            channel,
         })
     }
 }
@@ -127,11 +134,11 @@ impl ConfigurationStore for PostgresConfig {
         handler: ChangeHandler,
     ) -> BoxFuture<'_, Result<SubscriptionHandle, String>> {
         Box::pin(async move {
-            let channel = metadata
-                .get("pgNotifyChannel")
-                .filter(|v| !v.is_empty())
-                .ok_or("subscribing to configuration.postgresql needs metadata `pgNotifyChannel`: the channel the table's trigger notifies")?
-                .clone();
+            let channel = self
+                .channel
+                .clone()
+                .or_else(|| metadata.get("pgNotifyChannel").filter(|v| !v.is_empty()).cloned())
+                .ok_or("subscribing to configuration.postgresql needs a channel: the component's `notifyChannel`, or the subscription's metadata `pgNotifyChannel` (the channel the table's trigger notifies)")?;
             identifier("metadata `pgNotifyChannel`", &channel)?;
             let (client, mut connection) = self
                 .config
