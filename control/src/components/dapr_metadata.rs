@@ -14,67 +14,219 @@ use std::collections::BTreeMap;
 /// read it; a key written in another case is renamed to this one.
 const KNOWN: &[&str] = &[
     // every component / the runtime
-    "keyPrefix", "actorStateStore", "outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub",
-    "outboxDiscardWhenMissingState", "consumerID", "concurrency", "concurrencyMode",
-    "allowedTopics", "publishingScopes", "subscriptionScopes", "protectedTopics", "direction",
+    "keyPrefix",
+    "actorStateStore",
+    "outboxPublishPubsub",
+    "outboxPublishTopic",
+    "outboxPubsub",
+    "outboxDiscardWhenMissingState",
+    "consumerID",
+    "concurrency",
+    "concurrencyMode",
+    "allowedTopics",
+    "publishingScopes",
+    "subscriptionScopes",
+    "protectedTopics",
+    "direction",
     "route",
     // Redis
-    "redisHost", "redisPort", "redisUsername", "redisPassword", "redisDB", "redisType",
-    "enableTLS", "insecureSkipTLSVerify", "clientCert", "clientKey", "failover",
-    "sentinelMasterName", "sentinelUsername", "sentinelPassword", "useEntraID", "redisMaxRetries",
-    "redisMinRetryInterval", "redisMaxRetryInterval", "dialTimeout", "readTimeout",
-    "writeTimeout", "poolSize", "poolTimeout", "minIdleConns", "maxConnAge", "idleTimeout",
-    "idleCheckFrequency", "ttlInSeconds", "queryIndexes", "processingTimeout",
-    "redeliverInterval", "queueDepth", "maxLenApprox", "streamTTL",
+    "redisHost",
+    "redisPort",
+    "redisUsername",
+    "redisPassword",
+    "redisDB",
+    "redisType",
+    "enableTLS",
+    "insecureSkipTLSVerify",
+    "clientCert",
+    "clientKey",
+    "failover",
+    "sentinelMasterName",
+    "sentinelUsername",
+    "sentinelPassword",
+    "useEntraID",
+    "redisMaxRetries",
+    "redisMinRetryInterval",
+    "redisMaxRetryInterval",
+    "dialTimeout",
+    "readTimeout",
+    "writeTimeout",
+    "poolSize",
+    "poolTimeout",
+    "minIdleConns",
+    "maxConnAge",
+    "idleTimeout",
+    "idleCheckFrequency",
+    "ttlInSeconds",
+    "queryIndexes",
+    "processingTimeout",
+    "redeliverInterval",
+    "queueDepth",
+    "maxLenApprox",
+    "streamTTL",
     // PostgreSQL and SQLite
-    "connectionString", "host", "hostaddr", "port", "database", "user", "password",
-    "sslRootCert", "maxConns", "connectionMaxIdleTime", "queryExecMode", "timeout",
-    "useAzureAD", "useAWSIAM", "tableName", "metadataTableName", "cleanupInterval",
-    "tablePrefix", "table", "notifyChannel", "busyTimeout", "disableWAL",
+    "connectionString",
+    "host",
+    "hostaddr",
+    "port",
+    "database",
+    "user",
+    "password",
+    "sslRootCert",
+    "maxConns",
+    "connectionMaxIdleTime",
+    "queryExecMode",
+    "timeout",
+    "useAzureAD",
+    "useAWSIAM",
+    "tableName",
+    "metadataTableName",
+    "cleanupInterval",
+    "tablePrefix",
+    "table",
+    "notifyChannel",
+    "busyTimeout",
+    "disableWAL",
     // RabbitMQ
-    "protocol", "hostname", "username", "durable", "deletedWhenUnused", "deleteWhenUnused",
-    "autoAck", "deliveryMode", "requeueInFailure", "prefetchCount", "publisherConfirm",
-    "reconnectWait", "enableDeadLetter", "maxLen", "maxLenBytes", "exchangeKind",
-    "saslExternal", "externalSasl", "caCert", "clientName", "heartBeat",
-    "publishMessagePropertiesToMetadata", "queueName", "maxPriority", "exclusive",
-    "contentType", "requeueInFailureDelay", "redeliveryPause",
+    "protocol",
+    "hostname",
+    "username",
+    "durable",
+    "deletedWhenUnused",
+    "deleteWhenUnused",
+    "autoAck",
+    "deliveryMode",
+    "requeueInFailure",
+    "prefetchCount",
+    "publisherConfirm",
+    "reconnectWait",
+    "enableDeadLetter",
+    "maxLen",
+    "maxLenBytes",
+    "exchangeKind",
+    "saslExternal",
+    "externalSasl",
+    "caCert",
+    "clientName",
+    "heartBeat",
+    "publishMessagePropertiesToMetadata",
+    "queueName",
+    "maxPriority",
+    "exclusive",
+    "contentType",
+    "requeueInFailureDelay",
+    "redeliveryPause",
     // NATS JetStream
-    "natsURL", "jwt", "seedKey", "token", "tls_client_cert", "tls_client_key", "name",
-    "streamName", "durableName", "queueGroupName", "startSequence", "startTime",
-    "deliverPolicy", "deliverNew", "flowControl", "heartbeat", "rateLimit", "ackWait",
-    "maxDeliver", "backOff", "maxAckPending", "replicas", "memoryStorage", "ackPolicy",
-    "domain", "apiPrefix", "nakDelay", "pullBatch",
+    "natsURL",
+    "jwt",
+    "seedKey",
+    "token",
+    "tls_client_cert",
+    "tls_client_key",
+    "name",
+    "streamName",
+    "durableName",
+    "queueGroupName",
+    "startSequence",
+    "startTime",
+    "deliverPolicy",
+    "deliverNew",
+    "flowControl",
+    "heartbeat",
+    "rateLimit",
+    "ackWait",
+    "maxDeliver",
+    "backOff",
+    "maxAckPending",
+    "replicas",
+    "memoryStorage",
+    "ackPolicy",
+    "domain",
+    "apiPrefix",
+    "nakDelay",
+    "pullBatch",
     // MQTT
-    "url", "qos", "retain", "cleanSession", "topic", "backOffMaxRetries",
+    "url",
+    "qos",
+    "retain",
+    "cleanSession",
+    "topic",
+    "backOffMaxRetries",
     // bindings
-    "schedule", "responseTimeout", "maxResponseBodySize", "MTLSRootCA", "MTLSClientCert",
-    "MTLSClientKey", "MTLSRenegotiation", "securityToken", "securityTokenHeader",
-    "errorIfNot2XX", "rootPath",
+    "schedule",
+    "responseTimeout",
+    "maxResponseBodySize",
+    "MTLSRootCA",
+    "MTLSClientCert",
+    "MTLSClientKey",
+    "MTLSRenegotiation",
+    "securityToken",
+    "securityTokenHeader",
+    "errorIfNot2XX",
+    "rootPath",
     // secret stores
-    "secretsFile", "nestedSeparator", "multiValued", "prefix",
+    "secretsFile",
+    "nestedSeparator",
+    "multiValued",
+    "prefix",
 ];
 
 /// Keys Dapr reads as bools.
 const BOOLS: &[&str] = &[
-    "actorStateStore", "outboxDiscardWhenMissingState", "enableTLS", "insecureSkipTLSVerify",
-    "failover", "useEntraID", "useAzureAD", "useAWSIAM", "disableWAL", "durable",
-    "deletedWhenUnused", "deleteWhenUnused", "autoAck", "requeueInFailure", "publisherConfirm",
-    "enableDeadLetter", "saslExternal", "externalSasl", "publishMessagePropertiesToMetadata",
-    "exclusive", "memoryStorage", "flowControl", "deliverNew", "retain", "cleanSession",
-    "errorIfNot2XX", "multiValued",
+    "actorStateStore",
+    "outboxDiscardWhenMissingState",
+    "enableTLS",
+    "insecureSkipTLSVerify",
+    "failover",
+    "useEntraID",
+    "useAzureAD",
+    "useAWSIAM",
+    "disableWAL",
+    "durable",
+    "deletedWhenUnused",
+    "deleteWhenUnused",
+    "autoAck",
+    "requeueInFailure",
+    "publisherConfirm",
+    "enableDeadLetter",
+    "saslExternal",
+    "externalSasl",
+    "publishMessagePropertiesToMetadata",
+    "exclusive",
+    "memoryStorage",
+    "flowControl",
+    "deliverNew",
+    "retain",
+    "cleanSession",
+    "errorIfNot2XX",
+    "multiValued",
 ];
 
 /// Durations where Dapr takes a bare number as seconds.
 const SECONDS: &[&str] = &[
-    "timeout", "cleanupInterval", "connectionMaxIdleTime", "busyTimeout", "heartBeat",
-    "reconnectWait", "responseTimeout", "ackWait",
+    "timeout",
+    "cleanupInterval",
+    "connectionMaxIdleTime",
+    "busyTimeout",
+    "heartBeat",
+    "reconnectWait",
+    "responseTimeout",
+    "ackWait",
 ];
 
 /// Redis durations: a bare number is milliseconds, a negative one turns the
 /// feature off (written `0` here).
 const REDIS_MILLIS: &[&str] = &[
-    "processingTimeout", "redeliverInterval", "dialTimeout", "readTimeout", "writeTimeout",
-    "poolTimeout", "idleTimeout", "idleCheckFrequency", "maxConnAge", "redisMinRetryInterval",
+    "processingTimeout",
+    "redeliverInterval",
+    "dialTimeout",
+    "readTimeout",
+    "writeTimeout",
+    "poolTimeout",
+    "idleTimeout",
+    "idleCheckFrequency",
+    "maxConnAge",
+    "redisMinRetryInterval",
     "redisMaxRetryInterval",
 ];
 
@@ -87,7 +239,11 @@ const ALIASES: &[(&str, &str, &str)] = &[
     ("", "timeoutInSeconds", "timeout"),
     ("", "cleanupIntervalInSeconds", "cleanupInterval"),
     ("", "connMaxIdleTime", "connectionMaxIdleTime"),
-    ("configuration.postgresql", "pgNotifyChannel", "notifyChannel"),
+    (
+        "configuration.postgresql",
+        "pgNotifyChannel",
+        "notifyChannel",
+    ),
     ("", "useAzureAD", "useEntraID"),
     ("", "maxRetries", "redisMaxRetries"),
     ("pubsub.rabbitmq", "reconnectWaitSeconds", "reconnectWait"),
@@ -112,7 +268,11 @@ fn is_postgres(type_: &str) -> bool {
 
 /// Renames, converts and checks `m` in place for a component of `type_`
 /// (and `version`, its `spec.version`).
-pub fn normalize(type_: &str, version: &str, m: &mut BTreeMap<String, String>) -> Result<(), String> {
+pub fn normalize(
+    type_: &str,
+    version: &str,
+    m: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
     // Aliases first, then case: `URL` and `Url` both become the key.
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
@@ -154,7 +314,11 @@ pub fn normalize(type_: &str, version: &str, m: &mut BTreeMap<String, String>) -
 
 /// Settings on Dapr's reference pages that tandem cannot honour: refused at
 /// start, naming the field, rather than silently connecting another way.
-fn refuse_unsupported(type_: &str, version: &str, m: &BTreeMap<String, String>) -> Result<(), String> {
+fn refuse_unsupported(
+    type_: &str,
+    version: &str,
+    m: &BTreeMap<String, String>,
+) -> Result<(), String> {
     let on = |k: &str| m.get(k).is_some_and(|v| v == "true");
     let set = |k: &str| m.get(k).is_some_and(|v| !v.trim().is_empty());
     let no = |field: &str, why: &str| Err(format!("metadata `{field}`: {why}"));
@@ -168,7 +332,10 @@ fn refuse_unsupported(type_: &str, version: &str, m: &BTreeMap<String, String>) 
     }
     if is_redis(type_) {
         if on("enableTLS") {
-            return no("enableTLS", "TLS to Redis is not supported by tandem yet; use a plaintext Redis endpoint (for example through a local TLS tunnel)");
+            return no(
+                "enableTLS",
+                "TLS to Redis is not supported by tandem yet; use a plaintext Redis endpoint (for example through a local TLS tunnel)",
+            );
         }
         for k in ["clientCert", "clientKey", "insecureSkipTLSVerify"] {
             if set(k) && (k != "insecureSkipTLSVerify" || on(k)) {
@@ -177,17 +344,29 @@ fn refuse_unsupported(type_: &str, version: &str, m: &BTreeMap<String, String>) 
         }
         if on("failover") || set("sentinelMasterName") {
             return no(
-                if on("failover") { "failover" } else { "sentinelMasterName" },
+                if on("failover") {
+                    "failover"
+                } else {
+                    "sentinelMasterName"
+                },
                 "Redis Sentinel is not supported by tandem; point redisHost at the primary",
             );
         }
-        if m.get("redisType").is_some_and(|t| t.eq_ignore_ascii_case("cluster")) {
-            return no("redisType", "Redis Cluster is not supported by tandem; use redisType: node");
+        if m.get("redisType")
+            .is_some_and(|t| t.eq_ignore_ascii_case("cluster"))
+        {
+            return no(
+                "redisType",
+                "Redis Cluster is not supported by tandem; use redisType: node",
+            );
         }
     }
     if is_postgres(type_) {
         if set("sslRootCert") {
-            return no("sslRootCert", "TLS to PostgreSQL is not supported by tandem yet");
+            return no(
+                "sslRootCert",
+                "TLS to PostgreSQL is not supported by tandem yet",
+            );
         }
         if let Some(mode) = m.get("queryExecMode").filter(|v| !v.is_empty()) {
             match mode.as_str() {
@@ -195,13 +374,17 @@ fn refuse_unsupported(type_: &str, version: &str, m: &BTreeMap<String, String>) 
                 "exec" | "simple_protocol" => {
                     return no(
                         "queryExecMode",
-                        &format!("`{mode}` (for PgBouncer in transaction mode) is not supported by tandem, which prepares statements; use cache_statement, or PgBouncer in session mode"),
+                        &format!(
+                            "`{mode}` (for PgBouncer in transaction mode) is not supported by tandem, which prepares statements; use cache_statement, or PgBouncer in session mode"
+                        ),
                     );
                 }
                 other => {
                     return no(
                         "queryExecMode",
-                        &format!("`{other}`; expected cache_statement, cache_describe, describe_exec, exec or simple_protocol"),
+                        &format!(
+                            "`{other}`; expected cache_statement, cache_describe, describe_exec, exec or simple_protocol"
+                        ),
                     );
                 }
             }
@@ -218,29 +401,54 @@ fn refuse_unsupported(type_: &str, version: &str, m: &BTreeMap<String, String>) 
         }
         for k in ["saslExternal", "externalSasl"] {
             if on(k) {
-                return no(k, "SASL EXTERNAL (certificate) authentication is not supported by tandem");
+                return no(
+                    k,
+                    "SASL EXTERNAL (certificate) authentication is not supported by tandem",
+                );
             }
         }
         for k in ["connectionString", "host"] {
-            if m.get(k).is_some_and(|v| v.trim_start().starts_with("amqps://")) {
-                return no(k, "amqps:// (TLS) is not supported by tandem yet; use amqp://");
+            if m.get(k)
+                .is_some_and(|v| v.trim_start().starts_with("amqps://"))
+            {
+                return no(
+                    k,
+                    "amqps:// (TLS) is not supported by tandem yet; use amqp://",
+                );
             }
         }
-        if m.get("protocol").is_some_and(|p| p.eq_ignore_ascii_case("amqps")) {
-            return no("protocol", "amqps (TLS) is not supported by tandem yet; use amqp");
+        if m.get("protocol")
+            .is_some_and(|p| p.eq_ignore_ascii_case("amqps"))
+        {
+            return no(
+                "protocol",
+                "amqps (TLS) is not supported by tandem yet; use amqp",
+            );
         }
-        if let Some(kind) = m.get("exchangeKind").filter(|k| !k.is_empty() && *k != "fanout") {
-            return no("exchangeKind", &format!("`{kind}`: tandem declares fanout exchanges only"));
+        if let Some(kind) = m
+            .get("exchangeKind")
+            .filter(|k| !k.is_empty() && *k != "fanout")
+        {
+            return no(
+                "exchangeKind",
+                &format!("`{kind}`: tandem declares fanout exchanges only"),
+            );
         }
     }
     if type_ == "pubsub.jetstream" {
         for k in ["tls_client_cert", "tls_client_key"] {
             if set(k) {
-                return no(k, "TLS client certificates to NATS are not supported by tandem yet");
+                return no(
+                    k,
+                    "TLS client certificates to NATS are not supported by tandem yet",
+                );
             }
         }
         if set("apiPrefix") {
-            return no("apiPrefix", "a JetStream API prefix is not supported by tandem; use domain");
+            return no(
+                "apiPrefix",
+                "a JetStream API prefix is not supported by tandem; use domain",
+            );
         }
     }
     if type_.ends_with(".mqtt3") {
@@ -251,7 +459,10 @@ fn refuse_unsupported(type_: &str, version: &str, m: &BTreeMap<String, String>) 
         }
     }
     if type_ == "bindings.http" && set("MTLSRenegotiation") {
-        return no("MTLSRenegotiation", "TLS renegotiation is not supported by tandem (TLS 1.3 has none)");
+        return no(
+            "MTLSRenegotiation",
+            "TLS renegotiation is not supported by tandem (TLS 1.3 has none)",
+        );
     }
     Ok(())
 }
@@ -261,12 +472,20 @@ mod tests {
     use super::*;
 
     fn md(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn keys_are_read_case_insensitively_with_aliases() {
-        let mut m = md(&[("URL", "host=x"), ("redishost", "h:1"), ("mtlsRootCA", "pem"), ("custom", "kept")]);
+        let mut m = md(&[
+            ("URL", "host=x"),
+            ("redishost", "h:1"),
+            ("mtlsRootCA", "pem"),
+            ("custom", "kept"),
+        ]);
         normalize("state.postgresql", "v1", &mut m).unwrap();
         assert_eq!(m["connectionString"], "host=x");
         assert_eq!(m["redisHost"], "h:1");
@@ -277,19 +496,43 @@ mod tests {
         normalize("pubsub.mqtt3", "v1", &mut m).unwrap();
         assert_eq!(m["url"], "tcp://h");
         let mut m = md(&[("redisHost", "a"), ("REDISHOST", "b")]);
-        assert!(normalize("state.redis", "", &mut m).unwrap_err().contains("name the same setting"));
+        assert!(
+            normalize("state.redis", "", &mut m)
+                .unwrap_err()
+                .contains("name the same setting")
+        );
     }
 
     #[test]
     fn bools_and_durations_as_dapr_reads_them() {
-        let mut m = md(&[("durable", "Yes"), ("autoAck", "1"), ("exclusive", "nope"), ("timeout", "30"), ("cleanupInterval", "-1")]);
+        let mut m = md(&[
+            ("durable", "Yes"),
+            ("autoAck", "1"),
+            ("exclusive", "nope"),
+            ("timeout", "30"),
+            ("cleanupInterval", "-1"),
+        ]);
         normalize("bindings.rabbitmq", "", &mut m).unwrap();
-        assert_eq!((m["durable"].as_str(), m["autoAck"].as_str(), m["exclusive"].as_str()), ("true", "true", "false"));
+        assert_eq!(
+            (
+                m["durable"].as_str(),
+                m["autoAck"].as_str(),
+                m["exclusive"].as_str()
+            ),
+            ("true", "true", "false")
+        );
         assert_eq!(m["timeout"], "30s");
         assert_eq!(m["cleanupInterval"], "0");
-        let mut m = md(&[("processingTimeout", "600000"), ("redeliverInterval", "-1"), ("timeout", "5s")]);
+        let mut m = md(&[
+            ("processingTimeout", "600000"),
+            ("redeliverInterval", "-1"),
+            ("timeout", "5s"),
+        ]);
         normalize("pubsub.redis", "", &mut m).unwrap();
-        assert_eq!(m["processingTimeout"], "600000ms", "Redis counts milliseconds");
+        assert_eq!(
+            m["processingTimeout"], "600000ms",
+            "Redis counts milliseconds"
+        );
         assert_eq!(m["redeliverInterval"], "0", "negative turns it off");
         assert_eq!(m["timeout"], "5s");
     }
@@ -304,7 +547,11 @@ mod tests {
             ("state.postgresql", "queryExecMode", "simple_protocol"),
             ("pubsub.rabbitmq", "connectionString", "amqps://h"),
             ("pubsub.jetstream", "apiPrefix", "P"),
-            ("bindings.http", "MTLSRenegotiation", "RenegotiateOnceAsClient"),
+            (
+                "bindings.http",
+                "MTLSRenegotiation",
+                "RenegotiateOnceAsClient",
+            ),
         ] {
             let mut m = md(&[(k, v)]);
             let e = normalize(t, "v1", &mut m).unwrap_err();
@@ -312,7 +559,11 @@ mod tests {
             assert!(e.contains(name), "{t} {k}: {e}");
         }
         let mut m = md(&[]);
-        assert!(normalize("state.postgresql", "v2", &mut m).unwrap_err().contains("v2"));
+        assert!(
+            normalize("state.postgresql", "v2", &mut m)
+                .unwrap_err()
+                .contains("v2")
+        );
         let mut m = md(&[("enableTLS", "false"), ("failover", "no")]);
         normalize("state.redis", "v1", &mut m).unwrap();
     }

@@ -23,10 +23,35 @@ pub fn redis_client(
     m: &BTreeMap<String, String>,
     component: &str,
 ) -> Result<(::redis::Client, String), String> {
-    let host = m
+    let mut host = m
         .get("redisHost")
-        .map(String::as_str)
-        .unwrap_or("localhost:6379");
+        .filter(|v| !v.trim().is_empty())
+        .cloned()
+        .unwrap_or_else(|| "localhost:6379".into());
+    if host.contains(',') {
+        return Err(format!(
+            "metadata `redisHost` is `{host}`: several hosts are a Redis Cluster, which {component} in tandem does not support; name one node"
+        ));
+    }
+    // `redisPort` for a host written without one; it must agree otherwise.
+    if let Some(port) = m.get("redisPort").filter(|v| !v.trim().is_empty()) {
+        let port: u16 = port
+            .trim()
+            .parse()
+            .map_err(|_| format!("metadata `redisPort` is `{port}`; expected a port number"))?;
+        match host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+        {
+            Some(p) if p != port => {
+                return Err(format!(
+                    "metadata `redisHost` says port {p} and `redisPort` says {port}; keep one"
+                ));
+            }
+            Some(_) => {}
+            None => host = format!("{host}:{port}"),
+        }
+    }
     if m.get("enableTLS").is_some_and(|v| v == "true") {
         return Err(format!(
             "metadata `enableTLS: true` is not supported yet by {component}"
@@ -52,6 +77,48 @@ pub fn redis_client(
     Ok((client, host.to_string()))
 }
 
+/// The AMQP address of Dapr's RabbitMQ metadata: `connectionString` (or
+/// the older `host`), else one made of `protocol`, `hostname`, `username`
+/// and `password`, else the local broker with the default user.
+pub fn rabbitmq_uri(m: &BTreeMap<String, String>) -> String {
+    if let Some(uri) = m
+        .get("connectionString")
+        .or_else(|| m.get("host"))
+        .filter(|v| !v.trim().is_empty())
+    {
+        return uri.trim().to_string();
+    }
+    let get = |k: &str, d: &str| {
+        m.get(k)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .unwrap_or_else(|| d.to_string())
+    };
+    let enc = |s: String| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let host = get("hostname", "localhost");
+    let host = if host.contains(':') {
+        host
+    } else {
+        format!("{host}:5672")
+    };
+    format!(
+        "{}://{}:{}@{host}",
+        get("protocol", "amqp"),
+        enc(get("username", "guest")),
+        enc(get("password", "guest"))
+    )
+}
+
 /// A reconnecting Redis connection from Dapr's Redis metadata, made at
 /// init as Dapr does: a Redis that is down fails the component.
 #[cfg(feature = "redis")]
@@ -60,10 +127,24 @@ pub async fn redis_connection(
     component: &str,
 ) -> Result<::redis::aio::ConnectionManager, String> {
     let (client, host) = redis_client(m, component)?;
+    // Dapr's `dialTimeout` and `readTimeout` (0: none) and
+    // `redisMaxRetries`; tandem's defaults otherwise.
+    let timeout = |key: &str, default: Duration| -> Result<Option<Duration>, String> {
+        let d = duration(m, key, default)?;
+        Ok((!d.is_zero()).then_some(d))
+    };
+    let retries: usize = match m.get("redisMaxRetries").filter(|v| !v.trim().is_empty()) {
+        None => 2,
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| format!("metadata `redisMaxRetries` is `{v}`; expected a number"))?
+            .max(0) as usize,
+    };
     let config = ::redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
-        .set_number_of_retries(2);
+        .set_connection_timeout(timeout("dialTimeout", Duration::from_secs(5))?)
+        .set_response_timeout(timeout("readTimeout", Duration::from_secs(10))?)
+        .set_number_of_retries(retries);
     client
         .get_connection_manager_with_config(config)
         .await
@@ -101,7 +182,9 @@ pub fn postgres_pool(m: &BTreeMap<String, String>) -> Result<deadpool_postgres::
         // task ends with the pool.
         let weak = pool.weak();
         rt.spawn(async move {
-            let every = idle.min(Duration::from_secs(30)).max(Duration::from_millis(100));
+            let every = idle
+                .min(Duration::from_secs(30))
+                .max(Duration::from_millis(100));
             loop {
                 tokio::time::sleep(every).await;
                 let Some(pool) = weak.upgrade() else { return };

@@ -15,18 +15,38 @@ use std::time::Duration;
 
 /// Parameters tokio-postgres understands as they are.
 const PASS: &[&str] = &[
-    "host", "hostaddr", "port", "dbname", "user", "password", "connect_timeout",
-    "application_name", "options", "keepalives", "keepalives_idle", "keepalives_interval",
-    "keepalives_retries", "tcp_user_timeout", "channel_binding", "load_balance_hosts",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "connect_timeout",
+    "application_name",
+    "options",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "tcp_user_timeout",
+    "channel_binding",
+    "load_balance_hosts",
     "sslnegotiation",
 ];
 
 /// pgx / pgxpool parameters with no meaning for tokio-postgres; the pool
 /// size is read, the rest dropped.
 const POOL: &[&str] = &[
-    "pool_max_conns", "pool_min_conns", "pool_min_idle_conns", "pool_max_conn_lifetime",
-    "pool_max_conn_idle_time", "pool_health_check_period", "pool_max_conn_lifetime_jitter",
-    "pool_ping_timeout", "statement_cache_capacity", "description_cache_capacity",
+    "pool_max_conns",
+    "pool_min_conns",
+    "pool_min_idle_conns",
+    "pool_max_conn_lifetime",
+    "pool_max_conn_idle_time",
+    "pool_health_check_period",
+    "pool_max_conn_lifetime_jitter",
+    "pool_ping_timeout",
+    "statement_cache_capacity",
+    "description_cache_capacity",
     "default_query_exec_mode",
 ];
 
@@ -43,7 +63,8 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'%'
             && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
         {
             out.push(v);
             i += 3;
@@ -126,7 +147,11 @@ fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 fn quote(v: &str) -> String {
-    if !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c == '\'' || c == '\\') {
+    if !v.is_empty()
+        && !v
+            .chars()
+            .any(|c| c.is_whitespace() || c == '\'' || c == '\\')
+    {
         return v.to_string();
     }
     let mut out = String::from("'");
@@ -160,18 +185,28 @@ fn translate(
                     "sslmode={value} needs TLS to PostgreSQL, which tandem does not support yet; use sslmode=disable or prefer"
                 ));
             }
-            other => return refuse(&format!("sslmode `{other}`; expected disable, allow, prefer, require, verify-ca or verify-full")),
+            other => {
+                return refuse(&format!(
+                    "sslmode `{other}`; expected disable, allow, prefer, require, verify-ca or verify-full"
+                ));
+            }
         },
         "sslrootcert" | "sslcert" | "sslkey" | "sslpassword" | "sslsni" => {
             return refuse("TLS to PostgreSQL is not supported by tandem yet");
         }
         "passfile" | "service" | "servicefile" | "krbsrvname" | "krbspn" | "gsslib" => {
-            return refuse("not supported by tandem; put the settings in the connection string itself");
+            return refuse(
+                "not supported by tandem; put the settings in the connection string itself",
+            );
         }
         "target_session_attrs" => match value {
             "any" | "read-write" | "read-only" => kept.push((key.into(), value.into())),
             "primary" => kept.push((key.into(), "read-write".into())),
-            other => return refuse(&format!("`{other}` is not supported; use any, read-write, read-only or primary")),
+            other => {
+                return refuse(&format!(
+                    "`{other}` is not supported; use any, read-write, read-only or primary"
+                ));
+            }
         },
         "pool_max_conns" => {
             let n: usize = value
@@ -182,13 +217,19 @@ fn translate(
             extras.pool_max_conns = Some(n);
         }
         "default_query_exec_mode" if matches!(value, "exec" | "simple_protocol") => {
-            return refuse("tandem prepares statements (exec and simple_protocol are not supported); use cache_statement");
+            return refuse(
+                "tandem prepares statements (exec and simple_protocol are not supported); use cache_statement",
+            );
         }
         k if POOL.contains(&k) => {}
         k if PASS.contains(&k) => kept.push((key.into(), value.into())),
         // Anything else pgx sends to the server as a run-time parameter.
         _ => {
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
                 return refuse("not a parameter name");
             }
             settings.push(format!("-c {key}={}", value.replace(' ', "\\ ")));
@@ -208,7 +249,13 @@ pub fn from_pgx(conn: &str) -> Result<(String, Extras), String> {
         let (base, query) = conn.split_once('?').unwrap_or((conn, ""));
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            translate(&percent_decode(k), &percent_decode(v), &mut kept, &mut settings, &mut extras)?;
+            translate(
+                &percent_decode(k),
+                &percent_decode(v),
+                &mut kept,
+                &mut settings,
+                &mut extras,
+            )?;
         }
         merge_options(&mut kept, settings);
         let query: Vec<String> = kept
@@ -226,7 +273,10 @@ pub fn from_pgx(conn: &str) -> Result<(String, Extras), String> {
         translate(&k, &v, &mut kept, &mut settings, &mut extras)?;
     }
     merge_options(&mut kept, settings);
-    let out: Vec<String> = kept.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+    let out: Vec<String> = kept
+        .iter()
+        .map(|(k, v)| format!("{k}={}", quote(v)))
+        .collect();
     Ok((out.join(" "), extras))
 }
 
@@ -285,10 +335,11 @@ pub fn config(m: &BTreeMap<String, String>) -> Result<(tokio_postgres::Config, u
     // there is one, else localhost.
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        match ["/var/run/postgresql", "/tmp"]
-            .into_iter()
-            .find(|d| std::path::Path::new(d).join(format!(".s.PGSQL.{port}")).exists())
-        {
+        match ["/var/run/postgresql", "/tmp"].into_iter().find(|d| {
+            std::path::Path::new(d)
+                .join(format!(".s.PGSQL.{port}"))
+                .exists()
+        }) {
             Some(dir) => config.host_path(dir),
             None => config.host("localhost"),
         };
@@ -307,10 +358,9 @@ pub fn config(m: &BTreeMap<String, String>) -> Result<(tokio_postgres::Config, u
     // string's `pool_max_conns`, else the default.
     let max = match m.get("maxConns").filter(|v| !v.trim().is_empty()) {
         Some(v) => {
-            let n: i64 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("metadata `maxConns` is `{v}`; expected a number (0 for the default)"))?;
+            let n: i64 = v.trim().parse().map_err(|_| {
+                format!("metadata `maxConns` is `{v}`; expected a number (0 for the default)")
+            })?;
             (n > 1).then_some(n as usize)
         }
         None => None,
@@ -325,7 +375,10 @@ pub const DEFAULT_POOL: usize = 16;
 
 /// `connectionMaxIdleTime`: connections idle longer are closed.
 pub fn max_idle(m: &BTreeMap<String, String>) -> Result<Option<Duration>, String> {
-    match m.get("connectionMaxIdleTime").filter(|v| !v.is_empty() && *v != "0") {
+    match m
+        .get("connectionMaxIdleTime")
+        .filter(|v| !v.is_empty() && *v != "0")
+    {
         None => Ok(None),
         Some(v) => tandem_config::parse_duration(v)
             .map(Some)
@@ -338,7 +391,10 @@ mod tests {
     use super::*;
 
     fn md(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -357,20 +413,42 @@ mod tests {
             "postgres://dapr:s%40cret@db.example.com:5433/my_dapr?sslmode=disable&pool_max_conns=10&search_path=app",
         )]))
         .unwrap();
-        assert_eq!((c.get_dbname(), c.get_user(), c.get_password()), (Some("my_dapr"), Some("dapr"), Some(&b"s@cret"[..])));
+        assert_eq!(
+            (c.get_dbname(), c.get_user(), c.get_password()),
+            (Some("my_dapr"), Some("dapr"), Some(&b"s@cret"[..]))
+        );
         assert_eq!(max, 10);
         assert_eq!(c.get_options(), Some("-c search_path=app"));
-        let (_, max) = config(&md(&[("connectionString", "host=h pool_max_conns=10"), ("maxConns", "0")])).unwrap();
+        let (_, max) = config(&md(&[
+            ("connectionString", "host=h pool_max_conns=10"),
+            ("maxConns", "0"),
+        ]))
+        .unwrap();
         assert_eq!(max, 10, "maxConns 0 means the default: the string's");
         let (_, max) = config(&md(&[("connectionString", "host=h"), ("maxConns", "4")])).unwrap();
         assert_eq!(max, 4);
-        let (c, _) = config(&md(&[("connectionString", r"host=h user='a b' password='it\'s'")])).unwrap();
-        assert_eq!((c.get_user(), c.get_password()), (Some("a b"), Some(&b"it's"[..])));
+        let (c, _) = config(&md(&[(
+            "connectionString",
+            r"host=h user='a b' password='it\'s'",
+        )]))
+        .unwrap();
+        assert_eq!(
+            (c.get_user(), c.get_password()),
+            (Some("a b"), Some(&b"it's"[..]))
+        );
     }
 
     #[test]
     fn separate_fields_timeout_and_refusals() {
-        let (c, _) = config(&md(&[("host", "127.0.0.1"), ("port", "5433"), ("database", "d"), ("user", "u"), ("password", "p"), ("timeout", "30s")])).unwrap();
+        let (c, _) = config(&md(&[
+            ("host", "127.0.0.1"),
+            ("port", "5433"),
+            ("database", "d"),
+            ("user", "u"),
+            ("password", "p"),
+            ("timeout", "30s"),
+        ]))
+        .unwrap();
         assert_eq!(c.get_ports(), [5433]);
         assert_eq!(c.get_dbname(), Some("d"));
         assert_eq!(c.get_options(), Some("-c statement_timeout=30000"));
@@ -381,11 +459,18 @@ mod tests {
             ("host=h pool_max_conns=0", "pool_max_conns"),
             ("host=h user", "has no value"),
             ("host=h password='open", "not closed"),
-            ("host=h default_query_exec_mode=simple_protocol", "prepares statements"),
+            (
+                "host=h default_query_exec_mode=simple_protocol",
+                "prepares statements",
+            ),
         ] {
             let e = config(&md(&[("connectionString", s)])).unwrap_err();
             assert!(e.contains(needle), "{s}: {e}");
         }
-        assert!(config(&md(&[])).unwrap_err().contains("connectionString` is required"));
+        assert!(
+            config(&md(&[]))
+                .unwrap_err()
+                .contains("connectionString` is required")
+        );
     }
 }

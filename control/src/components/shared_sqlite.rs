@@ -15,7 +15,39 @@ pub fn open(path: &Path, busy: Duration) -> Result<Connection, String> {
     }
     let conn =
         Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    setup(conn, &path.display().to_string(), busy, true)
+}
+
+/// Opens a SQLite `file:` URI as Dapr's SQLite components take it
+/// (`file:data.db?mode=ro`, `file::memory:?cache=shared`): its parameters
+/// are SQLite's. WAL unless `wal` is false, the database lives in memory,
+/// or it is opened read-only.
+pub fn open_uri(uri: &str, busy: Duration, wal: bool) -> Result<Connection, String> {
+    use rusqlite::OpenFlags;
+    let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let param = |k: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+    };
+    let read_only = matches!(param("mode"), Some("ro")) || param("immutable") == Some("1");
+    let memory = uri.starts_with("file::memory:") || param("mode") == Some("memory");
+    let mut flags = OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    flags |= if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    };
+    let conn =
+        Connection::open_with_flags(uri, flags).map_err(|e| format!("cannot open {uri}: {e}"))?;
+    setup(conn, uri, busy, wal && !memory && !read_only)
+}
+
+fn setup(conn: Connection, what: &str, busy: Duration, wal: bool) -> Result<Connection, String> {
     conn.busy_timeout(busy).map_err(|e| e.to_string())?;
+    if !wal {
+        return Ok(conn);
+    }
     let deadline = Instant::now() + busy.max(Duration::from_secs(1));
     loop {
         match conn.pragma_update(None, "journal_mode", "WAL") {
@@ -23,7 +55,7 @@ pub fn open(path: &Path, busy: Duration) -> Result<Connection, String> {
             Err(e) if is_busy(&e) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20))
             }
-            Err(e) => return Err(format!("cannot switch {} to WAL: {e}", path.display())),
+            Err(e) => return Err(format!("cannot switch {what} to WAL: {e}")),
         }
     }
     conn.pragma_update(None, "synchronous", "NORMAL")

@@ -211,6 +211,21 @@ impl Cron {
             .get("schedule")
             .filter(|v| !v.is_empty())
             .ok_or("metadata `schedule` is required, e.g. \"@every 15m\" or \"0 30 * * * *\"")?;
+        // Dapr's `TZ=`/`CRON_TZ=` prefix: tandem keeps schedules in UTC, so
+        // only a UTC zone can be honoured.
+        let mut text = text.trim();
+        if let Some(rest) = text
+            .strip_prefix("CRON_TZ=")
+            .or_else(|| text.strip_prefix("TZ="))
+        {
+            let (zone, schedule) = rest.split_once(' ').unwrap_or((rest, ""));
+            if !matches!(zone, "UTC" | "Etc/UTC" | "GMT" | "Etc/GMT" | "Z") {
+                return Err(format!(
+                    "metadata `schedule`: time zone `{zone}` is not supported; tandem runs schedules in UTC (write the schedule in UTC, or TZ=UTC)"
+                ));
+            }
+            text = schedule.trim();
+        }
         let schedule =
             Schedule::parse(text).map_err(|e| format!("metadata `schedule` `{text}`: {e}"))?;
         Ok(Self { schedule })

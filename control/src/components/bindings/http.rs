@@ -21,6 +21,8 @@ pub struct HttpBinding {
     token: Option<(::http::HeaderName, ::http::HeaderValue)>,
     error_if_not_2xx: bool,
     timeout: Duration,
+    /// `maxResponseBodySize` (Dapr's default 100Mi).
+    max_body: usize,
 }
 
 /// PEM text given inline or as a file path.
@@ -74,12 +76,22 @@ impl HttpBinding {
         let error_if_not_2xx = m.get("errorIfNot2XX").is_none_or(|v| v != "false");
         let timeout =
             super::super::metadata::duration(m, "responseTimeout", Duration::from_secs(60))?;
+        let max_body = match m
+            .get("maxResponseBodySize")
+            .filter(|v| !v.trim().is_empty())
+        {
+            None => 100 << 20,
+            Some(v) => tandem_config::parse_quantity(v.trim())
+                .map_err(|e| format!("metadata `maxResponseBodySize`: {e}"))?
+                as usize,
+        };
         Ok(Self {
             url,
             client,
             token,
             error_if_not_2xx,
             timeout,
+            max_body,
         })
     }
 
@@ -136,7 +148,8 @@ impl HttpBinding {
         }
         metadata.insert("statusCode".into(), status.as_u16().to_string());
         metadata.insert("status".into(), status.to_string());
-        let body = tokio::time::timeout(self.timeout, resp.into_body().collect())
+        let body = http_body_util::Limited::new(resp.into_body(), self.max_body);
+        let body = tokio::time::timeout(self.timeout, body.collect())
             .await
             .map_err(|_| {
                 BindingError::Failed(format!(
@@ -144,7 +157,16 @@ impl HttpBinding {
                     self.timeout
                 ))
             })?
-            .map_err(|e| BindingError::Failed(format!("{url}: {e}")))?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    BindingError::Failed(format!(
+                        "{url}: the response body is larger than maxResponseBodySize ({} bytes)",
+                        self.max_body
+                    ))
+                } else {
+                    BindingError::Failed(format!("{url}: {e}"))
+                }
+            })?
             .to_bytes();
         if self.error_if_not_2xx && status.as_u16() >= 400 {
             return Err(BindingError::Failed(format!(

@@ -91,19 +91,24 @@ impl RabbitBinding {
             .ok_or("metadata `queueName` is required: the queue read from and written to")?
             .clone();
         let queue = Queue {
-            uri: m
-                .get("host")
-                .or_else(|| m.get("connectionString"))
-                .filter(|v| !v.is_empty())
-                .cloned()
-                .unwrap_or_else(|| "amqp://guest:guest@localhost:5672".into()),
+            uri: crate::components::metadata::rabbitmq_uri(m),
             name,
             durable: flag(m, "durable", false)?,
             auto_delete: flag(m, "deleteWhenUnused", false)?,
             exclusive: flag(m, "exclusive", false)?,
             prefetch: number(m, "prefetchCount")?.unwrap_or(16),
             max_priority: number(m, "maxPriority")?,
-            ttl_ms: number::<u32>(m, "ttlInSeconds")?.map(|s| s.saturating_mul(1000)),
+            // `ttl` (an alias here): whole seconds or a duration.
+            ttl_ms: match m.get("ttlInSeconds").filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(v) => Some(match v.trim().parse::<u32>() {
+                    Ok(secs) => secs.saturating_mul(1000),
+                    Err(_) => tandem_config::parse_duration(v)
+                        .map_err(|e| format!("metadata `ttl`: {e}"))?
+                        .as_millis()
+                        .min(u128::from(u32::MAX)) as u32,
+                }),
+            },
             content_type: m
                 .get("contentType")
                 .filter(|v| !v.is_empty())
@@ -186,7 +191,8 @@ async fn consume(queue: Queue, handler: InputHandler) {
 
 async fn consume_once(queue: &Queue, handler: &InputHandler) -> Result<(), lapin::Error> {
     let (_conn, ch) = queue.open().await?;
-    ch.basic_qos(queue.prefetch.max(1), BasicQosOptions::default())
+    // 0 is no limit, as in AMQP and Dapr.
+    ch.basic_qos(queue.prefetch, BasicQosOptions::default())
         .await?;
     let consumer = ch
         .basic_consume(

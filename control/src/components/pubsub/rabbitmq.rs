@@ -46,12 +46,7 @@ async fn declare_exchange(ch: &Channel, topic: &str) -> Result<(), lapin::Error>
 
 impl RabbitPubSub {
     pub async fn connect(m: &Metadata) -> Result<Self, String> {
-        let uri = m
-            .get("connectionString")
-            .or_else(|| m.get("host"))
-            .filter(|v| !v.is_empty())
-            .cloned()
-            .unwrap_or_else(|| "amqp://guest:guest@localhost:5672".into());
+        let uri = crate::components::metadata::rabbitmq_uri(m);
         let prefetch: u16 = match m.get("prefetchCount").filter(|v| !v.is_empty()) {
             Some(v) => v
                 .parse()
@@ -181,7 +176,13 @@ async fn consume_once(
         FieldTable::default(),
     )
     .await?;
-    let prefetch = prefetch.max(in_flight.min(u16::MAX as usize) as u16);
+    // 0 is no limit (AMQP's and Dapr's meaning); otherwise at least what
+    // may be in flight.
+    let prefetch = if prefetch == 0 {
+        0
+    } else {
+        prefetch.max(in_flight.min(u16::MAX as usize) as u16)
+    };
     ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let consumer = ch
         .basic_consume(

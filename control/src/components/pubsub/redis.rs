@@ -184,7 +184,9 @@ async fn consume_once(c: &Consumer) -> RedisResult<()> {
             .flat_map(|k| k.ids)
             .map(|e| (e.id, e.map));
         handle_all(&conn, topic, group, entries, handler, in_flight).await?;
-        if last_claim.elapsed() >= c.redeliver_interval {
+        // `0` for either turns redelivery off, as in Dapr.
+        let redeliver = !c.redeliver_interval.is_zero() && !c.processing_timeout.is_zero();
+        if redeliver && last_claim.elapsed() >= c.redeliver_interval {
             last_claim = tokio::time::Instant::now();
             let claimed: ::redis::Value = ::redis::cmd("XAUTOCLAIM")
                 .arg(topic)

@@ -95,6 +95,27 @@ impl PostgresStore {
             .await
             .map_err(|e| format!("cannot create table `{table}`: {e}"))?;
         drop(client);
+        // `cleanupInterval` (Dapr's default 1h; 0 turns it off): expired rows
+        // are deleted on that period (reads skip them either way).
+        let every = crate::components::metadata::duration(
+            metadata,
+            "cleanupInterval",
+            std::time::Duration::from_secs(3600),
+        )?;
+        if !every.is_zero() {
+            let weak = pool.weak();
+            let sql =
+                format!("DELETE FROM {table} WHERE expiredate IS NOT NULL AND expiredate < now()");
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(pool) = weak.upgrade() else { return };
+                    if let Ok(client) = pool.get().await {
+                        let _ = client.execute(&sql, &[]).await;
+                    }
+                }
+            });
+        }
         Ok(Self { pool, table })
     }
 

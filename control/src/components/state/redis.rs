@@ -57,6 +57,9 @@ pub struct RedisStore {
     conn: ConnectionManager,
     get: Script,
     write: Script,
+    /// Component `ttlInSeconds`: seconds for items saved without their own
+    /// (0: none).
+    default_ttl: u64,
 }
 
 fn err(e: ::redis::RedisError) -> StateError {
@@ -73,10 +76,26 @@ impl RedisStore {
     /// component (fatal unless `ignoreErrors`).
     pub async fn connect(metadata: &Metadata) -> Result<Self, String> {
         let conn = crate::components::metadata::redis_connection(metadata, "state.redis").await?;
+        // Dapr's default TTL for items saved without their own.
+        let default_ttl = match metadata.get("ttlInSeconds").filter(|v| !v.is_empty()) {
+            None => 0,
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= -1)
+                .ok_or_else(|| {
+                    format!(
+                        "metadata `ttlInSeconds` is `{v}`; expected whole seconds (-1 or 0: none)"
+                    )
+                })?
+                .max(0) as u64,
+        };
         Ok(Self {
             conn,
             get: Script::new(GET),
             write: Script::new(WRITE),
+            default_ttl,
         })
     }
 
@@ -86,7 +105,12 @@ impl RedisStore {
             match op {
                 TransactionOp::Upsert(s) => {
                     let etag = etag_arg(s.etag.as_deref())?;
-                    let ttl = ttl(&s.metadata)?.map_or(0, |d| d.as_secs());
+                    // The request's own TTL (-1: none), else the component's.
+                    let ttl = if s.metadata.contains_key("ttlInSeconds") {
+                        ttl(&s.metadata)?.map_or(0, |d| d.as_secs())
+                    } else {
+                        self.default_ttl
+                    };
                     inv.key(&s.key)
                         .arg("set")
                         .arg(etag)

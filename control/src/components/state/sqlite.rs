@@ -24,14 +24,18 @@ fn store_err(e: rusqlite::Error) -> StateError {
 
 impl SqliteStore {
     pub fn new(metadata: &Metadata) -> Result<Self, String> {
-        let path = match metadata
+        // A path, `:memory:`, or a `file:` URI with SQLite's parameters
+        // (Dapr's forms); tandem's own default file otherwise.
+        let target = metadata
             .get("connectionString")
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-        {
-            Some(p) => PathBuf::from(p.strip_prefix("file:").unwrap_or(p)),
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        let path = match &target {
+            Some(p) if p == ":memory:" => PathBuf::from("file::memory:"),
+            Some(p) => PathBuf::from(p),
             None => crate::home::dir().join("state.db"),
         };
+        let wal = metadata.get("disableWAL").is_none_or(|v| v != "true");
         let table = metadata
             .get("tableName")
             .cloned()
@@ -46,7 +50,14 @@ impl SqliteStore {
                 .map_err(|e| format!("metadata `busyTimeout`: {e}"))?,
             None => Duration::from_secs(5),
         };
-        let conn = crate::components::shared_sqlite::open(&path, busy)?;
+        let text = path.display().to_string();
+        let conn = if text.starts_with("file:") {
+            crate::components::shared_sqlite::open_uri(&text, busy, wal)?
+        } else if wal {
+            crate::components::shared_sqlite::open(&path, busy)?
+        } else {
+            crate::components::shared_sqlite::open_uri(&format!("file:{text}"), busy, false)?
+        };
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 key TEXT PRIMARY KEY NOT NULL,
@@ -57,15 +68,33 @@ impl SqliteStore {
              CREATE INDEX IF NOT EXISTS {table}_expires ON {table}(expires_at) WHERE expires_at IS NOT NULL;"
         ))
         .map_err(|e| format!("cannot create table `{table}` in {}: {e}", path.display()))?;
-        conn.execute(
-            &format!("DELETE FROM {table} WHERE expires_at <= ?1"),
-            params![now_ms()],
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            table,
-        })
+        let cleanup = format!("DELETE FROM {table} WHERE expires_at <= ?1");
+        conn.execute(&cleanup, params![now_ms()])
+            .map_err(|e| e.to_string())?;
+        let conn = Arc::new(Mutex::new(conn));
+        // `cleanupInterval`: expired rows deleted on that period (they are
+        // never read once expired either way).
+        let every =
+            crate::components::metadata::duration(metadata, "cleanupInterval", Duration::ZERO)?;
+        if !every.is_zero()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let weak = Arc::downgrade(&conn);
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(conn) = weak.upgrade() else { return };
+                    let cleanup = cleanup.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Ok(c) = conn.lock() {
+                            let _ = c.execute(&cleanup, params![now_ms()]);
+                        }
+                    })
+                    .await;
+                }
+            });
+        }
+        Ok(Self { conn, table })
     }
 
     /// Runs `f` with the connection on the blocking pool.
