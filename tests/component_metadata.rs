@@ -568,7 +568,8 @@ fn metadata_keys_are_case_insensitive_with_daprs_aliases() {
 /// with the field named, instead of connecting some other way.
 #[test]
 fn documented_settings_tandem_cannot_honour_are_refused_by_name() {
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             "state.redis",
             &[("redisHost", "localhost:6379"), ("enableTLS", "True")],

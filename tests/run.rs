@@ -344,11 +344,11 @@ fn run_without_an_app_is_just_the_sidecar() {
 enum Kill {
     /// SIGTERM to the run's process group, SIGKILL to it 200 ms later: what
     /// supervisors and test harnesses do.
-    TermThenKillGroup,
+    TermThenSigkillGroup,
     /// SIGKILL to the whole group at once.
-    KillGroup,
+    Group,
     /// SIGKILL to `tandem run` alone (an OOM kill).
-    KillRunOnly,
+    RunOnly,
 }
 
 /// The app never outlives its `tandem run`: killed any of three ways, the
@@ -357,7 +357,7 @@ enum Kill {
 #[test]
 fn an_app_never_outlives_a_killed_run() {
     use std::os::unix::process::CommandExt;
-    for kill in [Kill::TermThenKillGroup, Kill::KillGroup, Kill::KillRunOnly] {
+    for kill in [Kill::TermThenSigkillGroup, Kill::Group, Kill::RunOnly] {
         let home = TempDir::new("run-kill");
         let port = free_port();
         let start = |home: &TempDir| {
@@ -395,13 +395,13 @@ fn an_app_never_outlives_a_killed_run() {
         let run = nix::unistd::Pid::from_raw(child.id() as i32);
         use nix::sys::signal::{Signal, kill as send};
         match kill {
-            Kill::TermThenKillGroup => {
+            Kill::TermThenSigkillGroup => {
                 send(group, Signal::SIGTERM).unwrap();
                 std::thread::sleep(Duration::from_millis(200));
                 let _ = send(group, Signal::SIGKILL);
             }
-            Kill::KillGroup => send(group, Signal::SIGKILL).unwrap(),
-            Kill::KillRunOnly => send(run, Signal::SIGKILL).unwrap(),
+            Kill::Group => send(group, Signal::SIGKILL).unwrap(),
+            Kill::RunOnly => send(run, Signal::SIGKILL).unwrap(),
         }
         let killed_at = Instant::now();
         child.wait().unwrap();

@@ -21,6 +21,13 @@ pub struct ApiError {
     /// (see `DETAILS`).
     pub reason: Option<&'static str>,
     pub message: String,
+    /// What the details say beyond the code (boxed: most errors have none,
+    /// and errors travel in every `Result` of the API).
+    pub extra: Option<Box<Extra>>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Extra {
     /// `ErrorInfo` metadata; `None` is JSON `null`, as from daprd.
     pub metadata: Option<BTreeMap<String, String>>,
     /// The component the error is about (`ResourceInfo`): its building
@@ -216,9 +223,7 @@ impl ApiError {
             error_code,
             reason: None,
             message: message.into(),
-            metadata: None,
-            resource: None,
-            field: None,
+            extra: None,
         }
     }
 
@@ -227,21 +232,30 @@ impl ApiError {
         self
     }
 
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    fn extra(&self) -> Extra {
+        self.extra.as_deref().cloned().unwrap_or_default()
+    }
+
     /// The component this error is about (`ResourceInfo`).
     pub fn on(mut self, block: &'static str, name: &str) -> Self {
-        self.resource = Some((block, name.to_string()));
+        self.extra_mut().resource = Some((block, name.to_string()));
         self
     }
 
     /// The request field at fault (`BadRequest`).
     pub fn field(mut self, field: &str) -> Self {
-        self.field = Some(field.to_string());
+        self.extra_mut().field = Some(field.to_string());
         self
     }
 
     /// One entry of the `ErrorInfo` metadata.
     pub fn meta(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.metadata
+        self.extra_mut()
+            .metadata
             .get_or_insert_with(BTreeMap::new)
             .insert(key.to_string(), value.into());
         self
@@ -265,12 +279,13 @@ impl ApiError {
         else {
             return Vec::new();
         };
+        let extra = self.extra();
         let mut out = Vec::new();
         if violation {
             out.push(json!({
                 "@type": "type.googleapis.com/google.rpc.BadRequest",
                 "field_violations": [{
-                    "field": self.field.clone().unwrap_or_default(),
+                    "field": extra.field.clone().unwrap_or_default(),
                     "description": self.message,
                 }],
             }));
@@ -281,7 +296,7 @@ impl ApiError {
                 "links": [{"description": description, "url": url}],
             }));
         }
-        if resource && let Some((block, name)) = &self.resource {
+        if resource && let Some((block, name)) = &extra.resource {
             // daprd's pub/sub errors put their message in the description.
             let description = if *block == "pubsub" {
                 self.message.as_str()
@@ -299,7 +314,7 @@ impl ApiError {
         out.push(json!({
             "@type": "type.googleapis.com/google.rpc.ErrorInfo",
             "domain": "dapr.io",
-            "metadata": self.metadata,
+            "metadata": extra.metadata,
             "reason": reason,
         }));
         out
@@ -327,8 +342,10 @@ impl ApiError {
     }
 
     pub fn to_status(&self) -> tonic::Status {
+        let extra = self.extra();
         let metadata = || {
-            self.metadata
+            extra
+                .metadata
                 .clone()
                 .unwrap_or_default()
                 .into_iter()
@@ -349,14 +366,14 @@ impl ApiError {
         {
             if violation {
                 details.set_bad_request(vec![FieldViolation::new(
-                    self.field.clone().unwrap_or_default(),
+                    extra.field.clone().unwrap_or_default(),
                     self.message.clone(),
                 )]);
             }
             if let Some((url, description)) = help {
                 details.set_help(vec![tonic_types::HelpLink::new(description, url)]);
             }
-            if resource && let Some((block, name)) = &self.resource {
+            if resource && let Some((block, name)) = &extra.resource {
                 let description = if *block == "pubsub" {
                     self.message.clone()
                 } else {
