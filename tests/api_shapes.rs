@@ -8,14 +8,7 @@ mod common;
 
 use common::{TempDir, component, run_id, sidecar};
 
-fn redis_cli(args: &[&str]) {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", "6379"])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    assert!(out.status.success());
-}
+use common::redis_cli;
 
 fn resources() -> TempDir {
     let res = TempDir::new("shapes");

@@ -633,6 +633,27 @@ fn documented_settings_tandem_cannot_honour_are_refused_by_name() {
             &[("schedule", "CRON_TZ=Europe/Paris @every 1m")],
             "Europe/Paris",
         ),
+        (
+            "pubsub.rabbitmq",
+            &[
+                ("connectionString", "amqp://localhost:5672"),
+                ("deletedWhenUnused", "true"),
+            ],
+            "deletedWhenUnused",
+        ),
+        (
+            "pubsub.redis",
+            &[("redisHost", "localhost:6379"), ("streamTTL", "30d")],
+            "streamTTL",
+        ),
+        (
+            "pubsub.jetstream",
+            &[
+                ("natsURL", "nats://localhost:4222"),
+                ("backOff", "50ms, 1s"),
+            ],
+            "backOff",
+        ),
     ];
     for (type_, md, field) in cases {
         let res = TempDir::new("docrefuse");

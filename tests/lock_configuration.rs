@@ -132,14 +132,7 @@ fn locks_over_http() {
     );
 }
 
-fn redis_cli(args: &[&str]) {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", "6379"])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    assert!(out.status.success());
-}
+use common::redis_cli;
 
 /// (path, body) of every update the app received.
 type Updates = Arc<Mutex<Vec<(String, serde_json::Value)>>>;

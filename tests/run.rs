@@ -24,19 +24,7 @@ fn http_port_announced(out: &Output) -> u16 {
     common::port_in(line, "HTTP Port")
 }
 
-fn wait_exit(
-    child: &mut std::process::Child,
-    timeout: Duration,
-) -> Option<std::process::ExitStatus> {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if let Some(s) = child.try_wait().unwrap() {
-            return Some(s);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
+use common::wait_exit;
 
 #[test]
 fn run_gives_the_app_its_environment_and_its_exit_status() {

@@ -528,11 +528,10 @@ fn stop_f_stops_every_app_of_the_template() {
         said.contains("✅  Dapr and app processes stopped successfully"),
         "{said}"
     );
-    let end = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(child.try_wait().unwrap().is_some(), "the run ended");
+    assert!(
+        common::wait_exit(&mut child, Duration::from_secs(15)).is_some(),
+        "the run ended"
+    );
     for p in [p1, p2] {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", p)).is_err(),

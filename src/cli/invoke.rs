@@ -174,18 +174,6 @@ fn is_cloud_event(data: &[u8]) -> bool {
     })
 }
 
-fn query_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 pub async fn publish(args: PublishArgs) -> Result<u8> {
     let fail = |msg: String| {
         failure(&msg);
@@ -208,8 +196,8 @@ pub async fn publish(args: PublishArgs) -> Result<u8> {
             };
             query.push(format!(
                 "metadata.{}={}",
-                query_escape(&k),
-                query_escape(&v)
+                tandem_control::components::metadata::percent_encode(&k),
+                tandem_control::components::metadata::percent_encode(&v)
             ));
         }
     }
@@ -218,8 +206,8 @@ pub async fn publish(args: PublishArgs) -> Result<u8> {
     };
     let mut path = format!(
         "/v1.0/publish/{}/{}",
-        query_escape(&args.pubsub),
-        query_escape(&args.topic)
+        tandem_control::components::metadata::percent_encode(&args.pubsub),
+        tandem_control::components::metadata::percent_encode(&args.topic)
     );
     if !query.is_empty() {
         path = format!("{path}?{}", query.join("&"));

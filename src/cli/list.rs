@@ -182,7 +182,7 @@ fn table(rows: &[Row]) -> String {
 
 /// `2006-01-02 15:04.05`, the Dapr CLI's layout (UTC here).
 fn created(secs: u64) -> String {
-    let (y, m, d) = super::run_many::civil_from_days((secs / 86_400) as i64);
+    let (y, m, d) = tandem_control::clock::civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}.{:02}",

@@ -565,3 +565,25 @@ pub async fn hello_caller_app() -> u16 {
     })
     .await
 }
+
+/// `redis-cli` against the machine's Redis; fails the test if it fails.
+pub fn redis_cli(args: &[&str]) {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379"])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}");
+}
+
+/// Waits up to `timeout` for a child to exit.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}

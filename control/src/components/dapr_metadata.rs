@@ -360,6 +360,12 @@ fn refuse_unsupported(
                 "Redis Cluster is not supported by tandem; use redisType: node",
             );
         }
+        if type_ == "pubsub.redis" && set("streamTTL") {
+            return no(
+                "streamTTL",
+                "time-based stream trimming is not supported by tandem; use maxLenApprox",
+            );
+        }
     }
     if is_postgres(type_) {
         if set("sslRootCert") {
@@ -434,6 +440,25 @@ fn refuse_unsupported(
                 &format!("`{kind}`: tandem declares fanout exchanges only"),
             );
         }
+        if type_ == "pubsub.rabbitmq" {
+            if on("deletedWhenUnused") {
+                return no(
+                    "deletedWhenUnused",
+                    "tandem keeps its queues when unused (messages wait for a subscriber that comes back); set it to false",
+                );
+            }
+            for k in ["maxLen", "maxLenBytes"] {
+                if set(k) {
+                    return no(k, "queue length limits are not supported by tandem");
+                }
+            }
+            if on("enableDeadLetter") {
+                return no(
+                    "enableDeadLetter",
+                    "RabbitMQ dead-letter exchanges are not used by tandem; give the subscription a deadLetterTopic",
+                );
+            }
+        }
     }
     if type_ == "pubsub.jetstream" {
         for k in ["tls_client_cert", "tls_client_key"] {
@@ -448,6 +473,12 @@ fn refuse_unsupported(
             return no(
                 "apiPrefix",
                 "a JetStream API prefix is not supported by tandem; use domain",
+            );
+        }
+        if set("backOff") {
+            return no(
+                "backOff",
+                "redelivery back-off lists are not supported by tandem; use nakDelay (one delay)",
             );
         }
     }

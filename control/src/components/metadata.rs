@@ -77,6 +77,19 @@ pub fn redis_client(
     Ok((client, host.to_string()))
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The AMQP address of Dapr's RabbitMQ metadata: `connectionString` (or
 /// the older `host`), else one made of `protocol`, `hostname`, `username`
 /// and `password`, else the local broker with the default user.
@@ -94,17 +107,7 @@ pub fn rabbitmq_uri(m: &BTreeMap<String, String>) -> String {
             .cloned()
             .unwrap_or_else(|| d.to_string())
     };
-    let enc = |s: String| {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
+    let enc = |s: String| percent_encode(&s);
     let host = get("hostname", "localhost");
     let host = if host.contains(':') {
         host

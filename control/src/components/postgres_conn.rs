@@ -76,18 +76,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// libpq keyword/value pairs: `k=v`, values quoted with '…' (\\ and \'
 /// escapes) when they hold spaces.
 fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
@@ -260,7 +248,7 @@ pub fn from_pgx(conn: &str) -> Result<(String, Extras), String> {
         merge_options(&mut kept, settings);
         let query: Vec<String> = kept
             .iter()
-            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+            .map(|(k, v)| format!("{k}={}", super::metadata::percent_encode(v)))
             .collect();
         let out = if query.is_empty() {
             base.to_string()
