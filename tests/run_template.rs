@@ -96,7 +96,7 @@ fn run_f_on_a_folder_resolves_app_paths_from_each_app_dir_and_writes_logs() {
     // `tandem run -f .` from the template's folder, as the quickstarts say.
     let out = tandem(&home)
         .current_dir(root.path().join("tutorial/lang"))
-        .args(["run", "-f", "."])
+        .args(["run", "-f", ".", "--app-port", "9999"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -126,6 +126,10 @@ fn run_f_on_a_folder_resolves_app_paths_from_each_app_dir_and_writes_logs() {
         stdout.contains(&format!(
             "Started Dapr with app id \"shared\". HTTP Port: {http}. gRPC Port: "
         )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("⚠  The following flags are ignored when using --run-file and should be configured in the run file instead: app-port"),
         "{stdout}"
     );
 

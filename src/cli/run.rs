@@ -53,6 +53,13 @@ pub async fn main(args: Args) -> Result<u8> {
     super::init_logging(options.log_level, options.log_as_json);
     let stop = stop_on_signal();
     if let Some(file) = args.run_file {
+        let ignored = flags_beside_run_file();
+        if !ignored.is_empty() {
+            super::launch::warning(&format!(
+                "The following flags are ignored when using --run-file and should be configured in the run file instead: {}",
+                ignored.join(", ")
+            ));
+        }
         let plan = super::run_file::resolve_path(&file)
             .map_err(|e| ("Failed to get run file path", e))
             .and_then(|f| {
@@ -85,6 +92,34 @@ pub async fn main(args: Args) -> Result<u8> {
     };
     let code = run_app(spec, stop).await?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
+}
+
+/// The flags given to `tandem run` besides `-f` (which the run file's
+/// settings replace), as the Dapr CLI names them in its warning.
+fn flags_beside_run_file() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = std::env::args().skip_while(|a| a != "run").skip(1);
+    while let Some(a) = args.next() {
+        if a == "--" {
+            break;
+        }
+        let Some(name) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) else {
+            continue;
+        };
+        let name = name.split('=').next().unwrap_or_default();
+        if matches!(name, "f" | "run-file") {
+            if !a.contains('=') {
+                args.next();
+            }
+            continue;
+        }
+        if !matches!(name, "log-as-json" | "help" | "h" | "runtime-path")
+            && !out.iter().any(|o| o == name)
+        {
+            out.push(name.to_string());
+        }
+    }
+    out
 }
 
 /// A watch that turns true on SIGINT/SIGTERM.
