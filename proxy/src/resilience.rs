@@ -206,6 +206,36 @@ struct BreakerInner {
     opened_at: Option<Instant>,
     window_started: Instant,
     half_open_in_flight: u32,
+    /// Counts half-open periods, so a permit of an earlier one gives back
+    /// nothing in a later one.
+    generation: u64,
+}
+
+/// One admitted call. Recording its outcome, or dropping it unrecorded (the
+/// caller went away: counted as nothing), gives its half-open slot back.
+struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    slot: bool,
+    generation: u64,
+}
+
+impl Permit<'_> {
+    fn record(mut self, success: bool) {
+        self.breaker.record(success);
+        self.give_back();
+    }
+
+    fn give_back(&mut self) {
+        if std::mem::take(&mut self.slot) {
+            self.breaker.release(self.generation);
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.give_back();
+    }
 }
 
 /// A circuit breaker: trips when `trip` is true over its counts, stays open
@@ -240,6 +270,7 @@ impl CircuitBreaker {
                 opened_at: None,
                 window_started: Instant::now(),
                 half_open_in_flight: 0,
+                generation: 0,
             }),
         })
     }
@@ -257,6 +288,7 @@ impl CircuitBreaker {
             inner.state = BreakerState::HalfOpen;
             inner.counts = Counts::default();
             inner.half_open_in_flight = 0;
+            inner.generation += 1;
         }
         if inner.state == BreakerState::Closed
             && !self.interval.is_zero()
@@ -267,18 +299,34 @@ impl CircuitBreaker {
         }
     }
 
-    /// Whether a call may go ahead now.
-    fn admit(&self) -> bool {
+    /// A permit for one call, or `None` when the breaker refuses it. A
+    /// half-open slot the permit holds is given back when the permit is
+    /// recorded or dropped — a caller that hangs up mid-call must not keep
+    /// the breaker half-open and full for ever.
+    fn admit(&self) -> Option<Permit<'_>> {
         let mut inner = self.inner.lock().expect("breaker lock");
         self.refresh(&mut inner);
-        match inner.state {
-            BreakerState::Closed => true,
-            BreakerState::Open => false,
+        let slot = match inner.state {
+            BreakerState::Closed => false,
+            BreakerState::Open => return None,
             BreakerState::HalfOpen if inner.half_open_in_flight < self.max_requests => {
                 inner.half_open_in_flight += 1;
                 true
             }
-            BreakerState::HalfOpen => false,
+            BreakerState::HalfOpen => return None,
+        };
+        Some(Permit {
+            breaker: self,
+            slot,
+            generation: inner.generation,
+        })
+    }
+
+    /// Gives back a half-open slot taken in the same half-open period.
+    fn release(&self, generation: u64) {
+        let mut inner = self.inner.lock().expect("breaker lock");
+        if inner.generation == generation && inner.state == BreakerState::HalfOpen {
+            inner.half_open_in_flight = inner.half_open_in_flight.saturating_sub(1);
         }
     }
 
@@ -482,12 +530,16 @@ impl Policy {
         }
         loop {
             self.track_breaker();
-            if let Some(b) = &self.breaker
-                && !b.admit()
-            {
-                self.note(Activation::BreakerRejected);
-                return Err(ResilienceError::BreakerOpen);
-            }
+            let permit = match &self.breaker {
+                Some(b) => match b.admit() {
+                    Some(p) => Some(p),
+                    None => {
+                        self.note(Activation::BreakerRejected);
+                        return Err(ResilienceError::BreakerOpen);
+                    }
+                },
+                None => None,
+            };
             let result = match self.timeout {
                 Some(t) => match tokio::time::timeout(t, op()).await {
                     Ok(r) => r.map_err(ResilienceError::Inner),
@@ -504,10 +556,10 @@ impl Policy {
             if matches!(result, Err(ResilienceError::Timeout(_))) {
                 self.note(Activation::Timeout);
             }
-            if let Some(b) = &self.breaker
+            if let Some(permit) = permit
                 && kind != Some(FailureKind::Permanent)
             {
-                b.record(kind.is_none());
+                permit.record(kind.is_none());
                 self.track_breaker();
             }
             match (kind, &self.retry) {
@@ -711,6 +763,50 @@ mod tests {
             )
             .await;
         assert!(matches!(r, Err(ResilienceError::Timeout(_))));
+    }
+
+    /// A half-open probe whose caller hangs up (its future dropped before
+    /// the answer) gives its slot back: the breaker lets the next probe
+    /// through instead of refusing every call until a reload.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_half_open_probe_gives_its_slot_back() {
+        let spec = CircuitBreakerPolicy {
+            max_requests: Some(1),
+            timeout: Some(GoDuration(Duration::from_secs(30))),
+            trip: Some("consecutiveFailures >= 1".into()),
+            ..Default::default()
+        };
+        let p = Policy {
+            breaker: Some(CircuitBreaker::from_spec("cb", &spec).unwrap()),
+            ..Default::default()
+        };
+        let _ = p
+            .run(
+                || async { Err::<(), _>("down") },
+                |_| FailureKind::Transient,
+            )
+            .await;
+        assert_eq!(p.breaker.as_ref().unwrap().state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        // The probe goes to a slow method; the caller gives up after 1 s.
+        let slow = p.run(
+            || async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<_, &str>(())
+            },
+            |_| FailureKind::Transient,
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), slow)
+                .await
+                .is_err()
+        );
+        assert_eq!(p.breaker.as_ref().unwrap().state(), BreakerState::HalfOpen);
+        let r = p
+            .run(|| async { Ok::<_, &str>(()) }, |_| FailureKind::Transient)
+            .await;
+        assert!(r.is_ok(), "the next probe is let through: {r:?}");
+        assert_eq!(p.breaker.as_ref().unwrap().state(), BreakerState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
