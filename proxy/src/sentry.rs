@@ -188,7 +188,7 @@ impl Client {
             roots.add(c).map_err(|e| format!("trust anchors: {e}"))?;
         }
         let roots = Arc::new(roots);
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = crate::identity::mesh_provider();
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
