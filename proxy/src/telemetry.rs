@@ -1,6 +1,12 @@
 //! Prometheus metrics of one sidecar, with Dapr's metric names where Dapr has
-//! them so existing dashboards keep working. Each sidecar owns its registry
-//! (several sidecars can live in one `tandem run -f` process).
+//! them so existing dashboards keep working. Each sidecar owns its registry.
+//!
+//! Label values that come from requests (target and caller app ids, HTTP
+//! methods, gRPC method names) are bounded: the first `MAX_LABEL_VALUES`
+//! distinct values of each are kept, later ones are counted as `_other`
+//! (and HTTP methods outside the standard ones always are), so no caller
+//! can grow the registry without end — daprd's most reported memory
+//! problem.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -14,9 +20,42 @@ const LATENCY_MS: &[f64] = &[
     5000.0, 10000.0,
 ];
 
+/// Distinct values kept per request-derived label.
+pub const MAX_LABEL_VALUES: usize = 256;
+
+/// The label value counted for values past the bound.
+pub const OTHER: &str = "_other";
+
+/// The values seen of one label, up to the bound.
+#[derive(Default)]
+struct Bounded(std::sync::RwLock<std::collections::HashSet<Box<str>>>);
+
+impl Bounded {
+    fn value<'a>(&self, v: &'a str) -> &'a str {
+        if self.0.read().expect("label lock").contains(v) {
+            return v;
+        }
+        let mut seen = self.0.write().expect("label lock");
+        if seen.contains(v) || seen.len() < MAX_LABEL_VALUES && seen.insert(v.into()) {
+            v
+        } else {
+            OTHER
+        }
+    }
+}
+
+fn http_method(m: &str) -> &str {
+    match m {
+        "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH" => m,
+        _ => OTHER,
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     app_id: String,
+    apps: Bounded,
+    methods: Bounded,
     http_requests: IntCounterVec,
     http_latency: HistogramVec,
     grpc_completed: IntCounterVec,
@@ -158,6 +197,8 @@ impl Metrics {
             ),
             registry,
             app_id: app_id.to_string(),
+            apps: Bounded::default(),
+            methods: Bounded::default(),
         }
     }
 
@@ -223,6 +264,7 @@ impl Metrics {
     /// One invocation served for `src` (another app's sidecar) and the
     /// status it got (the gRPC status for proxied gRPC calls).
     pub fn served(&self, src: &str, kind: &str, status: &str) {
+        let src = self.apps.value(src);
         self.served_received
             .with_label_values(&[self.app_id.as_str(), src, kind])
             .inc();
@@ -234,6 +276,7 @@ impl Metrics {
     /// One invocation of `dest` (`type` http or grpc) and how it ended:
     /// the app's status code, or `error` when no answer came.
     pub fn invocation(&self, dest: &str, kind: &str, status: &str, elapsed: Duration) {
+        let dest = self.apps.value(dest);
         self.invoke_sent
             .with_label_values(&[self.app_id.as_str(), dest, kind])
             .inc();
@@ -245,6 +288,7 @@ impl Metrics {
     }
 
     pub fn http_request(&self, method: &str, status: u16, elapsed: Duration) {
+        let method = http_method(method);
         let status = status.to_string();
         let labels = [self.app_id.as_str(), method, status.as_str()];
         self.http_requests.with_label_values(&labels).inc();
@@ -254,6 +298,7 @@ impl Metrics {
     }
 
     pub fn grpc_call(&self, method: &str, status: &str, elapsed: Duration) {
+        let method = self.methods.value(method);
         let labels = [self.app_id.as_str(), method, status];
         self.grpc_completed.with_label_values(&labels).inc();
         self.grpc_latency
@@ -304,5 +349,38 @@ pub fn grpc_status_name(code: i32) -> &'static str {
         15 => "DATA_LOSS",
         16 => "UNAUTHENTICATED",
         _ => "UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Callers choosing app ids, methods and verbs cannot grow the registry
+    /// past the bound.
+    #[test]
+    fn request_derived_labels_are_bounded() {
+        let m = Metrics::new("me");
+        for i in 0..2000 {
+            let id = format!("app-{i}");
+            m.invocation(&id, "http", "200", Duration::from_millis(1));
+            m.served(&id, "http", "200");
+            m.grpc_call(&format!("/pkg.Svc/M{i}"), "OK", Duration::from_millis(1));
+            m.http_request(&format!("VERB{i}"), 200, Duration::from_millis(1));
+        }
+        let text = m.render();
+        let series = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
+        assert!(series("dapr_service_invocation_req_sent_total") <= MAX_LABEL_VALUES + 1);
+        assert!(text.contains("app-0\""), "the first values are kept");
+        assert!(
+            text.contains(&format!("\"{OTHER}\"")),
+            "later ones fold into {OTHER}"
+        );
+        assert!(
+            !text.contains("VERB7"),
+            "unknown HTTP verbs are never labels"
+        );
+        assert!(series("dapr_grpc_io_server_completed_rpcs") <= MAX_LABEL_VALUES + 1);
+        assert!(series("dapr_service_invocation_req_recv_total") <= MAX_LABEL_VALUES + 1);
     }
 }
