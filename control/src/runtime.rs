@@ -209,6 +209,16 @@ impl Runtime {
             .and_then(|l| l.api_logging.clone())
     }
 
+    /// Whether `given` is the API token (`DAPR_API_TOKEN`), compared in
+    /// constant time so the answer's timing says nothing about how much of
+    /// a guess was right. True when no token is set.
+    pub fn api_token_ok(&self, given: Option<&[u8]>) -> bool {
+        let Some(token) = &self.options.api_token else {
+            return true;
+        };
+        given.is_some_and(|g| same_secret(token.as_bytes(), g))
+    }
+
     /// Whether API calls are logged: the flag when given (tri-state, as in
     /// daprd), otherwise Configuration `logging.apiLogging.enabled`.
     pub fn api_logging(&self) -> bool {
@@ -299,5 +309,29 @@ impl Runtime {
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+}
+
+/// `secret == given`, taking the same time whichever byte differs (the
+/// length is not secret).
+pub fn same_secret(secret: &[u8], given: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != secret.len());
+    for (i, s) in secret.iter().enumerate() {
+        diff |= s ^ given.get(i).copied().unwrap_or(!s);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod secret_tests {
+    #[test]
+    fn same_secret_compares_every_byte() {
+        use super::same_secret;
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"s3creT"));
+        assert!(!same_secret(b"s3cret", b"s3cre"));
+        assert!(!same_secret(b"s3cret", b"s3crett"));
+        assert!(!same_secret(b"s3cret", b""));
+        assert!(same_secret(b"", b""));
     }
 }

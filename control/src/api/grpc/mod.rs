@@ -33,11 +33,8 @@ impl DaprApi {
 
     /// Token check, first thing in every RPC. No exemptions on gRPC.
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let Some(token) = &self.rt.options.api_token else {
-            return Ok(());
-        };
         let given = req.metadata().get("dapr-api-token").map(|v| v.as_bytes());
-        if given == Some(token.as_bytes()) {
+        if self.rt.api_token_ok(given) {
             Ok(())
         } else {
             Err(ApiError::new(

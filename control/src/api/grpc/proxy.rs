@@ -74,11 +74,9 @@ async fn proxy(
     target: &str,
     req: Request<Body>,
 ) -> Response<tandem_proxy::ProxyBody> {
-    if let Some(token) = &rt.options.api_token {
-        let given = req.headers().get("dapr-api-token").map(|v| v.as_bytes());
-        if given != Some(token.as_bytes()) {
-            return grpc_error(16, "invalid api token");
-        }
+    let given = req.headers().get("dapr-api-token").map(|v| v.as_bytes());
+    if !rt.api_token_ok(given) {
+        return grpc_error(16, "invalid api token");
     }
     let (mut parts, body) = req.into_parts();
     parts.headers.remove("dapr-api-token");

@@ -111,9 +111,9 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> Response<ProxyBody> {
             segs.as_slice(),
             ["v1.0", "healthz"] | ["v1.0", "healthz", "outbound"]
         );
-    if !is_health && let Some(token) = &rt.options.api_token {
+    if !is_health {
         let given = req.headers().get("dapr-api-token").map(|v| v.as_bytes());
-        if given != Some(token.as_bytes()) {
+        if !rt.api_token_ok(given) {
             return Response::builder()
                 .status(StatusCode::UNAUTHORIZED)
                 .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
