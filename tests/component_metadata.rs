@@ -654,6 +654,13 @@ fn documented_settings_tandem_cannot_honour_are_refused_by_name() {
             ],
             "backOff",
         ),
+        // Not Dapr's to refuse, but it must not kill the delivery task:
+        // an input binding's route that is no URL path.
+        (
+            "bindings.cron",
+            &[("schedule", "@every 1h"), ("route", "my route")],
+            "route",
+        ),
     ];
     for (type_, md, field) in cases {
         let res = TempDir::new("docrefuse");

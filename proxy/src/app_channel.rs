@@ -429,11 +429,17 @@ impl AppChannel {
         let fut = async {
             match &self.transport {
                 Transport::Http { .. } => {
-                    let req = Request::builder()
+                    let Ok(req) = Request::builder()
                         .method(Method::GET)
                         .uri(path)
                         .body(crate::invoke::full(Bytes::new()))
-                        .expect("static request parts are valid");
+                    else {
+                        tracing::warn!(
+                            path,
+                            "the health check path is not a valid URL path; the app counts as unhealthy"
+                        );
+                        return false;
+                    };
                     match self.send_http_unlimited(req).await {
                         Ok(resp) => resp.status().is_success(),
                         Err(_) => false,

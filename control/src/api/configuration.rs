@@ -110,7 +110,12 @@ pub async fn subscribe_http(
                 let body = serde_json::json!({ "id": id, "items": { &key: item } });
                 let req = http::Request::builder()
                     .method(http::Method::POST)
-                    .uri(format!("/configuration/{store}/{key}"))
+                    // Keys come from the store: encoded, so any key is a path.
+                    .uri(format!(
+                        "/configuration/{}/{}",
+                        crate::components::metadata::percent_encode(&store),
+                        crate::components::metadata::percent_encode(&key)
+                    ))
                     .header(http::header::CONTENT_TYPE, "application/json")
                     .body(tandem_proxy::invoke::full(body.to_string()))
                     .expect("valid request parts");

@@ -561,6 +561,15 @@ async fn init_one(
     }
     if c.spec.type_.starts_with("bindings.") {
         bindings::Direction::from_metadata(&metadata)?;
+        // The route becomes a request path to the app: it must be one.
+        if let Some(route) = metadata.get("route").filter(|r| !r.is_empty()) {
+            let path = format!("/{}", route.trim_start_matches('/'));
+            if path.parse::<http::uri::PathAndQuery>().is_err() {
+                return Err(format!(
+                    "metadata `route` is `{route}`: not a valid URL path (spaces and control characters must be percent-encoded)"
+                ));
+            }
+        }
         // A broker client's id, as for pub/sub: the app id unless given.
         let id = metadata.entry("consumerID".into()).or_default();
         if id.is_empty() {
