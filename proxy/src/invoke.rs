@@ -1142,6 +1142,20 @@ async fn serve_one(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let (app_id, app, invoker) = (door.app_id, door.app, door.invoker);
+    // The path access control checks is the one the app gets: canonical,
+    // whoever sent it (a peer sidecar sends it so already).
+    let mut req = req;
+    match crate::path::canonical_uri(req.uri()) {
+        Ok(Some(uri)) => *req.uri_mut() = uri,
+        Ok(None) => {}
+        Err(e) => {
+            return if grpc {
+                grpc_error(3, &e.0)
+            } else {
+                error_response(StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST", &e.0)
+            };
+        }
+    }
     if let Some(acl) = door.access {
         let verb = req.method().to_string();
         let verb = (!grpc).then_some(verb.as_str());

@@ -13,6 +13,7 @@ pub mod invoke;
 pub mod iptables;
 #[cfg(feature = "mdns")]
 pub mod mdns;
+pub mod path;
 pub mod registry;
 pub mod resilience;
 pub mod resolve;

@@ -11,22 +11,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tandem_proxy::ProxyBody;
 
-/// The method path without `.` and `..` segments: an invocation cannot
-/// climb above the app's root.
-fn method_path(raw: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for seg in raw.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            s => out.push(s),
-        }
-    }
-    format!("/{}", out.join("/"))
-}
-
 /// `skip`: how many leading path segments address the sidecar
 /// (`v1.0/invoke/<app>/method` = 4; 0 for the `dapr-app-id` form).
 pub async fn http(
@@ -42,7 +26,8 @@ pub async fn http(
         .split('/')
         .skip(skip)
         .collect();
-    let path = method_path(&rest.join("/"));
+    // Made canonical (and checked) by `forward`.
+    let path = format!("/{}", rest.join("/"));
     let uri = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path,
@@ -72,6 +57,20 @@ pub async fn forward(
 ) -> Response<ProxyBody> {
     let max = rt.options.max_body_size;
     let mut parts = parts;
+    // One canonical path, here at the door: what access control checks at
+    // the callee and what its app receives. Ambiguous ones stop here.
+    match tandem_proxy::path::canonical_uri(&parts.uri) {
+        Ok(Some(uri)) => parts.uri = uri,
+        Ok(None) => {}
+        Err(e) => {
+            return boxed(
+                crate::error::ApiError::malformed(format!(
+                    "{e}; it is refused before any policy or app sees it"
+                ))
+                .to_http(),
+            );
+        }
+    }
     // Internal headers come from sidecars, never from an app.
     for internal in [
         tandem_proxy::invoke::GRPC_STATUS,
@@ -104,9 +103,10 @@ pub async fn forward(
 mod tests {
     #[test]
     fn method_paths_stay_inside_the_app() {
-        assert_eq!(super::method_path("a/b"), "/a/b");
-        assert_eq!(super::method_path("a/../../etc/passwd"), "/etc/passwd");
-        assert_eq!(super::method_path(""), "/");
-        assert_eq!(super::method_path("./x/./y"), "/x/y");
+        let c = |p: &str| tandem_proxy::path::canonical(p).unwrap();
+        assert_eq!(c("/a/b"), "/a/b");
+        assert_eq!(c("/a/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(c("/"), "/");
+        assert_eq!(c("/./x/./y"), "/x/y");
     }
 }
