@@ -203,9 +203,20 @@ async fn stream_to(
 struct PeerPool {
     tls: Option<tokio_rustls::TlsConnector>,
     metrics: Option<Arc<crate::telemetry::Metrics>>,
-    conns:
-        tokio::sync::Mutex<std::collections::HashMap<(String, std::net::SocketAddr), SendRequest>>,
+    /// One slot per peer: callers of a peer with no connection wait on its
+    /// slot while one of them connects, instead of racing to open several.
+    conns: std::sync::Mutex<std::collections::HashMap<(String, std::net::SocketAddr), PeerSlot>>,
 }
+
+type PeerSlot = Arc<tokio::sync::Mutex<Option<SendRequest>>>;
+
+/// Bounds on the mesh's own connections (both sides): a peer that accepts
+/// and then says nothing cannot hold a caller, or a listener, for ever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings between sidecars: a peer that died silently is noticed
+/// without waiting for the next request's timeout.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type SendRequest = hyper::client::conn::http2::SendRequest<ProxyBody>;
 
@@ -224,21 +235,23 @@ impl PeerPool {
             crate::identity::dns_name(&peer.app_id, &peer.namespace),
             peer.address,
         );
-        let cached = self
+        let slot = self
             .conns
             .lock()
-            .await
-            .get(&key)
-            .filter(|s| !s.is_closed())
-            .cloned();
-        let mut sender = match cached {
-            Some(s) => s,
+            .expect("peer pool lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        let mut guard = slot.lock().await;
+        let mut sender = match guard.as_ref().filter(|s| !s.is_closed()) {
+            Some(s) => s.clone(),
             None => {
                 let s = self.connect(peer).await?;
-                self.conns.lock().await.insert(key, s.clone());
+                *guard = Some(s.clone());
                 s
             }
         };
+        drop(guard);
         sender.ready().await.map_err(|e| e.to_string())?;
         Ok(sender)
     }
@@ -280,27 +293,40 @@ impl PeerPool {
         .map_err(|_| "connect timed out after 5s".to_string())?
         .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
-        let builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let timed_out =
+            || format!("the peer did not finish the handshake within {HANDSHAKE_TIMEOUT:?}");
         let sender = match &self.tls {
             Some(tls) => {
                 let name = crate::identity::server_name(&peer.app_id, &peer.namespace)?;
-                let stream = tls.connect(name, tcp).await;
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(name, tcp))
+                    .await
+                    .map_err(|_| timed_out())?;
                 if let Some(m) = &self.metrics {
                     m.tls_handshake("client", stream.is_ok());
                 }
                 let stream = stream.map_err(|e| format!("mTLS handshake: {e}"))?;
-                let (sender, conn) = builder
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (sender, conn) = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    builder.handshake(TokioIo::new(stream)),
+                )
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|e| e.to_string())?;
                 tokio::spawn(conn);
                 sender
             }
             None => {
-                let (sender, conn) = builder
-                    .handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (sender, conn) =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake(TokioIo::new(tcp)))
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(|e| e.to_string())?;
                 tokio::spawn(conn);
                 sender
             }
@@ -839,7 +865,13 @@ pub async fn serve_inbound(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, remote)) = accepted else { continue };
+                let (stream, remote) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        accept_failed(&e).await;
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let (app_id, app, invoker) = (app_id.clone(), app.clone(), invoker.clone());
                 let (acceptor, watcher, access, tracer, metrics) = (
@@ -865,13 +897,24 @@ pub async fn serve_inbound(
                             }
                         })
                     };
-                    let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    builder
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .keep_alive_interval(KEEPALIVE_INTERVAL)
+                        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
                     match acceptor {
                         None => {
+                            // A connection that says nothing is dropped.
+                            if !first_bytes_within(&stream, HANDSHAKE_TIMEOUT).await {
+                                return;
+                            }
                             let conn = builder.serve_connection(TokioIo::new(stream), serve(None));
                             let _ = watcher.watch(conn).await;
                         }
-                        Some(acceptor) => match acceptor.accept(stream).await {
+                        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                            .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake within the handshake timeout")))
+                        {
                             Ok(tls) => {
                                 handshakes.tls_handshake("server", true);
                                 let peer = tls
@@ -1221,4 +1264,29 @@ async fn serve_one(
             ),
         },
     }
+}
+
+/// An accept that failed (out of descriptors, say): logged at most once a
+/// second, and a pause before the next, so the loop does not spin.
+pub async fn accept_failed(e: &std::io::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!(error = %e, "accepting a connection failed; pausing before the next");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Whether the client sends something within `limit` (a peek: nothing is
+/// consumed). Listeners drop connections that open and then say nothing.
+pub async fn first_bytes_within(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut one = [0u8; 1];
+    matches!(
+        tokio::time::timeout(limit, stream.peek(&mut one)).await,
+        Ok(Ok(n)) if n > 0
+    )
 }

@@ -96,8 +96,7 @@ where
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!(error = %e, "{which} door: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tandem_proxy::invoke::accept_failed(&e).await;
                     continue;
                 }
             },

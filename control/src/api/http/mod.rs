@@ -30,6 +30,9 @@ use wire::{clean_path, percent_decode};
 
 pub type ApiResponse = Response<Full<Bytes>>;
 
+/// How long a client has to send a request head (daprd's 10 s).
+pub const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accepts connections until shutdown is signalled, then lets in-flight
 /// requests finish (bounded by the caller's grace period).
 pub async fn serve(listener: TcpListener, rt: Arc<Runtime>) {
@@ -38,24 +41,44 @@ pub async fn serve(listener: TcpListener, rt: Arc<Runtime>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper refuses an HTTP/1 buffer under 8 KiB; headers are still bounded.
     let header_limit = usize::try_from(rt.options.read_buffer_size).unwrap_or(usize::MAX);
-    builder.http1().max_buf_size(header_limit.max(8192));
+    builder
+        .http1()
+        .max_buf_size(header_limit.max(8192))
+        // A request head must arrive within 10 s, as daprd's server asks.
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT);
     builder
         .http2()
-        .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX))
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(tandem_proxy::invoke::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(tandem_proxy::invoke::KEEPALIVE_TIMEOUT);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tandem_proxy::invoke::accept_failed(&e).await;
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let rt = rt.clone();
                 let service = service_fn(move |req| {
                     let rt = rt.clone();
                     async move { Ok::<_, std::convert::Infallible>(handle(rt, req).await) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    // Silent connections (and HTTP/2 clients that never send
+                    // their preface) go after the head timeout too.
+                    if !tandem_proxy::invoke::first_bytes_within(&stream, HEAD_TIMEOUT).await {
+                        return;
+                    }
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
                 });
             }
             _ = shutdown.changed() => break,
@@ -293,7 +316,13 @@ pub async fn serve_metrics(listener: TcpListener, rt: Arc<Runtime>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tandem_proxy::invoke::accept_failed(&e).await;
+                        continue;
+                    }
+                };
                 let rt = rt.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
                     let rt = rt.clone();
