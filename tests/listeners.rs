@@ -46,10 +46,7 @@ fn half_sent_and_silent_connections_are_closed_after_the_head_timeout() {
     }
     std::thread::sleep(Duration::from_secs(5));
     let still_open = conns.iter().filter(|c| !closed(c)).count();
-    assert!(
-        still_open > 100,
-        "nothing is cut before the timeout ({still_open} open)"
-    );
+    assert_eq!(still_open, conns.len(), "nothing is cut before the timeout");
     std::thread::sleep(Duration::from_secs(7));
     let still_open: Vec<usize> = conns
         .iter()
