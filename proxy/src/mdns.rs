@@ -45,7 +45,13 @@ impl Mdns {
                             let addrs = info
                                 .get_addresses()
                                 .iter()
-                                .map(|ip| SocketAddr::new(ip.to_ip_addr(), info.get_port()))
+                                .filter_map(|ip| {
+                                    let scope = match ip {
+                                        mdns_sd::ScopedIp::V6(v6) => Some(v6.scope_id().index),
+                                        _ => None,
+                                    };
+                                    socket_addr(ip.to_ip_addr(), scope, info.get_port())
+                                })
                                 .collect();
                             tracing::debug!(instance = %info.fullname, app, "mDNS: heard");
                             into.lock().expect("mdns").insert(
@@ -141,5 +147,44 @@ impl Drop for Announcement {
             // The goodbye packet goes out before the process exits.
             let _ = done.recv_timeout(Duration::from_secs(1));
         }
+    }
+}
+
+/// The address to dial for one address an mDNS answer carried. An IPv6
+/// link-local address is only reachable through the interface it was heard
+/// on: it keeps that interface as its scope, and without one it is left out
+/// (dialled bare it fails with "Invalid argument", and those failures would
+/// count against the app's breaker).
+fn socket_addr(ip: std::net::IpAddr, scope: Option<u32>, port: u16) -> Option<SocketAddr> {
+    match ip {
+        std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => match scope {
+            Some(s) if s != 0 => Some(SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, s))),
+            _ => None,
+        },
+        other => Some(SocketAddr::new(other, port)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::socket_addr;
+
+    #[test]
+    fn link_local_addresses_keep_their_interface_or_are_left_out() {
+        let ll: std::net::IpAddr = "fe80::1".parse().unwrap();
+        let a = socket_addr(ll, Some(3), 7000).unwrap();
+        assert_eq!(a.to_string(), "[fe80::1%3]:7000");
+        assert_eq!(socket_addr(ll, None, 7000), None);
+        assert_eq!(socket_addr(ll, Some(0), 7000), None);
+        let g: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(
+            socket_addr(g, Some(3), 7000).unwrap().to_string(),
+            "[2001:db8::1]:7000"
+        );
+        let v4: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            socket_addr(v4, None, 7000).unwrap().to_string(),
+            "10.0.0.2:7000"
+        );
     }
 }
