@@ -67,11 +67,20 @@ pub async fn serve_outbound(listener: TcpListener, rt: Arc<Runtime>, detect_time
                         let rt = rt.clone();
                         async move { Ok::<_, std::convert::Infallible>(route(&rt, dst, req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(
+                    // The app's own connection: a request head must come
+                    // within 30 s. (hyper counts a keep-alive connection's
+                    // idle time too, so this is looser than the API's 10 s:
+                    // apps that know nothing of tandem keep their pools.)
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
+                    );
+                    builder
+                        .http1()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(std::time::Duration::from_secs(30));
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
                 }
             }
         }
