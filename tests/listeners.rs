@@ -141,3 +141,35 @@ fn an_accept_loop_out_of_descriptors_pauses_and_recovers() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn one_address_cannot_hold_more_than_its_share_of_the_internal_port() {
+    let internal = free_port();
+    let s = common::sidecar()
+        .app_id("greedy")
+        .args(["--dapr-internal-grpc-port", &internal.to_string()])
+        .start();
+    let conns: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(("127.0.0.1", internal)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    let open = conns.iter().filter(|c| !closed(c)).count();
+    assert_eq!(
+        open, 256,
+        "the cap per address (256) holds; the rest are closed at once"
+    );
+    drop(conns);
+    std::thread::sleep(Duration::from_millis(300));
+    let c = TcpStream::connect(("127.0.0.1", internal)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !closed(&c),
+        "a connection is served again once the others are gone"
+    );
+    assert_eq!(
+        http(s.http, "GET", "/v1.0/healthz/outbound", &[], b"")
+            .unwrap()
+            .status,
+        204
+    );
+}

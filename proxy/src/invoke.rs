@@ -206,9 +206,42 @@ struct PeerPool {
     /// One slot per peer: callers of a peer with no connection wait on its
     /// slot while one of them connects, instead of racing to open several.
     conns: std::sync::Mutex<std::collections::HashMap<(String, std::net::SocketAddr), PeerSlot>>,
+    /// When idle connections were last looked for (ms since the epoch).
+    last_sweep: std::sync::atomic::AtomicU64,
 }
 
-type PeerSlot = Arc<tokio::sync::Mutex<Option<SendRequest>>>;
+/// A peer's connection and when it was last used (ms since the epoch).
+#[derive(Default)]
+struct PeerEntry {
+    conn: tokio::sync::Mutex<Option<SendRequest>>,
+    last_used: std::sync::atomic::AtomicU64,
+}
+
+type PeerSlot = Arc<PeerEntry>;
+
+/// A peer connection unused this long is closed (its peer may have gone
+/// for good: a scaled-down instance, a reshuffled address).
+pub const PEER_IDLE: Duration = Duration::from_secs(300);
+
+/// Drops the peer connections unused for `PEER_IDLE` (one in use — its slot
+/// locked — stays).
+fn sweep_idle<K: std::hash::Hash + Eq>(
+    conns: &mut std::collections::HashMap<K, PeerSlot>,
+    now: u64,
+) {
+    let idle = PEER_IDLE.as_millis() as u64;
+    conns.retain(|_, e| {
+        now.saturating_sub(e.last_used.load(std::sync::atomic::Ordering::Relaxed)) < idle
+            || e.conn.try_lock().is_err()
+    });
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
 
 /// Bounds on the mesh's own connections (both sides): a peer that accepts
 /// and then says nothing cannot hold a caller, or a listener, for ever.
@@ -235,14 +268,22 @@ impl PeerPool {
             crate::identity::dns_name(&peer.app_id, &peer.namespace),
             peer.address,
         );
-        let slot = self
-            .conns
-            .lock()
-            .expect("peer pool lock")
-            .entry(key)
-            .or_default()
-            .clone();
-        let mut guard = slot.lock().await;
+        let now = epoch_ms();
+        let slot = {
+            let mut conns = self.conns.lock().expect("peer pool lock");
+            // Now and then (once a minute at most), drop connections nobody
+            // used for `PEER_IDLE`; one in use (its slot locked) stays.
+            let last = self.last_sweep.load(std::sync::atomic::Ordering::Relaxed);
+            if now.saturating_sub(last) > 60_000 {
+                self.last_sweep
+                    .store(now, std::sync::atomic::Ordering::Relaxed);
+                sweep_idle(&mut conns, now);
+            }
+            conns.entry(key).or_default().clone()
+        };
+        slot.last_used
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        let mut guard = slot.conn.lock().await;
         let mut sender = match guard.as_ref().filter(|s| !s.is_closed()) {
             Some(s) => s.clone(),
             None => {
@@ -446,6 +487,7 @@ impl Invoker {
                 tls: tls.map(tokio_rustls::TlsConnector::from),
                 metrics: None,
                 conns: Default::default(),
+                last_sweep: Default::default(),
             },
             streams: h2_client(),
             balancer: Default::default(),
@@ -862,6 +904,7 @@ pub async fn serve_inbound(
     let app_id: Arc<str> = app_id.into();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let per_peer = PerPeer::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -871,6 +914,11 @@ pub async fn serve_inbound(
                         accept_failed(&e).await;
                         continue;
                     }
+                };
+                // A sidecar needs one connection per peer (streams share
+                // it); past the cap an address is refused, not served.
+                let Some(held) = per_peer.admit(remote.ip()) else {
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let (app_id, app, invoker) = (app_id.clone(), app.clone(), invoker.clone());
@@ -883,6 +931,7 @@ pub async fn serve_inbound(
                 );
                 let handshakes = metrics.clone();
                 tokio::spawn(async move {
+                    let _held = held;
                     let serve = |peer: Option<String>| {
                         let peer: Option<Arc<str>> = peer.map(Into::into);
                         hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -1289,4 +1338,65 @@ pub async fn first_bytes_within(stream: &tokio::net::TcpStream, limit: Duration)
         tokio::time::timeout(limit, stream.peek(&mut one)).await,
         Ok(Ok(n)) if n > 0
     )
+}
+
+/// Most connections the internal port keeps from one address at a time.
+/// Sidecars on one host share an address and each keeps one connection.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 256;
+
+/// Open connections per remote address, for the cap.
+#[derive(Clone, Default)]
+struct PerPeer(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One admitted connection: its count is given back when dropped.
+struct PeerHeld(PerPeer, std::net::IpAddr);
+
+impl PerPeer {
+    fn admit(&self, ip: std::net::IpAddr) -> Option<PeerHeld> {
+        let mut map = self.0.lock().expect("per-peer lock");
+        let n = map.entry(ip).or_default();
+        if *n >= MAX_CONNECTIONS_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(PeerHeld(self.clone(), ip))
+    }
+}
+
+impl Drop for PeerHeld {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.lock().expect("per-peer lock");
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn idle_peer_connections_are_dropped_busy_ones_kept() {
+        let now = 10 * PEER_IDLE.as_millis() as u64;
+        let entry = |age: u64| {
+            let e = Arc::new(PeerEntry::default());
+            e.last_used.store(now - age, Ordering::Relaxed);
+            e
+        };
+        let mut conns = std::collections::HashMap::new();
+        conns.insert("fresh", entry(1_000));
+        conns.insert("idle", entry(PEER_IDLE.as_millis() as u64 + 1));
+        let busy = entry(PEER_IDLE.as_millis() as u64 * 2);
+        let _held = busy.conn.try_lock().unwrap();
+        conns.insert("busy", busy.clone());
+        sweep_idle(&mut conns, now);
+        let mut left: Vec<_> = conns.keys().copied().collect();
+        left.sort();
+        assert_eq!(left, ["busy", "fresh"]);
+    }
 }
