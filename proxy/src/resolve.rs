@@ -290,8 +290,8 @@ pub struct Dns {
     template: String,
     cluster_domain: String,
     port: u16,
-    /// Where to send queries; empty: the system resolver.
-    servers: Vec<SocketAddr>,
+    /// The resolver for the configured `servers`; `None`: the system's.
+    client: Option<dns::Client>,
 }
 
 const DEFAULT_TEMPLATE: &str = "{{.ID}}-dapr.{{.Namespace}}.svc.{{.ClusterDomain}}";
@@ -329,7 +329,7 @@ impl Dns {
                     .into(),
             );
         }
-        let servers = c
+        let servers: Vec<SocketAddr> = c
             .servers
             .iter()
             .map(|s| {
@@ -353,7 +353,11 @@ impl Dns {
             template,
             cluster_domain: c.cluster_domain.unwrap_or_else(|| "cluster.local".into()),
             port,
-            servers,
+            client: if servers.is_empty() {
+                None
+            } else {
+                Some(dns::client(&servers)?)
+            },
         })
     }
 
@@ -406,154 +410,79 @@ impl Resolve for Dns {
                 return Ok(Vec::new());
             }
             let (host, port) = self.target(app_id, namespace);
-            if self.servers.is_empty() {
+            let Some(client) = &self.client else {
                 return tokio::net::lookup_host((host.as_str(), port))
                     .await
                     .map(|found| found.collect())
                     .map_err(|e| format!("DNS lookup of {host}: {e}"));
-            }
-            let mut last = String::new();
-            for server in &self.servers {
-                match dns::lookup(*server, &host).await {
-                    Ok(ips) => {
-                        return Ok(ips
-                            .into_iter()
-                            .map(|ip| SocketAddr::new(ip, port))
-                            .collect());
-                    }
-                    Err(e) => last = format!("DNS server {server} for {host}: {e}"),
-                }
-            }
-            Err(last)
+            };
+            dns::resolve(client, &host)
+                .await
+                .map(|ips| {
+                    ips.into_iter()
+                        .map(|ip| SocketAddr::new(ip, port))
+                        .collect()
+                })
+                .map_err(|e| format!("DNS lookup of {host}: {e}"))
         })
     }
 }
 
-/// A small DNS client: A and AAAA questions over UDP, answers read with
-/// name compression, as much as name resolution needs and nothing more.
+/// DNS queries to given servers, through hickory-resolver (random query
+/// ids, answers checked against their question, record TTLs honoured in
+/// its cache, TCP when an answer is truncated).
 pub mod dns {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    use std::net::{IpAddr, SocketAddr};
     use std::time::Duration;
 
-    const A: u16 = 1;
-    const AAAA: u16 = 28;
+    pub type Client = hickory_resolver::TokioResolver;
 
-    /// The addresses of `host` (A and AAAA) from `server`. One family
-    /// answered is enough: some servers refuse the question they have no
-    /// records for.
-    pub async fn lookup(server: SocketAddr, host: &str) -> Result<Vec<IpAddr>, String> {
-        let (v4, v6) = tokio::join!(query(server, host, A), query(server, host, AAAA));
-        match (v4, v6) {
-            (Err(e), Err(_)) => Err(e),
-            (v4, v6) => Ok(v4
-                .unwrap_or_default()
-                .into_iter()
-                .chain(v6.unwrap_or_default())
-                .collect()),
-        }
-    }
-
-    async fn query(server: SocketAddr, host: &str, qtype: u16) -> Result<Vec<IpAddr>, String> {
-        let bind: SocketAddr = if server.is_ipv4() {
-            "0.0.0.0:0".parse().expect("address")
-        } else {
-            "[::]:0".parse().expect("address")
-        };
-        let sock = tokio::net::UdpSocket::bind(bind)
-            .await
-            .map_err(|e| e.to_string())?;
-        sock.connect(server).await.map_err(|e| e.to_string())?;
-        let id = (std::process::id() as u16) ^ (qtype.wrapping_mul(7919));
-        let question = encode(id, host, qtype)?;
-        let mut buf = vec![0u8; 4096];
-        // Two tries: UDP may lose the first.
-        for _ in 0..2 {
-            sock.send(&question).await.map_err(|e| e.to_string())?;
-            match tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await {
-                Ok(Ok(n)) => match decode(&buf[..n], id, qtype) {
-                    Ok(Some(ips)) => return Ok(ips),
-                    Ok(None) => continue, // not our answer
-                    Err(e) => return Err(e),
-                },
-                Ok(Err(e)) => return Err(e.to_string()),
-                Err(_) => continue,
-            }
-        }
-        Err("no answer within 2s".into())
-    }
-
-    pub fn encode(id: u16, host: &str, qtype: u16) -> Result<Vec<u8>, String> {
-        let mut q = Vec::with_capacity(32 + host.len());
-        q.extend_from_slice(&id.to_be_bytes());
-        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD, one question
-        for label in host.trim_end_matches('.').split('.') {
-            if label.is_empty() || label.len() > 63 {
-                return Err(format!("`{host}` is not a valid DNS name"));
-            }
-            q.push(label.len() as u8);
-            q.extend_from_slice(label.as_bytes());
-        }
-        q.push(0);
-        q.extend_from_slice(&qtype.to_be_bytes());
-        q.extend_from_slice(&1u16.to_be_bytes()); // IN
-        Ok(q)
-    }
-
-    /// `None`: not the answer to question `id`. NXDOMAIN is an empty list.
-    pub fn decode(msg: &[u8], id: u16, qtype: u16) -> Result<Option<Vec<IpAddr>>, String> {
-        let short = || "short DNS answer".to_string();
-        let u16_at = |i: usize| -> Result<u16, String> {
-            msg.get(i..i + 2)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                .ok_or_else(short)
-        };
-        if msg.len() < 12 || u16_at(0)? != id || msg[2] & 0x80 == 0 {
-            return Ok(None);
-        }
-        if msg[2] & 0x02 != 0 {
-            return Err("answer truncated (too many records for UDP)".into());
-        }
-        match msg[3] & 0x0f {
-            0 => {}
-            3 => return Ok(Some(Vec::new())),
-            rcode => return Err(format!("server answered rcode {rcode}")),
-        }
-        let (qd, an) = (u16_at(4)?, u16_at(6)?);
-        let mut at = 12;
-        for _ in 0..qd {
-            at = skip_name(msg, at)? + 4;
-        }
-        let mut ips = Vec::new();
-        for _ in 0..an {
-            at = skip_name(msg, at)?;
-            let rtype = u16_at(at)?;
-            let len = u16_at(at + 8)? as usize;
-            let data = msg.get(at + 10..at + 10 + len).ok_or_else(short)?;
-            match (rtype, len) {
-                (A, 4) if qtype == A => ips.push(IpAddr::V4(Ipv4Addr::new(
-                    data[0], data[1], data[2], data[3],
-                ))),
-                (AAAA, 16) if qtype == AAAA => {
-                    let b: [u8; 16] = data.try_into().expect("16 bytes");
-                    ips.push(IpAddr::V6(Ipv6Addr::from(b)))
+    /// A resolver asking `servers` (UDP, then TCP), in order.
+    pub fn client(servers: &[SocketAddr]) -> Result<Client, String> {
+        let name_servers = servers
+            .iter()
+            .map(|s| {
+                let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+                for c in &mut ns.connections {
+                    c.port = s.port();
                 }
-                _ => {} // CNAME and the like: the addresses follow
-            }
-            at += 10 + len;
-        }
-        Ok(Some(ips))
+                ns
+            })
+            .collect();
+        let config = ResolverConfig::from_parts(None, vec![], name_servers);
+        let mut builder = hickory_resolver::Resolver::builder_with_config(
+            config,
+            TokioRuntimeProvider::default(),
+        );
+        let opts = builder.options_mut();
+        opts.timeout = Duration::from_secs(1);
+        opts.attempts = 2;
+        opts.try_tcp_on_error = true;
+        // The app id is the whole name: no search domains, no ndots games.
+        opts.ndots = 0;
+        builder.build().map_err(|e| format!("DNS resolver: {e}"))
     }
 
-    /// The index just past the (possibly compressed) name at `at`.
-    fn skip_name(msg: &[u8], mut at: usize) -> Result<usize, String> {
-        loop {
-            let len = *msg.get(at).ok_or("short DNS answer")?;
-            match len {
-                0 => return Ok(at + 1),
-                l if l & 0xc0 == 0xc0 => return Ok(at + 2),
-                l => at += 1 + l as usize,
-            }
+    /// The addresses (A and AAAA) of `host`. A name that does not exist is
+    /// an empty list.
+    pub async fn resolve(client: &Client, host: &str) -> Result<Vec<IpAddr>, String> {
+        let fqdn = if host.ends_with('.') {
+            host.to_string()
+        } else {
+            format!("{host}.")
+        };
+        match client.lookup_ip(fqdn.as_str()).await {
+            Ok(found) => Ok(found.iter().collect()),
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// One lookup at one server (readiness checks in tests and tools).
+    pub async fn lookup(server: SocketAddr, host: &str) -> Result<Vec<IpAddr>, String> {
+        resolve(&client(&[server])?, host).await
     }
 }
 
@@ -664,32 +593,5 @@ mod tests {
         );
         assert_eq!(owner("10.1.0.7").await, None);
         assert_eq!(owner("127.0.0.1").await, None, "loopback names no host");
-    }
-
-    #[test]
-    fn dns_messages_round_trip() {
-        let q = dns::encode(7, "orders-dapr.default.svc", 1).unwrap();
-        // An answer: the question echoed, then a CNAME and an A record
-        // whose names are compressed pointers to the question.
-        let mut a = q.clone();
-        a[2] |= 0x80;
-        a[7] = 2;
-        a.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xc0, 12]);
-        a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 2, 3]);
-        assert_eq!(
-            dns::decode(&a, 7, 1).unwrap(),
-            Some(vec!["10.1.2.3".parse().unwrap()])
-        );
-        assert_eq!(
-            dns::decode(&a, 8, 1).unwrap(),
-            None,
-            "another question's answer"
-        );
-        let mut nx = q.clone();
-        nx[2] |= 0x80;
-        nx[3] = 3;
-        assert_eq!(dns::decode(&nx, 7, 1).unwrap(), Some(vec![]));
-        assert!(dns::decode(&a[..a.len() - 3], 7, 1).is_err(), "cut short");
-        assert!(dns::encode(1, "a..b", 1).is_err());
     }
 }
