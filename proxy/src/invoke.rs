@@ -1315,10 +1315,16 @@ async fn serve_one(
     }
 }
 
-/// An accept that failed (out of descriptors, say): logged at most once a
-/// second, and a pause before the next, so the loop does not spin.
+/// An accept that failed. Out of descriptors or memory (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM): logged at most once a second and a pause before the
+/// next, so the loop does not spin. Anything else (a client that reset
+/// before it was accepted): on to the next at once.
 pub async fn accept_failed(e: &std::io::Error) {
     use std::sync::atomic::{AtomicU64, Ordering};
+    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
+    if !matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12)) {
+        return;
+    }
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
