@@ -51,14 +51,7 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
+use tandem_proxy::path::hex;
 
 /// Query parameters, decoded; the first value of a name wins.
 pub fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
