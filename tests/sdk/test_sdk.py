@@ -525,7 +525,11 @@ def test_quickstart_pub_sub_with_run_f_dot(tmp_path, tandem_env):
     out = ""
     try:
         deadline = time.time() + 90
-        while time.time() < deadline and out.count("Subscriber received") < 10:
+        # Every order received, and the publisher's own last line printed
+        # (it prints after its publish returns, so it may come second).
+        while time.time() < deadline and (
+            out.count("Subscriber received") < 10 or 'Published data: {"orderId": 10}' not in out
+        ):
             line = proc.stdout.readline()
             if not line:
                 break
