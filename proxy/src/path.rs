@@ -162,10 +162,27 @@ pub fn canonical(path: &str) -> Result<String, PathError> {
     Ok(s)
 }
 
+/// Whether `path` is canonical as it stands — the common case, checked
+/// without building anything (every request passes here): it starts with
+/// `/`, holds no escape, backslash or control character, no empty segment
+/// (`//`) and no segment starting with a dot, so no step of `canonical`
+/// could change or refuse it.
+fn already_canonical(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.first() == Some(&b'/')
+        && !b
+            .iter()
+            .any(|&c| matches!(c, b'%' | b'\\') || !(0x20..0x7f).contains(&c))
+        && !b.windows(2).any(|w| w == b"//" || w == b"/.")
+}
+
 /// `uri` with its path made canonical (query kept as it is); `None` when it
 /// already was.
 pub fn canonical_uri(uri: &http::Uri) -> Result<Option<http::Uri>, PathError> {
     let path = uri.path();
+    if already_canonical(path) {
+        return Ok(None);
+    }
     let canonical = canonical(path)?;
     if canonical == path {
         return Ok(None);
@@ -209,6 +226,28 @@ mod tests {
             ("/...", "/..."),
         ] {
             assert_eq!(canonical(raw).as_deref(), Ok(want), "{raw}");
+        }
+    }
+
+    /// The shortcut agrees with the full computation.
+    #[test]
+    fn the_shortcut_only_skips_what_is_already_canonical() {
+        for p in ["/a/b", "/", "/a;v=1/b", "/dir/", "/a.b/c.", "/x~y_z-1"] {
+            assert!(super::already_canonical(p), "{p}");
+            assert_eq!(canonical(p).as_deref(), Ok(p));
+        }
+        for p in [
+            "",
+            "a",
+            "//a",
+            "/a/./b",
+            "/.well-known",
+            "/%41",
+            "/a\\b",
+            "/caf\u{e9}",
+            "/a\tb",
+        ] {
+            assert!(!super::already_canonical(p), "{p}");
         }
     }
 
