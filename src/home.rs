@@ -47,6 +47,36 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// The record of app `o.app_id` (options as bound) started now by the
+    /// `tandem run` with pid `cli_pid`; template fields left empty.
+    pub fn started(
+        o: &tandem_config::SidecarOptions,
+        cli_pid: u32,
+        daprd_pid: u32,
+        app_pid: Option<u32>,
+        command: &[String],
+    ) -> Self {
+        RunRecord {
+            app_id: o.app_id.clone(),
+            http_port: o.http_port(),
+            grpc_port: o.grpc_port(),
+            metrics_port: o.metrics_port_or_default(),
+            metrics_enabled: o.enable_metrics,
+            app_port: o.app_port,
+            cli_pid,
+            daprd_pid,
+            app_pid,
+            command: command.join(" "),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            max_body_size: o.max_body_size,
+            read_buffer_size: o.read_buffer_size,
+            ..RunRecord::default()
+        }
+    }
+
     fn path(app_id: &str) -> PathBuf {
         runs_dir().join(format!("{app_id}.json"))
     }

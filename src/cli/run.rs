@@ -239,25 +239,14 @@ pub async fn run_app(spec: AppSpec, mut stop: watch::Receiver<bool>) -> Result<i
             Some(g)
         }
     };
-    let record = RunRecord {
-        app_id: app_id.clone(),
-        http_port: o.http_port(),
-        grpc_port: o.grpc_port(),
-        metrics_port: o.metrics_port_or_default(),
-        metrics_enabled: o.enable_metrics,
-        app_port: o.app_port,
+    // The sidecar runs in this process: it is the daprd of the record.
+    let record = RunRecord::started(
+        &o,
         cli_pid,
-        daprd_pid: cli_pid,
-        app_pid: app.as_ref().and_then(|a| a.pid),
-        command: spec.command.join(" "),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default(),
-        max_body_size: o.max_body_size,
-        read_buffer_size: o.read_buffer_size,
-        ..RunRecord::default()
-    };
+        cli_pid,
+        app.as_ref().and_then(|a| a.pid),
+        &spec.command,
+    );
     if let Err(e) = record.write() {
         tracing::warn!(error = %e, "cannot record the run; `tandem list` will not show it");
     }

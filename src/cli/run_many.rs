@@ -24,7 +24,6 @@ struct Running {
     sidecar: Guarded,
     app: Option<Guarded>,
     daprd_sink: Sink,
-    http_port: u16,
 }
 
 /// The ports a `tandem sidecar --ports-file` reports once it serves.
@@ -52,7 +51,7 @@ pub async fn run(plan: Plan, mut stop: watch::Receiver<bool>) -> Result<u8> {
             Ok(r) => {
                 info(&format!(
                     "Started Dapr with app id \"{id}\". HTTP Port: {}. gRPC Port: {}",
-                    r.http_port,
+                    r.plan.options.http_port(),
                     r.plan.options.grpc_port()
                 ));
                 info(&format!(
@@ -154,7 +153,7 @@ fn sidecar_exit_line(code: i32) -> String {
 }
 
 /// Stops every started app and its sidecar, apps first.
-async fn shutdown(started: &mut Vec<Running>, cli_pid: u32) {
+async fn shutdown(started: &mut [Running], cli_pid: u32) {
     let stops = started.iter_mut().map(|r| {
         Box::pin(async move {
             r.daprd_sink
@@ -173,7 +172,6 @@ async fn shutdown(started: &mut Vec<Running>, cli_pid: u32) {
         })
     });
     futures_util::future::join_all(stops).await;
-    let _ = &started;
 }
 
 fn timestamp() -> String {
@@ -325,32 +323,22 @@ async fn start_one(mut plan: AppPlan, file: &Path, name: &str, cli_pid: u32) -> 
         false,
     );
     let record = RunRecord {
-        app_id: plan.app_id.clone(),
-        http_port: ports.http,
-        grpc_port: ports.grpc,
-        metrics_port: ports.metrics,
-        metrics_enabled: o.enable_metrics,
-        app_port: o.app_port,
-        cli_pid,
-        daprd_pid: sidecar_pid,
-        app_pid: app.as_ref().and_then(|a| a.pid),
-        command: plan.command.join(" "),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default(),
-        max_body_size: o.max_body_size,
-        read_buffer_size: o.read_buffer_size,
         run_template_path: file.display().to_string(),
         run_template_name: name.to_string(),
         app_log_path,
         daprd_log_path,
+        ..RunRecord::started(
+            o,
+            cli_pid,
+            sidecar_pid,
+            app.as_ref().and_then(|a| a.pid),
+            &plan.command,
+        )
     };
     if let Err(e) = record.write() {
         tracing::warn!(error = %e, "cannot record the run; `tandem list` will not show it");
     }
     Ok(Running {
-        http_port: ports.http,
         plan,
         sidecar,
         app,

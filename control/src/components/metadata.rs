@@ -77,6 +77,28 @@ pub fn redis_client(
     Ok((client, host.to_string()))
 }
 
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it
+/// is, and bytes that are not UTF-8 become U+FFFD.
+pub fn percent_decode(s: &str) -> String {
+    use tandem_proxy::path::hex;
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 pub fn percent_encode(s: &str) -> String {
     let mut out = String::new();

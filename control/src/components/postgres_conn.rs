@@ -56,26 +56,6 @@ pub struct Extras {
     pub pool_max_conns: Option<usize>,
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) =
-                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// libpq keyword/value pairs: `k=v`, values quoted with '…' (\\ and \'
 /// escapes) when they hold spaces.
 fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
@@ -238,8 +218,9 @@ pub fn from_pgx(conn: &str) -> Result<(String, Extras), String> {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             translate(
-                &percent_decode(k),
-                &percent_decode(v),
+                // Form encoding, as pgx reads a URL's query: `+` is a space.
+                &super::metadata::percent_decode(&k.replace('+', " ")),
+                &super::metadata::percent_decode(&v.replace('+', " ")),
                 &mut kept,
                 &mut settings,
                 &mut extras,

@@ -32,26 +32,7 @@ pub fn clean_path(path: &str) -> String {
     out
 }
 
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(h * 16 + l);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-use tandem_proxy::path::hex;
+pub use crate::components::metadata::percent_decode;
 
 /// Query parameters, decoded; the first value of a name wins.
 pub fn query_params(query: Option<&str>) -> BTreeMap<String, String> {
