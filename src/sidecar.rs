@@ -226,17 +226,20 @@ pub async fn start(mut options: SidecarOptions, source: ResourceSource) -> Resul
     );
     // Peer sidecars reach this app through the internal port: on loopback
     // when every peer is on this host (the local registry), on every
-    // interface when peers are found on the network.
-    let internal_listener = bind(
-        if resolver.name() == "local" {
-            "127.0.0.1"
-        } else {
-            "0.0.0.0"
-        },
-        internal_port,
-        "internal (sidecar-to-sidecar)",
-    )
-    .await?;
+    // interface when peers are found on the network — IPv6 and IPv4 (a
+    // dual-stack socket; IPv4 alone where the host has no IPv6), since
+    // name resolution (mDNS) announces the host's addresses of both.
+    let internal_listener = if resolver.name() == "local" {
+        bind("127.0.0.1", internal_port, "internal (sidecar-to-sidecar)").await?
+    } else {
+        match bind("::", internal_port, "internal (sidecar-to-sidecar)").await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "no IPv6 listener; IPv4 only");
+                bind("0.0.0.0", internal_port, "internal (sidecar-to-sidecar)").await?
+            }
+        }
+    };
     let internal_addr = internal_listener.local_addr()?;
     let registration = resolver
         .register(&tandem_proxy::resolve::Me {

@@ -178,6 +178,65 @@ async fn static_resolution_from_the_configuration() {
     );
 }
 
+/// An app whose name resolves to a dead address and a live one (an mDNS
+/// instance heard with an address that cannot be dialled, a stale static
+/// entry): every call reaches the live one, and the dead address is not a
+/// failure of the app — a breaker that trips on the first failure stays
+/// closed. A blackholed address (nothing answers, not even a refusal) only
+/// delays the first call by the happy-eyeballs step, not the connect
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_address_of_an_app_is_skipped_and_spares_its_breaker() {
+    let orders_port = free_port();
+    let dead = free_port();
+    // 192.0.2.0/24 is TEST-NET-1: routed nowhere, so a SYN goes unanswered
+    // (or fails at once where there is no route; either way it is skipped).
+    let cfg_text = format!(
+        "{{apps: {{orders: [\"127.0.0.1:{dead}\", \"192.0.2.1:{dead}\", \"127.0.0.1:{orders_port}\"]}}}}"
+    );
+    let app = common::serve_http(|req: hyper::Request<hyper::body::Incoming>| async move {
+        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!(
+            "orders saw {}",
+            req.uri().path()
+        ))))
+    })
+    .await;
+    let (h1, h2) = (TempDir::new("nr-dead-orders"), TempDir::new("nr-dead-shop"));
+    let _orders = sidecar()
+        .app_id("orders")
+        .env("TANDEM_HOME", h1.path().to_str().unwrap())
+        .args(["--config", &config(&h1, "static", &cfg_text)])
+        .args(["--app-port", &app.to_string()])
+        .args(["--dapr-internal-grpc-port", &orders_port.to_string()])
+        .start();
+    h2.write(
+        "resources/resiliency.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    circuitBreakers:\n      touchy:\n        maxRequests: 1\n        timeout: 60s\n        trip: consecutiveFailures >= 1\n  targets:\n    apps:\n      orders:\n        circuitBreaker: touchy\n",
+    );
+    let shop = sidecar()
+        .app_id("shop")
+        .env("TANDEM_HOME", h2.path().to_str().unwrap())
+        .args(["--config", &config(&h2, "static", &cfg_text)])
+        .args([
+            "--resources-path",
+            h2.path().join("resources").to_str().unwrap(),
+        ])
+        .start();
+    for i in 0..30 {
+        let r = shop.request("GET", &format!("/v1.0/invoke/orders/method/n/{i}"), b"");
+        assert_eq!(r.status, 200, "call {i}: {}", r.text());
+        assert_eq!(r.text(), format!("orders saw /n/{i}"));
+    }
+    let started = Instant::now();
+    let r = shop.request("POST", "/v1.0/invoke/orders/method/late", b"{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mdns_resolution_on_the_local_network() {
     let (mut orders, shop, _h1, _h2) = pair("mdns", "{}", 0).await;

@@ -848,3 +848,162 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
 }
+
+/// Python sending each path given, as is, to `http://orders/`: one line
+/// per path, the status and the body.
+const RAW_PATHS: &str = r#"
+import http.client, sys
+for p in sys.argv[1:]:
+    c = http.client.HTTPConnection("orders", 80, timeout=5)
+    c.request("GET", p)
+    r = c.getresponse()
+    print(r.status, r.read().decode().replace("\n", " "))
+"#;
+
+/// The encoded-path table of `tests/paths.rs` through the third door: an
+/// unchanged app whose HTTP is redirected to its sidecar's outbound door.
+/// The callee lets `shop` call only `GET /public/**`; encodings that would
+/// reach `/admin` are refused with 400 at the door, the app receives
+/// exactly the path that was checked.
+fn encoded_paths_through_the_transparent_door(mtls: bool) {
+    let tag = if mtls { "tppm" } else { "tpp" };
+    let (app_ns, _outside) = Netns::pair(tag, "10.99.0.50 orders\n");
+    let home = TempDir::new("transparent-paths");
+    std::fs::create_dir_all(home.path().join("registry")).unwrap();
+    let acl = home.write(
+        "acl.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: acl\nspec:\n  accessControl:\n    defaultAction: deny\n    trustDomain: public\n    policies:\n    - appId: shop\n      defaultAction: deny\n      trustDomain: public\n      namespace: default\n      operations:\n      - name: /public/**\n        httpVerb: [\"GET\"]\n        action: allow\n",
+    );
+    if mtls {
+        let init = std::process::Command::new(common::BIN)
+            .args([
+                "ca",
+                "init",
+                "--dir",
+                home.path().join("ca").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "{}", text(&init));
+    }
+    open_to_proxy(&home);
+    let env = [format!(
+        "TANDEM_CA_DIR={}",
+        home.path().join("ca").display()
+    )];
+    let with_mtls = |mut args: Vec<&'static str>| {
+        if mtls {
+            args.push("--enable-mtls");
+        }
+        args
+    };
+    let acl_arg: &'static str = Box::leak(acl.to_str().unwrap().to_string().into_boxed_str());
+    let _procs = Killed(vec![
+        app_ns.spawn("python3", &["-c", APP, "orders-app", "127.0.0.1", "8081"]),
+        proxy_sidecar(
+            &app_ns,
+            &home,
+            &env,
+            "orders",
+            &with_mtls(vec![
+                "--app-port",
+                "8081",
+                "--config",
+                acl_arg,
+                "--dapr-http-port",
+                "3510",
+                "--dapr-grpc-port",
+                "50011",
+                "--metrics-port",
+                "9091",
+            ]),
+        ),
+        proxy_sidecar(
+            &app_ns,
+            &home,
+            &env,
+            "shop",
+            &with_mtls(vec![
+                "--dapr-http-port",
+                "3500",
+                "--dapr-grpc-port",
+                "50001",
+                "--metrics-port",
+                "9090",
+                "--transparent-outbound-port",
+                "15001",
+            ]),
+        ),
+    ]);
+    wait_http(&app_ns, "http://127.0.0.1:3500/v1.0/healthz");
+    wait_http(&app_ns, "http://127.0.0.1:3510/v1.0/healthz");
+    wait_http(&app_ns, "http://127.0.0.1:8081/ready");
+    let install = app_ns.tandem(&[
+        "install",
+        "--proxy-uid",
+        PROXY_UID,
+        "--outbound-port",
+        "15001",
+        "--inbound-port",
+        "15006",
+        "--skip-inbound-ports",
+        "22",
+    ]);
+    assert!(install.status.success(), "{}", text(&install));
+
+    // (path as sent, status, path the app gets)
+    let cases: &[(&str, u16, Option<&str>)] = &[
+        ("/public/a", 200, Some("/public/a")),
+        ("/public/%61", 200, Some("/public/a")),
+        ("/public//a", 200, Some("/public/a")),
+        ("/public/./a", 200, Some("/public/a")),
+        ("/public/../admin", 403, None),
+        ("/public/%2e%2e/admin", 400, None),
+        ("/public/%2E%2E/admin", 400, None),
+        ("/public/.%2e/admin", 400, None),
+        ("/public/..%2fadmin", 400, None),
+        ("/public%2f..%2fadmin", 400, None),
+        ("/public/%252e%252e/admin", 400, None),
+        ("/public/..;/admin", 400, None),
+        ("/public/..%5cadmin", 400, None),
+        ("/admin", 403, None),
+    ];
+    let mut args = vec!["-c", RAW_PATHS];
+    args.extend(cases.iter().map(|c| c.0));
+    let got = text(&app_ns.run("python3", &args));
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines.len(), cases.len(), "{got}");
+    for ((path, status, app_got), line) in cases.iter().zip(&lines) {
+        assert!(
+            line.starts_with(&format!("{status} ")),
+            "{path} (mTLS {mtls}): {line}"
+        );
+        match app_got {
+            Some(p) => assert!(
+                line.contains(&format!("orders-app {p} caller=shop")),
+                "{path}: the app gets the checked path: {line}"
+            ),
+            None => assert!(!line.contains("orders-app"), "{path}: {line}"),
+        }
+        if *status == 400 {
+            assert!(
+                line.contains("refused before any policy or app sees it"),
+                "{path}: {line}"
+            );
+        }
+    }
+    // Nothing but the allowed paths reached the app (asked directly, on
+    // loopback, which the rules leave alone).
+    let hits = fetch(&app_ns, "http://127.0.0.1:8081/hits/admin", None);
+    assert_eq!(hits.trim(), "0", "the app was asked for /admin");
+}
+
+#[test]
+fn encoded_paths_through_the_transparent_door_without_mtls() {
+    encoded_paths_through_the_transparent_door(false);
+}
+
+#[test]
+fn encoded_paths_through_the_transparent_door_with_mtls() {
+    encoded_paths_through_the_transparent_door(true);
+}

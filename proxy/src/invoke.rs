@@ -243,6 +243,77 @@ fn epoch_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// How long one address of a peer may take to connect before the next is
+/// tried beside it (RFC 8305 recommends 250 ms).
+pub const NEXT_ADDRESS_AFTER: Duration = Duration::from_millis(250);
+/// Addresses tried for one call before it fails as unreachable.
+pub const MAX_ADDRESSES_TRIED: usize = 4;
+
+/// How long an address that could not be connected to is tried after the
+/// others (while the rest answer, calls do not wait on it).
+pub const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
+
+/// Peer addresses whose last connection attempt failed, and when.
+#[derive(Default)]
+struct Unreachable {
+    since: std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, std::time::Instant>>,
+    /// Whether `since` may hold anything (the common case, nothing, costs
+    /// no lock).
+    any: std::sync::atomic::AtomicBool,
+}
+
+impl Unreachable {
+    fn note(&self, a: std::net::SocketAddr) {
+        let mut since = self.since.lock().expect("unreachable");
+        since.insert(a, std::time::Instant::now());
+        self.any.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn forget(&self, a: std::net::SocketAddr) {
+        if self.any.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut since = self.since.lock().expect("unreachable");
+            since.remove(&a);
+            self.any
+                .store(!since.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Moves the addresses that failed within `UNREACHABLE_FOR` to the end
+    /// of `order` (kept in their order), so they are tried last.
+    fn demote(&self, order: &mut [std::net::SocketAddr]) {
+        if !self.any.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let mut since = self.since.lock().expect("unreachable");
+        since.retain(|_, t| t.elapsed() < UNREACHABLE_FOR);
+        self.any
+            .store(!since.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        order.sort_by_key(|a| since.contains_key(a));
+    }
+}
+
+/// The order addresses are tried in: `first` (the balancer's pick), then
+/// the rest alternating between address families, starting with the family
+/// `first` is not of (RFC 8305 §4), each family in the resolver's order.
+fn happy_order(addrs: &[std::net::SocketAddr], first: usize) -> Vec<std::net::SocketAddr> {
+    let head = addrs[first];
+    let (mut same, mut other): (Vec<_>, Vec<_>) = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, a)| *a)
+        .partition(|a| a.is_ipv4() == head.is_ipv4());
+    same.reverse();
+    other.reverse();
+    let mut out = vec![head];
+    loop {
+        match (other.pop(), same.pop()) {
+            (None, None) => return out,
+            (a, b) => out.extend(a.into_iter().chain(b)),
+        }
+    }
+}
+
 /// Bounds on the mesh's own connections (both sides): a peer that accepts
 /// and then says nothing cannot hold a caller, or a listener, for ever.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -467,6 +538,8 @@ pub struct Invoker {
     /// HTTPS to services outside the mesh, one pool per TLS configuration.
     outside_tls: std::sync::Mutex<std::collections::HashMap<OutsideTls, HttpsClient>>,
     streams: StreamClient,
+    /// Peer addresses that could not be connected to lately.
+    unreachable: Unreachable,
     /// Name resolution as it is now (a reload may swap it).
     resolver: arc_swap::ArcSwap<Resolver>,
     app_id: String,
@@ -500,6 +573,7 @@ impl Invoker {
                     .build(connector)
             },
             outside_tls: Default::default(),
+            unreachable: Default::default(),
             resolver: arc_swap::ArcSwap::new(resolver),
             app_id,
             namespace,
@@ -578,36 +652,104 @@ impl Invoker {
         Ok(client)
     }
 
-    /// A peer of `target` and a ready connection to it. When the chosen
-    /// instance cannot be reached (nothing was sent), the resolver is asked
-    /// afresh and another instance, if any, is tried once.
+    /// A peer of `target` and a ready connection to it. Nothing is sent
+    /// until a connection is ready, so when the chosen address cannot be
+    /// reached the others are tried in turn (happy eyeballs, RFC 8305: the
+    /// next address starts when one fails or after `NEXT_ADDRESS_AFTER`
+    /// without an answer; the first connection made wins). An instance
+    /// heard with an IPv4 and an IPv6 address (mDNS) is reached on either,
+    /// and one dead address is not a failure of the app for its breaker.
+    /// When every address failed, the resolver is asked afresh and the
+    /// addresses it did not give before are tried too.
     async fn reach(
         &self,
         target: &str,
         h: &mut HeaderMap,
     ) -> Result<(Peer, SendRequest), InvokeError> {
-        let peer = self.peer(target, h).await?;
-        let first = match self.peers.sender(&peer).await {
-            Ok(s) => return Ok((peer, s)),
-            Err(e) => e,
-        };
-        let (app, ns) = self.split(target);
-        self.resolver.load().forget(app, ns);
-        let unreachable = |peer: &Peer, reason| InvokeError::PeerUnreachable {
-            app: target.into(),
-            address: peer.address.to_string(),
-            reason,
-        };
-        let again = self.peer(target, h).await?;
-        if again.address == peer.address {
-            return Err(unreachable(&peer, first));
+        use futures_util::StreamExt;
+        let (app, namespace) = self.split(target);
+        let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        for round in 0..2 {
+            let addrs = self.addresses(target, h).await?;
+            let first = self.balancer.pick(&addrs);
+            let mut order: Vec<_> = happy_order(&addrs, first)
+                .into_iter()
+                .filter(|a| !tried.contains(a))
+                .collect();
+            self.unreachable.demote(&mut order);
+            order.truncate(MAX_ADDRESSES_TRIED);
+            if order.is_empty() {
+                break;
+            }
+            let mut pending = order.iter().copied();
+            let mut attempts = futures_util::stream::FuturesUnordered::new();
+            let attempt = |address| {
+                let peer = Peer {
+                    app_id: app.to_string(),
+                    namespace: namespace.to_string(),
+                    address,
+                };
+                async move {
+                    let got = self.peers.sender(&peer).await;
+                    (peer, got)
+                }
+            };
+            if let Some(a) = pending.next() {
+                tried.push(a);
+                attempts.push(attempt(a));
+            }
+            let next_after = tokio::time::sleep(NEXT_ADDRESS_AFTER);
+            tokio::pin!(next_after);
+            let mut more = order.len() > 1;
+            loop {
+                tokio::select! {
+                    done = attempts.next() => match done {
+                        Some((peer, Ok(sender))) => {
+                            self.unreachable.forget(peer.address);
+                            return Ok((peer, sender));
+                        }
+                        Some((peer, Err(reason))) => {
+                            self.unreachable.note(peer.address);
+                            tracing::debug!(peer = %peer.address, error = %reason, "cannot reach this address of the peer");
+                            failures.push(format!("{}: {reason}", peer.address));
+                            if let Some(a) = pending.next() {
+                                tried.push(a);
+                                attempts.push(attempt(a));
+                                next_after.as_mut().reset(tokio::time::Instant::now() + NEXT_ADDRESS_AFTER);
+                            } else if attempts.is_empty() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = &mut next_after, if more => match pending.next() {
+                        Some(a) => {
+                            tried.push(a);
+                            attempts.push(attempt(a));
+                            next_after.as_mut().reset(tokio::time::Instant::now() + NEXT_ADDRESS_AFTER);
+                        }
+                        None => more = false,
+                    },
+                }
+            }
+            if round == 0 {
+                // Perhaps a stale answer (a peer that moved): ask again.
+                self.resolver.load().forget(app, namespace);
+            }
         }
-        let sender = self
-            .peers
-            .sender(&again)
-            .await
-            .map_err(|e| unreachable(&again, e))?;
-        Ok((again, sender))
+        let address = tried.first().map(|a| a.to_string()).unwrap_or_default();
+        Err(InvokeError::PeerUnreachable {
+            app: target.into(),
+            address,
+            reason: match failures.len() {
+                0 | 1 => failures
+                    .pop()
+                    .and_then(|f| f.split_once(": ").map(|(_, r)| r.to_string()))
+                    .unwrap_or_default(),
+                _ => format!("no address answered ({})", failures.join("; ")),
+            },
+        })
     }
 
     /// The app (`id`, or `id.namespace` outside this sidecar's namespace)
@@ -685,9 +827,13 @@ impl Invoker {
         }
     }
 
-    /// The peer sidecar of `target` (`id` or `id.namespace`), and the
-    /// internal headers that tell it who calls whom.
-    async fn peer(&self, target: &str, h: &mut HeaderMap) -> Result<Peer, InvokeError> {
+    /// The addresses of `target`'s (`id` or `id.namespace`) sidecars, and
+    /// the internal headers that tell the peer who calls whom.
+    async fn addresses(
+        &self,
+        target: &str,
+        h: &mut HeaderMap,
+    ) -> Result<Vec<std::net::SocketAddr>, InvokeError> {
         let (app, namespace) = self.split(target);
         let addrs = self
             .resolver
@@ -701,17 +847,12 @@ impl Invoker {
         if addrs.is_empty() {
             return Err(InvokeError::NotFound(target.to_string()));
         }
-        let peer = Peer {
-            app_id: app.to_string(),
-            namespace: namespace.to_string(),
-            address: addrs[self.balancer.pick(&addrs)],
-        };
         h.insert(CALLEE, header_value(app));
         h.insert(CALLER, header_value(&self.app_id));
         if !self.namespace.is_empty() {
             h.insert(CALLER_NAMESPACE, header_value(&self.namespace));
         }
-        Ok(peer)
+        Ok(addrs)
     }
 
     /// Proxies a gRPC call (any service, streaming included) to app
@@ -917,7 +1058,7 @@ pub async fn serve_inbound(
                 };
                 // A sidecar needs one connection per peer (streams share
                 // it); past the cap an address is refused, not served.
-                let Some(held) = per_peer.admit(remote.ip()) else {
+                let Some(held) = per_peer.admit(remote.ip().to_canonical()) else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
@@ -1385,6 +1526,39 @@ impl Drop for PeerHeld {
 mod pool_tests {
     use super::*;
     use std::sync::atomic::Ordering;
+
+    #[test]
+    fn addresses_are_tried_alternating_families_after_the_pick() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let addrs = [
+            a("10.0.0.1:1"),
+            a("10.0.0.2:1"),
+            a("[fd00::1]:1"),
+            a("[fe80::1%2]:1"),
+            a("10.0.0.3:1"),
+        ];
+        assert_eq!(
+            super::happy_order(&addrs, 1),
+            vec![
+                a("10.0.0.2:1"),
+                a("[fd00::1]:1"),
+                a("10.0.0.1:1"),
+                a("[fe80::1%2]:1"),
+                a("10.0.0.3:1"),
+            ]
+        );
+        assert_eq!(
+            super::happy_order(&addrs, 3),
+            vec![
+                a("[fe80::1%2]:1"),
+                a("10.0.0.1:1"),
+                a("[fd00::1]:1"),
+                a("10.0.0.2:1"),
+                a("10.0.0.3:1"),
+            ]
+        );
+        assert_eq!(super::happy_order(&addrs[..1], 0), vec![addrs[0]]);
+    }
 
     #[test]
     fn idle_peer_connections_are_dropped_busy_ones_kept() {
