@@ -293,3 +293,133 @@ fn a_bad_tracing_configuration_is_refused_at_start() {
         assert!(log.contains(says), "{log}");
     }
 }
+
+/// gRPC proxying (a call with `dapr-app-id` on the caller's gRPC port, to
+/// a gRPC app behind another sidecar) is traced and counted like any
+/// invocation: the caller's sidecar records a CLIENT span named by the
+/// method under the caller's span, the callee's a SERVER span under it,
+/// and both sidecars count the call in `dapr_service_invocation_*` with
+/// the gRPC status — that of the answer's trailers, for a streamed answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_proxying_is_one_trace_and_is_counted() {
+    use tandem_proto::common::v1 as cv1;
+    use tandem_proto::runtime::v1 as rt;
+    let spans = Spans::default();
+    let port = otlp_http_receiver(spans.clone()).await;
+    let home = TempDir::new("tracing-grpc-proxy");
+    let config = home.write(
+        "tracing.yaml",
+        &format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n      protocol: http\n"
+        ),
+    );
+    let (h, c) = (home.path().to_str().unwrap(), config.to_str().unwrap());
+    let app_port = common::callback::serve(common::callback::Callbacks {
+        on_invoke: Some(common::callback::handler(
+            |req: cv1::InvokeRequest| async move {
+                if req.method == "missing" {
+                    return Err(tonic::Status::not_found("no such thing"));
+                }
+                Ok(cv1::InvokeResponse {
+                    data: Some(prost_types::Any {
+                        type_url: String::new(),
+                        value: b"ok".to_vec(),
+                    }),
+                    content_type: "text/plain".into(),
+                })
+            },
+        )),
+        ..Default::default()
+    })
+    .await;
+    let orders = sidecar()
+        .app_id("orders")
+        .env("TANDEM_HOME", h)
+        .args([
+            "--app-port",
+            &app_port.to_string(),
+            "--app-protocol",
+            "grpc",
+        ])
+        .args(["--config", c])
+        .start();
+    let shop = sidecar()
+        .app_id("shop")
+        .env("TANDEM_HOME", h)
+        .args(["--config", c])
+        .start();
+    let mut client = rt::app_callback_client::AppCallbackClient::connect(shop.grpc_endpoint())
+        .await
+        .unwrap();
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "10f067aa0ba902b7";
+    let call = |method: &str| {
+        let mut r = tonic::Request::new(cv1::InvokeRequest {
+            method: method.into(),
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert("dapr-app-id", "orders".parse().unwrap());
+        r.metadata_mut().insert(
+            "traceparent",
+            format!("00-{trace}-{caller_span}-01").parse().unwrap(),
+        );
+        r
+    };
+    let ok = client.on_invoke(call("hello")).await.unwrap();
+    assert_eq!(ok.into_inner().data.unwrap().value, b"ok");
+    let err = client.on_invoke(call("missing")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    let end = Instant::now() + Duration::from_secs(10);
+    while spans.lock().unwrap().len() < 4 {
+        assert!(
+            Instant::now() < end,
+            "spans not exported: {:?}",
+            spans.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let spans = spans.lock().unwrap().clone();
+    let clients: Vec<&Got> = spans.iter().filter(|g| g.service == "shop").collect();
+    let servers: Vec<&Got> = spans.iter().filter(|g| g.service == "orders").collect();
+    assert_eq!((clients.len(), servers.len()), (2, 2), "{spans:?}");
+    for c in &clients {
+        assert_eq!(c.kind, "CLIENT");
+        assert_eq!(c.trace, trace);
+        assert_eq!(c.parent, caller_span, "under the caller's span");
+        assert_eq!(c.name, "/dapr.proto.runtime.v1.AppCallback/OnInvoke");
+        let s = servers
+            .iter()
+            .find(|s| s.parent == c.id)
+            .unwrap_or_else(|| panic!("no SERVER span under {c:?}: {spans:?}"));
+        assert_eq!(s.kind, "SERVER");
+        assert_eq!(s.trace, trace);
+    }
+    assert_eq!(
+        clients.iter().filter(|c| c.ok).count(),
+        1,
+        "NOT_FOUND is a failed span: {clients:?}"
+    );
+
+    let sent = shop.metrics_text();
+    for status in ["OK", "NOT_FOUND"] {
+        let line = format!(
+            "dapr_service_invocation_res_recv_total{{app_id=\"shop\",dest_app_id=\"orders\",status=\"{status}\",type=\"grpc\"}} 1"
+        );
+        assert!(sent.contains(&line), "{line} not in\n{sent}");
+    }
+    assert!(
+        sent.contains(
+            "dapr_service_invocation_req_sent_total{app_id=\"shop\",dest_app_id=\"orders\",type=\"grpc\"} 2"
+        ),
+        "{sent}"
+    );
+    let served = orders.metrics_text();
+    assert!(
+        served.contains(
+            "dapr_service_invocation_req_recv_total{app_id=\"orders\",src_app_id=\"shop\",type=\"grpc\"} 2"
+        ),
+        "{served}"
+    );
+}

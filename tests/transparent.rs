@@ -757,9 +757,11 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
         }
     }
 
-    // Both hops of the call by name, one trace, in the collector.
+    // Both hops of the calls by name, HTTP and gRPC, each one trace in the
+    // collector: the caller's CLIENT span and the callee's SERVER span
+    // under it.
     let end = Instant::now() + Duration::from_secs(10);
-    let (client, server) = loop {
+    let pairs = loop {
         let mut all = Vec::new();
         for line in std::fs::read_to_string(&spans).unwrap_or_default().lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -772,25 +774,33 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
                 }
             }
         }
-        let server = all.iter().find(|(svc, s)| {
-            svc == "orders" && s["name"].as_str().unwrap_or("").ends_with("/hello-secret")
-        });
-        let client = server.and_then(|(_, srv)| {
-            all.iter()
-                .find(|(svc, s)| svc == "shop" && s["spanId"] == srv["parentSpanId"])
-        });
-        if let (Some(c), Some(s)) = (client, server) {
-            break (c.1.clone(), s.1.clone());
+        let pair = |callee: &str, suffix: &str| {
+            let server = all.iter().find(|(svc, s)| {
+                svc == callee && s["name"].as_str().unwrap_or("").ends_with(suffix)
+            })?;
+            let client = all
+                .iter()
+                .find(|(svc, s)| svc == "shop" && s["spanId"] == server.1["parentSpanId"])?;
+            Some((client.1.clone(), server.1.clone()))
+        };
+        if let (Some(h), Some(g)) = (
+            pair("orders", "/hello-secret"),
+            pair("greeter", "/greet.Greeter/Hello"),
+        ) {
+            break [h, g];
         }
         assert!(
             Instant::now() < end,
-            "no two-hop trace in the collector: {all:#?}"
+            "no two-hop traces in the collector: {all:#?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(client["traceId"], server["traceId"]);
-    assert_eq!(client["kind"], 3, "the caller's span is CLIENT");
-    assert_eq!(server["kind"], 2, "the callee's span is SERVER");
+    for (client, server) in &pairs {
+        assert_eq!(client["traceId"], server["traceId"]);
+        assert_eq!(client["kind"], 3, "the caller's span is CLIENT");
+        assert_eq!(server["kind"], 2, "the callee's span is SERVER");
+    }
+    assert_eq!(pairs[1].0["name"], "/greet.Greeter/Hello");
 
     // The retry policy goes, without restarting anything: the next flaky
     // path's first 503 reaches the client; then it comes back.

@@ -384,3 +384,98 @@ mod tests {
         assert!(series("dapr_service_invocation_req_recv_total") <= MAX_LABEL_VALUES + 1);
     }
 }
+
+/// How a streamed exchange ended, as `Finished` reports it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum End {
+    /// The body ended; the gRPC status its trailers carried, if any.
+    Complete(Option<i32>),
+    /// The body failed while it was read.
+    Failed,
+    /// The body was dropped before its end (the caller hung up).
+    Dropped,
+}
+
+impl End {
+    /// The gRPC status name for the metrics: a body that ended without a
+    /// status is `UNKNOWN` (the gRPC spec's reading), one cut off
+    /// `CANCELLED`.
+    pub fn grpc_status(self) -> &'static str {
+        match self {
+            End::Complete(Some(code)) => grpc_status_name(code),
+            End::Complete(None) | End::Failed => "UNKNOWN",
+            End::Dropped => "CANCELLED",
+        }
+    }
+}
+
+type OnEnd = Box<dyn FnOnce(End) + Send>;
+
+/// A response body that reports, once, how the exchange ended — with the
+/// `grpc-status` of its trailers — when its stream ends, fails or is
+/// dropped: spans and metrics of a streamed call are recorded when it is
+/// over, not when its headers arrive.
+pub struct Finished<B> {
+    inner: B,
+    on_end: Option<OnEnd>,
+}
+
+impl<B> Finished<B> {
+    pub fn new(inner: B, on_end: impl FnOnce(End) + Send + 'static) -> Self {
+        Self {
+            inner,
+            on_end: Some(Box::new(on_end)),
+        }
+    }
+
+    fn end(&mut self, how: End) {
+        if let Some(f) = self.on_end.take() {
+            f(how);
+        }
+    }
+}
+
+impl<B> Drop for Finished<B> {
+    fn drop(&mut self) {
+        self.end(End::Dropped);
+    }
+}
+
+impl<B> http_body::Body for Finished<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        use std::task::Poll;
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = frame.trailers_ref() {
+                    let code = t
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
+                    self.end(End::Complete(code));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.end(End::Failed),
+            Poll::Ready(None) => self.end(End::Complete(None)),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -85,8 +85,55 @@ async fn proxy(
 
 /// A gRPC call to app `target`'s gRPC server: this app's directly,
 /// another's through its sidecar under that app's policy. Shared with
-/// transparent mode's outbound door.
+/// transparent mode's outbound door. Inside a CLIENT span (the callee's
+/// sidecar continues it with its SERVER span) and counted in
+/// `dapr_service_invocation_*` (type `grpc`), both recorded when the
+/// call is over: at a trailers-only answer, else when the answer's stream
+/// ends (its trailers' status), fails or is dropped (`CANCELLED`).
 pub async fn to_app(
+    rt: &Runtime,
+    target: &str,
+    mut req: Request<tandem_proxy::ProxyBody>,
+) -> Response<tandem_proxy::ProxyBody> {
+    use tandem_proxy::telemetry::{End, Finished};
+    use tandem_proxy::trace::{Context, Kind};
+    let start = std::time::Instant::now();
+    let tracer = rt.tracer();
+    let path = req.uri().path();
+    let mut span = tracer.start(path, Kind::Client, Context::from_headers(req.headers()));
+    span.attribute("dapr.protocol", "grpc");
+    span.attribute("rpc.system", "grpc");
+    if let Some((service, method)) = path.trim_start_matches('/').split_once('/') {
+        span.attribute("rpc.service", service);
+        span.attribute("rpc.method", method);
+    }
+    span.attribute("net.peer.name", target);
+    span.inject(req.headers_mut());
+    let resp = call_app(rt, target, req).await;
+    let metrics = rt.metrics.clone();
+    let target = target.to_string();
+    let finish = move |mut span: tandem_proxy::trace::Span, end: End| {
+        let status = end.grpc_status();
+        span.attribute("rpc.grpc.status_code", status);
+        tracer.end(span, matches!(end, End::Complete(Some(0))));
+        metrics.invocation(&target, "grpc", status, start.elapsed());
+    };
+    // A trailers-only answer (an error, mostly) is over already.
+    let at_once = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok());
+    if let Some(code) = at_once {
+        finish(span, End::Complete(Some(code)));
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let body = Finished::new(body, move |end| finish(span, end));
+    Response::from_parts(parts, tandem_proxy::invoke::boxed(body))
+}
+
+async fn call_app(
     rt: &Runtime,
     target: &str,
     req: Request<tandem_proxy::ProxyBody>,
