@@ -6,8 +6,8 @@ use crate::components::{
     self, BindingComponent, InitError, LockComponent, PubSubComponent, StateComponent,
     secretstores::SecretStore,
 };
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use tandem_config::{Configuration, LoadContext, ResourceSet, SubscriptionSpec};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,20 +49,16 @@ pub struct Snapshot {
     pub components: Vec<RegisteredComponent>,
     /// The live components with their resources (what a reload may keep).
     pub instances: components::Instances,
+    /// Resiliency policies by target, made on first use: each target keeps
+    /// its breaker and budget state for the life of the snapshot, and past
+    /// a reload when its settings did not change.
     policies: tandem_proxy::resilience::Policies,
-    /// Policies of invoked apps, made on first use so each target keeps its
-    /// breaker state for the life of the snapshot.
-    app_policies: Mutex<HashMap<String, Arc<tandem_proxy::resilience::Policy>>>,
 }
 
 impl Snapshot {
     /// The resiliency policy for calls to app `app_id`.
     pub fn app_policy(&self, app_id: &str) -> Arc<tandem_proxy::resilience::Policy> {
-        let mut cache = self.app_policies.lock().expect("app policies lock");
-        cache
-            .entry(app_id.to_string())
-            .or_insert_with(|| Arc::new(self.policies.app(app_id)))
-            .clone()
+        self.policies.app(app_id)
     }
 
     /// Builds a snapshot: initialises every component of `resources`,
@@ -88,6 +84,9 @@ impl Snapshot {
         policies.observe(Arc::new(move |target, direction, what| {
             m.resiliency(target, direction, what)
         }));
+        if let Some(p) = previous {
+            policies.inherit(&p.policies);
+        }
         let live = components::init_all(
             &resources.components,
             ctx,
@@ -109,7 +108,6 @@ impl Snapshot {
             components: live.registered,
             instances: live.instances,
             policies,
-            app_policies: Mutex::new(HashMap::new()),
         })
     }
 
@@ -127,7 +125,6 @@ impl Snapshot {
             components: Vec::new(),
             instances: Default::default(),
             policies: Default::default(),
-            app_policies: Mutex::new(HashMap::new()),
         }
     }
 

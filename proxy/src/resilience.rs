@@ -584,6 +584,65 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use tandem_config::GoDuration;
 
+    fn resiliency(trip: &str, retries: u32) -> tandem_config::Resiliency {
+        let yaml = format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: r\nspec:\n  policies:\n    retries:\n      again:\n        policy: constant\n        duration: 1ms\n        maxRetries: {retries}\n    circuitBreakers:\n      fuse:\n        maxRequests: 1\n        timeout: 60s\n        trip: {trip}\n  targets:\n    apps:\n      a:\n        circuitBreaker: fuse\n      b:\n        retry: again\n    components:\n      store:\n        outbound:\n          circuitBreaker: fuse\n"
+        );
+        let mut set = tandem_config::ResourceSet::default();
+        let ctx = tandem_config::LoadContext {
+            app_id: "me".into(),
+            namespace: None,
+        };
+        tandem_config::load_str(&yaml, std::path::Path::new("r.yaml"), &ctx, &mut set).unwrap();
+        set.resiliencies.remove(0).resource
+    }
+
+    #[test]
+    fn a_reload_keeps_the_policies_whose_settings_did_not_change() {
+        let old = Policies::from_resources([&resiliency("consecutiveFailures >= 1", 3)]).unwrap();
+        let (a, b, store) = (
+            old.app("a"),
+            old.app("b"),
+            old.component_outbound("store", "Statestore"),
+        );
+        assert!(Arc::ptr_eq(&a, &old.app("a")), "one policy per target");
+        assert!(Arc::ptr_eq(&EMPTY, &old.app("nobody")));
+        // Same settings: the very same policies (breaker state and all).
+        let mut same =
+            Policies::from_resources([&resiliency("consecutiveFailures >= 1", 3)]).unwrap();
+        same.inherit(&old);
+        assert!(Arc::ptr_eq(&a, &same.app("a")));
+        assert!(Arc::ptr_eq(&b, &same.app("b")));
+        assert!(Arc::ptr_eq(
+            &store,
+            &same.component_outbound("store", "Statestore")
+        ));
+        // Kept over a second reload even where unused in between.
+        let mut again =
+            Policies::from_resources([&resiliency("consecutiveFailures >= 1", 3)]).unwrap();
+        again.inherit(&same);
+        let mut third =
+            Policies::from_resources([&resiliency("consecutiveFailures >= 1", 3)]).unwrap();
+        third.inherit(&again);
+        assert!(Arc::ptr_eq(&a, &third.app("a")));
+        // Changed breaker: `a` and the store start afresh, `b` is kept.
+        let mut changed =
+            Policies::from_resources([&resiliency("consecutiveFailures >= 2", 3)]).unwrap();
+        changed.inherit(&old);
+        assert!(!Arc::ptr_eq(&a, &changed.app("a")));
+        assert!(!Arc::ptr_eq(
+            &store,
+            &changed.component_outbound("store", "Statestore")
+        ));
+        assert!(Arc::ptr_eq(&b, &changed.app("b")));
+        // Changed retries: `b` (and its budget) afresh.
+        let mut retries =
+            Policies::from_resources([&resiliency("consecutiveFailures >= 1", 4)]).unwrap();
+        retries.inherit(&old);
+        assert!(!Arc::ptr_eq(&b, &retries.app("b")));
+        assert!(Arc::ptr_eq(&a, &retries.app("a")));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_retry_budget_caps_retries() {
         let p = Policy {
@@ -879,6 +938,62 @@ pub struct Policies {
     components: std::collections::BTreeMap<String, tandem_config::ComponentTargetPolicy>,
     apps: std::collections::BTreeMap<String, tandem_config::TargetPolicy>,
     observer: Option<Observer>,
+    /// The policies handed out, by target, with what they were built from:
+    /// each target keeps one policy (its breaker and budget state) for the
+    /// life of this set.
+    built: Mutex<Targets>,
+    /// The previous set's policies (a reload): a target whose policy is
+    /// built from the same settings takes the old one over, state and all.
+    inherited: Targets,
+}
+
+/// Policies by target: invoked apps by app id (looked up per call, without
+/// allocating), components by building block, name and direction.
+#[derive(Clone, Default)]
+struct Targets {
+    apps: std::collections::HashMap<String, Built>,
+    components: std::collections::HashMap<String, Built>,
+}
+
+impl Targets {
+    fn of(&mut self, app: bool) -> &mut std::collections::HashMap<String, Built> {
+        if app {
+            &mut self.apps
+        } else {
+            &mut self.components
+        }
+    }
+}
+
+/// A policy handed out and the settings it was built from.
+type Built = (PolicySpec, Arc<Policy>);
+
+/// Targets kept in `Policies::built` at most: app ids come from callers,
+/// so past this many, further targets get a policy of their own per call
+/// (correct, but their breakers and budgets keep no state).
+pub const MAX_TARGETS_KEPT: usize = 4096;
+
+/// What one target's policy is made of, resolved (names looked up): equal
+/// settings make an equal policy.
+#[derive(Clone, Debug, PartialEq)]
+struct PolicySpec {
+    timeout: Option<Duration>,
+    retry: Option<RetryPolicy>,
+    breaker: Option<(String, CircuitBreakerPolicy)>,
+    budget: bool,
+}
+
+/// The policy of every target without settings: nothing to keep.
+static EMPTY: std::sync::LazyLock<Arc<Policy>> =
+    std::sync::LazyLock::new(|| Arc::new(Policy::default()));
+
+impl PolicySpec {
+    const NONE: PolicySpec = PolicySpec {
+        timeout: None,
+        retry: None,
+        breaker: None,
+        budget: false,
+    };
 }
 
 impl Policies {
@@ -909,38 +1024,95 @@ impl Policies {
         self.observer = Some(observer);
     }
 
+    /// Takes over `previous`'s policies (a reload): a target whose settings
+    /// did not change keeps its policy — breaker state, open or not, and
+    /// retry budget — instead of starting afresh.
+    pub fn inherit(&mut self, previous: &Policies) {
+        // What the previous set used, then what it had inherited and not
+        // used (a target not called between two quick reloads), bounded.
+        let mut all = previous.built.lock().expect("policies").clone();
+        for (to, from) in [
+            (&mut all.apps, &previous.inherited.apps),
+            (&mut all.components, &previous.inherited.components),
+        ] {
+            for (k, v) in from {
+                if to.len() >= MAX_TARGETS_KEPT {
+                    break;
+                }
+                to.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        self.inherited = all;
+    }
+
+    /// The policy of target `key` (an app id when `app`), whose settings
+    /// `spec` gives: the one handed out before, the previous set's when its
+    /// settings are the same, else a new one.
+    fn get_or_build(
+        &self,
+        app: bool,
+        key: &str,
+        name: &str,
+        spec: impl FnOnce() -> PolicySpec,
+        watch: impl FnOnce() -> Option<Watch>,
+    ) -> Arc<Policy> {
+        let mut built = self.built.lock().expect("policies");
+        if let Some((_, p)) = built.of(app).get(key) {
+            return p.clone();
+        }
+        let spec = spec();
+        let inherited = if app {
+            self.inherited.apps.get(key)
+        } else {
+            self.inherited.components.get(key)
+        };
+        let policy = match inherited {
+            Some((old, p)) if *old == spec => p.clone(),
+            _ if spec == PolicySpec::NONE => EMPTY.clone(),
+            _ => {
+                let mut p = self.build(name, &spec);
+                p.watch = watch();
+                Arc::new(p)
+            }
+        };
+        let map = built.of(app);
+        if map.len() < MAX_TARGETS_KEPT {
+            map.insert(key.to_string(), (spec, policy.clone()));
+        }
+        policy
+    }
+
     /// The outbound policy (sidecar → component) of component `name` of
     /// building block `kind` (`Statestore`, `Pubsub`, `Binding`, …): its
     /// explicit target, else the `Default…Policy` names, most specific first.
-    /// Each call builds fresh breaker state.
-    pub fn component_outbound(&self, name: &str, kind: &str) -> Policy {
+    pub fn component_outbound(&self, name: &str, kind: &str) -> Arc<Policy> {
         let explicit = self.components.get(name).and_then(|c| c.outbound.as_ref());
         self.component_policy(name, kind, "Outbound", explicit)
     }
 
     /// The inbound policy (sidecar → app, e.g. event delivery) of a component.
-    pub fn component_inbound(&self, name: &str, kind: &str) -> Policy {
+    pub fn component_inbound(&self, name: &str, kind: &str) -> Arc<Policy> {
         let explicit = self.components.get(name).and_then(|c| c.inbound.as_ref());
         self.component_policy(name, kind, "Inbound", explicit)
     }
 
     /// The policy for calls to app `app_id` (service invocation): its
-    /// `targets.apps` entry, else `DefaultApp…Policy`, else `Default…Policy`.
-    /// Each call builds fresh breaker state.
-    pub fn app(&self, app_id: &str) -> Policy {
+    /// `targets.apps` entry, else `DefaultApp…Policy`, else `Default…Policy`;
+    /// with retries, a retry budget.
+    pub fn app(&self, app_id: &str) -> Arc<Policy> {
         let defaults = |what: &str| {
             vec![
                 format!("DefaultApp{what}Policy"),
                 format!("Default{what}Policy"),
             ]
         };
-        let mut policy = self.build_policy(app_id, self.apps.get(app_id), defaults);
-        policy.watch = self.watch(format!("app_{app_id}"), "outbound");
-        if policy.retry.is_some() {
-            // Retries may add a fifth to the calls, plus ten a second.
-            policy.budget = Some(RetryBudget::new(0.2, 10.0));
-        }
-        policy
+        let spec = || {
+            let mut spec = self.spec(self.apps.get(app_id), defaults);
+            spec.budget = spec.retry.is_some();
+            spec
+        };
+        let watch = || self.watch(format!("app_{app_id}"), "outbound");
+        self.get_or_build(true, app_id, app_id, spec, watch)
     }
 
     fn component_policy(
@@ -949,7 +1121,7 @@ impl Policies {
         kind: &str,
         direction: &str,
         explicit: Option<&tandem_config::TargetPolicy>,
-    ) -> Policy {
+    ) -> Arc<Policy> {
         let defaults = |what: &str| {
             vec![
                 format!("Default{kind}Component{direction}{what}Policy"),
@@ -958,16 +1130,19 @@ impl Policies {
                 format!("Default{what}Policy"),
             ]
         };
-        let mut policy = self.build_policy(name, explicit, defaults);
-        policy.watch = self.watch(
-            format!("component_{name}"),
-            if direction == "Inbound" {
-                "inbound"
-            } else {
-                "outbound"
-            },
-        );
-        policy
+        let spec = || self.spec(explicit, defaults);
+        let watch = || {
+            self.watch(
+                format!("component_{name}"),
+                if direction == "Inbound" {
+                    "inbound"
+                } else {
+                    "outbound"
+                },
+            )
+        };
+        let key = format!("{kind}/{name}/{direction}");
+        self.get_or_build(false, &key, name, spec, watch)
     }
 
     fn watch(&self, target: String, direction: &'static str) -> Option<Watch> {
@@ -978,12 +1153,13 @@ impl Policies {
         })
     }
 
-    fn build_policy(
+    /// The settings of a target's policy: the names it gives, else the
+    /// first of `defaults` that exists, looked up.
+    fn spec(
         &self,
-        name: &str,
         explicit: Option<&tandem_config::TargetPolicy>,
         defaults: impl Fn(&str) -> Vec<String>,
-    ) -> Policy {
+    ) -> PolicySpec {
         let pick = |named: Option<&String>, what: &str| -> Option<String> {
             named.cloned().or_else(|| {
                 defaults(what).into_iter().find(|n| match what {
@@ -1000,22 +1176,31 @@ impl Policies {
                 .or_else(|| tandem_config::parse_duration(&n).ok())
         });
         let retry = pick(explicit.and_then(|t| t.retry.as_ref()), "Retry")
-            .and_then(|n| self.retries.get(&n))
-            .map(Retry::from_spec);
+            .and_then(|n| self.retries.get(&n).cloned());
         let breaker = pick(
             explicit.and_then(|t| t.circuit_breaker.as_ref()),
             "CircuitBreaker",
         )
-        .and_then(|n| {
-            self.breakers
-                .get(&n)
-                .and_then(|spec| CircuitBreaker::from_spec(&format!("{name}/{n}"), spec).ok())
-        });
-        Policy {
+        .and_then(|n| self.breakers.get(&n).map(|spec| (n, spec.clone())));
+        PolicySpec {
             timeout,
             retry,
             breaker,
-            budget: None,
+            budget: false,
+        }
+    }
+
+    /// A fresh policy (new breaker state) for target `name` from `spec`.
+    fn build(&self, name: &str, spec: &PolicySpec) -> Policy {
+        Policy {
+            timeout: spec.timeout,
+            retry: spec.retry.as_ref().map(Retry::from_spec),
+            breaker: spec
+                .breaker
+                .as_ref()
+                .and_then(|(n, cb)| CircuitBreaker::from_spec(&format!("{name}/{n}"), cb).ok()),
+            // Retries may add a fifth to the calls, plus ten a second.
+            budget: spec.budget.then(|| RetryBudget::new(0.2, 10.0)),
             watch: None,
             reported: Default::default(),
         }

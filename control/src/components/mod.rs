@@ -444,8 +444,8 @@ pub async fn init_all(
                                 broker,
                                 consumer_id,
                                 scopes: pubsub::TopicScopes::from_metadata(&metadata),
-                                outbound: Arc::new(policies.component_outbound(&name, "Pubsub")),
-                                inbound: Arc::new(policies.component_inbound(&name, "Pubsub")),
+                                outbound: policies.component_outbound(&name, "Pubsub"),
+                                inbound: policies.component_inbound(&name, "Pubsub"),
                                 concurrency: delivery_concurrency(&metadata).unwrap_or(1),
                             },
                         );
@@ -475,14 +475,14 @@ pub async fn init_all(
                                     .filter(|r| !r.is_empty())
                                     .map(|r| format!("/{}", r.trim_start_matches('/')))
                                     .unwrap_or_else(|| format!("/{name}")),
-                                outbound: Arc::new(policies.component_outbound(&name, "Binding")),
-                                inbound: Arc::new(policies.component_inbound(&name, "Binding")),
+                                outbound: policies.component_outbound(&name, "Binding"),
+                                inbound: policies.component_inbound(&name, "Binding"),
                             },
                         );
                     }
                     Live::State(store) => {
                         let prefix = key_prefix(&metadata, &name, ctx);
-                        let outbound = Arc::new(policies.component_outbound(&name, "Statestore"));
+                        let outbound = policies.component_outbound(&name, "Statestore");
                         live.state_stores.insert(
                             name.clone(),
                             StateComponent {
