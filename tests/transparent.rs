@@ -705,9 +705,18 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
         got.contains("b-grpc hello tunnelled-grpc caller=None"),
         "{got}"
     );
-    // HTTP to another port of B's host by address: through the tunnel.
+    // HTTP to another port of B's host by address: a stream on the pooled
+    // mTLS connection to B's sidecar, which delivers it to the address —
+    // under the same pipeline as a call by name (canonical path, policy,
+    // span, metrics), and judged as a tunnel to that port: the port
+    // access control denies to shop is refused with a 403 that says so.
     let got = fetch(&host_a, "http://10.99.0.2:8090/by-address", None);
     assert!(got.contains("b-other /by-address caller=None"), "{got}");
+    let got = fetch(&host_a, "http://10.99.0.2:7001/by-address", None);
+    assert!(got.starts_with("403"), "{got}");
+    assert!(got.contains("/tcp/7001"), "{got}");
+    let got = fetch(&host_a, "http://10.99.0.2:8090/x/%2e%2e/admin", None);
+    assert!(got.starts_with("400"), "{got}");
     // Plain TCP to B's host: tunnelled; a port access control denies to
     // shop is closed without reaching the server.
     let got = py(
@@ -776,18 +785,22 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
         }
         let pair = |callee: &str, suffix: &str| {
             let server = all.iter().find(|(svc, s)| {
-                svc == callee && s["name"].as_str().unwrap_or("").ends_with(suffix)
+                (callee.is_empty() || svc == callee)
+                    && svc != "shop"
+                    && s["name"].as_str().unwrap_or("").ends_with(suffix)
             })?;
             let client = all
                 .iter()
                 .find(|(svc, s)| svc == "shop" && s["spanId"] == server.1["parentSpanId"])?;
             Some((client.1.clone(), server.1.clone()))
         };
-        if let (Some(h), Some(g)) = (
+        if let (Some(h), Some(g), Some(a)) = (
             pair("orders", "/hello-secret"),
             pair("greeter", "/greet.Greeter/Hello"),
+            // By address: whichever app B's address names.
+            pair("", "/by-address"),
         ) {
-            break [h, g];
+            break [h, g, a];
         }
         assert!(
             Instant::now() < end,

@@ -43,6 +43,34 @@ pub const CALLER_NAMESPACE: &str = "tandem-caller-namespace";
 /// callers see `Content-Type: application/x-protobuf` instead, as from daprd.
 pub const DATA_TYPE_URL: &str = "tandem-data-type-url";
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
+/// On a request by address to a mesh app's host (transparent mode): where
+/// on its host the peer sidecar delivers it, and in which HTTP version the
+/// client spoke (`h1 10.0.0.2:8090`, `h2 …`). Access control judges it as
+/// a tunnel to that port (`/tcp/<port>`, `CONNECT`).
+pub const FORWARD_TO: &str = "tandem-forward-to";
+
+/// Removes every internal header (`tandem-…`): they come from sidecars,
+/// never from an app or a client.
+pub fn strip_internal(h: &mut HeaderMap) {
+    let internal: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("tandem-"))
+        .cloned()
+        .collect();
+    for k in internal {
+        h.remove(k);
+    }
+}
+
+/// The value of `FORWARD_TO` for a request to `to` in `version`.
+pub fn forward_to_value(to: std::net::SocketAddr, version: http::Version) -> HeaderValue {
+    let v = if version == http::Version::HTTP_2 {
+        "h2"
+    } else {
+        "h1"
+    };
+    header_value(&format!("{v} {to}"))
+}
 
 pub fn boxed<B>(body: B) -> ProxyBody
 where
@@ -1361,6 +1389,68 @@ async fn tunnel_in(
     Response::new(full(Bytes::new()))
 }
 
+/// A request by address from a peer's transparent door (`FORWARD_TO`):
+/// judged as a tunnel to that port would be, then sent to the address on
+/// this host in the client's HTTP version over the pooled client.
+async fn forward_in(
+    door: &Door<'_>,
+    caller: &crate::access::Caller,
+    to: &HeaderValue,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let refuse = |status: StatusCode, why: String| {
+        tracing::warn!(caller = %caller.app_id, to = ?to, "request by address refused: {why}");
+        error_response(status, "ERR_DIRECT_INVOKE", &why)
+    };
+    let parsed = to
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(v, a)| Some((v == "h2", a.parse::<std::net::SocketAddr>().ok()?)));
+    let Some((h2, to)) = parsed else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("{FORWARD_TO} must be `h1|h2 ip:port`"),
+        );
+    };
+    let callee = req.headers().get(CALLEE).and_then(|v| v.to_str().ok());
+    if callee != Some(door.app_id) {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!(
+                "this sidecar serves app {}, not {}",
+                door.app_id,
+                callee.unwrap_or("(none)")
+            ),
+        );
+    }
+    if let Some(acl) = door.access
+        && let Err(why) = acl.check(caller, &format!("/tcp/{}", to.port()), Some("CONNECT"))
+    {
+        return refuse(StatusCode::FORBIDDEN, why);
+    }
+    if !is_own_address(to.ip()) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!("{} is not an address of this host", to.ip()),
+        );
+    }
+    strip_internal(req.headers_mut());
+    *req.version_mut() = if h2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    match door
+        .invoker
+        .external(&format!("http://{to}"), req.map(boxed), None)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => refuse(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
 /// Whether `ip` is loopback or one of this host's own addresses (binding
 /// to it works only then).
 fn is_own_address(ip: std::net::IpAddr) -> bool {
@@ -1388,6 +1478,9 @@ async fn serve_one(
                 error_response(StatusCode::BAD_REQUEST, "ERR_MALFORMED_REQUEST", &e.0)
             };
         }
+    }
+    if let Some(to) = req.headers().get(FORWARD_TO).cloned() {
+        return forward_in(door, caller, &to, req).await;
     }
     if let Some(acl) = door.access {
         let verb = req.method().to_string();

@@ -172,17 +172,17 @@ async fn route(rt: &Runtime, dst: SocketAddr, req: Request<Incoming>) -> Respons
             let req = Request::from_parts(parts, tandem_proxy::invoke::boxed(body));
             return crate::api::grpc::proxy::to_app(rt, &app, req).await;
         }
-        return crate::api::http::invoke::forward(rt, &app, parts, body).await;
+        return crate::api::http::invoke::forward(rt, &app, parts, body, None).await;
+    }
+    // Not named, but bound for a mesh app's host: through its sidecar, on
+    // the pooled connection, under the same pipeline as a call by name
+    // (canonical path, policy, span, metrics); the peer delivers it to
+    // the address.
+    if let Some(owner) = mesh_host(rt, dst).await {
+        return crate::api::http::invoke::forward(rt, &owner, parts, body, Some(dst)).await;
     }
     let (body, _) = tandem_proxy::invoke::limited(body, rt.options.max_body_size);
     let req = Request::from_parts(parts, body);
-    // Not named, but bound for a mesh app's host: through its sidecar.
-    if let Some(owner) = mesh_host(rt, dst).await {
-        return match http_over_tunnel(invoker, &owner, dst, req).await {
-            Ok(resp) => resp,
-            Err(e) => bad_gateway(&e),
-        };
-    }
     // Not a mesh app: to where the app was going, as it was.
     match invoker.external(&format!("http://{dst}"), req, None).await {
         Ok(resp) => resp,
@@ -217,38 +217,6 @@ async fn tunnel_out(rt: &Runtime, app: &str, mut client: TcpStream, dst: SocketA
             tracing::warn!(%dst, app, error = %e, "outbound door: no tunnel; connection closed");
         }
     }
-}
-
-/// One request to `dst` on a mesh app's host, in a tunnel of its own (a
-/// new stream on the pooled connection to that app's sidecar), in the
-/// HTTP version the client spoke.
-async fn http_over_tunnel(
-    invoker: &tandem_proxy::Invoker,
-    app: &str,
-    dst: SocketAddr,
-    mut req: Request<ProxyBody>,
-) -> Result<Response<ProxyBody>, String> {
-    let up = invoker.tunnel(app, dst).await.map_err(|e| e.to_string())?;
-    tandem_proxy::invoke::strip_hop_by_hop(req.headers_mut());
-    let sent = if req.version() == http::Version::HTTP_2 {
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), up)
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        *req.uri_mut() = format!("http://{dst}{}", req.uri())
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
-        sender.send_request(req).await
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(up)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        sender.send_request(req).await
-    };
-    let resp = sent.map_err(|e| format!("{dst} through the sidecar of {app}: {e}"))?;
-    Ok(resp.map(tandem_proxy::invoke::boxed))
 }
 
 /// Bytes both ways between `client` and `to`, counted.

@@ -108,6 +108,8 @@ pub async fn to_app(
         span.attribute("rpc.method", method);
     }
     span.attribute("net.peer.name", target);
+    // Internal headers come from sidecars, never from an app.
+    tandem_proxy::invoke::strip_internal(req.headers_mut());
     span.inject(req.headers_mut());
     let resp = call_app(rt, target, req).await;
     let metrics = rt.metrics.clone();

@@ -41,7 +41,7 @@ pub async fn http(
             );
         }
     };
-    forward(rt, target, parts, body).await
+    forward(rt, target, parts, body, None).await
 }
 
 /// Sends a request (its URI the path relative to the target app) to
@@ -54,6 +54,7 @@ pub async fn forward(
     target: &str,
     parts: http::request::Parts,
     body: Incoming,
+    to: Option<std::net::SocketAddr>,
 ) -> Response<ProxyBody> {
     let max = rt.options.max_body_size;
     let mut parts = parts;
@@ -72,11 +73,14 @@ pub async fn forward(
         }
     }
     // Internal headers come from sidecars, never from an app.
-    for internal in [
-        tandem_proxy::invoke::GRPC_STATUS,
-        tandem_proxy::invoke::DATA_TYPE_URL,
-    ] {
-        parts.headers.remove(internal);
+    tandem_proxy::invoke::strip_internal(&mut parts.headers);
+    // By address to a mesh app's host (transparent mode): the peer
+    // delivers it there.
+    if let Some(to) = to {
+        parts.headers.insert(
+            tandem_proxy::invoke::FORWARD_TO,
+            tandem_proxy::invoke::forward_to_value(to, parts.version),
+        );
     }
     let (body, too_large) = tandem_proxy::invoke::limited(body, max);
     let req = Request::from_parts(parts, body);
