@@ -7,6 +7,7 @@ pub mod duration;
 pub mod load;
 pub mod options;
 pub mod resources;
+pub mod schedule;
 pub mod validate;
 
 pub use duration::{GoDuration, parse_duration, parse_quantity};

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod cloudevent;
 pub mod components;
 pub mod defaults;
 pub mod delivery;

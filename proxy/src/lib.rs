@@ -7,6 +7,7 @@
 pub mod access;
 pub mod app_channel;
 pub mod balance;
+pub mod detect;
 pub mod health;
 pub mod identity;
 pub mod invoke;

@@ -1,18 +1,16 @@
 //! The publish API (dapr-wire.md §1.6, §6.2), shared by HTTP and gRPC:
 //! broker lookup, topic scoping, and the CloudEvents 1.0 envelope.
 
-use crate::clock::{now_ms, rfc3339_utc};
+use crate::clock::now_ms;
 use crate::components::PubSubComponent;
 use crate::components::pubsub::{Message, Metadata, feature};
 use crate::error::ApiError;
 use crate::runtime::Runtime;
-use base64::Engine;
 use bytes::Bytes;
 use http::StatusCode;
-use serde_json::{Map, Value, json};
 use tonic::Code;
 
-pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+pub use crate::cloudevent::CLOUDEVENTS_JSON;
 
 /// One publish request, as both protocols describe it.
 pub struct Publish {
@@ -80,116 +78,43 @@ fn lookup(rt: &Runtime, name: &str, topic: &str) -> Result<PubSubComponent, ApiE
     Ok(comp)
 }
 
-/// A new W3C trace context, when the caller sent none.
-pub fn new_traceparent() -> String {
-    let u = uuid::Uuid::new_v4().simple().to_string();
-    let s = uuid::Uuid::new_v4().simple().to_string();
-    format!("00-{u}-{}-01", &s[..16])
-}
+pub use crate::cloudevent::new_traceparent;
 
 fn bad_request(code: &'static str, msg: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, code, msg)
 }
 
 /// Builds the CloudEvent for a publish, or passes a user's CloudEvent
-/// through with the fields Dapr sets.
+/// through with the fields Dapr sets (`crate::cloudevent::envelope`).
 pub fn envelope(rt: &Runtime, p: &Publish, has_ttl: bool) -> Result<Vec<u8>, ApiError> {
-    let md = |k: &str| {
-        p.metadata
-            .get(&format!("cloudevent.{k}"))
-            .filter(|v| !v.is_empty())
-            .cloned()
+    use crate::cloudevent::{EnvelopeError, Published};
+    let published = Published {
+        app_id: rt.app_id(),
+        pubsub: &p.pubsub,
+        topic: &p.topic,
+        content_type: &p.content_type,
+        data: &p.data,
+        metadata: &p.metadata,
+        traceparent: p.traceparent.as_deref(),
     };
-    let traceparent = md("traceparent")
-        .or_else(|| md("traceid"))
-        .or_else(|| p.traceparent.clone())
-        .unwrap_or_else(new_traceparent);
-    let mut ce: Map<String, Value> = if p.content_type.starts_with(CLOUDEVENTS_JSON) {
-        match serde_json::from_slice::<Value>(&p.data) {
-            Ok(Value::Object(o)) => o,
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    Code::InvalidArgument,
-                    "ERR_PUBSUB_CLOUD_EVENTS_SER",
-                    "the body has Content-Type application/cloudevents+json but is not a JSON object",
-                )
-                .on("pubsub", &p.pubsub)
-                .meta("appID", rt.app_id()));
-            }
-        }
-    } else {
-        let ct = if p.content_type.is_empty() {
-            "text/plain".to_string()
-        } else {
-            p.content_type.clone()
-        };
-        let mut o = Map::new();
-        o.insert("datacontenttype".into(), json!(ct));
-        if ct.starts_with("application/octet-stream") {
-            o.insert(
-                "data_base64".into(),
-                json!(base64::engine::general_purpose::STANDARD.encode(&p.data)),
-            );
-        } else if ct.contains("json") {
-            let data = serde_json::from_slice::<Value>(&p.data)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&p.data).into_owned()));
-            o.insert("data".into(), data);
-        } else {
-            o.insert("data".into(), json!(String::from_utf8_lossy(&p.data)));
-        }
-        o
-    };
-    let mut set_default = |k: &str, v: Value| {
-        ce.entry(k.to_string()).or_insert(v);
-    };
-    set_default("specversion", json!("1.0"));
-    set_default(
-        "id",
-        json!(md("id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string())),
-    );
-    set_default(
-        "source",
-        json!(md("source").unwrap_or_else(|| rt.app_id().to_string())),
-    );
-    set_default(
-        "type",
-        json!(md("type").unwrap_or_else(|| "com.dapr.event.sent".into())),
-    );
-    set_default("time", json!(rfc3339_utc(now_ms())));
-    set_default("traceid", json!(traceparent));
-    set_default("traceparent", json!(traceparent));
-    if let Some(ts) = md("tracestate") {
-        set_default("tracestate", json!(ts));
-    }
-    if let Some(subject) = md("subject") {
-        ce.insert("subject".into(), json!(subject));
-    }
-    // Metadata overrides win over defaults for our own envelopes.
-    for k in ["id", "source", "type"] {
-        if let Some(v) = md(k) {
-            ce.insert(k.into(), json!(v));
-        }
-    }
-    ce.insert("topic".into(), json!(p.topic));
-    ce.insert("pubsubname".into(), json!(p.pubsub));
-    if let Some(ttl) = p.metadata.get("ttlInSeconds") {
-        let secs: i64 = ttl.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
-            bad_request(
-                "ERR_PUBSUB_REQUEST_METADATA",
-                format!("metadata ttlInSeconds is `{ttl}`; expected a positive whole number"),
-            )
-            .on("pubsub", &p.pubsub)
-        })?;
-        // A broker with native TTL expires the message itself.
-        if !has_ttl {
-            ce.insert(
-                "expiration".into(),
-                json!(rfc3339_utc(now_ms() + secs * 1000)),
-            );
-        }
-    }
-    Ok(serde_json::to_vec(&Value::Object(ce)).expect("JSON of JSON values"))
+    crate::cloudevent::envelope(&published, has_ttl, now_ms()).map_err(|e| match e {
+        EnvelopeError::NotAnObject => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidArgument,
+            "ERR_PUBSUB_CLOUD_EVENTS_SER",
+            "the body has Content-Type application/cloudevents+json but is not a JSON object",
+        )
+        .on("pubsub", &p.pubsub)
+        .meta("appID", rt.app_id()),
+        EnvelopeError::BadTtl(ttl) => bad_request(
+            "ERR_PUBSUB_REQUEST_METADATA",
+            format!(
+                "metadata ttlInSeconds is `{ttl}`; expected a positive whole number of at most {}",
+                crate::cloudevent::MAX_TTL_SECONDS
+            ),
+        )
+        .on("pubsub", &p.pubsub),
+    })
 }
 
 pub async fn publish(rt: &Runtime, p: Publish) -> Result<(), ApiError> {

@@ -13,7 +13,6 @@ use crate::api::pubsub::CLOUDEVENTS_JSON;
 use crate::components::PubSubComponent;
 use crate::components::pubsub::{Message, SubscribeRequest};
 use crate::runtime::Runtime;
-use base64::Engine;
 use bytes::Bytes;
 use cel_interpreter::{Context, Program, Value as CelValue};
 use http_body_util::{BodyExt, Full};
@@ -133,24 +132,13 @@ fn cloud_event(sub: &Sub, msg: &Message) -> Result<serde_json::Map<String, Value
         .get("rawPayload")
         .is_some_and(|v| v == "true")
     {
-        let mut o = serde_json::Map::new();
-        o.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
-        o.insert("specversion".into(), json!("1.0"));
-        o.insert("source".into(), json!("Dapr"));
-        o.insert("type".into(), json!("com.dapr.event.sent"));
-        o.insert("datacontenttype".into(), json!("application/octet-stream"));
-        o.insert(
-            "data_base64".into(),
-            json!(base64::engine::general_purpose::STANDARD.encode(&msg.data)),
-        );
-        o.insert("topic".into(), json!(msg.topic));
-        o.insert("pubsubname".into(), json!(sub.spec.pubsubname));
-        return Ok(o);
+        return Ok(crate::cloudevent::wrap_raw(
+            &msg.data,
+            &msg.topic,
+            &sub.spec.pubsubname,
+        ));
     }
-    match serde_json::from_slice::<Value>(&msg.data) {
-        Ok(Value::Object(o)) => Ok(o),
-        _ => Err("the message is not a CloudEvent (a JSON object)".into()),
-    }
+    crate::cloudevent::parse_delivered(&msg.data)
 }
 
 fn route(sub: &Sub, ce: &serde_json::Map<String, Value>) -> Option<String> {
@@ -339,21 +327,6 @@ fn to_prost(v: &Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-/// The event's data as the gRPC app gets it: `data_base64` decoded; JSON
-/// re-encoded; text as it is.
-fn grpc_data(ce: &serde_json::Map<String, Value>) -> Vec<u8> {
-    if let Some(b64) = ce.get("data_base64").and_then(Value::as_str) {
-        return base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap_or_default();
-    }
-    match ce.get("data") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => s.clone().into_bytes(),
-        Some(other) => serde_json::to_vec(other).expect("JSON"),
-    }
-}
-
 /// Delivery to a gRPC app: `AppCallback/OnTopicEvent`. UNIMPLEMENTED means
 /// the app does not take events: acknowledged, not dead-lettered.
 async fn post_grpc(
@@ -429,7 +402,7 @@ pub(crate) fn topic_event_request(
         spec_version: s("specversion"),
         data_content_type: s("datacontenttype"),
         topic: topic.to_string(),
-        data: grpc_data(ce),
+        data: crate::cloudevent::grpc_data(ce),
         pubsub_name: pubsub.to_string(),
         path: path.to_string(),
         extensions: Some(extensions),

@@ -51,17 +51,6 @@ pub async fn bulk_publish(
     topic: String,
     req: Request<Incoming>,
 ) -> Result<ApiResponse, ApiError> {
-    use base64::Engine;
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        #[serde(rename = "entryId", default)]
-        entry_id: String,
-        event: serde_json::Value,
-        #[serde(rename = "contentType", default)]
-        content_type: String,
-        #[serde(default)]
-        metadata: std::collections::BTreeMap<String, String>,
-    }
     let metadata = wire::metadata_params(req.uri().query());
     let traceparent = req
         .headers()
@@ -69,48 +58,23 @@ pub async fn bulk_publish(
         .and_then(|v| v.to_str().ok())
         .map(String::from);
     let body = wire::read_body(req.into_body(), rt.options.max_body_size).await?;
-    let entries: Vec<Entry> = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, "ERR_PUBSUB_EVENTS_SER", format!("bulk publish: expected a JSON array of {{entryId, event, contentType, metadata?}}: {e}"))
-    })?;
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        let bad = |why: &str| {
+    let out = crate::cloudevent::bulk_entries(&body)
+        .map_err(|why| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 tonic::Code::InvalidArgument,
                 "ERR_PUBSUB_EVENTS_SER",
-                format!("bulk publish entry `{}`: {why}", e.entry_id),
+                why,
             )
-        };
-        let ct = e.content_type.as_str();
-        let data = if ct.starts_with("application/octet-stream") {
-            let s = e
-                .event
-                .as_str()
-                .ok_or_else(|| bad("an application/octet-stream event must be a base64 string"))?;
-            base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|_| bad("the event is not valid base64"))?
-        } else if ct.starts_with("text/") || ct.contains("xml") {
-            e.event
-                .as_str()
-                .ok_or_else(|| bad("a text event must be a JSON string"))?
-                .as_bytes()
-                .to_vec()
-        } else if ct.contains("json") {
-            serde_json::to_vec(&e.event).expect("JSON")
-        } else {
-            return Err(bad(
-                "contentType is required: application/json, application/cloudevents+json, text/*, application/xml or application/octet-stream",
-            ));
-        };
-        out.push(crate::api::pubsub::BulkEntry {
+        })?
+        .into_iter()
+        .map(|e| crate::api::pubsub::BulkEntry {
             entry_id: e.entry_id,
-            data: Bytes::from(data),
+            data: Bytes::from(e.data),
             content_type: e.content_type,
             metadata: e.metadata,
-        });
-    }
+        })
+        .collect();
     let failed =
         crate::api::pubsub::bulk_publish(rt, &pubsub, &topic, out, metadata, traceparent).await?;
     if failed.is_empty() {
