@@ -58,14 +58,12 @@ impl Call {
 }
 
 async fn app() -> u16 {
-    serve_app(0).await
+    serve_app("127.0.0.1", 0).await
 }
 
-/// The measured app: `{"ok":true}` to everything, on `port` (0: any).
-async fn serve_app(port: u16) -> u16 {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
+/// The measured app: `{"ok":true}` to everything, on `ip`:`port` (0: any).
+async fn serve_app(ip: &str, port: u16) -> u16 {
+    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
@@ -297,8 +295,13 @@ async fn netns_load(url: &str, iters: usize, secs: f64) {
     );
 }
 
-/// Transparent mode against explicit invocation and direct calls, in a
-/// network namespace (needs root, iproute2 and iptables).
+/// Transparent mode against explicit invocation and direct calls, across
+/// two network namespaces joined by a veth pair (needs root, iproute2 and
+/// iptables): host A has the calling sidecar (outbound door, rules
+/// installed) and the load generator; host B the app (on every address)
+/// and its sidecar; static name resolution. Measured from A: the app
+/// directly (before the rules go in), explicit invocation, transparent by
+/// name (`http://orders/…`) and transparent by B's address.
 fn transparent(iters: usize, secs: f64) {
     use common::netns::Netns;
     if Command::new("iptables-restore")
@@ -313,16 +316,23 @@ fn transparent(iters: usize, secs: f64) {
         println!("  transparent mode: needs root and iptables; skipped");
         return;
     }
-    let (ns, _outside) = Netns::pair("bench", "10.99.0.50 orders\n");
+    let (a, b) = Netns::pair("bench", "10.99.0.50 orders\n");
     let home = std::env::temp_dir().join(format!("tandem-tp-bench-{}", std::process::id()));
-    std::fs::create_dir_all(home.join("registry")).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    let config = home.join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n    component: static\n    configuration:\n      apps:\n        orders: [\"10.99.0.2:50002\"]\n        shop: [\"10.99.0.1:50012\"]\n",
+    )
+    .unwrap();
     let _ = Command::new("chmod")
         .args(["-R", "a+rwx", home.to_str().unwrap()])
         .status();
     let exe = std::env::current_exe().unwrap();
     let exe = exe.to_str().unwrap();
     let h = format!("TANDEM_HOME={}", home.display());
-    let sidecar = |args: &[&str]| {
+    let config = config.to_str().unwrap();
+    let sidecar = |ns: &Netns, args: &[&str]| {
         let mut all = vec![
             "--reuid=2102",
             "--regid=2102",
@@ -334,34 +344,46 @@ fn transparent(iters: usize, secs: f64) {
             "--log-level",
             "error",
             "--enable-metrics=false",
+            "--config",
+            config,
         ];
         all.extend_from_slice(args);
         ns.spawn("setpriv", &all)
     };
     let mut procs = vec![
-        ns.spawn(exe, &["--netns-app", "8081"]),
-        sidecar(&[
-            "--app-id",
-            "orders",
-            "--app-port",
-            "8081",
-            "--dapr-http-port",
-            "3510",
-            "--dapr-grpc-port",
-            "50011",
-        ]),
-        sidecar(&[
-            "--app-id",
-            "shop",
-            "--dapr-http-port",
-            "3500",
-            "--dapr-grpc-port",
-            "50001",
-            "--transparent-outbound-port",
-            "15001",
-        ]),
+        b.spawn(exe, &["--netns-app", "8081", "0.0.0.0"]),
+        sidecar(
+            &b,
+            &[
+                "--app-id",
+                "orders",
+                "--app-port",
+                "8081",
+                "--dapr-http-port",
+                "3510",
+                "--dapr-grpc-port",
+                "50011",
+                "--dapr-internal-grpc-port",
+                "50002",
+            ],
+        ),
+        sidecar(
+            &a,
+            &[
+                "--app-id",
+                "shop",
+                "--dapr-http-port",
+                "3500",
+                "--dapr-grpc-port",
+                "50001",
+                "--dapr-internal-grpc-port",
+                "50012",
+                "--transparent-outbound-port",
+                "15001",
+            ],
+        ),
     ];
-    let ready = |url: &str| {
+    let ready = |ns: &Netns, url: &str| {
         let end = Instant::now() + Duration::from_secs(20);
         let code = format!("import urllib.request\nurllib.request.urlopen('{url}', timeout=1)");
         while !ns.run("python3", &["-c", &code]).status.success() {
@@ -369,30 +391,11 @@ fn transparent(iters: usize, secs: f64) {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    ready("http://127.0.0.1:3500/v1.0/healthz");
-    ready("http://127.0.0.1:3510/v1.0/healthz");
-    ready("http://127.0.0.1:8081/hello");
-    let out = ns.tandem(&[
-        "install",
-        "--proxy-uid",
-        "2102",
-        "--outbound-port",
-        "15001",
-        "--inbound-port",
-        "15006",
-    ]);
-    assert!(out.status.success(), "{}", common::netns::text(&out));
-    println!("  transparent mode, in a network namespace (µs, sequential then 1000 rps):");
-    let mut results = Vec::new();
-    for (label, url) in [
-        ("direct", "http://127.0.0.1:8081/hello"),
-        (
-            "explicit",
-            "http://127.0.0.1:3500/v1.0/invoke/orders/method/hello",
-        ),
-        ("transparent", "http://orders/hello"),
-    ] {
-        let out = ns.run(
+    ready(&a, "http://127.0.0.1:3500/v1.0/healthz");
+    ready(&b, "http://127.0.0.1:3510/v1.0/healthz");
+    ready(&a, "http://10.99.0.2:8081/hello");
+    let load = |label: &str, url: &str| -> (Vec<f64>, Vec<f64>) {
+        let out = a.run(
             exe,
             &["--netns-load", url, &iters.to_string(), &secs.to_string()],
         );
@@ -415,19 +418,44 @@ fn transparent(iters: usize, secs: f64) {
             String::from_utf8_lossy(&out.stderr)
         );
         println!(
-            "    {label:<12} sequential p50 {:>6.0} p99 {:>6.0} p99.9 {:>6.0} | 1000 rps p50 {:>6.0} p99 {:>6.0} p99.9 {:>6.0}",
+            "    {label:<22} sequential p50 {:>6.0} p99 {:>6.0} p99.9 {:>6.0} | 1000 rps p50 {:>6.0} p99 {:>6.0} p99.9 {:>6.0}",
             s[0], s[1], s[2], r[0], r[1], r[2]
         );
-        results.push((s, r));
+        (s, r)
+    };
+    println!("  transparent mode, two hosts in network namespaces (µs, sequential then 1000 rps):");
+    // Direct, before the rules would redirect it.
+    let mut results = vec![load("direct", "http://10.99.0.2:8081/hello")];
+    let out = a.tandem(&[
+        "install",
+        "--proxy-uid",
+        "2102",
+        "--outbound-port",
+        "15001",
+        "--inbound-port",
+        "15006",
+    ]);
+    assert!(out.status.success(), "{}", common::netns::text(&out));
+    for (label, url) in [
+        (
+            "explicit",
+            "http://127.0.0.1:3500/v1.0/invoke/orders/method/hello",
+        ),
+        ("transparent by name", "http://orders/hello"),
+        ("transparent by address", "http://10.99.0.2:8081/hello"),
+    ] {
+        results.push(load(label, url));
     }
-    let added = |i: usize, k: usize| results[i].0[k] - results[0].0[k];
+    let added = |i: usize| results[i].0[0] - results[0].0[0];
     println!(
-        "    added over direct, sequential p50: explicit {:+.0}, transparent {:+.0} (transparent / explicit = {:.0} %)",
-        added(1, 0),
-        added(2, 0),
-        added(2, 0) / added(1, 0) * 100.0
+        "    added over direct, sequential p50: explicit {:+.0}, by name {:+.0} ({:.0} % of explicit), by address {:+.0} ({:.0} % of by name)",
+        added(1),
+        added(2),
+        added(2) / added(1) * 100.0,
+        added(3),
+        added(3) / added(2) * 100.0
     );
-    let _ = ns.tandem(&["remove"]);
+    let _ = a.tandem(&["remove"]);
     for p in &mut procs {
         let _ = p.kill();
         let _ = p.wait();
@@ -440,7 +468,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--netns-app") {
         let port: u16 = args[i + 1].parse().unwrap();
-        serve_app(port).await;
+        serve_app(&args[i + 2], port).await;
         std::future::pending::<()>().await;
     }
     if let Some(i) = args.iter().position(|a| a == "--netns-load") {

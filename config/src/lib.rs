@@ -12,7 +12,8 @@ pub mod validate;
 
 pub use duration::{GoDuration, parse_duration, parse_quantity};
 pub use load::{
-    LoadContext, LoadError, Loaded, ResourceSet, SourceRef, load_configuration, load_dirs, load_str,
+    LoadContext, LoadError, Loaded, ResourceSet, SourceRef, load_configuration,
+    load_configuration_str, load_dirs, load_str,
 };
 pub use options::{AppProtocol, LogLevel, SidecarOptions};
 pub use resources::*;

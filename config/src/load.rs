@@ -341,7 +341,12 @@ pub fn load_str(
 /// Reads the `--config` file: one Configuration document.
 pub fn load_configuration(path: &Path) -> Result<Configuration, LoadError> {
     let text = read_bounded(path)?;
-    let docs = split_documents(&text);
+    load_configuration_str(&text, path)
+}
+
+/// The Configuration document in `text` (file `path`, for messages).
+pub fn load_configuration_str(text: &str, path: &Path) -> Result<Configuration, LoadError> {
+    let docs = split_documents(text);
     let mut found = None;
     for doc in &docs {
         let header: Header = parse(doc, path)?;

@@ -153,7 +153,11 @@ impl Schedule {
     /// `None` if it does not within eight years.
     pub fn next_after(&self, after: i64) -> Option<i64> {
         let f = match self {
-            Schedule::Every(d) => return Some(after + d.as_secs().max(1) as i64),
+            Schedule::Every(d) => {
+                return i64::try_from(d.as_secs().max(1))
+                    .ok()
+                    .and_then(|d| after.checked_add(d));
+            }
             Schedule::Cron(f) => f,
         };
         let has = |bits: u64, v: i64| bits & (1 << v) != 0;

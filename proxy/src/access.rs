@@ -40,14 +40,37 @@ fn segments(path: &str) -> Vec<&str> {
     path.split('/').filter(|s| !s.is_empty()).collect()
 }
 
+/// Whether `path` matches `pattern`, segment by segment: `*` is any one
+/// segment, `**` any number. Greedy with one resume point (the last `**`
+/// seen), so at most pattern × path steps: the path comes from callers,
+/// and trying every split for every `**` (as a plain recursion does) is
+/// exponential in the number of `**`.
 fn glob(pattern: &[&str], path: &[&str]) -> bool {
-    match (pattern.first(), path.first()) {
-        (None, None) => true,
-        (Some(&"**"), _) => (0..=path.len()).any(|i| glob(&pattern[1..], &path[i..])),
-        (Some(&"*"), Some(_)) => glob(&pattern[1..], &path[1..]),
-        (Some(p), Some(s)) if p == s => glob(&pattern[1..], &path[1..]),
-        _ => false,
+    let (mut p, mut s) = (0, 0);
+    // Where to resume after the last `**`: the pattern after it, and the
+    // first path segment it has not yet swallowed.
+    let mut resume: Option<(usize, usize)> = None;
+    while s < path.len() {
+        match pattern.get(p) {
+            Some(&"**") => {
+                resume = Some((p + 1, s));
+                p += 1;
+            }
+            Some(seg) if *seg == "*" || *seg == path[s] => {
+                p += 1;
+                s += 1;
+            }
+            _ => match resume {
+                Some((after, swallowed)) => {
+                    resume = Some((after, swallowed + 1));
+                    p = after;
+                    s = swallowed + 1;
+                }
+                None => return false,
+            },
+        }
     }
+    pattern[p..].iter().all(|seg| *seg == "**")
 }
 
 fn or_default<'a>(v: &'a Option<String>, default: &'a str) -> &'a str {
@@ -111,6 +134,34 @@ impl AccessPolicy {
 mod tests {
     use super::*;
     use tandem_config::{AppPolicy, OperationPolicy};
+
+    #[test]
+    fn globs_match_segment_by_segment() {
+        let g = |p: &str, s: &str| glob(&segments(p), &segments(s));
+        assert!(g("/a/**", "/a"));
+        assert!(g("/a/**", "/a/b/c"));
+        assert!(g("/**/c", "/a/b/c"));
+        assert!(g("/**/b/**/d", "/a/b/c/d"));
+        assert!(!g("/**/b/**/d", "/a/b/c/e"));
+        assert!(g("/a/*/c", "/a/x/c"));
+        assert!(!g("/a/*/c", "/a/c"));
+        assert!(!g("/a/*", "/a/b/c"));
+        assert!(g("/**", "/"));
+        assert!(g("/**/**", "/x"));
+        assert!(!g("/a", "/a/b"));
+        assert!(g("/*/**/z", "/q/z"));
+    }
+
+    /// Many `**` against a long path that does not match: a recursion
+    /// trying every split takes C(path, stars) steps (here about 10^16);
+    /// the greedy match takes at most pattern × path.
+    #[test]
+    fn many_double_stars_against_a_long_path_finish() {
+        let pattern = format!("{}/z", "/**".repeat(12));
+        let path = "/a".repeat(400);
+        assert!(!glob(&segments(&pattern), &segments(&path)));
+        assert!(glob(&segments(&pattern), &segments(&format!("{path}/z"))));
+    }
 
     fn caller(app: &str) -> Caller {
         Caller {

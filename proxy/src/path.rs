@@ -118,8 +118,22 @@ fn segment(path: &str, raw: &str) -> Result<(String, bool), PathError> {
 }
 
 /// The canonical form of `path` (the part of a URI before `?`), always
-/// starting with `/`.
+/// starting with `/`. Canonical means stable: the form is its own
+/// canonical form, so the callee's sidecar, which makes the path canonical
+/// again, agrees with the caller's door. A path whose decoding spells new
+/// escapes (`%252%652f`: `%65` is `e`, giving `%252f`) has none.
 pub fn canonical(path: &str) -> Result<String, PathError> {
+    let once = canonical_once(path)?;
+    match canonical_once(&once) {
+        Ok(again) if again == once => Ok(once),
+        _ => Err(refuse(
+            path,
+            "spells an escape out of escaped characters (such as `%25%32%66`); encode each character once",
+        )),
+    }
+}
+
+fn canonical_once(path: &str) -> Result<String, PathError> {
     if !path.is_ascii() {
         return Err(refuse(
             path,
@@ -179,6 +193,12 @@ fn already_canonical(path: &str) -> bool {
 /// `uri` with its path made canonical (query kept as it is); `None` when it
 /// already was.
 pub fn canonical_uri(uri: &http::Uri) -> Result<Option<http::Uri>, PathError> {
+    if uri.path_and_query().is_none() {
+        // `host:port` alone (authority form): a CONNECT target, no path.
+        return Err(PathError(format!(
+            "the request target `{uri}` has no path; send an origin-form target such as `/method`"
+        )));
+    }
     let path = uri.path();
     if already_canonical(path) {
         return Ok(None);
@@ -204,6 +224,34 @@ pub fn canonical_uri(uri: &http::Uri) -> Result<Option<http::Uri>, PathError> {
 #[cfg(test)]
 mod tests {
     use super::canonical;
+
+    /// Found by the `path` fuzz target: decoding `%65` made `%252e` (an
+    /// encoded `%` hiding a dot), which the callee's sidecar then refused
+    /// while the caller's door had let it through. Refused at the door.
+    #[test]
+    fn escapes_spelled_with_escapes_are_refused() {
+        for p in ["/a/!%252%652p", "/a/%25%32%65%25%32%65/x", "/%25%32%66etc"] {
+            let e = canonical(p).unwrap_err();
+            assert!(e.0.contains("escaped characters"), "{p}: {e}");
+        }
+        // Escapes of plain characters that spell nothing stay accepted.
+        assert_eq!(canonical("/%25%36%31").unwrap(), "/%2561");
+    }
+
+    /// Found by the `path` fuzz target: a target in authority form
+    /// (`host:port`) has no path to make canonical; it is refused with a
+    /// message, not rebuilt into something that fails later.
+    #[test]
+    fn a_target_without_a_path_is_refused_with_a_reason() {
+        let uri: http::Uri = "hh:80&q".parse().unwrap();
+        let e = super::canonical_uri(&uri).unwrap_err();
+        assert!(e.0.contains("has no path"), "{e}");
+        let uri: http::Uri = "/a/../b?x=%2e".parse().unwrap();
+        assert_eq!(
+            super::canonical_uri(&uri).unwrap().unwrap().to_string(),
+            "/b?x=%2e"
+        );
+    }
 
     #[test]
     fn canonical_forms() {

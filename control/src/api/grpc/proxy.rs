@@ -76,7 +76,7 @@ async fn proxy(
 ) -> Response<tandem_proxy::ProxyBody> {
     let given = req.headers().get("dapr-api-token").map(|v| v.as_bytes());
     if !rt.api_token_ok(given) {
-        return grpc_error(16, "invalid api token");
+        return grpc_error(tonic::Code::Unauthenticated, "invalid api token");
     }
     let (mut parts, body) = req.into_parts();
     parts.headers.remove("dapr-api-token");
@@ -141,7 +141,7 @@ async fn call_app(
     req: Request<tandem_proxy::ProxyBody>,
 ) -> Response<tandem_proxy::ProxyBody> {
     let Some(invoker) = rt.invoker() else {
-        return grpc_error(14, "service invocation is not ready");
+        return grpc_error(tonic::Code::Unavailable, "service invocation is not ready");
     };
     let is_self = crate::api::invoke::names_this_app(rt, target);
     let result = if is_self {
@@ -158,16 +158,7 @@ async fn call_app(
             return under_policy(&policy, invoker.clone(), target, req).await;
         }
     };
-    result.unwrap_or_else(|e| {
-        let code = match e {
-            tandem_proxy::invoke::InvokeError::NotFound(_) => 5,
-            _ => 14,
-        };
-        grpc_error(
-            code,
-            &format!("failed to proxy the call to app {target}: {e}"),
-        )
-    })
+    result.unwrap_or_else(|e| e.to_grpc(target))
 }
 
 /// One try of a proxied call under the app's policy that did not succeed.
@@ -237,19 +228,13 @@ async fn under_policy(
         .await
     {
         Ok(resp) | Err(ResilienceError::Inner(Tried::Answered(resp))) => resp,
-        Err(ResilienceError::Inner(Tried::Failed(e))) => grpc_error(
-            if matches!(e, tandem_proxy::invoke::InvokeError::NotFound(_)) {
-                5
-            } else {
-                14
-            },
+        Err(ResilienceError::Inner(Tried::Failed(e))) => e.to_grpc(target),
+        Err(e @ ResilienceError::Timeout(_)) => grpc_error(
+            tonic::Code::DeadlineExceeded,
             &format!("failed to proxy the call to app {target}: {e}"),
         ),
-        Err(e @ ResilienceError::Timeout(_)) => {
-            grpc_error(4, &format!("failed to proxy the call to app {target}: {e}"))
-        }
         Err(e) => grpc_error(
-            14,
+            tonic::Code::Unavailable,
             &format!("failed to proxy the call to app {target}: {e}"),
         ),
     }

@@ -1,0 +1,247 @@
+//! Service invocation's data plane, by concern:
+//! - `invoker`: the caller's side (resolve, reach, send, resend once);
+//! - `peers`: the pooled connections to peer sidecars and happy eyeballs;
+//! - `inbound`: the callee's side (the internal listener and each request);
+//! - `tunnel`: byte streams to a mesh app's host (transparent mode);
+//! - `outside`: calls that leave the mesh (HTTP, HTTPS, streams);
+//! - here: the bodies, the internal headers, the error type.
+//!
+//! A request for app `X` is resolved to a peer sidecar (`crate::resolve`)
+//! and sent over pooled, multiplexed HTTP/2 (mTLS with `--enable-mtls`) to
+//! the peer's internal port; the peer checks that it hosts `X` and who
+//! calls, and hands the request to its app over the app channel. A call to
+//! this sidecar's own app id goes straight to the app channel. Bodies are
+//! streamed through, never buffered.
+
+use crate::app_channel::{AppChannel, AppChannelError};
+use crate::resolve::Resolver;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+mod inbound;
+mod invoker;
+mod outside;
+mod peers;
+mod tunnel;
+
+pub use inbound::*;
+pub use invoker::*;
+pub use outside::*;
+pub use peers::*;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body passed through from wherever it comes.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Headers of the internal leg; never shown to apps.
+pub const CALLEE: &str = "tandem-callee-app-id";
+
+/// Marks a proxied gRPC call: the peer streams it to its app's gRPC port
+/// as it is, instead of treating it as an invocation.
+pub const GRPC_PROXY: &str = "tandem-grpc-proxy";
+
+pub const CALLER: &str = "tandem-caller-app-id";
+
+/// On an answer of a gRPC app to an invocation (`OnInvoke`): its gRPC
+/// status code, which the HTTP status only approximates. Read by the
+/// caller's sidecar (retry matching, `InvokeService` errors), never shown
+/// to apps.
+pub const GRPC_STATUS: &str = "tandem-grpc-status";
+
+pub const CALLER_NAMESPACE: &str = "tandem-caller-namespace";
+
+/// The protobuf type of an invocation's data (`google.protobuf.Any`'s
+/// `type_url`), on a request from an `InvokeService` caller and on a gRPC
+/// app's answer, so the `Any` arrives whole at the far end. HTTP apps and
+/// callers see `Content-Type: application/x-protobuf` instead, as from daprd.
+pub const DATA_TYPE_URL: &str = "tandem-data-type-url";
+
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
+
+/// On a request by address to a mesh app's host (transparent mode): where
+/// on its host the peer sidecar delivers it, and in which HTTP version the
+/// client spoke (`h1 10.0.0.2:8090`, `h2 …`). Access control judges it as
+/// a tunnel to that port (`/tcp/<port>`, `CONNECT`).
+pub const FORWARD_TO: &str = "tandem-forward-to";
+
+/// Removes every internal header (`tandem-…`): they come from sidecars,
+/// never from an app or a client.
+pub fn strip_internal(h: &mut HeaderMap) {
+    let internal: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("tandem-"))
+        .cloned()
+        .collect();
+    for k in internal {
+        h.remove(k);
+    }
+}
+
+/// The value of `FORWARD_TO` for a request to `to` in `version`.
+pub fn forward_to_value(to: std::net::SocketAddr, version: http::Version) -> HeaderValue {
+    let v = if version == http::Version::HTTP_2 {
+        "h2"
+    } else {
+        "h1"
+    };
+    header_value(&format!("{v} {to}"))
+}
+
+pub fn boxed<B>(body: B) -> ProxyBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    boxed(Full::new(bytes.into()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("couldn't find service: {0}")]
+    NotFound(String),
+    #[error("failed to resolve address for '{app}': {reason}")]
+    Resolve { app: String, reason: String },
+    /// Nothing was sent: the peer could not be reached.
+    #[error("cannot reach the sidecar of {app} at {address}: {reason}")]
+    PeerUnreachable {
+        app: String,
+        address: String,
+        reason: String,
+    },
+    /// The request was (perhaps partly) sent, then the exchange failed: the
+    /// app may have acted on it.
+    #[error("the call to the sidecar of {app} at {address} failed: {reason}")]
+    PeerFailed {
+        app: String,
+        address: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    App(#[from] AppChannelError),
+    #[error("there is no app channel (no --app-port)")]
+    NoApp,
+    #[error("service invocation is not ready")]
+    NotReady,
+    #[error("cannot call {base}: {reason}")]
+    External { base: String, reason: String },
+    #[error(
+        "app {0} does not speak gRPC (--app-protocol grpc): a gRPC call cannot be proxied to it"
+    )]
+    NotGrpc(String),
+    /// The peer sidecar would not open a tunnel to its host.
+    #[error("the sidecar of {app} refused a tunnel to {to}: {reason}")]
+    Tunnel {
+        app: String,
+        to: String,
+        reason: String,
+    },
+}
+
+/// Methods whose repetition has the effect of one request (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PUT
+            | http::Method::DELETE
+    )
+}
+
+impl InvokeError {
+    /// The gRPC status a proxied call gets for this failure: an app nobody
+    /// resolves is `NOT_FOUND`, one that cannot speak gRPC
+    /// `FAILED_PRECONDITION`, every other failure `UNAVAILABLE` (worth
+    /// trying again later).
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            InvokeError::NotFound(_) => tonic::Code::NotFound,
+            InvokeError::NotGrpc(_) => tonic::Code::FailedPrecondition,
+            _ => tonic::Code::Unavailable,
+        }
+    }
+
+    /// The trailers-only answer to a proxied gRPC call to `target` that
+    /// failed so — the one rendering of invocation failures for gRPC
+    /// proxying, on both sides.
+    pub fn to_grpc(&self, target: &str) -> Response<ProxyBody> {
+        grpc_error(
+            self.grpc_code(),
+            &format!("failed to proxy the call to app {target}: {self}"),
+        )
+    }
+
+    /// Whether the target may have received (and acted on) the request:
+    /// such a request is not sent again unless it is idempotent.
+    pub fn may_have_reached_target(&self) -> bool {
+        matches!(
+            self,
+            InvokeError::PeerFailed { .. }
+                | InvokeError::External { .. }
+                | InvokeError::App(AppChannelError::Interrupted { .. })
+        )
+    }
+}
+
+/// Connection-level headers that must not be forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+/// Removes the connection-level headers, except `te: trailers`: it says
+/// the client takes trailers, which travel through us, and gRPC servers
+/// insist on it (it is the one TE an HTTP/2 request may carry).
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in HOP_BY_HOP {
+        h.remove(*name);
+    }
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// `body` cut off after `max` bytes, and a flag that says it was: a
+/// request body is streamed, so its size is known only once it is read.
+pub fn limited<B>(body: B, max: u64) -> (ProxyBody, Arc<std::sync::atomic::AtomicBool>)
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = flag.clone();
+    let body = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).map_err(move |e| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        e
+    });
+    (boxed(body), flag)
+}
+
+fn header_value(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
