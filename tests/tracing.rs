@@ -48,7 +48,13 @@ async fn otlp_http_receiver(spans: Spans) -> u16 {
                         let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
                         spans.lock().unwrap().push(Got {
                             service: service.clone(),
-                            kind: if s["kind"] == 2 { "SERVER" } else { "CLIENT" }.into(),
+                            kind: match s["kind"].as_u64() {
+                                Some(2) => "SERVER",
+                                Some(4) => "PRODUCER",
+                                Some(5) => "CONSUMER",
+                                _ => "CLIENT",
+                            }
+                            .into(),
                             trace: text("traceId"),
                             id: text("spanId"),
                             parent: text("parentSpanId"),
@@ -422,4 +428,275 @@ async fn grpc_proxying_is_one_trace_and_is_counted() {
         ),
         "{served}"
     );
+}
+
+/// One request through invocation, state and pub/sub reads as one trace:
+/// a client calls `orders` through `shop`'s sidecar; `orders`' app, with
+/// the context its sidecar gave it, saves state and publishes through its
+/// own sidecar; the event comes back to the same app. In the collector:
+/// shop's CLIENT span, orders' SERVER span under it, the state and
+/// publish SERVER spans under the app's context, and the delivery's
+/// CONSUMER span under the publish span (the trace travelled in the
+/// CloudEvent) — whose context the subscriber receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_state_and_pubsub_are_one_trace() {
+    use std::sync::OnceLock;
+    let spans = Spans::default();
+    let port = otlp_http_receiver(spans.clone()).await;
+    let home = TempDir::new("tracing-one-trace");
+    let config = home.write(
+        "tracing.yaml",
+        &format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n      protocol: http\n"
+        ),
+    );
+    home.write(
+        "res/state.yaml",
+        &common::component("store", "state.in-memory", &[]),
+    );
+    home.write(
+        "res/pubsub.yaml",
+        &common::component("bus", "pubsub.in-memory", &[]),
+    );
+    let sidecar_port: Arc<OnceLock<u16>> = Arc::default();
+    let delivered: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (sp, got) = (sidecar_port.clone(), delivered.clone());
+    let app_port = common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (sp, got) = (sp.clone(), got.clone());
+        async move {
+            let tp = req
+                .headers()
+                .get("traceparent")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let body = match req.uri().path() {
+                "/dapr/subscribe" => {
+                    r#"[{"pubsubname":"bus","topic":"orders","route":"/deliver"}]"#.to_string()
+                }
+                "/work" => {
+                    let port = *sp.get().unwrap();
+                    let tp2 = tp.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let h = [("traceparent", tp2.as_str()), ("content-type", "application/json")];
+                        let r = common::http(port, "POST", "/v1.0/state/store", &h, br#"[{"key":"k","value":1}]"#).unwrap();
+                        assert_eq!(r.status, 204, "{}", r.text());
+                        let r = common::http(port, "POST", "/v1.0/publish/bus/orders", &h, br#"{"id":1}"#).unwrap();
+                        assert_eq!(r.status, 204, "{}", r.text());
+                    })
+                    .await
+                    .unwrap();
+                    "done".to_string()
+                }
+                "/deliver" => {
+                    got.lock().unwrap().push(tp);
+                    r#"{"status":"SUCCESS"}"#.to_string()
+                }
+                _ => String::new(),
+            };
+            hyper::Response::new(Full::new(Bytes::from(body)))
+        }
+    })
+    .await;
+    let h = home.path().to_str().unwrap();
+    let c = config.to_str().unwrap();
+    let orders = sidecar()
+        .app_id("orders")
+        .env("TANDEM_HOME", h)
+        .args(["--app-port", &app_port.to_string(), "--config", c])
+        .args(["--resources-path", home.path().join("res").to_str().unwrap()])
+        .start();
+    sidecar_port.set(orders.http).unwrap();
+    let shop = sidecar()
+        .app_id("shop")
+        .env("TANDEM_HOME", h)
+        .args(["--config", c])
+        .start();
+    let trace = "6bf92f3577b34da6a3ce929d0e0e4736";
+    let r = shop
+        .try_request(
+            "POST",
+            "/v1.0/invoke/orders/method/work",
+            &[("traceparent", &format!("00-{trace}-20f067aa0ba902b7-01"))],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let end = Instant::now() + Duration::from_secs(10);
+    let find = |all: &[Got], service: &str, kind: &str, name: &str| {
+        all.iter()
+            .find(|g| g.service == service && g.kind == kind && g.name == name)
+            .cloned()
+    };
+    let (client, server, state, publish, consumer) = loop {
+        let all = spans.lock().unwrap().clone();
+        let got = (
+            find(&all, "shop", "CLIENT", "/v1.0/invoke/orders/method/work"),
+            find(&all, "orders", "SERVER", "CallLocal/orders/work"),
+            find(&all, "orders", "SERVER", "POST /v1.0/state/store"),
+            find(&all, "orders", "SERVER", "POST /v1.0/publish/bus"),
+            find(&all, "orders", "CONSUMER", "pubsub/orders"),
+        );
+        if let (Some(a), Some(b), Some(c), Some(d), Some(e)) = got {
+            break (a, b, c, d, e);
+        }
+        assert!(Instant::now() < end, "spans missing: {all:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for s in [&client, &server, &state, &publish, &consumer] {
+        assert_eq!(s.trace, trace, "one trace: {s:?}");
+    }
+    assert_eq!(server.parent, client.id);
+    assert_eq!(state.parent, server.id, "the app's context is the SERVER span");
+    assert_eq!(publish.parent, server.id);
+    assert_eq!(consumer.parent, publish.id, "the delivery continues the publish");
+    let seen = delivered.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0],
+        format!("00-{trace}-{}-01", consumer.id),
+        "the subscriber gets the delivery span's context"
+    );
+}
+
+/// An OTLP/HTTP collector over TLS (Python's `http.server` in an
+/// `ssl` context): each export one line of the file given.
+/// argv: file, port, certificate, key.
+const TLS_HTTP_COLLECTOR: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        with open(sys.argv[1], "ab") as f: f.write(body.replace(b"\n", b" ") + b"\n")
+        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"{}")
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#;
+
+/// An OTLP/gRPC collector over TLS (grpcio, raw bytes, no generated
+/// code): each export's bytes appended to the file given.
+/// argv: file, port, certificate, key.
+const TLS_GRPC_COLLECTOR: &str = r#"
+import grpc, sys
+from concurrent import futures
+def export(req, ctx):
+    with open(sys.argv[1], "ab") as f: f.write(req + b"\n")
+    return b""
+s = grpc.server(futures.ThreadPoolExecutor(2))
+s.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("opentelemetry.proto.collector.trace.v1.TraceService", {"Export": grpc.unary_unary_rpc_method_handler(export)}),))
+creds = grpc.ssl_server_credentials([(open(sys.argv[4], "rb").read(), open(sys.argv[3], "rb").read())])
+s.add_secure_port("127.0.0.1:" + sys.argv[2], creds); s.start(); s.wait_for_termination()
+"#;
+
+struct Killed(Vec<std::process::Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A CA and a `localhost` / 127.0.0.1 server certificate it signed, made
+/// with openssl in `dir`: (ca.pem, leaf.pem, leaf.key).
+fn test_pki(dir: &std::path::Path) -> (String, String, String) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=tandem test CA"]].concat());
+    run(&[&["req"][..], &ec, &["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"]].concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    (p("ca.pem"), p("leaf.pem"), p("leaf.key"))
+}
+
+/// Traces reach collectors over TLS (`isSecure: true`), OTLP over HTTP and
+/// over gRPC, the collector's certificate checked against the CA in
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`; and a collector that is away when the
+/// spans end gets them once it is up (the batch is retried with backoff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_tls_collectors_and_wait_for_one_that_is_away() {
+    let Ok(venv) = std::env::var("TANDEM_SDK_VENV") else {
+        panic!("TANDEM_SDK_VENV is not set: run through scripts/test.sh (tests/sdk/venv.sh makes the venv with grpcio)");
+    };
+    let python = format!("{venv}/bin/python");
+    let home = TempDir::new("tracing-tls");
+    let (ca, cert, key) = test_pki(home.path());
+    let (http_port, grpc_port) = (common::free_port(), common::free_port());
+    let (http_file, grpc_file) = (
+        home.path().join("http.jsonl"),
+        home.path().join("grpc.bin"),
+    );
+    let mut procs = Killed(vec![
+        std::process::Command::new(&python)
+            .args(["-c", TLS_GRPC_COLLECTOR, grpc_file.to_str().unwrap(), &grpc_port.to_string(), &cert, &key])
+            .spawn()
+            .unwrap(),
+    ]);
+    home.write(
+        "res/state.yaml",
+        &common::component("store", "state.in-memory", &[]),
+    );
+    let sidecar_with = |name: &str, protocol: &str, port: u16| {
+        let config = home.write(
+            &format!("{name}.yaml"),
+            &format!(
+                "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: localhost:{port}\n      isSecure: true\n      protocol: {protocol}\n"
+            ),
+        );
+        sidecar()
+            .app_id(name)
+            .env("TANDEM_HOME", home.path().to_str().unwrap())
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca)
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--resources-path", home.path().join("res").to_str().unwrap()])
+            .start()
+    };
+    let over_http = sidecar_with("over-http", "http", http_port);
+    let over_grpc = sidecar_with("over-grpc", "grpc", grpc_port);
+    for s in [&over_http, &over_grpc] {
+        let r = s.request("POST", "/v1.0/state/store", br#"[{"key":"k","value":1}]"#);
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    // The HTTP collector comes up only now: the first tries fail.
+    std::thread::sleep(Duration::from_millis(1500));
+    procs.0.push(
+        std::process::Command::new(&python)
+            .args(["-c", TLS_HTTP_COLLECTOR, http_file.to_str().unwrap(), &http_port.to_string(), &cert, &key])
+            .spawn()
+            .unwrap(),
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let http_got = std::fs::read_to_string(&http_file).unwrap_or_default();
+        let grpc_got = std::fs::read(&grpc_file).unwrap_or_default();
+        let has = |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+        if http_got.contains("POST /v1.0/state/store") && has(&grpc_got, "POST /v1.0/state/store") {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "spans not exported over TLS: http {http_got:?}; grpc {} bytes\n{}\n{}",
+            grpc_got.len(),
+            over_http.stderr.text(),
+            over_grpc.stderr.text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

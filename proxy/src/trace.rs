@@ -9,7 +9,6 @@
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body_util::Full;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
@@ -102,10 +101,26 @@ impl Context {
     }
 }
 
+/// OTLP's span kinds (the numbers are the wire values).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Kind {
     Server = 2,
     Client = 3,
+    /// A message handed to a broker (publish).
+    Producer = 4,
+    /// A message taken from a broker (delivery to the app).
+    Consumer = 5,
+}
+
+impl Kind {
+    fn zipkin(self) -> &'static str {
+        match self {
+            Kind::Server => "SERVER",
+            Kind::Client => "CLIENT",
+            Kind::Producer => "PRODUCER",
+            Kind::Consumer => "CONSUMER",
+        }
+    }
 }
 
 /// A span in progress; `Tracer::end` records it.
@@ -151,12 +166,6 @@ impl Sink {
         } else {
             format!("{}://{endpoint}", if secure { "https" } else { "http" })
         };
-        if base.starts_with("https://") {
-            return Err(
-                "tracing.otel: a secure (TLS) collector is not supported yet; use isSecure: false"
-                    .into(),
-            );
-        }
         match protocol {
             "http" => Ok(Sink::OtlpHttp(if base.ends_with("/v1/traces") {
                 base
@@ -177,9 +186,9 @@ impl Sink {
     /// A Zipkin collector at `address` (Configuration `tracing.zipkin
     /// .endpointAddress`, a full URL).
     pub fn zipkin(address: &str) -> Result<Self, String> {
-        if !address.starts_with("http://") {
+        if !address.starts_with("http://") && !address.starts_with("https://") {
             return Err(format!(
-                "tracing.zipkin endpointAddress `{address}` must be an http:// URL such as http://localhost:9411/api/v2/spans"
+                "tracing.zipkin endpointAddress `{address}` must be an http:// or https:// URL such as http://localhost:9411/api/v2/spans"
             ));
         }
         address
@@ -262,6 +271,11 @@ impl Tracer {
     pub fn service(&self) -> &str {
         &self.service
     }
+
+    /// Whether spans go anywhere (a collector is configured).
+    pub fn is_on(&self) -> bool {
+        self.export.is_some()
+    }
 }
 
 fn nanos(t: SystemTime) -> String {
@@ -327,7 +341,7 @@ fn zipkin_body(service: &str, batch: &[Finished]) -> Bytes {
                 "traceId": hex(&s.context.trace_id),
                 "id": hex(&s.context.span_id),
                 "name": s.name,
-                "kind": if s.kind == Kind::Server { "SERVER" } else { "CLIENT" },
+                "kind": s.kind.zipkin(),
                 "timestamp": start,
                 "duration": micros(*end).saturating_sub(start).max(1),
                 "localEndpoint": {"serviceName": service},
@@ -389,18 +403,80 @@ fn otlp_grpc_request(
     }
 }
 
-/// Sends spans in batches (up to 256, or whatever came in 200 ms).
+/// The CA bundle a collector's certificate is checked against besides the
+/// system's roots: OpenTelemetry's `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`
+/// or `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file), if set.
+fn collector_roots() -> Result<Option<String>, String> {
+    for var in [
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    ] {
+        if let Ok(path) = std::env::var(var)
+            && !path.is_empty()
+        {
+            return std::fs::read_to_string(&path)
+                .map(Some)
+                .map_err(|e| format!("{var} `{path}`: {e}"));
+        }
+    }
+    Ok(None)
+}
+
+type GrpcClient = tandem_proto::otlp::trace_service_client::TraceServiceClient<
+    Client<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>,
+>;
+
+/// OTLP/gRPC to `url` (`http://` plaintext HTTP/2, `https://` TLS), on
+/// one pooled connection.
+fn grpc_client(url: &str, tls: rustls::ClientConfig) -> Result<GrpcClient, String> {
+    let origin: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(connector);
+    Ok(GrpcClient::with_origin(client, origin))
+}
+
+/// How long a failed batch waits before its next try: 0.5 s, doubling,
+/// five tries in all. Meanwhile new spans wait in the bounded queue (4096;
+/// past that they are dropped, not held): a collector that is away costs
+/// bounded memory, one that comes back within ~15 s loses nothing.
+const EXPORT_TRIES: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Sends spans in batches (up to 256, or whatever came in 200 ms), over
+/// TLS when the collector's URL is `https://` (the system's roots plus
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`), retrying a failed batch with backoff.
 async fn exporter(service: String, sink: Sink, mut rx: mpsc::Receiver<Finished>) {
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let tls = collector_roots().and_then(|root_ca| {
+        let outside = crate::invoke::OutsideTls {
+            root_ca,
+            ..Default::default()
+        };
+        Ok((outside.client(false)?, outside.tls_config()?))
+    });
+    let (http_client, tls_config) = match tls {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "tracing: cannot set up TLS to the collector; spans are not exported");
+            return;
+        }
+    };
     let grpc = match &sink {
-        Sink::OtlpGrpc(url) => tonic::transport::Endpoint::from_shared(url.clone())
-            .ok()
-            .map(|e| {
-                tandem_proto::otlp::trace_service_client::TraceServiceClient::new(
-                    e.connect_timeout(Duration::from_secs(5)).connect_lazy(),
-                )
-            }),
+        Sink::OtlpGrpc(url) => match grpc_client(url, tls_config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "tracing: bad collector endpoint; spans are not exported");
+                return;
+            }
+        },
         _ => None,
     };
     while let Some(first) = rx.recv().await {
@@ -416,46 +492,57 @@ async fn exporter(service: String, sink: Sink, mut rx: mpsc::Receiver<Finished>)
                 _ = &mut deadline => break,
             }
         }
-        let sent: Result<(), String> = match (&sink, &grpc) {
-            (Sink::OtlpGrpc(_), Some(grpc)) => {
-                let mut grpc = grpc.clone();
-                let call = grpc.export(otlp_grpc_request(&service, &batch));
-                match tokio::time::timeout(Duration::from_secs(10), call).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
-                    Err(_) => Err("timed out".into()),
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=EXPORT_TRIES {
+            match send_batch(&service, &sink, &http_client, grpc.as_ref(), &batch).await {
+                Ok(()) => break,
+                Err(e) if attempt < EXPORT_TRIES => {
+                    tracing::debug!(error = %e, attempt, "tracing: export failed; trying again in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, sink = ?sink, "{} spans not exported after {EXPORT_TRIES} tries", batch.len());
                 }
             }
-            (Sink::OtlpHttp(url) | Sink::Zipkin(url), _) => {
-                let body = match &sink {
-                    Sink::Zipkin(_) => zipkin_body(&service, &batch),
-                    _ => otlp_http_body(&service, &batch),
-                };
-                let req = http::Request::post(url.as_str())
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(body))
-                    .map_err(|e| e.to_string());
-                match req {
-                    Err(e) => Err(e),
-                    Ok(req) => {
-                        match tokio::time::timeout(Duration::from_secs(10), client.request(req))
-                            .await
-                        {
-                            Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-                            Ok(Ok(resp)) => {
-                                Err(format!("the collector answered {}", resp.status()))
-                            }
-                            Ok(Err(e)) => Err(crate::app_channel::error_chain(&e)),
-                            Err(_) => Err("timed out".into()),
-                        }
-                    }
-                }
-            }
-            (Sink::OtlpGrpc(url), None) => Err(format!("{url} is not a valid endpoint")),
-        };
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, sink = ?sink, "{} spans not exported", batch.len());
         }
+    }
+}
+
+async fn send_batch(
+    service: &str,
+    sink: &Sink,
+    http_client: &crate::invoke::HttpsClient,
+    grpc: Option<&GrpcClient>,
+    batch: &[Finished],
+) -> Result<(), String> {
+    match (sink, grpc) {
+        (Sink::OtlpGrpc(_), Some(grpc)) => {
+            let mut grpc = grpc.clone();
+            let call = grpc.export(otlp_grpc_request(service, batch));
+            match tokio::time::timeout(Duration::from_secs(10), call).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+                Err(_) => Err("timed out".into()),
+            }
+        }
+        (Sink::OtlpHttp(url) | Sink::Zipkin(url), _) => {
+            let body = match sink {
+                Sink::Zipkin(_) => zipkin_body(service, batch),
+                _ => otlp_http_body(service, batch),
+            };
+            let req = http::Request::post(url.as_str())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(crate::invoke::full(body))
+                .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(Duration::from_secs(10), http_client.request(req)).await {
+                Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+                Ok(Ok(resp)) => Err(format!("the collector answered {}", resp.status())),
+                Ok(Err(e)) => Err(crate::app_channel::error_chain(&e)),
+                Err(_) => Err("timed out".into()),
+            }
+        }
+        (Sink::OtlpGrpc(url), None) => Err(format!("{url} is not a valid endpoint")),
     }
 }
 

@@ -216,7 +216,7 @@ async fn send(
         path,
         "application/json",
         sub,
-        None,
+        (None, None),
         Bytes::from(body.to_string()),
     )
     .await

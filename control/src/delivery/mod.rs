@@ -166,7 +166,7 @@ async fn post_http(
     path: &str,
     content_type: &str,
     sub: &Sub,
-    traceparent: Option<&str>,
+    (traceparent, tracestate): (Option<&str>, Option<&str>),
     body: Bytes,
 ) -> Result<Bytes, Outcome> {
     let path = if path.starts_with('/') {
@@ -179,6 +179,9 @@ async fn post_http(
         .header("pubsubname", sub.spec.pubsubname.as_str());
     if let Some(tp) = traceparent {
         req = req.header("traceparent", tp);
+    }
+    if let Some(ts) = tracestate {
+        req = req.header("tracestate", ts);
     }
     let Ok(req) = req.body(Full::new(body)) else {
         return Err(Outcome::Dropped(format!(
@@ -213,15 +216,19 @@ async fn post(
     body: Bytes,
     sub: &Sub,
     ce: &serde_json::Map<String, Value>,
+    traceparent: &str,
 ) -> Outcome {
     let Some(app) = rt.app.as_ref() else {
         return Outcome::Retry("there is no app channel (no --app-port)".into());
     };
     if let Some(channel) = app.grpc_channel() {
-        return post_grpc(app, channel, path, sub, ce).await;
+        return post_grpc(app, channel, path, sub, ce, traceparent).await;
     }
-    let traceparent = ce.get("traceparent").and_then(Value::as_str);
-    let body = match post_http(app, path, CLOUDEVENTS_JSON, sub, traceparent, body).await {
+    let trace = (
+        Some(traceparent).filter(|t| !t.is_empty()),
+        ce.get("tracestate").and_then(Value::as_str),
+    );
+    let body = match post_http(app, path, CLOUDEVENTS_JSON, sub, trace, body).await {
         Ok(body) => body,
         Err(outcome) => return outcome,
     };
@@ -291,15 +298,40 @@ async fn deliver(rt: &Runtime, sub: &Sub, msg: Message) -> Result<(), String> {
     let Some((ce, path)) = addressed(sub, &msg).await else {
         return Ok(());
     };
+    // A CONSUMER span under the publisher's context (the CloudEvent's
+    // `traceparent`); the app gets this span's context.
+    let tracer = rt.tracer();
+    let parent = ce
+        .get("traceparent")
+        .and_then(Value::as_str)
+        .and_then(tandem_proxy::trace::Context::parse);
+    let mut span = tracer.start(
+        &format!("pubsub/{}", sub.spec.topic),
+        tandem_proxy::trace::Kind::Consumer,
+        parent,
+    );
+    span.attribute("messaging.system", sub.spec.pubsubname.as_str());
+    span.attribute("messaging.destination.name", sub.spec.topic.as_str());
+    span.attribute("messaging.operation", "process");
+    let traceparent = if tracer.is_on() || parent.is_none() {
+        span.context.traceparent()
+    } else {
+        // Tracing off: the publisher's context goes on unchanged.
+        ce.get("traceparent")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let body = Bytes::from(serde_json::to_vec(&Value::Object(ce.clone())).expect("JSON"));
     let attempt = || async {
-        match post(rt, &path, body.clone(), sub, &ce).await {
+        match post(rt, &path, body.clone(), sub, &ce, &traceparent).await {
             Outcome::Ack => Ok(None),
             Outcome::Dropped(why) => Ok(Some(why)),
             Outcome::Retry(why) => Err(why),
         }
     };
     let result = sub.comp.inbound.run_transient(attempt).await;
+    tracer.end(span, matches!(result, Ok(None)));
     match result {
         Ok(None) => Ok(()),
         Ok(Some(dropped)) => {
@@ -335,13 +367,14 @@ async fn post_grpc(
     path: &str,
     sub: &Sub,
     ce: &serde_json::Map<String, Value>,
+    traceparent: &str,
 ) -> Outcome {
     use tandem_proto::runtime::v1 as rt;
     let event = topic_event_request(ce, &sub.spec.pubsubname, &sub.spec.topic, path);
     let _permit = app.permit().await;
     let mut req = tonic::Request::new(event);
     app.add_grpc_token(&mut req);
-    if let Some(tp) = ce.get("traceparent").and_then(Value::as_str)
+    if let Some(tp) = Some(traceparent).filter(|t| !t.is_empty())
         && let Ok(v) = tp.parse()
     {
         req.metadata_mut().insert("traceparent", v);

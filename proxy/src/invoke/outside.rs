@@ -87,6 +87,12 @@ impl OutsideTls {
             .build(connector))
     }
 
+    /// The rustls configuration itself (for clients built elsewhere, such
+    /// as the trace exporter's gRPC channel).
+    pub fn tls_config(&self) -> Result<rustls::ClientConfig, String> {
+        self.client_config()
+    }
+
     pub(super) fn client_config(&self) -> Result<rustls::ClientConfig, String> {
         static SYSTEM: std::sync::OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> =
             std::sync::OnceLock::new();

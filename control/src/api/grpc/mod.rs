@@ -77,8 +77,90 @@ impl DaprApi {
         }
     }
 
-    /// Runs one RPC: authorize, handle, record.
+    /// A SERVER span for a building block's RPC (`None` for invocation,
+    /// which has its own CLIENT span, for metadata, shutdown and long-lived
+    /// streams, or when tracing is off); its context replaces the
+    /// `traceparent` the handler reads (a publish puts it in the
+    /// CloudEvent).
+    fn open_span<Req>(
+        &self,
+        method: &'static str,
+        req: &mut Request<Req>,
+    ) -> Option<tandem_proxy::trace::Span> {
+        use tandem_proxy::trace::{Context, Kind};
+        const UNTRACED: &[&str] = &[
+            "InvokeService",
+            "GetMetadata",
+            "SetMetadata",
+            "Shutdown",
+            "SubscribeTopicEventsAlpha1",
+            "SubscribeConfiguration",
+            "SubscribeConfigurationAlpha1",
+        ];
+        let tracer = self.rt.tracer();
+        if !tracer.is_on() || UNTRACED.contains(&method) {
+            return None;
+        }
+        let parent = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(Context::parse);
+        let mut span = tracer.start(
+            &format!("/dapr.proto.runtime.v1.Dapr/{method}"),
+            Kind::Server,
+            parent,
+        );
+        span.attribute("rpc.system", "grpc");
+        span.attribute("rpc.service", "dapr.proto.runtime.v1.Dapr");
+        span.attribute("rpc.method", method);
+        if let Ok(v) = span.context.traceparent().parse() {
+            req.metadata_mut().insert("traceparent", v);
+        }
+        Some(span)
+    }
+
+    /// Runs one RPC: authorize, handle, record, inside its span.
     async fn call<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        mut req: Request<Req>,
+        handler: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, ApiError>>,
+    {
+        let span = self.open_span(method, &mut req);
+        self.call_in(method, req, span, handler).await
+    }
+
+    /// `call` with the span opened already (by a handler that reads the
+    /// span's `traceparent` before it runs).
+    async fn call_in<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        req: Request<Req>,
+        span: Option<tandem_proxy::trace::Span>,
+        handler: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(Req) -> Fut,
+        Fut: std::future::Future<Output = Result<Resp, ApiError>>,
+    {
+        let result = self.run(method, req, handler).await;
+        if let Some(mut span) = span {
+            let code = result.as_ref().err().map_or(0, |s| s.code() as i32);
+            span.attribute(
+                "rpc.grpc.status_code",
+                tandem_proxy::telemetry::grpc_status_name(code),
+            );
+            self.rt.tracer().end(span, code == 0);
+        }
+        result
+    }
+
+    async fn run<Req, Resp, F, Fut>(
         &self,
         method: &'static str,
         req: Request<Req>,
@@ -106,12 +188,14 @@ impl DaprApi {
         req: Request<rt::BulkPublishRequest>,
     ) -> Result<Response<rt::BulkPublishResponse>, Status> {
         let rt = self.rt.clone();
+        let mut req = req;
+        let span = self.open_span(method, &mut req);
         let traceparent = req
             .metadata()
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        self.call(method, req, |r| async move {
+        self.call_in(method, req, span, |r| async move {
             let entries = r
                 .entries
                 .into_iter()
@@ -510,12 +594,26 @@ impl Dapr for DaprApi {
         req: Request<rt::PublishEventRequest>,
     ) -> Result<Response<()>, Status> {
         let rt = self.rt.clone();
+        let mut req = req;
+        let span = self.open_span("PublishEvent", &mut req);
         let traceparent = req
             .metadata()
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        self.call("PublishEvent", req, |r| async move {
+        let tracestate = req
+            .metadata()
+            .get("tracestate")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        self.call_in("PublishEvent", req, span, |r| async move {
+            let mut metadata = to_btree(r.metadata);
+            // The caller's `tracestate` travels in the CloudEvent.
+            if let Some(ts) = tracestate {
+                metadata
+                    .entry("cloudevent.tracestate".to_string())
+                    .or_insert(ts);
+            }
             pubsub::publish(
                 &rt,
                 pubsub::Publish {
@@ -523,7 +621,7 @@ impl Dapr for DaprApi {
                     topic: r.topic,
                     data: r.data.into(),
                     content_type: r.data_content_type,
-                    metadata: to_btree(r.metadata),
+                    metadata,
                     traceparent,
                 },
             )
@@ -565,12 +663,14 @@ impl Dapr for DaprApi {
         req: Request<rt::InvokeBindingRequest>,
     ) -> Result<Response<rt::InvokeBindingResponse>, Status> {
         let rt = self.rt.clone();
+        let mut req = req;
+        let span = self.open_span("InvokeBinding", &mut req);
         let traceparent = req
             .metadata()
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        self.call("InvokeBinding", req, |r| async move {
+        self.call_in("InvokeBinding", req, span, |r| async move {
             let out = crate::api::bindings::invoke(
                 &rt,
                 &r.name,

@@ -119,7 +119,20 @@ const NOT_YET: &[(&str, &str)] = &[
     ("conversation", "conversation"),
 ];
 
-async fn route(rt: &Runtime, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Building blocks whose HTTP API calls get a SERVER span of their own
+/// (invocation has its CLIENT span; health, metadata and the control API
+/// would only be noise).
+const TRACED: &[&str] = &[
+    "state",
+    "publish",
+    "bindings",
+    "secrets",
+    "configuration",
+    "lock",
+    "unlock",
+];
+
+async fn route(rt: &Runtime, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let path = clean_path(req.uri().path());
     let segments: Vec<String> = path
         .trim_start_matches('/')
@@ -179,7 +192,39 @@ async fn route(rt: &Runtime, req: Request<Incoming>) -> Response<ProxyBody> {
     {
         return invoke::http(rt, &target, 0, req).await;
     }
-    boxed(dispatch(rt, &method, &path, &segs, req).await)
+    // A SERVER span for a building block's call, named by its route and
+    // component (`POST /v1.0/state/statestore`); its context goes on to
+    // the handler in `traceparent` (a publish puts it in the CloudEvent,
+    // so the subscriber's delivery continues this trace).
+    let tracer = rt.tracer();
+    let span = match segs.as_slice() {
+        [version, block, name, ..]
+            if tracer.is_on() && VERSIONS.contains(version) && TRACED.contains(block) =>
+        {
+            use tandem_proxy::trace::{Context, Kind};
+            let route = if *block == "publish" && *name == "bulk" {
+                format!("/{version}/publish/bulk/{}", segs.get(3).unwrap_or(&""))
+            } else {
+                format!("/{version}/{block}/{name}")
+            };
+            let mut span = tracer.start(
+                &format!("{method} {route}"),
+                Kind::Server,
+                Context::from_headers(req.headers()),
+            );
+            span.attribute("dapr.api", format!("{method} {path}"));
+            span.attribute("http.method", method.as_str());
+            span.inject(req.headers_mut());
+            Some(span)
+        }
+        _ => None,
+    };
+    let resp = boxed(dispatch(rt, &method, &path, &segs, req).await);
+    if let Some(mut span) = span {
+        span.attribute("http.status_code", resp.status().as_u16().to_string());
+        tracer.end(span, !resp.status().is_server_error());
+    }
+    resp
 }
 
 async fn dispatch(

@@ -15,7 +15,7 @@ pub async fn publish(
     topic: String,
     req: Request<Incoming>,
 ) -> Result<ApiResponse, ApiError> {
-    let metadata = wire::metadata_params(req.uri().query());
+    let mut metadata = wire::metadata_params(req.uri().query());
     let header = |n: http::header::HeaderName| {
         req.headers()
             .get(n)
@@ -24,6 +24,12 @@ pub async fn publish(
     };
     let content_type = header(header::CONTENT_TYPE).unwrap_or_default();
     let traceparent = header(http::header::HeaderName::from_static("traceparent"));
+    // The caller's `tracestate` travels in the CloudEvent with the trace.
+    if let Some(ts) = header(http::header::HeaderName::from_static("tracestate")) {
+        metadata
+            .entry("cloudevent.tracestate".to_string())
+            .or_insert(ts);
+    }
     let data = wire::read_body(req.into_body(), rt.options.max_body_size).await?;
     crate::api::pubsub::publish(
         rt,
