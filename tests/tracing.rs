@@ -283,7 +283,7 @@ fn a_bad_tracing_configuration_is_refused_at_start() {
         ),
         (
             "    zipkin:\n      endpointAddress: localhost:9411\n",
-            "must be an http:// URL",
+            "must be an http:// or https:// URL",
         ),
     ] {
         let config = home.write(
@@ -477,10 +477,27 @@ async fn invocation_state_and_pubsub_are_one_trace() {
                     let port = *sp.get().unwrap();
                     let tp2 = tp.clone();
                     tokio::task::spawn_blocking(move || {
-                        let h = [("traceparent", tp2.as_str()), ("content-type", "application/json")];
-                        let r = common::http(port, "POST", "/v1.0/state/store", &h, br#"[{"key":"k","value":1}]"#).unwrap();
+                        let h = [
+                            ("traceparent", tp2.as_str()),
+                            ("content-type", "application/json"),
+                        ];
+                        let r = common::http(
+                            port,
+                            "POST",
+                            "/v1.0/state/store",
+                            &h,
+                            br#"[{"key":"k","value":1}]"#,
+                        )
+                        .unwrap();
                         assert_eq!(r.status, 204, "{}", r.text());
-                        let r = common::http(port, "POST", "/v1.0/publish/bus/orders", &h, br#"{"id":1}"#).unwrap();
+                        let r = common::http(
+                            port,
+                            "POST",
+                            "/v1.0/publish/bus/orders",
+                            &h,
+                            br#"{"id":1}"#,
+                        )
+                        .unwrap();
                         assert_eq!(r.status, 204, "{}", r.text());
                     })
                     .await
@@ -503,7 +520,10 @@ async fn invocation_state_and_pubsub_are_one_trace() {
         .app_id("orders")
         .env("TANDEM_HOME", h)
         .args(["--app-port", &app_port.to_string(), "--config", c])
-        .args(["--resources-path", home.path().join("res").to_str().unwrap()])
+        .args([
+            "--resources-path",
+            home.path().join("res").to_str().unwrap(),
+        ])
         .start();
     sidecar_port.set(orders.http).unwrap();
     let shop = sidecar()
@@ -547,9 +567,15 @@ async fn invocation_state_and_pubsub_are_one_trace() {
         assert_eq!(s.trace, trace, "one trace: {s:?}");
     }
     assert_eq!(server.parent, client.id);
-    assert_eq!(state.parent, server.id, "the app's context is the SERVER span");
+    assert_eq!(
+        state.parent, server.id,
+        "the app's context is the SERVER span"
+    );
     assert_eq!(publish.parent, server.id);
-    assert_eq!(consumer.parent, publish.id, "the delivery continues the publish");
+    assert_eq!(
+        consumer.parent, publish.id,
+        "the delivery continues the publish"
+    );
     let seen = delivered.lock().unwrap().clone();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(
@@ -611,17 +637,69 @@ fn test_pki(dir: &std::path::Path) -> (String, String, String) {
             .current_dir(dir)
             .output()
             .expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=tandem test CA"]].concat());
-    run(&[&["req"][..], &ec, &["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"]].concat());
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tandem test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    run(&["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
     let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
     (p("ca.pem"), p("leaf.pem"), p("leaf.key"))
 }
@@ -633,19 +711,25 @@ fn test_pki(dir: &std::path::Path) -> (String, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_reach_tls_collectors_and_wait_for_one_that_is_away() {
     let Ok(venv) = std::env::var("TANDEM_SDK_VENV") else {
-        panic!("TANDEM_SDK_VENV is not set: run through scripts/test.sh (tests/sdk/venv.sh makes the venv with grpcio)");
+        panic!(
+            "TANDEM_SDK_VENV is not set: run through scripts/test.sh (tests/sdk/venv.sh makes the venv with grpcio)"
+        );
     };
     let python = format!("{venv}/bin/python");
     let home = TempDir::new("tracing-tls");
     let (ca, cert, key) = test_pki(home.path());
     let (http_port, grpc_port) = (common::free_port(), common::free_port());
-    let (http_file, grpc_file) = (
-        home.path().join("http.jsonl"),
-        home.path().join("grpc.bin"),
-    );
+    let (http_file, grpc_file) = (home.path().join("http.jsonl"), home.path().join("grpc.bin"));
     let mut procs = Killed(vec![
         std::process::Command::new(&python)
-            .args(["-c", TLS_GRPC_COLLECTOR, grpc_file.to_str().unwrap(), &grpc_port.to_string(), &cert, &key])
+            .args([
+                "-c",
+                TLS_GRPC_COLLECTOR,
+                grpc_file.to_str().unwrap(),
+                &grpc_port.to_string(),
+                &cert,
+                &key,
+            ])
             .spawn()
             .unwrap(),
     ]);
@@ -665,7 +749,10 @@ async fn traces_reach_tls_collectors_and_wait_for_one_that_is_away() {
             .env("TANDEM_HOME", home.path().to_str().unwrap())
             .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca)
             .args(["--config", config.to_str().unwrap()])
-            .args(["--resources-path", home.path().join("res").to_str().unwrap()])
+            .args([
+                "--resources-path",
+                home.path().join("res").to_str().unwrap(),
+            ])
             .start()
     };
     let over_http = sidecar_with("over-http", "http", http_port);
@@ -678,7 +765,14 @@ async fn traces_reach_tls_collectors_and_wait_for_one_that_is_away() {
     std::thread::sleep(Duration::from_millis(1500));
     procs.0.push(
         std::process::Command::new(&python)
-            .args(["-c", TLS_HTTP_COLLECTOR, http_file.to_str().unwrap(), &http_port.to_string(), &cert, &key])
+            .args([
+                "-c",
+                TLS_HTTP_COLLECTOR,
+                http_file.to_str().unwrap(),
+                &http_port.to_string(),
+                &cert,
+                &key,
+            ])
             .spawn()
             .unwrap(),
     );
@@ -686,7 +780,8 @@ async fn traces_reach_tls_collectors_and_wait_for_one_that_is_away() {
     loop {
         let http_got = std::fs::read_to_string(&http_file).unwrap_or_default();
         let grpc_got = std::fs::read(&grpc_file).unwrap_or_default();
-        let has = |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+        let has =
+            |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
         if http_got.contains("POST /v1.0/state/store") && has(&grpc_got, "POST /v1.0/state/store") {
             break;
         }

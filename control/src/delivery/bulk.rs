@@ -322,7 +322,13 @@ async fn send_grpc(
             let mut statuses = BTreeMap::new();
             for (id, ce) in batch {
                 let channel = app.grpc_channel().expect("a gRPC app");
-                let st = match post_grpc(app, channel, path, sub, ce).await {
+                // The publisher's context as it is (bulk deliveries have
+                // no span of their own).
+                let tp = ce
+                    .get("traceparent")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                let st = match post_grpc(app, channel, path, sub, ce, tp).await {
                     Outcome::Ack => "SUCCESS",
                     Outcome::Dropped(_) => "DROP",
                     Outcome::Retry(_) => "RETRY",
