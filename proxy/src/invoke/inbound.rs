@@ -4,7 +4,7 @@
 //! the path made canonical again, access control, then the app channel,
 //! the app's gRPC port, or (by address) the address on this host.
 
-use super::tunnel::{is_own_address, tunnel_in};
+use super::tunnel::{may_reach, tunnel_in};
 use super::*;
 
 /// Serves the internal port: requests from peer sidecars for this app.
@@ -298,27 +298,8 @@ pub(super) async fn forward_in(
             format!("{FORWARD_TO} must be `h1|h2 ip:port`"),
         );
     };
-    let callee = req.headers().get(CALLEE).and_then(|v| v.to_str().ok());
-    if callee != Some(door.app_id) {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            format!(
-                "this sidecar serves app {}, not {}",
-                door.app_id,
-                callee.unwrap_or("(none)")
-            ),
-        );
-    }
-    if let Some(acl) = door.access
-        && let Err(why) = acl.check(caller, &format!("/tcp/{}", to.port()), Some("CONNECT"))
-    {
-        return refuse(StatusCode::FORBIDDEN, why);
-    }
-    if !is_own_address(to.ip()) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            format!("{} is not an address of this host", to.ip()),
-        );
+    if let Err((status, why)) = may_reach(door, caller, req.headers(), to) {
+        return refuse(status, why);
     }
     strip_internal(req.headers_mut());
     *req.version_mut() = if h2 {

@@ -77,27 +77,8 @@ pub(super) async fn tunnel_in(
             "a tunnel needs an ip:port to go to".into(),
         );
     };
-    let callee = req.headers().get(CALLEE).and_then(|v| v.to_str().ok());
-    if callee != Some(door.app_id) {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            format!(
-                "this sidecar serves app {}, not {}",
-                door.app_id,
-                callee.unwrap_or("(none)")
-            ),
-        );
-    }
-    if let Some(acl) = door.access
-        && let Err(why) = acl.check(caller, &format!("/tcp/{}", to.port()), Some("CONNECT"))
-    {
-        return refuse(StatusCode::FORBIDDEN, why);
-    }
-    if !is_own_address(to.ip()) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            format!("{} is not an address of this host", to.ip()),
-        );
+    if let Err((status, why)) = may_reach(door, caller, req.headers(), to) {
+        return refuse(status, why);
     }
     let upstream = match tokio::time::timeout(
         Duration::from_secs(5),
@@ -132,8 +113,42 @@ pub(super) async fn tunnel_in(
     Response::new(full(Bytes::new()))
 }
 
+/// Whether `caller` may reach `to` on this host through this sidecar (a
+/// tunnel, or a request by address): the request must be for this
+/// sidecar's app, access control must allow `/tcp/<port>` with verb
+/// `CONNECT`, and `to` must be an address of this host (no open relay).
+pub(super) fn may_reach(
+    door: &Door<'_>,
+    caller: &crate::access::Caller,
+    headers: &HeaderMap,
+    to: std::net::SocketAddr,
+) -> Result<(), (StatusCode, String)> {
+    let callee = headers.get(CALLEE).and_then(|v| v.to_str().ok());
+    if callee != Some(door.app_id) {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!(
+                "this sidecar serves app {}, not {}",
+                door.app_id,
+                callee.unwrap_or("(none)")
+            ),
+        ));
+    }
+    if let Some(acl) = door.access {
+        acl.check(caller, &format!("/tcp/{}", to.port()), Some("CONNECT"))
+            .map_err(|why| (StatusCode::FORBIDDEN, why))?;
+    }
+    if !is_own_address(to.ip()) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            format!("{} is not an address of this host", to.ip()),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `ip` is loopback or one of this host's own addresses (binding
 /// to it works only then).
-pub(super) fn is_own_address(ip: std::net::IpAddr) -> bool {
+fn is_own_address(ip: std::net::IpAddr) -> bool {
     ip.is_loopback() || (!ip.is_unspecified() && std::net::UdpSocket::bind((ip, 0)).is_ok())
 }
