@@ -814,6 +814,15 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
         assert_eq!(server["kind"], 2, "the callee's span is SERVER");
     }
     assert_eq!(pairs[1].0["name"], "/greet.Greeter/Hello");
+    // And counted as invocations by the caller's sidecar: HTTP by name and
+    // by address, gRPC by name.
+    let metrics = fetch(&host_a, "http://127.0.0.1:9090/metrics", None);
+    for (dest, kind) in [("orders", "http"), ("greeter", "grpc")] {
+        let series = format!(
+            "dapr_service_invocation_req_sent_total{{app_id=\"shop\",dest_app_id=\"{dest}\",type=\"{kind}\"}}"
+        );
+        assert!(metrics.contains(&series), "{series} not in\n{metrics}");
+    }
 
     // The retry policy goes, without restarting anything: the next flaky
     // path's first 503 reaches the client; then it comes back.
