@@ -71,9 +71,17 @@ pub fn init_ca(dir: &Path) -> Result<bool, String> {
         .open(&lock)
     {
         Ok(_) => {
-            let made = make_ca(dir);
+            // Another process may have made it and released the lock
+            // between the check above and taking the lock: look again,
+            // or its CA would be overwritten under sidecars already using
+            // it (found by this module's race test under CI load).
+            let made = if complete() {
+                Ok(false)
+            } else {
+                make_ca(dir).map(|()| true)
+            };
             let _ = std::fs::remove_file(&lock);
-            made.map(|()| true)
+            made
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let end = std::time::Instant::now() + Duration::from_secs(10);

@@ -597,9 +597,18 @@ mod tests {
             Sink::otlp("h:4317", false, "grpc").unwrap(),
             Sink::OtlpGrpc("http://h:4317".into())
         );
-        assert!(Sink::otlp("h:4317", true, "grpc").is_err(), "TLS not yet");
+        assert_eq!(
+            Sink::otlp("h:4317", true, "grpc").unwrap(),
+            Sink::OtlpGrpc("https://h:4317".into()),
+            "isSecure: TLS"
+        );
+        assert_eq!(
+            Sink::otlp("h:4318", true, "http").unwrap(),
+            Sink::OtlpHttp("https://h:4318/v1/traces".into())
+        );
         assert!(Sink::otlp("h:4317", false, "udp").is_err());
         assert!(Sink::zipkin("http://z:9411/api/v2/spans").is_ok());
+        assert!(Sink::zipkin("https://z:9411/api/v2/spans").is_ok());
         assert!(Sink::zipkin("z:9411").is_err());
     }
 }
