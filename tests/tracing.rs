@@ -617,17 +617,6 @@ creds = grpc.ssl_server_credentials([(open(sys.argv[4], "rb").read(), open(sys.a
 s.add_secure_port("127.0.0.1:" + sys.argv[2], creds); s.start(); s.wait_for_termination()
 "#;
 
-struct Killed(Vec<std::process::Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A CA and a `localhost` / 127.0.0.1 server certificate it signed, made
 /// with openssl in `dir`: (ca.pem, leaf.pem, leaf.key).
 fn test_pki(dir: &std::path::Path) -> (String, String, String) {
@@ -720,7 +709,7 @@ async fn traces_reach_tls_collectors_and_wait_for_one_that_is_away() {
     let (ca, cert, key) = test_pki(home.path());
     let (http_port, grpc_port) = (common::free_port(), common::free_port());
     let (http_file, grpc_file) = (home.path().join("http.jsonl"), home.path().join("grpc.bin"));
-    let mut procs = Killed(vec![
+    let mut procs = common::Killed(vec![
         std::process::Command::new(&python)
             .args([
                 "-c",

@@ -11,23 +11,12 @@
 
 mod common;
 
-use common::TempDir;
 use common::netns::{Netns, text};
+use common::{Killed, TempDir};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 const PROXY_UID: &str = "2102";
-
-struct Killed(Vec<Child>);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// Python in the app namespace; its stdout.
 fn py(ns: &Netns, code: &str) -> String {

@@ -16,6 +16,18 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 
+/// Processes killed (and reaped) when this goes out of scope.
+pub struct Killed(pub Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A port that is free now, chosen below the kernel's ephemeral range
 /// (32768+) so that the many `port 0` binds of parallel tests can never take
 /// it before the test uses it.
