@@ -956,6 +956,14 @@ struct Targets {
 }
 
 impl Targets {
+    fn get(&self, app: bool, key: &str) -> Option<&Built> {
+        if app {
+            self.apps.get(key)
+        } else {
+            self.components.get(key)
+        }
+    }
+
     fn of(&mut self, app: bool) -> &mut std::collections::HashMap<String, Built> {
         if app {
             &mut self.apps
@@ -1057,16 +1065,11 @@ impl Policies {
         watch: impl FnOnce() -> Option<Watch>,
     ) -> Arc<Policy> {
         let mut built = self.built.lock().expect("policies");
-        if let Some((_, p)) = built.of(app).get(key) {
+        if let Some((_, p)) = built.get(app, key) {
             return p.clone();
         }
         let spec = spec();
-        let inherited = if app {
-            self.inherited.apps.get(key)
-        } else {
-            self.inherited.components.get(key)
-        };
-        let policy = match inherited {
+        let policy = match self.inherited.get(app, key) {
             Some((old, p)) if *old == spec => p.clone(),
             _ if spec == PolicySpec::NONE => EMPTY.clone(),
             _ => {

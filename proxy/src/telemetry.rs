@@ -328,6 +328,12 @@ impl Metrics {
     }
 }
 
+/// The `grpc-status` in `h` (the headers of a trailers-only answer, or
+/// trailers), when there is a number there.
+pub fn grpc_status_of(h: &http::HeaderMap) -> Option<i32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
 /// The gRPC status names Dapr's metrics use (`OK`, `NOT_FOUND`, …).
 pub fn grpc_status_name(code: i32) -> &'static str {
     match code {
@@ -457,11 +463,7 @@ where
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(t) = frame.trailers_ref() {
-                    let code = t
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok());
-                    self.end(End::Complete(code));
+                    self.end(End::Complete(grpc_status_of(t)));
                 }
             }
             Poll::Ready(Some(Err(_))) => self.end(End::Failed),

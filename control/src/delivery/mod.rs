@@ -298,29 +298,25 @@ async fn deliver(rt: &Runtime, sub: &Sub, msg: Message) -> Result<(), String> {
     let Some((ce, path)) = addressed(sub, &msg).await else {
         return Ok(());
     };
-    // A CONSUMER span under the publisher's context (the CloudEvent's
-    // `traceparent`); the app gets this span's context.
+    // With a collector configured, a CONSUMER span under the publisher's
+    // context (the CloudEvent's `traceparent`), whose context the app
+    // gets; without, the publisher's context goes on as it is.
     let tracer = rt.tracer();
-    let parent = ce
-        .get("traceparent")
-        .and_then(Value::as_str)
-        .and_then(tandem_proxy::trace::Context::parse);
-    let mut span = tracer.start(
-        &format!("pubsub/{}", sub.spec.topic),
-        tandem_proxy::trace::Kind::Consumer,
-        parent,
-    );
-    span.attribute("messaging.system", sub.spec.pubsubname.as_str());
-    span.attribute("messaging.destination.name", sub.spec.topic.as_str());
-    span.attribute("messaging.operation", "process");
-    let traceparent = if tracer.is_on() || parent.is_none() {
-        span.context.traceparent()
-    } else {
-        // Tracing off: the publisher's context goes on unchanged.
-        ce.get("traceparent")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
+    let published = ce.get("traceparent").and_then(Value::as_str);
+    let span = tracer.is_on().then(|| {
+        let mut span = tracer.start(
+            &format!("pubsub/{}", sub.spec.topic),
+            tandem_proxy::trace::Kind::Consumer,
+            published.and_then(tandem_proxy::trace::Context::parse),
+        );
+        span.attribute("messaging.system", sub.spec.pubsubname.as_str());
+        span.attribute("messaging.destination.name", sub.spec.topic.as_str());
+        span.attribute("messaging.operation", "process");
+        span
+    });
+    let traceparent = match &span {
+        Some(span) => span.context.traceparent(),
+        None => published.unwrap_or_default().to_string(),
     };
     let body = Bytes::from(serde_json::to_vec(&Value::Object(ce.clone())).expect("JSON"));
     let attempt = || async {
@@ -331,7 +327,9 @@ async fn deliver(rt: &Runtime, sub: &Sub, msg: Message) -> Result<(), String> {
         }
     };
     let result = sub.comp.inbound.run_transient(attempt).await;
-    tracer.end(span, matches!(result, Ok(None)));
+    if let Some(span) = span {
+        tracer.end(span, matches!(result, Ok(None)));
+    }
     match result {
         Ok(None) => Ok(()),
         Ok(Some(dropped)) => {

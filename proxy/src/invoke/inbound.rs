@@ -228,8 +228,8 @@ pub(super) async fn inbound(
         ),
     };
     let status = match resp.headers().get("grpc-status") {
-        Some(code) if grpc => crate::telemetry::grpc_status_name(
-            code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2),
+        Some(_) if grpc => crate::telemetry::grpc_status_name(
+            crate::telemetry::grpc_status_of(resp.headers()).unwrap_or(2),
         )
         .to_string(),
         _ if grpc => "OK".to_string(),

@@ -145,7 +145,7 @@ impl Invoker {
         use futures_util::StreamExt;
         let (app, namespace) = self.split(target);
         let mut tried: Vec<std::net::SocketAddr> = Vec::new();
-        let mut failures: Vec<String> = Vec::new();
+        let mut failures: Vec<(std::net::SocketAddr, String)> = Vec::new();
         for round in 0..2 {
             let addrs = self.addresses(target, h).await?;
             let first = self.balancer.pick(&addrs);
@@ -155,12 +155,8 @@ impl Invoker {
                 .collect();
             self.unreachable.demote(&mut order);
             order.truncate(MAX_ADDRESSES_TRIED);
-            if order.is_empty() {
-                break;
-            }
-            let mut pending = order.iter().copied();
-            let mut attempts = futures_util::stream::FuturesUnordered::new();
-            let attempt = |address| {
+            let mut pending = order.into_iter().peekable();
+            let attempt = |address: std::net::SocketAddr| {
                 let peer = Peer {
                     app_id: app.to_string(),
                     namespace: namespace.to_string(),
@@ -171,42 +167,39 @@ impl Invoker {
                     (peer, got)
                 }
             };
-            if let Some(a) = pending.next() {
-                tried.push(a);
-                attempts.push(attempt(a));
-            }
+            // The first address at once; the next one when an attempt
+            // fails, or `NEXT_ADDRESS_AFTER` after the last one started.
+            let mut attempts: futures_util::stream::FuturesUnordered<_> = pending
+                .next()
+                .map(|a| {
+                    tried.push(a);
+                    attempt(a)
+                })
+                .into_iter()
+                .collect();
             let next_after = tokio::time::sleep(NEXT_ADDRESS_AFTER);
             tokio::pin!(next_after);
-            let mut more = order.len() > 1;
             loop {
                 tokio::select! {
-                    done = attempts.next() => match done {
-                        Some((peer, Ok(sender))) => {
+                    Some((peer, got)) = attempts.next(), if !attempts.is_empty() => match got {
+                        Ok(sender) => {
                             self.unreachable.forget(peer.address);
                             return Ok((peer, sender));
                         }
-                        Some((peer, Err(reason))) => {
+                        Err(reason) => {
                             self.unreachable.note(peer.address);
                             tracing::debug!(peer = %peer.address, error = %reason, "cannot reach this address of the peer");
-                            failures.push(format!("{}: {reason}", peer.address));
-                            if let Some(a) = pending.next() {
-                                tried.push(a);
-                                attempts.push(attempt(a));
-                                next_after.as_mut().reset(tokio::time::Instant::now() + NEXT_ADDRESS_AFTER);
-                            } else if attempts.is_empty() {
-                                break;
-                            }
+                            failures.push((peer.address, reason));
+                            next_after.as_mut().reset(tokio::time::Instant::now());
                         }
-                        None => break,
                     },
-                    _ = &mut next_after, if more => match pending.next() {
-                        Some(a) => {
-                            tried.push(a);
-                            attempts.push(attempt(a));
-                            next_after.as_mut().reset(tokio::time::Instant::now() + NEXT_ADDRESS_AFTER);
-                        }
-                        None => more = false,
+                    _ = &mut next_after, if pending.peek().is_some() => {
+                        let a = pending.next().expect("peeked");
+                        tried.push(a);
+                        attempts.push(attempt(a));
+                        next_after.as_mut().reset(tokio::time::Instant::now() + NEXT_ADDRESS_AFTER);
                     },
+                    else => break,
                 }
             }
             if round == 0 {
@@ -218,12 +211,16 @@ impl Invoker {
         Err(InvokeError::PeerUnreachable {
             app: target.into(),
             address,
-            reason: match failures.len() {
-                0 | 1 => failures
-                    .pop()
-                    .and_then(|f| f.split_once(": ").map(|(_, r)| r.to_string()))
-                    .unwrap_or_default(),
-                _ => format!("no address answered ({})", failures.join("; ")),
+            reason: match failures.as_slice() {
+                [] => String::new(),
+                [(_, reason)] => reason.clone(),
+                all => format!(
+                    "no address answered ({})",
+                    all.iter()
+                        .map(|(a, r)| format!("{a}: {r}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
             },
         })
     }

@@ -26,6 +26,14 @@ pub struct DaprApi {
     rt: Arc<Runtime>,
 }
 
+/// A text value of the call's metadata (`traceparent`, `tracestate`).
+fn metadata_str<T>(req: &Request<T>, key: &str) -> Option<String> {
+    req.metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}
+
 impl DaprApi {
     pub fn new(rt: Arc<Runtime>) -> Self {
         Self { rt }
@@ -101,10 +109,8 @@ impl DaprApi {
         if !tracer.is_on() || UNTRACED.contains(&method) {
             return None;
         }
-        let parent = req
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
+        let parent = metadata_str(req, "traceparent")
+            .as_deref()
             .and_then(Context::parse);
         let mut span = tracer.start(
             &format!("/dapr.proto.runtime.v1.Dapr/{method}"),
@@ -190,11 +196,7 @@ impl DaprApi {
         let rt = self.rt.clone();
         let mut req = req;
         let span = self.open_span(method, &mut req);
-        let traceparent = req
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
+        let traceparent = metadata_str(&req, "traceparent");
         self.call_in(method, req, span, |r| async move {
             let entries = r
                 .entries
@@ -596,16 +598,8 @@ impl Dapr for DaprApi {
         let rt = self.rt.clone();
         let mut req = req;
         let span = self.open_span("PublishEvent", &mut req);
-        let traceparent = req
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        let tracestate = req
-            .metadata()
-            .get("tracestate")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
+        let traceparent = metadata_str(&req, "traceparent");
+        let tracestate = metadata_str(&req, "tracestate");
         self.call_in("PublishEvent", req, span, |r| async move {
             let mut metadata = to_btree(r.metadata);
             // The caller's `tracestate` travels in the CloudEvent.
@@ -665,11 +659,7 @@ impl Dapr for DaprApi {
         let rt = self.rt.clone();
         let mut req = req;
         let span = self.open_span("InvokeBinding", &mut req);
-        let traceparent = req
-            .metadata()
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
+        let traceparent = metadata_str(&req, "traceparent");
         self.call_in("InvokeBinding", req, span, |r| async move {
             let out = crate::api::bindings::invoke(
                 &rt,

@@ -95,7 +95,7 @@ pub async fn to_app(
     target: &str,
     mut req: Request<tandem_proxy::ProxyBody>,
 ) -> Response<tandem_proxy::ProxyBody> {
-    use tandem_proxy::telemetry::{End, Finished};
+    use tandem_proxy::telemetry::{End, Finished, grpc_status_of};
     use tandem_proxy::trace::{Context, Kind};
     let start = std::time::Instant::now();
     let tracer = rt.tracer();
@@ -121,12 +121,7 @@ pub async fn to_app(
         metrics.invocation(&target, "grpc", status, start.elapsed());
     };
     // A trailers-only answer (an error, mostly) is over already.
-    let at_once = resp
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok());
-    if let Some(code) = at_once {
+    if let Some(code) = grpc_status_of(resp.headers()) {
         finish(span, End::Complete(Some(code)));
         return resp;
     }
@@ -202,11 +197,8 @@ async fn under_policy(
                 .grpc_remote(target, req)
                 .await
                 .map_err(Tried::Failed)?;
-            let code = resp
-                .headers()
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u32>().ok());
+            let code = tandem_proxy::telemetry::grpc_status_of(resp.headers())
+                .and_then(|c| u32::try_from(c).ok());
             match code {
                 Some(c)
                     if retry.map_or(tandem_proxy::resilience::grpc_server_failure(c), |r| {
