@@ -107,7 +107,7 @@ fn killed_subscriber_run(yaml: &str) -> String {
             "{}",
             out.text()
         );
-        child
+        (child, out)
     };
     let recorded = || -> BTreeSet<String> {
         std::fs::read_to_string(&record)
@@ -116,7 +116,7 @@ fn killed_subscriber_run(yaml: &str) -> String {
             .map(String::from)
             .collect()
     };
-    let mut first = start();
+    let (mut first, _) = start();
     std::thread::sleep(Duration::from_secs(1));
     let publisher = sidecar()
         .app_id(&format!("shop-{run}"))
@@ -143,14 +143,27 @@ fn killed_subscriber_run(yaml: &str) -> String {
         before < expected.len(),
         "killed mid-stream ({before} delivered)"
     );
-    let mut second = start();
+    // The killed run's app is stopped by its guard (SIGTERM, then SIGKILL
+    // 400 ms later); a restart before that finds the port taken, and its
+    // sidecar would see the dying app as its own. Restart once it is free,
+    // as tests/run.rs does.
+    let end = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < end,
+            "the killed run's app still holds {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut second, second_out) = start();
     let end = Instant::now() + Duration::from_secs(40);
     while !recorded().is_superset(&expected) {
         assert!(
             Instant::now() < end,
-            "the restarted run's app got {} of {}",
+            "the restarted run's app got {} of {}\n{}",
             recorded().len(),
-            expected.len()
+            expected.len(),
+            second_out.text()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
