@@ -22,49 +22,52 @@ struct Got {
     parent: String,
     name: String,
     ok: bool,
+    links: Vec<(String, String)>,
+}
+
+impl From<common::otlp::Span> for Got {
+    fn from(s: common::otlp::Span) -> Self {
+        Got {
+            kind: s.kind_name().into(),
+            service: s.service,
+            trace: s.trace,
+            id: s.id,
+            parent: s.parent,
+            name: s.name,
+            ok: s.ok,
+            links: s.links,
+        }
+    }
 }
 
 type Spans = Arc<Mutex<Vec<Got>>>;
+/// The headers of each export an OTLP/HTTP receiver got.
+type Heads = Arc<Mutex<Vec<http::HeaderMap>>>;
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// An OTLP/HTTP collector: protobuf bodies (what Configuration `protocol:
+/// http` sends, as daprd) or JSON ones (`http/json`).
+async fn otlp_http_receiver(spans: Spans) -> u16 {
+    otlp_http_receiver_with(spans, Heads::default()).await
 }
 
-/// An OTLP/HTTP (JSON) collector.
-async fn otlp_http_receiver(spans: Spans) -> u16 {
+async fn otlp_http_receiver_with(spans: Spans, heads: Heads) -> u16 {
     common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
-        let spans = spans.clone();
+        let (spans, heads) = (spans.clone(), heads.clone());
         async move {
             assert_eq!(req.uri().path(), "/v1/traces");
+            let ct = req
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            heads.lock().unwrap().push(req.headers().clone());
             let body = req.into_body().collect().await.unwrap().to_bytes();
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            for rs in v["resourceSpans"].as_array().unwrap() {
-                let service = rs["resource"]["attributes"][0]["value"]["stringValue"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
-                for ss in rs["scopeSpans"].as_array().unwrap() {
-                    for s in ss["spans"].as_array().unwrap() {
-                        let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
-                        spans.lock().unwrap().push(Got {
-                            service: service.clone(),
-                            kind: match s["kind"].as_u64() {
-                                Some(2) => "SERVER",
-                                Some(4) => "PRODUCER",
-                                Some(5) => "CONSUMER",
-                                _ => "CLIENT",
-                            }
-                            .into(),
-                            trace: text("traceId"),
-                            id: text("spanId"),
-                            parent: text("parentSpanId"),
-                            name: text("name"),
-                            ok: s["status"]["code"] == 1,
-                        });
-                    }
-                }
-            }
-            hyper::Response::new(Full::new(Bytes::from_static(b"{}")))
+            let got = common::otlp::decode(&ct, &body);
+            spans.lock().unwrap().extend(got.into_iter().map(Got::from));
+            hyper::Response::builder()
+                .header("content-type", ct)
+                .body(Full::new(Bytes::new()))
+                .unwrap()
         }
     })
     .await
@@ -91,6 +94,7 @@ async fn zipkin_receiver(spans: Spans) -> u16 {
                     parent: text("parentId"),
                     name: text("name"),
                     ok: s["tags"].get("error").is_none(),
+                    links: Vec::new(),
                 });
             }
             hyper::Response::builder()
@@ -112,30 +116,11 @@ async fn otlp_grpc_receiver(spans: Spans) -> u16 {
             &self,
             req: tonic::Request<o::ExportTraceServiceRequest>,
         ) -> Result<tonic::Response<o::ExportTraceServiceResponse>, tonic::Status> {
-            for rs in req.into_inner().resource_spans {
-                let service = match rs.resource.unwrap().attributes[0]
-                    .value
-                    .clone()
-                    .unwrap()
-                    .value
-                {
-                    Some(o::any_value::Value::StringValue(s)) => s,
-                    other => panic!("service.name: {other:?}"),
-                };
-                for ss in rs.scope_spans {
-                    for s in ss.spans {
-                        self.0.lock().unwrap().push(Got {
-                            service: service.clone(),
-                            kind: if s.kind == 2 { "SERVER" } else { "CLIENT" }.into(),
-                            trace: hex(&s.trace_id),
-                            id: hex(&s.span_id),
-                            parent: hex(&s.parent_span_id),
-                            name: s.name,
-                            ok: s.status.is_some_and(|st| st.code == 1),
-                        });
-                    }
-                }
-            }
+            self.0.lock().unwrap().extend(
+                common::otlp::from_request(req.into_inner())
+                    .into_iter()
+                    .map(Got::from),
+            );
             Ok(tonic::Response::new(
                 o::ExportTraceServiceResponse::default(),
             ))
@@ -285,6 +270,14 @@ fn a_bad_tracing_configuration_is_refused_at_start() {
             "    zipkin:\n      endpointAddress: localhost:9411\n",
             "must be an http:// or https:// URL",
         ),
+        (
+            "    otel:\n      endpointAddress: 127.0.0.1:4317\n      headers: \"x-api-key\"\n",
+            "`x-api-key` is not key=value",
+        ),
+        (
+            "    otel:\n      endpointAddress: 127.0.0.1:4317\n      timeout: soon\n",
+            "timeout `soon`",
+        ),
     ] {
         let config = home.write(
             "bad.yaml",
@@ -298,6 +291,83 @@ fn a_bad_tracing_configuration_is_refused_at_start() {
         assert!(!status.success());
         assert!(log.contains(says), "{log}");
     }
+}
+
+/// `tracing.otel.headers` (daprd's `key=value,…` text, values
+/// percent-decoded) ride on every export, in protobuf as daprd sends
+/// OTLP/HTTP; and the OpenTelemetry environment alone sets up an exporter,
+/// its `http/json` protocol and headers included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_headers_and_the_environments_protocol() {
+    let home = TempDir::new("tracing-headers");
+    home.write(
+        "res/state.yaml",
+        &common::component("store", "state.in-memory", &[]),
+    );
+    let res = home.path().join("res");
+    let save_and_wait = |s: &common::Sidecar, spans: &Spans, heads: &Heads| {
+        let r = s.request("POST", "/v1.0/state/store", br#"[{"key":"k","value":1}]"#);
+        assert_eq!(r.status, 204, "{}", r.text());
+        let end = Instant::now() + Duration::from_secs(10);
+        while !spans
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|g| g.name == "POST /v1.0/state/store")
+        {
+            assert!(Instant::now() < end, "no span: {}", s.stderr.text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        heads.lock().unwrap()[0].clone()
+    };
+
+    let (spans, heads) = (Spans::default(), Heads::default());
+    let port = otlp_http_receiver_with(spans.clone(), heads.clone()).await;
+    let config = home.write(
+        "headers.yaml",
+        &format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n      protocol: http\n      headers: \"x-api-key=s3cret, x-team=a%2Cb\"\n      timeout: 5000\n"
+        ),
+    );
+    let s = sidecar()
+        .app_id("headers")
+        .env("TANDEM_HOME", home.path().to_str().unwrap())
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--resources-path", res.to_str().unwrap()])
+        .start();
+    let h = save_and_wait(&s, &spans, &heads);
+    assert_eq!(h["content-type"], "application/x-protobuf");
+    assert_eq!(h["x-api-key"], "s3cret");
+    assert_eq!(h["x-team"], "a,b");
+    drop(s);
+
+    let (spans, heads) = (Spans::default(), Heads::default());
+    let port = otlp_http_receiver_with(spans.clone(), heads.clone()).await;
+    let config = home.write(
+        "env.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n",
+    );
+    let s = sidecar()
+        .app_id("from-env")
+        .env("TANDEM_HOME", home.path().to_str().unwrap())
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{port}"),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-env=yes")
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--resources-path", res.to_str().unwrap()])
+        .start();
+    let h = save_and_wait(&s, &spans, &heads);
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["x-env"], "yes");
+    let got = spans.lock().unwrap().clone();
+    assert!(
+        got.iter()
+            .all(|g| g.service == "from-env" && g.kind == "SERVER"),
+        "{got:?}"
+    );
 }
 
 /// gRPC proxying (a call with `dapr-app-id` on the caller's gRPC port, to
@@ -585,22 +655,204 @@ async fn invocation_state_and_pubsub_are_one_trace() {
     );
 }
 
-/// An OTLP/HTTP collector over TLS (Python's `http.server` in an
-/// `ssl` context): each export one line of the file given.
-/// argv: file, port, certificate, key.
-const TLS_HTTP_COLLECTOR: &str = r#"
-import http.server, ssl, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["content-length"]))
-        with open(sys.argv[1], "ab") as f: f.write(body.replace(b"\n", b" ") + b"\n")
-        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"{}")
-    def log_message(self, *a): pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[3], sys.argv[4])
-s.socket = ctx.wrap_socket(s.socket, server_side=True)
-s.serve_forever()
-"#;
+/// Deliveries other than one-by-one are traced too: a bulk delivery is
+/// one CONSUMER span linked to each event's publish span (the events
+/// belong to different traces), whose context the app gets with the
+/// request; a streaming subscriber's event gets a CONSUMER span under its
+/// publish span, ended — OK — when the subscriber acknowledges it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_and_streaming_deliveries_are_traced() {
+    use tandem_proto::runtime::v1 as rt;
+    let spans = Spans::default();
+    let port = otlp_http_receiver(spans.clone()).await;
+    let home = TempDir::new("tracing-bulk");
+    let config = home.write(
+        "tracing.yaml",
+        &format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n      protocol: http\n"
+        ),
+    );
+    home.write(
+        "res/pubsub.yaml",
+        &common::component("bus", "pubsub.in-memory", &[]),
+    );
+    // The bulk request's traceparent, per request.
+    let bulk_heads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let heads = bulk_heads.clone();
+    let app_port = common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let heads = heads.clone();
+        async move {
+            let tp = req
+                .headers()
+                .get("traceparent")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let path = req.uri().path().to_string();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let answer = match path.as_str() {
+                "/dapr/subscribe" => r#"[{"pubsubname":"bus","topic":"orders","route":"/bulk",
+                    "bulkSubscribe":{"enabled":true,"maxMessagesCount":10,"maxAwaitDurationMs":500}}]"#
+                    .to_string(),
+                "/bulk" => {
+                    heads.lock().unwrap().push(tp);
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let statuses: Vec<serde_json::Value> = v["entries"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| serde_json::json!({"entryId": e["entryId"], "status": "SUCCESS"}))
+                        .collect();
+                    serde_json::json!({ "statuses": statuses }).to_string()
+                }
+                _ => String::new(),
+            };
+            hyper::Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(answer)))
+                .unwrap()
+        }
+    })
+    .await;
+    let s = sidecar()
+        .app_id("bulky")
+        .env("TANDEM_HOME", home.path().to_str().unwrap())
+        .args(["--app-port", &app_port.to_string()])
+        .args(["--config", config.to_str().unwrap()])
+        .args([
+            "--resources-path",
+            home.path().join("res").to_str().unwrap(),
+        ])
+        .start();
+
+    // A streaming subscriber on another topic.
+    let mut client = rt::dapr_client::DaprClient::connect(s.grpc_endpoint())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    use rt::subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as In;
+    use rt::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType as Out;
+    tx.send(rt::SubscribeTopicEventsRequestAlpha1 {
+        subscribe_topic_events_request_type: Some(In::InitialRequest(
+            rt::SubscribeTopicEventsRequestInitialAlpha1 {
+                pubsub_name: "bus".into(),
+                topic: "stream".into(),
+                ..Default::default()
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    let mut stream = client
+        .subscribe_topic_events_alpha1(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        stream
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .subscribe_topic_events_response_type,
+        Some(Out::InitialResponse(_))
+    ));
+
+    // Three publishers, three traces, one bulk topic; one streamed event.
+    let traces: Vec<String> = (0..3)
+        .map(|i| format!("6bf92f3577b34da6a3ce929d0e0e473{i}"))
+        .collect();
+    for t in &traces {
+        let r = s
+            .try_request(
+                "POST",
+                "/v1.0/publish/bus/orders",
+                &[("traceparent", &format!("00-{t}-00f067aa0ba902b7-01"))],
+                b"{\"n\":1}",
+            )
+            .unwrap();
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let streamed = "7bf92f3577b34da6a3ce929d0e0e4736";
+    let r = s
+        .try_request(
+            "POST",
+            "/v1.0/publish/bus/stream",
+            &[("traceparent", &format!("00-{streamed}-00f067aa0ba902b7-01"))],
+            b"{\"n\":2}",
+        )
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    let event = match stream
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+        .subscribe_topic_events_response_type
+    {
+        Some(Out::EventMessage(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    tx.send(rt::SubscribeTopicEventsRequestAlpha1 {
+        subscribe_topic_events_request_type: Some(In::EventProcessed(
+            rt::SubscribeTopicEventsRequestProcessedAlpha1 {
+                id: event.id.clone(),
+                status: Some(rt::TopicEventResponse {
+                    status: rt::topic_event_response::TopicEventResponseStatus::Success as i32,
+                }),
+            },
+        )),
+    })
+    .await
+    .unwrap();
+
+    let publish_span = |all: &[Got], trace: &str| {
+        all.iter()
+            .find(|g| g.trace == trace && g.kind == "SERVER")
+            .map(|g| g.id.clone())
+    };
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let all = spans.lock().unwrap().clone();
+        let linked: Vec<&Got> = all
+            .iter()
+            .filter(|g| g.kind == "CONSUMER" && g.name == "pubsub/orders")
+            .collect();
+        let streamed_consumer = all
+            .iter()
+            .find(|g| g.kind == "CONSUMER" && g.name == "pubsub/stream");
+        let links_seen: usize = linked.iter().map(|g| g.links.len()).sum();
+        if links_seen >= 3
+            && let Some(c) = streamed_consumer
+        {
+            for t in &traces {
+                let p = publish_span(&all, t).unwrap_or_else(|| panic!("no publish span in {t}"));
+                assert!(
+                    linked
+                        .iter()
+                        .any(|g| g.links.contains(&(t.clone(), p.clone()))),
+                    "no bulk CONSUMER span links to {t}/{p}: {linked:?}"
+                );
+            }
+            for g in &linked {
+                assert!(g.ok, "{g:?}");
+                assert!(!traces.contains(&g.trace), "a trace of its own: {g:?}");
+                let heads = bulk_heads.lock().unwrap();
+                assert!(
+                    heads
+                        .iter()
+                        .any(|h| h.contains(&g.id) && h.contains(&g.trace)),
+                    "the app got the bulk span's context: {heads:?} / {g:?}"
+                );
+            }
+            assert_eq!(c.trace, streamed);
+            assert_eq!(Some(c.parent.clone()), publish_span(&all, streamed));
+            assert!(c.ok, "acknowledged: {c:?}");
+            break;
+        }
+        assert!(Instant::now() < end, "consumer spans missing: {all:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 /// An OTLP/gRPC collector over TLS (grpcio, raw bytes, no generated
 /// code): each export's bytes appended to the file given.
@@ -708,7 +960,7 @@ async fn traces_reach_tls_collectors_and_wait_for_one_that_is_away() {
     let home = TempDir::new("tracing-tls");
     let (ca, cert, key) = test_pki(home.path());
     let (http_port, grpc_port) = (common::free_port(), common::free_port());
-    let (http_file, grpc_file) = (home.path().join("http.jsonl"), home.path().join("grpc.bin"));
+    let (http_file, grpc_file) = (home.path().join("http.lines"), home.path().join("grpc.bin"));
     let mut procs = common::Killed(vec![
         std::process::Command::new(&python)
             .args([
@@ -756,8 +1008,9 @@ async fn traces_reach_tls_collectors_and_wait_for_one_that_is_away() {
         std::process::Command::new(&python)
             .args([
                 "-c",
-                TLS_HTTP_COLLECTOR,
+                common::otlp::PYTHON_COLLECTOR,
                 http_file.to_str().unwrap(),
+                "127.0.0.1",
                 &http_port.to_string(),
                 &cert,
                 &key,
@@ -767,11 +1020,16 @@ async fn traces_reach_tls_collectors_and_wait_for_one_that_is_away() {
     );
     let end = Instant::now() + Duration::from_secs(20);
     loop {
-        let http_got = std::fs::read_to_string(&http_file).unwrap_or_default();
+        let http_got: Vec<String> = common::otlp::read_collected(&http_file)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         let grpc_got = std::fs::read(&grpc_file).unwrap_or_default();
         let has =
             |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
-        if http_got.contains("POST /v1.0/state/store") && has(&grpc_got, "POST /v1.0/state/store") {
+        if http_got.iter().any(|n| n == "POST /v1.0/state/store")
+            && has(&grpc_got, "POST /v1.0/state/store")
+        {
             break;
         }
         assert!(

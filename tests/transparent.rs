@@ -488,18 +488,6 @@ while True:
     out.write(len(d).to_bytes(4, "big") + d); out.flush()
 "#;
 
-/// An OTLP/HTTP (JSON) collector writing each export as one line.
-const COLLECTOR: &str = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["content-length"]))
-        with open(sys.argv[1], "ab") as f: f.write(body.replace(b"\n", b" ") + b"\n")
-        self.send_response(200); self.send_header("content-length", "2"); self.end_headers(); self.wfile.write(b"{}")
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("10.99.0.2", 4318), H).serve_forever()
-"#;
-
 /// TCP segments in a capture: (source port, destination port, payload).
 fn segments(capture: &[u8]) -> Vec<(u16, u16, Vec<u8>)> {
     let mut out = Vec::new();
@@ -550,7 +538,7 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
         .output()
         .unwrap();
     assert!(init.status.success(), "{}", text(&init));
-    let spans = home.path().join("spans.jsonl");
+    let spans = home.path().join("spans.lines");
     let capture = home.path().join("capture.bin");
     let config = |extra: &str| {
         format!(
@@ -603,7 +591,16 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
         host_b.spawn("python3", &["-c", APP, "b-other", "10.99.0.2", "8090"]),
         host_b.spawn("python3", &["-c", ECHO, "7000"]),
         host_b.spawn("python3", &["-c", ECHO, "7001"]),
-        host_b.spawn("python3", &["-c", COLLECTOR, spans.to_str().unwrap()]),
+        host_b.spawn(
+            "python3",
+            &[
+                "-c",
+                common::otlp::PYTHON_COLLECTOR,
+                spans.to_str().unwrap(),
+                "10.99.0.2",
+                "4318",
+            ],
+        ),
         host_b.spawn(
             &grpc_python(),
             &["-c", GRPC_APP, "greeter-app", "127.0.0.1:50051"],
@@ -760,28 +757,17 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
     // under it.
     let end = Instant::now() + Duration::from_secs(10);
     let pairs = loop {
-        let mut all = Vec::new();
-        for line in std::fs::read_to_string(&spans).unwrap_or_default().lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            for rs in v["resourceSpans"].as_array().unwrap() {
-                let service = rs["resource"]["attributes"][0]["value"]["stringValue"].clone();
-                for ss in rs["scopeSpans"].as_array().unwrap() {
-                    for s in ss["spans"].as_array().unwrap() {
-                        all.push((service.clone(), s.clone()));
-                    }
-                }
-            }
-        }
+        let all = common::otlp::read_collected(&spans);
         let pair = |callee: &str, suffix: &str| {
-            let server = all.iter().find(|(svc, s)| {
-                (callee.is_empty() || svc == callee)
-                    && svc != "shop"
-                    && s["name"].as_str().unwrap_or("").ends_with(suffix)
+            let server = all.iter().find(|s| {
+                (callee.is_empty() || s.service == callee)
+                    && s.service != "shop"
+                    && s.name.ends_with(suffix)
             })?;
             let client = all
                 .iter()
-                .find(|(svc, s)| svc == "shop" && s["spanId"] == server.1["parentSpanId"])?;
-            Some((client.1.clone(), server.1.clone()))
+                .find(|s| s.service == "shop" && s.id == server.parent)?;
+            Some((client.clone(), server.clone()))
         };
         if let (Some(h), Some(g), Some(a)) = (
             pair("orders", "/hello-secret"),
@@ -798,11 +784,11 @@ fn two_hosts_speak_only_mtls_and_keep_their_policies() {
         std::thread::sleep(Duration::from_millis(200));
     };
     for (client, server) in &pairs {
-        assert_eq!(client["traceId"], server["traceId"]);
-        assert_eq!(client["kind"], 3, "the caller's span is CLIENT");
-        assert_eq!(server["kind"], 2, "the callee's span is SERVER");
+        assert_eq!(client.trace, server.trace);
+        assert_eq!(client.kind, 3, "the caller's span is CLIENT");
+        assert_eq!(server.kind, 2, "the callee's span is SERVER");
     }
-    assert_eq!(pairs[1].0["name"], "/greet.Greeter/Hello");
+    assert_eq!(pairs[1].0.name, "/greet.Greeter/Hello");
     // And counted as invocations by the caller's sidecar: HTTP by name and
     // by address, gRPC by name.
     let metrics = fetch(&host_a, "http://127.0.0.1:9090/metrics", None);

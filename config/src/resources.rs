@@ -522,10 +522,128 @@ pub struct OtelSpec {
     pub protocol: Option<String>,
     #[serde(rename = "isSecure", default, skip_serializing_if = "Option::is_none")]
     pub is_secure: Option<bool>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub headers: Vec<MetadataItem>,
+    /// Dapr's `key1=value1,key2=value2` (the form of
+    /// `OTEL_EXPORTER_OTLP_HEADERS`), or a list of `name`/`value` items.
+    #[serde(default, skip_serializing_if = "OtelHeaders::is_empty")]
+    pub headers: OtelHeaders,
+    /// Dapr's milliseconds (`timeout: 5000`), or a duration (`5s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<GoDuration>,
+    pub timeout: Option<OtelTimeout>,
+}
+
+/// Headers sent with every export to an OTLP collector.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OtelHeaders(pub Vec<(String, String)>);
+
+impl OtelHeaders {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `k1=v1,k2=v2`, values percent-decoded (W3C baggage form, as
+    /// OpenTelemetry's `OTEL_EXPORTER_OTLP_HEADERS`); blank entries skipped.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((k, v)) = entry.split_once('=') else {
+                return Err(format!(
+                    "tracing.otel headers: `{entry}` is not key=value (write key1=value1,key2=value2)"
+                ));
+            };
+            let (k, v) = (k.trim(), v.trim());
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                return Err(format!("tracing.otel headers: `{k}` is not a header name"));
+            }
+            out.push((k.to_string(), percent_decode(v)?));
+        }
+        Ok(Self(out))
+    }
+}
+
+fn percent_decode(v: &str) -> Result<String, String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = v
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("tracing.otel headers: bad percent-encoding in `{v}`"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("tracing.otel headers: `{v}` is not UTF-8"))
+}
+
+impl<'de> Deserialize<'de> for OtelHeaders {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Items(Vec<MetadataItem>),
+        }
+        match Option::<Form>::deserialize(d)? {
+            None => Ok(Self::default()),
+            Some(Form::Text(t)) => Self::parse(&t).map_err(serde::de::Error::custom),
+            Some(Form::Items(items)) => Ok(Self(
+                items
+                    .iter()
+                    .map(|i| (i.name.clone(), i.value_string().unwrap_or_default()))
+                    .collect(),
+            )),
+        }
+    }
+}
+
+impl Serialize for OtelHeaders {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        s.serialize_str(&text.join(","))
+    }
+}
+
+/// `tracing.otel.timeout`: a number is milliseconds, as in daprd.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OtelTimeout(pub std::time::Duration);
+
+impl<'de> Deserialize<'de> for OtelTimeout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Millis(u64),
+            Text(String),
+        }
+        let t = match Form::deserialize(d)? {
+            Form::Millis(ms) => std::time::Duration::from_millis(ms),
+            Form::Text(t) => match t.trim().parse::<u64>() {
+                Ok(ms) => std::time::Duration::from_millis(ms),
+                Err(_) => crate::duration::parse_duration(&t).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "tracing.otel timeout `{t}`: {e} (milliseconds such as 10000, or 10s)"
+                    ))
+                })?,
+            },
+        };
+        if t.is_zero() {
+            return Err(serde::de::Error::custom(
+                "tracing.otel timeout must be above zero",
+            ));
+        }
+        Ok(Self(t))
+    }
+}
+
+impl Serialize for OtelTimeout {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0.as_millis() as u64)
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]

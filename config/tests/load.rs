@@ -440,3 +440,51 @@ fn empty_lists_written_without_a_value_are_empty() {
         assert!(set.components[0].resource.spec.metadata.is_empty());
     }
 }
+
+/// `tracing.otel` as daprd reads it: `headers` a `key=value,…` string
+/// (values percent-decoded) or a list of items, `timeout` milliseconds or
+/// a duration; bad forms are refused with what to write instead.
+#[test]
+fn otel_headers_and_timeout_in_daprds_forms() {
+    use std::time::Duration;
+    use tandem_config::load_configuration_str;
+    let load = |otel: &str| {
+        load_configuration_str(
+            &format!(
+                "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    otel:\n      endpointAddress: h:4317\n{otel}"
+            ),
+            Path::new("c.yaml"),
+        )
+        .map(|c| c.spec.tracing.unwrap().otel.unwrap())
+        .map_err(|e| e.to_string())
+    };
+    let o = load("      headers: \"api-key=s3cret, team=a%2Cb,,\"\n      timeout: 2500\n").unwrap();
+    assert_eq!(
+        o.headers.0,
+        vec![
+            ("api-key".into(), "s3cret".into()),
+            ("team".into(), "a,b".into())
+        ]
+    );
+    assert_eq!(o.timeout.unwrap().0, Duration::from_millis(2500));
+    let o = load("      headers:\n      - name: api-key\n        value: k\n      timeout: 3s\n")
+        .unwrap();
+    assert_eq!(o.headers.0, vec![("api-key".into(), "k".into())]);
+    assert_eq!(o.timeout.unwrap().0, Duration::from_secs(3));
+    let o = load("      timeout: \"750\"\n").unwrap();
+    assert_eq!(o.timeout.unwrap().0, Duration::from_millis(750));
+    assert!(load("      headers:\n").unwrap().headers.is_empty());
+    for (bad, says) in [
+        ("      headers: \"api-key\"\n", "is not key=value"),
+        ("      headers: \"=v\"\n", "is not a header name"),
+        ("      headers: \"a b=v\"\n", "is not a header name"),
+        ("      headers: \"k=%zz\"\n", "bad percent-encoding"),
+        ("      headers: \"k=%ff\"\n", "is not UTF-8"),
+        ("      timeout: 0\n", "above zero"),
+        ("      timeout: soon\n", "timeout `soon`"),
+        ("      timeout: -5\n", "timeout"),
+    ] {
+        let e = load(bad).unwrap_err();
+        assert!(e.contains(says), "{bad:?}: {e}");
+    }
+}

@@ -67,44 +67,70 @@ pub fn hot_reload_enabled(c: &Configuration) -> bool {
 
 /// Configuration `tracing`: an OTLP collector (`otel`, gRPC or HTTP) or
 /// Zipkin, and the sampling rate; the OTel environment stands in for a
-/// missing endpoint. `None`: no exporter (trace context still propagates).
+/// missing endpoint (as daprd reads it: `OTEL_EXPORTER_OTLP[_TRACES]_
+/// ENDPOINT`, `_PROTOCOL`, `_INSECURE`, `_HEADERS`, `_TIMEOUT` in ms).
+/// `None`: no exporter (trace context still propagates).
 pub fn tracer_for(
     app_id: &str,
     c: &Configuration,
 ) -> Result<Option<Arc<tandem_proxy::trace::Tracer>>, String> {
-    use tandem_proxy::trace::{Sink, Tracer};
+    use tandem_proxy::trace::{Export, Sink, Tracer};
     let Some(t) = c.spec.tracing.as_ref() else {
         return Ok(None);
     };
     let rate = t.sampling_rate.clone().unwrap_or_else(|| "1".into());
+    let env = |name: &str| {
+        std::env::var(format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| {
+                std::env::var(format!("OTEL_EXPORTER_OTLP_{name}"))
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+    };
+    let otel = t.otel.as_ref();
+    let mut export = Export {
+        headers: otel.map(|o| o.headers.0.clone()).unwrap_or_default(),
+        timeout: otel.and_then(|o| o.timeout).map(|t| t.0),
+    };
+    if export.headers.is_empty()
+        && let Some(h) = env("HEADERS")
+    {
+        export.headers = tandem_config::resources::OtelHeaders::parse(&h)
+            .map_err(|e| format!("OTEL_EXPORTER_OTLP_HEADERS: {e}"))?
+            .0;
+    }
+    if export.timeout.is_none()
+        && let Some(ms) = env("TIMEOUT")
+    {
+        let ms: u64 = ms.trim().parse().map_err(|_| {
+            format!("OTEL_EXPORTER_OTLP_TIMEOUT `{ms}` is not a number of milliseconds")
+        })?;
+        export.timeout = (ms > 0).then(|| std::time::Duration::from_millis(ms));
+    }
     // Configuration first (otel, then zipkin), then the OTel environment.
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let sink = match (&t.otel, &t.zipkin) {
+    let sink = match (otel, &t.zipkin) {
+        // daprd: `isSecure` is true unless set false; a URL's scheme says
+        // it outright.
         (Some(o), _) if !o.endpoint_address.is_empty() => Sink::otlp(
             &o.endpoint_address,
-            o.is_secure.unwrap_or(false),
+            o.is_secure.unwrap_or(true),
             o.protocol.as_deref().unwrap_or("grpc"),
         ),
         (_, Some(z)) if !z.endpoint_address.is_empty() => Sink::zipkin(&z.endpoint_address),
-        _ => match env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        {
+        _ => match env("ENDPOINT") {
             Some(e) => {
-                let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                    .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-                    .unwrap_or_else(|| "http/protobuf".into());
-                let insecure = env("OTEL_EXPORTER_OTLP_INSECURE").is_some_and(|v| v == "true");
-                Sink::otlp(
-                    &e,
-                    !insecure && e.starts_with("https://"),
-                    if protocol == "grpc" { "grpc" } else { "http" },
-                )
+                let protocol = env("PROTOCOL").unwrap_or_else(|| "http/protobuf".into());
+                let insecure = std::env::var("OTEL_EXPORTER_OTLP_INSECURE")
+                    .is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+                Sink::otlp(&e, !insecure && e.starts_with("https://"), &protocol)
             }
             None => return Ok(None),
         },
     }
     .map_err(|e| format!("Configuration: {e}"))?;
-    let tracer = Tracer::new(app_id, &rate, sink.clone())?;
+    let tracer = Tracer::new(app_id, &rate, sink.clone(), export)?;
     tracing::info!(sink = ?sink, sampling_rate = %rate, "tracing");
     Ok(Some(tracer))
 }

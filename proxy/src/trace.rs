@@ -1,20 +1,24 @@
 //! Distributed tracing: W3C trace context (`traceparent`) carried through
 //! every hop, a span per hop (CLIENT on the caller's sidecar, SERVER on the
-//! callee's), and an exporter that sends finished spans, batched off the
-//! request path, to an OpenTelemetry collector over OTLP/HTTP (JSON,
-//! `POST <endpoint>/v1/traces`) or OTLP/gRPC (`TraceService/Export`), or to
-//! Zipkin (v2 JSON, `POST <endpoint>` such as `…/api/v2/spans`). Sampling follows Configuration
-//! `tracing.samplingRate` (`"1"` all, `"0"` none); an unsampled call still
-//! carries its context, with the sampled flag off.
+//! callee's, PRODUCER/CONSUMER around the broker), and export of finished
+//! spans off the request path through the OpenTelemetry SDK: its sampler
+//! (`tracing.samplingRate`, the parent's decision first), its batch
+//! processor (a bounded queue drained by one thread) and its OTLP exporters
+//! — gRPC (`TraceService/Export`) on our tonic and TLS stack, HTTP
+//! (protobuf as daprd sends it, or JSON) on our hyper client — or our own
+//! Zipkin v2 exporter. An unsampled call still carries its context, with
+//! the sampled flag off.
 
 use bytes::Bytes;
 use http::HeaderMap;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
+    TraceState, Tracer as _, TracerProvider as _,
+};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Context {
@@ -101,41 +105,42 @@ impl Context {
     }
 }
 
-/// OTLP's span kinds (the numbers are the wire values).
+/// OTLP's span kinds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Kind {
-    Server = 2,
-    Client = 3,
+    Server,
+    Client,
     /// A message handed to a broker (publish).
-    Producer = 4,
+    Producer,
     /// A message taken from a broker (delivery to the app).
-    Consumer = 5,
+    Consumer,
 }
 
-impl Kind {
-    fn zipkin(self) -> &'static str {
-        match self {
-            Kind::Server => "SERVER",
-            Kind::Client => "CLIENT",
-            Kind::Producer => "PRODUCER",
-            Kind::Consumer => "CONSUMER",
+impl From<Kind> for SpanKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Server => SpanKind::Server,
+            Kind::Client => SpanKind::Client,
+            Kind::Producer => SpanKind::Producer,
+            Kind::Consumer => SpanKind::Consumer,
         }
     }
 }
 
-/// A span in progress; `Tracer::end` records it.
+/// A span in progress; `Tracer::end` records it (dropping it records it
+/// too, with no status).
 pub struct Span {
     pub context: Context,
-    parent: Option<[u8; 8]>,
-    name: String,
-    kind: Kind,
-    start: SystemTime,
-    attributes: Vec<(String, String)>,
+    /// The SDK's span when this one is sampled and exported.
+    recording: Option<opentelemetry_sdk::trace::Span>,
 }
 
 impl Span {
-    pub fn attribute(&mut self, key: &str, value: impl Into<String>) {
-        self.attributes.push((key.to_string(), value.into()));
+    /// Keys are the OpenTelemetry semantic names, known in advance.
+    pub fn attribute(&mut self, key: &'static str, value: impl Into<String>) {
+        if let Some(s) = &mut self.recording {
+            s.set_attribute(opentelemetry::KeyValue::new(key, value.into()));
+        }
     }
 
     /// Puts this span's context in `headers` for the next hop.
@@ -149,29 +154,39 @@ impl Span {
 /// Where finished spans are exported.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Sink {
-    /// OTLP over HTTP with JSON: the full `…/v1/traces` URL.
-    OtlpHttp(String),
-    /// OTLP over gRPC: `http://host:port` of the collector.
+    /// OTLP over HTTP: the full `…/v1/traces` URL; protobuf bodies (as
+    /// daprd's exporter sends) or, with `json`, OTLP's JSON encoding.
+    OtlpHttp { url: String, json: bool },
+    /// OTLP over gRPC: `http://host:port` or `https://host:port`.
     OtlpGrpc(String),
     /// Zipkin's v2 JSON API: the full URL (`…/api/v2/spans`).
     Zipkin(String),
 }
 
 impl Sink {
-    /// An OTLP collector at `endpoint` (`host:port` or a URL), as
-    /// Configuration `tracing.otel` gives it.
+    /// An OTLP collector at `endpoint` (`host:port`, whose scheme
+    /// `secure` decides, or a URL), as Configuration `tracing.otel` gives
+    /// it; `protocol` is Dapr's `grpc`/`http` or OpenTelemetry's
+    /// `http/protobuf`/`http/json`.
     pub fn otlp(endpoint: &str, secure: bool, protocol: &str) -> Result<Self, String> {
         let base = if endpoint.contains("://") {
             endpoint.trim_end_matches('/').to_string()
         } else {
             format!("{}://{endpoint}", if secure { "https" } else { "http" })
         };
-        match protocol {
-            "http" => Ok(Sink::OtlpHttp(if base.ends_with("/v1/traces") {
-                base
+        let http = |json| {
+            let url = if base.ends_with("/v1/traces") {
+                base.clone()
             } else {
                 format!("{base}/v1/traces")
-            })),
+            };
+            url.parse::<http::Uri>()
+                .map_err(|e| format!("tracing.otel endpoint `{endpoint}`: {e}"))?;
+            Ok(Sink::OtlpHttp { url, json })
+        };
+        match protocol {
+            "http" | "http/protobuf" => http(false),
+            "http/json" => http(true),
             "grpc" => {
                 tonic::transport::Endpoint::from_shared(base.clone())
                     .map_err(|e| format!("tracing.otel endpoint `{endpoint}`: {e}"))?;
@@ -198,12 +213,64 @@ impl Sink {
     }
 }
 
+/// How spans are sent besides where: extra headers on each export
+/// (Configuration `tracing.otel.headers`, `OTEL_EXPORTER_OTLP_HEADERS`) and
+/// the time one export may take (`tracing.otel.timeout`, 10 s by default).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Export {
+    pub headers: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+}
+
 /// Where finished spans go, and how many are kept.
 pub struct Tracer {
     service: String,
-    /// 0.0 ..= 1.0
-    rate: f64,
-    export: Option<mpsc::Sender<(Span, SystemTime, bool)>>,
+    /// None: context propagates, nothing is recorded.
+    sdk: Option<(SdkTracerProvider, SdkTracer)>,
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        // A replaced tracer (reload) flushes what it holds; that waits on
+        // the exporter, so never on a runtime thread.
+        if let Some((provider, _)) = self.sdk.take() {
+            let _ = std::thread::Builder::new()
+                .name("tandem-trace-flush".into())
+                .spawn(move || {
+                    let _ = provider.shutdown_with_timeout(Duration::from_secs(5));
+                });
+        }
+    }
+}
+
+/// Spans waiting for export; past this they are dropped, never held, so a
+/// collector that is away costs bounded memory.
+const QUEUE: usize = 4096;
+/// How often the queue is drained (or sooner, when a batch is full).
+const EXPORT_EVERY: Duration = Duration::from_millis(500);
+const BATCH: usize = 512;
+/// A failed export is tried again after 0.5, 1, 2 and 4 s (plus jitter);
+/// meanwhile new spans wait in the queue.
+fn retry_policy() -> opentelemetry_otlp::RetryPolicy {
+    opentelemetry_otlp::RetryPolicy::recommended()
+        .with_max_retries(4)
+        .with_initial_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(4))
+        .with_max_jitter(Duration::from_millis(100))
+}
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn batch<E: SpanExporter + 'static>(exporter: E) -> opentelemetry_sdk::trace::BatchSpanProcessor {
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+    BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(QUEUE)
+                .with_max_export_batch_size(BATCH)
+                .with_scheduled_delay(EXPORT_EVERY)
+                .build(),
+        )
+        .build()
 }
 
 impl Tracer {
@@ -211,14 +278,21 @@ impl Tracer {
     pub fn off(service: &str) -> Arc<Self> {
         Arc::new(Self {
             service: service.into(),
-            rate: 0.0,
-            export: None,
+            sdk: None,
         })
     }
 
     /// A tracer that samples at `sampling_rate` (`"0"` to `"1"`) and
-    /// exports to `sink`.
-    pub fn new(service: &str, sampling_rate: &str, sink: Sink) -> Result<Arc<Self>, String> {
+    /// exports to `sink`. Must be called inside the runtime (the exporters'
+    /// connections live on it).
+    pub fn new(
+        service: &str,
+        sampling_rate: &str,
+        sink: Sink,
+        export: Export,
+    ) -> Result<Arc<Self>, String> {
+        use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+        use opentelemetry_sdk::trace::Sampler;
         let rate: f64 = sampling_rate.trim().parse().map_err(|_| {
             format!("tracing.samplingRate `{sampling_rate}` is not a number from 0 to 1")
         })?;
@@ -227,44 +301,173 @@ impl Tracer {
                 "tracing.samplingRate `{sampling_rate}` is not a number from 0 to 1"
             ));
         }
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(exporter(service.to_string(), sink, rx));
+        let timeout = export.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let tls = collector_tls()?;
+        let processor = match &sink {
+            Sink::OtlpGrpc(url) => {
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (k, v) in &export.headers {
+                    let key =
+                        tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                            .map_err(|_| format!("tracing.otel header name `{k}` is not valid"))?;
+                    let value = v.parse().map_err(|_| {
+                        format!("tracing.otel header `{k}`: the value is not valid")
+                    })?;
+                    metadata.insert(key, value);
+                }
+                let exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_channel(grpc_channel(url, tls, timeout)?)
+                    .with_metadata(metadata)
+                    .with_timeout(timeout)
+                    .with_retry_policy(retry_policy())
+                    .build()
+                    .map_err(|e| format!("tracing: {e}"))?;
+                batch(exporter)
+            }
+            Sink::OtlpHttp { url, json } => {
+                let exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_http_client(CollectorClient::new(tls, timeout, false)?)
+                    .with_endpoint(url.clone())
+                    .with_protocol(if *json {
+                        opentelemetry_otlp::Protocol::HttpJson
+                    } else {
+                        opentelemetry_otlp::Protocol::HttpBinary
+                    })
+                    .with_headers(export.headers.iter().cloned().collect())
+                    .with_timeout(timeout)
+                    .with_retry_policy(retry_policy())
+                    .build()
+                    .map_err(|e| format!("tracing: {e}"))?;
+                batch(exporter)
+            }
+            Sink::Zipkin(url) => batch(Zipkin {
+                url: url.clone(),
+                service: service.to_string(),
+                client: CollectorClient::new(tls, timeout, true)?,
+            }),
+        };
+        let sampler = Sampler::ParentBased(Box::new(if rate >= 1.0 {
+            Sampler::AlwaysOn
+        } else if rate <= 0.0 {
+            Sampler::AlwaysOff
+        } else {
+            Sampler::TraceIdRatioBased(rate)
+        }));
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_sampler(sampler)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service.to_string())
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("tandem");
         Ok(Arc::new(Self {
             service: service.into(),
-            rate,
-            export: Some(tx),
+            sdk: Some((provider, tracer)),
         }))
-    }
-
-    fn sample(&self) -> bool {
-        self.rate >= 1.0 || (self.rate > 0.0 && f64::from(random::<1>()[0]) / 256.0 < self.rate)
     }
 
     /// A span under `parent` (continuing its trace and sampling decision),
     /// or the root of a new trace.
     pub fn start(&self, name: &str, kind: Kind, parent: Option<Context>) -> Span {
-        let context = Context {
-            trace_id: parent.map_or_else(random::<16>, |p| p.trace_id),
-            span_id: random::<8>(),
-            sampled: parent.map_or_else(|| self.sample(), |p| p.sampled),
-        };
+        if let Some((_, tracer)) = &self.sdk {
+            let cx = match parent {
+                Some(p) => {
+                    opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+                        TraceId::from_bytes(p.trace_id),
+                        SpanId::from_bytes(p.span_id),
+                        if p.sampled {
+                            TraceFlags::SAMPLED
+                        } else {
+                            TraceFlags::default()
+                        },
+                        true,
+                        TraceState::NONE,
+                    ))
+                }
+                None => opentelemetry::Context::new(),
+            };
+            let span = tracer
+                .span_builder(name.to_string())
+                .with_kind(kind.into())
+                .start_with_context(tracer, &cx);
+            let sc = span.span_context();
+            // A provider being shut down hands out invalid contexts: then
+            // the call still gets a context of its own below.
+            if sc.is_valid() {
+                return Span {
+                    context: Context {
+                        trace_id: sc.trace_id().to_bytes(),
+                        span_id: sc.span_id().to_bytes(),
+                        sampled: sc.is_sampled(),
+                    },
+                    recording: span.is_recording().then_some(span),
+                };
+            }
+        }
         Span {
-            context,
-            parent: parent.map(|p| p.span_id),
-            name: name.to_string(),
-            kind,
-            start: SystemTime::now(),
-            attributes: Vec::new(),
+            context: Context {
+                trace_id: parent.map_or_else(random::<16>, |p| p.trace_id),
+                span_id: random::<8>(),
+                sampled: parent.is_some_and(|p| p.sampled),
+            },
+            recording: None,
+        }
+    }
+
+    /// The root of a new trace linked to the traces of `links` — one span
+    /// for work done for several callers at once (a bulk delivery: each
+    /// message's publisher is a link, as OpenTelemetry's messaging
+    /// conventions have it). Sampled as a root is, by the rate.
+    pub fn start_linked(&self, name: &str, kind: Kind, links: &[Context]) -> Span {
+        let Some((_, tracer)) = &self.sdk else {
+            return self.start(name, kind, None);
+        };
+        let links: Vec<opentelemetry::trace::Link> = links
+            .iter()
+            .map(|c| {
+                opentelemetry::trace::Link::with_context(SpanContext::new(
+                    TraceId::from_bytes(c.trace_id),
+                    SpanId::from_bytes(c.span_id),
+                    if c.sampled {
+                        TraceFlags::SAMPLED
+                    } else {
+                        TraceFlags::default()
+                    },
+                    true,
+                    TraceState::NONE,
+                ))
+            })
+            .collect();
+        let span = tracer
+            .span_builder(name.to_string())
+            .with_kind(kind.into())
+            .with_links(links)
+            .start_with_context(tracer, &opentelemetry::Context::new());
+        let sc = span.span_context().clone();
+        if !sc.is_valid() {
+            return self.start(name, kind, None);
+        }
+        Span {
+            context: Context {
+                trace_id: sc.trace_id().to_bytes(),
+                span_id: sc.span_id().to_bytes(),
+                sampled: sc.is_sampled(),
+            },
+            recording: span.is_recording().then_some(span),
         }
     }
 
     /// Records a finished span (if it is sampled and there is an exporter).
+    /// A full queue drops the span rather than slowing the call.
     pub fn end(&self, span: Span, ok: bool) {
-        if let Some(tx) = &self.export
-            && span.context.sampled
-        {
-            // A full queue drops the span rather than slowing the call.
-            let _ = tx.try_send((span, SystemTime::now(), ok));
+        if let Some(mut s) = span.recording {
+            s.set_status(if ok { Status::Ok } else { Status::error("") });
+            s.end();
         }
     }
 
@@ -274,139 +477,15 @@ impl Tracer {
 
     /// Whether spans go anywhere (a collector is configured).
     pub fn is_on(&self) -> bool {
-        self.export.is_some()
+        self.sdk.is_some()
     }
 }
 
-fn nanos(t: SystemTime) -> String {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos()
-        .to_string()
-}
-
-fn otlp_span((s, end, ok): &(Span, SystemTime, bool)) -> Value {
-    let mut span = json!({
-        "traceId": hex(&s.context.trace_id),
-        "spanId": hex(&s.context.span_id),
-        "name": s.name,
-        "kind": s.kind as i32,
-        "startTimeUnixNano": nanos(s.start),
-        "endTimeUnixNano": nanos(*end),
-        "attributes": s.attributes.iter().map(|(k, v)| json!({"key": k, "value": {"stringValue": v}})).collect::<Vec<_>>(),
-        "status": {"code": if *ok { 1 } else { 2 }},
-    });
-    if let Some(p) = s.parent {
-        span["parentSpanId"] = json!(hex(&p));
-    }
-    span
-}
-
-type Finished = (Span, SystemTime, bool);
-
-fn micros(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
-}
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-}
-
-fn otlp_http_body(service: &str, batch: &[Finished]) -> Bytes {
-    Bytes::from(
-        json!({
-            "resourceSpans": [{
-                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
-                "scopeSpans": [{"scope": {"name": "tandem"}, "spans": batch.iter().map(otlp_span).collect::<Vec<_>>()}],
-            }]
-        })
-        .to_string(),
-    )
-}
-
-fn zipkin_body(service: &str, batch: &[Finished]) -> Bytes {
-    let spans: Vec<Value> = batch
-        .iter()
-        .map(|(s, end, ok)| {
-            let mut tags: serde_json::Map<String, Value> = s
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
-                .collect();
-            if !ok {
-                tags.insert("error".into(), json!("true"));
-            }
-            let start = micros(s.start);
-            let mut span = json!({
-                "traceId": hex(&s.context.trace_id),
-                "id": hex(&s.context.span_id),
-                "name": s.name,
-                "kind": s.kind.zipkin(),
-                "timestamp": start,
-                "duration": micros(*end).saturating_sub(start).max(1),
-                "localEndpoint": {"serviceName": service},
-                "tags": tags,
-            });
-            if let Some(p) = s.parent {
-                span["parentId"] = json!(hex(&p));
-            }
-            span
-        })
-        .collect();
-    Bytes::from(Value::Array(spans).to_string())
-}
-
-fn otlp_grpc_request(
-    service: &str,
-    batch: &[Finished],
-) -> tandem_proto::otlp::ExportTraceServiceRequest {
-    use tandem_proto::otlp as o;
-    let text = |k: &str, v: &str| o::KeyValue {
-        key: k.to_string(),
-        value: Some(o::AnyValue {
-            value: Some(o::any_value::Value::StringValue(v.to_string())),
-        }),
-    };
-    o::ExportTraceServiceRequest {
-        resource_spans: vec![o::ResourceSpans {
-            resource: Some(o::Resource {
-                attributes: vec![text("service.name", service)],
-            }),
-            scope_spans: vec![o::ScopeSpans {
-                scope: Some(o::InstrumentationScope {
-                    name: "tandem".into(),
-                    version: String::new(),
-                }),
-                spans: batch
-                    .iter()
-                    .map(|(s, end, ok)| o::Span {
-                        trace_id: s.context.trace_id.to_vec(),
-                        span_id: s.context.span_id.to_vec(),
-                        parent_span_id: s.parent.map(|p| p.to_vec()).unwrap_or_default(),
-                        name: s.name.clone(),
-                        kind: s.kind as i32,
-                        start_time_unix_nano: unix_nanos(s.start),
-                        end_time_unix_nano: unix_nanos(*end),
-                        attributes: s.attributes.iter().map(|(k, v)| text(k, v)).collect(),
-                        status: Some(o::Status {
-                            message: String::new(),
-                            code: if *ok { 1 } else { 2 },
-                        }),
-                        flags: u32::from(s.context.sampled),
-                        ..Default::default()
-                    })
-                    .collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
-/// The CA bundle a collector's certificate is checked against besides the
-/// system's roots: OpenTelemetry's `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`
-/// or `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file), if set.
-fn collector_roots() -> Result<Option<String>, String> {
+/// TLS to the collector: the system's roots plus the PEM file in
+/// OpenTelemetry's `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`, if set.
+fn collector_tls() -> Result<rustls::ClientConfig, String> {
+    let mut root_ca = None;
     for var in [
         "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
         "OTEL_EXPORTER_OTLP_CERTIFICATE",
@@ -414,135 +493,218 @@ fn collector_roots() -> Result<Option<String>, String> {
         if let Ok(path) = std::env::var(var)
             && !path.is_empty()
         {
-            return std::fs::read_to_string(&path)
-                .map(Some)
-                .map_err(|e| format!("{var} `{path}`: {e}"));
+            root_ca =
+                Some(std::fs::read_to_string(&path).map_err(|e| format!("{var} `{path}`: {e}"))?);
+            break;
         }
     }
-    Ok(None)
+    crate::invoke::OutsideTls {
+        root_ca,
+        ..Default::default()
+    }
+    .tls_config()
+    .map_err(|e| format!("tracing: TLS to the collector: {e}"))
 }
 
-type GrpcClient = tandem_proto::otlp::trace_service_client::TraceServiceClient<
-    Client<hyper_rustls::HttpsConnector<HttpConnector>, tonic::body::Body>,
->;
-
-/// OTLP/gRPC to `url` (`http://` plaintext HTTP/2, `https://` TLS), on
-/// one pooled connection.
-fn grpc_client(url: &str, tls: rustls::ClientConfig) -> Result<GrpcClient, String> {
-    let origin: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let mut http = HttpConnector::new();
+fn connector(
+    tls: rustls::ClientConfig,
+    http2_only: bool,
+) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
+    http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    let b = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http2()
-        .wrap_connector(http);
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build(connector);
-    Ok(GrpcClient::with_origin(client, origin))
-}
-
-/// How long a failed batch waits before its next try: 0.5 s, doubling,
-/// five tries in all. Meanwhile new spans wait in the bounded queue (4096;
-/// past that they are dropped, not held): a collector that is away costs
-/// bounded memory, one that comes back within ~15 s loses nothing.
-const EXPORT_TRIES: u32 = 5;
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-
-/// Sends spans in batches (up to 256, or whatever came in 200 ms), over
-/// TLS when the collector's URL is `https://` (the system's roots plus
-/// `OTEL_EXPORTER_OTLP_CERTIFICATE`), retrying a failed batch with backoff.
-async fn exporter(service: String, sink: Sink, mut rx: mpsc::Receiver<Finished>) {
-    let tls = collector_roots().and_then(|root_ca| {
-        let outside = crate::invoke::OutsideTls {
-            root_ca,
-            ..Default::default()
-        };
-        Ok((outside.client(false)?, outside.tls_config()?))
-    });
-    let (http_client, tls_config) = match tls {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "tracing: cannot set up TLS to the collector; spans are not exported");
-            return;
-        }
-    };
-    let grpc = match &sink {
-        Sink::OtlpGrpc(url) => match grpc_client(url, tls_config) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!(error = %e, "tracing: bad collector endpoint; spans are not exported");
-                return;
-            }
-        },
-        _ => None,
-    };
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        let deadline = tokio::time::sleep(Duration::from_millis(200));
-        tokio::pin!(deadline);
-        while batch.len() < 256 {
-            tokio::select! {
-                next = rx.recv() => match next {
-                    Some(s) => batch.push(s),
-                    None => break,
-                },
-                _ = &mut deadline => break,
-            }
-        }
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=EXPORT_TRIES {
-            match send_batch(&service, &sink, &http_client, grpc.as_ref(), &batch).await {
-                Ok(()) => break,
-                Err(e) if attempt < EXPORT_TRIES => {
-                    tracing::debug!(error = %e, attempt, "tracing: export failed; trying again in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, sink = ?sink, "{} spans not exported after {EXPORT_TRIES} tries", batch.len());
-                }
-            }
-        }
+        .https_or_http();
+    if http2_only {
+        b.enable_http2().wrap_connector(http)
+    } else {
+        b.enable_http1().enable_http2().wrap_connector(http)
     }
 }
 
-async fn send_batch(
-    service: &str,
-    sink: &Sink,
-    http_client: &crate::invoke::HttpsClient,
-    grpc: Option<&GrpcClient>,
-    batch: &[Finished],
-) -> Result<(), String> {
-    match (sink, grpc) {
-        (Sink::OtlpGrpc(_), Some(grpc)) => {
-            let mut grpc = grpc.clone();
-            let call = grpc.export(otlp_grpc_request(service, batch));
-            match tokio::time::timeout(Duration::from_secs(10), call).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
-                Err(_) => Err("timed out".into()),
-            }
-        }
-        (Sink::OtlpHttp(url) | Sink::Zipkin(url), _) => {
-            let body = match sink {
-                Sink::Zipkin(_) => zipkin_body(service, batch),
-                _ => otlp_http_body(service, batch),
-            };
-            let req = http::Request::post(url.as_str())
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(crate::invoke::full(body))
-                .map_err(|e| e.to_string())?;
-            match tokio::time::timeout(Duration::from_secs(10), http_client.request(req)).await {
-                Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-                Ok(Ok(resp)) => Err(format!("the collector answered {}", resp.status())),
+/// OTLP/gRPC to `url` (`http://` plaintext HTTP/2, `https://` TLS with
+/// ALPN h2) on one lazily opened channel.
+fn grpc_channel(
+    url: &str,
+    tls: rustls::ClientConfig,
+    timeout: Duration,
+) -> Result<tonic::transport::Channel, String> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("tracing.otel endpoint `{url}`: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
+        .connect_with_connector_lazy(connector(tls, true)))
+}
+
+/// The largest answer read from a collector.
+const MAX_ANSWER: usize = 4 << 20;
+
+/// The OpenTelemetry exporters' HTTP client on our hyper stack. The SDK's
+/// batch thread is no runtime thread, so each request runs as a task on
+/// the runtime the tracer was made in. `retry`: 429, 5xx and failures to
+/// connect are tried again after 0.5, 1, 2 and 4 s (the OTLP exporter
+/// retries by itself; Zipkin's does not).
+#[derive(Clone)]
+struct CollectorClient {
+    client: crate::invoke::HttpsClient,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+    retry: bool,
+}
+
+impl std::fmt::Debug for CollectorClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectorClient")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl CollectorClient {
+    fn new(tls: rustls::ClientConfig, timeout: Duration, retry: bool) -> Result<Self, String> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "tracing: the exporter needs the runtime".to_string())?;
+        Ok(Self {
+            client: hyper_util::client::legacy::Client::builder(
+                hyper_util::rt::TokioExecutor::new(),
+            )
+            .build(connector(tls, false)),
+            runtime,
+            timeout,
+            retry,
+        })
+    }
+
+    async fn send(
+        self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
+        use http_body_util::BodyExt;
+        let (parts, body) = request.into_parts();
+        let tries = if self.retry { 5 } else { 1 };
+        let mut backoff = Duration::from_millis(500);
+        for attempt in 1..=tries {
+            let mut req = http::Request::new(crate::invoke::full(body.clone()));
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = parts.uri.clone();
+            *req.headers_mut() = parts.headers.clone();
+            let outcome = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+                Ok(Ok(resp)) => {
+                    let (head, body) = resp.into_parts();
+                    match http_body_util::Limited::new(body, MAX_ANSWER)
+                        .collect()
+                        .await
+                    {
+                        Ok(b) => Ok(http::Response::from_parts(head, b.to_bytes())),
+                        Err(e) => Err(format!("reading the collector's answer: {e}")),
+                    }
+                }
                 Ok(Err(e)) => Err(crate::app_channel::error_chain(&e)),
-                Err(_) => Err("timed out".into()),
+                Err(_) => Err(format!("no answer in {:?}", self.timeout)),
+            };
+            let again = match &outcome {
+                Ok(r) => r.status() == 429 || r.status().is_server_error(),
+                Err(_) => true,
+            };
+            if !again || attempt == tries {
+                return outcome.map_err(Into::into);
             }
+            tracing::debug!(
+                attempt,
+                "tracing: export failed; trying again in {backoff:?}"
+            );
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
         }
-        (Sink::OtlpGrpc(url), None) => Err(format!("{url} is not a valid endpoint")),
+        unreachable!("the last try returns")
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for CollectorClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, opentelemetry_http::HttpError> {
+        self.runtime
+            .spawn(self.clone().send(request))
+            .await
+            .map_err(|e| format!("tracing: the export task failed: {e}"))?
+    }
+}
+
+/// Zipkin's v2 JSON (`POST …/api/v2/spans`), with the service name in each
+/// span's `localEndpoint` — what Zipkin groups traces by.
+#[derive(Debug)]
+struct Zipkin {
+    url: String,
+    service: String,
+    client: CollectorClient,
+}
+
+fn micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64
+}
+
+fn zipkin_body(service: &str, batch: &[SpanData]) -> Bytes {
+    let spans: Vec<Value> = batch
+        .iter()
+        .map(|s| {
+            let mut tags: serde_json::Map<String, Value> = s
+                .attributes
+                .iter()
+                .map(|kv| (kv.key.to_string(), json!(kv.value.as_str())))
+                .collect();
+            if let Status::Error { .. } = s.status {
+                tags.insert("error".into(), json!("true"));
+            }
+            let start = micros(s.start_time);
+            let mut span = json!({
+                "traceId": hex(&s.span_context.trace_id().to_bytes()),
+                "id": hex(&s.span_context.span_id().to_bytes()),
+                "name": s.name,
+                "timestamp": start,
+                "duration": micros(s.end_time).saturating_sub(start).max(1),
+                "localEndpoint": {"serviceName": service},
+                "tags": tags,
+            });
+            let kind = match s.span_kind {
+                SpanKind::Server => Some("SERVER"),
+                SpanKind::Client => Some("CLIENT"),
+                SpanKind::Producer => Some("PRODUCER"),
+                SpanKind::Consumer => Some("CONSUMER"),
+                SpanKind::Internal => None,
+            };
+            if let Some(k) = kind {
+                span["kind"] = json!(k);
+            }
+            if s.parent_span_id != SpanId::INVALID {
+                span["parentId"] = json!(hex(&s.parent_span_id.to_bytes()));
+            }
+            span
+        })
+        .collect();
+    Bytes::from(Value::Array(spans).to_string())
+}
+
+impl SpanExporter for Zipkin {
+    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        use opentelemetry_http::HttpClient as _;
+        let req = http::Request::post(self.url.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(zipkin_body(&self.service, &batch))
+            .map_err(|e| opentelemetry_sdk::error::OTelSdkError::InternalFailure(e.to_string()))?;
+        match self.client.send_bytes(req).await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                format!("the Zipkin collector answered {}", r.status()),
+            )),
+            Err(e) => Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                e.to_string(),
+            )),
+        }
     }
 }
 
@@ -567,9 +729,42 @@ mod tests {
         let child = t.start("x", Kind::Client, Some(c));
         assert_eq!(child.context.trace_id, c.trace_id);
         assert_ne!(child.context.span_id, c.span_id);
-        assert_eq!(child.parent, Some(c.span_id));
+        assert!(child.recording.is_none(), "no exporter");
         let root = t.start("y", Kind::Server, None);
-        assert!(!root.context.sampled, "rate 0");
+        assert!(!root.context.sampled, "no exporter: not sampled");
+    }
+
+    /// With an exporter the SDK makes the spans: a child continues its
+    /// parent's trace and sampling decision; roots follow the rate.
+    #[tokio::test]
+    async fn spans_follow_the_parent_and_the_rate() {
+        let sink = Sink::otlp("127.0.0.1:9", false, "http").unwrap();
+        let all = Tracer::new("a", "1", sink.clone(), Export::default()).unwrap();
+        let none = Tracer::new("a", "0", sink, Export::default()).unwrap();
+        let sampled =
+            Context::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        let unsampled = Context {
+            sampled: false,
+            ..sampled
+        };
+        for t in [&all, &none] {
+            let child = t.start("x", Kind::Client, Some(sampled));
+            assert_eq!(child.context.trace_id, sampled.trace_id);
+            assert_ne!(child.context.span_id, sampled.span_id);
+            assert!(
+                child.context.sampled && child.recording.is_some(),
+                "the parent's decision"
+            );
+            let child = t.start("x", Kind::Client, Some(unsampled));
+            assert_eq!(child.context.trace_id, sampled.trace_id);
+            assert!(!child.context.sampled && child.recording.is_none());
+        }
+        let root = all.start("y", Kind::Server, None);
+        assert!(root.context.sampled && root.recording.is_some());
+        assert_ne!(root.context.trace_id, sampled.trace_id);
+        let root = none.start("y", Kind::Server, None);
+        assert!(!root.context.sampled && root.recording.is_none());
+        assert_ne!(root.context.span_id, [0; 8]);
     }
 
     #[test]
@@ -582,16 +777,32 @@ mod tests {
 
     #[tokio::test]
     async fn sinks_from_configuration() {
-        let sink = Sink::OtlpHttp("http://h:1/v1/traces".into());
-        assert!(Tracer::new("a", "2", sink.clone()).is_err(), "rate above 1");
-        assert!(Tracer::new("a", "half", sink).is_err());
-        assert_eq!(
-            Sink::otlp("h:4318", false, "http").unwrap(),
-            Sink::OtlpHttp("http://h:4318/v1/traces".into())
+        let http = |url: &str, json| Sink::OtlpHttp {
+            url: url.into(),
+            json,
+        };
+        let sink = http("http://h:1/v1/traces", false);
+        assert!(
+            Tracer::new("a", "2", sink.clone(), Export::default()).is_err(),
+            "rate above 1"
+        );
+        assert!(Tracer::new("a", "half", sink.clone(), Export::default()).is_err());
+        assert!(
+            Tracer::new("a", "0.5", sink, Export::default())
+                .unwrap()
+                .is_on()
         );
         assert_eq!(
-            Sink::otlp("http://h:4318/v1/traces", false, "http").unwrap(),
-            Sink::OtlpHttp("http://h:4318/v1/traces".into())
+            Sink::otlp("h:4318", false, "http").unwrap(),
+            http("http://h:4318/v1/traces", false)
+        );
+        assert_eq!(
+            Sink::otlp("h:4318", false, "http/json").unwrap(),
+            http("http://h:4318/v1/traces", true)
+        );
+        assert_eq!(
+            Sink::otlp("http://h:4318/v1/traces", false, "http/protobuf").unwrap(),
+            http("http://h:4318/v1/traces", false)
         );
         assert_eq!(
             Sink::otlp("h:4317", false, "grpc").unwrap(),
@@ -604,8 +815,9 @@ mod tests {
         );
         assert_eq!(
             Sink::otlp("h:4318", true, "http").unwrap(),
-            Sink::OtlpHttp("https://h:4318/v1/traces".into())
+            http("https://h:4318/v1/traces", false)
         );
+        assert!(Sink::otlp("h 1:4318", false, "http").is_err());
         assert!(Sink::otlp("h:4317", false, "udp").is_err());
         assert!(Sink::zipkin("http://z:9411/api/v2/spans").is_ok());
         assert!(Sink::zipkin("https://z:9411/api/v2/spans").is_ok());

@@ -6,6 +6,7 @@ pub mod callback;
 pub mod event_app;
 pub mod nats;
 pub mod netns;
+pub mod otlp;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -89,7 +89,9 @@ pub async fn subscribe(
             init.pubsub_name.clone(),
             init.dead_letter_topic.clone().filter(|t| !t.is_empty()),
         );
+        let tracers = rt.tracer_cell();
         Arc::new(move |msg: Message| {
+            let tracers = tracers.clone();
             let (tx, waiting, comp, pubsub, dlt) = (
                 tx.clone(),
                 waiting.clone(),
@@ -115,36 +117,52 @@ pub async fn subscribe(
                     _ => return Ok(()),
                 };
                 let event = crate::delivery::topic_event_request(&ce, &pubsub, &msg.topic, "");
-                let id = event.id.clone();
-                let (done_tx, done_rx) = oneshot::channel();
-                waiting
-                    .lock()
-                    .expect("waiting lock")
-                    .insert(id.clone(), done_tx);
-                let out = rt::SubscribeTopicEventsResponseAlpha1 {
-                    subscribe_topic_events_response_type: Some(
-                        rt::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType::EventMessage(event),
-                    ),
-                };
-                if tx.send(Ok(out)).await.is_err() {
-                    waiting.lock().expect("waiting lock").remove(&id);
-                    return Err("the streaming subscriber is gone".to_string());
-                }
-                let status = done_rx.await.map_err(|_| {
-                    "the streaming subscriber went away before answering".to_string()
-                })?;
-                match rt::topic_event_response::TopicEventResponseStatus::try_from(status) {
-                    Ok(rt::topic_event_response::TopicEventResponseStatus::Success) => Ok(()),
-                    Ok(rt::topic_event_response::TopicEventResponseStatus::Drop) => {
-                        if let Some(dlt) = dlt {
-                            let mut dead = msg.clone();
-                            dead.topic = dlt;
-                            comp.broker.publish(dead).await?;
-                        }
-                        Ok(())
+                // A CONSUMER span per event under its publisher's context,
+                // ended when the subscriber answers.
+                let tracer = tracers.load_full();
+                let published = ce
+                    .get("traceparent")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                let span =
+                    crate::delivery::consumer_span(&tracer, &pubsub, &msg.topic, &[published]);
+                let outcome = async {
+                    let id = event.id.clone();
+                    let (done_tx, done_rx) = oneshot::channel();
+                    waiting
+                        .lock()
+                        .expect("waiting lock")
+                        .insert(id.clone(), done_tx);
+                    let out = rt::SubscribeTopicEventsResponseAlpha1 {
+                        subscribe_topic_events_response_type: Some(
+                            rt::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType::EventMessage(event),
+                        ),
+                    };
+                    if tx.send(Ok(out)).await.is_err() {
+                        waiting.lock().expect("waiting lock").remove(&id);
+                        return Err("the streaming subscriber is gone".to_string());
                     }
-                    _ => Err("the streaming subscriber answered RETRY".to_string()),
+                    let status = done_rx.await.map_err(|_| {
+                        "the streaming subscriber went away before answering".to_string()
+                    })?;
+                    match rt::topic_event_response::TopicEventResponseStatus::try_from(status) {
+                        Ok(rt::topic_event_response::TopicEventResponseStatus::Success) => Ok(()),
+                        Ok(rt::topic_event_response::TopicEventResponseStatus::Drop) => {
+                            if let Some(dlt) = dlt {
+                                let mut dead = msg.clone();
+                                dead.topic = dlt;
+                                comp.broker.publish(dead).await?;
+                            }
+                            Ok(())
+                        }
+                        _ => Err("the streaming subscriber answered RETRY".to_string()),
+                    }
                 }
+                .await;
+                if let Some(span) = span {
+                    tracer.end(span, outcome.is_ok());
+                }
+                outcome
             }) as futures_util::future::BoxFuture<'static, Result<(), String>>
         })
     };

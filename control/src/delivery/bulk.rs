@@ -129,6 +129,19 @@ enum Answer {
 }
 
 async fn deliver_to_path(rt: &Runtime, sub: &Sub, path: &str, entries: Vec<Entry>) {
+    // One CONSUMER span for the request, linked to each event's publisher;
+    // the app gets its context (each event keeps its publisher's).
+    let tracer = rt.tracer();
+    let published: Vec<&str> = entries
+        .iter()
+        .map(|e| {
+            e.ce.get("traceparent")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        })
+        .collect();
+    let span = super::consumer_span(&tracer, &sub.spec.pubsubname, &sub.spec.topic, &published);
+    let traceparent = span.as_ref().map(|s| s.context.traceparent());
     let remaining = std::sync::Mutex::new(entries);
     let attempt = || async {
         let batch: Vec<(String, serde_json::Map<String, Value>)> = remaining
@@ -137,7 +150,7 @@ async fn deliver_to_path(rt: &Runtime, sub: &Sub, path: &str, entries: Vec<Entry
             .iter()
             .map(|e| (e.id.clone(), e.ce.clone()))
             .collect();
-        let answer = send(rt, sub, path, &batch).await;
+        let answer = send(rt, sub, path, &batch, traceparent.as_deref()).await;
         let (settled, why): (Vec<(Entry, Option<String>)>, Option<String>) = {
             let mut left = remaining.lock().expect("batch lock");
             let all = std::mem::take(&mut *left);
@@ -177,6 +190,9 @@ async fn deliver_to_path(rt: &Runtime, sub: &Sub, path: &str, entries: Vec<Entry
         }
     };
     let result = sub.comp.inbound.run_transient(attempt).await;
+    if let Some(span) = span {
+        tracer.end(span, result.is_ok());
+    }
     if let Err(why) = result {
         let left = std::mem::take(&mut *remaining.lock().expect("batch lock"));
         for e in left {
@@ -191,12 +207,13 @@ async fn send(
     sub: &Sub,
     path: &str,
     batch: &[(String, serde_json::Map<String, Value>)],
+    traceparent: Option<&str>,
 ) -> Answer {
     let Some(app) = rt.app.as_ref() else {
         return Answer::RetryAll("there is no app channel (no --app-port)".into());
     };
     if let Some(channel) = app.grpc_channel() {
-        return send_grpc(app, channel, path, sub, batch).await;
+        return send_grpc(app, channel, path, sub, batch, traceparent).await;
     }
     let body = json!({
         "id": uuid::Uuid::new_v4().to_string(),
@@ -216,7 +233,7 @@ async fn send(
         path,
         "application/json",
         sub,
-        (None, None),
+        (traceparent, None),
         Bytes::from(body.to_string()),
     )
     .await
@@ -254,6 +271,7 @@ async fn send_grpc(
     path: &str,
     sub: &Sub,
     batch: &[(String, serde_json::Map<String, Value>)],
+    traceparent: Option<&str>,
 ) -> Answer {
     use tandem_proto::runtime::v1 as rt;
     let entries = batch
@@ -288,13 +306,18 @@ async fn send_grpc(
         path: path.to_string(),
     };
     let _permit = app.permit().await;
-    let mut req = tonic::Request::new(request.clone());
-    app.add_grpc_token(&mut req);
+    let traced = |mut req: tonic::Request<rt::TopicEventBulkRequest>| {
+        app.add_grpc_token(&mut req);
+        if let Some(v) = traceparent.and_then(|t| t.parse().ok()) {
+            req.metadata_mut().insert("traceparent", v);
+        }
+        req
+    };
+    let req = traced(tonic::Request::new(request.clone()));
     let mut stable = rt::app_callback_client::AppCallbackClient::new(channel.clone());
     let answer = match stable.on_bulk_topic_event(req).await {
         Err(s) if s.code() == tonic::Code::Unimplemented => {
-            let mut req = tonic::Request::new(request);
-            app.add_grpc_token(&mut req);
+            let req = traced(tonic::Request::new(request));
             let mut alpha = rt::app_callback_alpha_client::AppCallbackAlphaClient::new(channel);
             alpha.on_bulk_topic_event_alpha1(req).await
         }

@@ -294,26 +294,51 @@ async fn addressed(sub: &Sub, msg: &Message) -> Option<(serde_json::Map<String, 
     Some((ce, path))
 }
 
+/// With a collector configured, the CONSUMER span `pubsub/<topic>` of a
+/// delivery: for one message under its publisher's context (the
+/// CloudEvent's `traceparent`, given as `published`), for a bulk delivery
+/// a span of its own linked to each message's publisher. None without a
+/// collector: no span work per message when tracing is off.
+pub(crate) fn consumer_span(
+    tracer: &tandem_proxy::trace::Tracer,
+    pubsub: &str,
+    topic: &str,
+    published: &[&str],
+) -> Option<tandem_proxy::trace::Span> {
+    use tandem_proxy::trace::{Context, Kind};
+    if !tracer.is_on() {
+        return None;
+    }
+    let name = format!("pubsub/{topic}");
+    let mut span = match published {
+        [one] => tracer.start(&name, Kind::Consumer, Context::parse(one)),
+        many => {
+            let links: Vec<Context> = many.iter().filter_map(|t| Context::parse(t)).collect();
+            let mut span = tracer.start_linked(&name, Kind::Consumer, &links);
+            span.attribute("messaging.batch.message_count", many.len().to_string());
+            span
+        }
+    };
+    span.attribute("messaging.system", pubsub);
+    span.attribute("messaging.destination.name", topic);
+    span.attribute("messaging.operation", "process");
+    Some(span)
+}
+
 async fn deliver(rt: &Runtime, sub: &Sub, msg: Message) -> Result<(), String> {
     let Some((ce, path)) = addressed(sub, &msg).await else {
         return Ok(());
     };
-    // With a collector configured, a CONSUMER span under the publisher's
-    // context (the CloudEvent's `traceparent`), whose context the app
-    // gets; without, the publisher's context goes on as it is.
     let tracer = rt.tracer();
     let published = ce.get("traceparent").and_then(Value::as_str);
-    let span = tracer.is_on().then(|| {
-        let mut span = tracer.start(
-            &format!("pubsub/{}", sub.spec.topic),
-            tandem_proxy::trace::Kind::Consumer,
-            published.and_then(tandem_proxy::trace::Context::parse),
-        );
-        span.attribute("messaging.system", sub.spec.pubsubname.as_str());
-        span.attribute("messaging.destination.name", sub.spec.topic.as_str());
-        span.attribute("messaging.operation", "process");
-        span
-    });
+    let span = consumer_span(
+        &tracer,
+        &sub.spec.pubsubname,
+        &sub.spec.topic,
+        &[published.unwrap_or_default()],
+    );
+    // The app gets the CONSUMER span's context; without a collector, the
+    // publisher's goes on as it is.
     let traceparent = match &span {
         Some(span) => span.context.traceparent(),
         None => published.unwrap_or_default().to_string(),
