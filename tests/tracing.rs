@@ -659,7 +659,8 @@ async fn invocation_state_and_pubsub_are_one_trace() {
 /// one CONSUMER span linked to each event's publish span (the events
 /// belong to different traces), whose context the app gets with the
 /// request; a streaming subscriber's event gets a CONSUMER span under its
-/// publish span, ended — OK — when the subscriber acknowledges it.
+/// publish span, ended — OK — when the subscriber acknowledges it. The
+/// publisher's `tracestate` rides in each CloudEvent, bulk publish too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_and_streaming_deliveries_are_traced() {
     use tandem_proto::runtime::v1 as rt;
@@ -676,11 +677,12 @@ async fn bulk_and_streaming_deliveries_are_traced() {
         "res/pubsub.yaml",
         &common::component("bus", "pubsub.in-memory", &[]),
     );
-    // The bulk request's traceparent, per request.
+    // The bulk request's traceparent, per request; each event's tracestate.
     let bulk_heads: Arc<Mutex<Vec<String>>> = Arc::default();
-    let heads = bulk_heads.clone();
+    let states: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (heads, st) = (bulk_heads.clone(), states.clone());
     let app_port = common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
-        let heads = heads.clone();
+        let (heads, st) = (heads.clone(), st.clone());
         async move {
             let tp = req
                 .headers()
@@ -696,6 +698,11 @@ async fn bulk_and_streaming_deliveries_are_traced() {
                 "/bulk" => {
                     heads.lock().unwrap().push(tp);
                     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    for e in v["entries"].as_array().unwrap() {
+                        st.lock().unwrap().push(
+                            e["event"]["tracestate"].as_str().unwrap_or("none").to_string(),
+                        );
+                    }
                     let statuses: Vec<serde_json::Value> = v["entries"]
                         .as_array()
                         .unwrap()
@@ -757,7 +764,9 @@ async fn bulk_and_streaming_deliveries_are_traced() {
         Some(Out::InitialResponse(_))
     ));
 
-    // Three publishers, three traces, one bulk topic; one streamed event.
+    // Three publishers, three traces, one bulk topic, the caller's
+    // tracestate carried in each CloudEvent; then a bulk publish of two
+    // more; one streamed event.
     let traces: Vec<String> = (0..3)
         .map(|i| format!("6bf92f3577b34da6a3ce929d0e0e473{i}"))
         .collect();
@@ -766,12 +775,32 @@ async fn bulk_and_streaming_deliveries_are_traced() {
             .try_request(
                 "POST",
                 "/v1.0/publish/bus/orders",
-                &[("traceparent", &format!("00-{t}-00f067aa0ba902b7-01"))],
+                &[
+                    ("traceparent", &format!("00-{t}-00f067aa0ba902b7-01")),
+                    ("tracestate", "congo=single"),
+                ],
                 b"{\"n\":1}",
             )
             .unwrap();
         assert_eq!(r.status, 204, "{}", r.text());
     }
+    let r = s
+        .try_request(
+            "POST",
+            "/v1.0-alpha1/publish/bulk/bus/orders",
+            &[
+                (
+                    "traceparent",
+                    "00-8bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+                ("tracestate", "congo=bulk"),
+                ("content-type", "application/json"),
+            ],
+            br#"[{"entryId":"a","event":{"n":3},"contentType":"application/json"},
+                 {"entryId":"b","event":{"n":4},"contentType":"application/json"}]"#,
+        )
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
     let streamed = "7bf92f3577b34da6a3ce929d0e0e4736";
     let r = s
         .try_request(
@@ -821,7 +850,7 @@ async fn bulk_and_streaming_deliveries_are_traced() {
             .iter()
             .find(|g| g.kind == "CONSUMER" && g.name == "pubsub/stream");
         let links_seen: usize = linked.iter().map(|g| g.links.len()).sum();
-        if links_seen >= 3
+        if links_seen >= 5
             && let Some(c) = streamed_consumer
         {
             for t in &traces {
@@ -847,6 +876,18 @@ async fn bulk_and_streaming_deliveries_are_traced() {
             assert_eq!(c.trace, streamed);
             assert_eq!(Some(c.parent.clone()), publish_span(&all, streamed));
             assert!(c.ok, "acknowledged: {c:?}");
+            let mut states = states.lock().unwrap().clone();
+            states.sort();
+            assert_eq!(
+                states,
+                [
+                    "congo=bulk",
+                    "congo=bulk",
+                    "congo=single",
+                    "congo=single",
+                    "congo=single"
+                ]
+            );
             break;
         }
         assert!(Instant::now() < end, "consumer spans missing: {all:#?}");

@@ -20,6 +20,9 @@ pub struct Published<'a> {
     pub metadata: &'a BTreeMap<String, String>,
     /// The caller's `traceparent`, if any.
     pub traceparent: Option<&'a str>,
+    /// The caller's `tracestate`, if any (metadata
+    /// `cloudevent.tracestate` wins).
+    pub tracestate: Option<&'a str>,
 }
 
 /// Why a publish cannot be wrapped.
@@ -98,7 +101,9 @@ pub fn envelope(p: &Published, has_ttl: bool, now_ms: i64) -> Result<Vec<u8>, En
     set_default("time", json!(crate::clock::rfc3339_utc(now_ms)));
     set_default("traceid", json!(traceparent));
     set_default("traceparent", json!(traceparent));
-    if let Some(ts) = md("tracestate") {
+    if let Some(ts) =
+        md("tracestate").or_else(|| p.tracestate.filter(|t| !t.is_empty()).map(str::to_string))
+    {
         set_default("tracestate", json!(ts));
     }
     if let Some(subject) = md("subject") {
@@ -252,6 +257,7 @@ mod tests {
             data: b"x",
             metadata: &md,
             traceparent: None,
+            tracestate: None,
         };
         assert_eq!(
             envelope(&p, false, 1_700_000_000_000),

@@ -149,6 +149,7 @@ pub async fn stage(
             content_type,
             metadata,
             traceparent: None,
+            tracestate: None,
         };
         let ce: Value = serde_json::from_slice(&envelope(rt, &p, false)?).expect("our own JSON");
         events.push(ce);

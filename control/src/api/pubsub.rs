@@ -19,8 +19,10 @@ pub struct Publish {
     pub data: Bytes,
     pub content_type: String,
     pub metadata: Metadata,
-    /// The caller's `traceparent`, if any.
+    /// The caller's `traceparent` (the API span's, when tracing), if any.
     pub traceparent: Option<String>,
+    /// The caller's `tracestate`, carried in the CloudEvent with the trace.
+    pub tracestate: Option<String>,
 }
 
 fn lookup(rt: &Runtime, name: &str, topic: &str) -> Result<PubSubComponent, ApiError> {
@@ -96,6 +98,7 @@ pub fn envelope(rt: &Runtime, p: &Publish, has_ttl: bool) -> Result<Vec<u8>, Api
         data: &p.data,
         metadata: &p.metadata,
         traceparent: p.traceparent.as_deref(),
+        tracestate: p.tracestate.as_deref(),
     };
     crate::cloudevent::envelope(&published, has_ttl, now_ms()).map_err(|e| match e {
         EnvelopeError::NotAnObject => ApiError::new(
@@ -174,7 +177,7 @@ pub async fn bulk_publish(
     topic: &str,
     entries: Vec<BulkEntry>,
     metadata: Metadata,
-    traceparent: Option<String>,
+    (traceparent, tracestate): (Option<String>, Option<String>),
 ) -> Result<Vec<(String, String)>, ApiError> {
     let comp = lookup(rt, pubsub, topic)?;
     let mut ids = std::collections::BTreeSet::new();
@@ -205,6 +208,7 @@ pub async fn bulk_publish(
             content_type: e.content_type,
             metadata: md,
             traceparent: traceparent.clone(),
+            tracestate: tracestate.clone(),
         };
         let raw = p.metadata.get("rawPayload").is_some_and(|v| v == "true");
         let built = if raw {

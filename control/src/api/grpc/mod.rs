@@ -196,7 +196,10 @@ impl DaprApi {
         let rt = self.rt.clone();
         let mut req = req;
         let span = self.open_span(method, &mut req);
-        let traceparent = metadata_str(&req, "traceparent");
+        let trace = (
+            metadata_str(&req, "traceparent"),
+            metadata_str(&req, "tracestate"),
+        );
         self.call_in(method, req, span, |r| async move {
             let entries = r
                 .entries
@@ -214,7 +217,7 @@ impl DaprApi {
                 &r.topic,
                 entries,
                 to_btree(r.metadata),
-                traceparent,
+                trace,
             )
             .await?;
             Ok(rt::BulkPublishResponse {
@@ -601,13 +604,7 @@ impl Dapr for DaprApi {
         let traceparent = metadata_str(&req, "traceparent");
         let tracestate = metadata_str(&req, "tracestate");
         self.call_in("PublishEvent", req, span, |r| async move {
-            let mut metadata = to_btree(r.metadata);
-            // The caller's `tracestate` travels in the CloudEvent.
-            if let Some(ts) = tracestate {
-                metadata
-                    .entry("cloudevent.tracestate".to_string())
-                    .or_insert(ts);
-            }
+            let metadata = to_btree(r.metadata);
             pubsub::publish(
                 &rt,
                 pubsub::Publish {
@@ -617,6 +614,7 @@ impl Dapr for DaprApi {
                     content_type: r.data_content_type,
                     metadata,
                     traceparent,
+                    tracestate,
                 },
             )
             .await

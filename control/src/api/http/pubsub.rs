@@ -15,7 +15,7 @@ pub async fn publish(
     topic: String,
     req: Request<Incoming>,
 ) -> Result<ApiResponse, ApiError> {
-    let mut metadata = wire::metadata_params(req.uri().query());
+    let metadata = wire::metadata_params(req.uri().query());
     let header = |n: http::header::HeaderName| {
         req.headers()
             .get(n)
@@ -24,12 +24,7 @@ pub async fn publish(
     };
     let content_type = header(header::CONTENT_TYPE).unwrap_or_default();
     let traceparent = header(http::header::HeaderName::from_static("traceparent"));
-    // The caller's `tracestate` travels in the CloudEvent with the trace.
-    if let Some(ts) = header(http::header::HeaderName::from_static("tracestate")) {
-        metadata
-            .entry("cloudevent.tracestate".to_string())
-            .or_insert(ts);
-    }
+    let tracestate = header(http::header::HeaderName::from_static("tracestate"));
     let data = wire::read_body(req.into_body(), rt.options.max_body_size).await?;
     crate::api::pubsub::publish(
         rt,
@@ -40,6 +35,7 @@ pub async fn publish(
             content_type,
             metadata,
             traceparent,
+            tracestate,
         },
     )
     .await?;
@@ -58,11 +54,13 @@ pub async fn bulk_publish(
     req: Request<Incoming>,
 ) -> Result<ApiResponse, ApiError> {
     let metadata = wire::metadata_params(req.uri().query());
-    let traceparent = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    let trace = (header("traceparent"), header("tracestate"));
     let body = wire::read_body(req.into_body(), rt.options.max_body_size).await?;
     let out = crate::cloudevent::bulk_entries(&body)
         .map_err(|why| {
@@ -82,7 +80,7 @@ pub async fn bulk_publish(
         })
         .collect();
     let failed =
-        crate::api::pubsub::bulk_publish(rt, &pubsub, &topic, out, metadata, traceparent).await?;
+        crate::api::pubsub::bulk_publish(rt, &pubsub, &topic, out, metadata, trace).await?;
     if failed.is_empty() {
         return Ok(Response::builder()
             .status(StatusCode::NO_CONTENT)
