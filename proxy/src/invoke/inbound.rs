@@ -277,6 +277,18 @@ pub(super) fn caller_of(
 /// A request by address from a peer's transparent door (`FORWARD_TO`):
 /// judged as a tunnel to that port would be, then sent to the address on
 /// this host in the client's HTTP version over the pooled client.
+/// `h1 ip:port` or `h2 ip:port` (an IP address, never a name: the peer
+/// resolved nothing) → (HTTP/2?, address).
+fn parse_forward_to(v: &HeaderValue) -> Option<(bool, std::net::SocketAddr)> {
+    let (version, addr) = v.to_str().ok()?.split_once(' ')?;
+    let h2 = match version {
+        "h1" => false,
+        "h2" => true,
+        _ => return None,
+    };
+    Some((h2, addr.parse().ok()?))
+}
+
 pub(super) async fn forward_in(
     door: &Door<'_>,
     caller: &crate::access::Caller,
@@ -287,12 +299,7 @@ pub(super) async fn forward_in(
         tracing::warn!(caller = %caller.app_id, to = ?to, "request by address refused: {why}");
         error_response(status, "ERR_DIRECT_INVOKE", &why)
     };
-    let parsed = to
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .and_then(|(v, a)| Some((v == "h2", a.parse::<std::net::SocketAddr>().ok()?)));
-    let Some((h2, to)) = parsed else {
+    let Some((h2, to)) = parse_forward_to(to) else {
         return refuse(
             StatusCode::BAD_REQUEST,
             format!("{FORWARD_TO} must be `h1|h2 ip:port`"),
@@ -473,6 +480,42 @@ impl Drop for PeerHeld {
             if *n == 0 {
                 map.remove(&self.1);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_to_is_a_version_and_an_ip_address() {
+        let parse = |v: &[u8]| parse_forward_to(&HeaderValue::from_bytes(v).unwrap());
+        assert_eq!(
+            parse(b"h1 10.0.0.2:8090"),
+            Some((false, "10.0.0.2:8090".parse().unwrap()))
+        );
+        assert_eq!(
+            parse(b"h2 [fe80::1]:80"),
+            Some((true, "[fe80::1]:80".parse().unwrap()))
+        );
+        for bad in [
+            &b""[..],
+            b"h2",
+            b"h2 ",
+            b"h3 10.0.0.2:80",
+            b"H2 10.0.0.2:80",
+            b"h2 10.0.0.2",
+            b"h2  10.0.0.2:80",
+            b"h2 10.0.0.2:80 ",
+            b"h2 10.0.0.2:80 extra",
+            b"h2 orders:80",
+            b"h2 localhost:80",
+            b"h2 10.0.0.2:99999",
+            b"h2 \xff10.0.0.2:80",
+            b"h2 10.0.0.2:80%0a",
+        ] {
+            assert_eq!(parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
 }
