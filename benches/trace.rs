@@ -60,12 +60,15 @@ async fn collector() -> u16 {
     port
 }
 
-fn run(t: &Tracer, spans: usize) -> (f64, f64) {
-    let parent = Context::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+fn run(t: &Tracer, spans: usize, parent: Option<Context>) -> (f64, f64) {
     let allocs = ALLOCS.load(Ordering::Relaxed);
     let start = Instant::now();
     for i in 0..spans {
-        let mut span = t.start("/v1.0/invoke/orders/method/neworder", Kind::Client, parent);
+        let mut span = t.start(
+            || format!("/v1.0/invoke/{}/method/neworder", "orders"),
+            Kind::Client,
+            parent,
+        );
         span.attribute("rpc.service", "ServiceInvocation");
         span.attribute("http.method", if i % 2 == 0 { "GET" } else { "POST" });
         std::hint::black_box(&span.context);
@@ -88,15 +91,25 @@ async fn main() {
     let off = Tracer::off("bench");
     let all = Tracer::new("bench", "1", sink.clone(), Export::default()).unwrap();
     let none = Tracer::new("bench", "0", sink, Export::default()).unwrap();
-    println!("{spans} spans each; start + 2 attributes + end, under an incoming sampled context");
-    println!("{:<44} {:>10} {:>14}", "tracer", "ns/span", "allocs/span");
-    for (name, t) in [
-        ("no collector (context only, baseline)", &off),
-        ("collector, sampled (SDK + batch export)", &all),
-        ("collector, samplingRate 0 (root decision)", &none),
+    let sampled = Context::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let unsampled = Context::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00");
+    println!("{spans} spans each; start (name formatted) + 2 attributes + end");
+    println!(
+        "{:<52} {:>10} {:>14}",
+        "tracer / incoming context", "ns/span", "allocs/span"
+    );
+    for (name, t, parent) in [
+        (
+            "no collector (context only, baseline) / sampled",
+            &off,
+            sampled,
+        ),
+        ("collector, rate 1 / sampled: exported", &all, sampled),
+        ("collector, rate 1 / not sampled", &all, unsampled),
+        ("collector, rate 0 / none: a root, not sampled", &none, None),
     ] {
-        let _ = run(t, spans / 10); // warm up
-        let (ns, allocs) = run(t, spans);
-        println!("{name:<44} {ns:>10.0} {allocs:>14.2}");
+        let _ = run(t, spans / 10, parent); // warm up
+        let (ns, allocs) = run(t, spans, parent);
+        println!("{name:<52} {ns:>10.0} {allocs:>14.2}");
     }
 }

@@ -135,12 +135,47 @@ pub struct Span {
     recording: Option<opentelemetry_sdk::trace::Span>,
 }
 
+/// An attribute's value: text (copied only when the span is recorded) or
+/// a number.
+pub enum Attr<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+impl<'a> From<&'a str> for Attr<'a> {
+    fn from(s: &'a str) -> Self {
+        Attr::Text(s)
+    }
+}
+
+impl<'a> From<&'a String> for Attr<'a> {
+    fn from(s: &'a String) -> Self {
+        Attr::Text(s)
+    }
+}
+
+impl From<i64> for Attr<'_> {
+    fn from(n: i64) -> Self {
+        Attr::Int(n)
+    }
+}
+
 impl Span {
-    /// Keys are the OpenTelemetry semantic names, known in advance.
-    pub fn attribute(&mut self, key: &'static str, value: impl Into<String>) {
+    /// Keys are the OpenTelemetry semantic names, known in advance. Costs
+    /// nothing unless the span is recorded.
+    pub fn attribute<'a>(&mut self, key: &'static str, value: impl Into<Attr<'a>>) {
         if let Some(s) = &mut self.recording {
-            s.set_attribute(opentelemetry::KeyValue::new(key, value.into()));
+            let value: opentelemetry::Value = match value.into() {
+                Attr::Text(t) => t.to_string().into(),
+                Attr::Int(n) => n.into(),
+            };
+            s.set_attribute(opentelemetry::KeyValue::new(key, value));
         }
+    }
+
+    /// Whether this span is exported: worth computing what only it needs.
+    pub fn is_recording(&self) -> bool {
+        self.recording.is_some()
     }
 
     /// Puts this span's context in `headers` for the next hop.
@@ -372,8 +407,15 @@ impl Tracer {
     }
 
     /// A span under `parent` (continuing its trace and sampling decision),
-    /// or the root of a new trace.
-    pub fn start(&self, name: &str, kind: Kind, parent: Option<Context>) -> Span {
+    /// or the root of a new trace. `name` is called only when the span is
+    /// made by the SDK (a collector is configured): without one a span is
+    /// a context and nothing else — no formatting, no allocation.
+    pub fn start(
+        &self,
+        name: impl FnOnce() -> String,
+        kind: Kind,
+        parent: Option<Context>,
+    ) -> Span {
         if let Some((_, tracer)) = &self.sdk {
             let cx = match parent {
                 Some(p) => {
@@ -392,7 +434,7 @@ impl Tracer {
                 None => opentelemetry::Context::new(),
             };
             let span = tracer
-                .span_builder(name.to_string())
+                .span_builder(name())
                 .with_kind(kind.into())
                 .start_with_context(tracer, &cx);
             let sc = span.span_context();
@@ -423,9 +465,9 @@ impl Tracer {
     /// for work done for several callers at once (a bulk delivery: each
     /// message's publisher is a link, as OpenTelemetry's messaging
     /// conventions have it). Sampled as a root is, by the rate.
-    pub fn start_linked(&self, name: &str, kind: Kind, links: &[Context]) -> Span {
+    pub fn start_linked(&self, name: String, kind: Kind, links: &[Context]) -> Span {
         let Some((_, tracer)) = &self.sdk else {
-            return self.start(name, kind, None);
+            return self.start(|| name, kind, None);
         };
         let links: Vec<opentelemetry::trace::Link> = links
             .iter()
@@ -444,13 +486,13 @@ impl Tracer {
             })
             .collect();
         let span = tracer
-            .span_builder(name.to_string())
+            .span_builder(name.clone())
             .with_kind(kind.into())
             .with_links(links)
             .start_with_context(tracer, &opentelemetry::Context::new());
         let sc = span.span_context().clone();
         if !sc.is_valid() {
-            return self.start(name, kind, None);
+            return self.start(|| name, kind, None);
         }
         Span {
             context: Context {
@@ -726,11 +768,11 @@ mod tests {
         );
         assert!(Context::parse("00-xyz-b7ad6b7169203331-01").is_none());
         let t = Tracer::off("a");
-        let child = t.start("x", Kind::Client, Some(c));
+        let child = t.start(|| "x".into(), Kind::Client, Some(c));
         assert_eq!(child.context.trace_id, c.trace_id);
         assert_ne!(child.context.span_id, c.span_id);
         assert!(child.recording.is_none(), "no exporter");
-        let root = t.start("y", Kind::Server, None);
+        let root = t.start(|| "y".into(), Kind::Server, None);
         assert!(!root.context.sampled, "no exporter: not sampled");
     }
 
@@ -748,21 +790,21 @@ mod tests {
             ..sampled
         };
         for t in [&all, &none] {
-            let child = t.start("x", Kind::Client, Some(sampled));
+            let child = t.start(|| "x".into(), Kind::Client, Some(sampled));
             assert_eq!(child.context.trace_id, sampled.trace_id);
             assert_ne!(child.context.span_id, sampled.span_id);
             assert!(
                 child.context.sampled && child.recording.is_some(),
                 "the parent's decision"
             );
-            let child = t.start("x", Kind::Client, Some(unsampled));
+            let child = t.start(|| "x".into(), Kind::Client, Some(unsampled));
             assert_eq!(child.context.trace_id, sampled.trace_id);
             assert!(!child.context.sampled && child.recording.is_none());
         }
-        let root = all.start("y", Kind::Server, None);
+        let root = all.start(|| "y".into(), Kind::Server, None);
         assert!(root.context.sampled && root.recording.is_some());
         assert_ne!(root.context.trace_id, sampled.trace_id);
-        let root = none.start("y", Kind::Server, None);
+        let root = none.start(|| "y".into(), Kind::Server, None);
         assert!(!root.context.sampled && root.recording.is_none());
         assert_ne!(root.context.span_id, [0; 8]);
     }

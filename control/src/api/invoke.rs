@@ -151,7 +151,7 @@ pub async fn invoke(
     let start = std::time::Instant::now();
     let tracer = rt.tracer();
     let mut span = tracer.start(
-        &format!("/v1.0/invoke/{target}/method{}", req.uri().path()),
+        || format!("/v1.0/invoke/{target}/method{}", req.uri().path()),
         Kind::Client,
         Context::from_headers(req.headers()),
     );
@@ -165,7 +165,7 @@ pub async fn invoke(
         Ok(resp) => resp.status().as_u16().to_string(),
         Err(_) => "error".to_string(),
     };
-    span.attribute("http.status_code", status.clone());
+    span.attribute("http.status_code", &status);
     if let Ok(resp) = &mut result {
         // Like Dapr, the caller learns the trace it is part of.
         span.inject(resp.headers_mut());

@@ -311,11 +311,11 @@ pub(crate) fn consumer_span(
     }
     let name = format!("pubsub/{topic}");
     let mut span = match published {
-        [one] => tracer.start(&name, Kind::Consumer, Context::parse(one)),
+        [one] => tracer.start(|| name, Kind::Consumer, Context::parse(one)),
         many => {
             let links: Vec<Context> = many.iter().filter_map(|t| Context::parse(t)).collect();
-            let mut span = tracer.start_linked(&name, Kind::Consumer, &links);
-            span.attribute("messaging.batch.message_count", many.len().to_string());
+            let mut span = tracer.start_linked(name, Kind::Consumer, &links);
+            span.attribute("messaging.batch.message_count", many.len() as i64);
             span
         }
     };

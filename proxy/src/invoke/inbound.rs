@@ -205,7 +205,7 @@ pub(super) async fn inbound(
         };
     }
     let mut span = door.tracer.start(
-        &format!("CallLocal/{}{}", door.app_id, req.uri().path()),
+        || format!("CallLocal/{}{}", door.app_id, req.uri().path()),
         Kind::Server,
         Context::from_headers(req.headers()),
     );
@@ -237,7 +237,7 @@ pub(super) async fn inbound(
     };
     door.metrics
         .served(&caller, if grpc { "grpc" } else { "http" }, &status);
-    span.attribute("http.status_code", resp.status().as_u16().to_string());
+    span.attribute("http.status_code", i64::from(resp.status().as_u16()));
     let ok = !resp.status().is_server_error()
         && resp.headers().get("grpc-status").is_none_or(|s| s == "0");
     door.tracer.end(span, ok);

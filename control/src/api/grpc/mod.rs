@@ -113,7 +113,7 @@ impl DaprApi {
             .as_deref()
             .and_then(Context::parse);
         let mut span = tracer.start(
-            &format!("/dapr.proto.runtime.v1.Dapr/{method}"),
+            || format!("/dapr.proto.runtime.v1.Dapr/{method}"),
             Kind::Server,
             parent,
         );

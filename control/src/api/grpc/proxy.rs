@@ -100,7 +100,11 @@ pub async fn to_app(
     let start = std::time::Instant::now();
     let tracer = rt.tracer();
     let path = req.uri().path();
-    let mut span = tracer.start(path, Kind::Client, Context::from_headers(req.headers()));
+    let mut span = tracer.start(
+        || path.to_string(),
+        Kind::Client,
+        Context::from_headers(req.headers()),
+    );
     span.attribute("dapr.protocol", "grpc");
     span.attribute("rpc.system", "grpc");
     if let Some((service, method)) = path.trim_start_matches('/').split_once('/') {

@@ -208,11 +208,13 @@ async fn route(rt: &Runtime, mut req: Request<Incoming>) -> Response<ProxyBody> 
                 format!("/{version}/{block}/{name}")
             };
             let mut span = tracer.start(
-                &format!("{method} {route}"),
+                || format!("{method} {route}"),
                 Kind::Server,
                 Context::from_headers(req.headers()),
             );
-            span.attribute("dapr.api", format!("{method} {path}"));
+            if span.is_recording() {
+                span.attribute("dapr.api", &format!("{method} {path}"));
+            }
             span.attribute("http.method", method.as_str());
             span.inject(req.headers_mut());
             Some(span)
@@ -221,7 +223,7 @@ async fn route(rt: &Runtime, mut req: Request<Incoming>) -> Response<ProxyBody> 
     };
     let resp = boxed(dispatch(rt, &method, &path, &segs, req).await);
     if let Some(mut span) = span {
-        span.attribute("http.status_code", resp.status().as_u16().to_string());
+        span.attribute("http.status_code", i64::from(resp.status().as_u16()));
         tracer.end(span, !resp.status().is_server_error());
     }
     resp
