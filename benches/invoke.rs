@@ -10,7 +10,7 @@
 //! load runs inside the namespace: this binary again, `--netns-load`).
 //!
 //! `cargo bench --bench invoke`; `INVOKE_ITERS` sets the sequential samples
-//! (default 5000).
+//! (default 5000); `INVOKE_ONLY=transparent` runs the namespace part alone.
 
 mod common;
 
@@ -108,6 +108,18 @@ async fn sequential(call: &Call, n: usize) -> Vec<f64> {
     }
     lat.sort_by(f64::total_cmp);
     lat
+}
+
+/// Child processes killed and reaped when dropped.
+struct Reaped(Vec<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
 }
 
 /// Requests started every `1/rate` s for `secs`, each on its own task.
@@ -350,7 +362,9 @@ fn transparent(iters: usize, secs: f64) {
         all.extend_from_slice(args);
         ns.spawn("setpriv", &all)
     };
-    let mut procs = vec![
+    // Killed when this function ends, by a panic too: the sidecars must not
+    // outlive the namespaces (nor hold the binary busy).
+    let _procs = Reaped(vec![
         b.spawn(exe, &["--netns-app", "8081", "0.0.0.0"]),
         sidecar(
             &b,
@@ -382,7 +396,7 @@ fn transparent(iters: usize, secs: f64) {
                 "15001",
             ],
         ),
-    ];
+    ]);
     let ready = |ns: &Netns, url: &str| {
         let end = Instant::now() + Duration::from_secs(20);
         let code = format!("import urllib.request\nurllib.request.urlopen('{url}', timeout=1)");
@@ -456,10 +470,6 @@ fn transparent(iters: usize, secs: f64) {
         added(3) / added(2) * 100.0
     );
     let _ = a.tandem(&["remove"]);
-    for p in &mut procs {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
     let _ = std::fs::remove_dir_all(&home);
 }
 
@@ -486,6 +496,13 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if benching { 5000 } else { 50 });
     let secs = if benching { 3.0 } else { 0.3 };
+    // INVOKE_ONLY=transparent: only the network-namespace part.
+    if std::env::var("INVOKE_ONLY").is_ok_and(|v| v == "transparent") {
+        tokio::task::spawn_blocking(move || transparent(iters, secs))
+            .await
+            .unwrap();
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("tandem-invoke-bench-{}", std::process::id()));
     let (home, res) = (dir.join("home"), dir.join("res"));
     std::fs::create_dir_all(&home).unwrap();

@@ -148,7 +148,33 @@ pub(super) fn may_reach(
 }
 
 /// Whether `ip` is loopback or one of this host's own addresses (binding
-/// to it works only then).
+/// to it works only then). The answer is kept for a few seconds — binding
+/// a socket per request cost a request by address ~3 system calls — in a
+/// small table (cleared when full: peers choose the addresses).
 fn is_own_address(ip: std::net::IpAddr) -> bool {
-    ip.is_loopback() || (!ip.is_unspecified() && std::net::UdpSocket::bind((ip, 0)).is_ok())
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+    const KEEP: Duration = Duration::from_secs(5);
+    const MOST: usize = 64;
+    static SEEN: OnceLock<Mutex<HashMap<std::net::IpAddr, (bool, Instant)>>> = OnceLock::new();
+    if ip.is_loopback() {
+        return true;
+    }
+    if ip.is_unspecified() {
+        return false;
+    }
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some((own, at)) = seen.lock().expect("own addresses").get(&ip)
+        && at.elapsed() < KEEP
+    {
+        return *own;
+    }
+    let own = std::net::UdpSocket::bind((ip, 0)).is_ok();
+    let mut seen = seen.lock().expect("own addresses");
+    if seen.len() >= MOST {
+        seen.clear();
+    }
+    seen.insert(ip, (own, Instant::now()));
+    own
 }
