@@ -14,7 +14,8 @@ Rows (each against calling the app directly, same run):
 For each: sequential latency (wrk -t1 -c1: p50/p99/p99.9), max throughput at
 1/16/64/256 connections, CPU of the proxies per 1000 req/s at 16
 connections, and RSS with its private part (RssAnon) of each proxy after the
-load.
+load, idle (before any load) and after it (256 connections' buffers
+included).
 
 Usage: python3 benches/external.py [seconds per measurement, default 5]
 Builds the release binary first (cargo build --release); installs wrk and
@@ -196,6 +197,7 @@ def main():
             ("nginx pair", f"http://127.0.0.1:{na_port}/hello",
              children(na.pid) + children(nb.pid)),
         ]
+        idle = {name: [memory(p) for p in pids[:2]] for name, _, pids in rows}
         for _, url, _ in rows:  # warm up: pools, connections, pages
             wrk_quick = ["wrk", "-t1", "-c4", "-d1s", url]
             subprocess.run(wrk_quick, capture_output=True, check=True)
@@ -203,7 +205,7 @@ def main():
               f"latencies in µs; same run")
         print(f"{'path':<14} {'p50':>6} {'p99':>6} {'p99.9':>6} {'+p50':>6} {'+p99':>6} |"
               f" {'req/s c1':>9} {'c16':>8} {'c64':>8} {'c256':>8} | {'cpu/1k':>7}"
-              f" | RSS (private) MiB per proxy")
+              f" | RSS (private) MiB per proxy: idle -> after the load")
         results = {}
         for name, url, pids in rows:
             p50, p99, p999, rps1 = wrk(url, 1, lua)
@@ -216,11 +218,12 @@ def main():
                     cpu = (cpu_secs(pids) - before) / SECS / (rps[c] / 1000)
             results[name] = (p50, p99, p999, rps1, rps, cpu)
             base = results["direct"]
-            mem = " ".join(
-                f"{m['VmRSS']:.1f} ({m['RssAnon']:.1f})" for m in (memory(p) for p in pids[:2])
+            mem = "  ".join(
+                f"{i['VmRSS']:.1f} ({i['RssAnon']:.1f}) -> {m['VmRSS']:.1f} ({m['RssAnon']:.1f})"
+                for i, m in zip(idle[name], (memory(p) for p in pids[:2]))
             )
             print(f"{name:<14} {p50:>6} {p99:>6} {p999:>6} {p50 - base[0]:>+6} {p99 - base[1]:>+6} |"
-                  f" {rps1:>9.0} {rps[16]:>8.0} {rps[64]:>8.0} {rps[256]:>8.0} |"
+                  f" {rps1:>9.0f} {rps[16]:>8.0f} {rps[64]:>8.0f} {rps[256]:>8.0f} |"
                   f" {'' if cpu is None else f'{cpu:.3f}':>7} | {mem}")
         d, t, n = results["direct"], results["two hops"], results["nginx pair"]
         added = lambda r, i: r[i] - d[i]
