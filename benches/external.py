@@ -235,9 +235,16 @@ def main():
         print(f"two sidecars over mTLS vs the nginx pair: added p50"
               f" {added(m, 0) / max(added(n, 0), 1):.2f}x, throughput c16 {m[4][16] / n[4][16]:.2f}x")
     finally:
+        # SIGTERM: nginx's master stops its workers (SIGKILL would orphan
+        # them, still running); the sidecars exit on it too.
         for p in procs:
-            p.kill()
-            p.wait()
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

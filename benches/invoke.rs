@@ -227,7 +227,19 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM: the master stops its workers. (SIGKILL orphaned them: each
+    /// run left nginx workers behind, busy, slowing every later run.)
     fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

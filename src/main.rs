@@ -69,16 +69,26 @@ fn main() -> std::process::ExitCode {
         }
         return std::process::ExitCode::SUCCESS;
     };
-    let guard = matches!(command, Command::Guard(_));
-    let runtime = if guard {
-        // The guard is small and mostly waits: one thread.
-        tokio::runtime::Builder::new_current_thread()
+    // The guard is small and mostly waits: one thread. A sidecar (alone or
+    // under `tandem run`) serves on `--worker-threads` (ARCHITECTURE:
+    // "Threads"); other commands on one per core.
+    let threads = match &command {
+        Command::Guard(_) => 1,
+        Command::Sidecar(a) => a.options.worker_threads,
+        Command::Run(a) => a.options.worker_threads,
+        _ => 0,
+    };
+    let runtime = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+            .build(),
+        0 => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
-            .build()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
     };
     let runtime = match runtime {
         Ok(r) => r,

@@ -115,6 +115,16 @@ pub struct SidecarOptions {
     /// Largest request body, e.g. 4Mi.
     #[arg(long = "max-body-size", default_value = "4Mi", value_parser = quantity)]
     pub max_body_size: u64,
+    /// Threads serving requests. 1 (the default) runs the sidecar on one
+    /// thread: a request never changes threads between the client's
+    /// connection, the peer's and the app's. More threads give one busy
+    /// sidecar more than a core; 0 means one per core.
+    #[arg(
+        long = "worker-threads",
+        env = "TANDEM_WORKER_THREADS",
+        default_value_t = 1
+    )]
+    pub worker_threads: usize,
     /// Largest request header block, e.g. 4Ki.
     #[arg(long = "read-buffer-size", default_value = "4Ki", value_parser = quantity)]
     pub read_buffer_size: u64,

@@ -18,7 +18,7 @@ pub const UP_AND_RUNNING_NO_APP: &str = "You're up and running! Dapr logs will a
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    options: SidecarOptions,
+    pub options: SidecarOptions,
     /// A multi-app run template (Dapr's run file format).
     #[arg(long = "run-file", short = 'f')]
     run_file: Option<PathBuf>,

@@ -8,7 +8,7 @@ use tandem_config::SidecarOptions;
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    options: SidecarOptions,
+    pub options: SidecarOptions,
     /// For `tandem run -f`: write the bound ports (JSON) to this file once
     /// the APIs serve.
     #[arg(long = "ports-file", hide = true)]
