@@ -41,6 +41,14 @@ impl From<common::otlp::Span> for Got {
 }
 
 type Spans = Arc<Mutex<Vec<Got>>>;
+
+/// A Configuration that samples everything and exports OTLP/HTTP to the
+/// collector on `port`.
+fn otlp_http_config(port: u16) -> String {
+    format!(
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n      protocol: http\n"
+    )
+}
 /// The headers of each export an OTLP/HTTP receiver got.
 type Heads = Arc<Mutex<Vec<http::HeaderMap>>>;
 
@@ -383,12 +391,7 @@ async fn grpc_proxying_is_one_trace_and_is_counted() {
     let spans = Spans::default();
     let port = otlp_http_receiver(spans.clone()).await;
     let home = TempDir::new("tracing-grpc-proxy");
-    let config = home.write(
-        "tracing.yaml",
-        &format!(
-            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n      protocol: http\n"
-        ),
-    );
+    let config = home.write("tracing.yaml", &otlp_http_config(port));
     let (h, c) = (home.path().to_str().unwrap(), config.to_str().unwrap());
     let app_port = common::callback::serve(common::callback::Callbacks {
         on_invoke: Some(common::callback::handler(
@@ -514,12 +517,7 @@ async fn invocation_state_and_pubsub_are_one_trace() {
     let spans = Spans::default();
     let port = otlp_http_receiver(spans.clone()).await;
     let home = TempDir::new("tracing-one-trace");
-    let config = home.write(
-        "tracing.yaml",
-        &format!(
-            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n      protocol: http\n"
-        ),
-    );
+    let config = home.write("tracing.yaml", &otlp_http_config(port));
     home.write(
         "res/state.yaml",
         &common::component("store", "state.in-memory", &[]),
@@ -667,12 +665,7 @@ async fn bulk_and_streaming_deliveries_are_traced() {
     let spans = Spans::default();
     let port = otlp_http_receiver(spans.clone()).await;
     let home = TempDir::new("tracing-bulk");
-    let config = home.write(
-        "tracing.yaml",
-        &format!(
-            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: t\nspec:\n  tracing:\n    samplingRate: \"1\"\n    otel:\n      endpointAddress: 127.0.0.1:{port}\n      isSecure: false\n      protocol: http\n"
-        ),
-    );
+    let config = home.write("tracing.yaml", &otlp_http_config(port));
     home.write(
         "res/pubsub.yaml",
         &common::component("bus", "pubsub.in-memory", &[]),

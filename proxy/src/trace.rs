@@ -95,6 +95,21 @@ impl Context {
             .and_then(Self::parse)
     }
 
+    /// This context as the SDK's, from another process.
+    fn remote(&self) -> SpanContext {
+        SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            if self.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            },
+            true,
+            TraceState::NONE,
+        )
+    }
+
     pub fn traceparent(&self) -> String {
         format!(
             "00-{}-{}-{:02x}",
@@ -418,19 +433,7 @@ impl Tracer {
     ) -> Span {
         if let Some((_, tracer)) = &self.sdk {
             let cx = match parent {
-                Some(p) => {
-                    opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
-                        TraceId::from_bytes(p.trace_id),
-                        SpanId::from_bytes(p.span_id),
-                        if p.sampled {
-                            TraceFlags::SAMPLED
-                        } else {
-                            TraceFlags::default()
-                        },
-                        true,
-                        TraceState::NONE,
-                    ))
-                }
+                Some(p) => opentelemetry::Context::new().with_remote_span_context(p.remote()),
                 None => opentelemetry::Context::new(),
             };
             let span = tracer
@@ -471,19 +474,7 @@ impl Tracer {
         };
         let links: Vec<opentelemetry::trace::Link> = links
             .iter()
-            .map(|c| {
-                opentelemetry::trace::Link::with_context(SpanContext::new(
-                    TraceId::from_bytes(c.trace_id),
-                    SpanId::from_bytes(c.span_id),
-                    if c.sampled {
-                        TraceFlags::SAMPLED
-                    } else {
-                        TraceFlags::default()
-                    },
-                    true,
-                    TraceState::NONE,
-                ))
-            })
+            .map(|c| opentelemetry::trace::Link::with_context(c.remote()))
             .collect();
         let span = tracer
             .span_builder(name.clone())
