@@ -231,6 +231,27 @@ def main():
               f" added p99 {added(t, 1) / max(added(n, 1), 1):.2f}x; throughput"
               f" c16 {t[4][16] / n[4][16]:.2f}x, c64 {t[4][64] / n[4][64]:.2f}x;"
               f" CPU per 1000 req/s {t[5] / n[5]:.2f}x")
+        # Memory per idle client connection: 1000 keep-alive connections to
+        # a fresh sidecar's HTTP API, each having made one request, then idle.
+        fresh, fresh_http = sidecar(tmp, "idle", None)
+        procs.append(fresh)
+        pid = fresh.pid
+        time.sleep(0.5)
+        before = memory(pid)["RssAnon"]
+        held = []
+        for _ in range(1000):
+            c = socket.create_connection(("127.0.0.1", fresh_http))
+            c.sendall(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            held.append(c)
+        for c in held:
+            c.recv(4096)
+        time.sleep(0.5)
+        after = memory(pid)["RssAnon"]
+        print(f"idle client connections: 1000 held by a sidecar cost"
+              f" {(after - before) * 1024 / 1000:.1f} KiB private memory each"
+              f" ({before:.1f} -> {after:.1f} MiB)")
+        for c in held:
+            c.close()
         m = results["two hops mTLS"]
         print(f"two sidecars over mTLS vs the nginx pair: added p50"
               f" {added(m, 0) / max(added(n, 0), 1):.2f}x, throughput c16 {m[4][16] / n[4][16]:.2f}x")
