@@ -176,6 +176,24 @@ impl From<i64> for Attr<'_> {
 }
 
 impl Span {
+    /// Ours from the SDK's; None for the invalid context a provider being
+    /// shut down hands out (the caller then makes a context of its own).
+    fn from_sdk(span: opentelemetry_sdk::trace::Span) -> Option<Self> {
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return None;
+        }
+        let context = Context {
+            trace_id: sc.trace_id().to_bytes(),
+            span_id: sc.span_id().to_bytes(),
+            sampled: sc.is_sampled(),
+        };
+        Some(Span {
+            context,
+            recording: span.is_recording().then_some(span),
+        })
+    }
+
     /// Keys are the OpenTelemetry semantic names, known in advance. Costs
     /// nothing unless the span is recorded.
     pub fn attribute<'a>(&mut self, key: &'static str, value: impl Into<Attr<'a>>) {
@@ -353,6 +371,7 @@ impl Tracer {
         }
         let timeout = export.timeout.unwrap_or(DEFAULT_TIMEOUT);
         let tls = collector_tls()?;
+        let http_client = |retry| CollectorClient::new(&tls, timeout, retry);
         let processor = match &sink {
             Sink::OtlpGrpc(url) => {
                 let mut metadata = tonic::metadata::MetadataMap::new();
@@ -367,7 +386,7 @@ impl Tracer {
                 }
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
-                    .with_channel(grpc_channel(url, tls, timeout)?)
+                    .with_channel(grpc_channel(url, &tls, timeout)?)
                     .with_metadata(metadata)
                     .with_timeout(timeout)
                     .with_retry_policy(retry_policy())
@@ -378,7 +397,7 @@ impl Tracer {
             Sink::OtlpHttp { url, json } => {
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
-                    .with_http_client(CollectorClient::new(tls, timeout, false)?)
+                    .with_http_client(http_client(false)?)
                     .with_endpoint(url.clone())
                     .with_protocol(if *json {
                         opentelemetry_otlp::Protocol::HttpJson
@@ -395,7 +414,7 @@ impl Tracer {
             Sink::Zipkin(url) => batch(Zipkin {
                 url: url.clone(),
                 service: service.to_string(),
-                client: CollectorClient::new(tls, timeout, true)?,
+                client: http_client(true)?,
             }),
         };
         let sampler = Sampler::ParentBased(Box::new(if rate >= 1.0 {
@@ -440,18 +459,8 @@ impl Tracer {
                 .span_builder(name())
                 .with_kind(kind.into())
                 .start_with_context(tracer, &cx);
-            let sc = span.span_context();
-            // A provider being shut down hands out invalid contexts: then
-            // the call still gets a context of its own below.
-            if sc.is_valid() {
-                return Span {
-                    context: Context {
-                        trace_id: sc.trace_id().to_bytes(),
-                        span_id: sc.span_id().to_bytes(),
-                        sampled: sc.is_sampled(),
-                    },
-                    recording: span.is_recording().then_some(span),
-                };
+            if let Some(span) = Span::from_sdk(span) {
+                return span;
             }
         }
         Span {
@@ -481,18 +490,7 @@ impl Tracer {
             .with_kind(kind.into())
             .with_links(links)
             .start_with_context(tracer, &opentelemetry::Context::new());
-        let sc = span.span_context().clone();
-        if !sc.is_valid() {
-            return self.start(|| name, kind, None);
-        }
-        Span {
-            context: Context {
-                trace_id: sc.trace_id().to_bytes(),
-                span_id: sc.span_id().to_bytes(),
-                sampled: sc.is_sampled(),
-            },
-            recording: span.is_recording().then_some(span),
-        }
+        Span::from_sdk(span).unwrap_or_else(|| self.start(|| name, kind, None))
     }
 
     /// Records a finished span (if it is sampled and there is an exporter).
@@ -517,7 +515,7 @@ impl Tracer {
 /// TLS to the collector: the system's roots plus the PEM file in
 /// OpenTelemetry's `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE`, if set.
-fn collector_tls() -> Result<rustls::ClientConfig, String> {
+fn collector_tls() -> Result<crate::invoke::OutsideTls, String> {
     let mut root_ca = None;
     for var in [
         "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
@@ -531,44 +529,36 @@ fn collector_tls() -> Result<rustls::ClientConfig, String> {
             break;
         }
     }
-    crate::invoke::OutsideTls {
+    Ok(crate::invoke::OutsideTls {
         root_ca,
         ..Default::default()
-    }
-    .tls_config()
-    .map_err(|e| format!("tracing: TLS to the collector: {e}"))
+    })
 }
 
-fn connector(
-    tls: rustls::ClientConfig,
-    http2_only: bool,
-) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+/// OTLP/gRPC to `url` (`http://` plaintext HTTP/2, `https://` TLS with
+/// ALPN h2 only) on one lazily opened channel.
+fn grpc_channel(
+    url: &str,
+    tls: &crate::invoke::OutsideTls,
+    timeout: Duration,
+) -> Result<tonic::transport::Channel, String> {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let b = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    if http2_only {
-        b.enable_http2().wrap_connector(http)
-    } else {
-        b.enable_http1().enable_http2().wrap_connector(http)
-    }
-}
-
-/// OTLP/gRPC to `url` (`http://` plaintext HTTP/2, `https://` TLS with
-/// ALPN h2) on one lazily opened channel.
-fn grpc_channel(
-    url: &str,
-    tls: rustls::ClientConfig,
-    timeout: Duration,
-) -> Result<tonic::transport::Channel, String> {
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(
+            tls.tls_config()
+                .map_err(|e| format!("tracing: TLS to the collector: {e}"))?,
+        )
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(http);
     Ok(tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("tracing.otel endpoint `{url}`: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(timeout)
-        .connect_with_connector_lazy(connector(tls, true)))
+        .connect_with_connector_lazy(connector))
 }
 
 /// The largest answer read from a collector.
@@ -596,14 +586,17 @@ impl std::fmt::Debug for CollectorClient {
 }
 
 impl CollectorClient {
-    fn new(tls: rustls::ClientConfig, timeout: Duration, retry: bool) -> Result<Self, String> {
+    fn new(
+        tls: &crate::invoke::OutsideTls,
+        timeout: Duration,
+        retry: bool,
+    ) -> Result<Self, String> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "tracing: the exporter needs the runtime".to_string())?;
         Ok(Self {
-            client: hyper_util::client::legacy::Client::builder(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .build(connector(tls, false)),
+            client: tls
+                .client(false)
+                .map_err(|e| format!("tracing: TLS to the collector: {e}"))?,
             runtime,
             timeout,
             retry,
