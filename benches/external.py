@@ -17,9 +17,23 @@ connections, and RSS with its private part (RssAnon) of each proxy after the
 load, idle (before any load) and after it (256 connections' buffers
 included).
 
+Further sections (same processes, same run):
+  rates     fixed rates of 1000 and 5000 req/s (h2load --rps, HTTP/1.1):
+            p50/p99/p99.9 and CPU of the proxies per 1000 req/s
+  grpc      h2load over h2c: InvokeService through two sidecars (plaintext
+            and mTLS) against HTTP invocation measured with the same client;
+            gRPC proxying (dapr-app-id metadata) to a gRPC app (nginx
+            answering every method with an empty message and grpc-status 0;
+            an nginx grpc_pass pair in front of it is no reference: nginx
+            as the app answers before reading the request, which its
+            grpc_pass takes for a protocol error now and then)
+  state     state get/save and publish through a sidecar (Redis components)
+            against the raw Redis round trip (redis-benchmark, one client)
+
 Usage: python3 benches/external.py [seconds per measurement, default 5]
-Builds the release binary first (cargo build --release); installs wrk and
-nginx-light from Debian's packages when missing.
+  EXTERNAL_ONLY=invoke,rates,grpc,state picks sections (default: all).
+Builds the release binary first (cargo build --release); installs wrk,
+h2load (nghttp2-client) and nginx-light from Debian's packages when missing.
 """
 
 import os
@@ -45,12 +59,13 @@ end
 """
 
 
-def need(*packages):
-    missing = [p for p in packages if shutil.which(p.split("-")[0]) is None]
+def need(**commands):
+    """Installs the Debian package of each missing command (command=package)."""
+    missing = [pkg for cmd, pkg in commands.items() if shutil.which(cmd) is None]
     if missing:
         subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
                        check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if any(shutil.which(p.split("-")[0]) is None for p in missing):
+        if any(shutil.which(cmd) is None for cmd in commands):
             subprocess.run(["apt-get", "update"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
             subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
@@ -85,6 +100,7 @@ error_log {d}/logs/error.log crit;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  keepalive_requests 1000000000;
   client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
   uwsgi_temp_path {d}; scgi_temp_path {d};
   {body.replace("PORT", str(port))}
@@ -99,15 +115,22 @@ http {{
 
 
 def proxy_to(upstream):
-    return f"""upstream up {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    return f"""upstream up {{ server 127.0.0.1:{upstream}; keepalive 64;
+    keepalive_requests 1000000000; }}
   server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://up;
     proxy_http_version 1.1; proxy_set_header Connection ""; }} }}"""
 
 
-def sidecar(tmp, app_id, app_port, extra=()):
+def sidecar(tmp, app_id, app_port, extra=(), components=None):
+    """A sidecar for `app_id`; `components`: YAML of its own resources
+    folder (else an empty one shared by all). Returns (process, HTTP port,
+    gRPC port)."""
     http, grpc, internal = free_port(), free_port(), free_port()
-    res = os.path.join(tmp, "res")
+    res = os.path.join(tmp, "res" if components is None else f"res-{app_id}")
     os.makedirs(res, exist_ok=True)
+    if components is not None:
+        with open(os.path.join(res, "components.yaml"), "w") as f:
+            f.write(components)
     args = [BIN, "sidecar", "--app-id", app_id, "--dapr-http-port", str(http),
             "--dapr-grpc-port", str(grpc), "--dapr-internal-grpc-port", str(internal),
             "--resources-path", res, "--log-level", "error", "--enable-metrics=false", *extra]
@@ -116,7 +139,8 @@ def sidecar(tmp, app_id, app_port, extra=()):
     env = dict(os.environ, TANDEM_HOME=os.path.join(tmp, "home"))
     p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(http, app_id)
-    return p, http
+    wait_port(grpc, app_id)
+    return p, http, grpc
 
 
 def cpu_secs(pids):
@@ -164,26 +188,320 @@ def wrk(url, conns, lua):
     return p50, p99, p999, n / SECS
 
 
+def h2load(url, conns, extra=(), rps=None, secs=None):
+    """h2load (HTTP/2 over h2c unless `--h1` is in `extra`), one stream at a
+    time per connection. With `rps`, a fixed rate per connection (h2load
+    paces a connection at 500 req/s at most) for `secs`; else as fast as it
+    goes, for about `secs` (a request count from a short first run: in
+    timed mode h2load paces HTTP/2 connections at 500 req/s). Returns (p50,
+    p99, p99.9 in µs, req/s, data bytes received per answer)."""
+    secs = secs or SECS
+    if rps:
+        return h2load_once(url, conns, extra, ["-D", str(secs), "--rps", str(rps)])
+    first = h2load_once(url, conns, extra, ["-n", str(max(1000, 200 * conns))])
+    return h2load_once(url, conns, extra, ["-n", str(max(conns, int(first[3] * secs)))])
+
+
+def h2load_once(url, conns, extra, mode):
+    with tempfile.NamedTemporaryFile(prefix="h2load-", suffix=".log") as log:
+        args = ["h2load", "-c", str(conns), "-m1", "--log-file", log.name, *mode, *extra, url]
+        out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+        times = sorted(int(l.split("\t")[2]) for l in open(log.name) if l.strip())
+    line = lambda start: next(l for l in out.splitlines() if l.startswith(start))
+    done, codes = line("requests:"), line("status codes:")
+    total, ok = int(done.split()[1]), int(codes.split()[2])
+    if total == 0 or ok != total or " 0 failed, 0 errored" not in done:
+        raise SystemExit(f"{url}: {done} / {codes}")
+    data = int(line("traffic:").rsplit("(", 1)[1].split(")")[0])
+    took = line("finished in").split()[2].rstrip(",")
+    took = float(took[:-2]) / 1000 if took.endswith("ms") else float(took[:-1])
+    pct = lambda q: times[min(len(times) - 1, int(len(times) * q))]
+    return pct(0.50), pct(0.99), pct(0.999), total / took, data / total
+
+
+def grpc_frame(message):
+    return b"\0" + len(message).to_bytes(4, "big") + message
+
+
+def pb_bytes(field, value):
+    """A length-delimited protobuf field (lengths < 128 here)."""
+    assert len(value) < 128
+    return bytes([field << 3 | 2, len(value)]) + value
+
+
+def invoke_service_request(app_id, method):
+    """InvokeServiceRequest{id, message: InvokeRequest{method,
+    http_extension{verb: GET}}} as a gRPC message."""
+    http_ext = bytes([1 << 3 | 0, 1])  # verb = GET
+    message = pb_bytes(1, method.encode()) + pb_bytes(4, http_ext)
+    return grpc_frame(pb_bytes(1, app_id.encode()) + pb_bytes(3, message))
+
+
+class Run:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.procs = []
+        self.lua = os.path.join(tmp, "pct.lua")
+        with open(self.lua, "w") as f:
+            f.write(LUA)
+
+    def nginx(self, name, body):
+        p, port = nginx(self.tmp, name, body)
+        self.procs.append(p)
+        return p, port
+
+    def sidecar(self, *args, **kw):
+        out = sidecar(self.tmp, *args, **kw)
+        self.procs.append(out[0])
+        return out
+
+    def stop(self):
+        # SIGTERM: nginx's master stops its workers (SIGKILL would orphan
+        # them, still running); the sidecars exit on it too.
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def invoke_section(run, app_port, rows):
+    idle = {name: [memory(p) for p in pids[:2]] for name, _, pids in rows}
+    for _, url, _ in rows:  # warm up: pools, connections, pages
+        subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True, check=True)
+    print(f"External clients (wrk {SECS} s per cell) against nginx answering `ok`; "
+          f"latencies in µs; same run")
+    print(f"{'path':<14} {'p50':>6} {'p99':>6} {'p99.9':>6} {'+p50':>6} {'+p99':>6} |"
+          f" {'req/s c1':>9} {'c16':>8} {'c64':>8} {'c256':>8} | {'cpu/1k':>7}"
+          f" | RSS (private) MiB per proxy: idle -> after the load")
+    results = {}
+    for name, url, pids in rows:
+        p50, p99, p999, rps1 = wrk(url, 1, run.lua)
+        rps = {}
+        cpu = None
+        for c in (16, 64, 256):
+            before = cpu_secs(pids) if pids else 0
+            _, _, _, rps[c] = wrk(url, c, run.lua)
+            if c == 16 and pids:
+                cpu = (cpu_secs(pids) - before) / SECS / (rps[c] / 1000)
+        results[name] = (p50, p99, p999, rps1, rps, cpu)
+        base = results["direct"]
+        mem = "  ".join(
+            f"{i['VmRSS']:.1f} ({i['RssAnon']:.1f}) -> {m['VmRSS']:.1f} ({m['RssAnon']:.1f})"
+            for i, m in zip(idle[name], (memory(p) for p in pids[:2]))
+        )
+        print(f"{name:<14} {p50:>6} {p99:>6} {p999:>6} {p50 - base[0]:>+6} {p99 - base[1]:>+6} |"
+              f" {rps1:>9.0f} {rps[16]:>8.0f} {rps[64]:>8.0f} {rps[256]:>8.0f} |"
+              f" {'' if cpu is None else f'{cpu:.3f}':>7} | {mem}")
+    d, t, n = results["direct"], results["two hops"], results["nginx pair"]
+    added = lambda r, i: r[i] - d[i]
+    print(f"two sidecars vs the nginx pair: added p50 {added(t, 0) / max(added(n, 0), 1):.2f}x,"
+          f" added p99 {added(t, 1) / max(added(n, 1), 1):.2f}x; throughput"
+          f" c16 {t[4][16] / n[4][16]:.2f}x, c64 {t[4][64] / n[4][64]:.2f}x;"
+          f" CPU per 1000 req/s {t[5] / n[5]:.2f}x")
+    m = results["two hops mTLS"]
+    print(f"two sidecars over mTLS vs the nginx pair: added p50"
+          f" {added(m, 0) / max(added(n, 0), 1):.2f}x, added p99"
+          f" {added(m, 1) / max(added(n, 1), 1):.2f}x, throughput c16 {m[4][16] / n[4][16]:.2f}x")
+    # Memory per idle client connection: 1000 keep-alive connections to
+    # a fresh sidecar's HTTP API, each having made one request, then idle.
+    fresh, fresh_http, _ = run.sidecar("idle", None)
+    pid = fresh.pid
+    time.sleep(0.5)
+    before = memory(pid)["RssAnon"]
+    held = []
+    for _ in range(1000):
+        c = socket.create_connection(("127.0.0.1", fresh_http))
+        c.sendall(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        held.append(c)
+    for c in held:
+        c.recv(4096)
+    time.sleep(0.5)
+    after = memory(pid)["RssAnon"]
+    print(f"idle client connections: 1000 held by a sidecar cost"
+          f" {(after - before) * 1024 / 1000:.1f} KiB private memory each"
+          f" ({before:.1f} -> {after:.1f} MiB)")
+    for c in held:
+        c.close()
+
+
+def rates_section(rows):
+    print()
+    print(f"Fixed rates (h2load --h1 --rps, {SECS} s per cell); latencies in µs; same run")
+    print(f"{'path':<14} | {'1000 req/s: p50':>15} {'p99':>6} {'p99.9':>6} |"
+          f" {'5000 req/s: p50':>15} {'p99':>6} {'p99.9':>6} | {'cpu/1k at 5k':>12}")
+    for name, url, pids in rows:
+        if name in ("healthz", "one hop"):
+            continue
+        cells = []
+        cpu = None
+        for conns in (2, 10):  # 500 req/s per connection
+            before = cpu_secs(pids) if pids else 0
+            p50, p99, p999, rps, _ = h2load(url, conns, ["--h1"], rps=500)
+            if conns == 10 and pids:
+                cpu = (cpu_secs(pids) - before) / SECS / (rps / 1000)
+            cells.append(f"{p50:>15} {p99:>6} {p999:>6}")
+        print(f"{name:<14} | {cells[0]} | {cells[1]} | {'' if cpu is None else f'{cpu:.3f}':>12}")
+
+
+def grpc_section(run, app_port, shop, shop_grpc, shop_http, shop_tls, shop_tls_grpc, orders,
+                 orders_tls):
+    print()
+    print(f"gRPC (h2load over h2c, {SECS} s per cell, one stream at a time per connection);"
+          f" latencies in µs; same run")
+    # A gRPC app: nginx answering every method with an empty message.
+    reply = os.path.join(run.tmp, "grpc-reply")
+    os.makedirs(reply, exist_ok=True)
+    os.chmod(run.tmp, 0o755)  # nginx's workers run as an unprivileged user
+    with open(os.path.join(reply, "reply.bin"), "wb") as f:
+        f.write(grpc_frame(b""))
+    gapp, gapp_port = run.nginx("grpc-app", f"""server {{ listen 127.0.0.1:PORT http2;
+    location / {{ default_type application/grpc; add_trailer grpc-status 0;
+      root {reply}; try_files /reply.bin =404; error_page 405 =200 $uri; }} }}""")
+    gorders, _, _ = run.sidecar("orders-grpc", gapp_port, ["--app-protocol", "grpc"])
+    body = os.path.join(run.tmp, "invoke.bin")
+    with open(body, "wb") as f:
+        f.write(invoke_service_request("orders", "hello"))
+    body_tls = os.path.join(run.tmp, "invoke-tls.bin")
+    with open(body_tls, "wb") as f:
+        f.write(invoke_service_request("orders-tls", "hello"))
+    empty = os.path.join(run.tmp, "empty.bin")
+    with open(empty, "wb") as f:
+        f.write(grpc_frame(b""))
+    grpc_h = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+    invoke_path = "/dapr.proto.runtime.v1.Dapr/InvokeService"
+    rows = [
+        # (name, url, h2load args, proxies, minimum data bytes per answer)
+        ("HTTP direct", f"http://127.0.0.1:{app_port}/hello", ["--h1"], [], 2),
+        ("HTTP two hops", f"http://127.0.0.1:{shop_http}/v1.0/invoke/orders/method/hello",
+         ["--h1"], [shop.pid, orders.pid], 2),
+        ("InvokeService", f"http://127.0.0.1:{shop_grpc}{invoke_path}",
+         ["-d", body, *grpc_h], [shop.pid, orders.pid], 7),
+        ("InvokeSvc mTLS", f"http://127.0.0.1:{shop_tls_grpc}{invoke_path}",
+         ["-d", body_tls, *grpc_h], [shop_tls.pid, orders_tls.pid], 7),
+        ("gRPC direct", f"http://127.0.0.1:{gapp_port}/bench.Echo/Call",
+         ["-d", empty, *grpc_h], [], 5),
+        ("gRPC proxied", f"http://127.0.0.1:{shop_grpc}/bench.Echo/Call",
+         ["-d", empty, *grpc_h, "-H", "dapr-app-id: orders-grpc"], [shop.pid, gorders.pid], 5),
+    ]
+    print(f"{'path':<15} {'p50':>6} {'p99':>6} {'p99.9':>6} |"
+          f" {'req/s c1':>9} {'c16':>8} {'c64':>8} | {'cpu/1k':>7}")
+    results = {}
+    for name, url, extra, pids, min_data in rows:
+        h2load(url, 4, extra, secs=1)  # warm up
+        p50, p99, p999, rps1, data = h2load(url, 1, extra)
+        # A gRPC error is a 200 too, but carries no message: every answer
+        # must have brought its message.
+        if data < min_data:
+            raise SystemExit(f"{name}: answers without their message ({data:.1f} bytes each)")
+        rps = {}
+        cpu = None
+        for c in (16, 64):
+            before = cpu_secs(pids) if pids else 0
+            rps[c] = h2load(url, c, extra)[3]
+            if c == 16 and pids:
+                cpu = (cpu_secs(pids) - before) / SECS / (rps[c] / 1000)
+        results[name] = (p50, p99, p999, rps1, rps, cpu)
+        print(f"{name:<15} {p50:>6} {p99:>6} {p999:>6} | {rps1:>9.0f} {rps[16]:>8.0f}"
+              f" {rps[64]:>8.0f} | {'' if cpu is None else f'{cpu:.3f}':>7}")
+    r = results
+    added = lambda row, base, i: r[row][i] - r[base][i]
+    http_added = max(added("HTTP two hops", "HTTP direct", 0), 1)
+    print(f"InvokeService adds {added('InvokeService', 'HTTP direct', 0):+} µs p50 ="
+          f" {added('InvokeService', 'HTTP direct', 0) / http_added:.2f}x what HTTP invocation"
+          f" adds ({http_added:+} µs); gRPC proxying adds"
+          f" {added('gRPC proxied', 'gRPC direct', 0):+} µs ="
+          f" {added('gRPC proxied', 'gRPC direct', 0) / http_added:.2f}x")
+
+
+STORE = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.redis
+  version: v1
+  metadata:
+  - name: redisHost
+    value: 127.0.0.1:6379
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: pubsub
+spec:
+  type: pubsub.redis
+  version: v1
+  metadata:
+  - name: redisHost
+    value: 127.0.0.1:6379
+  - name: maxLenApprox
+    value: "1000"
+"""
+
+
+def redis_p50(*command):
+    """p50 and p99 in µs of one Redis client sending `command` (redis-benchmark)."""
+    out = subprocess.run(["redis-benchmark", "-n", str(4000 * SECS), "-c", "1", "--csv",
+                          *command], capture_output=True, text=True, check=True).stdout
+    row = out.strip().splitlines()[-1].replace('"', "").split(",")
+    return round(float(row[-4]) * 1000), round(float(row[-2]) * 1000)
+
+
+def state_section(run):
+    print()
+    print("State and publish through a sidecar (wrk -c1) against the raw Redis round trip"
+          " (redis-benchmark -c1); µs; same run")
+    if subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True).returncode:
+        print("  Redis is not running on 127.0.0.1:6379 (scripts/services.sh starts it): skipped")
+        return
+    store, store_http, _ = run.sidecar("store", None, components=STORE)
+    base = f"http://127.0.0.1:{store_http}"
+    save = os.path.join(run.tmp, "save.lua")
+    with open(save, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.body = \'[{"key":"bench","value":"v"}]\'\n'
+                'wrk.headers["Content-Type"] = "application/json"\n' + LUA)
+    publish = os.path.join(run.tmp, "publish.lua")
+    with open(publish, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.body = \'{"a":1}\'\n'
+                'wrk.headers["Content-Type"] = "application/json"\n' + LUA)
+    subprocess.run(["wrk", "-t1", "-c1", "-d1s", "-s", save, f"{base}/v1.0/state/statestore"],
+                   capture_output=True, check=True)
+    rows = [
+        ("save", f"{base}/v1.0/state/statestore", save, ("SET", "bench-raw", "v")),
+        ("get", f"{base}/v1.0/state/statestore/bench", run.lua, ("GET", "bench-raw")),
+        ("publish", f"{base}/v1.0/publish/pubsub/bench", publish,
+         ("XADD", "bench-raw-stream", "MAXLEN", "~", "1000", "*", "data", "x")),
+    ]
+    print(f"{'operation':<10} {'sidecar p50':>11} {'p99':>6} | {'Redis p50':>9} {'p99':>6} |"
+          f" {'added p50':>9} | req/s c16")
+    for name, url, lua, command in rows:
+        p50, p99, _, _ = wrk(url, 1, lua)
+        r50, r99 = redis_p50(*command)
+        rps = wrk(url, 16, lua)[3]
+        print(f"{name:<10} {p50:>11} {p99:>6} | {r50:>9} {r99:>6} | {p50 - r50:>+9} | {rps:.0f}")
+
+
 def main():
-    need("wrk", "nginx-light")
-    subprocess.run(["cargo", "build", "--release", "--bin", "tandem"], cwd=ROOT, check=True)
+    only = set((os.environ.get("EXTERNAL_ONLY") or "invoke,rates,grpc,state").split(","))
+    need(wrk="wrk", nginx="nginx-light", h2load="nghttp2-client")
+    if not os.environ.get("EXTERNAL_NO_BUILD"):  # a binary built already
+        subprocess.run(["cargo", "build", "--release", "--bin", "tandem"], cwd=ROOT, check=True)
     tmp = tempfile.mkdtemp(prefix="tandem-external-")
-    lua = os.path.join(tmp, "pct.lua")
-    with open(lua, "w") as f:
-        f.write(LUA)
-    procs = []
+    run = Run(tmp)
     try:
-        app, app_port = nginx(tmp, "app", """server { listen 127.0.0.1:PORT;
+        app, app_port = run.nginx("app", """server { listen 127.0.0.1:PORT;
     location / { return 200 "ok"; } }""")
-        procs.append(app)
-        nb, nb_port = nginx(tmp, "nginx-b", proxy_to(app_port))
-        na, na_port = nginx(tmp, "nginx-a", proxy_to(nb_port))
-        procs += [nb, na]
-        orders, orders_http = sidecar(tmp, "orders", app_port)
-        shop, shop_http = sidecar(tmp, "shop", None)
-        orders_tls, _ = sidecar(tmp, "orders-tls", app_port, ["--enable-mtls"])
-        shop_tls, shop_tls_http = sidecar(tmp, "shop-tls", None, ["--enable-mtls"])
-        procs += [orders, shop, orders_tls, shop_tls]
+        nb, nb_port = run.nginx("nginx-b", proxy_to(app_port))
+        na, na_port = run.nginx("nginx-a", proxy_to(nb_port))
+        orders, orders_http, _ = run.sidecar("orders", app_port)
+        shop, shop_http, shop_grpc = run.sidecar("shop", None)
+        orders_tls, _, _ = run.sidecar("orders-tls", app_port, ["--enable-mtls"])
+        shop_tls, shop_tls_http, shop_tls_grpc = run.sidecar("shop-tls", None,
+                                                             ["--enable-mtls"])
         rows = [
             ("direct", f"http://127.0.0.1:{app_port}/hello", []),
             ("healthz", f"http://127.0.0.1:{shop_http}/v1.0/healthz", [shop.pid]),
@@ -197,75 +515,17 @@ def main():
             ("nginx pair", f"http://127.0.0.1:{na_port}/hello",
              children(na.pid) + children(nb.pid)),
         ]
-        idle = {name: [memory(p) for p in pids[:2]] for name, _, pids in rows}
-        for _, url, _ in rows:  # warm up: pools, connections, pages
-            wrk_quick = ["wrk", "-t1", "-c4", "-d1s", url]
-            subprocess.run(wrk_quick, capture_output=True, check=True)
-        print(f"External clients (wrk {SECS} s per cell) against nginx answering `ok`; "
-              f"latencies in µs; same run")
-        print(f"{'path':<14} {'p50':>6} {'p99':>6} {'p99.9':>6} {'+p50':>6} {'+p99':>6} |"
-              f" {'req/s c1':>9} {'c16':>8} {'c64':>8} {'c256':>8} | {'cpu/1k':>7}"
-              f" | RSS (private) MiB per proxy: idle -> after the load")
-        results = {}
-        for name, url, pids in rows:
-            p50, p99, p999, rps1 = wrk(url, 1, lua)
-            rps = {}
-            cpu = None
-            for c in (16, 64, 256):
-                before = cpu_secs(pids) if pids else 0
-                _, _, _, rps[c] = wrk(url, c, lua)
-                if c == 16 and pids:
-                    cpu = (cpu_secs(pids) - before) / SECS / (rps[c] / 1000)
-            results[name] = (p50, p99, p999, rps1, rps, cpu)
-            base = results["direct"]
-            mem = "  ".join(
-                f"{i['VmRSS']:.1f} ({i['RssAnon']:.1f}) -> {m['VmRSS']:.1f} ({m['RssAnon']:.1f})"
-                for i, m in zip(idle[name], (memory(p) for p in pids[:2]))
-            )
-            print(f"{name:<14} {p50:>6} {p99:>6} {p999:>6} {p50 - base[0]:>+6} {p99 - base[1]:>+6} |"
-                  f" {rps1:>9.0f} {rps[16]:>8.0f} {rps[64]:>8.0f} {rps[256]:>8.0f} |"
-                  f" {'' if cpu is None else f'{cpu:.3f}':>7} | {mem}")
-        d, t, n = results["direct"], results["two hops"], results["nginx pair"]
-        added = lambda r, i: r[i] - d[i]
-        print(f"two sidecars vs the nginx pair: added p50 {added(t, 0) / max(added(n, 0), 1):.2f}x,"
-              f" added p99 {added(t, 1) / max(added(n, 1), 1):.2f}x; throughput"
-              f" c16 {t[4][16] / n[4][16]:.2f}x, c64 {t[4][64] / n[4][64]:.2f}x;"
-              f" CPU per 1000 req/s {t[5] / n[5]:.2f}x")
-        # Memory per idle client connection: 1000 keep-alive connections to
-        # a fresh sidecar's HTTP API, each having made one request, then idle.
-        fresh, fresh_http = sidecar(tmp, "idle", None)
-        procs.append(fresh)
-        pid = fresh.pid
-        time.sleep(0.5)
-        before = memory(pid)["RssAnon"]
-        held = []
-        for _ in range(1000):
-            c = socket.create_connection(("127.0.0.1", fresh_http))
-            c.sendall(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            held.append(c)
-        for c in held:
-            c.recv(4096)
-        time.sleep(0.5)
-        after = memory(pid)["RssAnon"]
-        print(f"idle client connections: 1000 held by a sidecar cost"
-              f" {(after - before) * 1024 / 1000:.1f} KiB private memory each"
-              f" ({before:.1f} -> {after:.1f} MiB)")
-        for c in held:
-            c.close()
-        m = results["two hops mTLS"]
-        print(f"two sidecars over mTLS vs the nginx pair: added p50"
-              f" {added(m, 0) / max(added(n, 0), 1):.2f}x, throughput c16 {m[4][16] / n[4][16]:.2f}x")
+        if "invoke" in only:
+            invoke_section(run, app_port, rows)
+        if "rates" in only:
+            rates_section(rows)
+        if "grpc" in only:
+            grpc_section(run, app_port, shop, shop_grpc, shop_http, shop_tls, shop_tls_grpc,
+                         orders, orders_tls)
+        if "state" in only:
+            state_section(run)
     finally:
-        # SIGTERM: nginx's master stops its workers (SIGKILL would orphan
-        # them, still running); the sidecars exit on it too.
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        run.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
