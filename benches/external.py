@@ -31,7 +31,10 @@ Further sections (same processes, same run):
             against the raw Redis round trip (redis-benchmark, one client)
 
 Usage: python3 benches/external.py [seconds per measurement, default 5]
-  EXTERNAL_ONLY=invoke,rates,grpc,state picks sections (default: all).
+  EXTERNAL_ONLY=invoke,rates,grpc,state picks sections (default: all);
+  EXTERNAL_BASELINE_BIN=<another tandem binary> adds a row "two hops base":
+  the same two-hop call through two sidecars of that binary, same run;
+  EXTERNAL_NO_BUILD=1 uses the release binary as it is.
 Builds the release binary first (cargo build --release); installs wrk,
 h2load (nghttp2-client) and nginx-light from Debian's packages when missing.
 """
@@ -121,7 +124,7 @@ def proxy_to(upstream):
     proxy_http_version 1.1; proxy_set_header Connection ""; }} }}"""
 
 
-def sidecar(tmp, app_id, app_port, extra=(), components=None):
+def sidecar(tmp, app_id, app_port, extra=(), components=None, binary=None):
     """A sidecar for `app_id`; `components`: YAML of its own resources
     folder (else an empty one shared by all). Returns (process, HTTP port,
     gRPC port)."""
@@ -131,7 +134,7 @@ def sidecar(tmp, app_id, app_port, extra=(), components=None):
     if components is not None:
         with open(os.path.join(res, "components.yaml"), "w") as f:
             f.write(components)
-    args = [BIN, "sidecar", "--app-id", app_id, "--dapr-http-port", str(http),
+    args = [binary or BIN, "sidecar", "--app-id", app_id, "--dapr-http-port", str(http),
             "--dapr-grpc-port", str(grpc), "--dapr-internal-grpc-port", str(internal),
             "--resources-path", res, "--log-level", "error", "--enable-metrics=false", *extra]
     if app_port:
@@ -306,6 +309,12 @@ def invoke_section(run, app_port, rows):
     print(f"two sidecars over mTLS vs the nginx pair: added p50"
           f" {added(m, 0) / max(added(n, 0), 1):.2f}x, added p99"
           f" {added(m, 1) / max(added(n, 1), 1):.2f}x, throughput c16 {m[4][16] / n[4][16]:.2f}x")
+    if "two hops base" in results:
+        b = results["two hops base"]
+        print(f"two sidecars of this binary vs the baseline binary's: added p50"
+              f" {added(t, 0):+} against {added(b, 0):+} µs, p99 {added(t, 1):+} against"
+              f" {added(b, 1):+} µs; throughput c16 {t[4][16] / b[4][16]:.2f}x,"
+              f" c64 {t[4][64] / b[4][64]:.2f}x; CPU per 1000 req/s {t[5] / b[5]:.2f}x")
     # Memory per idle client connection: 1000 keep-alive connections to
     # a fresh sidecar's HTTP API, each having made one request, then idle.
     fresh, fresh_http, _ = run.sidecar("idle", None)
@@ -502,6 +511,16 @@ def main():
         orders_tls, _, _ = run.sidecar("orders-tls", app_port, ["--enable-mtls"])
         shop_tls, shop_tls_http, shop_tls_grpc = run.sidecar("shop-tls", None,
                                                              ["--enable-mtls"])
+        # EXTERNAL_BASELINE_BIN: another tandem binary (an older commit,
+        # say) whose two-hop pair is measured beside this one's.
+        baseline = os.environ.get("EXTERNAL_BASELINE_BIN")
+        base_rows = []
+        if baseline:
+            base_orders, _, _ = run.sidecar("orders-base", app_port, binary=baseline)
+            base_shop, base_http, _ = run.sidecar("shop-base", None, binary=baseline)
+            base_rows = [("two hops base",
+                          f"http://127.0.0.1:{base_http}/v1.0/invoke/orders-base/method/hello",
+                          [base_shop.pid, base_orders.pid])]
         rows = [
             ("direct", f"http://127.0.0.1:{app_port}/hello", []),
             ("healthz", f"http://127.0.0.1:{shop_http}/v1.0/healthz", [shop.pid]),
@@ -514,7 +533,7 @@ def main():
              [shop_tls.pid, orders_tls.pid]),
             ("nginx pair", f"http://127.0.0.1:{na_port}/hello",
              children(na.pid) + children(nb.pid)),
-        ]
+        ] + base_rows
         if "invoke" in only:
             invoke_section(run, app_port, rows)
         if "rates" in only:

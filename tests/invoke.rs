@@ -1,5 +1,5 @@
 //! Service invocation through two real sidecars on one host: the local name
-//! registry, the internal HTTP/2 leg, verbs, paths, query strings, headers
+//! registry, the internal leg (pooled HTTP/1.1, HTTP/2), verbs, paths, query strings, headers
 //! and bodies both ways, the `dapr-app-id` header, calls to oneself,
 //! `InvokeService` over gRPC, and the errors of an unknown app.
 
@@ -585,4 +585,116 @@ async fn the_faster_of_two_instances_gets_most_calls() {
         answers.get("fast").is_some_and(|n| *n >= 34),
         "latency decides: {answers:?}"
     );
+}
+
+/// An app of the HTTP/1.0 era: every answer `HTTP/1.0` with
+/// `Connection: close` and `Keep-Alive`, then the connection closed.
+async fn http10_app() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.0 200 OK\r\nConnection: close, x-conn-private\r\n\
+                          Keep-Alive: timeout=1\r\nX-Conn-Private: 1\r\nX-App: old\r\n\
+                          Content-Length: 2\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// Reads one HTTP/1.1 answer with a `Content-Length` from `s`: its head
+/// (lower-cased) and body.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&got[end + 4..end + 4 + len]).to_string();
+                return (head, body);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "the sidecar closed the client's connection: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_app_closes_neither_the_clients_connection_nor_the_pooled_one() {
+    use tokio::io::AsyncWriteExt;
+    let home = TempDir::new("invoke-http10");
+    let app = http10_app().await;
+    let internal = common::free_port();
+    let h = home.path().to_str().unwrap();
+    let orders = sidecar()
+        .app_id("orders")
+        .env("TANDEM_HOME", h)
+        .args(["--app-port", &app.to_string()])
+        .args(["--dapr-internal-grpc-port", &internal.to_string()])
+        .start();
+    let shop = sidecar().app_id("shop").env("TANDEM_HOME", h).start();
+    assert!(orders.wait_healthz(204, Duration::from_secs(10)));
+    assert!(shop.wait_healthz(204, Duration::from_secs(10)));
+    // One client connection, several calls on it: through two sidecars
+    // and to the sidecar's own app.
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", shop.http))
+        .await
+        .unwrap();
+    let mut own = tokio::net::TcpStream::connect(("127.0.0.1", orders.http))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        for (s, host) in [(&mut client, "shop"), (&mut own, "orders")] {
+            let req =
+                format!("GET /v1.0/invoke/orders/method/old/{i} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let (head, body) = read_answer(s).await;
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            assert_eq!(body, "ok");
+            assert!(head.contains("\r\nx-app: old"), "{head}");
+            for gone in ["connection:", "keep-alive:", "x-conn-private:"] {
+                assert!(!head.contains(gone), "{gone} reached the client: {head}");
+            }
+        }
+    }
+    // The two sidecars kept one HTTP/1.1 connection between them for the
+    // five sequential calls.
+    let ss = std::process::Command::new("ss")
+        .args([
+            "-Htn",
+            "state",
+            "established",
+            &format!("( dport = :{internal} )"),
+        ])
+        .output()
+        .expect("ss (iproute2)");
+    let conns = String::from_utf8_lossy(&ss.stdout).lines().count();
+    assert_eq!(conns, 1, "{}", String::from_utf8_lossy(&ss.stdout));
 }

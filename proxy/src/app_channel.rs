@@ -223,7 +223,7 @@ impl AppChannel {
             );
         }
         let mut resp = self.send_http(req).await?;
-        crate::invoke::strip_hop_by_hop(resp.headers_mut());
+        crate::invoke::strip_connection_headers(resp.headers_mut());
         resp.headers_mut().remove(crate::invoke::DATA_TYPE_URL);
         Ok(resp.map(crate::invoke::boxed))
     }

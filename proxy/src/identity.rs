@@ -402,7 +402,9 @@ impl Identity {
             .map_err(err)?
             .with_client_cert_verifier(Arc::new(LiveVerifier(self.clone())))
             .with_cert_resolver(Arc::new(Resolver(self.clone())));
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        // Peers pool HTTP/1.1 connections for plain invocations and use
+        // HTTP/2 for the rest.
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
 

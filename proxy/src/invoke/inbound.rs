@@ -84,8 +84,11 @@ pub async fn serve_inbound(
                             }
                         })
                     };
-                    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    // HTTP/1.1 (pooled plain invocations) or HTTP/2 (the
+                    // rest), told apart by the HTTP/2 preface.
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     builder
+                        .http2()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .keep_alive_interval(KEEPALIVE_INTERVAL)
                         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
@@ -213,7 +216,8 @@ pub(super) async fn inbound(
     span.attribute("http.method", req.method().as_str());
     span.inject(req.headers_mut());
     let grpc = req.headers().contains_key(GRPC_PROXY);
-    let (caller, resp) = match caller_of(peer, &mut req) {
+    let version = req.version();
+    let (caller, mut resp) = match caller_of(peer, &mut req) {
         Ok(caller) => {
             let resp = serve_one(door, &caller, grpc, max_body, req).await;
             (caller.app_id, resp)
@@ -238,6 +242,11 @@ pub(super) async fn inbound(
     door.metrics
         .served(&caller, if grpc { "grpc" } else { "http" }, &status);
     span.attribute("http.status_code", i64::from(resp.status().as_u16()));
+    // The app's connection (its headers, its HTTP version: an HTTP/1.0
+    // app's answer would close the connection) stays with the app: the
+    // one to the caller's sidecar is pooled.
+    strip_connection_headers(resp.headers_mut());
+    *resp.version_mut() = version;
     let ok = !resp.status().is_server_error()
         && resp.headers().get("grpc-status").is_none_or(|s| s == "0");
     door.tracer.end(span, ok);

@@ -33,6 +33,11 @@ impl Invoker {
     ) -> Self {
         Self {
             peers: PeerPool {
+                tls_h1: tls.as_ref().map(|tls| {
+                    let mut h1 = rustls::ClientConfig::clone(tls);
+                    h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    tokio_rustls::TlsConnector::from(Arc::new(h1))
+                }),
                 tls: tls.map(tokio_rustls::TlsConnector::from),
                 metrics: None,
                 conns: Default::default(),
@@ -141,7 +146,8 @@ impl Invoker {
         &self,
         target: &str,
         h: &mut HeaderMap,
-    ) -> Result<(Peer, SendRequest), InvokeError> {
+        h1: bool,
+    ) -> Result<(Peer, PeerSender), InvokeError> {
         use futures_util::StreamExt;
         let (app, namespace) = self.split(target);
         let mut tried: Vec<std::net::SocketAddr> = Vec::new();
@@ -163,7 +169,7 @@ impl Invoker {
                     address,
                 };
                 async move {
-                    let got = self.peers.sender(&peer).await;
+                    let got = self.peers.sender(&peer, h1).await;
                     (peer, got)
                 }
             };
@@ -289,7 +295,7 @@ impl Invoker {
         target: &str,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, InvokeError> {
-        let (peer, sender) = self.reach(target, req.headers_mut()).await?;
+        let (peer, sender) = self.reach(target, req.headers_mut(), false).await?;
         req.headers_mut()
             .insert(GRPC_PROXY, HeaderValue::from_static("1"));
         strip_hop_by_hop(req.headers_mut());
@@ -371,7 +377,10 @@ impl Invoker {
         });
         let mut tried_again = false;
         loop {
-            let (peer, sender) = self.reach(target, req.headers_mut()).await?;
+            // Trailers (gRPC by address in transparent mode, a client that
+            // asks for them) need HTTP/2 between the sidecars.
+            let h1 = !wants_trailers(req.headers());
+            let (peer, sender) = self.reach(target, req.headers_mut(), h1).await?;
             let in_flight = self.balancer.start(peer.address);
             let failed = |reason| InvokeError::PeerFailed {
                 app: target.into(),
@@ -413,4 +422,13 @@ impl Invoker {
             }
         }
     }
+}
+
+/// Whether an answer to this request may carry trailers: the client said
+/// it takes them (`TE: trailers`) or speaks gRPC.
+fn wants_trailers(h: &HeaderMap) -> bool {
+    h.get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+        || h.get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }

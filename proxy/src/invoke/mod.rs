@@ -224,6 +224,35 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Removes from an answer the headers that describe the connection it
+/// came on (RFC 9110 §7.6.1: `Connection`, the headers it names,
+/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`): an
+/// app's `Connection: close` must not close the connection between
+/// sidecars, or the caller's. `Trailer` stays: it announces trailers that
+/// travel through.
+pub fn strip_connection_headers(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| name != header::TRAILER && name != header::TE)
+        .collect();
+    for name in named {
+        h.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(name);
+    }
+}
+
 /// `body` cut off after `max` bytes, and a flag that says it was: a
 /// request body is streamed, so its size is known only once it is read.
 pub fn limited<B>(body: B, max: u64) -> (ProxyBody, Arc<std::sync::atomic::AtomicBool>)
@@ -244,4 +273,39 @@ where
 
 fn header_value(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_headers_leave_an_answer_and_the_rest_stays() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-private"),
+            ("connection", "keep-alive"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("trailer", "grpc-status"),
+            ("content-type", "text/plain"),
+            ("x-kept", "yes"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_connection_headers(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-type", "trailer", "x-kept"]);
+        // Nothing to strip, nothing changed; a bad name in `Connection`
+        // is ignored.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("bad name, ,"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        strip_connection_headers(&mut h);
+        assert_eq!(h.len(), 1);
+    }
 }

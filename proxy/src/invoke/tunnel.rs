@@ -15,7 +15,8 @@ impl Invoker {
         to: std::net::SocketAddr,
     ) -> Result<hyper::upgrade::Upgraded, InvokeError> {
         let mut headers = HeaderMap::new();
-        let (peer, mut sender) = self.reach(target, &mut headers).await?;
+        let (peer, sender) = self.reach(target, &mut headers, false).await?;
+        let mut sender = sender.into_h2();
         let failed = |reason: String| InvokeError::PeerFailed {
             app: target.into(),
             address: peer.address.to_string(),

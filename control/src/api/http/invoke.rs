@@ -83,10 +83,15 @@ pub async fn forward(
         );
     }
     let (body, too_large) = tandem_proxy::invoke::limited(body, max);
+    let version = parts.version;
     let req = Request::from_parts(parts, body);
     match crate::api::invoke::invoke(rt, target, req, "http").await {
         Ok(mut resp) => {
+            // The client's HTTP version, not the app's (an HTTP/1.0 app's
+            // would close the client's connection).
+            *resp.version_mut() = version;
             let h = resp.headers_mut();
+            tandem_proxy::invoke::strip_connection_headers(h);
             h.remove(tandem_proxy::invoke::GRPC_STATUS);
             if h.remove(tandem_proxy::invoke::DATA_TYPE_URL).is_some() {
                 h.insert(
