@@ -10,7 +10,7 @@
 //! the sampled flag off.
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
     TraceState, Tracer as _, TracerProvider as _,
@@ -27,8 +27,22 @@ pub struct Context {
     pub sampled: bool,
 }
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+/// Appends `bytes` in lower-case hex (no formatting machinery: this runs
+/// for every request's `traceparent`).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -111,12 +125,13 @@ impl Context {
     }
 
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            u8::from(self.sampled)
-        )
+        let mut out = String::with_capacity(55);
+        out.push_str("00-");
+        push_hex(&mut out, &self.trace_id);
+        out.push('-');
+        push_hex(&mut out, &self.span_id);
+        out.push_str(if self.sampled { "-01" } else { "-00" });
+        out
     }
 }
 
@@ -213,8 +228,8 @@ impl Span {
 
     /// Puts this span's context in `headers` for the next hop.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        if let Ok(v) = self.context.traceparent().parse() {
-            headers.insert("traceparent", v);
+        if let Ok(v) = HeaderValue::try_from(self.context.traceparent()) {
+            headers.insert(TRACEPARENT, v);
         }
     }
 }

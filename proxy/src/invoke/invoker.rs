@@ -161,6 +161,17 @@ impl Invoker {
                 .collect();
             self.unreachable.demote(&mut order);
             order.truncate(MAX_ADDRESSES_TRIED);
+            // An idle pooled connection to the first address: no racing.
+            if let Some(&address) = order.first() {
+                let peer = Peer {
+                    app_id: app.to_string(),
+                    namespace: namespace.to_string(),
+                    address,
+                };
+                if let Some(sender) = self.peers.pooled(&peer, h1) {
+                    return Ok((peer, sender));
+                }
+            }
             let mut pending = order.into_iter().peekable();
             let attempt = |address: std::net::SocketAddr| {
                 let peer = Peer {

@@ -260,6 +260,41 @@ impl PeerPool {
         Ok(PeerSender::H2(sender))
     }
 
+    /// A connection to `peer` that is open and idle now, if there is one
+    /// (no connecting, no waiting): the common case of `sender`, which
+    /// `Invoker::reach` tries before its happy-eyeballs machinery.
+    pub(super) fn pooled(&self, peer: &Peer, h1: bool) -> Option<PeerSender> {
+        let slot = {
+            let conns = self.conns.lock().expect("peer pool lock");
+            conns
+                .get(&(
+                    crate::identity::dns_name(&peer.app_id, &peer.namespace),
+                    peer.address,
+                ))?
+                .clone()
+        };
+        let now = epoch_ms();
+        slot.last_used
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        if h1
+            && slot
+                .h1_refused_until
+                .load(std::sync::atomic::Ordering::Relaxed)
+                <= now
+        {
+            // None idle: `sender` opens one while the pool has room.
+            return take_idle_h1(&slot).map(|s| PeerSender::H1(s, slot));
+        }
+        let sender = slot
+            .conn
+            .try_lock()
+            .ok()?
+            .as_ref()
+            .filter(|s| !s.is_closed() && s.is_ready())?
+            .clone();
+        Some(PeerSender::H2(sender))
+    }
+
     /// Sends `req` on `sender`. When it fails before anything was sent,
     /// the request comes back so it can go elsewhere.
     pub(super) async fn send(
@@ -633,5 +668,17 @@ mod tests {
         // Asked for HTTP/2 (gRPC proxying, tunnels): HTTP/2.
         let h2 = pool.sender(&peer, false).await.unwrap();
         assert_eq!(call(&pool, &peer, h2).await, "HTTP/2.0");
+        // The fast path finds both idle, and nothing for a peer never met.
+        assert!(matches!(pool.pooled(&peer, true), Some(PeerSender::H1(..))));
+        assert!(matches!(
+            pool.pooled(&peer, false),
+            Some(PeerSender::H2(..))
+        ));
+        let stranger = Peer {
+            app_id: "cart".into(),
+            ..peer.clone()
+        };
+        assert!(pool.pooled(&stranger, true).is_none());
+        assert_eq!(accepted.load(Ordering::SeqCst), MAX_H1_PER_PEER + 1);
     }
 }
