@@ -45,6 +45,19 @@ pub(super) struct PeerEntry {
     pub(super) h1_refused_until: std::sync::atomic::AtomicU64,
 }
 
+impl PeerEntry {
+    /// Marks the peer used at `now`; whether a request that would take
+    /// HTTP/1.1 (`h1`) gets it (the peer did not refuse it lately).
+    fn used_now(&self, now: u64, h1: bool) -> bool {
+        self.last_used
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        h1 && self
+            .h1_refused_until
+            .load(std::sync::atomic::Ordering::Relaxed)
+            <= now
+    }
+}
+
 /// HTTP/1.1 connections kept per peer address: requests beyond this many
 /// at a time share the peer's HTTP/2 connection. Several sidecars on one
 /// host share its address, and the peer admits `MAX_CONNECTIONS_PER_PEER`
@@ -221,14 +234,7 @@ impl PeerPool {
             }
             conns.entry(key).or_default().clone()
         };
-        slot.last_used
-            .store(now, std::sync::atomic::Ordering::Relaxed);
-        if h1
-            && slot
-                .h1_refused_until
-                .load(std::sync::atomic::Ordering::Relaxed)
-                <= now
-        {
+        if slot.used_now(now, h1) {
             if let Some(sender) = take_idle_h1(&slot) {
                 return Ok(PeerSender::H1(sender, slot));
             }
@@ -274,14 +280,7 @@ impl PeerPool {
                 .clone()
         };
         let now = epoch_ms();
-        slot.last_used
-            .store(now, std::sync::atomic::Ordering::Relaxed);
-        if h1
-            && slot
-                .h1_refused_until
-                .load(std::sync::atomic::Ordering::Relaxed)
-                <= now
-        {
+        if slot.used_now(now, h1) {
             // None idle: `sender` opens one while the pool has room.
             return take_idle_h1(&slot).map(|s| PeerSender::H1(s, slot));
         }
@@ -360,20 +359,14 @@ impl PeerPool {
     /// A new HTTP/1.1 connection to `peer`, ready for a request; `opened`
     /// counts it among the peer's until the connection ends.
     async fn connect_h1(&self, peer: &Peer, opened: H1Opened) -> Result<H1Sender, H1Failure> {
-        let tcp = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(peer.address),
-        )
-        .await
-        .map_err(|_| H1Failure::Connect("connect timed out after 5s".to_string()))?
-        .map_err(|e| H1Failure::Connect(e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect_tcp(peer.address)
+            .await
+            .map_err(H1Failure::Connect)?;
         let timed_out = || {
             H1Failure::Handshake(format!(
                 "the peer did not finish the handshake within {HANDSHAKE_TIMEOUT:?}"
             ))
         };
-        let builder = hyper::client::conn::http1::Builder::new();
         let mut sender = match &self.tls_h1 {
             Some(tls) => {
                 let name = crate::identity::server_name(&peer.app_id, &peer.namespace)
@@ -386,27 +379,9 @@ impl PeerPool {
                 }
                 let stream =
                     stream.map_err(|e| H1Failure::Handshake(format!("mTLS handshake: {e}")))?;
-                let (sender, conn) = builder
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| H1Failure::Handshake(e.to_string()))?;
-                tokio::spawn(async move {
-                    let _opened = opened;
-                    let _ = conn.await;
-                });
-                sender
+                h1_handshake(stream, opened).await?
             }
-            None => {
-                let (sender, conn) = builder
-                    .handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(|e| H1Failure::Handshake(e.to_string()))?;
-                tokio::spawn(async move {
-                    let _opened = opened;
-                    let _ = conn.await;
-                });
-                sender
-            }
+            None => h1_handshake(tcp, opened).await?,
         };
         sender
             .ready()
@@ -416,14 +391,7 @@ impl PeerPool {
     }
 
     pub(super) async fn connect(&self, peer: &Peer) -> Result<SendRequest, String> {
-        let tcp = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::net::TcpStream::connect(peer.address),
-        )
-        .await
-        .map_err(|_| "connect timed out after 5s".to_string())?
-        .map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect_tcp(peer.address).await?;
         let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
         builder
             .timer(hyper_util::rt::TokioTimer::new())
@@ -464,6 +432,35 @@ impl PeerPool {
         };
         Ok(sender)
     }
+}
+
+/// A TCP connection to a peer within 5 s, Nagle off.
+async fn connect_tcp(address: std::net::SocketAddr) -> Result<tokio::net::TcpStream, String> {
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    .map_err(|_| "connect timed out after 5s".to_string())?
+    .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// HTTP/1.1 over `io`; the connection's task holds `opened` while it runs.
+async fn h1_handshake<S>(io: S, opened: H1Opened) -> Result<H1Sender, H1Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| H1Failure::Handshake(e.to_string()))?;
+    tokio::spawn(async move {
+        let _opened = opened;
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// Why no HTTP/1.1 connection could be made: no TCP connection (the
