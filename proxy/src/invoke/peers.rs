@@ -302,8 +302,7 @@ impl PeerPool {
         peer: &Peer,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, SendFailure> {
-        let give_back = |e: hyper::client::conn::TrySendError<Request<ProxyBody>>| {
-            let mut e = e;
+        let give_back = |mut e: hyper::client::conn::TrySendError<Request<ProxyBody>>| {
             let reason = crate::app_channel::error_chain(e.error());
             match e.take_message() {
                 Some(req) => SendFailure::NotSent(Box::new(req), reason),
@@ -312,11 +311,7 @@ impl PeerPool {
         };
         match sender {
             PeerSender::H2(mut sender) => {
-                let path = req
-                    .uri()
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .unwrap_or("/");
+                let path = path_of(req.uri());
                 let scheme = if self.tls.is_some() { "https" } else { "http" };
                 match format!("{scheme}://{}{path}", peer.address).parse() {
                     Ok(uri) => *req.uri_mut() = uri,
@@ -329,12 +324,7 @@ impl PeerPool {
                 // Origin form (`/path?query`) on the wire, and the peer's
                 // address as the host.
                 if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-                    let path = req
-                        .uri()
-                        .path_and_query()
-                        .map(|p| p.as_str())
-                        .unwrap_or("/");
-                    match path.parse() {
+                    match path_of(req.uri()).parse() {
                         Ok(uri) => *req.uri_mut() = uri,
                         Err(e) => return Err(SendFailure::Failed(format!("{e}"))),
                     }
@@ -500,6 +490,11 @@ pub(super) fn take_idle_h1(slot: &PeerEntry) -> Option<H1Sender> {
     idle.retain(|s| !s.is_closed());
     let i = idle.iter().rposition(|s| s.is_ready())?;
     Some(idle.swap_remove(i))
+}
+
+/// The path and query of `uri` (`/` when it has none), as sent to a peer.
+fn path_of(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 fn host_value(address: std::net::SocketAddr) -> HeaderValue {
