@@ -29,9 +29,16 @@ Further sections (same processes, same run):
             grpc_pass takes for a protocol error now and then)
   state     state get/save and publish through a sidecar (Redis components)
             against the raw Redis round trip (redis-benchmark, one client)
+  scale     cost as work grows: bodies 1 KiB -> 16 MiB both ways (latency,
+            MiB/s, each sidecar's peak private memory); 1 -> 10,000 idle
+            client connections (private memory each, latency beside
+            them); 1 -> 10,000 subscriptions (start-up, memory, publish);
+            1 -> 1,000 apps in the local registry, a real sidecar each,
+            called at random (latency, throughput, the caller's memory
+            per peer connection, each app sidecar's private memory)
 
 Usage: python3 benches/external.py [seconds per measurement, default 5]
-  EXTERNAL_ONLY=invoke,rates,grpc,state picks sections (default: all);
+  EXTERNAL_ONLY=invoke,rates,grpc,state,scale picks sections (default: all);
   EXTERNAL_BASELINE_BIN=<another tandem binary> adds a row "two hops base":
   the same two-hop call through two sidecars of that binary, same run;
   EXTERNAL_NO_BUILD=1 uses the release binary as it is.
@@ -39,13 +46,17 @@ Builds the release binary first (cargo build --release); installs wrk,
 h2load (nghttp2-client) and nginx-light from Debian's packages when missing.
 """
 
+import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 
 SECS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,10 +86,19 @@ def need(**commands):
                            check=True, stdout=subprocess.DEVNULL)
 
 
+GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on and this run has not handed out (sidecars
+    started without waiting bind theirs later)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in GIVEN:
+            GIVEN.add(port)
+            return port
 
 
 def wait_port(port, what, secs=20):
@@ -117,14 +137,19 @@ http {{
     return p, port
 
 
-def proxy_to(upstream):
+def proxy_to(upstream, streaming=False):
+    """An nginx reverse proxy to `upstream`; `streaming`: bodies pass
+    through as they come instead of being buffered whole (to temp files
+    past a few KiB), which is what the sidecars do."""
+    stream = "proxy_request_buffering off; proxy_buffering off;" if streaming else ""
     return f"""upstream up {{ server 127.0.0.1:{upstream}; keepalive 64;
     keepalive_requests 1000000000; }}
-  server {{ listen 127.0.0.1:PORT; location / {{ proxy_pass http://up;
+  server {{ listen 127.0.0.1:PORT; client_max_body_size 0;
+    location / {{ proxy_pass http://up; {stream}
     proxy_http_version 1.1; proxy_set_header Connection ""; }} }}"""
 
 
-def sidecar(tmp, app_id, app_port, extra=(), components=None, binary=None):
+def sidecar(tmp, app_id, app_port, extra=(), components=None, binary=None, wait=True):
     """A sidecar for `app_id`; `components`: YAML of its own resources
     folder (else an empty one shared by all). Returns (process, HTTP port,
     gRPC port)."""
@@ -141,8 +166,9 @@ def sidecar(tmp, app_id, app_port, extra=(), components=None, binary=None):
         args += ["--app-port", str(app_port)]
     env = dict(os.environ, TANDEM_HOME=os.path.join(tmp, "home"))
     p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(http, app_id)
-    wait_port(grpc, app_id)
+    if wait:
+        wait_port(http, app_id)
+        wait_port(grpc, app_id)
     return p, http, grpc
 
 
@@ -315,26 +341,6 @@ def invoke_section(run, app_port, rows):
               f" {added(t, 0):+} against {added(b, 0):+} µs, p99 {added(t, 1):+} against"
               f" {added(b, 1):+} µs; throughput c16 {t[4][16] / b[4][16]:.2f}x,"
               f" c64 {t[4][64] / b[4][64]:.2f}x; CPU per 1000 req/s {t[5] / b[5]:.2f}x")
-    # Memory per idle client connection: 1000 keep-alive connections to
-    # a fresh sidecar's HTTP API, each having made one request, then idle.
-    fresh, fresh_http, _ = run.sidecar("idle", None)
-    pid = fresh.pid
-    time.sleep(0.5)
-    before = memory(pid)["RssAnon"]
-    held = []
-    for _ in range(1000):
-        c = socket.create_connection(("127.0.0.1", fresh_http))
-        c.sendall(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        held.append(c)
-    for c in held:
-        c.recv(4096)
-    time.sleep(0.5)
-    after = memory(pid)["RssAnon"]
-    print(f"idle client connections: 1000 held by a sidecar cost"
-          f" {(after - before) * 1024 / 1000:.1f} KiB private memory each"
-          f" ({before:.1f} -> {after:.1f} MiB)")
-    for c in held:
-        c.close()
 
 
 def rates_section(rows):
@@ -494,8 +500,249 @@ def state_section(run):
         print(f"{name:<10} {p50:>11} {p99:>6} | {r50:>9} {r99:>6} | {p50 - r50:>+9} | {rps:.0f}")
 
 
+class PeakMemory:
+    """The largest private memory (RssAnon, MiB) each of `pids` reaches
+    while the block runs, sampled every 2 ms."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.peak = {pid: 0.0 for pid in pids}
+        self.running = True
+
+    def sample(self):
+        while self.running:
+            for pid in self.pids:
+                self.peak[pid] = max(self.peak[pid], memory(pid)["RssAnon"])
+            time.sleep(0.002)
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+
+def lua_file(run, name, text):
+    path = os.path.join(run.tmp, name)
+    with open(path, "w") as f:
+        f.write(text + LUA)
+    return path
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+
+def wait_healthy(port, what, secs=60):
+    end = time.time() + secs
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1.0/healthz", timeout=1) as r:
+                if r.status == 204:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise SystemExit(f"{what} never became healthy")
+
+
+def scale_connections(run):
+    """1 -> 10,000 idle keep-alive client connections, each having made
+    one request, held on a fresh sidecar's HTTP API: its private memory
+    and a sequential request's latency beside them."""
+    print()
+    print(f"Idle client connections held on one sidecar (each made one request);"
+          f" healthz latency beside them (wrk -c1); same run")
+    print(f"{'connections':>11} | {'private MiB':>11} {'KiB per connection':>18} |"
+          f" {'healthz p50':>11} {'p99':>6}")
+    fresh, port, _ = run.sidecar("idle", None)
+    time.sleep(0.5)
+    base = memory(fresh.pid)["RssAnon"]
+    held = []
+    for n in (1, 100, 1000, 10000):
+        while len(held) < n:
+            batch = []
+            for _ in range(min(500, n - len(held))):
+                c = socket.create_connection(("127.0.0.1", port))
+                c.sendall(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                batch.append(c)
+            for c in batch:
+                if not c.recv(4096).startswith(b"HTTP/1.1 204"):
+                    raise SystemExit("healthz did not answer 204 on a held connection")
+            held += batch
+        time.sleep(0.5)
+        now = memory(fresh.pid)["RssAnon"]
+        p50, p99, _, _ = wrk(f"http://127.0.0.1:{port}/v1.0/healthz", 1, run.lua)
+        print(f"{n:>11} | {now:>11.1f} {(now - base) * 1024 / n:>18.1f} | {p50:>11} {p99:>6}")
+    for c in held:
+        c.close()
+
+
+def scale_apps(run, app_port):
+    """1 -> 1,000 apps in the local registry, each a real sidecar (all in
+    front of the one nginx app): one caller's sidecar calls them at
+    random. Its private memory per peer it has called (pooled connection,
+    resolver and pool entries) and the callees' private memory each."""
+    print()
+    print("Apps in the local registry (one sidecar each, no load on them but ours);"
+          " a caller invokes one at random (wrk); µs; same run")
+    print(f"{'apps':>5} | {'p50':>6} {'p99':>6} {'req/s c16':>9} | {'app-0 p50':>9} |"
+          f" {'caller private MiB':>18} {'KiB per peer':>12} | {'private MiB per app':>19}")
+    caller, caller_http, _ = run.sidecar("caller", None)
+    time.sleep(0.3)
+    base = memory(caller.pid)["RssAnon"]
+    apps = []
+    for n in (1, 10, 100, 1000):
+        while len(apps) < n:
+            batch = [sidecar(run.tmp, f"app-{len(apps) + i}", app_port, wait=False)
+                     for i in range(min(50, n - len(apps)))]
+            for p, http, _ in batch:
+                run.procs.append(p)
+                wait_healthy(http, "an app's sidecar")
+            apps += batch
+        for i in range(n):  # every peer called once: a pooled connection each
+            url = f"http://127.0.0.1:{caller_http}/v1.0/invoke/app-{i}/method/hello"
+            with urllib.request.urlopen(url, timeout=10) as r:
+                if r.read() != b"ok":
+                    raise SystemExit(f"app-{i} did not answer")
+        lua = lua_file(run, f"apps{n}.lua", f"""
+request = function()
+  return wrk.format(nil, "/v1.0/invoke/app-" .. math.random(0, {n - 1}) .. "/method/hello")
+end
+""")
+        url = f"http://127.0.0.1:{caller_http}/"
+        p50, p99, _, _ = wrk(url, 1, lua)
+        rps = wrk(url, 16, lua)[3]
+        # The same caller and registry, always the first app: what the
+        # registry's size costs, apart from spreading calls over processes.
+        one = wrk(f"{url}v1.0/invoke/app-0/method/hello", 1, run.lua)[0]
+        now = memory(caller.pid)["RssAnon"]
+        each = sum(memory(p.pid)["RssAnon"] for p, _, _ in apps) / n
+        print(f"{n:>5} | {p50:>6} {p99:>6} {rps:>9.0f} | {one:>9} | {now:>18.1f}"
+              f" {(now - base) * 1024 / n:>12.1f} | {each:>19.2f}")
+    for p, _, _ in apps:
+        p.terminate()
+    for p, _, _ in apps:
+        p.wait()
+        run.procs.remove(p)
+
+
+def scale_subscriptions(run):
+    """1 -> 10,000 subscriptions declared by an app (GET /dapr/subscribe,
+    an in-memory pub/sub): the sidecar's start-up time to healthz, its
+    private memory, and publishing to one of the topics."""
+    print()
+    print("Subscriptions declared by an app (pubsub.in-memory); a fresh sidecar each; same run")
+    print(f"{'subscriptions':>13} | {'start-up ms':>11} | {'private MiB':>11} |"
+          f" {'publish p50 µs':>14} {'p99':>6} {'req/s c16':>9}")
+    component = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: pubsub
+spec:
+  type: pubsub.in-memory
+  version: v1
+"""
+    publish = lua_file(run, "publish-mem.lua", 'wrk.method = "POST"\nwrk.body = \'{"a":1}\'\n'
+                       'wrk.headers["Content-Type"] = "application/json"\n')
+    for n in (1, 100, 1000, 10000):
+        d = os.path.join(run.tmp, f"subs{n}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "subscribe.json"), "w") as f:
+            json.dump([{"pubsubname": "pubsub", "topic": f"t-{i}", "route": "/t"}
+                       for i in range(n)], f)
+        app, app_port = run.nginx(f"subs-app-{n}", f"""server {{ listen 127.0.0.1:PORT;
+    location = /dapr/subscribe {{ default_type application/json; alias {d}/subscribe.json; }}
+    location / {{ return 200 ""; }} }}""")
+        start = time.time()
+        p, http, _ = sidecar(run.tmp, f"subs-{n}", app_port, components=component, wait=False)
+        run.procs.append(p)
+        wait_healthy(http, "the subscriber's sidecar")
+        took = (time.time() - start) * 1000
+        got = len(get_json(f"http://127.0.0.1:{http}/v1.0/metadata").get("subscriptions") or [])
+        if got != n:
+            raise SystemExit(f"the sidecar lists {got} subscriptions, the app declared {n}")
+        private = memory(p.pid)["RssAnon"]
+        url = f"http://127.0.0.1:{http}/v1.0/publish/pubsub/t-{n - 1}"
+        p50, p99, _, _ = wrk(url, 1, publish)
+        rps = wrk(url, 16, publish)[3]
+        print(f"{n:>13} | {took:>11.0f} | {private:>11.1f} | {p50:>14} {p99:>6} {rps:>9.0f}")
+        for proc in (p, app):
+            proc.terminate()
+            proc.wait()
+            run.procs.remove(proc)
+
+
+def scale_bodies(run, app_port, blobs):
+    """1 KiB -> 16 MiB bodies, answers (GET of a file nginx serves) and
+    requests (POST that nginx reads whole before it answers: its mirror
+    module with the body, else `return` answers first), direct, through
+    two sidecars and through an nginx pair that streams bodies as the
+    sidecars do: sequential latency, MiB/s and
+    the largest private memory of each sidecar during the row (streaming:
+    it must not grow with the body)."""
+    print()
+    print(f"Bodies (wrk -c1, {SECS} s per cell); sidecars with --max-body-size 32Mi;"
+          f" peak private MiB of each sidecar while the row ran; same run")
+    orders, _, _ = run.sidecar("orders-big", app_port, ["--max-body-size", "32Mi"])
+    shop, shop_http, _ = run.sidecar("shop-big", None, ["--max-body-size", "32Mi"])
+    nb, nb_port = run.nginx("nginx-big-b", proxy_to(app_port, streaming=True))
+    na, na_port = run.nginx("nginx-big-a", proxy_to(nb_port, streaming=True))
+    paths = [("direct", f"http://127.0.0.1:{app_port}"),
+             ("two hops", f"http://127.0.0.1:{shop_http}/v1.0/invoke/orders-big/method"),
+             ("nginx pair", f"http://127.0.0.1:{na_port}")]
+    time.sleep(0.3)
+    idle = [memory(p.pid)["RssAnon"] for p in (shop, orders)]
+    print(f"idle private MiB: caller's sidecar {idle[0]:.1f}, callee's {idle[1]:.1f}")
+    print(f"{'body':<14} | " + " | ".join(f"{name + ' p50 ms':>17} {'MiB/s':>6}"
+                                          for name, _ in paths) + " | peak private MiB")
+    for size, label in blobs:
+        for way in ("answer", "request"):
+            if way == "answer":
+                lua, suffix = run.lua, f"/blob/{label}"
+            else:
+                lua = lua_file(run, f"post{label}.lua",
+                               f'wrk.method = "POST"\nwrk.body = string.rep("x", {size})\n')
+                suffix = "/sink"
+            cells = []
+            with PeakMemory([shop.pid, orders.pid]) as peak:
+                for _, base in paths:
+                    p50, _, _, rps = wrk(base + suffix, 1, lua)
+                    cells.append(f"{p50 / 1000:>17.2f} {rps * size / 2**20:>6.0f}")
+            print(f"{label + ' ' + way:<14} | " + " | ".join(cells) +
+                  f" | {peak.peak[shop.pid]:.1f}  {peak.peak[orders.pid]:.1f}")
+
+
+def scale_section(run):
+    os.chmod(run.tmp, 0o755)  # nginx's workers (nobody) read the files below
+    blobs = [(1 << 10, "1KiB"), (64 << 10, "64KiB"), (1 << 20, "1MiB"), (16 << 20, "16MiB")]
+    d = os.path.join(run.tmp, "blobs", "blob")
+    os.makedirs(d, exist_ok=True)
+    for size, label in blobs:
+        with open(os.path.join(d, label), "wb") as f:
+            f.write(os.urandom(size))
+    _, app_port = run.nginx("scale-app", f"""server {{ listen 127.0.0.1:PORT;
+    client_max_body_size 0;
+    location /blob/ {{ root {os.path.dirname(d)}; }}
+    location = /sink {{ client_body_buffer_size 32m; mirror /drop; mirror_request_body on;
+      return 200 "ok"; }}
+    location = /drop {{ internal; return 204; }}
+    location / {{ return 200 "ok"; }} }}""")
+    scale_bodies(run, app_port, blobs)
+    scale_connections(run)
+    scale_subscriptions(run)
+    scale_apps(run, app_port)
+
+
 def main():
-    only = set((os.environ.get("EXTERNAL_ONLY") or "invoke,rates,grpc,state").split(","))
+    only = set((os.environ.get("EXTERNAL_ONLY") or "invoke,rates,grpc,state,scale").split(","))
+    # 10,000 held connections (and 1,000 sidecars) need descriptors.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     need(wrk="wrk", nginx="nginx-light", h2load="nghttp2-client")
     if not os.environ.get("EXTERNAL_NO_BUILD"):  # a binary built already
         subprocess.run(["cargo", "build", "--release", "--bin", "tandem"], cwd=ROOT, check=True)
@@ -543,6 +790,8 @@ def main():
                          orders, orders_tls)
         if "state" in only:
             state_section(run)
+        if "scale" in only:
+            scale_section(run)
     finally:
         run.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -428,3 +428,81 @@ async fn name_resolution_follows_the_configuration() {
         serde_json::json!(["configuration/nameResolution"])
     );
 }
+
+/// The names of the components the metadata API lists.
+fn component_names(s: &common::Sidecar) -> Vec<String> {
+    let mut names: Vec<String> = s.get("/v1.0/metadata").json()["components"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Kubernetes mounts a ConfigMap as a folder of symlinks into `..data`,
+/// itself a symlink to a timestamped folder, and updates it by making a
+/// new timestamped folder and renaming a new `..data` over the old one;
+/// no file the sidecar reads is written in place. Then the whole folder
+/// is removed and made again. Each is applied within a second (inotify
+/// on the folder and on its parent, not the 5 s look).
+#[test]
+fn a_configmap_swap_and_a_folder_made_again_reload_within_a_second() {
+    use std::os::unix::fs::symlink;
+    let root = TempDir::new("reload-cm");
+    let res = root.path().join("res");
+    let stamp = |n: u32, files: &[(&str, &str)]| {
+        let d = res.join(format!("..2026_12_02_{n}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for (file, name) in files {
+            std::fs::write(d.join(file), component(name, "state.in-memory", &[])).unwrap();
+        }
+        d
+    };
+    let first = stamp(1, &[("one.yaml", "one")]);
+    symlink(first.file_name().unwrap(), res.join("..data")).unwrap();
+    symlink("..data/one.yaml", res.join("one.yaml")).unwrap();
+    let s = sidecar()
+        .args(["--resources-path", res.to_str().unwrap()])
+        .start();
+    assert_eq!(component_names(&s), ["one"]);
+
+    // kubelet's atomic update: new folder, `..data_tmp` renamed over
+    // `..data`, the visible links follow, the old folder goes.
+    let second = stamp(2, &[("two.yaml", "two")]);
+    symlink(second.file_name().unwrap(), res.join("..data_tmp")).unwrap();
+    std::fs::rename(res.join("..data_tmp"), res.join("..data")).unwrap();
+    symlink("..data/two.yaml", res.join("two.yaml")).unwrap();
+    std::fs::remove_file(res.join("one.yaml")).unwrap();
+    std::fs::remove_dir_all(&first).unwrap();
+    within_a_second("the ConfigMap swap", &s, || component_names(&s) == ["two"]);
+
+    // The folder removed and made again: the parent's watch sees it come
+    // back, and the new folder is watched from then on.
+    std::fs::remove_dir_all(&res).unwrap();
+    std::fs::create_dir_all(&res).unwrap();
+    std::fs::write(
+        res.join("three.yaml"),
+        component("three", "state.in-memory", &[]),
+    )
+    .unwrap();
+    within_a_second("the folder made again", &s, || {
+        component_names(&s) == ["three"]
+    });
+    std::fs::write(
+        res.join("four.yaml"),
+        component("four", "state.in-memory", &[]),
+    )
+    .unwrap();
+    within_a_second("a file in the new folder", &s, || {
+        component_names(&s) == ["four", "three"]
+    });
+    assert!(
+        s.wait_healthz(204, Duration::from_secs(1)),
+        "{}",
+        s.stderr.text()
+    );
+}

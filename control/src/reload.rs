@@ -1,7 +1,8 @@
 //! Hot reload (DESIGN "Hot reload"): watch → parse and validate as a whole
 //! → build only what changed → swap. The resources dirs and the `--config`
-//! file are polled (every 100 ms, contents hashed; a change must hold
-//! still for 150 ms before it is read). A change that does not load, or a
+//! file are watched with inotify and looked at every 5 s besides (every
+//! second where no inotify instance is left); their names and contents are
+//! hashed, and a change must hold still for 150 ms before it is read. A change that does not load, or a
 //! component that does not initialise (without `ignoreErrors`), is refused:
 //! the running snapshot stays, and the error — with file and line — is
 //! logged, counted (`tandem_reload_total{result="refused"}`) and shown by
@@ -494,16 +495,43 @@ impl Reloader {
         h.finish()
     }
 
-    /// Polls the files and reloads on a change that held still for 150 ms,
-    /// while the `HotReload` feature is on. Ends with the runtime.
+    /// Watches the files and reloads on a change that held still for 150
+    /// ms, while the `HotReload` feature is on. Ends with the runtime.
+    ///
+    /// inotify wakes the watcher when something in a resources dir (or the
+    /// config file) changes; a look every 5 s catches what inotify cannot
+    /// see (network filesystems, a dir created after start). Where no
+    /// inotify instance is left (`fs.inotify.max_user_instances`, 128 by
+    /// default, is per user: a host running hundreds of sidecars reaches
+    /// it), the files are polled every second instead. An idle sidecar
+    /// thus wakes a few times a minute, not ten times a second.
     pub fn watch(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut seen = me.fingerprint();
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut watch = FileWatch::new(me.watched());
+            let every = if watch.is_some() {
+                Duration::from_secs(5)
+            } else {
+                tracing::info!(
+                    "no inotify instance available (fs.inotify.max_user_instances); \
+                     resources are polled every second"
+                );
+                Duration::from_secs(1)
+            };
             loop {
-                tick.tick().await;
+                match &mut watch {
+                    Some(w) => {
+                        tokio::select! {
+                            () = w.changed() => {}
+                            () = tokio::time::sleep(every) => {}
+                        }
+                        // A folder replaced (a ConfigMap's swap) or made
+                        // after start gets its watch.
+                        w.rewatch();
+                    }
+                    None => tokio::time::sleep(every).await,
+                }
                 let Some(rt) = me.rt.upgrade() else { return };
                 if rt.is_shutting_down() {
                     return;
@@ -527,5 +555,149 @@ impl Reloader {
                 me.reload("file change").await;
             }
         });
+    }
+
+    /// What the watcher looks at: each resources dir (any change in it),
+    /// and the folders holding the resources dirs and the config file
+    /// (changes to those names only).
+    fn watched(&self) -> Vec<(PathBuf, Option<std::ffi::OsString>)> {
+        let mut out = Vec::new();
+        let mut entry = |path: &std::path::Path| {
+            let Some(name) = path.file_name() else { return };
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            out.push((dir, Some(name.to_os_string())));
+        };
+        if let ResourceSource::Dirs(dirs) = &self.source {
+            for d in dirs {
+                // The folder's parent too, for the folder's own name: a
+                // folder removed and made again is seen at once.
+                entry(d);
+            }
+        }
+        if let Some(file) = &self.config {
+            entry(file);
+        }
+        if let ResourceSource::Dirs(dirs) = &self.source {
+            out.extend(dirs.iter().map(|d| (d.clone(), None)));
+        }
+        out
+    }
+}
+
+type Watched = Vec<(PathBuf, Option<std::ffi::OsString>)>;
+type Wds = Vec<(
+    nix::sys::inotify::WatchDescriptor,
+    Option<std::ffi::OsString>,
+)>;
+
+/// inotify watches on folders (each may care about one file name only),
+/// read by a small thread of its own that sleeps in `poll` (the crates
+/// forbid `unsafe`, which registering the descriptor with tokio's reactor
+/// needs) and wakes the watcher task when an event matters. The thread
+/// ends within a minute of the task.
+struct FileWatch {
+    inotify: Arc<nix::sys::inotify::Inotify>,
+    paths: Watched,
+    /// Watch descriptor → the file name it cares about (None: any).
+    wds: Arc<Mutex<Wds>>,
+    events: tokio::sync::mpsc::Receiver<()>,
+}
+
+impl FileWatch {
+    fn new(paths: Watched) -> Option<Self> {
+        use nix::sys::inotify::{InitFlags, Inotify};
+        let inotify = Arc::new(Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?);
+        let wds = Arc::new(Mutex::new(Wds::new()));
+        let (tx, events) = tokio::sync::mpsc::channel(1);
+        let (fd, known) = (inotify.clone(), wds.clone());
+        std::thread::Builder::new()
+            .name("tandem-inotify".into())
+            .stack_size(64 << 10)
+            .spawn(move || read_events(&fd, &known, &tx))
+            .ok()?;
+        let mut w = Self {
+            inotify,
+            paths,
+            wds,
+            events,
+        };
+        w.rewatch();
+        Some(w)
+    }
+
+    /// (Re)adds a watch on every folder that exists now: the same folder
+    /// keeps its descriptor; a replaced or new one gets one.
+    fn rewatch(&mut self) {
+        use nix::sys::inotify::AddWatchFlags as F;
+        let mask = F::IN_CREATE
+            | F::IN_DELETE
+            | F::IN_MODIFY
+            | F::IN_CLOSE_WRITE
+            | F::IN_MOVED_FROM
+            | F::IN_MOVED_TO
+            | F::IN_ATTRIB
+            | F::IN_DELETE_SELF
+            | F::IN_MOVE_SELF
+            | F::IN_ONLYDIR;
+        let mut wds = self.wds.lock().expect("watch list");
+        for (path, name) in &self.paths {
+            if let Ok(wd) = self.inotify.add_watch(path.as_path(), mask)
+                && !wds.iter().any(|(w, _)| *w == wd)
+            {
+                wds.push((wd, name.clone()));
+            }
+        }
+    }
+
+    /// Resolves when an event that matters arrives (never, once the
+    /// reading thread is gone: the 5 s look goes on).
+    async fn changed(&mut self) {
+        if self.events.recv().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The reading thread: waits for events (a minute at most, to notice that
+/// the watcher task has ended) and passes on those that matter.
+fn read_events(
+    inotify: &nix::sys::inotify::Inotify,
+    wds: &Mutex<Wds>,
+    tx: &tokio::sync::mpsc::Sender<()>,
+) {
+    use nix::poll::{PollFd, PollFlags, poll};
+    use std::os::fd::AsFd;
+    loop {
+        let ready = poll(
+            &mut [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)],
+            60_000u16,
+        );
+        if tx.is_closed() {
+            return;
+        }
+        match ready {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        let Ok(events) = inotify.read_events() else {
+            continue;
+        };
+        let wds = wds.lock().expect("watch list");
+        let matters = events
+            .iter()
+            .any(|e| match wds.iter().find(|(w, _)| *w == e.wd) {
+                Some((_, Some(name))) => e.name.as_deref() == Some(name.as_os_str()),
+                // A folder's own event, or one no longer watched.
+                _ => true,
+            });
+        drop(wds);
+        if matters {
+            // Full: a wake-up is pending already.
+            let _ = tx.try_send(());
+        }
     }
 }

@@ -11,7 +11,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-type Queue = mpsc::UnboundedSender<Message>;
+/// Messages go boxed: a channel allocates its first block of 32 slots when
+/// it is made, and 32 unboxed messages made each subscription cost ~8 KiB
+/// before any message was sent (10,000 subscriptions: 80 MiB).
+type Queue = mpsc::UnboundedSender<Box<Message>>;
 
 /// The subscribers' queues of one consumer group, and whose turn it is.
 type Group = (Vec<Queue>, usize);
@@ -45,7 +48,7 @@ impl PubSub for MemoryPubSub {
                         continue;
                     }
                     *turn = (*turn + 1) % queues.len();
-                    let _ = queues[*turn].send(msg.clone());
+                    let _ = queues[*turn].send(Box::new(msg.clone()));
                 }
             }
             Ok(())
@@ -53,7 +56,7 @@ impl PubSub for MemoryPubSub {
     }
 
     fn subscribe(&self, req: SubscribeRequest) -> Result<SubscriptionHandle, String> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Box<Message>>();
         let tx_for_redelivery = tx.clone();
         self.topics
             .lock()
@@ -75,7 +78,7 @@ impl PubSub for MemoryPubSub {
                 .for_each_concurrent(in_flight, |msg| {
                     let (handler, requeue) = (handler.clone(), requeue.clone());
                     async move {
-                        if let Err(e) = handler(msg.clone()).await {
+                        if let Err(e) = handler((*msg).clone()).await {
                             // Offer it again later without holding up the
                             // messages behind it.
                             tracing::debug!(topic = %msg.topic, error = %e, "message not acknowledged; redelivering");
