@@ -140,7 +140,7 @@ async fn main() {
     }
     took.sort_by(f64::total_cmp);
     println!(
-        "file write → applied ({rounds} writes): p50 {:.0} ms, max {:.0} ms (100 ms poll + 150 ms settle + rebuild)",
+        "file write → applied ({rounds} writes): p50 {:.0} ms, max {:.0} ms (inotify wake-up + 150 ms settle + rebuild)",
         took[took.len() / 2],
         took[took.len() - 1]
     );
