@@ -506,3 +506,39 @@ fn a_configmap_swap_and_a_folder_made_again_reload_within_a_second() {
         s.stderr.text()
     );
 }
+
+/// Dapr's own layout keeps the config file beside the components folder
+/// (`~/.dapr/config.yaml`, `~/.dapr/components`): the folder holding both
+/// is watched for two names, and a change to either applies within a
+/// second.
+#[test]
+fn a_config_file_beside_the_resources_folder_is_watched_too() {
+    let home = TempDir::new("reload-beside");
+    home.write(
+        "components/mem.yaml",
+        &component("mem", "state.in-memory", &[]),
+    );
+    let config = |rate: &str| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  tracing:\n    samplingRate: \"{rate}\"\n"
+        )
+    };
+    let file = home.write("config.yaml", &config("0"));
+    let s = sidecar()
+        .args([
+            "--resources-path",
+            home.path().join("components").to_str().unwrap(),
+        ])
+        .args(["--config", file.to_str().unwrap()])
+        .start();
+    assert_eq!(generation(&s), 1);
+    std::fs::write(&file, config("1")).unwrap();
+    within_a_second("the config file's change", &s, || generation(&s) == 2);
+    home.write(
+        "components/two.yaml",
+        &component("two", "state.in-memory", &[]),
+    );
+    within_a_second("a new component", &s, || {
+        component_names(&s) == ["mem", "two"]
+    });
+}

@@ -2,11 +2,12 @@
 //! → build only what changed → swap. The resources dirs and the `--config`
 //! file are watched with inotify and looked at every 5 s besides (every
 //! second where no inotify instance is left); their names and contents are
-//! hashed, and a change must hold still for 150 ms before it is read. A change that does not load, or a
-//! component that does not initialise (without `ignoreErrors`), is refused:
-//! the running snapshot stays, and the error — with file and line — is
-//! logged, counted (`tandem_reload_total{result="refused"}`) and shown by
-//! the control API. Otherwise a new snapshot is built, keeping every
+//! hashed, and a change must hold still for 150 ms before it is read. A
+//! change that does not load, or a component that does not initialise
+//! (without `ignoreErrors`), is refused: the running snapshot stays, and
+//! the error — with file and line — is logged, counted
+//! (`tandem_reload_total{result="refused"}`) and shown by the control
+//! API. Otherwise a new snapshot is built, keeping every
 //! component whose resource is unchanged (its connections too), and
 //! swapped in: requests already running finish on the snapshot they
 //! loaded, and a replaced component closes when its last user drops it.
@@ -23,6 +24,7 @@
 use crate::runtime::Runtime;
 use crate::snapshot::Snapshot;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -559,39 +561,36 @@ impl Reloader {
 
     /// What the watcher looks at: each resources dir (any change in it),
     /// and the folders holding the resources dirs and the config file
-    /// (changes to those names only).
-    fn watched(&self) -> Vec<(PathBuf, Option<std::ffi::OsString>)> {
-        let mut out = Vec::new();
-        let mut entry = |path: &std::path::Path| {
-            let Some(name) = path.file_name() else { return };
+    /// (changes to those names only: a folder removed and made again is
+    /// seen at once).
+    fn watched(&self) -> Watched {
+        /// `path`'s folder, caring about `path`'s name only.
+        fn name_in_parent(path: &std::path::Path) -> Option<(PathBuf, Option<OsString>)> {
+            let name = path.file_name()?.to_os_string();
             let dir = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            out.push((dir, Some(name.to_os_string())));
-        };
+            Some((dir, Some(name)))
+        }
+        let mut out = Watched::new();
         if let ResourceSource::Dirs(dirs) = &self.source {
             for d in dirs {
-                // The folder's parent too, for the folder's own name: a
-                // folder removed and made again is seen at once.
-                entry(d);
+                out.extend(name_in_parent(d));
+                out.push((d.clone(), None));
             }
         }
-        if let Some(file) = &self.config {
-            entry(file);
-        }
-        if let ResourceSource::Dirs(dirs) = &self.source {
-            out.extend(dirs.iter().map(|d| (d.clone(), None)));
-        }
+        out.extend(self.config.as_deref().and_then(name_in_parent));
         out
     }
 }
 
-type Watched = Vec<(PathBuf, Option<std::ffi::OsString>)>;
-type Wds = Vec<(
-    nix::sys::inotify::WatchDescriptor,
-    Option<std::ffi::OsString>,
-)>;
+type Watched = Vec<(PathBuf, Option<OsString>)>;
+/// Watch descriptor → the names in its folder that matter (None: any).
+/// One folder can be asked for twice (the config file beside the
+/// resources dir: `~/.dapr/config.yaml` and `~/.dapr/components`), and
+/// inotify gives both the same descriptor.
+type Wds = Vec<(nix::sys::inotify::WatchDescriptor, Option<Vec<OsString>>)>;
 
 /// inotify watches on folders (each may care about one file name only),
 /// read by a small thread of its own that sleeps in `poll` (the crates
@@ -601,7 +600,6 @@ type Wds = Vec<(
 struct FileWatch {
     inotify: Arc<nix::sys::inotify::Inotify>,
     paths: Watched,
-    /// Watch descriptor → the file name it cares about (None: any).
     wds: Arc<Mutex<Wds>>,
     events: tokio::sync::mpsc::Receiver<()>,
 }
@@ -644,10 +642,16 @@ impl FileWatch {
             | F::IN_ONLYDIR;
         let mut wds = self.wds.lock().expect("watch list");
         for (path, name) in &self.paths {
-            if let Ok(wd) = self.inotify.add_watch(path.as_path(), mask)
-                && !wds.iter().any(|(w, _)| *w == wd)
-            {
-                wds.push((wd, name.clone()));
+            let Ok(wd) = self.inotify.add_watch(path.as_path(), mask) else {
+                continue;
+            };
+            match wds.iter_mut().find(|(w, _)| *w == wd) {
+                None => wds.push((wd, name.clone().map(|n| vec![n]))),
+                Some((_, names)) => match (names.as_mut(), name) {
+                    (Some(names), Some(n)) if !names.contains(n) => names.push(n.clone()),
+                    (Some(_), None) => *names = None,
+                    _ => {}
+                },
             }
         }
     }
@@ -690,7 +694,7 @@ fn read_events(
         let matters = events
             .iter()
             .any(|e| match wds.iter().find(|(w, _)| *w == e.wd) {
-                Some((_, Some(name))) => e.name.as_deref() == Some(name.as_os_str()),
+                Some((_, Some(names))) => e.name.as_ref().is_some_and(|n| names.contains(n)),
                 // A folder's own event, or one no longer watched.
                 _ => true,
             });
