@@ -142,6 +142,51 @@ fn state_redis_documented_fields() {
     );
 }
 
+/// A plain save (no ETag, last write wins) is a `MULTI` block, not the
+/// conditional script: it must still bump the version, clear an earlier
+/// TTL, keep daprd's layout (a hash of `data` and `version`), and leave
+/// the conditional saves to the script.
+#[test]
+fn state_redis_plain_saves_bump_the_version_and_clear_a_ttl() {
+    let (s, _r) = with("cache", "state.redis", &redis(&[]));
+    let key = format!("plain-{}", run_id());
+    let save = |body: String| {
+        s.request("POST", "/v1.0/state/cache", body.as_bytes())
+            .status
+    };
+    let item = |value: u32, extra: &str| format!(r#"[{{"key":"{key}","value":{value}{extra}}}]"#);
+    assert_eq!(save(item(1, r#","metadata":{"ttlInSeconds":"100"}"#)), 204);
+    let r = s.get(&format!("/v1.0/state/cache/{key}"));
+    assert_eq!((r.text().as_str(), r.header("etag")), ("1", Some("1")));
+    assert!(r.header("metadata.ttlExpireTime").is_some());
+    assert_eq!(save(item(2, "")), 204);
+    let r = s.get(&format!("/v1.0/state/cache/{key}"));
+    assert_eq!((r.text().as_str(), r.header("etag")), ("2", Some("2")));
+    assert_eq!(r.header("metadata.ttlExpireTime"), None, "{:?}", r.headers);
+    // Conditional saves: a stale ETag and first-write on an existing key.
+    assert_eq!(save(item(3, r#","etag":"1""#)), 409);
+    assert_eq!(
+        save(item(3, r#","options":{"concurrency":"first-write"}"#)),
+        409
+    );
+    assert_eq!(save(item(3, r#","etag":"2""#)), 204);
+    // Stored under `<app id>||<key>`, Dapr's default prefix.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let stored = cli(&["--scan", "--pattern", &format!("*||{key}")]);
+    assert!(!stored.is_empty() && !stored.contains('\n'), "{stored:?}");
+    let fields = cli(&["HGETALL", &stored]);
+    let lines: Vec<&str> = fields.lines().collect();
+    let mut pairs: Vec<(&str, &str)> = lines.chunks(2).map(|p| (p[0], p[1])).collect();
+    pairs.sort();
+    assert_eq!(pairs, [("data", "3"), ("version", "3")]);
+}
+
 #[test]
 fn pubsub_redis_documented_fields() {
     // The reference page's examples: bare numbers are milliseconds here.

@@ -118,7 +118,7 @@ impl Invoker {
             base: base.into(),
             reason: crate::app_channel::error_chain(&e),
         })?;
-        strip_hop_by_hop(resp.headers_mut());
+        strip_connection_headers(resp.headers_mut());
         Ok(resp.map(boxed))
     }
 

@@ -197,60 +197,73 @@ impl InvokeError {
     }
 }
 
-/// Connection-level headers that must not be forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-];
+/// Whether `name` describes the connection a message came on (RFC 9110
+/// §7.6.1), which no proxy forwards; a request also loses `TE`, `Trailer`
+/// and `Host` (the next hop gets its own), an answer keeps `Trailer`: it
+/// announces trailers that travel through.
+fn is_connection_level(name: &HeaderName, request: bool) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == "keep-alive"
+        || name == "proxy-connection"
+        || (request && (name == header::TE || name == header::TRAILER || name == header::HOST))
+}
 
-/// Removes the connection-level headers, except `te: trailers`: it says
-/// the client takes trailers, which travel through us, and gRPC servers
-/// insist on it (it is the one TE an HTTP/2 request may carry).
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let trailers = h
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in HOP_BY_HOP {
-        h.remove(*name);
+/// Removes the connection-level headers and the ones `Connection` names.
+/// One look over the map's keys finds that there is nothing to do, the
+/// usual case (no header is removed by a name given as text, which would
+/// hash it each time).
+fn strip_connection_level(h: &mut HeaderMap, request: bool) {
+    if !h.keys().any(|name| is_connection_level(name, request)) {
+        return;
+    }
+    // `TE: trailers` says the client takes trailers, which travel
+    // through us, and gRPC servers insist on it (the one TE an HTTP/2
+    // request may carry).
+    let trailers = request
+        && h.get_all(header::TE).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        });
+    let mut gone: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        // `Connection: TE` goes with a TE header; neither it nor an
+        // answer's `Trailer` is a private header to drop.
+        .filter(|name| name != header::TRAILER && name != header::TE)
+        .collect();
+    gone.extend(
+        h.keys()
+            .filter(|name| is_connection_level(name, request))
+            .cloned(),
+    );
+    for name in gone {
+        h.remove(name);
     }
     if trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
+/// Makes a request ready for the next hop: the connection-level headers
+/// and those `Connection` names go, `TE` too unless it is `trailers`, and
+/// `Trailer` and `Host`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    strip_connection_level(h, true);
+}
+
 /// Removes from an answer the headers that describe the connection it
-/// came on (RFC 9110 §7.6.1: `Connection`, the headers it names,
-/// `Keep-Alive`, `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`): an
-/// app's `Connection: close` must not close the connection between
-/// sidecars, or the caller's. `Trailer` stays: it announces trailers that
-/// travel through.
+/// came on (`Connection`, the headers it names, `Keep-Alive`,
+/// `Proxy-Connection`, `Transfer-Encoding`, `Upgrade`): an app's
+/// `Connection: close` must not close the connection between sidecars, or
+/// the caller's. `Trailer` stays.
 pub fn strip_connection_headers(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| name != header::TRAILER && name != header::TE)
-        .collect();
-    for name in named {
-        h.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        h.remove(name);
-    }
+    strip_connection_level(h, false);
 }
 
 /// `body` cut off after `max` bytes, and a flag that says it was: a
@@ -307,5 +320,43 @@ mod tests {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         strip_connection_headers(&mut h);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn a_request_loses_connection_headers_and_the_ones_named_keeps_te_trailers() {
+        let strip = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            strip_hop_by_hop(&mut h);
+            let mut left: Vec<String> = h
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+                .collect();
+            left.sort();
+            left
+        };
+        assert_eq!(
+            strip(&[
+                ("connection", "close, X-Private, te"),
+                ("x-private", "1"),
+                ("te", "gzip, trailers"),
+                ("trailer", "x-sum"),
+                ("host", "example"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("transfer-encoding", "chunked"),
+                ("upgrade", "h2c"),
+                ("x-kept", "yes"),
+            ]),
+            ["te: trailers", "x-kept: yes"]
+        );
+        assert_eq!(strip(&[("te", "gzip")]), Vec::<String>::new());
+        // Nothing connection-level: the map is left as it was.
+        assert_eq!(
+            strip(&[("content-type", "text/plain"), ("x-a", "1")]),
+            ["content-type: text/plain", "x-a: 1"]
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! `state.redis`: one hash per key with fields `data` and `version`; the
-//! version is the ETag. Every write is a Lua script, so the ETag check and
-//! the write are atomic on the server; a transaction is one script that
-//! checks every operation before it applies any. A read is `HMGET` and
+//! version is the ETag. A conditional write (an ETag, first-write) is a Lua
+//! script, so the check and the write are atomic on the server; a
+//! transaction is one script that checks every operation before it applies
+//! any; a plain save is a `MULTI` block. A read is `HMGET` and
 //! `PTTL` in one pipeline (no script: a script's call costs the server
 //! more than the two commands); a write between the two can only make the
 //! reported expiry the newer item's. TTLs are native `EXPIRE`s.
@@ -94,18 +95,55 @@ impl RedisStore {
         })
     }
 
+    /// The TTL in seconds to save `s` with (0: none): its own
+    /// `ttlInSeconds` (-1: none), else the component's.
+    fn ttl_of(&self, s: &SetRequest) -> Result<u64, StateError> {
+        if s.metadata.contains_key("ttlInSeconds") {
+            Ok(ttl(&s.metadata)?.map_or(0, |d| d.as_secs()))
+        } else {
+            Ok(self.default_ttl)
+        }
+    }
+
+    /// A save with no condition (no ETag, last write wins) is a `MULTI`
+    /// block in one round trip: the script's check is not needed, and
+    /// running one costs the server more than the plain commands.
+    async fn set_unconditional(&self, s: &SetRequest) -> Result<(), StateError> {
+        let ttl = self.ttl_of(s)?;
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .cmd("HINCRBY")
+            .arg(&s.key)
+            .arg("version")
+            .arg(1)
+            .ignore()
+            .cmd("HSET")
+            .arg(&s.key)
+            .arg("data")
+            .arg(s.value.as_ref())
+            .ignore();
+        if ttl > 0 {
+            pipe.cmd("EXPIRE").arg(&s.key).arg(ttl).ignore();
+        } else {
+            pipe.cmd("PERSIST").arg(&s.key).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(err)
+    }
+
     async fn run_write(&self, ops: Vec<TransactionOp>) -> Result<(), StateError> {
+        if let [TransactionOp::Upsert(s)] = ops.as_slice()
+            && s.etag.as_deref().is_none_or(str::is_empty)
+            && s.concurrency != Concurrency::FirstWrite
+        {
+            return self.set_unconditional(s).await;
+        }
         let mut inv = self.write.prepare_invoke();
         for op in &ops {
             match op {
                 TransactionOp::Upsert(s) => {
                     let etag = etag_arg(s.etag.as_deref())?;
-                    // The request's own TTL (-1: none), else the component's.
-                    let ttl = if s.metadata.contains_key("ttlInSeconds") {
-                        ttl(&s.metadata)?.map_or(0, |d| d.as_secs())
-                    } else {
-                        self.default_ttl
-                    };
+                    let ttl = self.ttl_of(s)?;
                     inv.key(&s.key)
                         .arg("set")
                         .arg(etag)
