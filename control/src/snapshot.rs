@@ -3,8 +3,8 @@
 //! that view to the end; a reload builds a new one and swaps it in.
 
 use crate::components::{
-    self, BindingComponent, InitError, LockComponent, PubSubComponent, StateComponent,
-    secretstores::SecretStore,
+    self, BindingComponent, ConversationComponent, InitError, LockComponent, PubSubComponent,
+    StateComponent, secretstores::SecretStore,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +46,7 @@ pub struct Snapshot {
     pub lock_stores: BTreeMap<String, LockComponent>,
     pub configuration_stores:
         BTreeMap<String, Arc<dyn components::configuration::ConfigurationStore>>,
+    pub conversations: BTreeMap<String, ConversationComponent>,
     pub components: Vec<RegisteredComponent>,
     /// The live components with their resources (what a reload may keep).
     pub instances: components::Instances,
@@ -105,6 +106,7 @@ impl Snapshot {
             bindings: live.bindings,
             lock_stores: live.lock_stores,
             configuration_stores: live.configuration_stores,
+            conversations: live.conversations,
             components: live.registered,
             instances: live.instances,
             policies,
@@ -122,6 +124,7 @@ impl Snapshot {
             bindings: BTreeMap::new(),
             lock_stores: BTreeMap::new(),
             configuration_stores: BTreeMap::new(),
+            conversations: BTreeMap::new(),
             components: Vec::new(),
             instances: Default::default(),
             policies: Default::default(),

@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod configuration;
+pub mod conversation;
 pub mod grpc;
 pub mod http;
 pub mod invoke;

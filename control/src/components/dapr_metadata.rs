@@ -13,6 +13,12 @@ use std::collections::BTreeMap;
 /// Every key tandem's components or the runtime read, in the spelling they
 /// read it; a key written in another case is renamed to this one.
 const KNOWN: &[&str] = &[
+    // conversation components
+    "cacheTTL",
+    "responseCacheTTL",
+    "apiType",
+    "apiVersion",
+    "maxTokens",
     // every component / the runtime
     "keyPrefix",
     "actorStateStore",

@@ -4,6 +4,7 @@
 
 pub mod bindings;
 pub mod configuration;
+pub mod conversation;
 pub mod dapr_metadata;
 pub mod lock;
 pub mod metadata;
@@ -31,6 +32,7 @@ pub enum Live {
     Binding(Arc<dyn bindings::Binding>),
     Lock(Arc<dyn lock::LockStore>),
     Configuration(Arc<dyn configuration::ConfigurationStore>),
+    Conversation(Arc<dyn conversation::Conversation>),
 }
 
 impl Live {
@@ -50,7 +52,7 @@ impl Live {
                 }
                 f
             }
-            Live::Lock(_) | Live::Configuration(_) => Vec::new(),
+            Live::Lock(_) | Live::Configuration(_) | Live::Conversation(_) => Vec::new(),
         }
     }
 }
@@ -103,6 +105,13 @@ pub struct PubSubComponent {
     /// Metadata `concurrency`: how many messages of one subscription are
     /// delivered to the app at once (default 1: in order).
     pub concurrency: usize,
+}
+
+/// A conversation (LLM) component with its outbound resiliency policy.
+#[derive(Clone)]
+pub struct ConversationComponent {
+    pub llm: Arc<dyn conversation::Conversation>,
+    pub outbound: Arc<tandem_proxy::resilience::Policy>,
 }
 
 /// How many messages `parallel` delivery keeps in flight per subscription.
@@ -217,6 +226,34 @@ const REGISTRY: &[Registration] = &[
             tokio::runtime::Handle::current()
                 .block_on(configuration::redis::RedisConfig::connect(m))
                 .map(|c| Live::Configuration(Arc::new(c)))
+        },
+    },
+    Registration {
+        type_name: "conversation.anthropic",
+        build: |m| {
+            conversation::anthropic::Anthropic::new(m)
+                .and_then(|c| conversation::with_cache(c, m))
+                .map(Live::Conversation)
+        },
+    },
+    Registration {
+        type_name: "conversation.echo",
+        build: |m| conversation::echo::Echo::new(m).map(|c| Live::Conversation(Arc::new(c))),
+    },
+    Registration {
+        type_name: "conversation.ollama",
+        build: |m| {
+            conversation::ollama::Ollama::new(m)
+                .and_then(|c| conversation::with_cache(c, m))
+                .map(Live::Conversation)
+        },
+    },
+    Registration {
+        type_name: "conversation.openai",
+        build: |m| {
+            conversation::openai::OpenAi::new(m)
+                .and_then(|c| conversation::with_cache(c, m))
+                .map(Live::Conversation)
         },
     },
     Registration {
@@ -358,6 +395,7 @@ pub struct LiveComponents {
     pub bindings: BTreeMap<String, BindingComponent>,
     pub lock_stores: BTreeMap<String, LockComponent>,
     pub configuration_stores: BTreeMap<String, Arc<dyn configuration::ConfigurationStore>>,
+    pub conversations: BTreeMap<String, ConversationComponent>,
     pub registered: Vec<RegisteredComponent>,
     /// Every live component with the resource it was made from: a reload
     /// keeps the instances whose resource did not change.
@@ -452,6 +490,15 @@ pub async fn init_all(
                     }
                     Live::Configuration(store) => {
                         live.configuration_stores.insert(name.clone(), store);
+                    }
+                    Live::Conversation(llm) => {
+                        live.conversations.insert(
+                            name.clone(),
+                            ConversationComponent {
+                                llm,
+                                outbound: policies.component_outbound(&name, "Conversation"),
+                            },
+                        );
                     }
                     Live::Lock(store) => {
                         live.lock_stores.insert(

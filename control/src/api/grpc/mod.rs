@@ -3,6 +3,7 @@
 //! RPCs of building blocks tandem does not have yet answer UNIMPLEMENTED with
 //! a Dapr `ErrorInfo`, at once.
 
+mod conversation;
 pub(crate) mod proxy;
 
 use crate::api::state::{SaveItem, TxItem};
@@ -326,6 +327,8 @@ impl DaprApi {
 fn api_group(method: &str) -> (&'static str, &'static str) {
     let version = if method.ends_with("Alpha1") {
         "v1alpha1"
+    } else if method.ends_with("Alpha2") {
+        "v1alpha2"
     } else {
         "v1"
     };
@@ -349,6 +352,8 @@ fn api_group(method: &str) -> (&'static str, &'static str) {
         "metadata"
     } else if method == "Shutdown" {
         "shutdown"
+    } else if method.starts_with("Converse") {
+        "conversation"
     } else {
         "unknown"
     };
@@ -822,6 +827,28 @@ impl Dapr for DaprApi {
         self.call("SetMetadata", req, |r| async move {
             rt.set_extended(r.key, r.value);
             Ok(())
+        })
+        .await
+    }
+
+    async fn converse_alpha1(
+        &self,
+        req: Request<rt::ConversationRequest>,
+    ) -> Result<Response<rt::ConversationResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("ConverseAlpha1", req, |r| async move {
+            conversation::alpha1(&rt, r).await
+        })
+        .await
+    }
+
+    async fn converse_alpha2(
+        &self,
+        req: Request<rt::ConversationRequestAlpha2>,
+    ) -> Result<Response<rt::ConversationResponseAlpha2>, Status> {
+        let rt = self.rt.clone();
+        self.call("ConverseAlpha2", req, |r| async move {
+            conversation::alpha2(&rt, r).await
         })
         .await
     }

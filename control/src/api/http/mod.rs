@@ -5,6 +5,7 @@
 
 mod bindings;
 mod configuration;
+mod conversation;
 mod handlers;
 pub(crate) mod invoke;
 mod lock;
@@ -116,7 +117,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("workflows", "workflows"),
     ("jobs", "jobs"),
     ("crypto", "cryptography"),
-    ("conversation", "conversation"),
 ];
 
 /// Building blocks whose HTTP API calls get a SERVER span of their own
@@ -130,6 +130,7 @@ const TRACED: &[&str] = &[
     "configuration",
     "lock",
     "unlock",
+    "conversation",
 ];
 
 async fn route(rt: &Runtime, mut req: Request<Incoming>) -> Response<ProxyBody> {
@@ -294,6 +295,14 @@ async fn dispatch(
         }
         (&Method::DELETE, ["v1.0-alpha1", "tandem", "resources", name]) => {
             respond(tandem::delete(rt, name).await)
+        }
+        (&Method::POST, ["v1.0-alpha1", "conversation", name, "converse"]) => {
+            let name = name.to_string();
+            respond(conversation::alpha1(rt, name, req).await)
+        }
+        (&Method::POST, ["v1.0-alpha2", "conversation", name, "converse"]) => {
+            let name = name.to_string();
+            respond(conversation::alpha2(rt, name, req).await)
         }
         (&Method::POST, ["v1.0-alpha1", "lock", store]) => {
             let store = store.to_string();

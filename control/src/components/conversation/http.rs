@@ -1,0 +1,98 @@
+//! The HTTP client the model providers share: JSON in, JSON out, the
+//! provider's own error text surfaced, 4xx (but 408 and 429) marked as
+//! not worth a retry.
+
+use super::ConverseError;
+use http_body_util::BodyExt;
+use std::time::Duration;
+use tandem_proxy::invoke::{HttpsClient, OutsideTls};
+
+/// An answer larger than this is refused (a chat completion is kilobytes).
+const MAX_ANSWER: usize = 16 << 20;
+
+pub struct ProviderClient {
+    client: HttpsClient,
+    timeout: Duration,
+}
+
+impl ProviderClient {
+    /// `timeout`: metadata `timeout`, a duration (default 5 minutes: models
+    /// can take long).
+    pub fn new(m: &std::collections::BTreeMap<String, String>) -> Result<Self, String> {
+        Ok(Self {
+            client: OutsideTls::default().client(false)?,
+            timeout: crate::components::metadata::duration(m, "timeout", Duration::from_secs(300))?,
+        })
+    }
+
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ConverseError> {
+        let mut builder = ::http::Request::post(url)
+            .header(::http::header::CONTENT_TYPE, "application/json")
+            .header(::http::header::ACCEPT, "application/json");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let req = builder
+            .body(tandem_proxy::invoke::full(bytes::Bytes::from(
+                serde_json::to_vec(body).unwrap_or_default(),
+            )))
+            .map_err(|e| ConverseError::Refused(format!("{url}: {e}")))?;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                ConverseError::Failed(format!(
+                    "{url}: {}",
+                    tandem_proxy::app_channel::error_chain(&e)
+                ))
+            })?;
+            let status = resp.status();
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| ConverseError::Failed(format!("{url}: reading the answer: {e}")))?
+                .to_bytes();
+            Ok::<_, ConverseError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| {
+                ConverseError::Failed(format!("{url}: no answer within {:?}", self.timeout))
+            })??;
+        let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+        if !status.is_success() {
+            let said = json
+                .as_ref()
+                .and_then(error_text)
+                .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into());
+            let text = format!("{url} answered {status}: {said}");
+            let permanent = status.is_client_error()
+                && status != ::http::StatusCode::REQUEST_TIMEOUT
+                && status != ::http::StatusCode::TOO_MANY_REQUESTS;
+            return Err(if permanent {
+                ConverseError::Refused(text)
+            } else {
+                ConverseError::Failed(text)
+            });
+        }
+        json.ok_or_else(|| ConverseError::Failed(format!("{url}: the answer is not JSON")))
+    }
+}
+
+/// The error text of a provider's error body: OpenAI's and Anthropic's
+/// `{"error": {"message"}}`, Ollama's `{"error": "..."}`.
+fn error_text(v: &serde_json::Value) -> Option<String> {
+    let e = v.get("error")?;
+    e.get("message")
+        .and_then(|m| m.as_str())
+        .or_else(|| e.as_str())
+        .map(String::from)
+}
+
+/// A JSON number field as u64 (0 when absent).
+pub fn count(v: &serde_json::Value, key: &str) -> u64 {
+    v.get(key).and_then(|n| n.as_u64()).unwrap_or(0)
+}
