@@ -550,3 +550,32 @@ def test_quickstart_pub_sub_with_run_f_dot(tmp_path, tandem_env):
         assert f'== APP - checkout-sdk == Published data: {{"orderId": {i}}}' in lines, out
         assert f'== APP - order-processor-sdk == Subscriber received : {{"orderId": {i}}}' in lines, out
     assert "ℹ️  Received signal to stop Dapr and app processes. Shutting down Dapr and app processes." in lines, out
+
+
+def test_conversation_through_the_python_sdk(tmp_path, tandem_env):
+    """The SDK's own integration resources: `conversation.echo` named echo."""
+    res = tmp_path / "resources"
+    res.mkdir()
+    (res / "conversation_echo.yaml").write_text(
+        """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: echo
+spec:
+  type: conversation.echo
+  version: v1
+"""
+    )
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"convapp-{os.getpid()}", "--resources-path", str(res), "--",
+            *python_app("client_conversation.py"),
+        ),
+        env=tandem_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ["ALPHA1 OK", "ALPHA2 OK", "ERRORS OK"]:
+        assert f"== APP == {line}" in out.stdout, out.stdout + out.stderr
