@@ -47,6 +47,7 @@ pub struct Snapshot {
     pub configuration_stores:
         BTreeMap<String, Arc<dyn components::configuration::ConfigurationStore>>,
     pub conversations: BTreeMap<String, ConversationComponent>,
+    pub crypto: BTreeMap<String, Arc<dyn components::crypto::KeyStore>>,
     pub components: Vec<RegisteredComponent>,
     /// The live components with their resources (what a reload may keep).
     pub instances: components::Instances,
@@ -107,6 +108,7 @@ impl Snapshot {
             lock_stores: live.lock_stores,
             configuration_stores: live.configuration_stores,
             conversations: live.conversations,
+            crypto: live.crypto,
             components: live.registered,
             instances: live.instances,
             policies,
@@ -125,6 +127,7 @@ impl Snapshot {
             lock_stores: BTreeMap::new(),
             configuration_stores: BTreeMap::new(),
             conversations: BTreeMap::new(),
+            crypto: BTreeMap::new(),
             components: Vec::new(),
             instances: Default::default(),
             policies: Default::default(),

@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod configuration;
 pub mod conversation;
+pub mod crypto;
 pub mod grpc;
 pub mod http;
 pub mod invoke;

@@ -5,6 +5,7 @@
 pub mod bindings;
 pub mod configuration;
 pub mod conversation;
+pub mod crypto;
 pub mod dapr_metadata;
 pub mod lock;
 pub mod metadata;
@@ -33,6 +34,7 @@ pub enum Live {
     Lock(Arc<dyn lock::LockStore>),
     Configuration(Arc<dyn configuration::ConfigurationStore>),
     Conversation(Arc<dyn conversation::Conversation>),
+    Crypto(Arc<dyn crypto::KeyStore>),
 }
 
 impl Live {
@@ -52,7 +54,9 @@ impl Live {
                 }
                 f
             }
-            Live::Lock(_) | Live::Configuration(_) | Live::Conversation(_) => Vec::new(),
+            Live::Lock(_) | Live::Configuration(_) | Live::Conversation(_) | Live::Crypto(_) => {
+                Vec::new()
+            }
         }
     }
 }
@@ -257,6 +261,10 @@ const REGISTRY: &[Registration] = &[
         },
     },
     Registration {
+        type_name: "crypto.dapr.localstorage",
+        build: |m| crypto::localstorage::LocalStorage::new(m).map(|c| Live::Crypto(Arc::new(c))),
+    },
+    Registration {
         type_name: "lock.in-memory",
         build: |m| lock::memory::MemoryLock::new(m).map(|l| Live::Lock(Arc::new(l))),
     },
@@ -396,6 +404,7 @@ pub struct LiveComponents {
     pub lock_stores: BTreeMap<String, LockComponent>,
     pub configuration_stores: BTreeMap<String, Arc<dyn configuration::ConfigurationStore>>,
     pub conversations: BTreeMap<String, ConversationComponent>,
+    pub crypto: BTreeMap<String, Arc<dyn crypto::KeyStore>>,
     pub registered: Vec<RegisteredComponent>,
     /// Every live component with the resource it was made from: a reload
     /// keeps the instances whose resource did not change.
@@ -490,6 +499,9 @@ pub async fn init_all(
                     }
                     Live::Configuration(store) => {
                         live.configuration_stores.insert(name.clone(), store);
+                    }
+                    Live::Crypto(store) => {
+                        live.crypto.insert(name.clone(), store);
                     }
                     Live::Conversation(llm) => {
                         live.conversations.insert(

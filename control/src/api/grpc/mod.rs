@@ -4,6 +4,7 @@
 //! a Dapr `ErrorInfo`, at once.
 
 mod conversation;
+mod crypto;
 pub(crate) mod proxy;
 
 use crate::api::state::{SaveItem, TxItem};
@@ -103,6 +104,8 @@ impl DaprApi {
             "SetMetadata",
             "Shutdown",
             "SubscribeTopicEventsAlpha1",
+            "EncryptAlpha1",
+            "DecryptAlpha1",
             "SubscribeConfiguration",
             "SubscribeConfigurationAlpha1",
         ];
@@ -354,6 +357,8 @@ fn api_group(method: &str) -> (&'static str, &'static str) {
         "shutdown"
     } else if method.starts_with("Converse") {
         "conversation"
+    } else if method.starts_with("Encrypt") || method.starts_with("Decrypt") {
+        "crypto"
     } else {
         "unknown"
     };
@@ -849,6 +854,42 @@ impl Dapr for DaprApi {
         let rt = self.rt.clone();
         self.call("ConverseAlpha2", req, |r| async move {
             conversation::alpha2(&rt, r).await
+        })
+        .await
+    }
+
+    type EncryptAlpha1Stream = GrpcStream<rt::EncryptResponse>;
+
+    async fn encrypt_alpha1(
+        &self,
+        req: Request<Streaming<rt::EncryptRequest>>,
+    ) -> Result<Response<Self::EncryptAlpha1Stream>, Status> {
+        let rt = self.rt.clone();
+        self.call("EncryptAlpha1", req, |inbound| async move {
+            let out = crypto::encrypt(&rt, inbound).await?;
+            Ok(Box::pin(tokio_stream::StreamExt::map(out, |p| {
+                p.map(|payload| rt::EncryptResponse {
+                    payload: Some(payload),
+                })
+            })) as Self::EncryptAlpha1Stream)
+        })
+        .await
+    }
+
+    type DecryptAlpha1Stream = GrpcStream<rt::DecryptResponse>;
+
+    async fn decrypt_alpha1(
+        &self,
+        req: Request<Streaming<rt::DecryptRequest>>,
+    ) -> Result<Response<Self::DecryptAlpha1Stream>, Status> {
+        let rt = self.rt.clone();
+        self.call("DecryptAlpha1", req, |inbound| async move {
+            let out = crypto::decrypt(&rt, inbound).await?;
+            Ok(Box::pin(tokio_stream::StreamExt::map(out, |p| {
+                p.map(|payload| rt::DecryptResponse {
+                    payload: Some(payload),
+                })
+            })) as Self::DecryptAlpha1Stream)
         })
         .await
     }

@@ -6,6 +6,7 @@
 mod bindings;
 mod configuration;
 mod conversation;
+mod crypto;
 mod handlers;
 pub(crate) mod invoke;
 mod lock;
@@ -116,7 +117,7 @@ const NOT_YET: &[(&str, &str)] = &[
     ("actors", "actors"),
     ("workflows", "workflows"),
     ("jobs", "jobs"),
-    ("crypto", "cryptography"),
+    ("subtlecrypto", "subtle cryptography"),
 ];
 
 /// Building blocks whose HTTP API calls get a SERVER span of their own
@@ -192,6 +193,13 @@ async fn route(rt: &Runtime, mut req: Request<Incoming>) -> Response<ProxyBody> 
             .map(String::from)
     {
         return invoke::http(rt, &target, 0, req).await;
+    }
+    // Encryption streams its answer: not one of the buffered handlers.
+    if method == Method::PUT
+        && let ["v1.0-alpha1", "crypto", name, op @ ("encrypt" | "decrypt")] = segs.as_slice()
+    {
+        let (name, op) = (name.to_string(), op.to_string());
+        return crypto::handle(rt, &name, &op, req).await;
     }
     // A SERVER span for a building block's call, named by its route and
     // component (`POST /v1.0/state/statestore`); its context goes on to

@@ -1,0 +1,225 @@
+//! Cryptography (Dapr's Encrypt/Decrypt, alpha1), shared by the HTTP and
+//! gRPC doors: the key store found, the document's file key wrapped or
+//! unwrapped there, and the data streamed through `dapr.io/enc/v1` by a
+//! task of its own, a few segments at a time (a bounded channel holds what
+//! the caller has not read yet), so memory does not grow with the
+//! document.
+
+use crate::components::crypto::KeyStore;
+use crate::components::crypto::scheme::{
+    self, Cipher, Decryptor, Encryptor, HeaderRead, Manifest, WrapAlgorithm,
+};
+use crate::error::ApiError;
+use crate::runtime::Runtime;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use http::StatusCode;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The caller's data, chunk by chunk (an error ends it).
+pub type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+/// What the caller reads back; an `Err` ends it.
+pub type Output = mpsc::Receiver<Result<Bytes, String>>;
+
+/// Chunks of output waiting for the caller: with 64 KiB segments, a
+/// quarter MiB.
+const QUEUED: usize = 4;
+
+pub struct EncryptOptions {
+    pub key_name: String,
+    pub key_wrap_algorithm: String,
+    pub data_encryption_cipher: String,
+    pub omit_decryption_key_name: bool,
+    pub decryption_key_name: String,
+}
+
+pub fn bad_request(what: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        tonic::Code::InvalidArgument,
+        "ERR_BAD_REQUEST",
+        format!("invalid request: {what}"),
+    )
+}
+
+fn operation(what: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        tonic::Code::Internal,
+        "ERR_CRYPTO",
+        format!("failed to perform operation: {what}"),
+    )
+}
+
+/// The key store `name`, with daprd's errors when there is none.
+pub fn store(rt: &Runtime, name: &str) -> Result<Arc<dyn KeyStore>, ApiError> {
+    let snap = rt.snapshot();
+    if snap.crypto.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            "ERR_CRYPTO_PROVIDERS_NOT_CONFIGURED",
+            "crypto providers not configured: add a component of type crypto.dapr.localstorage",
+        ));
+    }
+    if name.is_empty() {
+        return Err(bad_request("missing component name"));
+    }
+    snap.crypto.get(name).cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            tonic::Code::InvalidArgument,
+            "ERR_CRYPTO_PROVIDER_NOT_FOUND",
+            format!(
+                "crypto provider {name} not found; loaded: [{}]",
+                snap.crypto.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })
+}
+
+enum Transform {
+    Seal(Encryptor),
+    Open(Decryptor),
+}
+
+impl Transform {
+    fn push(&mut self, data: &[u8]) -> Result<Vec<Bytes>, String> {
+        match self {
+            Transform::Seal(e) => e.push(data),
+            Transform::Open(d) => d.push(data),
+        }
+    }
+
+    fn finish(self) -> Result<Option<Bytes>, String> {
+        match self {
+            Transform::Seal(e) => e.finish(),
+            Transform::Open(d) => d.finish(),
+        }
+    }
+}
+
+/// Runs `t` over `first` and then the rest of `input` on a task of its
+/// own; the caller reads the result from the channel. A caller that stops
+/// reading stops the task.
+fn pump(first: Vec<Bytes>, mut input: Chunks, mut t: Transform) -> Output {
+    let (tx, rx) = mpsc::channel(QUEUED);
+    tokio::spawn(async move {
+        let send_all = |outs: Vec<Bytes>| {
+            let tx = tx.clone();
+            async move {
+                for o in outs {
+                    if tx.send(Ok(o)).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+        };
+        if !send_all(first).await {
+            return;
+        }
+        while let Some(chunk) = input.next().await {
+            let result = chunk.and_then(|c| t.push(&c));
+            match result {
+                Ok(outs) => {
+                    if !send_all(outs).await {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+        match t.finish() {
+            Ok(last) => {
+                send_all(last.into_iter().collect()).await;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+            }
+        }
+    });
+    rx
+}
+
+/// Starts encrypting `input` with key store `store`: the key is checked
+/// and the file key wrapped before anything is streamed, so those errors
+/// come back whole.
+pub async fn encrypt(
+    store: Arc<dyn KeyStore>,
+    o: EncryptOptions,
+    input: Chunks,
+) -> Result<Output, ApiError> {
+    let wrap = WrapAlgorithm::parse(&o.key_wrap_algorithm).map_err(operation)?;
+    let cipher = Cipher::parse(&o.data_encryption_cipher).map_err(operation)?;
+    let (file_key, nonce_prefix) = scheme::fresh();
+    let wrapped_key = store
+        .wrap_key(&o.key_name, wrap, &file_key)
+        .await
+        .map_err(|e| operation(format!("failed to wrap the file key: {e}")))?;
+    let key_name = if o.omit_decryption_key_name {
+        String::new()
+    } else if !o.decryption_key_name.is_empty() {
+        o.decryption_key_name
+    } else {
+        o.key_name
+    };
+    let manifest = Manifest {
+        key_name,
+        wrap,
+        wrapped_key,
+        cipher,
+        nonce_prefix,
+    };
+    let (header, encryptor) = Encryptor::new(&file_key, &manifest);
+    Ok(pump(vec![header], input, Transform::Seal(encryptor)))
+}
+
+/// Starts decrypting `input`: its header is read and checked (the key
+/// unwrapped, the MAC verified) before anything is streamed.
+pub async fn decrypt(
+    store: Arc<dyn KeyStore>,
+    key_name: &str,
+    mut input: Chunks,
+) -> Result<Output, ApiError> {
+    let mut head = BytesMut::new();
+    let header = loop {
+        let chunk = input.next().await;
+        let at_end = chunk.is_none();
+        if let Some(c) = chunk {
+            head.extend_from_slice(&c.map_err(operation)?);
+        }
+        match scheme::read_header(&head.clone().freeze(), at_end).map_err(operation)? {
+            HeaderRead::Done(h) => break h,
+            HeaderRead::More => continue,
+        }
+    };
+    let name = if key_name.is_empty() {
+        header.manifest.key_name.clone()
+    } else {
+        key_name.to_string()
+    };
+    if name.is_empty() {
+        return Err(operation(
+            "document's manifest does not contain a key name, and no key name was provided",
+        ));
+    }
+    // A key that cannot unwrap shows as a bad signature: the answer does
+    // not tell whether a key of that name exists.
+    let file_key = store
+        .unwrap_key(&name, header.manifest.wrap, &header.manifest.wrapped_key)
+        .await
+        .ok();
+    let (decryptor, rest) = header.open(file_key.as_deref()).map_err(operation)?;
+    let first: Vec<Bytes> = if rest.is_empty() { vec![] } else { vec![rest] };
+    // The bytes after the header go through the decryptor first.
+    let input: Chunks =
+        Box::pin(futures_util::stream::iter(first.into_iter().map(Ok)).chain(input));
+    Ok(pump(Vec::new(), input, Transform::Open(decryptor)))
+}
