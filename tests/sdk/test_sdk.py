@@ -579,3 +579,64 @@ spec:
     assert out.returncode == 0, out.stdout + out.stderr
     for line in ["ALPHA1 OK", "ALPHA2 OK", "ERRORS OK"]:
         assert f"== APP == {line}" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.fixture
+def crypto_folder(tmp_path):
+    """The SDK example's layout: `components/` with the localstorage
+    component at `./keys`, keys made with openssl as its README says."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096",
+                    "-out", str(keys / "rsa-private-key.pem")], check=True, capture_output=True)
+    subprocess.run(["openssl", "rand", "-out", str(keys / "symmetric-key-256"), "32"], check=True)
+    components = tmp_path / "components"
+    components.mkdir()
+    (components / "crypto-localstorage.yaml").write_text(
+        """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: crypto-localstorage
+spec:
+  type: crypto.dapr.localstorage
+  version: v1
+  metadata:
+    - name: path
+      value: ./keys
+"""
+    )
+    return tmp_path
+
+
+def test_crypto_through_the_python_sdk(crypto_folder, tandem_env):
+    env = dict(tandem_env, PYTHONPATH=os.path.join(HERE, "apps"))
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"cryptoapp-{os.getpid()}", "--resources-path", "./components", "--",
+            *python_app("client_crypto.py"),
+        ),
+        env=env,
+        cwd=crypto_folder,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ["RSA OK", "AES OK", "INTEROP OK", "TAMPER OK"]:
+        assert f"== APP == {line}" in out.stdout, out.stdout + out.stderr
+
+
+def test_crypto_through_the_js_sdk(crypto_folder, tandem_env):
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"jscrypto-{os.getpid()}", "--resources-path", "./components", "--",
+            "node", os.path.join(HERE, "js", "crypto.cjs"),
+        ),
+        env=tandem_env,
+        cwd=crypto_folder,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "== APP == JS CRYPTO OK" in out.stdout, out.stdout + out.stderr
