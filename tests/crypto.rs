@@ -1,0 +1,553 @@
+//! The cryptography API through a real sidecar: HTTP encrypt/decrypt with
+//! Dapr's headers and errors, keys in every file form `openssl` writes,
+//! large documents streamed, and the gRPC streams' sequence rules.
+
+mod common;
+
+use common::{TempDir, component, sidecar};
+use std::process::Command;
+use tandem_proto::common::v1::StreamPayload;
+use tandem_proto::runtime::v1 as rt;
+use tandem_proto::runtime::v1::dapr_client::DaprClient;
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A sidecar with `keys` (crypto.dapr.localstorage) over a folder with an
+/// AES key (raw and base64), RSA keys (PKCS#8, PKCS#1, public only), an EC key.
+fn setup() -> (common::Sidecar, TempDir) {
+    let dir = TempDir::new("crypto");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(keys.join("team")).unwrap();
+    let k = |name: &str| keys.join(name).display().to_string();
+    std::fs::write(keys.join("aes"), [0x11u8; 32]).unwrap();
+    std::fs::write(
+        keys.join("team/v2"),
+        "ERERERERERERERERERERERERERERERERERERERERERE=\n",
+    )
+    .unwrap();
+    std::fs::write(keys.join("short"), [0x11u8; 16]).unwrap();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &k("rsa.pem"),
+    ]);
+    openssl(&[
+        "rsa",
+        "-in",
+        &k("rsa.pem"),
+        "-traditional",
+        "-out",
+        &k("rsa-pkcs1.pem"),
+    ]);
+    openssl(&[
+        "rsa",
+        "-in",
+        &k("rsa.pem"),
+        "-pubout",
+        "-out",
+        &k("rsa-public.pem"),
+    ]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        &k("ec.pem"),
+    ]);
+    dir.write(
+        "res/keys.yaml",
+        &component(
+            "keys",
+            "crypto.dapr.localstorage",
+            &[("path", keys.to_str().unwrap())],
+        ),
+    );
+    let s = sidecar()
+        .args(["--resources-path", dir.path().join("res").to_str().unwrap()])
+        .start();
+    (s, dir)
+}
+
+fn put(s: &common::Sidecar, op: &str, headers: &[(&str, &str)], body: &[u8]) -> common::Resp {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .copied()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    common::http(
+        s.http,
+        "PUT",
+        &format!("/v1.0-alpha1/crypto/keys/{op}"),
+        &headers,
+        body,
+    )
+    .unwrap()
+}
+
+#[test]
+fn http_encrypts_and_decrypts_with_every_key_form_and_refuses_bad_input() {
+    let (s, _dir) = setup();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    for (key, alg, cipher) in [
+        ("aes", "AES", ""),
+        ("team/v2", "A256KW", "chacha20-poly1305"),
+        ("rsa.pem", "RSA", "AES-GCM"),
+        ("rsa-pkcs1.pem", "rsa-oaep-256", ""),
+    ] {
+        let r = put(
+            &s,
+            "encrypt",
+            &[
+                ("dapr-key-name", key),
+                ("dapr-key-wrap-algorithm", alg),
+                ("dapr-data-encryption-cipher", cipher),
+            ],
+            &data,
+        );
+        assert_eq!(r.status, 200, "{key}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+        assert!(r.body.starts_with(b"dapr.io/enc/v1\n{\"k\":\""), "{key}");
+        let back = put(&s, "decrypt", &[], &r.body);
+        assert_eq!(back.status, 200, "{key}: {}", back.text());
+        assert!(back.body == data, "{key}: round trip");
+    }
+    // Encrypted for the public key, decrypted with the private one named.
+    let r = put(
+        &s,
+        "encrypt",
+        &[
+            ("dapr-key-name", "rsa-public.pem"),
+            ("dapr-key-wrap-algorithm", "RSA"),
+            ("dapr-omit-decryption-key-name", "yes"),
+        ],
+        b"hi",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body.starts_with(b"dapr.io/enc/v1\n{\"kw\":5,"));
+    let back = put(&s, "decrypt", &[], &r.body);
+    assert_eq!(
+        (back.status, back.error_code().as_str()),
+        (500, "ERR_CRYPTO")
+    );
+    assert!(
+        back.text().contains("no key name was provided"),
+        "{}",
+        back.text()
+    );
+    let back = put(&s, "decrypt", &[("dapr-key-name", "rsa.pem")], &r.body);
+    assert_eq!((back.status, back.body.as_slice()), (200, &b"hi"[..]));
+    // The public key alone cannot decrypt; nor can another key: both look
+    // like a bad signature.
+    // The same key in its PKCS#1 file works too.
+    let back = put(
+        &s,
+        "decrypt",
+        &[("dapr-key-name", "rsa-pkcs1.pem")],
+        &r.body,
+    );
+    assert_eq!((back.status, back.body.as_slice()), (200, &b"hi"[..]));
+    for key in ["rsa-public.pem", "ec.pem", "aes", "missing"] {
+        let back = put(&s, "decrypt", &[("dapr-key-name", key)], &r.body);
+        assert_eq!(back.status, 500, "{key}");
+        assert!(
+            back.text()
+                .contains("failed to validate the document's signature"),
+            "{key}: {}",
+            back.text()
+        );
+    }
+    // A name to write in place of the key's.
+    let r = put(
+        &s,
+        "encrypt",
+        &[
+            ("dapr-key-name", "aes"),
+            ("dapr-key-wrap-algorithm", "AES"),
+            ("dapr-decryption-key-name", "team/v2"),
+        ],
+        b"x",
+    );
+    assert!(r.body.starts_with(b"dapr.io/enc/v1\n{\"k\":\"team/v2\""));
+    assert_eq!(put(&s, "decrypt", &[], &r.body).body, b"x");
+    // Empty in, header out, empty back.
+    let r = put(
+        &s,
+        "encrypt",
+        &[("dapr-key-name", "aes"), ("dapr-key-wrap-algorithm", "AES")],
+        b"",
+    );
+    assert_eq!(r.body.iter().filter(|b| **b == b'\n').count(), 3);
+    let back = put(&s, "decrypt", &[], &r.body);
+    assert_eq!((back.status, back.body.len()), (200, 0));
+
+    // Tampered and truncated documents: 500, no plaintext.
+    let good = put(
+        &s,
+        "encrypt",
+        &[("dapr-key-name", "aes"), ("dapr-key-wrap-algorithm", "AES")],
+        &data,
+    )
+    .body;
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 100] ^= 0x80;
+    let back = put(&s, "decrypt", &[], &bad);
+    assert_eq!(
+        (back.status, back.error_code().as_str()),
+        (500, "ERROR"),
+        "{}",
+        back.text()
+    );
+    assert!(
+        back.text()
+            .contains("error processing segment 3: failed to decrypt segment"),
+        "{}",
+        back.text()
+    );
+    let back = put(&s, "decrypt", &[], &good[..good.len() - 70_000]);
+    assert_eq!(back.status, 500);
+    let back = put(&s, "decrypt", &[], b"dapr.io/enc/v1\n{\"kw\":1}\n");
+    assert!(
+        back.text()
+            .contains("message authentication code not found"),
+        "{}",
+        back.text()
+    );
+    let back = put(&s, "decrypt", &[], b"hello");
+    assert!(back.text().contains("invalid header"), "{}", back.text());
+
+    // Bad requests, with daprd's codes.
+    type Case<'a> = (&'a [(&'a str, &'a str)], u16, &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            &[("dapr-key-wrap-algorithm", "AES")],
+            400,
+            "ERR_BAD_REQUEST",
+            "missing header 'dapr-key-name'",
+        ),
+        (
+            &[("dapr-key-name", "aes")],
+            400,
+            "ERR_BAD_REQUEST",
+            "missing header 'dapr-key-wrap-algorithm'",
+        ),
+        (
+            &[
+                ("dapr-key-name", "aes"),
+                ("dapr-key-wrap-algorithm", "A128CBC"),
+            ],
+            500,
+            "ERR_CRYPTO",
+            "algorithm A128CBC is not supported",
+        ),
+        (
+            &[
+                ("dapr-key-name", "aes"),
+                ("dapr-key-wrap-algorithm", "A128CBC-NOPAD"),
+            ],
+            500,
+            "ERR_CRYPTO",
+            "unsupported algorithm",
+        ),
+        (
+            &[
+                ("dapr-key-name", "aes"),
+                ("dapr-key-wrap-algorithm", "AES"),
+                ("dapr-data-encryption-cipher", "rot13"),
+            ],
+            500,
+            "ERR_CRYPTO",
+            "cipher ROT13 is not supported",
+        ),
+        (
+            &[
+                ("dapr-key-name", "short"),
+                ("dapr-key-wrap-algorithm", "AES"),
+            ],
+            500,
+            "ERR_CRYPTO",
+            "key type mismatch",
+        ),
+        (
+            &[
+                ("dapr-key-name", "ec.pem"),
+                ("dapr-key-wrap-algorithm", "RSA"),
+            ],
+            500,
+            "ERR_CRYPTO",
+            "key type mismatch",
+        ),
+        (
+            &[("dapr-key-name", "aes"), ("dapr-key-wrap-algorithm", "RSA")],
+            500,
+            "ERR_CRYPTO",
+            "key type mismatch",
+        ),
+        (
+            &[
+                ("dapr-key-name", "nope"),
+                ("dapr-key-wrap-algorithm", "AES"),
+            ],
+            500,
+            "ERR_CRYPTO",
+            "failed to load key 'nope'",
+        ),
+        (
+            &[
+                ("dapr-key-name", "../res/keys.yaml"),
+                ("dapr-key-wrap-algorithm", "AES"),
+            ],
+            500,
+            "ERR_CRYPTO",
+            "invalid key path",
+        ),
+        (
+            &[
+                ("dapr-key-name", "%2e%2e/x"),
+                ("dapr-key-wrap-algorithm", "AES"),
+            ],
+            500,
+            "ERR_CRYPTO",
+            "failed to load key",
+        ),
+    ];
+    for (headers, status, code, says) in cases {
+        let r = put(&s, "encrypt", headers, b"data");
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (*status, *code),
+            "{headers:?}: {}",
+            r.text()
+        );
+        assert!(r.text().contains(says), "{headers:?}: {}", r.text());
+    }
+    let r = common::http(
+        s.http,
+        "PUT",
+        "/v1.0-alpha1/crypto/other/encrypt",
+        &[("dapr-key-name", "aes"), ("dapr-key-wrap-algorithm", "AES")],
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_CRYPTO_PROVIDER_NOT_FOUND")
+    );
+    // daprd's release builds answer the subtle API with 501.
+    let r = common::http(
+        s.http,
+        "POST",
+        "/v1.0-alpha1/subtlecrypto/keys/getkey",
+        &[],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(r.status, 501);
+    assert_eq!(s.get("/v1.0/healthz").status, 204);
+}
+
+#[test]
+fn without_a_crypto_component_the_api_says_so() {
+    let s = sidecar().start();
+    let r = common::http(
+        s.http,
+        "PUT",
+        "/v1.0-alpha1/crypto/keys/encrypt",
+        &[("dapr-key-name", "a"), ("dapr-key-wrap-algorithm", "AES")],
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (500, "ERR_CRYPTO_PROVIDERS_NOT_CONFIGURED")
+    );
+}
+
+fn chunk(data: &[u8], seq: u64) -> Option<StreamPayload> {
+    Some(StreamPayload {
+        data: data.to_vec(),
+        seq,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_streams_number_their_chunks_and_check_the_callers() {
+    let (s, _dir) = tokio::task::spawn_blocking(setup).await.unwrap();
+    let mut c = DaprClient::connect(s.grpc_endpoint()).await.unwrap();
+    let options = || rt::EncryptRequestOptions {
+        component_name: "keys".into(),
+        key_name: "aes".into(),
+        key_wrap_algorithm: "AES".into(),
+        ..Default::default()
+    };
+    // 3 chunks in, the options on the first; numbered answers back.
+    let data: Vec<u8> = (0..150_000u32).map(|i| i as u8).collect();
+    let reqs: Vec<rt::EncryptRequest> = data
+        .chunks(50_000)
+        .enumerate()
+        .map(|(i, d)| rt::EncryptRequest {
+            options: (i == 0).then(options),
+            payload: chunk(d, i as u64),
+        })
+        .collect();
+    let mut out = c
+        .encrypt_alpha1(futures_util::stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut doc = Vec::new();
+    let mut seq = 0;
+    while let Some(m) = out.message().await.unwrap() {
+        let p = m.payload.unwrap();
+        assert_eq!(p.seq, seq);
+        seq += 1;
+        doc.extend_from_slice(&p.data);
+    }
+    assert!(seq >= 2);
+    let reqs = vec![
+        rt::DecryptRequest {
+            options: Some(rt::DecryptRequestOptions {
+                component_name: "keys".into(),
+                key_name: String::new(),
+            }),
+            payload: None,
+        },
+        rt::DecryptRequest {
+            options: None,
+            payload: chunk(&doc[..1000], 0),
+        },
+        rt::DecryptRequest {
+            options: None,
+            payload: chunk(&doc[1000..], 1),
+        },
+    ];
+    let mut out = c
+        .decrypt_alpha1(futures_util::stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut plain = Vec::new();
+    while let Some(m) = out.message().await.unwrap() {
+        plain.extend_from_slice(&m.payload.unwrap().data);
+    }
+    assert!(plain == data);
+
+    // A chunk out of order, options twice, none at all, no component.
+    let collect = |status: Result<
+        tonic::Response<tonic::Streaming<rt::EncryptResponse>>,
+        tonic::Status,
+    >| async move {
+        match status {
+            Err(e) => Err(e),
+            Ok(r) => {
+                let mut s = r.into_inner();
+                loop {
+                    match s.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    };
+    let e = collect(
+        c.encrypt_alpha1(futures_util::stream::iter(vec![
+            rt::EncryptRequest {
+                options: Some(options()),
+                payload: chunk(b"a", 0),
+            },
+            rt::EncryptRequest {
+                options: None,
+                payload: chunk(b"b", 2),
+            },
+        ]))
+        .await,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Internal);
+    assert!(
+        e.message()
+            .contains("invalid sequence number received: 2 (expected: 1)"),
+        "{e:?}"
+    );
+    let e = collect(
+        c.encrypt_alpha1(futures_util::stream::iter(vec![
+            rt::EncryptRequest {
+                options: Some(options()),
+                payload: chunk(b"a", 0),
+            },
+            rt::EncryptRequest {
+                options: Some(options()),
+                payload: chunk(b"b", 1),
+            },
+        ]))
+        .await,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message().contains("options found in non-leading message"),
+        "{e:?}"
+    );
+    let e = collect(
+        c.encrypt_alpha1(futures_util::stream::iter(vec![rt::EncryptRequest {
+            options: None,
+            payload: chunk(b"a", 0),
+        }]))
+        .await,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message()
+            .contains("first message does not contain the required options"),
+        "{e:?}"
+    );
+    let mut o = options();
+    o.key_name.clear();
+    let e = collect(
+        c.encrypt_alpha1(futures_util::stream::iter(vec![rt::EncryptRequest {
+            options: Some(o),
+            payload: None,
+        }]))
+        .await,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.message().contains("missing property 'keyName'"), "{e:?}");
+    let mut o = options();
+    o.component_name = "nope".into();
+    let e = collect(
+        c.encrypt_alpha1(futures_util::stream::iter(vec![rt::EncryptRequest {
+            options: Some(o),
+            payload: None,
+        }]))
+        .await,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("crypto provider nope not found"),
+        "{e:?}"
+    );
+}
