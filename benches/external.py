@@ -37,8 +37,12 @@ Further sections (same processes, same run):
             called at random (latency, throughput, the caller's memory
             per peer connection, each app sidecar's private memory)
 
+  crypto    a 1 GiB file encrypted and decrypted through a sidecar's HTTP
+            API (throughput, RSS growth, peak private memory) against
+            openssl enc on the same file (EXTERNAL_CRYPTO_MIB: its size)
+
 Usage: python3 benches/external.py [seconds per measurement, default 5]
-  EXTERNAL_ONLY=invoke,rates,grpc,state,scale picks sections (default: all);
+  EXTERNAL_ONLY=invoke,rates,grpc,state,scale,crypto picks sections (default: all);
   EXTERNAL_BASELINE_BIN=<another tandem binary> adds a row "two hops base":
   the same two-hop call through two sidecars of that binary, same run;
   EXTERNAL_NO_BUILD=1 uses the release binary as it is.
@@ -509,12 +513,15 @@ class PeakMemory:
     def __init__(self, pids):
         self.pids = pids
         self.peak = {pid: 0.0 for pid in pids}
+        self.peak_rss = {pid: 0.0 for pid in pids}
         self.running = True
 
     def sample(self):
         while self.running:
             for pid in self.pids:
-                self.peak[pid] = max(self.peak[pid], memory(pid)["RssAnon"])
+                m = memory(pid)
+                self.peak[pid] = max(self.peak[pid], m["RssAnon"])
+                self.peak_rss[pid] = max(self.peak_rss[pid], m["VmRSS"])
             time.sleep(0.002)
 
     def __enter__(self):
@@ -746,8 +753,70 @@ def scale_section(run):
     scale_apps(run, app_port)
 
 
+def timed(cmd):
+    """Runs `cmd`; returns (seconds, stdout)."""
+    t = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return time.perf_counter() - t, out
+
+
+def crypto_section(run):
+    """A large file encrypted and decrypted through a sidecar's HTTP API
+    (crypto.dapr.localstorage, AES key wrap, AES-256-GCM segments) with the
+    sidecar's memory sampled, beside `openssl enc -aes-256-ctr` on the same
+    file (openssl's `enc` has no GCM) in the same run."""
+    mib = int(os.environ.get("EXTERNAL_CRYPTO_MIB", "1024"))
+    need(curl="curl", openssl="openssl")
+    plain = os.path.join(run.tmp, "plain.bin")
+    sealed = os.path.join(run.tmp, "sealed.bin")
+    subprocess.run(["openssl", "rand", "-out", plain, str(mib << 20)], check=True)
+    keys = os.path.join(run.tmp, "crypto-keys")
+    os.makedirs(keys, exist_ok=True)
+    with open(os.path.join(keys, "aes"), "wb") as f:
+        f.write(os.urandom(32))
+    p, http, _ = run.sidecar("cryptoapp", None, components=f"""apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: keys
+spec:
+  type: crypto.dapr.localstorage
+  version: v1
+  metadata:
+  - name: path
+    value: {keys}
+""")
+    key, iv = os.urandom(32).hex(), os.urandom(16).hex()
+    ssl_enc, _ = timed(["openssl", "enc", "-aes-256-ctr", "-K", key, "-iv", iv, "-in", plain,
+                        "-out", sealed + ".ctr"])
+    ssl_dec, _ = timed(["openssl", "enc", "-d", "-aes-256-ctr", "-K", key, "-iv", iv, "-in",
+                        sealed + ".ctr", "-out", "/dev/null"])
+    os.remove(sealed + ".ctr")
+    idle = memory(p.pid)
+    url = f"http://127.0.0.1:{http}/v1.0-alpha1/crypto/keys"
+    with PeakMemory([p.pid]) as enc_mem:
+        enc_s, _ = timed(["curl", "-sf", "-X", "PUT", "--data-binary", f"@{plain}",
+                          "-H", "dapr-key-name: aes", "-H", "dapr-key-wrap-algorithm: AES",
+                          "-o", sealed, f"{url}/encrypt"])
+    with PeakMemory([p.pid]) as dec_mem:
+        dec_s, size = timed(["curl", "-sf", "-X", "PUT", "--data-binary", f"@{sealed}",
+                             "-o", "/dev/null", "-w", "%{size_download}", f"{url}/decrypt"])
+    assert int(size) == mib << 20, f"decrypted {size} bytes of {mib} MiB"
+    os.remove(plain)
+    os.remove(sealed)
+    print(f"\nEncrypt/decrypt {mib} MiB through a sidecar (HTTP, curl; AES key wrap, "
+          "AES-256-GCM) against openssl enc -aes-256-ctr on the same file; same run")
+    print(f"{'':10} {'sidecar MiB/s':>14} {'openssl MiB/s':>14} {'ratio':>6} | "
+          f"{'RSS growth MiB':>15} {'peak private MiB':>17}")
+    for name, secs, ssl, mem in (("encrypt", enc_s, ssl_enc, enc_mem),
+                                 ("decrypt", dec_s, ssl_dec, dec_mem)):
+        print(f"{name:10} {mib / secs:14.0f} {mib / ssl:14.0f} {ssl / secs:6.2f} | "
+              f"{mem.peak_rss[p.pid] - idle['VmRSS']:15.1f} {mem.peak[p.pid]:17.1f}")
+    print(f"(idle: {idle['VmRSS']:.1f} MiB RSS, {idle['RssAnon']:.1f} MiB private)")
+
+
 def main():
-    only = set((os.environ.get("EXTERNAL_ONLY") or "invoke,rates,grpc,state,scale").split(","))
+    only = set((os.environ.get("EXTERNAL_ONLY") or "invoke,rates,grpc,state,scale,crypto")
+               .split(","))
     # 10,000 held connections (and 1,000 sidecars) need descriptors.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -800,6 +869,8 @@ def main():
             state_section(run)
         if "scale" in only:
             scale_section(run)
+        if "crypto" in only:
+            crypto_section(run)
     finally:
         run.stop()
         shutil.rmtree(tmp, ignore_errors=True)
