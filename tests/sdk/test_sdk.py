@@ -552,31 +552,40 @@ def test_quickstart_pub_sub_with_run_f_dot(tmp_path, tandem_env):
     assert "ℹ️  Received signal to stop Dapr and app processes. Shutting down Dapr and app processes." in lines, out
 
 
+SDK_INTEGRATION_RESOURCES = {
+    # The Python SDK's tests/integration/resources, as its files spell them
+    # (paths relative to the sidecar's working directory).
+    "conversation_echo.yaml": "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: echo\nspec:\n  type: conversation.echo\n  version: v1\n",
+    "conversation_ollama.yaml": "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: ollama\nspec:\n  type: conversation.ollama\n  version: v1\n  metadata:\n    - name: model\n      value: llama3.2:latest",
+    "cryptostore.yaml": "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: cryptostore\nspec:\n  type: crypto.dapr.localstorage\n  version: v1\n  metadata:\n    - name: path\n      value: ./keys\n",
+    "localbinding.yaml": "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: localbinding\nspec:\n  type: bindings.localstorage\n  version: v1\n  metadata:\n    - name: rootPath\n      value: ./.binding-data\n",
+    "localsecretstore.yaml": "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: localsecretstore\nspec:\n  type: secretstores.local.file\n  metadata:\n  - name: secretsFile\n    value: secrets.json\n  - name: nestedSeparator\n    value: \":\"\n",
+    "lockstore.yaml": "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: lockstore\nspec:\n  type: lock.redis\n  metadata:\n  - name: redisHost\n    value: localhost:6379\n  - name: redisPassword\n    value: \"\"\n",
+}
+
+
 def test_conversation_through_the_python_sdk(tmp_path, tandem_env):
-    """The SDK's own integration resources: `conversation.echo` named echo."""
+    """The SDK's own integration resources folder, every component of it
+    loaded; its echo component answers the SDK's conversation calls."""
     res = tmp_path / "resources"
     res.mkdir()
-    (res / "conversation_echo.yaml").write_text(
-        """apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: echo
-spec:
-  type: conversation.echo
-  version: v1
-"""
-    )
+    for name, text in SDK_INTEGRATION_RESOURCES.items():
+        (res / name).write_text(text)
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "secrets.json").write_text('{"secretKey": "secretValue"}')
     out = subprocess.run(
         tandem_cmd(
-            "run", "--app-id", f"convapp-{os.getpid()}", "--resources-path", str(res), "--",
+            "run", "--app-id", f"convapp-{os.getpid()}", "--resources-path", "./resources", "--",
             *python_app("client_conversation.py"),
         ),
         env=tandem_env,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "== APP == COMPONENTS cryptostore echo localbinding localsecretstore lockstore ollama" in out.stdout, out.stdout
     for line in ["ALPHA1 OK", "ALPHA2 OK", "ERRORS OK"]:
         assert f"== APP == {line}" in out.stdout, out.stdout + out.stderr
 

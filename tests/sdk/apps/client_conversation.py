@@ -15,6 +15,8 @@ def get_weather(location: str, unit: str = "celsius") -> str:
 
 def main():
     with DaprClient() as d:
+        names = sorted(c.name for c in d.get_metadata().registered_components)
+        print("COMPONENTS " + " ".join(names), flush=True)
         r = d.converse_alpha1(
             name="echo",
             inputs=[conversation.ConversationInput(content="one", role="user"),
