@@ -349,6 +349,15 @@ fn http_encrypts_and_decrypts_with_every_key_form_and_refuses_bad_input() {
         (r.status, r.error_code().as_str()),
         (400, "ERR_CRYPTO_PROVIDER_NOT_FOUND")
     );
+    // Past --max-body-size (4 MiB by default), as every API.
+    let big = vec![0u8; 5 << 20];
+    let r = put(
+        &s,
+        "encrypt",
+        &[("dapr-key-name", "aes"), ("dapr-key-wrap-algorithm", "AES")],
+        &big,
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
     // daprd's release builds answer the subtle API with 501.
     let r = common::http(
         s.http,
@@ -550,4 +559,128 @@ async fn grpc_streams_number_their_chunks_and_check_the_callers() {
         e.message().contains("crypto provider nope not found"),
         "{e:?}"
     );
+}
+
+/// `crypto.dapr.jwks` with the set inline, from a file and from a URL; the
+/// RSA key as a private JWK and as its public half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_component_serves_its_keys_by_kid() {
+    let set = include_str!("fixtures/jwks.json");
+    let served = set.to_string();
+    let port = common::serve_http(move |_req: hyper::Request<hyper::body::Incoming>| {
+        let body = served.clone();
+        async move { hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body))) }
+    })
+    .await;
+    let dir = TempDir::new("crypto-jwks");
+    let file = dir.write("set.json", set);
+    let inline = set.replace('\n', "");
+    let url = format!("http://127.0.0.1:{port}/jwks.json");
+    dir.write(
+        "res/keys.yaml",
+        &[
+            // The set itself in a single-quoted YAML scalar.
+            component("inline", "crypto.dapr.jwks", &[("jwks", "SET")])
+                .replace("\"SET\"", &format!("'{inline}'")),
+            component(
+                "file",
+                "crypto.dapr.jwks",
+                &[("jwks", file.to_str().unwrap())],
+            ),
+            component("remote", "crypto.dapr.jwks", &[("jwks", &url)]),
+        ]
+        .join("---\n"),
+    );
+    let res = dir.path().join("res");
+    let s = tokio::task::spawn_blocking(move || {
+        sidecar()
+            .args(["--resources-path", res.to_str().unwrap()])
+            .start()
+    })
+    .await
+    .unwrap();
+    let port = s.http;
+    tokio::task::spawn_blocking(move || {
+        let call = |store: &str, op: &str, headers: &[(&str, &str)], body: &[u8]| {
+            common::http(
+                port,
+                "PUT",
+                &format!("/v1.0-alpha1/crypto/{store}/{op}"),
+                headers,
+                body,
+            )
+            .unwrap()
+        };
+        for store in ["inline", "file", "remote"] {
+            for (key, alg, decrypt_with) in [
+                ("sym", "AES", "sym"),
+                ("rsa-private", "RSA", "rsa-private"),
+                ("rsa-public", "RSA", "rsa-private"),
+            ] {
+                let enc = call(
+                    store,
+                    "encrypt",
+                    &[("dapr-key-name", key), ("dapr-key-wrap-algorithm", alg)],
+                    b"jwks data",
+                );
+                assert_eq!(enc.status, 200, "{store} {key}: {}", enc.text());
+                let dec = call(
+                    store,
+                    "decrypt",
+                    &[("dapr-key-name", decrypt_with)],
+                    &enc.body,
+                );
+                assert_eq!(
+                    (dec.status, dec.body.as_slice()),
+                    (200, &b"jwks data"[..]),
+                    "{store} {key}"
+                );
+            }
+            let e = call(
+                store,
+                "encrypt",
+                &[("dapr-key-name", "ec"), ("dapr-key-wrap-algorithm", "RSA")],
+                b"x",
+            );
+            assert!(e.text().contains("key type mismatch"), "{}", e.text());
+            let e = call(
+                store,
+                "encrypt",
+                &[
+                    ("dapr-key-name", "nope"),
+                    ("dapr-key-wrap-algorithm", "AES"),
+                ],
+                b"x",
+            );
+            assert!(
+                e.text().contains("key 'nope' not found in the key set"),
+                "{}",
+                e.text()
+            );
+        }
+        drop(s);
+    })
+    .await
+    .unwrap();
+    // A set without kids, or not JSON, stops the sidecar with the reason.
+    for (jwks, says) in [
+        (r#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#, "has no `kid`"),
+        ("/nowhere/set.json", "cannot read"),
+        ("http://127.0.0.1:1/set.json", "127.0.0.1:1"),
+    ] {
+        let d = TempDir::new("crypto-jwks-bad");
+        d.write(
+            "c.yaml",
+            &component("bad", "crypto.dapr.jwks", &[("jwks", "SET")])
+                .replace("\"SET\"", &format!("'{jwks}'")),
+        );
+        let path = d.path().to_str().unwrap().to_string();
+        let (status, out) = tokio::task::spawn_blocking(move || {
+            sidecar().args(["--resources-path", &path]).start_failing()
+        })
+        .await
+        .unwrap();
+        assert!(!status.success());
+        assert!(out.contains(says), "{jwks}: {out}");
+    }
 }

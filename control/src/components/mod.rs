@@ -261,6 +261,14 @@ const REGISTRY: &[Registration] = &[
         },
     },
     Registration {
+        type_name: "crypto.dapr.jwks",
+        build: |m| {
+            tokio::runtime::Handle::current()
+                .block_on(crypto::jwks::Jwks::load(m))
+                .map(|c| Live::Crypto(Arc::new(c)))
+        },
+    },
+    Registration {
         type_name: "crypto.dapr.localstorage",
         build: |m| crypto::localstorage::LocalStorage::new(m).map(|c| Live::Crypto(Arc::new(c))),
     },

@@ -34,14 +34,29 @@ fn truthy(v: &str) -> bool {
     )
 }
 
-fn body_chunks(body: Incoming) -> Chunks {
+/// The request body as chunks, cut off with an error past `max` bytes
+/// (`--max-body-size`, as for every API; a body without a length is only
+/// known to be too large once it is).
+fn body_chunks(body: Incoming, max: u64) -> Chunks {
+    let mut seen = 0u64;
     Box::pin(
-        http_body_util::BodyStream::new(body).filter_map(|frame| async move {
-            match frame {
-                Ok(f) => f.into_data().ok().map(Ok),
-                Err(e) => Some(Err(format!("reading the request body: {e}"))),
-            }
-        }),
+        http_body_util::BodyStream::new(body)
+            .filter_map(|frame| async move {
+                match frame {
+                    Ok(f) => f.into_data().ok().map(Ok),
+                    Err(e) => Some(Err(format!("reading the request body: {e}"))),
+                }
+            })
+            .map(move |chunk| {
+                let chunk = chunk?;
+                seen += chunk.len() as u64;
+                if seen > max {
+                    return Err(format!(
+                        "the request body is larger than the sidecar's limit of {max} bytes (--max-body-size)"
+                    ));
+                }
+                Ok(chunk)
+            }),
     )
 }
 
@@ -115,10 +130,20 @@ pub async fn handle(
             if o.key_wrap_algorithm.is_empty() {
                 return Err(bad_request("missing header 'dapr-key-wrap-algorithm'"));
             }
-            api::encrypt(store, o, body_chunks(req.into_body())).await
+            api::encrypt(
+                store,
+                o,
+                body_chunks(req.into_body(), rt.options.max_body_size),
+            )
+            .await
         } else {
             let key = header_value(&req, "dapr-key-name");
-            api::decrypt(store, &key, body_chunks(req.into_body())).await
+            api::decrypt(
+                store,
+                &key,
+                body_chunks(req.into_body(), rt.options.max_body_size),
+            )
+            .await
         }
     };
     match start.await {

@@ -120,11 +120,75 @@ fn jwk(bytes: &[u8]) -> Result<Key, String> {
                 .map(Key::Symmetric)
                 .map_err(|e| format!("the JWK's `k` is not base64url: {e}"))
         }
-        Some("RSA" | "EC" | "OKP") => {
-            Err("RSA, EC and OKP keys as JWK are not read yet: give the key as a PEM file".into())
-        }
+        Some("RSA") => rsa_jwk(&v),
+        Some("EC") => Ok(Key::Other("an EC key")),
+        Some("OKP") => Ok(Key::Other("an OKP (Ed25519) key")),
         other => Err(format!("invalid key type {other:?}")),
     }
+}
+
+/// A JWK's base64url big-endian number as a DER INTEGER.
+fn jwk_integer(v: &serde_json::Value, name: &str) -> Result<Vec<u8>, String> {
+    let text = v[name]
+        .as_str()
+        .ok_or_else(|| format!("the RSA JWK has no `{name}`"))?;
+    let mut n = URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|e| format!("the RSA JWK's `{name}` is not base64url: {e}"))?;
+    while n.len() > 1 && n[0] == 0 {
+        n.remove(0);
+    }
+    if n.first().is_some_and(|b| b & 0x80 != 0) {
+        n.insert(0, 0);
+    }
+    Ok(der(0x02, &n))
+}
+
+/// An RSA JWK (RFC 7518 §6.3): a private key when it has `d` (and the CRT
+/// values, which every writer includes), else a public key.
+fn rsa_jwk(v: &serde_json::Value) -> Result<Key, String> {
+    use aws_lc_rs::rsa::{PrivateDecryptingKey, PublicEncryptingKey};
+    let mut body = Vec::new();
+    if v.get("d").is_some() {
+        body.extend_from_slice(&[0x02, 0x01, 0x00]);
+        for name in ["n", "e", "d", "p", "q", "dp", "dq", "qi"] {
+            body.extend(jwk_integer(v, name)?);
+        }
+        let p8 = pkcs1_to_pkcs8(&der(0x30, &body));
+        PrivateDecryptingKey::from_pkcs8(&p8)
+            .map_err(|e| format!("the RSA JWK is not a usable private key: {e}"))?;
+        Ok(Key::RsaPrivate(p8))
+    } else {
+        for name in ["n", "e"] {
+            body.extend(jwk_integer(v, name)?);
+        }
+        let spki = pkcs1_to_spki(&der(0x30, &body));
+        PublicEncryptingKey::from_der(&spki)
+            .map_err(|e| format!("the RSA JWK is not a usable public key: {e}"))?;
+        Ok(Key::RsaPublic(spki))
+    }
+}
+
+/// The keys of a JWK Set (`{"keys": [...]}`) by `kid`, or one JWK.
+pub fn parse_set(bytes: &[u8]) -> Result<Vec<(String, Key)>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("the JWKS is not JSON: {e}"))?;
+    let keys: Vec<&serde_json::Value> = match v.get("keys") {
+        Some(serde_json::Value::Array(keys)) => keys.iter().collect(),
+        Some(_) => return Err("the JWKS's `keys` is not a list".into()),
+        None => vec![&v],
+    };
+    keys.into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let kid = k["kid"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| format!("key {i} of the JWKS has no `kid`: its name"))?;
+            let key = jwk(k.to_string().as_bytes()).map_err(|e| format!("key `{kid}`: {e}"))?;
+            Ok((kid.to_string(), key))
+        })
+        .collect()
 }
 
 /// Parses a key file; `extension` (lower case, no dot) hints the format.
@@ -195,6 +259,29 @@ mod tests {
             )
             .unwrap_err()
             .contains("invalid PEM block type")
+        );
+    }
+
+    #[test]
+    fn a_jwk_set_by_kid_with_rsa_keys_that_wrap_and_unwrap() {
+        let set = parse_set(include_bytes!("../../../../tests/fixtures/jwks.json")).unwrap();
+        let keys: std::collections::BTreeMap<_, _> = set.into_iter().collect();
+        assert!(matches!(keys["rsa-private"], Key::RsaPrivate(_)));
+        assert!(matches!(keys["rsa-public"], Key::RsaPublic(_)));
+        assert_eq!(keys["sym"], Key::Symmetric((0u8..32).collect()));
+        assert!(matches!(keys["ec"], Key::Other(_)));
+        use crate::components::crypto::{scheme::WrapAlgorithm::RsaOaep256, unwrap, wrap};
+        let fk = [5u8; 32];
+        for by in ["rsa-private", "rsa-public"] {
+            let w = wrap(&keys[by], RsaOaep256, &fk).unwrap();
+            assert_eq!(w.len(), 256);
+            assert_eq!(unwrap(&keys["rsa-private"], RsaOaep256, &w).unwrap(), fk);
+        }
+        assert!(parse_set(br#"{"keys":[{"kty":"RSA","kid":"x","n":"AQAB"}]}"#).is_err());
+        assert!(
+            parse_set(br#"{"keys":{}}"#)
+                .unwrap_err()
+                .contains("not a list")
         );
     }
 

@@ -2,6 +2,7 @@
 //! file key, and Dapr's `dapr.io/enc/v1` format (`scheme`) that the
 //! Encrypt/Decrypt APIs stream through. Keys never leave the store.
 
+pub mod jwks;
 pub mod keys;
 pub mod localstorage;
 pub mod scheme;

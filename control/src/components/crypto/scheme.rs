@@ -252,18 +252,19 @@ impl Encryptor {
                 key: manifest.cipher.key(&payload),
                 prefix: manifest.nonce_prefix,
                 next: 0,
-                buf: Vec::new(),
+                buf: Vec::with_capacity(SEGMENT + TAG),
             },
         )
     }
 
-    fn seal(&mut self, plain: &[u8], last: bool) -> Result<Bytes, String> {
+    /// Seals the pending segment where it lies (no copy) and starts a new
+    /// one.
+    fn seal(&mut self, last: bool) -> Result<Bytes, String> {
         let n = self.next;
         self.next = n
             .checked_add(1)
             .ok_or_else(|| "input stream is too large".to_string())?;
-        let mut seg = Vec::with_capacity(plain.len() + TAG);
-        seg.extend_from_slice(plain);
+        let mut seg = std::mem::replace(&mut self.buf, Vec::with_capacity(SEGMENT + TAG));
         self.key
             .seal_in_place_append_tag(nonce(&self.prefix, n, last), Aad::empty(), &mut seg)
             .map_err(|_| "failed to encrypt segment".to_string())?;
@@ -279,10 +280,7 @@ impl Encryptor {
         // from the input while more follows.
         loop {
             if self.buf.len() == SEGMENT && !data.is_empty() {
-                let full = std::mem::take(&mut self.buf);
-                out.push(self.seal(&full, false)?);
-                self.buf = full;
-                self.buf.clear();
+                out.push(self.seal(false)?);
             }
             if data.is_empty() {
                 break;
@@ -300,8 +298,7 @@ impl Encryptor {
         if self.buf.is_empty() {
             return Ok(None);
         }
-        let last = std::mem::take(&mut self.buf);
-        self.seal(&last, true).map(Some)
+        self.seal(true).map(Some)
     }
 }
 
@@ -380,7 +377,7 @@ impl Header {
                 key: self.manifest.cipher.key(&payload),
                 prefix: self.manifest.nonce_prefix,
                 next: 0,
-                buf: Vec::new(),
+                buf: Vec::with_capacity(SEGMENT + TAG),
             },
             self.rest,
         ))
@@ -396,16 +393,21 @@ pub struct Decryptor {
 }
 
 impl Decryptor {
-    fn open(&mut self, sealed: &mut [u8], last: bool) -> Result<Bytes, String> {
+    /// Opens the pending segment where it lies (no copy) and starts a new
+    /// one.
+    fn open(&mut self, last: bool) -> Result<Bytes, String> {
         let n = self.next;
-        let plain = self
+        let mut seg = std::mem::replace(&mut self.buf, Vec::with_capacity(SEGMENT + TAG));
+        let len = self
             .key
-            .open_in_place(nonce(&self.prefix, n, last), Aad::empty(), sealed)
-            .map_err(|_| format!("error processing segment {n}: failed to decrypt segment"))?;
+            .open_in_place(nonce(&self.prefix, n, last), Aad::empty(), &mut seg)
+            .map_err(|_| format!("error processing segment {n}: failed to decrypt segment"))?
+            .len();
         self.next = n
             .checked_add(1)
             .ok_or_else(|| "input stream is too large".to_string())?;
-        Ok(Bytes::copy_from_slice(plain))
+        seg.truncate(len);
+        Ok(Bytes::from(seg))
     }
 
     /// Takes ciphertext; returns the plaintext of the segments now
@@ -417,10 +419,7 @@ impl Decryptor {
         let mut data = data;
         loop {
             if self.buf.len() == SEALED && !data.is_empty() {
-                let mut seg = std::mem::take(&mut self.buf);
-                out.push(self.open(&mut seg, false)?);
-                seg.clear();
-                self.buf = seg;
+                out.push(self.open(false)?);
             }
             if data.is_empty() {
                 break;
@@ -443,8 +442,7 @@ impl Decryptor {
                 self.next
             ));
         }
-        let mut seg = std::mem::take(&mut self.buf);
-        self.open(&mut seg, true).map(Some)
+        self.open(true).map(Some)
     }
 }
 
