@@ -96,3 +96,41 @@ fn error_text(v: &serde_json::Value) -> Option<String> {
 pub fn count(v: &serde_json::Value, key: &str) -> u64 {
     v.get(key).and_then(|n| n.as_u64()).unwrap_or(0)
 }
+
+/// The tools offered, as OpenAI's and Ollama's APIs both take them.
+pub fn function_tools(tools: &[super::Tool]) -> serde_json::Value {
+    tools
+        .iter()
+        .map(|t| {
+            let mut f = serde_json::json!({"name": t.name, "parameters": t.parameters});
+            if let Some(d) = &t.description {
+                f["description"] = serde_json::json!(d);
+            }
+            serde_json::json!({"type": "function", "function": f})
+        })
+        .collect()
+}
+
+/// The tool calls of an answer's message (`tool_calls[].function`), as
+/// OpenAI's and Ollama's APIs both write them; arguments that are a JSON
+/// object (Ollama) are kept as its text.
+pub fn tool_calls(msg: &serde_json::Value) -> Vec<super::ToolCall> {
+    use serde_json::Value;
+    msg.get("tool_calls")
+        .and_then(Value::as_array)
+        .map(|calls| {
+            calls
+                .iter()
+                .map(|t| super::ToolCall {
+                    id: t["id"].as_str().unwrap_or_default().into(),
+                    name: t["function"]["name"].as_str().unwrap_or_default().into(),
+                    arguments: match &t["function"]["arguments"] {
+                        Value::String(s) => s.clone(),
+                        Value::Null => String::new(),
+                        other => other.to_string(),
+                    },
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

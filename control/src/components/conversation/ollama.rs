@@ -78,17 +78,7 @@ pub fn body(req: &Request, model: &str) -> Result<Value, ConverseError> {
     }
     let mut body = json!({"model": model, "messages": messages, "stream": false});
     if !req.tools.is_empty() && req.tool_choice.as_deref() != Some("none") {
-        body["tools"] = req
-            .tools
-            .iter()
-            .map(|t| {
-                let mut f = json!({"name": t.name, "parameters": t.parameters});
-                if let Some(d) = &t.description {
-                    f["description"] = json!(d);
-                }
-                json!({"type": "function", "function": f})
-            })
-            .collect();
+        body["tools"] = super::http::function_tools(&req.tools);
     }
     if let Some(t) = req.temperature {
         body["options"] = json!({"temperature": t});
@@ -104,24 +94,7 @@ pub fn outputs(v: &Value, model: &str) -> Result<Vec<Output>, ConverseError> {
     let msg = v
         .get("message")
         .ok_or_else(|| ConverseError::Failed("the answer has no `message`".into()))?;
-    let tool_calls: Vec<ToolCall> = msg
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map(|calls| {
-            calls
-                .iter()
-                .map(|t| ToolCall {
-                    id: t["id"].as_str().unwrap_or_default().into(),
-                    name: t["function"]["name"].as_str().unwrap_or_default().into(),
-                    arguments: match &t["function"]["arguments"] {
-                        Value::String(s) => s.clone(),
-                        Value::Null => String::new(),
-                        other => other.to_string(),
-                    },
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let tool_calls = super::http::tool_calls(msg);
     let (prompt, completion) = (count(v, "prompt_eval_count"), count(v, "eval_count"));
     let finish = match v["done_reason"].as_str().filter(|r| !r.is_empty()) {
         // Ollama says `stop` after a tool call too.

@@ -148,17 +148,7 @@ pub fn body(req: &Request, model: &str) -> Value {
     }
     let mut body = json!({"model": model, "messages": messages});
     if !req.tools.is_empty() {
-        body["tools"] = req
-            .tools
-            .iter()
-            .map(|t| {
-                let mut f = json!({"name": t.name, "parameters": t.parameters});
-                if let Some(d) = &t.description {
-                    f["description"] = json!(d);
-                }
-                json!({"type": "function", "function": f})
-            })
-            .collect();
+        body["tools"] = super::http::function_tools(&req.tools);
         if let Some(choice) = &req.tool_choice {
             body["tool_choice"] = match choice.as_str() {
                 "auto" | "none" | "required" => json!(choice),
@@ -223,24 +213,7 @@ pub fn outputs(v: &Value, model: &str) -> Result<Vec<Output>, ConverseError> {
         .enumerate()
         .map(|(i, c)| {
             let msg = c.get("message").unwrap_or(&Value::Null);
-            let tool_calls = msg
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .map(|calls| {
-                    calls
-                        .iter()
-                        .map(|t| ToolCall {
-                            id: t["id"].as_str().unwrap_or_default().into(),
-                            name: t["function"]["name"].as_str().unwrap_or_default().into(),
-                            arguments: match &t["function"]["arguments"] {
-                                Value::String(s) => s.clone(),
-                                Value::Null => String::new(),
-                                other => other.to_string(),
-                            },
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let tool_calls = super::http::tool_calls(msg);
             Output {
                 choices: vec![Choice {
                     finish_reason: c["finish_reason"]
