@@ -6,6 +6,7 @@
 //! document.
 
 use crate::components::crypto::KeyStore;
+use crate::components::crypto::keys::Key;
 use crate::components::crypto::scheme::{
     self, Cipher, Decryptor, Encryptor, HeaderRead, Manifest, WrapAlgorithm,
 };
@@ -160,8 +161,10 @@ pub async fn encrypt(
     let cipher = Cipher::parse(&o.data_encryption_cipher).map_err(operation)?;
     let (file_key, nonce_prefix) = scheme::fresh();
     let wrapped_key = store
-        .wrap_key(&o.key_name, wrap, &file_key)
+        .key(&o.key_name)
         .await
+        .map_err(|e| format!("failed to retrieve the key encryption key: {e}"))
+        .and_then(|key| crate::components::crypto::wrap(&key, wrap, &file_key))
         .map_err(|e| operation(format!("failed to wrap the file key: {e}")))?;
     let key_name = if o.omit_decryption_key_name {
         String::new()
@@ -212,14 +215,59 @@ pub async fn decrypt(
     }
     // A key that cannot unwrap shows as a bad signature: the answer does
     // not tell whether a key of that name exists.
-    let file_key = store
-        .unwrap_key(&name, header.manifest.wrap, &header.manifest.wrapped_key)
-        .await
-        .ok();
+    let file_key = match store.key(&name).await {
+        Ok(key) => crate::components::crypto::unwrap(
+            &key,
+            header.manifest.wrap,
+            &header.manifest.wrapped_key,
+        )
+        .ok(),
+        Err(_) => None,
+    };
     let (decryptor, rest) = header.open(file_key.as_deref()).map_err(operation)?;
     let first: Vec<Bytes> = if rest.is_empty() { vec![] } else { vec![rest] };
     // The bytes after the header go through the decryptor first.
     let input: Chunks =
         Box::pin(futures_util::stream::iter(first.into_iter().map(Ok)).chain(input));
     Ok(pump(Vec::new(), input, Transform::Open(decryptor)))
+}
+
+/// The key `key_name` of store `component`, for a subtle operation.
+pub async fn subtle_key(
+    rt: &Runtime,
+    component: &str,
+    key_name: &str,
+) -> Result<Arc<Key>, ApiError> {
+    let store = store(rt, component)?;
+    if key_name.is_empty() {
+        return Err(bad_request("missing key name"));
+    }
+    store.key(key_name).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            "ERR_CRYPTO_KEY",
+            format!("failed to retrieve key {key_name}: {e}"),
+        )
+    })
+}
+
+/// A subtle operation's failure (bad algorithm, key, nonce, tag, data).
+pub fn subtle_failed(what: &'static str) -> impl Fn(String) -> ApiError {
+    move |e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            "ERR_CRYPTO",
+            format!("failed to perform {what} operation: {e}"),
+        )
+    }
+}
+
+/// Empty algorithm names are refused before the key is read.
+pub fn subtle_algorithm(algorithm: &str) -> Result<&str, ApiError> {
+    if algorithm.is_empty() {
+        return Err(bad_request("missing algorithm"));
+    }
+    Ok(algorithm)
 }

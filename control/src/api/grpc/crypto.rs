@@ -170,3 +170,128 @@ pub async fn decrypt(
     let out = api::decrypt(store, &o.key_name, chunks).await?;
     Ok(payloads(out))
 }
+
+/// The subtle RPCs: one key, one small message each.
+pub mod subtle {
+    use crate::api::crypto::{subtle_algorithm, subtle_failed, subtle_key};
+    use crate::components::crypto::subtle;
+    use crate::error::ApiError;
+    use crate::runtime::Runtime;
+    use tandem_proto::runtime::v1 as rt;
+
+    pub async fn get_key(
+        r: &Runtime,
+        req: rt::SubtleGetKeyRequest,
+    ) -> Result<rt::SubtleGetKeyResponse, ApiError> {
+        let key = subtle_key(r, &req.component_name, &req.name).await?;
+        let public_key = match rt::subtle_get_key_request::KeyFormat::try_from(req.format) {
+            Ok(rt::subtle_get_key_request::KeyFormat::Pem) => key.public_pem(),
+            Ok(rt::subtle_get_key_request::KeyFormat::Json) => {
+                key.public_jwk(&req.name).map(|j| j.to_string())
+            }
+            Err(_) => {
+                return Err(crate::api::crypto::bad_request(format!(
+                    "invalid key format {}: PEM (0) or JSON (1)",
+                    req.format
+                )));
+            }
+        }
+        .map_err(subtle_failed("get key"))?;
+        Ok(rt::SubtleGetKeyResponse {
+            name: req.name,
+            public_key,
+        })
+    }
+
+    pub async fn encrypt(
+        r: &Runtime,
+        req: rt::SubtleEncryptRequest,
+    ) -> Result<rt::SubtleEncryptResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name).await?;
+        let (ciphertext, tag) = subtle::encrypt(
+            &key,
+            algorithm,
+            &req.plaintext,
+            &req.nonce,
+            &req.associated_data,
+        )
+        .map_err(subtle_failed("encrypt"))?;
+        Ok(rt::SubtleEncryptResponse { ciphertext, tag })
+    }
+
+    pub async fn decrypt(
+        r: &Runtime,
+        req: rt::SubtleDecryptRequest,
+    ) -> Result<rt::SubtleDecryptResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name).await?;
+        let plaintext = subtle::decrypt(
+            &key,
+            algorithm,
+            &req.ciphertext,
+            &req.nonce,
+            &req.tag,
+            &req.associated_data,
+        )
+        .map_err(subtle_failed("decrypt"))?;
+        Ok(rt::SubtleDecryptResponse { plaintext })
+    }
+
+    pub async fn wrap_key(
+        r: &Runtime,
+        req: rt::SubtleWrapKeyRequest,
+    ) -> Result<rt::SubtleWrapKeyResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name).await?;
+        let (wrapped_key, tag) = subtle::wrap_key(
+            &key,
+            algorithm,
+            &req.plaintext_key,
+            &req.nonce,
+            &req.associated_data,
+        )
+        .map_err(subtle_failed("wrap key"))?;
+        Ok(rt::SubtleWrapKeyResponse { wrapped_key, tag })
+    }
+
+    pub async fn unwrap_key(
+        r: &Runtime,
+        req: rt::SubtleUnwrapKeyRequest,
+    ) -> Result<rt::SubtleUnwrapKeyResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name).await?;
+        let plaintext_key = subtle::unwrap_key(
+            &key,
+            algorithm,
+            &req.wrapped_key,
+            &req.nonce,
+            &req.tag,
+            &req.associated_data,
+        )
+        .map_err(subtle_failed("unwrap key"))?;
+        Ok(rt::SubtleUnwrapKeyResponse { plaintext_key })
+    }
+
+    pub async fn sign(
+        r: &Runtime,
+        req: rt::SubtleSignRequest,
+    ) -> Result<rt::SubtleSignResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name).await?;
+        let signature =
+            subtle::sign(&key, algorithm, &req.digest).map_err(subtle_failed("sign"))?;
+        Ok(rt::SubtleSignResponse { signature })
+    }
+
+    pub async fn verify(
+        r: &Runtime,
+        req: rt::SubtleVerifyRequest,
+    ) -> Result<rt::SubtleVerifyResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name).await?;
+        let valid = subtle::verify(&key, algorithm, &req.digest, &req.signature)
+            .map_err(subtle_failed("verify"))?;
+        Ok(rt::SubtleVerifyResponse { valid })
+    }
+}

@@ -894,6 +894,83 @@ impl Dapr for DaprApi {
         .await
     }
 
+    async fn subtle_get_key_alpha1(
+        &self,
+        req: Request<rt::SubtleGetKeyRequest>,
+    ) -> Result<Response<rt::SubtleGetKeyResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("SubtleGetKeyAlpha1", req, |r| async move {
+            crypto::subtle::get_key(&rt, r).await
+        })
+        .await
+    }
+
+    async fn subtle_encrypt_alpha1(
+        &self,
+        req: Request<rt::SubtleEncryptRequest>,
+    ) -> Result<Response<rt::SubtleEncryptResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("SubtleEncryptAlpha1", req, |r| async move {
+            crypto::subtle::encrypt(&rt, r).await
+        })
+        .await
+    }
+
+    async fn subtle_decrypt_alpha1(
+        &self,
+        req: Request<rt::SubtleDecryptRequest>,
+    ) -> Result<Response<rt::SubtleDecryptResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("SubtleDecryptAlpha1", req, |r| async move {
+            crypto::subtle::decrypt(&rt, r).await
+        })
+        .await
+    }
+
+    async fn subtle_wrap_key_alpha1(
+        &self,
+        req: Request<rt::SubtleWrapKeyRequest>,
+    ) -> Result<Response<rt::SubtleWrapKeyResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("SubtleWrapKeyAlpha1", req, |r| async move {
+            crypto::subtle::wrap_key(&rt, r).await
+        })
+        .await
+    }
+
+    async fn subtle_unwrap_key_alpha1(
+        &self,
+        req: Request<rt::SubtleUnwrapKeyRequest>,
+    ) -> Result<Response<rt::SubtleUnwrapKeyResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("SubtleUnwrapKeyAlpha1", req, |r| async move {
+            crypto::subtle::unwrap_key(&rt, r).await
+        })
+        .await
+    }
+
+    async fn subtle_sign_alpha1(
+        &self,
+        req: Request<rt::SubtleSignRequest>,
+    ) -> Result<Response<rt::SubtleSignResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("SubtleSignAlpha1", req, |r| async move {
+            crypto::subtle::sign(&rt, r).await
+        })
+        .await
+    }
+
+    async fn subtle_verify_alpha1(
+        &self,
+        req: Request<rt::SubtleVerifyRequest>,
+    ) -> Result<Response<rt::SubtleVerifyResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("SubtleVerifyAlpha1", req, |r| async move {
+            crypto::subtle::verify(&rt, r).await
+        })
+        .await
+    }
+
     async fn shutdown(&self, req: Request<rt::ShutdownRequest>) -> Result<Response<()>, Status> {
         let force = req
             .metadata()

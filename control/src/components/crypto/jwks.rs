@@ -4,13 +4,14 @@
 //! The set is read when the component is made (a change to the resource
 //! makes it again).
 
-use super::{KeyFuture, KeyStore, keys, scheme::WrapAlgorithm};
+use super::{KeyFuture, KeyStore, keys};
 use http_body_util::BodyExt;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Jwks {
-    keys: BTreeMap<String, keys::Key>,
+    keys: BTreeMap<String, Arc<keys::Key>>,
 }
 
 /// A set larger than this is refused.
@@ -61,41 +62,20 @@ impl Jwks {
         };
         let keys = keys::parse_set(&bytes).map_err(|e| format!("metadata `jwks`: {e}"))?;
         Ok(Self {
-            keys: keys.into_iter().collect(),
-        })
-    }
-
-    fn key(&self, name: &str) -> Result<&keys::Key, String> {
-        self.keys.get(name).ok_or_else(|| {
-            format!(
-                "key '{name}' not found in the key set; its keys: [{}]",
-                self.keys.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
+            keys: keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
         })
     }
 }
 
 impl KeyStore for Jwks {
-    fn wrap_key<'a>(
-        &'a self,
-        key_name: &'a str,
-        algorithm: WrapAlgorithm,
-        file_key: &'a [u8],
-    ) -> KeyFuture<'a> {
+    fn key<'a>(&'a self, name: &'a str) -> KeyFuture<'a> {
         Box::pin(async move {
-            let key = self
-                .key(key_name)
-                .map_err(|e| format!("failed to retrieve the key encryption key: {e}"))?;
-            super::wrap(key, algorithm, file_key)
+            self.keys.get(name).cloned().ok_or_else(|| {
+                format!(
+                    "key '{name}' not found in the key set; its keys: [{}]",
+                    self.keys.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })
         })
-    }
-
-    fn unwrap_key<'a>(
-        &'a self,
-        key_name: &'a str,
-        algorithm: WrapAlgorithm,
-        wrapped: &'a [u8],
-    ) -> KeyFuture<'a> {
-        Box::pin(async move { super::unwrap(self.key(key_name)?, algorithm, wrapped) })
     }
 }

@@ -4,7 +4,7 @@
 //! path, a NUL — are refused. Each use reads the file again, as daprd does,
 //! so a key replaced on disk is used at once.
 
-use super::{KeyFuture, KeyStore, keys, scheme::WrapAlgorithm};
+use super::{KeyFuture, KeyStore, keys};
 use std::collections::BTreeMap;
 use std::path::{Component, PathBuf};
 
@@ -49,7 +49,7 @@ impl LocalStorage {
         Ok(self.root.join(rel))
     }
 
-    async fn key(&self, name: &str) -> Result<keys::Key, String> {
+    async fn read(&self, name: &str) -> Result<keys::Key, String> {
         let file = self.file(name)?;
         // A symbolic link inside the folder may not lead out of it.
         if let (Ok(real), Ok(root)) = (
@@ -74,37 +74,39 @@ impl LocalStorage {
 }
 
 impl KeyStore for LocalStorage {
-    fn wrap_key<'a>(
-        &'a self,
-        key_name: &'a str,
-        algorithm: WrapAlgorithm,
-        file_key: &'a [u8],
-    ) -> KeyFuture<'a> {
-        Box::pin(async move {
-            let key = self
-                .key(key_name)
-                .await
-                .map_err(|e| format!("failed to retrieve the key encryption key: {e}"))?;
-            super::wrap(&key, algorithm, file_key)
-        })
-    }
-
-    fn unwrap_key<'a>(
-        &'a self,
-        key_name: &'a str,
-        algorithm: WrapAlgorithm,
-        wrapped: &'a [u8],
-    ) -> KeyFuture<'a> {
-        Box::pin(async move {
-            let key = self.key(key_name).await?;
-            super::unwrap(&key, algorithm, wrapped)
-        })
+    fn key<'a>(&'a self, name: &'a str) -> KeyFuture<'a> {
+        Box::pin(async move { self.read(name).await.map(std::sync::Arc::new) })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::components::crypto::scheme::WrapAlgorithm;
+
+    impl LocalStorage {
+        async fn wrap_key(
+            &self,
+            name: &str,
+            a: WrapAlgorithm,
+            k: &[u8],
+        ) -> Result<Vec<u8>, String> {
+            let key = self
+                .key(name)
+                .await
+                .map_err(|e| format!("failed to retrieve the key encryption key: {e}"))?;
+            crate::components::crypto::wrap(&key, a, k)
+        }
+
+        async fn unwrap_key(
+            &self,
+            name: &str,
+            a: WrapAlgorithm,
+            w: &[u8],
+        ) -> Result<Vec<u8>, String> {
+            crate::components::crypto::unwrap(&*self.key(name).await?, a, w)
+        }
+    }
 
     #[tokio::test]
     async fn keys_stay_in_their_folder_and_wrap_round_trips() {

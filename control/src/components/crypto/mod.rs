@@ -1,33 +1,24 @@
-//! Cryptography components: key stores that wrap and unwrap a document's
-//! file key, and Dapr's `dapr.io/enc/v1` format (`scheme`) that the
-//! Encrypt/Decrypt APIs stream through. Keys never leave the store.
+//! Cryptography components: key stores that hand the sidecar a named key,
+//! Dapr's `dapr.io/enc/v1` format (`scheme`) that the Encrypt/Decrypt APIs
+//! stream through, and the "subtle" one-shot operations (`subtle`). Keys
+//! never leave the sidecar: only public halves are ever answered.
 
 pub mod jwks;
 pub mod keys;
 pub mod localstorage;
 pub mod scheme;
+pub mod subtle;
 
 use futures_util::future::BoxFuture;
 use scheme::WrapAlgorithm;
+use std::sync::Arc;
 
-pub type KeyFuture<'a> = BoxFuture<'a, Result<Vec<u8>, String>>;
+pub type KeyFuture<'a> = BoxFuture<'a, Result<Arc<keys::Key>, String>>;
 
 pub trait KeyStore: Send + Sync {
-    /// Wraps a document's file key with key `key_name`.
-    fn wrap_key<'a>(
-        &'a self,
-        key_name: &'a str,
-        algorithm: WrapAlgorithm,
-        file_key: &'a [u8],
-    ) -> KeyFuture<'a>;
-
-    /// Unwraps a document's file key with key `key_name`.
-    fn unwrap_key<'a>(
-        &'a self,
-        key_name: &'a str,
-        algorithm: WrapAlgorithm,
-        wrapped: &'a [u8],
-    ) -> KeyFuture<'a>;
+    /// Key `name` as the store names its keys; the error says why there is
+    /// none.
+    fn key<'a>(&'a self, name: &'a str) -> KeyFuture<'a>;
 }
 
 /// Wrap and unwrap with a parsed key: AES key wrap (RFC 3394) with a
