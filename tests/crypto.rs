@@ -358,16 +358,330 @@ fn http_encrypts_and_decrypts_with_every_key_form_and_refuses_bad_input() {
         &big,
     );
     assert_eq!(r.status, 413, "{}", r.text());
-    // daprd's release builds answer the subtle API with 501.
+    assert_eq!(s.get("/v1.0/healthz").status, 204);
+}
+
+fn subtle(s: &common::Sidecar, op: &str, body: serde_json::Value) -> common::Resp {
+    common::http(
+        s.http,
+        "POST",
+        &format!("/v1.0-alpha1/subtlecrypto/keys/{op}"),
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .unwrap()
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn unb64(v: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+}
+
+/// The subtle operations over HTTP (protobuf JSON bodies), every answer
+/// checked by `openssl`: the public key it derives, the signatures it
+/// verifies, the data it decrypts.
+#[test]
+fn http_subtle_operations_agree_with_openssl() {
+    use serde_json::json;
+    let (s, dir) = setup();
+    let keys = dir.path().join("keys");
+    let k = |name: &str| keys.join(name).display().to_string();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let w = |name: &str| work.join(name).display().to_string();
+
+    // GetKey: byte for byte the PEM `openssl pkey -pubout` writes.
+    for key in ["ec.pem", "rsa.pem", "rsa-pkcs1.pem", "rsa-public.pem"] {
+        let r = subtle(&s, "getkey", json!({"name": key}));
+        assert_eq!(r.status, 200, "{key}: {}", r.text());
+        let out = Command::new("openssl")
+            .args(["pkey", "-pubin", "-in", &k(key), "-pubout"])
+            .output()
+            .unwrap();
+        let out = if out.status.success() {
+            out
+        } else {
+            Command::new("openssl")
+                .args(["pkey", "-in", &k(key), "-pubout"])
+                .output()
+                .unwrap()
+        };
+        assert_eq!(
+            r.json()["publicKey"].as_str().unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+            "{key}"
+        );
+        assert_eq!(r.json()["name"], key);
+    }
+    let r = subtle(&s, "getkey", json!({"name": "ec.pem", "format": "JSON"}));
+    let jwk: serde_json::Value =
+        serde_json::from_str(r.json()["publicKey"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["crv"].as_str()),
+        (Some("EC"), Some("P-256"))
+    );
+    assert!(jwk.get("d").is_none());
+
+    // Sign here, verify with openssl (and the other way round).
+    let message = b"signed through the sidecar";
+    std::fs::write(w("msg"), message).unwrap();
+    let digest = Command::new("openssl")
+        .args(["dgst", "-sha256", "-binary", &w("msg")])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(digest.len(), 32);
+    openssl(&[
+        "pkey",
+        "-in",
+        &k("ec.pem"),
+        "-pubout",
+        "-out",
+        &w("ec-pub.pem"),
+    ]);
+    for (key, alg, public) in [
+        ("ec.pem", "ES256", w("ec-pub.pem")),
+        ("rsa.pem", "RS256", k("rsa-public.pem")),
+        ("rsa-pkcs1.pem", "PS256", k("rsa-public.pem")),
+    ] {
+        let r = subtle(
+            &s,
+            "sign",
+            json!({"keyName": key, "algorithm": alg, "digest": b64(&digest)}),
+        );
+        assert_eq!(r.status, 200, "{alg}: {}", r.text());
+        std::fs::write(w("sig"), unb64(&r.json()["signature"])).unwrap();
+        let mut args = vec!["dgst", "-sha256", "-verify", &public, "-signature"];
+        let sig = w("sig");
+        args.push(&sig);
+        if alg == "PS256" {
+            args.extend([
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:digest",
+            ]);
+        }
+        let m = w("msg");
+        args.push(&m);
+        openssl(&args);
+        // openssl's own signature verifies through the sidecar.
+        let mut args = vec!["dgst", "-sha256", "-sign"];
+        let private = k(key);
+        args.push(&private);
+        if alg == "PS256" {
+            args.extend([
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:digest",
+            ]);
+        }
+        let theirs = w("theirs");
+        args.extend(["-out", &theirs, &m]);
+        openssl(&args);
+        let r = subtle(
+            &s,
+            "verify",
+            json!({"keyName": key, "algorithm": alg, "digest": b64(&digest),
+                   "signature": b64(&std::fs::read(&theirs).unwrap())}),
+        );
+        assert_eq!(r.json(), json!({"valid": true}), "{alg}");
+        let r = subtle(
+            &s,
+            "verify",
+            json!({"keyName": key, "algorithm": alg, "digest": b64(&[0u8; 32]),
+                   "signature": b64(&std::fs::read(&theirs).unwrap())}),
+        );
+        assert_eq!(r.json(), json!({"valid": false}), "{alg}");
+    }
+
+    // AES-256-CBC: openssl decrypts what the sidecar encrypted.
+    let iv = [0x42u8; 16];
+    let r = subtle(
+        &s,
+        "encrypt",
+        json!({"keyName": "aes", "algorithm": "A256CBC", "plaintext": b64(message), "nonce": b64(&iv)}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    std::fs::write(w("ct"), unb64(&r.json()["ciphertext"])).unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "enc",
+            "-d",
+            "-aes-256-cbc",
+            "-K",
+            &"11".repeat(32),
+            "-iv",
+            &"42".repeat(16),
+            "-in",
+            &w("ct"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.stdout,
+        message,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // AES-GCM round trip with associated data; the proto names work too.
+    let r = subtle(
+        &s,
+        "encrypt",
+        json!({"key_name": "aes", "algorithm": "A256GCM", "plaintext": b64(message),
+               "nonce": b64(&[1; 12]), "associated_data": b64(b"ad")}),
+    );
+    let (ct, tag) = (r.json()["ciphertext"].clone(), r.json()["tag"].clone());
+    let r = subtle(
+        &s,
+        "decrypt",
+        json!({"keyName": "aes", "algorithm": "A256GCM", "ciphertext": ct, "tag": tag,
+               "nonce": b64(&[1; 12]), "associatedData": b64(b"ad")}),
+    );
+    assert_eq!(unb64(&r.json()["plaintext"]), message);
+    let r = subtle(
+        &s,
+        "decrypt",
+        json!({"keyName": "aes", "algorithm": "A256GCM", "ciphertext": ct, "tag": tag,
+               "nonce": b64(&[1; 12]), "associatedData": b64(b"other")}),
+    );
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (500, "ERR_CRYPTO"),
+        "{}",
+        r.text()
+    );
+    // Wrap and unwrap.
+    let r = subtle(
+        &s,
+        "wrapkey",
+        json!({"keyName": "rsa-public.pem", "algorithm": "RSA-OAEP-256", "plaintextKey": b64(&[9; 32])}),
+    );
+    let wrapped = r.json()["wrappedKey"].clone();
+    let r = subtle(
+        &s,
+        "unwrapkey",
+        json!({"keyName": "rsa.pem", "algorithm": "RSA-OAEP-256", "wrappedKey": wrapped}),
+    );
+    assert_eq!(unb64(&r.json()["plaintextKey"]), [9; 32]);
+
+    // Bad input: the right status, a message that says what to fix.
+    for (op, body, status, code, words) in [
+        (
+            "sign",
+            json!({"keyName": "ec.pem", "algorithm": "ES256", "digest": "%%%"}),
+            400,
+            "ERR_MALFORMED_REQUEST",
+            "not base64",
+        ),
+        (
+            "sign",
+            json!({"keyName": 7, "algorithm": "ES256"}),
+            400,
+            "ERR_MALFORMED_REQUEST",
+            "expected a string",
+        ),
+        (
+            "sign",
+            json!([1, 2]),
+            400,
+            "ERR_MALFORMED_REQUEST",
+            "JSON object",
+        ),
+        (
+            "sign",
+            json!({"keyName": "ec.pem", "algorithm": "ES256", "digest": b64(&[1; 31])}),
+            500,
+            "ERR_CRYPTO",
+            "invalid digest",
+        ),
+        (
+            "sign",
+            json!({"keyName": "rsa-public.pem", "algorithm": "RS256", "digest": b64(&[1; 32])}),
+            500,
+            "ERR_CRYPTO",
+            "private key",
+        ),
+        (
+            "sign",
+            json!({"keyName": "../keys/ec.pem", "algorithm": "ES256", "digest": b64(&[1; 32])}),
+            500,
+            "ERR_CRYPTO",
+            "invalid key path",
+        ),
+        (
+            "encrypt",
+            json!({"keyName": "aes", "algorithm": "A256GCM", "plaintext": "AA=="}),
+            500,
+            "ERR_CRYPTO",
+            "invalid nonce",
+        ),
+        (
+            "encrypt",
+            json!({"keyName": "aes", "plaintext": "AA=="}),
+            400,
+            "ERR_BAD_REQUEST",
+            "missing algorithm",
+        ),
+        (
+            "getkey",
+            json!({"name": "aes"}),
+            500,
+            "ERR_CRYPTO_KEY",
+            "symmetric",
+        ),
+        (
+            "getkey",
+            json!({"name": "nothere"}),
+            500,
+            "ERR_CRYPTO_KEY",
+            "nothere",
+        ),
+        (
+            "getkey",
+            json!({"name": "ec.pem", "format": "DER"}),
+            400,
+            "ERR_MALFORMED_REQUEST",
+            "format",
+        ),
+        (
+            "getkey",
+            json!({"name": "ec.pem", "format": 7}),
+            400,
+            "ERR_BAD_REQUEST",
+            "format",
+        ),
+        ("getkey", json!({}), 400, "ERR_BAD_REQUEST", "key name"),
+    ] {
+        let r = subtle(&s, op, body.clone());
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (status, code),
+            "{body}: {}",
+            r.text()
+        );
+        assert!(r.text().contains(words), "{body}: {}", r.text());
+    }
     let r = common::http(
         s.http,
         "POST",
-        "/v1.0-alpha1/subtlecrypto/keys/getkey",
+        "/v1.0-alpha1/subtlecrypto/nope/getkey",
         &[],
-        b"{}",
+        b"{\"name\":\"ec.pem\"}",
     )
     .unwrap();
-    assert_eq!(r.status, 501);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "ERR_CRYPTO_PROVIDER_NOT_FOUND")
+    );
     assert_eq!(s.get("/v1.0/healthz").status, 204);
 }
 

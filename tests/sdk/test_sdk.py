@@ -1,4 +1,5 @@
 """The official Dapr Python SDK against tandem, started with `tandem run`."""
+import base64
 import json
 import os
 import subprocess
@@ -599,6 +600,22 @@ def crypto_folder(tmp_path):
     subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:4096",
                     "-out", str(keys / "rsa-private-key.pem")], check=True, capture_output=True)
     subprocess.run(["openssl", "rand", "-out", str(keys / "symmetric-key-256"), "32"], check=True)
+    # For the subtle API: EC and Ed25519 keys in the forms openssl writes
+    # (PKCS#8, SEC1, a public key alone) and a P-521 key as a JWK.
+    for cmd in (
+        ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ec-p256.pem"],
+        ["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", "ec-p384-sec1.pem"],
+        ["genpkey", "-algorithm", "ed25519", "-out", "ed25519.pem"],
+        ["pkey", "-in", "rsa-private-key.pem", "-pubout", "-out", "rsa-public-key.pem"],
+    ):
+        subprocess.run(["openssl", *cmd], check=True, capture_output=True, cwd=keys)
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    n = ec.generate_private_key(ec.SECP521R1()).private_numbers()
+    b64 = lambda v: base64.urlsafe_b64encode(v.to_bytes(66, "big")).rstrip(b"=").decode()
+    (keys / "ec-p521.json").write_text(json.dumps({
+        "kty": "EC", "crv": "P-521", "x": b64(n.public_numbers.x), "y": b64(n.public_numbers.y), "d": b64(n.private_value),
+    }))
     components = tmp_path / "components"
     components.mkdir()
     (components / "crypto-localstorage.yaml").write_text(
@@ -632,6 +649,26 @@ def test_crypto_through_the_python_sdk(crypto_folder, tandem_env):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     for line in ["RSA OK", "AES OK", "INTEROP OK", "TAMPER OK"]:
+        assert f"== APP == {line}" in out.stdout, out.stdout + out.stderr
+
+
+def test_subtle_crypto_through_the_python_sdks_grpc_stubs(crypto_folder, tandem_env):
+    """The subtle RPCs through the SDK's own generated stubs (its field
+    numbers), every answer checked with the `cryptography` package."""
+    env = dict(tandem_env, PYTHONPATH=os.path.join(HERE, "apps"))
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"subtle-{os.getpid()}", "--resources-path", "./components", "--",
+            *python_app("client_subtle.py"),
+        ),
+        env=env,
+        cwd=crypto_folder,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    for line in ["GETKEY OK", "SIGN OK", "ENCRYPT OK", "WRAP OK", "ERRORS OK"]:
         assert f"== APP == {line}" in out.stdout, out.stdout + out.stderr
 
 

@@ -232,34 +232,47 @@ pub async fn decrypt(
     Ok(pump(Vec::new(), input, Transform::Open(decryptor)))
 }
 
-/// The key `key_name` of store `component`, for a subtle operation.
+/// The key `key_name` of store `component`, for subtle operation `op`
+/// (daprd's words: "encrypt", "sign", …; "get key" answers its own code).
 pub async fn subtle_key(
     rt: &Runtime,
     component: &str,
     key_name: &str,
+    op: &'static str,
 ) -> Result<Arc<Key>, ApiError> {
     let store = store(rt, component)?;
     if key_name.is_empty() {
         return Err(bad_request("missing key name"));
     }
-    store.key(key_name).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            tonic::Code::Internal,
-            "ERR_CRYPTO_KEY",
-            format!("failed to retrieve key {key_name}: {e}"),
-        )
-    })
+    store
+        .key(key_name)
+        .await
+        .map_err(|e| format!("failed to retrieve key {key_name}: {e}"))
+        .map_err(|e| match op {
+            "get key" => get_key_failed(e),
+            _ => subtle_failed(op)(e),
+        })
 }
 
-/// A subtle operation's failure (bad algorithm, key, nonce, tag, data).
-pub fn subtle_failed(what: &'static str) -> impl Fn(String) -> ApiError {
+/// GetKey's failure: daprd's `ERR_CRYPTO_KEY`.
+pub fn get_key_failed(e: String) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        tonic::Code::Internal,
+        "ERR_CRYPTO_KEY",
+        e,
+    )
+}
+
+/// A subtle operation's failure (bad algorithm, key, nonce, tag, data):
+/// daprd's `ERR_CRYPTO` with its words, then what to fix.
+pub fn subtle_failed(op: &'static str) -> impl Fn(String) -> ApiError {
     move |e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             tonic::Code::Internal,
             "ERR_CRYPTO",
-            format!("failed to perform {what} operation: {e}"),
+            format!("failed to perform operation: failed to {op}: {e}"),
         )
     }
 }
@@ -270,4 +283,130 @@ pub fn subtle_algorithm(algorithm: &str) -> Result<&str, ApiError> {
         return Err(bad_request("missing algorithm"));
     }
     Ok(algorithm)
+}
+
+/// The subtle operations, shared by the gRPC and HTTP doors (their
+/// messages are the gRPC ones): one key, one small message each.
+pub mod subtle {
+    use super::{get_key_failed, subtle_algorithm, subtle_failed, subtle_key};
+    use crate::components::crypto::subtle;
+    use crate::error::ApiError;
+    use crate::runtime::Runtime;
+    use tandem_proto::runtime::v1 as rt;
+
+    pub async fn get_key(
+        r: &Runtime,
+        req: rt::SubtleGetKeyRequest,
+    ) -> Result<rt::SubtleGetKeyResponse, ApiError> {
+        let key = subtle_key(r, &req.component_name, &req.name, "get key").await?;
+        let public_key = match rt::subtle_get_key_request::KeyFormat::try_from(req.format) {
+            Ok(rt::subtle_get_key_request::KeyFormat::Pem) => key.public_pem(),
+            Ok(rt::subtle_get_key_request::KeyFormat::Json) => {
+                key.public_jwk(&req.name).map(|j| j.to_string())
+            }
+            Err(_) => {
+                return Err(super::bad_request(format!(
+                    "invalid key format {}: PEM (0) or JSON (1)",
+                    req.format
+                )));
+            }
+        }
+        .map_err(|e| get_key_failed(format!("failed to retrieve key {}: {e}", req.name)))?;
+        Ok(rt::SubtleGetKeyResponse {
+            name: req.name,
+            public_key,
+        })
+    }
+
+    pub async fn encrypt(
+        r: &Runtime,
+        req: rt::SubtleEncryptRequest,
+    ) -> Result<rt::SubtleEncryptResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name, "encrypt").await?;
+        let (ciphertext, tag) = subtle::encrypt(
+            &key,
+            algorithm,
+            &req.plaintext,
+            &req.nonce,
+            &req.associated_data,
+        )
+        .map_err(subtle_failed("encrypt"))?;
+        Ok(rt::SubtleEncryptResponse { ciphertext, tag })
+    }
+
+    pub async fn decrypt(
+        r: &Runtime,
+        req: rt::SubtleDecryptRequest,
+    ) -> Result<rt::SubtleDecryptResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name, "decrypt").await?;
+        let plaintext = subtle::decrypt(
+            &key,
+            algorithm,
+            &req.ciphertext,
+            &req.nonce,
+            &req.tag,
+            &req.associated_data,
+        )
+        .map_err(subtle_failed("decrypt"))?;
+        Ok(rt::SubtleDecryptResponse { plaintext })
+    }
+
+    pub async fn wrap_key(
+        r: &Runtime,
+        req: rt::SubtleWrapKeyRequest,
+    ) -> Result<rt::SubtleWrapKeyResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name, "wrap key").await?;
+        let (wrapped_key, tag) = subtle::wrap_key(
+            &key,
+            algorithm,
+            &req.plaintext_key,
+            &req.nonce,
+            &req.associated_data,
+        )
+        .map_err(subtle_failed("wrap key"))?;
+        Ok(rt::SubtleWrapKeyResponse { wrapped_key, tag })
+    }
+
+    pub async fn unwrap_key(
+        r: &Runtime,
+        req: rt::SubtleUnwrapKeyRequest,
+    ) -> Result<rt::SubtleUnwrapKeyResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name, "unwrap key").await?;
+        let plaintext_key = subtle::unwrap_key(
+            &key,
+            algorithm,
+            &req.wrapped_key,
+            &req.nonce,
+            &req.tag,
+            &req.associated_data,
+        )
+        .map_err(subtle_failed("unwrap key"))?;
+        Ok(rt::SubtleUnwrapKeyResponse { plaintext_key })
+    }
+
+    pub async fn sign(
+        r: &Runtime,
+        req: rt::SubtleSignRequest,
+    ) -> Result<rt::SubtleSignResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name, "sign").await?;
+        let signature =
+            subtle::sign(&key, algorithm, &req.digest).map_err(subtle_failed("sign"))?;
+        Ok(rt::SubtleSignResponse { signature })
+    }
+
+    pub async fn verify(
+        r: &Runtime,
+        req: rt::SubtleVerifyRequest,
+    ) -> Result<rt::SubtleVerifyResponse, ApiError> {
+        let algorithm = subtle_algorithm(&req.algorithm)?;
+        let key = subtle_key(r, &req.component_name, &req.key_name, "verify").await?;
+        let valid = subtle::verify(&key, algorithm, &req.digest, &req.signature)
+            .map_err(subtle_failed("verify"))?;
+        Ok(rt::SubtleVerifyResponse { valid })
+    }
 }

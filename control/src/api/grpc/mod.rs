@@ -900,7 +900,7 @@ impl Dapr for DaprApi {
     ) -> Result<Response<rt::SubtleGetKeyResponse>, Status> {
         let rt = self.rt.clone();
         self.call("SubtleGetKeyAlpha1", req, |r| async move {
-            crypto::subtle::get_key(&rt, r).await
+            crate::api::crypto::subtle::get_key(&rt, r).await
         })
         .await
     }
@@ -911,7 +911,7 @@ impl Dapr for DaprApi {
     ) -> Result<Response<rt::SubtleEncryptResponse>, Status> {
         let rt = self.rt.clone();
         self.call("SubtleEncryptAlpha1", req, |r| async move {
-            crypto::subtle::encrypt(&rt, r).await
+            crate::api::crypto::subtle::encrypt(&rt, r).await
         })
         .await
     }
@@ -922,7 +922,7 @@ impl Dapr for DaprApi {
     ) -> Result<Response<rt::SubtleDecryptResponse>, Status> {
         let rt = self.rt.clone();
         self.call("SubtleDecryptAlpha1", req, |r| async move {
-            crypto::subtle::decrypt(&rt, r).await
+            crate::api::crypto::subtle::decrypt(&rt, r).await
         })
         .await
     }
@@ -933,7 +933,7 @@ impl Dapr for DaprApi {
     ) -> Result<Response<rt::SubtleWrapKeyResponse>, Status> {
         let rt = self.rt.clone();
         self.call("SubtleWrapKeyAlpha1", req, |r| async move {
-            crypto::subtle::wrap_key(&rt, r).await
+            crate::api::crypto::subtle::wrap_key(&rt, r).await
         })
         .await
     }
@@ -944,7 +944,7 @@ impl Dapr for DaprApi {
     ) -> Result<Response<rt::SubtleUnwrapKeyResponse>, Status> {
         let rt = self.rt.clone();
         self.call("SubtleUnwrapKeyAlpha1", req, |r| async move {
-            crypto::subtle::unwrap_key(&rt, r).await
+            crate::api::crypto::subtle::unwrap_key(&rt, r).await
         })
         .await
     }
@@ -955,7 +955,7 @@ impl Dapr for DaprApi {
     ) -> Result<Response<rt::SubtleSignResponse>, Status> {
         let rt = self.rt.clone();
         self.call("SubtleSignAlpha1", req, |r| async move {
-            crypto::subtle::sign(&rt, r).await
+            crate::api::crypto::subtle::sign(&rt, r).await
         })
         .await
     }
@@ -966,7 +966,7 @@ impl Dapr for DaprApi {
     ) -> Result<Response<rt::SubtleVerifyResponse>, Status> {
         let rt = self.rt.clone();
         self.call("SubtleVerifyAlpha1", req, |r| async move {
-            crypto::subtle::verify(&rt, r).await
+            crate::api::crypto::subtle::verify(&rt, r).await
         })
         .await
     }

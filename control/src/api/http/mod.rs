@@ -12,6 +12,7 @@ pub(crate) mod invoke;
 mod lock;
 mod pubsub;
 mod state;
+mod subtle;
 mod tandem;
 pub mod wire;
 
@@ -117,7 +118,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("actors", "actors"),
     ("workflows", "workflows"),
     ("jobs", "jobs"),
-    ("subtlecrypto", "subtle cryptography"),
 ];
 
 /// Building blocks whose HTTP API calls get a SERVER span of their own
@@ -303,6 +303,11 @@ async fn dispatch(
         }
         (&Method::DELETE, ["v1.0-alpha1", "tandem", "resources", name]) => {
             respond(tandem::delete(rt, name).await)
+        }
+        (&Method::POST, ["v1.0-alpha1", "subtlecrypto", name, op])
+            if subtle::OPERATIONS.contains(op) =>
+        {
+            respond(subtle::handle(rt, name, op, req).await)
         }
         (&Method::POST, ["v1.0-alpha1", "conversation", name, "converse"]) => {
             let name = name.to_string();

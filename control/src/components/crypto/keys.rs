@@ -37,23 +37,31 @@ impl Curve {
         }
     }
 
-    /// The signing algorithm of the curve with its usual hash (the hash is
-    /// not used when a digest is signed).
+    /// The signing algorithm of the curve with its usual hash, signatures
+    /// in ASN.1 DER as daprd makes them (the hash is not used when a digest
+    /// is signed).
     pub fn signing(self) -> &'static aws_lc_rs::signature::EcdsaSigningAlgorithm {
         use aws_lc_rs::signature::*;
         match self {
-            Curve::P256 => &ECDSA_P256_SHA256_FIXED_SIGNING,
-            Curve::P384 => &ECDSA_P384_SHA384_FIXED_SIGNING,
-            Curve::P521 => &ECDSA_P521_SHA512_FIXED_SIGNING,
+            Curve::P256 => &ECDSA_P256_SHA256_ASN1_SIGNING,
+            Curve::P384 => &ECDSA_P384_SHA384_ASN1_SIGNING,
+            Curve::P521 => &ECDSA_P521_SHA512_ASN1_SIGNING,
         }
     }
 
-    pub fn verification(self) -> &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm {
+    /// Verification of ASN.1 DER signatures (`fixed`: JOSE's `r‖s`).
+    pub fn verification(
+        self,
+        fixed: bool,
+    ) -> &'static aws_lc_rs::signature::EcdsaVerificationAlgorithm {
         use aws_lc_rs::signature::*;
-        match self {
-            Curve::P256 => &ECDSA_P256_SHA256_FIXED,
-            Curve::P384 => &ECDSA_P384_SHA384_FIXED,
-            Curve::P521 => &ECDSA_P521_SHA512_FIXED,
+        match (self, fixed) {
+            (Curve::P256, false) => &ECDSA_P256_SHA256_ASN1,
+            (Curve::P384, false) => &ECDSA_P384_SHA384_ASN1,
+            (Curve::P521, false) => &ECDSA_P521_SHA512_ASN1,
+            (Curve::P256, true) => &ECDSA_P256_SHA256_FIXED,
+            (Curve::P384, true) => &ECDSA_P384_SHA384_FIXED,
+            (Curve::P521, true) => &ECDSA_P521_SHA512_FIXED,
         }
     }
 }
@@ -329,7 +337,7 @@ fn public_spki(der: Vec<u8>) -> Result<Key, String> {
         return Ok(Key::RsaPublic(der));
     }
     if let Some(c) = Curve::ALL.into_iter().find(|c| {
-        UnparsedPublicKey::new(c.verification(), &der)
+        UnparsedPublicKey::new(c.verification(false), &der)
             .parse()
             .is_ok()
     }) {
@@ -404,7 +412,7 @@ fn ec_jwk(v: &serde_json::Value) -> Result<Key, String> {
             .map_err(|_| "the EC JWK could not be encoded")?;
         Ok(Key::EcPrivate(curve, p8.as_ref().to_vec()))
     } else {
-        let public = UnparsedPublicKey::new(curve.verification(), &point)
+        let public = UnparsedPublicKey::new(curve.verification(false), &point)
             .parse()
             .map_err(rejected("the EC JWK"))?;
         Ok(Key::EcPublic(curve, spki(&public)?))

@@ -8,11 +8,12 @@
 //! | AES-GCM | `A128GCM` `A192GCM` `A256GCM` (also `…GCMKW` to wrap) | 16/24/32-byte symmetric |
 //! | ChaCha20-Poly1305 | `C20P` (`C20PKW`) | 32-byte symmetric |
 //! | AES-CBC, PKCS#7 padding | `A128CBC` `A192CBC` `A256CBC` | 16/24/32-byte symmetric |
+//! | AES-CBC + HMAC (RFC 7518 §5.2) | `A128CBC-HS256` `A192CBC-HS384` `A256CBC-HS512` | 32/48/64-byte symmetric |
 //! | AES-CBC, no padding | `A128CBC-NOPAD` `A192CBC-NOPAD` `A256CBC-NOPAD` | 16/24/32-byte symmetric |
 //! | AES key wrap (RFC 3394) | `A128KW` `A256KW` | 16/32-byte symmetric |
-//! | RSA encryption | `RSA-OAEP` (SHA-1) `RSA-OAEP-256` `-384` `-512`, `RSA1_5` | RSA (private to decrypt) |
+//! | RSA encryption | `RSA-OAEP` (SHA-1) `RSA-OAEP-256` `-384` `-512` (associated data is the label), `RSA1_5` | RSA (private to decrypt) |
 //! | RSA signatures | `RS256` `RS384` `RS512` `PS256` `PS384` `PS512` | RSA (private to sign) |
-//! | ECDSA | `ES256` (P-256) `ES384` (P-384) `ES512` (P-521) | EC; signature `r‖s` as JWS |
+//! | ECDSA | `ES256` (P-256) `ES384` (P-384) `ES512` (P-521) | EC; signature ASN.1 DER as daprd's (JOSE `r‖s` also verifies) |
 //! | EdDSA | `EdDSA` (`Ed25519`) | Ed25519; signs the message itself |
 //!
 //! Sign and verify take a digest already computed with the algorithm's
@@ -56,6 +57,8 @@ fn symmetric<'k>(key: &'k Key, algorithm: &str, sizes: &[usize]) -> Result<&'k [
 enum Symmetric {
     Aead(&'static aead::Algorithm),
     Cbc(&'static cipher::Algorithm, bool),
+    /// AES-CBC then HMAC: the key is the MAC key then the AES key.
+    CbcHmac(&'static cipher::Algorithm, aws_lc_rs::hmac::Algorithm),
 }
 
 fn symmetric_algorithm(name: &str) -> Option<(Symmetric, usize)> {
@@ -70,6 +73,18 @@ fn symmetric_algorithm(name: &str) -> Option<(Symmetric, usize)> {
         "A128CBC" => (Symmetric::Cbc(&cipher::AES_128, true), 16),
         "A192CBC" => (Symmetric::Cbc(&cipher::AES_192, true), 24),
         "A256CBC" => (Symmetric::Cbc(&cipher::AES_256, true), 32),
+        "A128CBC-HS256" => (
+            Symmetric::CbcHmac(&cipher::AES_128, aws_lc_rs::hmac::HMAC_SHA256),
+            32,
+        ),
+        "A192CBC-HS384" => (
+            Symmetric::CbcHmac(&cipher::AES_192, aws_lc_rs::hmac::HMAC_SHA384),
+            48,
+        ),
+        "A256CBC-HS512" => (
+            Symmetric::CbcHmac(&cipher::AES_256, aws_lc_rs::hmac::HMAC_SHA512),
+            64,
+        ),
         "A128CBC-NOPAD" => (Symmetric::Cbc(&cipher::AES_128, false), 16),
         "A192CBC-NOPAD" => (Symmetric::Cbc(&cipher::AES_192, false), 24),
         "A256CBC-NOPAD" => (Symmetric::Cbc(&cipher::AES_256, false), 32),
@@ -85,6 +100,11 @@ fn oaep(name: &str) -> Option<&'static rsa::OaepAlgorithm> {
         "RSA-OAEP-512" => &rsa::OAEP_SHA512_MGF1SHA512,
         _ => return None,
     })
+}
+
+/// OAEP's label: the associated data, as daprd uses it.
+fn label(associated_data: &[u8]) -> Option<&[u8]> {
+    (!associated_data.is_empty()).then_some(associated_data)
 }
 
 fn fixed<const N: usize>(bytes: &[u8], what: &str, algorithm: &str) -> Result<[u8; N]> {
@@ -145,6 +165,19 @@ pub fn encrypt(
                     .map_err(|_| "failed to encrypt the data".to_string())?;
                 Ok((out, tag.as_ref().to_vec()))
             }
+            Symmetric::CbcHmac(alg, mac) => {
+                let iv: [u8; 16] = fixed(nonce, "nonce (IV)", algorithm)?;
+                let (mac_key, enc_key) = k.split_at(k.len() / 2);
+                let mut out = plaintext.to_vec();
+                cipher::UnboundCipherKey::new(alg, enc_key)
+                    .and_then(cipher::PaddedBlockEncryptingKey::cbc_pkcs7)
+                    .and_then(|c| {
+                        c.less_safe_encrypt(&mut out, cipher::EncryptionContext::Iv128(iv.into()))
+                    })
+                    .map_err(|_| "failed to encrypt the data".to_string())?;
+                let tag = cbc_hmac_tag(mac, mac_key, associated_data, &iv, &out);
+                Ok((out, tag))
+            }
             Symmetric::Cbc(alg, padded) => {
                 let iv: [u8; 16] = fixed(nonce, "nonce (IV)", algorithm)?;
                 let unbound = cipher::UnboundCipherKey::new(alg, k)
@@ -180,7 +213,7 @@ pub fn encrypt(
             .map_err(|e| e.to_string())?;
         let mut out = vec![0u8; public.ciphertext_size()];
         let n = public
-            .encrypt(padding, plaintext, &mut out, None)
+            .encrypt(padding, plaintext, &mut out, label(associated_data))
             .map_err(|_| {
                 format!(
                     "failed to encrypt the data: {algorithm} with this key takes at most {} bytes",
@@ -243,6 +276,31 @@ pub fn decrypt(
                 buf.truncate(n);
                 Ok(buf)
             }
+            Symmetric::CbcHmac(alg, mac) => {
+                let iv: [u8; 16] = fixed(nonce, "nonce (IV)", algorithm)?;
+                let (mac_key, enc_key) = k.split_at(k.len() / 2);
+                if tag.len() != mac_key.len() {
+                    return Err(format!(
+                        "invalid tag: {algorithm} takes {} bytes, {} given",
+                        mac_key.len(),
+                        tag.len()
+                    ));
+                }
+                // The tag is checked before anything is decrypted.
+                let expected = cbc_hmac_tag(mac, mac_key, associated_data, &iv, ciphertext);
+                aws_lc_rs::constant_time::verify_slices_are_equal(&expected, tag)
+                    .map_err(|_| FAILED.to_string())?;
+                let mut buf = ciphertext.to_vec();
+                let n = cipher::UnboundCipherKey::new(alg, enc_key)
+                    .and_then(cipher::PaddedBlockDecryptingKey::cbc_pkcs7)
+                    .and_then(|c| {
+                        c.decrypt(&mut buf, cipher::DecryptionContext::Iv128(iv.into()))
+                            .map(|p| p.len())
+                    })
+                    .map_err(|_| FAILED.to_string())?;
+                buf.truncate(n);
+                Ok(buf)
+            }
             Symmetric::Cbc(alg, padded) => {
                 let iv: [u8; 16] = fixed(nonce, "nonce (IV)", algorithm)?;
                 if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(16) {
@@ -277,7 +335,7 @@ pub fn decrypt(
             .map_err(|e| e.to_string())?;
         let mut out = vec![0u8; private.min_output_size()];
         let n = private
-            .decrypt(padding, ciphertext, &mut out, None)
+            .decrypt(padding, ciphertext, &mut out, label(associated_data))
             .map_err(|_| FAILED.to_string())?
             .len();
         out.truncate(n);
@@ -295,6 +353,24 @@ pub fn decrypt(
         return Ok(out);
     }
     Err(unsupported(algorithm, "decryption"))
+}
+
+/// RFC 7518 §5.2.2.1: HMAC over the associated data, the IV, the
+/// ciphertext and the associated data's length in bits (64-bit big
+/// endian), cut to the MAC key's length.
+fn cbc_hmac_tag(
+    mac: aws_lc_rs::hmac::Algorithm,
+    mac_key: &[u8],
+    associated_data: &[u8],
+    iv: &[u8],
+    ciphertext: &[u8],
+) -> Vec<u8> {
+    let mut ctx = aws_lc_rs::hmac::Context::with_key(&aws_lc_rs::hmac::Key::new(mac, mac_key));
+    ctx.update(associated_data);
+    ctx.update(iv);
+    ctx.update(ciphertext);
+    ctx.update(&((associated_data.len() as u64) * 8).to_be_bytes());
+    ctx.sign().as_ref()[..mac_key.len()].to_vec()
 }
 
 fn kek(key: &Key, algorithm: &str) -> Result<aws_lc_rs::key_wrap::AesKek> {
@@ -347,8 +423,9 @@ fn key_unwrap(key: &Key, algorithm: &str, wrapped: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Wraps `plaintext_key` (raw bytes): AES key wrap, an AEAD cipher
-/// (`A256GCMKW`, `C20PKW` or the plain names) or RSA encryption.
+/// Wraps `plaintext_key` (raw bytes) with any encryption algorithm but
+/// unpadded CBC, as daprd does: AES key wrap, an AEAD cipher (`A256GCMKW`,
+/// `C20PKW` or the plain names), padded CBC, or RSA encryption.
 pub fn wrap_key(
     key: &Key,
     algorithm: &str,
@@ -360,7 +437,7 @@ pub fn wrap_key(
         return Err("the key to wrap is empty".into());
     }
     match symmetric_algorithm(algorithm) {
-        Some((Symmetric::Cbc(..), _)) => Err(unsupported(algorithm, "key wrapping")),
+        Some((Symmetric::Cbc(_, false), _)) => Err(unsupported(algorithm, "key wrapping")),
         _ => encrypt(key, algorithm, plaintext_key, nonce, associated_data),
     }
 }
@@ -375,7 +452,7 @@ pub fn unwrap_key(
     associated_data: &[u8],
 ) -> Result<Vec<u8>> {
     match symmetric_algorithm(algorithm) {
-        Some((Symmetric::Cbc(..), _)) => Err(unsupported(algorithm, "key unwrapping")),
+        Some((Symmetric::Cbc(_, false), _)) => Err(unsupported(algorithm, "key unwrapping")),
         _ => decrypt(key, algorithm, wrapped, nonce, tag, associated_data),
     }
 }
@@ -506,7 +583,10 @@ pub fn verify(key: &Key, algorithm: &str, digest: &[u8], sig: &[u8]) -> Result<b
         }
         (Signing::Ecdsa(curve, hash), Key::EcPublic(c, der)) if *c == curve => {
             let d = import_digest(digest, hash, algorithm)?;
-            signature::UnparsedPublicKey::new(curve.verification(), der)
+            // ASN.1 DER as daprd signs; JOSE's fixed `r‖s` too (its
+            // length tells it apart).
+            let fixed = sig.len() == 2 * curve.size();
+            signature::UnparsedPublicKey::new(curve.verification(fixed), der)
                 .verify_digest(&d, sig)
                 .is_ok()
         }
@@ -566,12 +646,20 @@ mod tests {
             ("A128CBC", 16, 16, false),
             ("A192CBC", 24, 16, false),
             ("A256CBC", 32, 16, false),
+            ("A128CBC-HS256", 32, 16, true),
+            ("A192CBC-HS384", 48, 16, true),
+            ("A256CBC-HS512", 64, 16, true),
         ] {
             let key = sym(size);
             let nonce = vec![9u8; nonce_len];
             let (ct, tag) = encrypt(&key, alg, &data, &nonce, aad).unwrap();
             assert_ne!(ct, data, "{alg}");
-            assert_eq!(tag.len(), if tagged { 16 } else { 0 }, "{alg}");
+            let tag_len = match alg {
+                _ if !tagged => 0,
+                _ if alg.contains("-HS") => size / 2,
+                _ => 16,
+            };
+            assert_eq!(tag.len(), tag_len, "{alg}");
             assert_eq!(decrypt(&key, alg, &ct, &nonce, &tag, aad).unwrap(), data);
             // A key of another size, a short nonce, a flipped byte.
             let e = encrypt(&sym(size + 8), alg, &data, &nonce, aad).unwrap_err();
@@ -589,7 +677,7 @@ mod tests {
                 );
                 assert!(decrypt(&key, alg, &ct, &nonce, &tag, b"other").is_err());
                 let mut t = tag.clone();
-                t[15] ^= 1;
+                t[tag_len - 1] ^= 1;
                 assert!(decrypt(&key, alg, &ct, &nonce, &t, aad).is_err());
                 let e = decrypt(&key, alg, &ct, &nonce, &[], aad).unwrap_err();
                 assert!(e.contains("invalid tag"), "{e}");
@@ -607,21 +695,30 @@ mod tests {
         );
         let e = encrypt(&sym(16), "A128CBC-NOPAD", &[1u8; 31], &[0; 16], &[]).unwrap_err();
         assert!(e.contains("multiple of 16"), "{e}");
-        for alg in ["", "XC20P", "A128CBC-HS256", "aes-gcm", "A256GCM "] {
+        for alg in [
+            "",
+            "XC20P",
+            "A128GCMKW2",
+            "aes-gcm",
+            "A256GCM ",
+            "ECDH-ES",
+            "HS256",
+        ] {
             let e = encrypt(&sym(32), alg, &data, &[0; 12], &[]).unwrap_err();
             assert!(e.contains("unsupported algorithm"), "{alg}: {e}");
         }
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
     #[test]
     fn aes_gcm_matches_a_published_vector() {
         // NIST GCM test case 3 (AES-128, 96-bit IV, no AAD).
-        let hex = |s: &str| {
-            (0..s.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-                .collect::<Vec<u8>>()
-        };
         let key = Key::Symmetric(hex("feffe9928665731c6d6a8f9467308308"));
         let iv = hex("cafebabefacedbaddecaf888");
         let pt = hex(
@@ -637,6 +734,20 @@ mod tests {
             )
         );
         assert_eq!(tag, hex("4d5c2af327cd64a62cf35abd2ba6fab4"));
+    }
+
+    #[test]
+    fn aes_cbc_hmac_matches_rfc_7518() {
+        // RFC 7518 appendix B.1 (AES_128_CBC_HMAC_SHA_256).
+        let key = Key::Symmetric((0u8..32).collect());
+        let p = b"A cipher system must not be required to be secret, and it must be able \
+                  to fall into the hands of the enemy without inconvenience";
+        let iv = hex("1af38c2dc2b96ffdd86694092341bc04");
+        let a = b"The second principle of Auguste Kerckhoffs";
+        let (e, t) = encrypt(&key, "A128CBC-HS256", p, &iv, a).unwrap();
+        assert_eq!(t, hex("652c3fa36b0a7c5b3219fab3a30bc1c4"));
+        assert_eq!(&e[..16], hex("c80edfa32ddf39d5ef00c0b468834279").as_slice());
+        assert_eq!(decrypt(&key, "A128CBC-HS256", &e, &iv, &t, a).unwrap(), p);
     }
 
     #[test]
@@ -678,7 +789,12 @@ mod tests {
                 cek
             );
         }
-        assert!(wrap_key(&sym(16), "A128CBC", &cek, &[0; 16], &[]).is_err());
+        assert!(wrap_key(&sym(16), "A128CBC-NOPAD", &cek, &[0; 16], &[]).is_err());
+        let (w, _) = wrap_key(&sym(16), "A128CBC", &cek, &[0; 16], &[]).unwrap();
+        assert_eq!(
+            unwrap_key(&sym(16), "A128CBC", &w, &[0; 16], &[], &[]).unwrap(),
+            cek
+        );
         assert!(wrap_key(&sym(32), "A256KW", &[], &[], &[]).is_err());
         let rsa = rsa_key();
         let public = rsa.public().unwrap();
@@ -696,6 +812,13 @@ mod tests {
             let e = unwrap_key(&public, alg, &w, &[], &[], &[]).unwrap_err();
             assert!(e.contains("private key"), "{e}");
         }
+        // OAEP's label is the associated data.
+        let (w, _) = encrypt(&public, "RSA-OAEP-256", &cek, &[], b"label").unwrap();
+        assert!(decrypt(&rsa, "RSA-OAEP-256", &w, &[], &[], &[]).is_err());
+        assert_eq!(
+            decrypt(&rsa, "RSA-OAEP-256", &w, &[], &[], b"label").unwrap(),
+            cek
+        );
         let e = encrypt(&public, "RSA-OAEP-512", &[0; 200], &[], &[]).unwrap_err();
         assert!(e.contains("at most 126 bytes"), "{e}");
     }
@@ -718,9 +841,9 @@ mod tests {
         let p521 = ec_key(Curve::P521);
         let ed = ed_key();
         let more = [
-            ("ES256", &p256, sha(&digest::SHA256), 64),
-            ("ES384", &p384, sha(&digest::SHA384), 96),
-            ("ES512", &p521, sha(&digest::SHA512), 132),
+            ("ES256", &p256, sha(&digest::SHA256), 0),
+            ("ES384", &p384, sha(&digest::SHA384), 0),
+            ("ES512", &p521, sha(&digest::SHA512), 0),
             ("EdDSA", &ed, b"the whole message".to_vec(), 64),
         ];
         let all = cases
@@ -729,7 +852,13 @@ mod tests {
             .chain(more);
         for (alg, key, d, len) in all {
             let sig = sign(key, alg, &d).unwrap();
-            assert_eq!(sig.len(), len, "{alg}");
+            if len > 0 {
+                assert_eq!(sig.len(), len, "{alg}");
+            } else {
+                // ECDSA: ASN.1 DER, a SEQUENCE of two INTEGERs.
+                assert_eq!(sig[0], 0x30, "{alg}");
+            }
+            let len = sig.len();
             let public = key.public().unwrap();
             assert!(verify(&public, alg, &d, &sig).unwrap(), "{alg}");
             assert!(verify(key, alg, &d, &sig).unwrap(), "{alg}");
@@ -751,6 +880,19 @@ mod tests {
             let e = verify(&sym(32), alg, &d, &sig).unwrap_err();
             assert!(e.contains("key type mismatch"), "{alg}: {e}");
         }
+        // JOSE's fixed-size `r‖s` verifies too.
+        let Key::EcPrivate(_, der) = &p256 else {
+            unreachable!()
+        };
+        let jose =
+            signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                .unwrap()
+                .sign_digest(&digest::digest(&digest::SHA256, b"message"))
+                .unwrap();
+        assert_eq!(jose.as_ref().len(), 64);
+        let d = sha(&digest::SHA256);
+        assert!(verify(&p256, "ES256", &d, jose.as_ref()).unwrap());
+        assert!(!verify(&p256, "ES256", &d[..], &jose.as_ref()[..63]).unwrap());
         let e = sign(&p384, "ES256", &sha(&digest::SHA256)).unwrap_err();
         assert!(
             e.contains("needs a P-256 key; the key is a P-384 key"),
