@@ -979,7 +979,8 @@ async fn a_jwks_component_serves_its_keys_by_kid() {
     // A set without kids, or not JSON, stops the sidecar with the reason.
     for (jwks, says) in [
         (r#"{"keys":[{"kty":"oct","k":"AAAA"}]}"#, "has no `kid`"),
-        ("/nowhere/set.json", "cannot read"),
+        ("/nowhere/set.json", "as a file: No such file"),
+        ("bm90IGEga2V5IHNldA==", "not a key set"),
         ("http://127.0.0.1:1/set.json", "127.0.0.1:1"),
     ] {
         let d = TempDir::new("crypto-jwks-bad");
@@ -997,4 +998,107 @@ async fn a_jwks_component_serves_its_keys_by_kid() {
         assert!(!status.success());
         assert!(out.contains(says), "{jwks}: {out}");
     }
+}
+
+/// The key set follows its source: a URL's is fetched again every
+/// `minRefreshInterval`, a file's when it changes; a broken update keeps
+/// the keys there were. The set may also be given in base64.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_set_is_loaded_again_when_its_source_changes() {
+    use base64::Engine;
+    let oct = |kid: &str, byte: u8| {
+        let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([byte; 32]);
+        format!(r#"{{"keys":[{{"kty":"oct","kid":"{kid}","k":"{k}"}}]}}"#)
+    };
+    let served = std::sync::Arc::new(std::sync::Mutex::new(oct("first", 1)));
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (set, count) = (served.clone(), fetches.clone());
+    let port = common::serve_http(move |_req: hyper::Request<hyper::body::Incoming>| {
+        let body = set.lock().unwrap().clone();
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body))) }
+    })
+    .await;
+    let dir = TempDir::new("crypto-jwks-refresh");
+    let file = dir.write("set.json", &oct("first", 1));
+    let inline = base64::engine::general_purpose::STANDARD.encode(oct("inline", 3));
+    dir.write(
+        "res/keys.yaml",
+        &[
+            component(
+                "remote",
+                "crypto.dapr.jwks",
+                &[
+                    ("jwks", &format!("http://127.0.0.1:{port}/jwks.json")),
+                    ("minRefreshInterval", "1s"),
+                ],
+            ),
+            component(
+                "file",
+                "crypto.dapr.jwks",
+                &[("jwks", file.to_str().unwrap())],
+            ),
+            component("b64", "crypto.dapr.jwks", &[("jwks", &inline)]),
+        ]
+        .join("---\n"),
+    );
+    let res = dir.path().join("res");
+    let s = tokio::task::spawn_blocking(move || {
+        sidecar()
+            .args(["--resources-path", res.to_str().unwrap()])
+            .start()
+    })
+    .await
+    .unwrap();
+    let http = s.http;
+    let has = move |store: &'static str, kid: &'static str| async move {
+        tokio::task::spawn_blocking(move || {
+            let body = serde_json::json!({"keyName": kid, "algorithm": "A256KW", "plaintextKey": b64(&[5; 16])});
+            let r = common::http(
+                http,
+                "POST",
+                &format!("/v1.0-alpha1/subtlecrypto/{store}/wrapkey"),
+                &[],
+                body.to_string().as_bytes(),
+            )
+            .unwrap();
+            assert!(r.status == 200 || r.text().contains("not found"), "{}", r.text());
+            r.status == 200
+        })
+        .await
+        .unwrap()
+    };
+    assert!(has("b64", "inline").await);
+    for store in ["remote", "file"] {
+        assert!(has(store, "first").await);
+        assert!(!has(store, "second").await);
+    }
+    *served.lock().unwrap() = oct("second", 2);
+    // Another length, so the change shows even within the file time's grain.
+    std::fs::write(&file, format!("{}\n", oct("second", 2))).unwrap();
+    for store in ["remote", "file"] {
+        let mut found = false;
+        for _ in 0..40 {
+            if has(store, "second").await {
+                found = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        assert!(found, "{store}: the new set was not loaded");
+        assert!(!has(store, "first").await, "{store}: the old set stayed");
+    }
+    // A broken update: the keys stay as they were.
+    *served.lock().unwrap() = "not json".into();
+    std::fs::write(&file, "{ broken").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for store in ["remote", "file"] {
+        assert!(
+            has(store, "second").await,
+            "{store}: a broken update dropped the keys"
+        );
+    }
+    let before = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(before >= 3, "the URL was fetched {before} times");
+    drop(s);
 }
