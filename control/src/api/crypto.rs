@@ -192,11 +192,20 @@ pub async fn decrypt(
     mut input: Chunks,
 ) -> Result<Output, ApiError> {
     let mut head = BytesMut::new();
+    // The header is three lines: it is parsed once three newlines (or the
+    // end, or 64 KiB) are in, not at every chunk — a caller sending it a
+    // byte at a time costs no more than one sending it whole.
+    let mut newlines = 0;
     let header = loop {
         let chunk = input.next().await;
         let at_end = chunk.is_none();
         if let Some(c) = chunk {
-            head.extend_from_slice(&c.map_err(operation)?);
+            let c = c.map_err(operation)?;
+            newlines += c.iter().filter(|b| **b == b'\n').count();
+            head.extend_from_slice(&c);
+        }
+        if newlines < 3 && !at_end && head.len() < scheme::SEGMENT {
+            continue;
         }
         match scheme::read_header(&head.clone().freeze(), at_end).map_err(operation)? {
             HeaderRead::Done(h) => break h,

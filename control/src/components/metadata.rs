@@ -219,3 +219,18 @@ pub fn postgres_pool(m: &BTreeMap<String, String>) -> Result<deadpool_postgres::
     }
     Ok(pool)
 }
+
+/// A URL as errors show it: no user, password or query (where keys go).
+pub fn shown_url(url: &str) -> String {
+    match url.parse::<::http::Uri>() {
+        Ok(u) => {
+            format!(
+                "{}://{}{}",
+                u.scheme_str().unwrap_or("http"),
+                u.host().unwrap_or_default(),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ) + u.path()
+        }
+        Err(_) => "the provider's endpoint".to_string(),
+    }
+}

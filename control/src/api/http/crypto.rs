@@ -3,7 +3,9 @@
 //! `application/octet-stream`. Up to 1 MiB of the result is held before
 //! the answer starts, so a small document's error (a tampered segment, say)
 //! is still a clean 500; past that the result streams, and an error cuts
-//! the body short — nothing unauthenticated is ever sent.
+//! the body short (no last chunk, or a reset stream) — nothing
+//! unauthenticated is ever sent. HTTP/1.0 cannot show a cut (its body ends
+//! with the connection), so its answers are held whole.
 
 use crate::api::crypto::{self as api, Chunks, EncryptOptions, Output, bad_request};
 use crate::error::ApiError;
@@ -69,12 +71,13 @@ fn error_body(message: &str) -> Response<ProxyBody> {
         .expect("valid response parts")
 }
 
-/// The answer: the held part, then the rest as it comes.
-async fn answer(mut out: Output) -> Response<ProxyBody> {
+/// The answer: the held part (`hold` bytes at most), then the rest as it
+/// comes.
+async fn answer(mut out: Output, hold: usize) -> Response<ProxyBody> {
     let mut held = Vec::new();
     let mut size = 0;
     let mut done = false;
-    while size < HELD {
+    while size < hold {
         match out.recv().await {
             Some(Ok(b)) => {
                 size += b.len();
@@ -111,6 +114,15 @@ pub async fn handle(
     operation: &str,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    // An HTTP/1.0 answer ends when the connection closes, so a cut body
+    // would read as a whole one: it is held whole (the request is bounded
+    // by --max-body-size, the answer by as much plus the format's
+    // overhead). HTTP/1.1's chunks and HTTP/2's frames show a cut.
+    let hold = if req.version() <= http::Version::HTTP_10 {
+        usize::MAX
+    } else {
+        HELD
+    };
     let start = async {
         let store = api::store(rt, name)?;
         if operation == "encrypt" {
@@ -147,7 +159,7 @@ pub async fn handle(
         }
     };
     match start.await {
-        Ok(out) => answer(out).await,
+        Ok(out) => answer(out, hold).await,
         Err(e) => error_response(e),
     }
 }

@@ -160,10 +160,10 @@ pub fn outputs(v: &Value, model: &str) -> Result<Vec<Output>, ConverseError> {
             tool_calls,
         }],
         model: Some(model.to_string()),
-        usage: (prompt + completion > 0).then(|| Usage {
+        usage: (prompt.saturating_add(completion) > 0).then(|| Usage {
             completion,
             prompt,
-            total: prompt + completion,
+            total: prompt.saturating_add(completion),
             completion_details: None,
             prompt_details: (cached > 0).then_some(PromptDetails { audio: 0, cached }),
         }),

@@ -41,11 +41,17 @@ impl ProviderClient {
             .body(tandem_proxy::invoke::full(bytes::Bytes::from(
                 serde_json::to_vec(body).unwrap_or_default(),
             )))
-            .map_err(|e| ConverseError::Refused(format!("{url}: {e}")))?;
+            .map_err(|e| {
+                ConverseError::Refused(format!(
+                    "{}: {e}",
+                    crate::components::metadata::shown_url(url)
+                ))
+            })?;
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| {
                 ConverseError::Failed(format!(
-                    "{url}: {}",
+                    "{}: {}",
+                    crate::components::metadata::shown_url(url),
                     tandem_proxy::app_channel::error_chain(&e)
                 ))
             })?;
@@ -53,14 +59,23 @@ impl ProviderClient {
             let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| ConverseError::Failed(format!("{url}: reading the answer: {e}")))?
+                .map_err(|e| {
+                    ConverseError::Failed(format!(
+                        "{}: reading the answer: {e}",
+                        crate::components::metadata::shown_url(url)
+                    ))
+                })?
                 .to_bytes();
             Ok::<_, ConverseError>((status, body))
         };
         let (status, body) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| {
-                ConverseError::Failed(format!("{url}: no answer within {:?}", self.timeout))
+                ConverseError::Failed(format!(
+                    "{}: no answer within {:?}",
+                    crate::components::metadata::shown_url(url),
+                    self.timeout
+                ))
             })??;
         let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
         if !status.is_success() {
@@ -68,7 +83,20 @@ impl ProviderClient {
                 .as_ref()
                 .and_then(error_text)
                 .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(500)]).into());
-            let text = format!("{url} answered {status}: {said}");
+            // Some gateways repeat the request's key in their error: what
+            // we sent in a header never goes back to the caller, and the
+            // text is cut to what a message needs.
+            let mut said = cut(&said, 500);
+            for (_, v) in headers {
+                let secret = v.strip_prefix("Bearer ").unwrap_or(v);
+                if secret.len() >= 8 {
+                    said = said.replace(secret, "***");
+                }
+            }
+            let text = format!(
+                "{} answered {status}: {said}",
+                crate::components::metadata::shown_url(url)
+            );
             let permanent = status.is_client_error()
                 && status != ::http::StatusCode::REQUEST_TIMEOUT
                 && status != ::http::StatusCode::TOO_MANY_REQUESTS;
@@ -78,8 +106,25 @@ impl ProviderClient {
                 ConverseError::Failed(text)
             });
         }
-        json.ok_or_else(|| ConverseError::Failed(format!("{url}: the answer is not JSON")))
+        json.ok_or_else(|| {
+            ConverseError::Failed(format!(
+                "{}: the answer is not JSON",
+                crate::components::metadata::shown_url(url)
+            ))
+        })
     }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// The error text of a provider's error body: OpenAI's and Anthropic's

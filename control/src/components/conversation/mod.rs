@@ -151,12 +151,30 @@ pub trait Conversation: Send + Sync {
 pub struct Cached<C> {
     inner: C,
     ttl: Duration,
-    answers: Mutex<HashMap<String, (Instant, Vec<Output>)>>,
+    answers: Mutex<HashMap<[u8; 32], (Instant, Vec<Output>)>>,
 }
 
 /// Answers a cache keeps at most; past that, expired ones go first, then
 /// the oldest.
 const CACHE_ENTRIES: usize = 1024;
+
+/// The largest answer kept (its text), so the cache holds 64 MiB at most.
+const CACHED_ANSWER: usize = 64 << 10;
+
+fn answer_size(outputs: &[Output]) -> usize {
+    outputs
+        .iter()
+        .flat_map(|o| o.choices.iter())
+        .map(|c| {
+            c.content.len()
+                + c.finish_reason.len()
+                + c.tool_calls
+                    .iter()
+                    .map(|t| t.id.len() + t.name.len() + t.arguments.len())
+                    .sum::<usize>()
+        })
+        .fold(0, usize::saturating_add)
+}
 
 impl<C: Conversation> Cached<C> {
     pub fn new(inner: C, ttl: Duration) -> Self {
@@ -171,7 +189,15 @@ impl<C: Conversation> Cached<C> {
 impl<C: Conversation> Conversation for Cached<C> {
     fn converse<'a>(&'a self, req: &'a Request) -> ConverseFuture<'a> {
         Box::pin(async move {
-            let key = serde_json::to_string(req).unwrap_or_default();
+            // Keyed by the request's SHA-256, so a large prompt is not held
+            // twice; answers larger than CACHED_ANSWER are not kept.
+            let key = {
+                let json = serde_json::to_vec(req).unwrap_or_default();
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json);
+                let mut k = [0u8; 32];
+                k.copy_from_slice(d.as_ref());
+                k
+            };
             let now = Instant::now();
             if let Some((at, outputs)) = self.answers.lock().unwrap().get(&key)
                 && now.duration_since(*at) < self.ttl
@@ -179,6 +205,9 @@ impl<C: Conversation> Conversation for Cached<C> {
                 return Ok(outputs.clone());
             }
             let outputs = self.inner.converse(req).await?;
+            if answer_size(&outputs) > CACHED_ANSWER {
+                return Ok(outputs);
+            }
             let mut answers = self.answers.lock().unwrap();
             if answers.len() >= CACHE_ENTRIES {
                 answers.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
@@ -186,7 +215,7 @@ impl<C: Conversation> Conversation for Cached<C> {
                     && let Some(oldest) = answers
                         .iter()
                         .min_by_key(|(_, (at, _))| *at)
-                        .map(|(k, _)| k.clone())
+                        .map(|(k, _)| *k)
                 {
                     answers.remove(&oldest);
                 }

@@ -198,7 +198,7 @@ fn usage(v: &Value) -> Option<Usage> {
             .then_some(completion_details),
         prompt_details: (prompt_details != PromptDetails::default()).then_some(prompt_details),
     };
-    (usage.completion + usage.prompt + usage.total > 0).then_some(usage)
+    (usage.completion > 0 || usage.prompt > 0 || usage.total > 0).then_some(usage)
 }
 
 /// A chat-completions answer: each choice an output of its own.

@@ -157,32 +157,46 @@ fn alone(text: &str, start: usize, end: usize) -> bool {
     !(word(b1) || word(a1) || (joiner(b1) && word(b2)) || (joiner(a1) && word(a2)))
 }
 
+/// Spans that do not overlap, by start: whether `[s, e)` meets one is
+/// a look at its two neighbours (so a text full of matches costs
+/// `n log n`, not `n²`).
+#[derive(Default)]
+struct Spans(std::collections::BTreeMap<usize, (usize, &'static str)>);
+
+impl Spans {
+    fn overlaps(&self, s: usize, e: usize) -> bool {
+        let before = self.0.range(..e).next_back();
+        before.is_some_and(|(_, &(end, _))| end > s)
+    }
+
+    fn insert(&mut self, s: usize, e: usize, token: &'static str) {
+        self.0.insert(s, (e, token));
+    }
+}
+
 /// `text` with the PII in it replaced by tokens.
 pub fn scrub(text: &str) -> String {
-    let mut taken: Vec<(usize, usize, &'static str)> = Vec::new();
-    let overlaps = |taken: &[(usize, usize, &str)], s: usize, e: usize| {
-        taken.iter().any(|&(ts, te, _)| s < te && ts < e)
-    };
-    let urls: Vec<(usize, usize, &str)> = URL
-        .find_iter(text)
-        .map(|m| (m.start(), m.end(), ""))
-        .collect();
+    let mut taken = Spans::default();
+    let mut urls = Spans::default();
+    for m in URL.find_iter(text) {
+        urls.insert(m.start(), m.end(), "");
+    }
     for kind in KINDS.iter() {
         for m in kind.pattern.find_iter(text) {
             let (s, e) = (m.start(), m.end());
             if (kind.valid)(m.as_str())
                 && (kind.token == "<EMAIL_ADDRESS>" || alone(text, s, e))
-                && !overlaps(&urls, s, e)
-                && !overlaps(&taken, s, e)
+                && !urls.overlaps(s, e)
+                && !taken.overlaps(s, e)
             {
-                taken.push((s, e, kind.token));
+                taken.insert(s, e, kind.token);
             }
         }
     }
-    if taken.is_empty() {
+    if taken.0.is_empty() {
         return text.to_string();
     }
-    taken.sort_unstable();
+    let taken = taken.0.into_iter().map(|(s, (e, token))| (s, e, token));
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for (s, e, token) in taken {

@@ -88,28 +88,29 @@ fn refresh(keys: Weak<RwLock<KeySet>>, source: Source, timeout: Duration) {
 const MAX_SET: usize = 4 << 20;
 
 async fn fetch(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+    let shown = crate::components::metadata::shown_url(url);
     let client = tandem_proxy::invoke::OutsideTls::default().client(false)?;
     let req = ::http::Request::get(url)
         .header(::http::header::ACCEPT, "application/json")
         .body(tandem_proxy::invoke::full(bytes::Bytes::new()))
-        .map_err(|e| format!("metadata `jwks` `{url}`: {e}"))?;
+        .map_err(|e| format!("metadata `jwks` `{shown}`: {e}"))?;
     let exchange = async {
         let resp = client
             .request(req)
             .await
-            .map_err(|e| format!("{url}: {}", tandem_proxy::app_channel::error_chain(&e)))?;
+            .map_err(|e| format!("{shown}: {}", tandem_proxy::app_channel::error_chain(&e)))?;
         if !resp.status().is_success() {
-            return Err(format!("{url} answered {}", resp.status()));
+            return Err(format!("{shown} answered {}", resp.status()));
         }
         http_body_util::Limited::new(resp.into_body(), MAX_SET)
             .collect()
             .await
             .map(|b| b.to_bytes().to_vec())
-            .map_err(|e| format!("{url}: reading the set: {e}"))
+            .map_err(|e| format!("{shown}: reading the set: {e}"))
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("{url}: no answer within {timeout:?}"))?
+        .map_err(|_| format!("{shown}: no answer within {timeout:?}"))?
 }
 
 impl Jwks {
@@ -165,12 +166,9 @@ impl KeyStore for Jwks {
     fn key<'a>(&'a self, name: &'a str) -> KeyFuture<'a> {
         Box::pin(async move {
             let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-            keys.get(name).cloned().ok_or_else(|| {
-                format!(
-                    "key '{name}' not found in the key set; its keys: [{}]",
-                    keys.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
-            })
+            keys.get(name)
+                .cloned()
+                .ok_or_else(|| format!("key '{name}' not found in the key set"))
         })
     }
 }

@@ -1,7 +1,8 @@
 //! Key files as daprd's local key stores read them: a JWK (`.json`, or
 //! text starting with `{`), the first PEM block (`.pem`, or text starting
 //! with `-----`: PKCS#8, PKCS#1, SEC1, SubjectPublicKeyInfo), else a
-//! symmetric key — base64 (standard or URL alphabet) or the raw bytes.
+//! symmetric key — a file of 16, 24 or 32 bytes is the key itself, else
+//! base64 (standard or URL alphabet), else the raw bytes.
 //! Asymmetric keys are kept in the DER forms aws-lc-rs takes: PKCS#8 for a
 //! private key, SubjectPublicKeyInfo for a public one.
 
@@ -456,9 +457,8 @@ fn jwk_integer(v: &serde_json::Value, name: &str) -> Result<Vec<u8>, String> {
     let mut n = URL_SAFE_NO_PAD
         .decode(text.trim_end_matches('='))
         .map_err(|e| format!("the RSA JWK's `{name}` is not base64url: {e}"))?;
-    while n.len() > 1 && n[0] == 0 {
-        n.remove(0);
-    }
+    let zeros = n.iter().take_while(|b| **b == 0).count();
+    n.drain(..zeros.min(n.len().saturating_sub(1)));
     if n.first().is_some_and(|b| b & 0x80 != 0) {
         n.insert(0, 0);
     }
@@ -519,7 +519,12 @@ pub fn parse(bytes: &[u8], extension: &str) -> Result<Key, String> {
         "pem" => return pem(&String::from_utf8_lossy(bytes)),
         _ => {}
     }
-    if bytes.first() == Some(&b'{') && ![16, 24, 32].contains(&bytes.len()) {
+    // A file of an AES key's length is that key, raw, whatever its bytes
+    // look like (daprd's order: 32 hex digits are a 32-byte key).
+    if [16, 24, 32].contains(&bytes.len()) {
+        return Ok(Key::Symmetric(bytes.to_vec()));
+    }
+    if bytes.first() == Some(&b'{') {
         return jwk(bytes);
     }
     if bytes.len() > 10 && bytes.starts_with(b"-----") {
@@ -549,6 +554,9 @@ mod tests {
 
     #[test]
     fn symmetric_keys_in_each_spelling() {
+        // 32 hex digits without a newline: a raw 32-byte key, as daprd reads it.
+        let hex = b"00112233445566778899aabbccddeeff";
+        assert_eq!(parse(hex, ""), Ok(Key::Symmetric(hex.to_vec())));
         let raw: Vec<u8> = (0u8..32).collect();
         assert_eq!(parse(&raw, ""), Ok(Key::Symmetric(raw.clone())));
         let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);

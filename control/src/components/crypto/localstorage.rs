@@ -51,19 +51,23 @@ impl LocalStorage {
 
     async fn read(&self, name: &str) -> Result<keys::Key, String> {
         let file = self.file(name)?;
-        // A symbolic link inside the folder may not lead out of it.
-        if let (Ok(real), Ok(root)) = (
-            tokio::fs::canonicalize(&file).await,
-            tokio::fs::canonicalize(&self.root).await,
-        ) && !real.starts_with(&root)
-        {
+        // The file is read through its resolved path, checked to be in the
+        // folder: a symbolic link may not lead out of it, and one swapped
+        // in after the check is not followed.
+        let root = tokio::fs::canonicalize(&self.root)
+            .await
+            .map_err(|e| format!("failed to load key '{name}': the key folder: {e}"))?;
+        let real = tokio::fs::canonicalize(&file)
+            .await
+            .map_err(|e| format!("failed to load key '{name}': {e}"))?;
+        if !real.starts_with(&root) {
             return Err(format!(
                 "invalid key path: `{name}` leads outside the key folder"
             ));
         }
-        let bytes = tokio::fs::read(&file)
+        let bytes = tokio::fs::read(&real)
             .await
-            .map_err(|e| format!("failed to load key '{name}': {}: {e}", file.display()))?;
+            .map_err(|e| format!("failed to load key '{name}': {e}"))?;
         let ext = file
             .extension()
             .and_then(|e| e.to_str())

@@ -583,12 +583,13 @@ pub fn verify(key: &Key, algorithm: &str, digest: &[u8], sig: &[u8]) -> Result<b
         }
         (Signing::Ecdsa(curve, hash), Key::EcPublic(c, der)) if *c == curve => {
             let d = import_digest(digest, hash, algorithm)?;
-            // ASN.1 DER as daprd signs; JOSE's fixed `r‖s` too (its
-            // length tells it apart).
-            let fixed = sig.len() == 2 * curve.size();
-            signature::UnparsedPublicKey::new(curve.verification(fixed), der)
-                .verify_digest(&d, sig)
-                .is_ok()
+            // ASN.1 DER as daprd signs; then JOSE's fixed `r‖s`.
+            let with = |fixed: bool| {
+                signature::UnparsedPublicKey::new(curve.verification(fixed), der)
+                    .verify_digest(&d, sig)
+                    .is_ok()
+            };
+            with(false) || (sig.len() == 2 * curve.size() && with(true))
         }
         (Signing::Ecdsa(curve, _), k) => return Err(curve_mismatch(algorithm, curve, k)),
         (Signing::EdDsa, Key::Ed25519Public(der)) => {
