@@ -151,12 +151,15 @@ pub trait Conversation: Send + Sync {
 pub struct Cached<C> {
     inner: C,
     ttl: Duration,
-    answers: Mutex<HashMap<[u8; 32], (Instant, Vec<Output>)>>,
+    answers: Mutex<HashMap<[u8; 32], Answer>>,
 }
 
 /// Answers a cache keeps at most; past that, expired ones go first, then
 /// the oldest.
 const CACHE_ENTRIES: usize = 1024;
+
+/// A cached answer and when it was made.
+type Answer = (Instant, Vec<Output>);
 
 /// The largest answer kept (its text), so the cache holds 64 MiB at most.
 const CACHED_ANSWER: usize = 64 << 10;
