@@ -670,6 +670,10 @@ fn http_subtle_operations_agree_with_openssl() {
         );
         assert!(r.text().contains(words), "{body}: {}", r.text());
     }
+    // A tagged daprd's made-up feature, listed once a crypto component is
+    // loaded (the metadata shape test covers its absence without one).
+    let features = s.get("/v1.0/metadata").json()["enabledFeatures"].clone();
+    assert_eq!(features, serde_json::json!(["_SubtleCrypto"]));
     let r = common::http(
         s.http,
         "POST",

@@ -101,8 +101,9 @@ pub fn build(runtime: &Runtime) -> rt::GetMetadataResponse {
             .filter(|f| f.enabled)
             .map(|f| f.name.clone())
             // daprd builds that serve the subtle crypto API list this
-            // made-up feature; apps (Dapr's own e2e app) look for it.
-            .chain(std::iter::once("_SubtleCrypto".to_string()))
+            // made-up feature and apps (Dapr's own e2e app) look for it:
+            // listed once a crypto component makes the API usable.
+            .chain((!snap.crypto.is_empty()).then(|| "_SubtleCrypto".to_string()))
             .collect(),
         actor_runtime: Some(rt::ActorRuntime {
             runtime_status: rt::actor_runtime::ActorRuntimeStatus::Disabled as i32,

@@ -1,0 +1,345 @@
+//! One app's jobs, fired from one sidecar: a loop that claims due jobs
+//! from the engine (so several sidecars of the app share the work, each
+//! tick going to one of them), hands each to the app, and settles it by
+//! the outcome and the job's failure policy. The loop sleeps until the next
+//! job is due (a second at most: another sidecar may have added one), and
+//! wakes at once when this sidecar adds one. It ends when the `Scheduler`
+//! is dropped.
+
+use crate::engine::{Claim, Engine, Owner, Settle};
+use crate::job::{FailurePolicy, Job};
+use futures_util::future::BoxFuture;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// How a trigger reaches the app.
+pub trait Deliver: Send + Sync + 'static {
+    /// Fires `job` at the app: `Ok` when it took it (or has no handler,
+    /// which no retry changes), `Err` with why when it failed.
+    fn deliver(&self, job: Job) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// How long a claimed tick is this sidecar's before another may take it.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// The longest sleep between looks at the engine.
+const POLL: Duration = Duration::from_secs(1);
+/// Claims taken at once, and triggers in flight.
+const BATCH: usize = 256;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Inner {
+    wake: Notify,
+}
+
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl Scheduler {
+    /// Starts firing `owner`'s jobs from `engine` as `holder` (this
+    /// sidecar's unique name).
+    pub fn start(
+        engine: Arc<dyn Engine>,
+        owner: Owner,
+        holder: String,
+        deliver: Arc<dyn Deliver>,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            wake: Notify::new(),
+        });
+        tokio::spawn(run(Arc::downgrade(&inner), engine, owner, holder, deliver));
+        Self { inner }
+    }
+
+    /// A job was added or changed here: look again now.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+}
+
+async fn run(
+    inner: Weak<Inner>,
+    engine: Arc<dyn Engine>,
+    owner: Owner,
+    holder: String,
+    deliver: Arc<dyn Deliver>,
+) {
+    let permits = Arc::new(Semaphore::new(BATCH));
+    loop {
+        let Some(me) = inner.upgrade() else { return };
+        let now = now_ms();
+        let free = permits.available_permits();
+        let claims = if free == 0 {
+            Vec::new()
+        } else {
+            match engine
+                .claim(&owner, &holder, now, LEASE.as_millis() as i64, free)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, app_id = %owner.app_id, "jobs: cannot claim due jobs");
+                    Vec::new()
+                }
+            }
+        };
+        let full = !claims.is_empty() && claims.len() == free;
+        for claim in claims {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (engine, owner, deliver) = (engine.clone(), owner.clone(), deliver.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                fire(&*engine, &owner, &*deliver, claim).await;
+            });
+        }
+        if full {
+            continue;
+        }
+        let next = engine.next_due(&owner).await.ok().flatten();
+        let wait = next
+            .map(|at| {
+                Duration::from_millis((at - now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
+            })
+            .unwrap_or(POLL);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = me.wake.notified() => {}
+        }
+    }
+}
+
+/// What to do after a tick, by its outcome and the job's policy.
+pub fn outcome(claim: &Claim, delivered: Result<(), String>, now: i64) -> Settle {
+    let advance = || {
+        let ticks = claim.ticks.saturating_add(1);
+        let plan = claim.job.resumed(claim.expires);
+        // Ticks missed while no sidecar ran fire once, not as a burst.
+        let next = plan
+            .after(claim.due, ticks)
+            .map(|n| {
+                if n <= now {
+                    plan.after(now, ticks)
+                } else {
+                    Some(n)
+                }
+            })
+            .unwrap_or(None);
+        Settle::Next { next, ticks }
+    };
+    match (delivered, &claim.job.failure_policy) {
+        (Ok(()), _) | (Err(_), FailurePolicy::Drop) => advance(),
+        (
+            Err(_),
+            FailurePolicy::Constant {
+                interval_ms,
+                max_retries,
+            },
+        ) => {
+            if max_retries.is_none_or(|m| claim.attempts < m) {
+                Settle::Retry {
+                    at: now.saturating_add(*interval_ms as i64),
+                    attempts: claim.attempts.saturating_add(1),
+                }
+            } else {
+                advance()
+            }
+        }
+    }
+}
+
+async fn fire(engine: &dyn Engine, owner: &Owner, deliver: &dyn Deliver, claim: Claim) {
+    let name = claim.job.name.clone();
+    let delivered = deliver.deliver(claim.job.clone()).await;
+    if let Err(e) = &delivered {
+        tracing::warn!(job = %name, app_id = %owner.app_id, error = %e, "jobs: the app failed a trigger");
+    }
+    let settle = outcome(&claim, delivered, now_ms());
+    if let Err(e) = engine.settle(owner, &name, claim.token, settle).await {
+        // The lease runs out and the tick fires again: at least once.
+        tracing::warn!(job = %name, error = %e, "jobs: cannot record a trigger");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::Sqlite;
+    use std::sync::Mutex;
+
+    /// The app: records what fired, fails the names it is told to.
+    struct App {
+        fired: Mutex<Vec<(String, i64)>>,
+        failing: Vec<String>,
+    }
+
+    impl Deliver for Arc<App> {
+        fn deliver(&self, job: Job) -> BoxFuture<'static, Result<(), String>> {
+            let app = self.clone();
+            Box::pin(async move {
+                app.fired.lock().unwrap().push((job.name.clone(), now_ms()));
+                if app.failing.contains(&job.name) {
+                    Err("500".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_fire_on_time_retry_by_policy_and_two_sidecars_share_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        let engine: Arc<dyn Engine> = Arc::new(Sqlite::open(&path).unwrap());
+        let other: Arc<dyn Engine> = Arc::new(Sqlite::open(&path).unwrap());
+        let owner = Owner {
+            namespace: "default".into(),
+            app_id: "app".into(),
+        };
+        let app = Arc::new(App {
+            fired: Mutex::new(Vec::new()),
+            failing: vec!["fails".into()],
+        });
+        let now = now_ms();
+        let put = |name: &str,
+                   schedule: Option<&str>,
+                   due: Option<&str>,
+                   repeats: Option<u32>,
+                   policy: FailurePolicy| {
+            let job = Job {
+                name: name.into(),
+                schedule: schedule.map(String::from),
+                due_time: due.map(String::from),
+                repeats,
+                failure_policy: policy,
+                ..Job::default()
+            };
+            let plan = job.plan(now).unwrap();
+            (job, plan)
+        };
+        let jobs = [
+            put("once", None, Some("300ms"), None, FailurePolicy::default()),
+            put(
+                "thrice",
+                Some("@every 1s"),
+                Some("0s"),
+                Some(3),
+                FailurePolicy::default(),
+            ),
+            put(
+                "fails",
+                None,
+                Some("0s"),
+                None,
+                FailurePolicy::Constant {
+                    interval_ms: 200,
+                    max_retries: Some(2),
+                },
+            ),
+            put("dropped", None, Some("0s"), None, FailurePolicy::Drop),
+        ];
+        for (job, plan) in &jobs {
+            engine
+                .put(&owner, job, plan.first, plan.expires, false)
+                .await
+                .unwrap();
+        }
+        let deliver: Arc<dyn Deliver> = Arc::new(app.clone());
+        let a = Scheduler::start(engine.clone(), owner.clone(), "a".into(), deliver.clone());
+        let b = Scheduler::start(other.clone(), owner.clone(), "b".into(), deliver);
+        a.wake();
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
+        drop((a, b));
+        let fired = app.fired.lock().unwrap().clone();
+        let count = |n: &str| fired.iter().filter(|(f, _)| f == n).count();
+        assert_eq!(count("once"), 1, "{fired:?}");
+        let at = fired.iter().find(|(f, _)| f == "once").unwrap().1;
+        assert!(at >= now + 300, "fired early: {}", at - now);
+        assert_eq!(count("thrice"), 3, "{fired:?}");
+        // 1 try + 2 retries, then given up; dropped: one try.
+        assert_eq!(count("fails"), 3, "{fired:?}");
+        assert_eq!(count("dropped"), 1, "{fired:?}");
+        // Every job is over, and deleted.
+        assert!(engine.list(&owner).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn outcomes_follow_the_failure_policy() {
+        let claim = |policy: FailurePolicy, attempts: u32| Claim {
+            job: Job {
+                name: "j".into(),
+                schedule: Some("@every 10s".into()),
+                failure_policy: policy,
+                ..Job::default()
+            },
+            due: 1_000,
+            expires: None,
+            ticks: 4,
+            attempts,
+            token: 1,
+        };
+        let c = claim(FailurePolicy::default(), 0);
+        assert_eq!(
+            outcome(&c, Ok(()), 2_000),
+            Settle::Next {
+                next: Some(11_000),
+                ticks: 5
+            }
+        );
+        assert_eq!(
+            outcome(&c, Err("x".into()), 2_000),
+            Settle::Retry {
+                at: 3_000,
+                attempts: 1
+            }
+        );
+        let c = claim(FailurePolicy::default(), 3);
+        assert_eq!(
+            outcome(&c, Err("x".into()), 2_000),
+            Settle::Next {
+                next: Some(11_000),
+                ticks: 5
+            }
+        );
+        let c = claim(FailurePolicy::Drop, 0);
+        assert_eq!(
+            outcome(&c, Err("x".into()), 2_000),
+            Settle::Next {
+                next: Some(11_000),
+                ticks: 5
+            }
+        );
+        let c = claim(
+            FailurePolicy::Constant {
+                interval_ms: 5,
+                max_retries: None,
+            },
+            1_000_000,
+        );
+        assert_eq!(
+            outcome(&c, Err("x".into()), 2_000),
+            Settle::Retry {
+                at: 2_005,
+                attempts: 1_000_001
+            }
+        );
+        // Long asleep: the missed ticks fire once, then on schedule from now.
+        let c = claim(FailurePolicy::default(), 0);
+        assert_eq!(
+            outcome(&c, Ok(()), 100_500),
+            Settle::Next {
+                next: Some(110_500),
+                ticks: 5
+            }
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! The embedded engine: jobs in a SQLite file that the sidecars of one
+//! host share (WAL, a busy timeout). A claim is a lease written in the
+//! same transaction that found the job due, so two sidecars never hold one
+//! tick at once, and a sidecar that dies holding one loses it when the
+//! lease ends. Each row carries a version that every change bumps: a claim
+//! settles only against the version it took.
+
+use crate::engine::{Claim, Engine, EngineError, EngineFuture, Owner, Settle};
+use crate::job::Job;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+    what: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tandem_jobs (
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    job TEXT NOT NULL,
+    next_ms INTEGER NOT NULL,
+    expires_ms INTEGER,
+    ticks INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    holder TEXT,
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (owner, name)
+);
+CREATE INDEX IF NOT EXISTS tandem_jobs_due ON tandem_jobs (owner, next_ms);
+";
+
+fn failed(what: &str) -> impl Fn(rusqlite::Error) -> EngineError + '_ {
+    move |e| EngineError::Unavailable(format!("{what}: {e}"))
+}
+
+impl Sqlite {
+    /// Opens (creating) the engine's tables in the SQLite file at `path`.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create the directory of {}: {e}", path.display()))?;
+        }
+        let conn =
+            Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Self::setup(conn, format!("the job store {}", path.display()), true)
+    }
+
+    /// An engine in memory, for one process (tests).
+    pub fn in_memory() -> Result<Self, String> {
+        let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
+        Self::setup(conn, "the in-memory job store".into(), false)
+    }
+
+    fn setup(conn: Connection, what: String, wal: bool) -> Result<Self, String> {
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        if wal {
+            // Sidecars starting together may race for the switch to WAL.
+            let mut tries = 0;
+            while let Err(e) = conn.pragma_update(None, "journal_mode", "WAL") {
+                tries += 1;
+                if tries > 100 {
+                    return Err(format!("cannot switch {what} to WAL: {e}"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| format!("cannot create the tables of {what}: {e}"))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            what,
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let conn = self.conn.clone();
+        let what = self.what.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| EngineError::Unavailable(format!("{what}: {e}")))?
+    }
+}
+
+fn decode(text: &str) -> Result<Job, EngineError> {
+    serde_json::from_str(text)
+        .map_err(|e| EngineError::Unavailable(format!("a stored job is unreadable: {e}")))
+}
+
+/// `prefix` as a LIKE pattern matching names that start with it.
+fn like_prefix(prefix: &str) -> String {
+    let mut p = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+impl Engine for Sqlite {
+    fn put<'a>(
+        &'a self,
+        owner: &'a Owner,
+        job: &'a Job,
+        first: i64,
+        expires: Option<i64>,
+        overwrite: bool,
+    ) -> EngineFuture<'a, ()> {
+        let (key, name) = (owner.key(), job.name.clone());
+        let text = serde_json::to_string(job).unwrap_or_default();
+        let what = self.what.clone();
+        Box::pin(self.with(move |c| {
+            let fail = failed(&what);
+            if overwrite {
+                // Replaced: progress and any lease start again; the
+                // version moves on so an old claim cannot settle it.
+                c.execute(
+                    "INSERT INTO tandem_jobs (owner, name, job, next_ms, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (owner, name) DO UPDATE SET job = excluded.job,
+                       next_ms = excluded.next_ms, expires_ms = excluded.expires_ms, ticks = 0,
+                       attempts = 0, holder = NULL, lease_until = 0, version = version + 1",
+                    params![key, name, text, first, expires],
+                )
+                .map_err(fail)?;
+                return Ok(());
+            }
+            let n = c
+                .execute(
+                    "INSERT INTO tandem_jobs (owner, name, job, next_ms, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (owner, name) DO NOTHING",
+                    params![key, name, text, first, expires],
+                )
+                .map_err(fail)?;
+            if n == 0 {
+                return Err(EngineError::Exists(format!("{key}||{name}")));
+            }
+            Ok(())
+        }))
+    }
+
+    fn get<'a>(&'a self, owner: &'a Owner, name: &'a str) -> EngineFuture<'a, Option<Job>> {
+        let (key, name, what) = (owner.key(), name.to_string(), self.what.clone());
+        Box::pin(self.with(move |c| {
+            let text: Option<String> = c
+                .query_row(
+                    "SELECT job FROM tandem_jobs WHERE owner = ?1 AND name = ?2",
+                    params![key, name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(failed(&what))?;
+            text.as_deref().map(decode).transpose()
+        }))
+    }
+
+    fn delete<'a>(&'a self, owner: &'a Owner, name: &'a str) -> EngineFuture<'a, ()> {
+        let (key, name, what) = (owner.key(), name.to_string(), self.what.clone());
+        Box::pin(self.with(move |c| {
+            c.execute(
+                "DELETE FROM tandem_jobs WHERE owner = ?1 AND name = ?2",
+                params![key, name],
+            )
+            .map_err(failed(&what))?;
+            Ok(())
+        }))
+    }
+
+    fn delete_prefix<'a>(&'a self, owner: &'a Owner, prefix: &'a str) -> EngineFuture<'a, u64> {
+        let (key, pattern, what) = (owner.key(), like_prefix(prefix), self.what.clone());
+        Box::pin(self.with(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM tandem_jobs WHERE owner = ?1 AND name LIKE ?2 ESCAPE '\\'",
+                    params![key, pattern],
+                )
+                .map_err(failed(&what))?;
+            Ok(n as u64)
+        }))
+    }
+
+    fn list<'a>(&'a self, owner: &'a Owner) -> EngineFuture<'a, Vec<Job>> {
+        let (key, what) = (owner.key(), self.what.clone());
+        Box::pin(self.with(move |c| {
+            let fail = failed(&what);
+            let mut stmt = c
+                .prepare("SELECT job FROM tandem_jobs WHERE owner = ?1 ORDER BY name")
+                .map_err(&fail)?;
+            let rows = stmt
+                .query_map(params![key], |r| r.get::<_, String>(0))
+                .map_err(&fail)?;
+            let mut jobs = Vec::new();
+            for row in rows {
+                jobs.push(decode(&row.map_err(&fail)?)?);
+            }
+            Ok(jobs)
+        }))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        owner: &'a Owner,
+        holder: &'a str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> EngineFuture<'a, Vec<Claim>> {
+        let (key, holder, what) = (owner.key(), holder.to_string(), self.what.clone());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Box::pin(self.with(move |c| {
+            let fail = failed(&what);
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&fail)?;
+            let mut found = Vec::new();
+            {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT name, job, next_ms, ticks, attempts, version, expires_ms
+                         FROM tandem_jobs
+                         WHERE owner = ?1 AND next_ms <= ?2 AND lease_until <= ?2
+                         ORDER BY next_ms LIMIT ?3",
+                    )
+                    .map_err(&fail)?;
+                let rows = stmt
+                    .query_map(params![key, now, limit], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, u32>(3)?,
+                            r.get::<_, u32>(4)?,
+                            r.get::<_, i64>(5)?,
+                            r.get::<_, Option<i64>>(6)?,
+                        ))
+                    })
+                    .map_err(&fail)?;
+                for row in rows {
+                    found.push(row.map_err(&fail)?);
+                }
+            }
+            let mut claims = Vec::with_capacity(found.len());
+            for (name, text, due, ticks, attempts, version, expires) in found {
+                let token = version + 1;
+                tx.execute(
+                    "UPDATE tandem_jobs SET holder = ?1, lease_until = ?2, version = ?3
+                     WHERE owner = ?4 AND name = ?5",
+                    params![holder, now.saturating_add(lease_ms), token, key, name],
+                )
+                .map_err(&fail)?;
+                claims.push(Claim {
+                    job: decode(&text)?,
+                    due,
+                    expires,
+                    ticks,
+                    attempts,
+                    token: token as u64,
+                });
+            }
+            tx.commit().map_err(&fail)?;
+            Ok(claims)
+        }))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        owner: &'a Owner,
+        name: &'a str,
+        token: u64,
+        outcome: Settle,
+    ) -> EngineFuture<'a, ()> {
+        let (key, name, what) = (owner.key(), name.to_string(), self.what.clone());
+        let token = i64::try_from(token).unwrap_or(-1);
+        Box::pin(self.with(move |c| {
+            let fail = failed(&what);
+            match outcome {
+                Settle::Next { next: None, .. } => c.execute(
+                    "DELETE FROM tandem_jobs WHERE owner = ?1 AND name = ?2 AND version = ?3",
+                    params![key, name, token],
+                ),
+                Settle::Next {
+                    next: Some(at),
+                    ticks,
+                } => c.execute(
+                    "UPDATE tandem_jobs SET next_ms = ?1, ticks = ?2, attempts = 0,
+                       holder = NULL, lease_until = 0, version = version + 1
+                     WHERE owner = ?3 AND name = ?4 AND version = ?5",
+                    params![at, ticks, key, name, token],
+                ),
+                Settle::Retry { at, attempts } => c.execute(
+                    "UPDATE tandem_jobs SET next_ms = ?1, attempts = ?2,
+                       holder = NULL, lease_until = 0, version = version + 1
+                     WHERE owner = ?3 AND name = ?4 AND version = ?5",
+                    params![at, attempts, key, name, token],
+                ),
+            }
+            .map_err(fail)?;
+            Ok(())
+        }))
+    }
+
+    fn next_due<'a>(&'a self, owner: &'a Owner) -> EngineFuture<'a, Option<i64>> {
+        let (key, what) = (owner.key(), self.what.clone());
+        Box::pin(self.with(move |c| {
+            c.query_row(
+                "SELECT MIN(MAX(next_ms, lease_until)) FROM tandem_jobs WHERE owner = ?1",
+                params![key],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(failed(&what))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn two_sidecars_on_one_file_pass_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tandem.db");
+        let (a, b) = (Sqlite::open(&path).unwrap(), Sqlite::open(&path).unwrap());
+        crate::conformance::run(&a, &b).await;
+        let m = Sqlite::in_memory().unwrap();
+        crate::conformance::run(&m, &m).await;
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_store_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Sqlite::open(dir.path()).err().unwrap();
+        assert!(e.contains("cannot"), "{e}");
+    }
+}
