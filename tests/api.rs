@@ -360,7 +360,6 @@ fn unknown_routes_and_unbuilt_apis_answer_clearly() {
     for (path, api) in [
         ("/v1.0/actors/t/1/method/m", "actors"),
         ("/v1.0-alpha1/workflows/dapr/w/start", "workflows"),
-        ("/v1.0-alpha1/jobs/j", "jobs"),
     ] {
         let r = s.request("POST", path, b"{}");
         assert_eq!(
@@ -482,11 +481,11 @@ async fn grpc_calls_outside_our_api_and_oversize_messages_fail_fast() {
         .await
         .unwrap();
 
-    // An RPC that exists in Dapr but not (yet) in tandem, e.g. jobs.
+    // An RPC that exists in Dapr but not (yet) in tandem, e.g. workflows.
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.unwrap();
     let path =
-        http::uri::PathAndQuery::from_static("/dapr.proto.runtime.v1.Dapr/ScheduleJobAlpha1");
+        http::uri::PathAndQuery::from_static("/dapr.proto.runtime.v1.Dapr/StartWorkflowBeta1");
     let call = grpc.unary::<rt::GetMetadataRequest, rt::GetMetadataResponse, _>(
         tonic::Request::new(rt::GetMetadataRequest {}),
         path,

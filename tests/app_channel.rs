@@ -280,6 +280,12 @@ mod grpc_app {
         ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
             Err(Status::unimplemented("test"))
         }
+        async fn on_job_event(
+            &self,
+            _: Request<rt::JobEventRequest>,
+        ) -> Result<Response<rt::JobEventResponse>, Status> {
+            Err(Status::unimplemented("test"))
+        }
     }
 
     pub struct Health(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);

@@ -44,6 +44,8 @@ pub struct Runtime {
     configuration: std::sync::Mutex<
         std::collections::HashMap<String, (String, crate::components::pubsub::SubscriptionHandle)>,
     >,
+    /// The Jobs API's engine and scheduler, opened on first use.
+    pub jobs: std::sync::OnceLock<crate::api::jobs::Jobs>,
 }
 
 impl Runtime {
@@ -78,6 +80,7 @@ impl Runtime {
             relays: std::sync::Mutex::new(Vec::new()),
             streaming: std::sync::Mutex::new((0, Vec::new())),
             configuration: Default::default(),
+            jobs: std::sync::OnceLock::new(),
         }
     }
 

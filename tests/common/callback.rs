@@ -28,6 +28,7 @@ pub struct Callbacks {
     pub on_bulk_topic_event: Option<Handler<rt::TopicEventBulkRequest, rt::TopicEventBulkResponse>>,
     pub list_input_bindings: Option<Handler<(), rt::ListInputBindingsResponse>>,
     pub on_binding_event: Option<Handler<rt::BindingEventRequest, rt::BindingEventResponse>>,
+    pub on_job_event: Option<Handler<rt::JobEventRequest, rt::JobEventResponse>>,
 }
 
 async fn call<Req, Resp>(
@@ -85,6 +86,13 @@ impl rt::app_callback_server::AppCallback for Callbacks {
         req: Request<rt::TopicEventBulkRequest>,
     ) -> Result<Response<rt::TopicEventBulkResponse>, Status> {
         call(&self.on_bulk_topic_event, req, unimplemented).await
+    }
+
+    async fn on_job_event(
+        &self,
+        req: Request<rt::JobEventRequest>,
+    ) -> Result<Response<rt::JobEventResponse>, Status> {
+        call(&self.on_job_event, req, unimplemented).await
     }
 }
 

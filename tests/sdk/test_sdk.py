@@ -672,6 +672,24 @@ def test_subtle_crypto_through_the_python_sdks_grpc_stubs(crypto_folder, tandem_
         assert f"== APP == {line}" in out.stdout, out.stdout + out.stderr
 
 
+def test_jobs_through_the_python_sdk(tmp_path, tandem_env):
+    """schedule_job / get_job / delete_job from DaprClient and a
+    dapr.ext.grpc app's @app.job_event, under `tandem run`."""
+    port = free_port()
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"jobs-{os.getpid()}", "--app-port", str(port), "--app-protocol", "grpc", "--",
+            *python_app("jobs_app.py"),
+        ),
+        env=tandem_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert "== APP == JOBS OK" in out.stdout, out.stdout + out.stderr
+
+
 def test_crypto_through_the_js_sdk(crypto_folder, tandem_env):
     out = subprocess.run(
         tandem_cmd(

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod grpc;
 pub mod http;
 pub mod invoke;
+pub mod jobs;
 pub mod lock;
 pub mod metadata;
 pub mod pubsub;

@@ -8,6 +8,7 @@
 
 pub mod bindings;
 mod bulk;
+pub mod jobs;
 
 use crate::api::pubsub::CLOUDEVENTS_JSON;
 use crate::components::PubSubComponent;
@@ -47,6 +48,7 @@ enum Outcome {
 /// cannot start are logged and skipped.
 pub fn start(rt: &Arc<Runtime>) -> usize {
     bindings::start(rt);
+    crate::api::jobs::start(rt);
     start_subscriptions(rt)
 }
 
@@ -365,7 +367,7 @@ async fn deliver(rt: &Runtime, sub: &Sub, msg: Message) -> Result<(), String> {
     }
 }
 
-fn to_prost(v: &Value) -> prost_types::Value {
+pub(crate) fn to_prost(v: &Value) -> prost_types::Value {
     use prost_types::value::Kind;
     let kind = match v {
         Value::Null => Kind::NullValue(0),

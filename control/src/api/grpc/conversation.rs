@@ -17,7 +17,7 @@ pub fn struct_json(s: prost_types::Struct) -> serde_json::Value {
     )
 }
 
-fn value_json(v: prost_types::Value) -> serde_json::Value {
+pub(crate) fn value_json(v: prost_types::Value) -> serde_json::Value {
     use prost_types::value::Kind;
     match v.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,

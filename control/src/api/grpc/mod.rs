@@ -5,6 +5,7 @@
 
 mod conversation;
 mod crypto;
+mod jobs;
 pub(crate) mod proxy;
 
 use crate::api::state::{SaveItem, TxItem};
@@ -967,6 +968,126 @@ impl Dapr for DaprApi {
         let rt = self.rt.clone();
         self.call("SubtleVerifyAlpha1", req, |r| async move {
             crate::api::crypto::subtle::verify(&rt, r).await
+        })
+        .await
+    }
+
+    async fn schedule_job_alpha1(
+        &self,
+        req: Request<rt::ScheduleJobRequest>,
+    ) -> Result<Response<rt::ScheduleJobResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("ScheduleJobAlpha1", req, |r| async move {
+            jobs::schedule(&rt, r).await
+        })
+        .await
+    }
+
+    async fn schedule_job(
+        &self,
+        req: Request<rt::ScheduleJobRequest>,
+    ) -> Result<Response<rt::ScheduleJobResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("ScheduleJob", req, |r| async move {
+            jobs::schedule(&rt, r).await
+        })
+        .await
+    }
+
+    async fn get_job_alpha1(
+        &self,
+        req: Request<rt::GetJobRequest>,
+    ) -> Result<Response<rt::GetJobResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call(
+            "GetJobAlpha1",
+            req,
+            |r| async move { jobs::get(&rt, r).await },
+        )
+        .await
+    }
+
+    async fn get_job(
+        &self,
+        req: Request<rt::GetJobRequest>,
+    ) -> Result<Response<rt::GetJobResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("GetJob", req, |r| async move { jobs::get(&rt, r).await })
+            .await
+    }
+
+    async fn delete_job_alpha1(
+        &self,
+        req: Request<rt::DeleteJobRequest>,
+    ) -> Result<Response<rt::DeleteJobResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("DeleteJobAlpha1", req, |r| async move {
+            jobs::delete(&rt, r).await
+        })
+        .await
+    }
+
+    async fn delete_job(
+        &self,
+        req: Request<rt::DeleteJobRequest>,
+    ) -> Result<Response<rt::DeleteJobResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call(
+            "DeleteJob",
+            req,
+            |r| async move { jobs::delete(&rt, r).await },
+        )
+        .await
+    }
+
+    async fn delete_jobs_by_prefix_alpha1(
+        &self,
+        req: Request<rt::DeleteJobsByPrefixRequestAlpha1>,
+    ) -> Result<Response<rt::DeleteJobsByPrefixResponseAlpha1>, Status> {
+        let rt = self.rt.clone();
+        self.call("DeleteJobsByPrefixAlpha1", req, |r| async move {
+            jobs::delete_prefix(&rt, r.name_prefix)
+                .await
+                .map(|()| rt::DeleteJobsByPrefixResponseAlpha1 {})
+        })
+        .await
+    }
+
+    async fn delete_jobs_by_prefix(
+        &self,
+        req: Request<rt::DeleteJobsByPrefixRequest>,
+    ) -> Result<Response<rt::DeleteJobsByPrefixResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("DeleteJobsByPrefix", req, |r| async move {
+            jobs::delete_prefix(&rt, r.name_prefix)
+                .await
+                .map(|()| rt::DeleteJobsByPrefixResponse {})
+        })
+        .await
+    }
+
+    async fn list_jobs_alpha1(
+        &self,
+        req: Request<rt::ListJobsRequestAlpha1>,
+    ) -> Result<Response<rt::ListJobsResponseAlpha1>, Status> {
+        let rt = self.rt.clone();
+        self.call("ListJobsAlpha1", req, |_r| async move {
+            jobs::list(&rt)
+                .await
+                .map(|jobs| rt::ListJobsResponseAlpha1 { jobs })
+        })
+        .await
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<rt::ListJobsRequest>,
+    ) -> Result<Response<rt::ListJobsResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("ListJobs", req, |_r| async move {
+            jobs::list(&rt)
+                .await
+                .map(|jobs| rt::ListJobsResponse { jobs })
         })
         .await
     }

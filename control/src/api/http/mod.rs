@@ -9,6 +9,7 @@ mod conversation;
 mod crypto;
 mod handlers;
 pub(crate) mod invoke;
+mod jobs;
 mod lock;
 mod pubsub;
 mod state;
@@ -147,7 +148,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("subscribe", "pub/sub"),
     ("actors", "actors"),
     ("workflows", "workflows"),
-    ("jobs", "jobs"),
 ];
 
 /// Building blocks whose HTTP API calls get a SERVER span of their own
@@ -333,6 +333,12 @@ async fn dispatch(
         }
         (&Method::DELETE, ["v1.0-alpha1", "tandem", "resources", name]) => {
             respond(tandem::delete(rt, name).await)
+        }
+        (method, [version @ ("v1.0-alpha1" | "v1.0"), "jobs", name])
+            if matches!(*method, Method::POST | Method::GET | Method::DELETE) =>
+        {
+            let _ = version;
+            respond(jobs::handle(rt, method, name, req).await)
         }
         (&Method::POST, ["v1.0-alpha1", "subtlecrypto", name, op])
             if subtle::OPERATIONS.contains(op) =>

@@ -1,0 +1,276 @@
+//! The Jobs API through a real sidecar with the embedded engine: jobs
+//! scheduled over HTTP, fired at a plain HTTP app as daprd fires them
+//! (`POST /job/<name>`, the data as the body), retried by their failure
+//! policy, kept across a SIGKILL, and bad input answered with 400s.
+
+mod common;
+
+use common::{TempDir, sidecar};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+type Hits = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// An HTTP app: records each request; `/job/fails` answers 500 and
+/// `/job/nohandler` 404.
+async fn app(hits: Hits) -> u16 {
+    common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let hits = hits.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let path = req.uri().path().to_string();
+            let ct = req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
+            let status = match path.as_str() {
+                "/job/fails" => 500,
+                "/job/nohandler" => 404,
+                _ => 200,
+            };
+            if path.starts_with("/job/") {
+                hits.lock().unwrap().push((path, ct, body));
+            }
+            hyper::Response::builder()
+                .status(status)
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+fn post(s: &common::Sidecar, path: &str, body: &str) -> common::Resp {
+    common::http(
+        s.http,
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap()
+}
+
+fn fired(hits: &Hits, name: &str) -> Vec<(String, Vec<u8>)> {
+    hits.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _, _)| p == &format!("/job/{name}"))
+        .map(|(_, ct, b)| (ct.clone(), b.clone()))
+        .collect()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_jobs_fire_at_the_app_as_daprd_fires_them() {
+    let hits: Hits = Arc::default();
+    let port = app(hits.clone()).await;
+    let home = TempDir::new("jobs-http");
+    let home_path = home.path().display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let s = sidecar()
+            .app_id("jobs-app")
+            .args(["--app-port", &port.to_string()])
+            .env("TANDEM_HOME", &home_path)
+            .start();
+        let r = post(
+            &s,
+            "/v1.0-alpha1/jobs/once",
+            r#"{"dueTime":"1s","data":{"k":"v"}}"#,
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+        let got = s.get("/v1.0-alpha1/jobs/once");
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(
+            got.json(),
+            serde_json::json!({
+                "name": "once",
+                "dueTime": "1s",
+                "data": {"@type": "type.googleapis.com/google.protobuf.Value", "value": {"k": "v"}},
+                "failurePolicy": {"constant": {"interval": "1s", "maxRetries": 3}},
+            })
+        );
+        // Again: refused without overwrite, replaced with it.
+        let r = post(
+            &s,
+            "/v1.0-alpha1/jobs/once",
+            r#"{"dueTime":"1s","data":{"k":"v"}}"#,
+        );
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (409, "DAPR_SCHEDULER_SCHEDULE_JOB")
+        );
+        assert!(r.text().contains("already exists"), "{}", r.text());
+        let r = post(
+            &s,
+            "/v1.0-alpha1/jobs/once",
+            r#"{"dueTime":"1s","data":{"k":"v"},"overwrite":true}"#,
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+        // The 1.18 route; a schedule with repeats; a string as data.
+        let r = post(
+            &s,
+            "/v1.0/jobs/twice",
+            r#"{"schedule":"@every 1s","repeats":2,"data":"text"}"#,
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+        let r = post(
+            &s,
+            "/v1.0-alpha1/jobs/fails",
+            r#"{"dueTime":"0s","failurePolicy":{"constant":{"interval":"0.2s","maxRetries":1}}}"#,
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+        let r = post(&s, "/v1.0-alpha1/jobs/nohandler", r#"{"dueTime":"0s"}"#);
+        assert_eq!(r.status, 204, "{}", r.text());
+
+        wait_for("every trigger", || {
+            fired(&hits, "once").len() == 1
+                && fired(&hits, "twice").len() == 2
+                && fired(&hits, "fails").len() == 2
+                && fired(&hits, "nohandler").len() == 1
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            fired(&hits, "once"),
+            [("application/json".to_string(), br#"{"k":"v"}"#.to_vec())]
+        );
+        assert_eq!(fired(&hits, "twice")[0].1, br#""text""#);
+        assert_eq!(fired(&hits, "twice").len(), 2, "repeats: 2");
+        assert_eq!(fired(&hits, "fails").len(), 2, "1 try + 1 retry");
+        assert_eq!(fired(&hits, "nohandler").len(), 1, "a 404 is not retried");
+        // Done jobs are gone: daprd's answer for a missing job.
+        let r = s.get("/v1.0-alpha1/jobs/once");
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (500, "DAPR_SCHEDULER_GET_JOB")
+        );
+        assert!(r.text().contains("job not found: once"), "{}", r.text());
+        let r = common::http(s.http, "DELETE", "/v1.0-alpha1/jobs/never-was", &[], b"").unwrap();
+        assert_eq!(r.status, 204);
+
+        // Bad input: a 400 that says what to fix; the sidecar goes on.
+        let big = format!(r#"{{"dueTime":"1s","data":"{}"}}"#, "x".repeat(300 << 10));
+        for (name, body, code, says) in [
+            (
+                "cron5",
+                r#"{"schedule":"* * * * *"}"#,
+                "DAPR_SCHEDULER_SCHEDULE_JOB",
+                "exactly 6 fields",
+            ),
+            (
+                "neg",
+                r#"{"schedule":"@daily","repeats":-1}"#,
+                "ERR_MALFORMED_REQUEST",
+                "repeats",
+            ),
+            (
+                "zero",
+                r#"{"schedule":"@daily","repeats":0}"#,
+                "DAPR_SCHEDULER_SCHEDULE_JOB",
+                "greater than 0",
+            ),
+            (
+                "big",
+                r#"{"schedule":"@daily","repeats":4294967296}"#,
+                "ERR_MALFORMED_REQUEST",
+                "repeats",
+            ),
+            (
+                "a||b",
+                r#"{"schedule":"@daily"}"#,
+                "DAPR_SCHEDULER_JOB_NAME",
+                "||",
+            ),
+            (
+                "a%2Fb",
+                r#"{"schedule":"@daily"}"#,
+                "DAPR_SCHEDULER_JOB_NAME",
+                "may not contain",
+            ),
+            (
+                "inbody",
+                r#"{"name":"x","schedule":"@daily"}"#,
+                "DAPR_SCHEDULER_JOB_NAME",
+                "url only",
+            ),
+            (
+                "soon",
+                r#"{"dueTime":"soon"}"#,
+                "DAPR_SCHEDULER_SCHEDULE_JOB",
+                "dueTime format not recognized",
+            ),
+            (
+                "ttl",
+                r#"{"dueTime":"1s","ttl":"1m"}"#,
+                "DAPR_SCHEDULER_SCHEDULE_JOB",
+                "schedule to have a ttl",
+            ),
+            (
+                "empty",
+                "{}",
+                "DAPR_SCHEDULER_SCHEDULE_EMPTY",
+                "Schedule is empty",
+            ),
+            ("json", "{", "ERR_MALFORMED_REQUEST", "deserializing"),
+            ("huge", &big, "DAPR_SCHEDULER_SCHEDULE_JOB", "at most"),
+        ] {
+            let r = post(&s, &format!("/v1.0-alpha1/jobs/{name}"), body);
+            assert_eq!(
+                (r.status, r.error_code().as_str()),
+                (400, code),
+                "{name}: {}",
+                r.text()
+            );
+            assert!(r.text().contains(says), "{name}: {}", r.text());
+        }
+        assert_eq!(s.get("/v1.0/healthz").status, 204);
+    })
+    .await
+    .unwrap();
+}
+
+/// A job scheduled, then the sidecar SIGKILLed before it fires: a new
+/// sidecar on the same home fires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outlives_a_killed_sidecar() {
+    let hits: Hits = Arc::default();
+    let port = app(hits.clone()).await;
+    let home = TempDir::new("jobs-kill");
+    let home_path = home.path().display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let start = || {
+            sidecar()
+                .app_id("jobs-kill")
+                .args(["--app-port", &port.to_string()])
+                .env("TANDEM_HOME", &home_path)
+                .start()
+        };
+        let mut s = start();
+        let r = post(
+            &s,
+            "/v1.0-alpha1/jobs/later",
+            r#"{"dueTime":"2s","data":[1,2]}"#,
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+        s.child.kill().unwrap();
+        let _ = s.child.wait();
+        assert!(fired(&hits, "later").is_empty());
+        let _s = start();
+        wait_for("the job after the restart", || {
+            fired(&hits, "later").len() == 1
+        });
+        assert_eq!(fired(&hits, "later")[0].1, b"[1,2]");
+    })
+    .await
+    .unwrap();
+}
