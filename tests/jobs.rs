@@ -274,3 +274,169 @@ async fn a_job_outlives_a_killed_sidecar() {
     .await
     .unwrap();
 }
+
+/// The gRPC doors: ScheduleJob (a `google.protobuf.Value` as data), GetJob
+/// (the data back as that Value), ListJobs, DeleteJobsByPrefix, and the
+/// Alpha1 names; errors with their gRPC codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_jobs_schedule_list_and_delete_by_prefix() {
+    use tandem_proto::runtime::v1 as rt;
+    use tandem_proto::runtime::v1::dapr_client::DaprClient;
+    let home = TempDir::new("jobs-grpc");
+    let home_path = home.path().display().to_string();
+    let s = tokio::task::spawn_blocking(move || {
+        sidecar()
+            .app_id("jobs-grpc")
+            .env("TANDEM_HOME", &home_path)
+            .start()
+    })
+    .await
+    .unwrap();
+    let mut c = DaprClient::connect(s.grpc_endpoint()).await.unwrap();
+    let value = prost_types::Value {
+        kind: Some(prost_types::value::Kind::StringValue("payload".into())),
+    };
+    let job = |name: &str| rt::Job {
+        name: name.into(),
+        schedule: Some("@every 1h".into()),
+        data: Some(prost_types::Any {
+            type_url: "type.googleapis.com/google.protobuf.Value".into(),
+            value: prost::Message::encode_to_vec(&value),
+        }),
+        ..Default::default()
+    };
+    for name in ["batch-1", "batch-2", "other"] {
+        c.schedule_job(rt::ScheduleJobRequest {
+            job: Some(job(name)),
+            overwrite: false,
+        })
+        .await
+        .unwrap();
+    }
+    let got = c
+        .get_job_alpha1(rt::GetJobRequest {
+            name: "batch-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let data = got.data.unwrap();
+    assert_eq!(data.type_url, "type.googleapis.com/google.protobuf.Value");
+    assert_eq!(
+        <prost_types::Value as prost::Message>::decode(data.value.as_slice()).unwrap(),
+        value
+    );
+    assert!(
+        got.failure_policy.is_some(),
+        "the default policy is answered"
+    );
+    let e = c
+        .schedule_job_alpha1(rt::ScheduleJobRequest {
+            job: Some(job("other")),
+            overwrite: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    let e = c
+        .schedule_job(rt::ScheduleJobRequest {
+            job: None,
+            overwrite: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = c
+        .schedule_job(rt::ScheduleJobRequest {
+            job: Some(rt::Job {
+                schedule: Some("every now and then".into()),
+                ..job("bad")
+            }),
+            overwrite: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let names = |jobs: Vec<rt::Job>| jobs.into_iter().map(|j| j.name).collect::<Vec<_>>();
+    let list = c
+        .list_jobs(rt::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(names(list), ["batch-1", "batch-2", "other"]);
+    c.delete_jobs_by_prefix_alpha1(rt::DeleteJobsByPrefixRequestAlpha1 {
+        name_prefix: Some("batch-".into()),
+    })
+    .await
+    .unwrap();
+    let list = c
+        .list_jobs_alpha1(rt::ListJobsRequestAlpha1 {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(names(list), ["other"]);
+    c.delete_job(rt::DeleteJobRequest {
+        name: "other".into(),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .get_job(rt::GetJobRequest {
+            name: "other".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::Internal,
+        "daprd's code for a missing job"
+    );
+    assert!(e.message().contains("job not found"), "{e:?}");
+}
+
+/// Two sidecars of one app on one host share the triggers: every tick of
+/// 60 repeating jobs fires exactly once while both are up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecars_of_one_app_fire_each_tick_once() {
+    let hits: Hits = Arc::default();
+    let port = app(hits.clone()).await;
+    let home = TempDir::new("jobs-two");
+    let home_path = home.path().display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let start = || {
+            sidecar()
+                .app_id("jobs-two")
+                .args(["--app-port", &port.to_string()])
+                .env("TANDEM_HOME", &home_path)
+                .start()
+        };
+        let (a, b) = (start(), start());
+        for i in 0..60 {
+            let r = post(
+                &a,
+                &format!("/v1.0-alpha1/jobs/tick-{i}"),
+                r#"{"schedule":"@every 1s","repeats":3,"dueTime":"1s"}"#,
+            );
+            assert_eq!(r.status, 204, "{}", r.text());
+        }
+        wait_for("180 triggers", || hits.lock().unwrap().len() >= 180);
+        std::thread::sleep(Duration::from_millis(1500));
+        for i in 0..60 {
+            assert_eq!(fired(&hits, &format!("tick-{i}")).len(), 3, "tick-{i}");
+        }
+        assert_eq!(hits.lock().unwrap().len(), 180);
+        for s in [&a, &b] {
+            assert!(
+                s.stderr.text().contains("firing this app's jobs"),
+                "{}",
+                s.stderr.text()
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
