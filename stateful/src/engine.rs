@@ -107,6 +107,21 @@ pub trait Engine: Send + Sync {
         outcome: Settle,
     ) -> EngineFuture<'a, ()>;
 
+    /// Settles several claims at once (one write to the store where it
+    /// can: a group commit); each as [`Engine::settle`].
+    fn settle_many<'a>(
+        &'a self,
+        owner: &'a Owner,
+        settles: Vec<(String, u64, Settle)>,
+    ) -> EngineFuture<'a, ()> {
+        Box::pin(async move {
+            for (name, token, outcome) in settles {
+                self.settle(owner, &name, token, outcome).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// When the owner's next job is due (a leased one when its lease
     /// ends), to sleep until then.
     fn next_due<'a>(&'a self, owner: &'a Owner) -> EngineFuture<'a, Option<i64>>;

@@ -11,7 +11,7 @@ use crate::job::{FailurePolicy, Job};
 use futures_util::future::BoxFuture;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 /// How a trigger reaches the app.
 pub trait Deliver: Send + Sync + 'static {
@@ -72,6 +72,34 @@ async fn run(
     deliver: Arc<dyn Deliver>,
 ) {
     let permits = Arc::new(Semaphore::new(BATCH));
+    // Outcomes are written in batches (a group commit: one sync for many
+    // triggers); a trigger's permit is held until its outcome is written.
+    let (settled, mut outcomes) = mpsc::unbounded_channel::<Outcome>();
+    {
+        let (engine, owner, inner) = (engine.clone(), owner.clone(), inner.clone());
+        tokio::spawn(async move {
+            while let Some(first) = outcomes.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match outcomes.try_recv() {
+                        Ok(o) => batch.push(o),
+                        Err(_) => break,
+                    }
+                }
+                let (settles, permits): (Vec<_>, Vec<_>) =
+                    batch.into_iter().map(|o| (o.settle, o.permit)).unzip();
+                if let Err(e) = engine.settle_many(&owner, settles).await {
+                    // The leases run out and the ticks fire again: at
+                    // least once.
+                    tracing::warn!(error = %e, app_id = %owner.app_id, "jobs: cannot record triggers");
+                }
+                drop(permits);
+                if let Some(me) = inner.upgrade() {
+                    me.wake.notify_one();
+                }
+            }
+        });
+    }
     loop {
         let Some(me) = inner.upgrade() else { return };
         let now = now_ms();
@@ -95,10 +123,10 @@ async fn run(
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            let (engine, owner, deliver) = (engine.clone(), owner.clone(), deliver.clone());
+            let (owner, deliver, settled) = (owner.clone(), deliver.clone(), settled.clone());
             tokio::spawn(async move {
-                let _permit = permit;
-                fire(&*engine, &owner, &*deliver, claim).await;
+                let settle = fire(&owner, &*deliver, claim).await;
+                let _ = settled.send(Outcome { settle, permit });
             });
         }
         if full {
@@ -156,17 +184,20 @@ pub fn outcome(claim: &Claim, delivered: Result<(), String>, now: i64) -> Settle
     }
 }
 
-async fn fire(engine: &dyn Engine, owner: &Owner, deliver: &dyn Deliver, claim: Claim) {
+/// A trigger's outcome on its way to the engine, with its permit.
+struct Outcome {
+    settle: (String, u64, Settle),
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+async fn fire(owner: &Owner, deliver: &dyn Deliver, claim: Claim) -> (String, u64, Settle) {
     let name = claim.job.name.clone();
     let delivered = deliver.deliver(claim.job.clone()).await;
     if let Err(e) = &delivered {
         tracing::warn!(job = %name, app_id = %owner.app_id, error = %e, "jobs: the app failed a trigger");
     }
     let settle = outcome(&claim, delivered, now_ms());
-    if let Err(e) = engine.settle(owner, &name, claim.token, settle).await {
-        // The lease runs out and the tick fires again: at least once.
-        tracing::warn!(job = %name, error = %e, "jobs: cannot record a trigger");
-    }
+    (name, claim.token, settle)
 }
 
 #[cfg(test)]

@@ -111,6 +111,38 @@ fn like_prefix(prefix: &str) -> String {
     p
 }
 
+/// One claim's outcome, against the version the claim took.
+fn settle_one(
+    c: &rusqlite::Connection,
+    key: &str,
+    name: &str,
+    token: u64,
+    outcome: Settle,
+) -> rusqlite::Result<usize> {
+    let token = i64::try_from(token).unwrap_or(-1);
+    match outcome {
+        Settle::Next { next: None, .. } => c.execute(
+            "DELETE FROM tandem_jobs WHERE owner = ?1 AND name = ?2 AND version = ?3",
+            params![key, name, token],
+        ),
+        Settle::Next {
+            next: Some(at),
+            ticks,
+        } => c.execute(
+            "UPDATE tandem_jobs SET next_ms = ?1, ticks = ?2, attempts = 0,
+               holder = NULL, lease_until = 0, version = version + 1
+             WHERE owner = ?3 AND name = ?4 AND version = ?5",
+            params![at, ticks, key, name, token],
+        ),
+        Settle::Retry { at, attempts } => c.execute(
+            "UPDATE tandem_jobs SET next_ms = ?1, attempts = ?2,
+               holder = NULL, lease_until = 0, version = version + 1
+             WHERE owner = ?3 AND name = ?4 AND version = ?5",
+            params![at, attempts, key, name, token],
+        ),
+    }
+}
+
 impl Engine for Sqlite {
     fn put<'a>(
         &'a self,
@@ -284,33 +316,23 @@ impl Engine for Sqlite {
         token: u64,
         outcome: Settle,
     ) -> EngineFuture<'a, ()> {
-        let (key, name, what) = (owner.key(), name.to_string(), self.what.clone());
-        let token = i64::try_from(token).unwrap_or(-1);
+        self.settle_many(owner, vec![(name.to_string(), token, outcome)])
+    }
+
+    fn settle_many<'a>(
+        &'a self,
+        owner: &'a Owner,
+        settles: Vec<(String, u64, Settle)>,
+    ) -> EngineFuture<'a, ()> {
+        let (key, what) = (owner.key(), self.what.clone());
         Box::pin(self.with(move |c| {
             let fail = failed(&what);
-            match outcome {
-                Settle::Next { next: None, .. } => c.execute(
-                    "DELETE FROM tandem_jobs WHERE owner = ?1 AND name = ?2 AND version = ?3",
-                    params![key, name, token],
-                ),
-                Settle::Next {
-                    next: Some(at),
-                    ticks,
-                } => c.execute(
-                    "UPDATE tandem_jobs SET next_ms = ?1, ticks = ?2, attempts = 0,
-                       holder = NULL, lease_until = 0, version = version + 1
-                     WHERE owner = ?3 AND name = ?4 AND version = ?5",
-                    params![at, ticks, key, name, token],
-                ),
-                Settle::Retry { at, attempts } => c.execute(
-                    "UPDATE tandem_jobs SET next_ms = ?1, attempts = ?2,
-                       holder = NULL, lease_until = 0, version = version + 1
-                     WHERE owner = ?3 AND name = ?4 AND version = ?5",
-                    params![at, attempts, key, name, token],
-                ),
+            // One transaction for the lot: one sync to disk, however many.
+            let tx = c.transaction().map_err(&fail)?;
+            for (name, token, outcome) in settles {
+                settle_one(&tx, &key, &name, token, outcome).map_err(&fail)?;
             }
-            .map_err(fail)?;
-            Ok(())
+            tx.commit().map_err(&fail)
         }))
     }
 

@@ -90,21 +90,19 @@ impl Jobs {
 
 /// The sidecar's jobs (the engine opened on first use).
 pub fn jobs(rt: &Runtime) -> Result<&Jobs, ApiError> {
-    static FAILED: OnceLock<String> = OnceLock::new();
     if let Some(j) = rt.jobs.get() {
         return Ok(j);
     }
+    // Not kept when it fails: the next call tries again (a home folder
+    // made writable, a disk with room again).
     match Jobs::open(rt) {
         Ok(j) => Ok(rt.jobs.get_or_init(|| j)),
-        Err(e) => {
-            let e = FAILED.get_or_init(|| e.clone()).clone();
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                tonic::Code::Internal,
-                "DAPR_SCHEDULER_SCHEDULE_JOB",
-                format!("the job engine is not available: {e}"),
-            ))
-        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            "DAPR_SCHEDULER_SCHEDULE_JOB",
+            format!("the job engine is not available: {e}"),
+        )),
     }
 }
 
