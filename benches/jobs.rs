@@ -24,7 +24,11 @@ use tandem_stateful::sqlite::Sqlite;
 struct Count(Arc<AtomicUsize>);
 
 impl Deliver for Count {
-    fn deliver(&self, _: Job) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+    fn deliver(
+        &self,
+        _: Job,
+        _: i64,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Box::pin(async { Ok(()) })
     }

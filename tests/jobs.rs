@@ -148,6 +148,20 @@ async fn http_jobs_fire_at_the_app_as_daprd_fires_them() {
         assert_eq!(fired(&hits, "twice").len(), 2, "repeats: 2");
         assert_eq!(fired(&hits, "fails").len(), 2, "1 try + 1 retry");
         assert_eq!(fired(&hits, "nohandler").len(), 1, "a 404 is not retried");
+        // Dapr's scheduler metrics, from the sidecar.
+        let m = common::http(s.metrics, "GET", "/metrics", &[], b"")
+            .unwrap()
+            .text();
+        let value = |name: &str| -> f64 {
+            m.lines()
+                .find(|l| l.starts_with(name) && l.contains("app_id=\"jobs-app\""))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
+        };
+        assert_eq!(value("dapr_scheduler_jobs_created_total"), 5.0, "{m}");
+        assert_eq!(value("dapr_scheduler_jobs_triggered_total"), 4.0, "{m}");
+        assert_eq!(value("dapr_scheduler_jobs_failed_total"), 2.0, "{m}");
+        assert_eq!(value("dapr_scheduler_trigger_latency_count"), 6.0, "{m}");
         // Done jobs are gone: daprd's answer for a missing job.
         let r = s.get("/v1.0-alpha1/jobs/once");
         assert_eq!(

@@ -74,6 +74,10 @@ pub struct Metrics {
     transparent_bytes: IntCounterVec,
     reloads: IntCounterVec,
     generation: IntGaugeVec,
+    jobs_created: IntCounterVec,
+    jobs_triggered: IntCounterVec,
+    jobs_failed: IntCounterVec,
+    job_trigger_latency: HistogramVec,
 }
 
 impl Metrics {
@@ -105,6 +109,28 @@ impl Metrics {
             h
         };
         Self {
+            // Dapr's Scheduler service reports these; tandem has none, so
+            // the sidecar that schedules or fires a job does.
+            jobs_created: counter(
+                "dapr_scheduler_jobs_created_total",
+                "Jobs scheduled",
+                &["app_id"],
+            ),
+            jobs_triggered: counter(
+                "dapr_scheduler_jobs_triggered_total",
+                "Job triggers the app took",
+                &["app_id"],
+            ),
+            jobs_failed: counter(
+                "dapr_scheduler_jobs_failed_total",
+                "Job triggers the app failed",
+                &["app_id"],
+            ),
+            job_trigger_latency: histogram(
+                "dapr_scheduler_trigger_latency",
+                "How late a job's trigger reached the app, in milliseconds",
+                &["app_id"],
+            ),
             http_requests: counter(
                 "dapr_http_server_request_count",
                 "HTTP requests served by the Dapr API",
@@ -285,6 +311,24 @@ impl Metrics {
         self.invoke_latency
             .with_label_values(&labels)
             .observe(elapsed.as_secs_f64() * 1000.0);
+    }
+
+    pub fn job_created(&self) {
+        self.jobs_created.with_label_values(&[&self.app_id]).inc();
+    }
+
+    /// A trigger's outcome and how late it was (from its due time to the
+    /// app's answer).
+    pub fn job_fired(&self, ok: bool, late: Duration) {
+        let labels = [self.app_id.as_str()];
+        if ok {
+            self.jobs_triggered.with_label_values(&labels).inc();
+        } else {
+            self.jobs_failed.with_label_values(&labels).inc();
+        }
+        self.job_trigger_latency
+            .with_label_values(&labels)
+            .observe(late.as_secs_f64() * 1000.0);
     }
 
     pub fn http_request(&self, method: &str, status: u16, elapsed: Duration) {

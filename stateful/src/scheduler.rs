@@ -15,9 +15,10 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 
 /// How a trigger reaches the app.
 pub trait Deliver: Send + Sync + 'static {
-    /// Fires `job` at the app: `Ok` when it took it (or has no handler,
-    /// which no retry changes), `Err` with why when it failed.
-    fn deliver(&self, job: Job) -> BoxFuture<'static, Result<(), String>>;
+    /// Fires `job`, due at `due` (Unix ms), at the app: `Ok` when it took
+    /// it (or has no handler, which no retry changes), `Err` with why when
+    /// it failed.
+    fn deliver(&self, job: Job, due: i64) -> BoxFuture<'static, Result<(), String>>;
 }
 
 /// How long a claimed tick is this sidecar's before another may take it.
@@ -192,7 +193,7 @@ struct Outcome {
 
 async fn fire(owner: &Owner, deliver: &dyn Deliver, claim: Claim) -> (String, u64, Settle) {
     let name = claim.job.name.clone();
-    let delivered = deliver.deliver(claim.job.clone()).await;
+    let delivered = deliver.deliver(claim.job.clone(), claim.due).await;
     if let Err(e) = &delivered {
         tracing::warn!(job = %name, app_id = %owner.app_id, error = %e, "jobs: the app failed a trigger");
     }
@@ -213,7 +214,7 @@ mod tests {
     }
 
     impl Deliver for Arc<App> {
-        fn deliver(&self, job: Job) -> BoxFuture<'static, Result<(), String>> {
+        fn deliver(&self, job: Job, _due: i64) -> BoxFuture<'static, Result<(), String>> {
             let app = self.clone();
             Box::pin(async move {
                 app.fired.lock().unwrap().push((job.name.clone(), now_ms()));

@@ -64,7 +64,11 @@ impl Jobs {
     }
 
     /// Starts firing this app's jobs at it (once; later calls do nothing).
-    pub fn start(&self, app: Arc<tandem_proxy::AppChannel>) {
+    pub fn start(
+        &self,
+        app: Arc<tandem_proxy::AppChannel>,
+        metrics: Arc<tandem_proxy::telemetry::Metrics>,
+    ) {
         self.scheduler.get_or_init(|| {
             let holder = format!(
                 "{}-{}-{:x}",
@@ -77,7 +81,7 @@ impl Jobs {
                 self.engine.clone(),
                 self.owner.clone(),
                 holder,
-                Arc::new(crate::delivery::jobs::ToApp { app }),
+                Arc::new(crate::delivery::jobs::ToApp { app, metrics }),
             )
         });
     }
@@ -151,6 +155,7 @@ pub async fn schedule(rt: &Runtime, job: Job, overwrite: bool) -> Result<(), Api
         .await
     {
         Ok(()) => {
+            rt.metrics.job_created();
             if let Some(s) = j.scheduler.get() {
                 s.wake();
             }
@@ -238,7 +243,7 @@ pub async fn list(rt: &Runtime) -> Result<Vec<Job>, ApiError> {
 pub fn start(rt: &Arc<Runtime>) {
     let Some(app) = rt.app.clone() else { return };
     match jobs(rt) {
-        Ok(j) => j.start(app),
+        Ok(j) => j.start(app, rt.metrics.clone()),
         Err(e) => {
             tracing::warn!(error = %e.message, "jobs: not firing: the job engine is not available")
         }

@@ -21,6 +21,7 @@ pub const VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.Value";
 
 pub struct ToApp {
     pub app: Arc<AppChannel>,
+    pub metrics: Arc<tandem_proxy::telemetry::Metrics>,
 }
 
 /// The HTTP body of a trigger.
@@ -145,13 +146,16 @@ async fn over_grpc(
 }
 
 impl Deliver for ToApp {
-    fn deliver(&self, job: Job) -> BoxFuture<'static, Result<(), String>> {
-        let app = self.app.clone();
+    fn deliver(&self, job: Job, due: i64) -> BoxFuture<'static, Result<(), String>> {
+        let (app, metrics) = (self.app.clone(), self.metrics.clone());
         Box::pin(async move {
-            match app.grpc_channel() {
+            let result = match app.grpc_channel() {
                 Some(channel) => over_grpc(&app, channel, job).await,
                 None => over_http(&app, job).await,
-            }
+            };
+            let late = u64::try_from(tandem_stateful::scheduler::now_ms() - due).unwrap_or(0);
+            metrics.job_fired(result.is_ok(), std::time::Duration::from_millis(late));
+            result
         })
     }
 }
