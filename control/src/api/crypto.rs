@@ -241,13 +241,13 @@ pub async fn decrypt(
     Ok(pump(Vec::new(), input, Transform::Open(decryptor)))
 }
 
-/// The key `key_name` of store `component`, for subtle operation `op`
-/// (daprd's words: "encrypt", "sign", …; "get key" answers its own code).
+/// The key `key_name` of store `component` for a subtle operation; a key
+/// that cannot be had is reported by `failed` (the operation's error).
 pub async fn subtle_key(
     rt: &Runtime,
     component: &str,
     key_name: &str,
-    op: &'static str,
+    failed: impl Fn(String) -> ApiError,
 ) -> Result<Arc<Key>, ApiError> {
     let store = store(rt, component)?;
     if key_name.is_empty() {
@@ -256,11 +256,7 @@ pub async fn subtle_key(
     store
         .key(key_name)
         .await
-        .map_err(|e| format!("failed to retrieve key {key_name}: {e}"))
-        .map_err(|e| match op {
-            "get key" => get_key_failed(e),
-            _ => subtle_failed(op)(e),
-        })
+        .map_err(|e| failed(format!("failed to retrieve key {key_name}: {e}")))
 }
 
 /// GetKey's failure: daprd's `ERR_CRYPTO_KEY`.
@@ -307,7 +303,7 @@ pub mod subtle {
         r: &Runtime,
         req: rt::SubtleGetKeyRequest,
     ) -> Result<rt::SubtleGetKeyResponse, ApiError> {
-        let key = subtle_key(r, &req.component_name, &req.name, "get key").await?;
+        let key = subtle_key(r, &req.component_name, &req.name, get_key_failed).await?;
         let public_key = match rt::subtle_get_key_request::KeyFormat::try_from(req.format) {
             Ok(rt::subtle_get_key_request::KeyFormat::Pem) => key.public_pem(),
             Ok(rt::subtle_get_key_request::KeyFormat::Json) => {
@@ -332,7 +328,13 @@ pub mod subtle {
         req: rt::SubtleEncryptRequest,
     ) -> Result<rt::SubtleEncryptResponse, ApiError> {
         let algorithm = subtle_algorithm(&req.algorithm)?;
-        let key = subtle_key(r, &req.component_name, &req.key_name, "encrypt").await?;
+        let key = subtle_key(
+            r,
+            &req.component_name,
+            &req.key_name,
+            subtle_failed("encrypt"),
+        )
+        .await?;
         let (ciphertext, tag) = subtle::encrypt(
             &key,
             algorithm,
@@ -349,7 +351,13 @@ pub mod subtle {
         req: rt::SubtleDecryptRequest,
     ) -> Result<rt::SubtleDecryptResponse, ApiError> {
         let algorithm = subtle_algorithm(&req.algorithm)?;
-        let key = subtle_key(r, &req.component_name, &req.key_name, "decrypt").await?;
+        let key = subtle_key(
+            r,
+            &req.component_name,
+            &req.key_name,
+            subtle_failed("decrypt"),
+        )
+        .await?;
         let plaintext = subtle::decrypt(
             &key,
             algorithm,
@@ -367,7 +375,13 @@ pub mod subtle {
         req: rt::SubtleWrapKeyRequest,
     ) -> Result<rt::SubtleWrapKeyResponse, ApiError> {
         let algorithm = subtle_algorithm(&req.algorithm)?;
-        let key = subtle_key(r, &req.component_name, &req.key_name, "wrap key").await?;
+        let key = subtle_key(
+            r,
+            &req.component_name,
+            &req.key_name,
+            subtle_failed("wrap key"),
+        )
+        .await?;
         let (wrapped_key, tag) = subtle::wrap_key(
             &key,
             algorithm,
@@ -384,7 +398,13 @@ pub mod subtle {
         req: rt::SubtleUnwrapKeyRequest,
     ) -> Result<rt::SubtleUnwrapKeyResponse, ApiError> {
         let algorithm = subtle_algorithm(&req.algorithm)?;
-        let key = subtle_key(r, &req.component_name, &req.key_name, "unwrap key").await?;
+        let key = subtle_key(
+            r,
+            &req.component_name,
+            &req.key_name,
+            subtle_failed("unwrap key"),
+        )
+        .await?;
         let plaintext_key = subtle::unwrap_key(
             &key,
             algorithm,
@@ -402,7 +422,7 @@ pub mod subtle {
         req: rt::SubtleSignRequest,
     ) -> Result<rt::SubtleSignResponse, ApiError> {
         let algorithm = subtle_algorithm(&req.algorithm)?;
-        let key = subtle_key(r, &req.component_name, &req.key_name, "sign").await?;
+        let key = subtle_key(r, &req.component_name, &req.key_name, subtle_failed("sign")).await?;
         let signature =
             subtle::sign(&key, algorithm, &req.digest).map_err(subtle_failed("sign"))?;
         Ok(rt::SubtleSignResponse { signature })
@@ -413,7 +433,13 @@ pub mod subtle {
         req: rt::SubtleVerifyRequest,
     ) -> Result<rt::SubtleVerifyResponse, ApiError> {
         let algorithm = subtle_algorithm(&req.algorithm)?;
-        let key = subtle_key(r, &req.component_name, &req.key_name, "verify").await?;
+        let key = subtle_key(
+            r,
+            &req.component_name,
+            &req.key_name,
+            subtle_failed("verify"),
+        )
+        .await?;
         let valid = subtle::verify(&key, algorithm, &req.digest, &req.signature)
             .map_err(subtle_failed("verify"))?;
         Ok(rt::SubtleVerifyResponse { valid })

@@ -21,93 +21,29 @@ pub trait KeyStore: Send + Sync {
     fn key<'a>(&'a self, name: &'a str) -> KeyFuture<'a>;
 }
 
-/// Wrap and unwrap with a parsed key: AES key wrap (RFC 3394) with a
-/// 32-byte symmetric key, RSA-OAEP with SHA-256 (MGF1 SHA-256, no label)
-/// with an RSA key (the public half of a private key for wrapping).
+/// Wraps a document's file key with a parsed key: AES key wrap (RFC 3394)
+/// with a 32-byte symmetric key, or RSA-OAEP with SHA-256 (MGF1 SHA-256,
+/// no label) with an RSA key (the public half of a private key) — the
+/// subtle API's `A256KW` and `RSA-OAEP-256`. The format's unpadded-CBC
+/// wraps are refused, as daprd's local engine refuses them.
 pub fn wrap(key: &keys::Key, algorithm: WrapAlgorithm, input: &[u8]) -> Result<Vec<u8>, String> {
-    use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrap};
-    use aws_lc_rs::rsa::{
-        OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
-    };
-    match (algorithm, key) {
-        (WrapAlgorithm::A256Kw, keys::Key::Symmetric(k)) if k.len() == 32 => {
-            let kek = AesKek::new(&AES_256, k).map_err(|_| "key type mismatch".to_string())?;
-            let mut out = vec![0u8; input.len() + 8];
-            let n = kek
-                .wrap(input, &mut out)
-                .map_err(|_| "failed to encrypt data: invalid plaintext length".to_string())?
-                .len();
-            out.truncate(n);
-            Ok(out)
-        }
-        (WrapAlgorithm::RsaOaep256, keys::Key::RsaPrivate(der) | keys::Key::RsaPublic(der)) => {
-            let public = match key {
-                keys::Key::RsaPrivate(_) => PrivateDecryptingKey::from_pkcs8(der)
-                    .map_err(|e| e.to_string())?
-                    .public_key(),
-                _ => PublicEncryptingKey::from_der(der).map_err(|e| e.to_string())?,
-            };
-            let oaep = OaepPublicEncryptingKey::new(public).map_err(|e| e.to_string())?;
-            let mut out = vec![0u8; oaep.ciphertext_size()];
-            let n = oaep
-                .encrypt(&OAEP_SHA256_MGF1SHA256, input, &mut out, None)
-                .map_err(|_| "failed to encrypt data".to_string())?
-                .len();
-            out.truncate(n);
-            Ok(out)
-        }
-        (
-            WrapAlgorithm::A128CbcNoPad | WrapAlgorithm::A192CbcNoPad | WrapAlgorithm::A256CbcNoPad,
-            _,
-        ) => Err("failed to encrypt data: unsupported algorithm".into()),
-        _ => Err(format!(
-            "failed to encrypt data: key type mismatch ({} needs {})",
-            algorithm.name(),
-            needs(algorithm)
-        )),
-    }
-}
-
-fn needs(algorithm: WrapAlgorithm) -> &'static str {
     match algorithm {
-        WrapAlgorithm::RsaOaep256 => "an RSA key",
-        _ => "a 32-byte symmetric key",
+        WrapAlgorithm::A256Kw | WrapAlgorithm::RsaOaep256 => {
+            subtle::wrap_key(key, algorithm.name(), input, &[], &[])
+                .map(|(wrapped, _)| wrapped)
+                .map_err(|e| format!("failed to encrypt data: {e}"))
+        }
+        _ => Err("failed to encrypt data: unsupported algorithm".into()),
     }
 }
 
+/// Unwraps what [`wrap`] made (an RSA key must be the private one).
 pub fn unwrap(key: &keys::Key, algorithm: WrapAlgorithm, input: &[u8]) -> Result<Vec<u8>, String> {
-    use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrap};
-    use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey};
-    match (algorithm, key) {
-        (WrapAlgorithm::A256Kw, keys::Key::Symmetric(k)) if k.len() == 32 => {
-            let kek = AesKek::new(&AES_256, k).map_err(|_| "key type mismatch".to_string())?;
-            let mut out = vec![0u8; input.len()];
-            let n = kek
-                .unwrap(input, &mut out)
-                .map_err(|_| "failed to decrypt data".to_string())?
-                .len();
-            out.truncate(n);
-            Ok(out)
+    match algorithm {
+        WrapAlgorithm::A256Kw | WrapAlgorithm::RsaOaep256 => {
+            subtle::unwrap_key(key, algorithm.name(), input, &[], &[], &[])
+                .map_err(|e| format!("failed to decrypt data: {e}"))
         }
-        (WrapAlgorithm::RsaOaep256, keys::Key::RsaPrivate(der)) => {
-            let private = PrivateDecryptingKey::from_pkcs8(der).map_err(|e| e.to_string())?;
-            let oaep = OaepPrivateDecryptingKey::new(private).map_err(|e| e.to_string())?;
-            let mut out = vec![0u8; oaep.min_output_size()];
-            let n = oaep
-                .decrypt(&OAEP_SHA256_MGF1SHA256, input, &mut out, None)
-                .map_err(|_| "failed to decrypt data".to_string())?
-                .len();
-            out.truncate(n);
-            Ok(out)
-        }
-        (WrapAlgorithm::RsaOaep256, keys::Key::RsaPublic(_)) => Err(
-            "failed to decrypt data: an RSA public key cannot unwrap; the private key is needed"
-                .into(),
-        ),
-        _ => Err(format!(
-            "failed to decrypt data: key type mismatch ({} needs {})",
-            algorithm.name(),
-            needs(algorithm)
-        )),
+        _ => Err("failed to decrypt data: unsupported algorithm".into()),
     }
 }
