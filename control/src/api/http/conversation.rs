@@ -145,26 +145,11 @@ async fn parse<T: serde::de::DeserializeOwned + Default>(
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&raw)
-        .map_err(|e| ApiError::malformed(format!("failed deserializing HTTP body: {e}")))
+    serde_json::from_slice(&raw).map_err(wire::malformed_body)
 }
 
 fn texts(c: Vec<Content>) -> Vec<String> {
     c.into_iter().map(|c| c.text).collect()
-}
-
-/// protobuf's JSON form of a Duration: seconds with an `s` (`"86400s"`,
-/// `"1.5s"`).
-pub fn proto_duration(v: &str) -> Result<std::time::Duration, ApiError> {
-    v.strip_suffix('s')
-        .and_then(|n| n.parse::<f64>().ok())
-        .filter(|n| n.is_finite() && *n >= 0.0 && *n < 3.2e11)
-        .map(std::time::Duration::from_secs_f64)
-        .ok_or_else(|| {
-            ApiError::malformed(format!(
-                "failed deserializing HTTP body: `promptCacheRetention` is `{v}`; expected seconds with an `s`, like \"86400s\""
-            ))
-        })
 }
 
 pub async fn alpha1(
@@ -286,7 +271,7 @@ pub async fn alpha2(
     let prompt_cache_retention = b
         .prompt_cache_retention
         .as_deref()
-        .map(proto_duration)
+        .map(|v| wire::proto_duration("promptCacheRetention", v))
         .transpose()?;
     let outputs = api::converse_alpha2(
         rt,

@@ -6,8 +6,9 @@
 //! daprd does: `data` as an `Any` of `google.protobuf.Value`, the failure
 //! policy always present.
 
+use super::ApiResponse;
 use super::handlers::compact_json;
-use super::{ApiResponse, wire};
+use super::wire::{self, ProtoJson};
 use crate::api::jobs as api;
 use crate::delivery::jobs::VALUE_TYPE;
 use crate::error::ApiError;
@@ -18,10 +19,6 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use tandem_stateful::job::{FailurePolicy, Job};
 
-fn malformed(what: impl std::fmt::Display) -> ApiError {
-    ApiError::malformed(format!("failed deserializing HTTP body: {what}"))
-}
-
 fn no_content() -> ApiResponse {
     Response::builder()
         .status(StatusCode::NO_CONTENT)
@@ -29,46 +26,21 @@ fn no_content() -> ApiResponse {
         .expect("valid response parts")
 }
 
-/// Member `camel` (or its proto name `snake`), null as absent.
-fn member<'a>(m: &'a Map<String, Value>, camel: &str, snake: &str) -> Option<&'a Value> {
-    m.get(camel)
-        .or_else(|| m.get(snake))
-        .filter(|v| !v.is_null())
-}
-
-fn text(m: &Map<String, Value>, camel: &str, snake: &str) -> Result<Option<String>, ApiError> {
-    match member(m, camel, snake) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(malformed(format!(
-            "`{camel}` is {other}; expected a string"
-        ))),
-    }
-}
-
 /// protobuf JSON's Duration: seconds with an `s` (`"3s"`, `"0.5s"`); a Go
 /// duration (`"500ms"`) is taken too.
 fn duration_ms(text: &str) -> Result<u64, ApiError> {
     let t = text.trim();
-    let secs = t
-        .strip_suffix('s')
-        .and_then(|n| n.parse::<f64>().ok())
-        .filter(|n| n.is_finite() && *n >= 0.0 && *n < 3.2e10);
-    match secs {
-        Some(s) => Ok((s * 1000.0).round() as u64),
-        None => tandem_config::parse_duration(t)
+    match wire::proto_duration("interval", t) {
+        Ok(d) => Ok((d.as_secs_f64() * 1000.0).round() as u64),
+        Err(e) => tandem_config::parse_duration(t)
             .map(|d| d.as_millis() as u64)
-            .map_err(|_| {
-                malformed(format!(
-                    "failurePolicy interval `{t}`: expected seconds with an `s`, like \"3s\""
-                ))
-            }),
+            .map_err(|_| e),
     }
 }
 
 fn failure_policy(v: &Value) -> Result<FailurePolicy, ApiError> {
     let Value::Object(m) = v else {
-        return Err(malformed(format!(
+        return Err(wire::malformed_body(format!(
             "`failurePolicy` is {v}; expected {{\"drop\":{{}}}} or {{\"constant\":{{\"interval\":\"1s\",\"maxRetries\":3}}}}"
         )));
     };
@@ -76,20 +48,23 @@ fn failure_policy(v: &Value) -> Result<FailurePolicy, ApiError> {
         return Ok(FailurePolicy::Drop);
     }
     let Some(Value::Object(c)) = m.get("constant") else {
-        return Err(malformed(
-            "`failurePolicy` has neither `drop` nor `constant`".to_string(),
+        return Err(wire::malformed_body(
+            "`failurePolicy` has neither `drop` nor `constant`",
         ));
     };
-    let interval_ms = match text(c, "interval", "interval")? {
+    let c = ProtoJson(c.clone());
+    let interval_ms = match c.text("interval", "interval")? {
         Some(t) => duration_ms(&t)?,
         None => 0,
     };
-    let max_retries = match member(c, "maxRetries", "max_retries") {
+    let max_retries = match c.get("maxRetries", "max_retries") {
         None => None,
         Some(v) => Some(
             v.as_u64()
                 .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| malformed(format!("`maxRetries` is {v}; expected a count")))?,
+                .ok_or_else(|| {
+                    wire::malformed_body(format!("`maxRetries` is {v}; expected a count"))
+                })?,
         ),
     };
     Ok(FailurePolicy::Constant {
@@ -99,16 +74,8 @@ fn failure_policy(v: &Value) -> Result<FailurePolicy, ApiError> {
 }
 
 fn parse_job(name: &str, raw: &[u8]) -> Result<(Job, bool), ApiError> {
-    let m = if raw.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        match serde_json::from_slice(raw) {
-            Ok(Value::Object(m)) => m,
-            Ok(other) => return Err(malformed(format!("expected a JSON object, got {other}"))),
-            Err(e) => return Err(malformed(e)),
-        }
-    };
-    if text(&m, "name", "name")?.is_some_and(|n| !n.is_empty()) {
+    let m = ProtoJson::parse(raw)?;
+    if m.text("name", "name")?.is_some_and(|n| !n.is_empty()) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             tonic::Code::InvalidArgument,
@@ -116,36 +83,37 @@ fn parse_job(name: &str, raw: &[u8]) -> Result<(Job, bool), ApiError> {
             "Set the job name in the url only",
         ));
     }
-    let repeats = match member(&m, "repeats", "repeats") {
+    let repeats = match m.get("repeats", "repeats") {
         None => None,
         Some(v) => Some(
             v.as_u64()
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or_else(|| {
-                    malformed(format!(
+                    wire::malformed_body(format!(
                         "`repeats` is {v}; expected a whole number from 1 to {}",
                         u32::MAX
                     ))
                 })?,
         ),
     };
-    let overwrite = match member(&m, "overwrite", "overwrite") {
+    let overwrite = match m.get("overwrite", "overwrite") {
         None => false,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
-            return Err(malformed(format!(
+            return Err(wire::malformed_body(format!(
                 "`overwrite` is {other}; expected true or false"
             )));
         }
     };
     let job = Job {
         name: name.trim().to_string(),
-        schedule: text(&m, "schedule", "schedule")?,
+        schedule: m.text("schedule", "schedule")?,
         repeats,
-        due_time: text(&m, "dueTime", "due_time")?,
-        ttl: text(&m, "ttl", "ttl")?,
-        data: m.get("data").map(api::json_data),
-        failure_policy: member(&m, "failurePolicy", "failure_policy")
+        due_time: m.text("dueTime", "due_time")?,
+        ttl: m.text("ttl", "ttl")?,
+        data: m.0.get("data").map(api::json_data),
+        failure_policy: m
+            .get("failurePolicy", "failure_policy")
             .map(failure_policy)
             .transpose()?
             .unwrap_or_default(),

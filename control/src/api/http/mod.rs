@@ -44,7 +44,11 @@ const BODY_READ: usize = 256 << 10;
 /// The bytes of an HTTP/1 request head as they came on the wire, near
 /// enough: the request line and each `name: value` line.
 fn head_len<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let uri = req.uri();
+    let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
     req.headers()
         .iter()
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
@@ -334,10 +338,9 @@ async fn dispatch(
         (&Method::DELETE, ["v1.0-alpha1", "tandem", "resources", name]) => {
             respond(tandem::delete(rt, name).await)
         }
-        (method, [version @ ("v1.0-alpha1" | "v1.0"), "jobs", name])
+        (method, ["v1.0-alpha1" | "v1.0", "jobs", name])
             if matches!(*method, Method::POST | Method::GET | Method::DELETE) =>
         {
-            let _ = version;
             respond(jobs::handle(rt, method, name, req).await)
         }
         (&Method::POST, ["v1.0-alpha1", "subtlecrypto", name, op])

@@ -5,16 +5,17 @@
 //! names accepted too, bytes in base64), the component comes from the path,
 //! and the answer is the gRPC response in the same mapping.
 
+use super::ApiResponse;
 use super::handlers::compact_json;
-use super::{ApiResponse, wire};
+use super::wire::{self, ProtoJson};
 use crate::api::crypto::subtle;
 use crate::error::ApiError;
 use crate::runtime::Runtime;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use http::Request;
 use hyper::body::Incoming;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tandem_proto::runtime::v1 as rt;
 
 pub const OPERATIONS: &[&str] = &[
@@ -27,52 +28,8 @@ pub const OPERATIONS: &[&str] = &[
     "verify",
 ];
 
-struct Body(Map<String, Value>);
-
-fn malformed(what: String) -> ApiError {
-    ApiError::malformed(format!("failed deserializing HTTP body: {what}"))
-}
-
-impl Body {
-    /// The member `camel` (or its proto name `snake`).
-    fn get(&self, camel: &str, snake: &str) -> Option<&Value> {
-        self.0
-            .get(camel)
-            .or_else(|| self.0.get(snake))
-            .filter(|v| !v.is_null())
-    }
-
-    fn text(&self, camel: &str, snake: &str) -> Result<String, ApiError> {
-        match self.get(camel, snake) {
-            None => Ok(String::new()),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(malformed(format!(
-                "`{camel}` is {other}; expected a string"
-            ))),
-        }
-    }
-
-    /// A `bytes` member: base64, standard or URL alphabet, padded or not.
-    fn bytes(&self, camel: &str, snake: &str) -> Result<Vec<u8>, ApiError> {
-        let text = self.text(camel, snake)?;
-        let t = text.trim_end_matches('=');
-        STANDARD_NO_PAD
-            .decode(t)
-            .or_else(|_| URL_SAFE_NO_PAD.decode(t))
-            .map_err(|e| malformed(format!("`{camel}` is not base64: {e}")))
-    }
-}
-
-async fn body(rt: &Runtime, req: Request<Incoming>) -> Result<Body, ApiError> {
-    let raw = wire::read_body(req.into_body(), rt.options.max_body_size).await?;
-    if raw.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Body(Map::new()));
-    }
-    match serde_json::from_slice(&raw) {
-        Ok(Value::Object(m)) => Ok(Body(m)),
-        Ok(other) => Err(malformed(format!("expected a JSON object, got {other}"))),
-        Err(e) => Err(malformed(e.to_string())),
-    }
+async fn body(rt: &Runtime, req: Request<Incoming>) -> Result<ProtoJson, ApiError> {
+    ProtoJson::parse(&wire::read_body(req.into_body(), rt.options.max_body_size).await?)
 }
 
 fn b64(bytes: &[u8]) -> Value {
@@ -88,8 +45,8 @@ pub async fn handle(
 ) -> Result<ApiResponse, ApiError> {
     let b = body(rt, req).await?;
     let component_name = name.to_string();
-    let algorithm = b.text("algorithm", "algorithm")?;
-    let key_name = b.text("keyName", "key_name")?;
+    let algorithm = b.text("algorithm", "algorithm")?.unwrap_or_default();
+    let key_name = b.text("keyName", "key_name")?.unwrap_or_default();
     let answer = match op {
         "getkey" => {
             let format = match b.get("format", "format") {
@@ -98,12 +55,12 @@ pub async fn handle(
                 Some(Value::String(s)) if s == "JSON" => 1,
                 Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(-1) as i32,
                 Some(other) => {
-                    return Err(malformed(format!(
+                    return Err(wire::malformed_body(format!(
                         "`format` is {other}; expected \"PEM\" or \"JSON\""
                     )));
                 }
             };
-            let name = b.text("name", "name")?;
+            let name = b.text("name", "name")?.unwrap_or_default();
             let r = subtle::get_key(
                 rt,
                 rt::SubtleGetKeyRequest {

@@ -1,5 +1,6 @@
 //! Small pieces of HTTP wire handling the router needs: path cleaning,
-//! percent-decoding, query parameters, bounded body reads.
+//! percent-decoding, query parameters, bounded body reads, and bodies in
+//! protobuf's JSON mapping.
 
 use crate::error::ApiError;
 use bytes::Bytes;
@@ -105,6 +106,79 @@ pub async fn read_body(body: Incoming, limit: u64) -> Result<Bytes, ApiError> {
             format!("failed to read the request body: {e}"),
         )),
     }
+}
+
+/// daprd's 400 for a body it cannot read.
+pub fn malformed_body(what: impl std::fmt::Display) -> ApiError {
+    ApiError::malformed(format!("failed deserializing HTTP body: {what}"))
+}
+
+/// A request body in protobuf's JSON mapping: one object whose members may
+/// be spelled lowerCamel (`keyName`) or as in the `.proto` (`key_name`),
+/// `null` standing for absent, unknown members ignored.
+pub struct ProtoJson(pub serde_json::Map<String, serde_json::Value>);
+
+impl ProtoJson {
+    /// An empty (or blank) body is an empty object; anything but an object
+    /// is refused.
+    pub fn parse(raw: &[u8]) -> Result<Self, ApiError> {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(serde_json::Map::new()));
+        }
+        match serde_json::from_slice(raw) {
+            Ok(serde_json::Value::Object(m)) => Ok(Self(m)),
+            Ok(other) => Err(malformed_body(format!(
+                "expected a JSON object, got {other}"
+            ))),
+            Err(e) => Err(malformed_body(e)),
+        }
+    }
+
+    /// The member `camel` (or its proto name `snake`).
+    pub fn get(&self, camel: &str, snake: &str) -> Option<&serde_json::Value> {
+        self.0
+            .get(camel)
+            .or_else(|| self.0.get(snake))
+            .filter(|v| !v.is_null())
+    }
+
+    /// A `string` member.
+    pub fn text(&self, camel: &str, snake: &str) -> Result<Option<String>, ApiError> {
+        match self.get(camel, snake) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(malformed_body(format!(
+                "`{camel}` is {other}; expected a string"
+            ))),
+        }
+    }
+
+    /// A `bytes` member: base64, standard or URL alphabet, padded or not
+    /// (empty when absent).
+    pub fn bytes(&self, camel: &str, snake: &str) -> Result<Vec<u8>, ApiError> {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+        let text = self.text(camel, snake)?.unwrap_or_default();
+        let t = text.trim_end_matches('=');
+        STANDARD_NO_PAD
+            .decode(t)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(t))
+            .map_err(|e| malformed_body(format!("`{camel}` is not base64: {e}")))
+    }
+}
+
+/// protobuf's JSON form of a Duration, member `field`: seconds with an `s`
+/// (`"86400s"`, `"1.5s"`).
+pub fn proto_duration(field: &str, v: &str) -> Result<std::time::Duration, ApiError> {
+    v.strip_suffix('s')
+        .and_then(|n| n.parse::<f64>().ok())
+        .filter(|n| n.is_finite() && *n >= 0.0 && *n < 3.2e11)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| {
+            malformed_body(format!(
+                "`{field}` is `{v}`; expected seconds with an `s`, like \"86400s\""
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ impl ProviderClient {
         headers: &[(&str, &str)],
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, ConverseError> {
+        // Errors name the endpoint without its user, password or query.
+        let shown = crate::components::metadata::shown_url(url);
         let mut builder = ::http::Request::post(url)
             .header(::http::header::CONTENT_TYPE, "application/json")
             .header(::http::header::ACCEPT, "application/json");
@@ -41,17 +43,12 @@ impl ProviderClient {
             .body(tandem_proxy::invoke::full(bytes::Bytes::from(
                 serde_json::to_vec(body).unwrap_or_default(),
             )))
-            .map_err(|e| {
-                ConverseError::Refused(format!(
-                    "{}: {e}",
-                    crate::components::metadata::shown_url(url)
-                ))
-            })?;
+            .map_err(|e| ConverseError::Refused(format!("{shown}: {e}")))?;
         let exchange = async {
             let resp = self.client.request(req).await.map_err(|e| {
                 ConverseError::Failed(format!(
                     "{}: {}",
-                    crate::components::metadata::shown_url(url),
+                    shown,
                     tandem_proxy::app_channel::error_chain(&e)
                 ))
             })?;
@@ -59,23 +56,14 @@ impl ProviderClient {
             let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| {
-                    ConverseError::Failed(format!(
-                        "{}: reading the answer: {e}",
-                        crate::components::metadata::shown_url(url)
-                    ))
-                })?
+                .map_err(|e| ConverseError::Failed(format!("{shown}: reading the answer: {e}")))?
                 .to_bytes();
             Ok::<_, ConverseError>((status, body))
         };
         let (status, body) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| {
-                ConverseError::Failed(format!(
-                    "{}: no answer within {:?}",
-                    crate::components::metadata::shown_url(url),
-                    self.timeout
-                ))
+                ConverseError::Failed(format!("{shown}: no answer within {:?}", self.timeout))
             })??;
         let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
         if !status.is_success() {
@@ -93,10 +81,7 @@ impl ProviderClient {
                     said = said.replace(secret, "***");
                 }
             }
-            let text = format!(
-                "{} answered {status}: {said}",
-                crate::components::metadata::shown_url(url)
-            );
+            let text = format!("{shown} answered {status}: {said}");
             let permanent = status.is_client_error()
                 && status != ::http::StatusCode::REQUEST_TIMEOUT
                 && status != ::http::StatusCode::TOO_MANY_REQUESTS;
@@ -106,12 +91,7 @@ impl ProviderClient {
                 ConverseError::Failed(text)
             });
         }
-        json.ok_or_else(|| {
-            ConverseError::Failed(format!(
-                "{}: the answer is not JSON",
-                crate::components::metadata::shown_url(url)
-            ))
-        })
+        json.ok_or_else(|| ConverseError::Failed(format!("{shown}: the answer is not JSON")))
     }
 }
 
