@@ -34,11 +34,11 @@ impl Default for FailurePolicy {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Data {
     pub type_url: String,
-    #[serde(with = "bytes_b64")]
+    #[serde(with = "hex_bytes")]
     pub value: Vec<u8>,
 }
 
-mod bytes_b64 {
+mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     // Hex keeps the crate free of a base64 dependency; stored text only.

@@ -8,5 +8,6 @@ pub mod conformance;
 pub mod engine;
 pub mod job;
 pub mod scheduler;
+pub mod shared_sqlite;
 pub mod sqlite;
 pub mod times;

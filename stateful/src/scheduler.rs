@@ -152,16 +152,13 @@ pub fn outcome(claim: &Claim, delivered: Result<(), String>, now: i64) -> Settle
         let ticks = claim.ticks.saturating_add(1);
         let plan = claim.job.resumed(claim.expires);
         // Ticks missed while no sidecar ran fire once, not as a burst.
-        let next = plan
-            .after(claim.due, ticks)
-            .map(|n| {
-                if n <= now {
-                    plan.after(now, ticks)
-                } else {
-                    Some(n)
-                }
-            })
-            .unwrap_or(None);
+        let next = plan.after(claim.due, ticks).and_then(|n| {
+            if n <= now {
+                plan.after(now, ticks)
+            } else {
+                Some(n)
+            }
+        });
         Settle::Next { next, ticks }
     };
     match (delivered, &claim.job.failure_policy) {

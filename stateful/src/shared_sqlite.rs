@@ -1,5 +1,5 @@
 //! Opening a SQLite file that several sidecars (processes) share: the
-//! embedded state store and the embedded pub/sub log.
+//! embedded state store, the embedded pub/sub log and the job store.
 
 use rusqlite::Connection;
 use std::path::Path;

@@ -39,37 +39,24 @@ fn failed(what: &str) -> impl Fn(rusqlite::Error) -> EngineError + '_ {
 }
 
 impl Sqlite {
-    /// Opens (creating) the engine's tables in the SQLite file at `path`.
+    /// Opens (creating) the engine's tables in the SQLite file at `path`,
+    /// shared with the host's other sidecars.
     pub fn open(path: &Path) -> Result<Self, String> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create the directory of {}: {e}", path.display()))?;
-        }
-        let conn =
-            Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        Self::setup(conn, format!("the job store {}", path.display()), true)
+        let conn = crate::shared_sqlite::open(path, Duration::from_secs(5))?;
+        // Every acknowledged job and outcome is synced to disk (the shared
+        // opener's NORMAL would only survive a process crash).
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| format!("cannot set up {}: {e}", path.display()))?;
+        Self::setup(conn, format!("the job store {}", path.display()))
     }
 
     /// An engine in memory, for one process (tests).
     pub fn in_memory() -> Result<Self, String> {
         let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
-        Self::setup(conn, "the in-memory job store".into(), false)
+        Self::setup(conn, "the in-memory job store".into())
     }
 
-    fn setup(conn: Connection, what: String, wal: bool) -> Result<Self, String> {
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        if wal {
-            // Sidecars starting together may race for the switch to WAL.
-            let mut tries = 0;
-            while let Err(e) = conn.pragma_update(None, "journal_mode", "WAL") {
-                tries += 1;
-                if tries > 100 {
-                    return Err(format!("cannot switch {what} to WAL: {e}"));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+    fn setup(conn: Connection, what: String) -> Result<Self, String> {
         conn.execute_batch(SCHEMA)
             .map_err(|e| format!("cannot create the tables of {what}: {e}"))?;
         Ok(Self {

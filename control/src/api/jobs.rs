@@ -34,15 +34,6 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     )
 }
 
-fn unavailable(code: &'static str, what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        tonic::Code::Internal,
-        code,
-        format!("{what} failed: the job engine ({e})"),
-    )
-}
-
 impl Jobs {
     fn open(rt: &Runtime) -> Result<Self, String> {
         let path = crate::home::dir().join("jobs.db");
@@ -84,6 +75,16 @@ impl Jobs {
                 Arc::new(crate::delivery::jobs::ToApp { app, metrics }),
             )
         });
+    }
+
+    /// The engine failed `doing` something: a 500 that names it.
+    fn unavailable(&self, code: &'static str, doing: &str, e: EngineError) -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            code,
+            format!("{doing} failed: the job engine ({}: {e})", self.what),
+        )
     }
 
     /// Where jobs are kept, for the metadata API.
@@ -169,11 +170,7 @@ pub async fn schedule(rt: &Runtime, job: Job, overwrite: bool) -> Result<(), Api
                 "failed to schedule job due to: job already exists: '{key}' (set overwrite to replace it)"
             ),
         )),
-        Err(e) => Err(unavailable(
-            "DAPR_SCHEDULER_SCHEDULE_JOB",
-            "scheduling the job",
-            format!("{}: {e}", j.what),
-        )),
+        Err(e) => Err(j.unavailable("DAPR_SCHEDULER_SCHEDULE_JOB", "scheduling the job", e)),
     }
 }
 
@@ -191,11 +188,7 @@ pub async fn get(rt: &Runtime, name: &str) -> Result<Job, ApiError> {
             "DAPR_SCHEDULER_GET_JOB",
             format!("failed to get job due to: job not found: {name}"),
         )),
-        Err(e) => Err(unavailable(
-            "DAPR_SCHEDULER_GET_JOB",
-            "getting the job",
-            format!("{}: {e}", j.what),
-        )),
+        Err(e) => Err(j.unavailable("DAPR_SCHEDULER_GET_JOB", "getting the job", e)),
     }
 }
 
@@ -204,13 +197,10 @@ pub async fn delete(rt: &Runtime, name: &str) -> Result<(), ApiError> {
         return Err(bad("DAPR_SCHEDULER_JOB_NAME_EMPTY", "Name is empty"));
     }
     let j = jobs(rt)?;
-    j.engine.delete(&j.owner, name).await.map_err(|e| {
-        unavailable(
-            "DAPR_SCHEDULER_DELETE_JOB",
-            "deleting the job",
-            format!("{}: {e}", j.what),
-        )
-    })
+    j.engine
+        .delete(&j.owner, name)
+        .await
+        .map_err(|e| j.unavailable("DAPR_SCHEDULER_DELETE_JOB", "deleting the job", e))
 }
 
 pub async fn delete_prefix(rt: &Runtime, prefix: &str) -> Result<(), ApiError> {
@@ -219,24 +209,15 @@ pub async fn delete_prefix(rt: &Runtime, prefix: &str) -> Result<(), ApiError> {
         .delete_prefix(&j.owner, prefix)
         .await
         .map(|_| ())
-        .map_err(|e| {
-            unavailable(
-                "DAPR_SCHEDULER_DELETE_JOB",
-                "deleting the jobs",
-                format!("{}: {e}", j.what),
-            )
-        })
+        .map_err(|e| j.unavailable("DAPR_SCHEDULER_DELETE_JOB", "deleting the jobs", e))
 }
 
 pub async fn list(rt: &Runtime) -> Result<Vec<Job>, ApiError> {
     let j = jobs(rt)?;
-    j.engine.list(&j.owner).await.map_err(|e| {
-        unavailable(
-            "DAPR_SCHEDULER_LIST_JOBS",
-            "listing the jobs",
-            format!("{}: {e}", j.what),
-        )
-    })
+    j.engine
+        .list(&j.owner)
+        .await
+        .map_err(|e| j.unavailable("DAPR_SCHEDULER_LIST_JOBS", "listing the jobs", e))
 }
 
 /// Starts firing jobs at the app (called when the app is ready; once).

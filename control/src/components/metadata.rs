@@ -101,9 +101,15 @@ pub fn percent_decode(s: &str) -> String {
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 pub fn percent_encode(s: &str) -> String {
+    percent_encode_keeping(s, b"")
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters and
+/// those in `keep`.
+pub fn percent_encode_keeping(s: &str, keep: &[u8]) -> String {
     let mut out = String::new();
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || keep.contains(&b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));

@@ -13,7 +13,7 @@ pub mod metadata;
 pub mod postgres_conn;
 pub mod pubsub;
 pub mod secretstores;
-pub mod shared_sqlite;
+pub use tandem_stateful::shared_sqlite;
 pub mod state;
 
 use crate::snapshot::RegisteredComponent;

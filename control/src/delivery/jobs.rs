@@ -85,17 +85,10 @@ async fn over_http(app: &AppChannel, job: Job) -> Result<(), String> {
     }
 }
 
-/// Characters a path segment cannot carry as they are.
+/// The name as a path segment: what a segment cannot carry as it is,
+/// percent-encoded (sub-delimiters, `:`, `@` and `|` stay readable).
 fn escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@|".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::components::metadata::percent_encode_keeping(name, b"!$&'()*+,;=:@|")
 }
 
 async fn over_grpc(
