@@ -49,12 +49,14 @@ fi
 
 # Programs the tests and benches start themselves: dnsmasq (a real DNS
 # server for the `dns` name resolver's tests), nginx (the reference proxy
-# of the invocation bench) and iptables (transparent mode's rules, tested
-# in network namespaces). Installed from Debian's packages once.
+# of the invocation bench), iptables (transparent mode's rules, tested
+# in network namespaces) and etcd (3-member clusters on loopback for the
+# etcd coordination engine). Installed from Debian's packages once.
 need=()
 command -v iptables-restore >/dev/null 2>&1 || need+=(iptables)
 command -v dnsmasq >/dev/null 2>&1 || need+=(dnsmasq-base)
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "services: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

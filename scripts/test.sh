@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "services the tests use (Redis, PostgreSQL, RabbitMQ, NATS, Mosquitto)"
+step "services the tests use (Redis, PostgreSQL, RabbitMQ, NATS, Mosquitto; etcd installed)"
 scripts/services.sh
 
 step "cargo fmt --check"

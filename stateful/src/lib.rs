@@ -1,11 +1,14 @@
 //! tandem's stateful runtime: the durable job scheduler and the
-//! coordination engines it runs on (SQLite on one host; etcd across hosts
-//! next), with actors and workflows to build on them. It depends on the
-//! configuration model only, never on the API layer: `control` translates
-//! the wire to calls here.
+//! coordination engines it runs on (SQLite on one host, etcd across
+//! hosts), with actors and workflows to build on them. It depends on the
+//! configuration model and the generated etcd client only, never on the API
+//! layer: `control` translates the wire to calls here.
 
 pub mod conformance;
 pub mod engine;
+pub mod etcd;
+#[cfg(any(test, feature = "test-cluster"))]
+pub mod etcd_cluster;
 pub mod job;
 pub mod scheduler;
 pub mod shared_sqlite;
