@@ -149,6 +149,7 @@ fn http_answers_have_daprds_shapes() {
             "subscriptions",
             "appConnectionProperties",
             "actorRuntime",
+            "scheduler",
             "workflows"
         ],
         "{text}"

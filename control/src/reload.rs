@@ -443,6 +443,7 @@ impl Reloader {
             .access
             .then(|| access_policy(&snapshot.configuration));
         rt.snapshot.store(Arc::new(snapshot));
+        crate::api::jobs::reconfigure(rt);
         if let Some(a) = access {
             rt.access_cell().store(a);
         }

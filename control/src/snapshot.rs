@@ -48,6 +48,8 @@ pub struct Snapshot {
         BTreeMap<String, Arc<dyn components::configuration::ConfigurationStore>>,
     pub conversations: BTreeMap<String, ConversationComponent>,
     pub crypto: BTreeMap<String, Arc<dyn components::crypto::KeyStore>>,
+    /// The coordination component, by name (none: the embedded engine).
+    pub coordination: Option<(String, components::coordination::Coordination)>,
     pub components: Vec<RegisteredComponent>,
     /// The live components with their resources (what a reload may keep).
     pub instances: components::Instances,
@@ -109,6 +111,7 @@ impl Snapshot {
             configuration_stores: live.configuration_stores,
             conversations: live.conversations,
             crypto: live.crypto,
+            coordination: live.coordination,
             components: live.registered,
             instances: live.instances,
             policies,
@@ -128,6 +131,7 @@ impl Snapshot {
             configuration_stores: BTreeMap::new(),
             conversations: BTreeMap::new(),
             crypto: BTreeMap::new(),
+            coordination: None,
             components: Vec::new(),
             instances: Default::default(),
             policies: Default::default(),

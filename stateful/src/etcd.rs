@@ -445,9 +445,7 @@ impl Etcd {
         name: &str,
         due_key: &[u8],
         found: Option<(Record, i64)>,
-        holder: &str,
-        now: i64,
-        until: i64,
+        lease: &Lease<'_>,
     ) -> Result<Option<Claim>, EngineError> {
         let Some((old, rev)) = found else {
             // A due key without its job (never written so; kept clean).
@@ -459,13 +457,13 @@ impl Etcd {
             self.txn("removing a stray due key", req).await?;
             return Ok(None);
         };
-        if old.slot() > now {
+        if old.slot() > lease.now {
             // Moved on since the due keys were read.
             return Ok(None);
         }
         let mut new = old.clone();
-        new.holder = Some(holder.to_string());
-        new.lease_until = until;
+        new.holder = Some(lease.holder.to_string());
+        new.lease_until = lease.until;
         let Some(token) = self
             .swap(
                 "claiming a due job",
@@ -487,6 +485,13 @@ impl Etcd {
             token: token as u64,
         }))
     }
+}
+
+/// Who claims, when, and until when.
+struct Lease<'a> {
+    holder: &'a str,
+    now: i64,
+    until: i64,
 }
 
 fn encode(r: &Record) -> Vec<u8> {
@@ -629,10 +634,16 @@ impl Engine for Etcd {
                 .collect();
             let keys: Vec<Vec<u8>> = due.iter().map(|(_, n)| self.job_key(owner, n)).collect();
             let found = self.read_many(&keys).await?;
-            let until = now.saturating_add(lease_ms);
-            let claimed = join_all(due.iter().zip(found).map(|((key, name), found)| {
-                self.claim_one(owner, name, key, found, holder, now, until)
-            }))
+            let lease = Lease {
+                holder,
+                now,
+                until: now.saturating_add(lease_ms),
+            };
+            let claimed = join_all(
+                due.iter()
+                    .zip(found)
+                    .map(|((key, name), found)| self.claim_one(owner, name, key, found, &lease)),
+            )
             .await;
             let mut out = Vec::with_capacity(claimed.len());
             for c in claimed {

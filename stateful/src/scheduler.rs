@@ -21,7 +21,8 @@ pub trait Deliver: Send + Sync + 'static {
     fn deliver(&self, job: Job, due: i64) -> BoxFuture<'static, Result<(), String>>;
 }
 
-/// How long a claimed tick is this sidecar's before another may take it.
+/// How long a claimed tick is this sidecar's before another may take it
+/// (the default; a coordination component may choose another).
 pub const LEASE: Duration = Duration::from_secs(30);
 /// The longest sleep between looks at the engine.
 const POLL: Duration = Duration::from_secs(1);
@@ -52,10 +53,33 @@ impl Scheduler {
         holder: String,
         deliver: Arc<dyn Deliver>,
     ) -> Self {
+        Self::start_with_lease(engine, owner, holder, deliver, LEASE)
+    }
+
+    /// As [`Scheduler::start`], holding each claimed tick for `lease`: a
+    /// sidecar that dies with triggers in flight has them fired by another
+    /// after that long. A trigger the app has not answered within two
+    /// thirds of it counts as failed (so it is never in flight past its
+    /// lease).
+    pub fn start_with_lease(
+        engine: Arc<dyn Engine>,
+        owner: Owner,
+        holder: String,
+        deliver: Arc<dyn Deliver>,
+        lease: Duration,
+    ) -> Self {
         let inner = Arc::new(Inner {
             wake: Notify::new(),
         });
-        tokio::spawn(run(Arc::downgrade(&inner), engine, owner, holder, deliver));
+        let lease = lease.max(Duration::from_millis(300));
+        tokio::spawn(run(
+            Arc::downgrade(&inner),
+            engine,
+            owner,
+            holder,
+            deliver,
+            lease,
+        ));
         Self { inner }
     }
 
@@ -71,7 +95,9 @@ async fn run(
     owner: Owner,
     holder: String,
     deliver: Arc<dyn Deliver>,
+    lease: Duration,
 ) {
+    let answer_within = lease * 2 / 3;
     let permits = Arc::new(Semaphore::new(BATCH));
     // Outcomes are written in batches (a group commit: one sync for many
     // triggers); a trigger's permit is held until its outcome is written.
@@ -109,7 +135,7 @@ async fn run(
             Vec::new()
         } else {
             match engine
-                .claim(&owner, &holder, now, LEASE.as_millis() as i64, free)
+                .claim(&owner, &holder, now, lease.as_millis() as i64, free)
                 .await
             {
                 Ok(c) => c,
@@ -126,7 +152,7 @@ async fn run(
             };
             let (owner, deliver, settled) = (owner.clone(), deliver.clone(), settled.clone());
             tokio::spawn(async move {
-                let settle = fire(&owner, &*deliver, claim).await;
+                let settle = fire(&owner, &*deliver, claim, answer_within).await;
                 let _ = settled.send(Outcome { settle, permit });
             });
         }
@@ -188,9 +214,21 @@ struct Outcome {
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-async fn fire(owner: &Owner, deliver: &dyn Deliver, claim: Claim) -> (String, u64, Settle) {
+async fn fire(
+    owner: &Owner,
+    deliver: &dyn Deliver,
+    claim: Claim,
+    within: Duration,
+) -> (String, u64, Settle) {
     let name = claim.job.name.clone();
-    let delivered = deliver.deliver(claim.job.clone(), claim.due).await;
+    let delivered =
+        match tokio::time::timeout(within, deliver.deliver(claim.job.clone(), claim.due)).await {
+            Ok(d) => d,
+            Err(_) => Err(format!(
+                "the app did not answer within {} ms",
+                within.as_millis()
+            )),
+        };
     if let Err(e) = &delivered {
         tracing::warn!(job = %name, app_id = %owner.app_id, error = %e, "jobs: the app failed a trigger");
     }

@@ -1,14 +1,17 @@
 //! The Jobs API, shared by the HTTP and gRPC doors: jobs checked and
 //! planned (`tandem_stateful::job`), kept in the coordination engine (the
-//! embedded SQLite file the host's sidecars share, `$TANDEM_HOME/jobs.db`),
-//! and fired at the app by this sidecar's scheduler once the app is up.
+//! `coordination.*` component when one is loaded, else the embedded SQLite
+//! file the host's sidecars share, `$TANDEM_HOME/jobs.db`), and fired at the
+//! app by this sidecar's scheduler once the app is up. A reload that
+//! changes the coordination component moves the API and the scheduler to
+//! the new engine (jobs are not copied between engines).
 //! Errors carry daprd's `DAPR_SCHEDULER_*` codes; bad input is a 400 (where
 //! daprd's scheduler answers 500) so callers know it is theirs to fix.
 
 use crate::error::ApiError;
 use crate::runtime::Runtime;
 use http::StatusCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use tandem_stateful::engine::{Engine, EngineError, Owner};
 use tandem_stateful::job::{Data, Job};
 use tandem_stateful::scheduler::{Scheduler, now_ms};
@@ -18,11 +21,27 @@ use tandem_stateful::scheduler::{Scheduler, now_ms};
 pub const MAX_DATA: usize = 256 << 10;
 
 pub struct Jobs {
-    engine: Arc<dyn Engine>,
     owner: Owner,
-    /// Which engine, for errors.
+    /// The engine in use and the scheduler firing from it.
+    active: Mutex<Option<Arc<Active>>>,
+    /// Where triggers go, once the app is up (`start`).
+    fire: OnceLock<(
+        Arc<tandem_proxy::AppChannel>,
+        Arc<tandem_proxy::telemetry::Metrics>,
+    )>,
+    /// This sidecar's name as a lease holder.
+    holder: String,
+}
+
+/// An engine, the coordination component it came from, and the scheduler
+/// firing this app's jobs from it (dropped with it).
+pub struct Active {
+    engine: Arc<dyn Engine>,
+    /// Which engine, for errors and the metadata API.
     what: String,
-    scheduler: OnceLock<Scheduler>,
+    /// The component's engine (`None`: the embedded one).
+    from: Option<Arc<dyn Engine>>,
+    scheduler: Option<Scheduler>,
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -34,49 +53,7 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     )
 }
 
-impl Jobs {
-    fn open(rt: &Runtime) -> Result<Self, String> {
-        let path = crate::home::dir().join("jobs.db");
-        let engine = tandem_stateful::sqlite::Sqlite::open(&path)?;
-        Ok(Self {
-            engine: Arc::new(engine),
-            owner: Owner {
-                namespace: rt
-                    .options
-                    .namespace
-                    .clone()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| "default".into()),
-                app_id: rt.app_id().to_string(),
-            },
-            what: format!("SQLite {}", path.display()),
-            scheduler: OnceLock::new(),
-        })
-    }
-
-    /// Starts firing this app's jobs at it (once; later calls do nothing).
-    pub fn start(
-        &self,
-        app: Arc<tandem_proxy::AppChannel>,
-        metrics: Arc<tandem_proxy::telemetry::Metrics>,
-    ) {
-        self.scheduler.get_or_init(|| {
-            let holder = format!(
-                "{}-{}-{:x}",
-                self.owner.app_id,
-                std::process::id(),
-                now_ms()
-            );
-            tracing::info!(engine = %self.what, "jobs: firing this app's jobs");
-            Scheduler::start(
-                self.engine.clone(),
-                self.owner.clone(),
-                holder,
-                Arc::new(crate::delivery::jobs::ToApp { app, metrics }),
-            )
-        });
-    }
-
+impl Active {
     /// The engine failed `doing` something: a 500 that names it.
     fn unavailable(&self, code: &'static str, doing: &str, e: EngineError) -> ApiError {
         ApiError::new(
@@ -93,22 +70,100 @@ impl Jobs {
     }
 }
 
-/// The sidecar's jobs (the engine opened on first use).
-pub fn jobs(rt: &Runtime) -> Result<&Jobs, ApiError> {
-    if let Some(j) = rt.jobs.get() {
-        return Ok(j);
+impl Jobs {
+    fn new(rt: &Runtime) -> Self {
+        let app_id = rt.app_id().to_string();
+        Self {
+            holder: format!("{app_id}-{}-{:x}", std::process::id(), now_ms()),
+            owner: Owner {
+                namespace: rt
+                    .options
+                    .namespace
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "default".into()),
+                app_id,
+            },
+            active: Mutex::new(None),
+            fire: OnceLock::new(),
+        }
     }
-    // Not kept when it fails: the next call tries again (a home folder
-    // made writable, a disk with room again).
-    match Jobs::open(rt) {
-        Ok(j) => Ok(rt.jobs.get_or_init(|| j)),
-        Err(e) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            tonic::Code::Internal,
-            "DAPR_SCHEDULER_SCHEDULE_JOB",
-            format!("the job engine is not available: {e}"),
-        )),
+
+    /// The engine the current configuration chooses, opened (and the
+    /// scheduler moved to it) when it is not the one in use.
+    pub fn active(&self, rt: &Runtime) -> Result<Arc<Active>, ApiError> {
+        let chosen = rt.snapshot().coordination.clone();
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = active.as_ref() {
+            let same = match (&a.from, &chosen) {
+                (None, None) => true,
+                (Some(a), Some((_, c))) => Arc::ptr_eq(a, &c.engine),
+                _ => false,
+            };
+            if same {
+                return Ok(a.clone());
+            }
+        }
+        let (engine, what, from, lease): (Arc<dyn Engine>, String, _, _) = match chosen {
+            Some((name, c)) => (
+                c.engine.clone(),
+                format!("{} (component {name})", c.what),
+                Some(c.engine),
+                c.lease,
+            ),
+            None => {
+                let path = crate::home::dir().join("jobs.db");
+                // Not kept when it fails: the next call tries again (a
+                // home folder made writable, a disk with room again).
+                let engine = tandem_stateful::sqlite::Sqlite::open(&path).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        tonic::Code::Internal,
+                        "DAPR_SCHEDULER_SCHEDULE_JOB",
+                        format!("the job engine is not available: {e}"),
+                    )
+                })?;
+                (
+                    Arc::new(engine),
+                    format!("SQLite {}", path.display()),
+                    None,
+                    tandem_stateful::scheduler::LEASE,
+                )
+            }
+        };
+        if active.is_some() {
+            tracing::info!(engine = %what, "jobs: the coordination engine changed; jobs are kept and fired from the new one");
+        }
+        let scheduler = self.fire.get().map(|(app, metrics)| {
+            tracing::info!(engine = %what, "jobs: firing this app's jobs");
+            Scheduler::start_with_lease(
+                engine.clone(),
+                self.owner.clone(),
+                self.holder.clone(),
+                Arc::new(crate::delivery::jobs::ToApp {
+                    app: app.clone(),
+                    metrics: metrics.clone(),
+                }),
+                lease,
+            )
+        });
+        let a = Arc::new(Active {
+            engine,
+            what,
+            from,
+            scheduler,
+        });
+        // The old scheduler stops when the last call using it ends.
+        *active = Some(a.clone());
+        Ok(a)
     }
+}
+
+/// The sidecar's jobs and the engine the configuration chooses.
+pub fn jobs(rt: &Runtime) -> Result<(&Jobs, Arc<Active>), ApiError> {
+    let j = rt.jobs.get_or_init(|| Jobs::new(rt));
+    let a = j.active(rt)?;
+    Ok((j, a))
 }
 
 /// Checks a job's name as the API takes it.
@@ -149,15 +204,15 @@ pub async fn schedule(rt: &Runtime, job: Job, overwrite: bool) -> Result<(), Api
             format!("failed to schedule job due to: {e}"),
         )
     })?;
-    let j = jobs(rt)?;
-    match j
+    let (j, a) = jobs(rt)?;
+    match a
         .engine
         .put(&j.owner, &job, plan.first, plan.expires, overwrite)
         .await
     {
         Ok(()) => {
             rt.metrics.job_created();
-            if let Some(s) = j.scheduler.get() {
+            if let Some(s) = &a.scheduler {
                 s.wake();
             }
             Ok(())
@@ -170,7 +225,7 @@ pub async fn schedule(rt: &Runtime, job: Job, overwrite: bool) -> Result<(), Api
                 "failed to schedule job due to: job already exists: '{key}' (set overwrite to replace it)"
             ),
         )),
-        Err(e) => Err(j.unavailable("DAPR_SCHEDULER_SCHEDULE_JOB", "scheduling the job", e)),
+        Err(e) => Err(a.unavailable("DAPR_SCHEDULER_SCHEDULE_JOB", "scheduling the job", e)),
     }
 }
 
@@ -178,8 +233,8 @@ pub async fn get(rt: &Runtime, name: &str) -> Result<Job, ApiError> {
     if name.is_empty() {
         return Err(bad("DAPR_SCHEDULER_JOB_NAME_EMPTY", "Name is empty"));
     }
-    let j = jobs(rt)?;
-    match j.engine.get(&j.owner, name).await {
+    let (j, a) = jobs(rt)?;
+    match a.engine.get(&j.owner, name).await {
         Ok(Some(job)) => Ok(job),
         // daprd's answer for a job that is not there.
         Ok(None) => Err(ApiError::new(
@@ -188,7 +243,7 @@ pub async fn get(rt: &Runtime, name: &str) -> Result<Job, ApiError> {
             "DAPR_SCHEDULER_GET_JOB",
             format!("failed to get job due to: job not found: {name}"),
         )),
-        Err(e) => Err(j.unavailable("DAPR_SCHEDULER_GET_JOB", "getting the job", e)),
+        Err(e) => Err(a.unavailable("DAPR_SCHEDULER_GET_JOB", "getting the job", e)),
     }
 }
 
@@ -196,38 +251,51 @@ pub async fn delete(rt: &Runtime, name: &str) -> Result<(), ApiError> {
     if name.is_empty() {
         return Err(bad("DAPR_SCHEDULER_JOB_NAME_EMPTY", "Name is empty"));
     }
-    let j = jobs(rt)?;
-    j.engine
+    let (j, a) = jobs(rt)?;
+    a.engine
         .delete(&j.owner, name)
         .await
-        .map_err(|e| j.unavailable("DAPR_SCHEDULER_DELETE_JOB", "deleting the job", e))
+        .map_err(|e| a.unavailable("DAPR_SCHEDULER_DELETE_JOB", "deleting the job", e))
 }
 
 pub async fn delete_prefix(rt: &Runtime, prefix: &str) -> Result<(), ApiError> {
-    let j = jobs(rt)?;
-    j.engine
+    let (j, a) = jobs(rt)?;
+    a.engine
         .delete_prefix(&j.owner, prefix)
         .await
         .map(|_| ())
-        .map_err(|e| j.unavailable("DAPR_SCHEDULER_DELETE_JOB", "deleting the jobs", e))
+        .map_err(|e| a.unavailable("DAPR_SCHEDULER_DELETE_JOB", "deleting the jobs", e))
 }
 
 pub async fn list(rt: &Runtime) -> Result<Vec<Job>, ApiError> {
-    let j = jobs(rt)?;
-    j.engine
+    let (j, a) = jobs(rt)?;
+    a.engine
         .list(&j.owner)
         .await
-        .map_err(|e| j.unavailable("DAPR_SCHEDULER_LIST_JOBS", "listing the jobs", e))
+        .map_err(|e| a.unavailable("DAPR_SCHEDULER_LIST_JOBS", "listing the jobs", e))
 }
 
 /// Starts firing jobs at the app (called when the app is ready; once).
 pub fn start(rt: &Arc<Runtime>) {
     let Some(app) = rt.app.clone() else { return };
-    match jobs(rt) {
-        Ok(j) => j.start(app, rt.metrics.clone()),
-        Err(e) => {
-            tracing::warn!(error = %e.message, "jobs: not firing: the job engine is not available")
-        }
+    let j = rt.jobs.get_or_init(|| Jobs::new(rt));
+    if j.fire.set((app, rt.metrics.clone())).is_err() {
+        return;
+    }
+    // The engine opened before the app was up has no scheduler: open it
+    // again with one.
+    *j.active.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    if let Err(e) = j.active(rt) {
+        tracing::warn!(error = %e.message, "jobs: not firing yet: the job engine is not available");
+    }
+}
+
+/// After a reload: moves to the engine the new configuration chooses.
+pub fn reconfigure(rt: &Runtime) {
+    if let Some(j) = rt.jobs.get()
+        && let Err(e) = j.active(rt)
+    {
+        tracing::warn!(error = %e.message, "jobs: the job engine is not available");
     }
 }
 

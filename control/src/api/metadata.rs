@@ -111,7 +111,17 @@ pub fn build(runtime: &Runtime) -> rt::GetMetadataResponse {
             host_ready: false,
             placement: "placement: disconnected".into(),
         }),
-        scheduler: None,
+        // daprd lists the scheduler instances it is connected to; tandem
+        // the engine its jobs live in.
+        scheduler: Some(rt::MetadataScheduler {
+            connected_addresses: match &snap.coordination {
+                Some((_, c)) => c.addresses.clone(),
+                None => vec![format!(
+                    "sqlite://{}",
+                    crate::home::dir().join("jobs.db").display()
+                )],
+            },
+        }),
         workflows: Some(rt::MetadataWorkflows {
             connected_workers: 0,
         }),

@@ -5,6 +5,7 @@
 pub mod bindings;
 pub mod configuration;
 pub mod conversation;
+pub mod coordination;
 pub mod crypto;
 pub mod dapr_metadata;
 pub mod lock;
@@ -35,6 +36,7 @@ pub enum Live {
     Configuration(Arc<dyn configuration::ConfigurationStore>),
     Conversation(Arc<dyn conversation::Conversation>),
     Crypto(Arc<dyn crypto::KeyStore>),
+    Coordination(coordination::Coordination),
 }
 
 impl Live {
@@ -54,9 +56,11 @@ impl Live {
                 }
                 f
             }
-            Live::Lock(_) | Live::Configuration(_) | Live::Conversation(_) | Live::Crypto(_) => {
-                Vec::new()
-            }
+            Live::Lock(_)
+            | Live::Configuration(_)
+            | Live::Conversation(_)
+            | Live::Crypto(_)
+            | Live::Coordination(_) => Vec::new(),
         }
     }
 }
@@ -261,6 +265,10 @@ const REGISTRY: &[Registration] = &[
         },
     },
     Registration {
+        type_name: "coordination.etcd",
+        build: |m| coordination::etcd(m).map(Live::Coordination),
+    },
+    Registration {
         type_name: "crypto.dapr.jwks",
         build: |m| {
             tokio::runtime::Handle::current()
@@ -413,6 +421,8 @@ pub struct LiveComponents {
     pub configuration_stores: BTreeMap<String, Arc<dyn configuration::ConfigurationStore>>,
     pub conversations: BTreeMap<String, ConversationComponent>,
     pub crypto: BTreeMap<String, Arc<dyn crypto::KeyStore>>,
+    /// The one coordination component, by name (none: the embedded engine).
+    pub coordination: Option<(String, coordination::Coordination)>,
     pub registered: Vec<RegisteredComponent>,
     /// Every live component with the resource it was made from: a reload
     /// keeps the instances whose resource did not change.
@@ -510,6 +520,18 @@ pub async fn init_all(
                     }
                     Live::Crypto(store) => {
                         live.crypto.insert(name.clone(), store);
+                    }
+                    Live::Coordination(engine) => {
+                        if let Some((first, _)) = &live.coordination {
+                            return Err(InitError {
+                                component: name,
+                                message: format!(
+                                    "only one coordination component may be loaded and `{first}` already is; remove one of the two (this one is defined at {})",
+                                    loaded.source
+                                ),
+                            });
+                        }
+                        live.coordination = Some((name.clone(), engine));
                     }
                     Live::Conversation(llm) => {
                         live.conversations.insert(
