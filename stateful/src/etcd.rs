@@ -25,7 +25,9 @@ use crate::engine::{Claim, Engine, EngineError, EngineFuture, Owner, Settle};
 use crate::job::Job;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tandem_proto::etcd::{
@@ -52,6 +54,17 @@ pub struct Etcd {
     prefix: String,
     timeout: Duration,
     what: String,
+    /// The records this handle's claims wrote, by job and token: a settle
+    /// writes from them without reading the job first.
+    claimed: Mutex<HashMap<(String, u64), Record>>,
+}
+
+/// What became of a guarded write.
+enum Swapped {
+    /// Written at this revision.
+    Done(i64),
+    /// Changed meanwhile: the record as it is now (`None`: gone).
+    Lost(Option<(Record, i64)>),
 }
 
 /// Keys read per range request (and per batched read).
@@ -205,6 +218,7 @@ impl Etcd {
             current: AtomicUsize::new(0),
             prefix,
             timeout: options.timeout,
+            claimed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -368,8 +382,9 @@ impl Etcd {
         ops
     }
 
-    /// Replaces `old` (written at `revision`) by `new` if nobody changed
-    /// it meanwhile; answers whether it did, and the revision written.
+    /// Replaces `old` (written at its revision; `None`: no job) by `new`
+    /// (`None`: deleted) if nobody changed it meanwhile, in one round trip:
+    /// when somebody did, the answer carries the record as it is now.
     async fn swap(
         &self,
         doing: &str,
@@ -377,31 +392,41 @@ impl Etcd {
         name: &str,
         old: Option<(&Record, i64)>,
         new: Option<&Record>,
-    ) -> Result<Option<i64>, EngineError> {
+    ) -> Result<Swapped, EngineError> {
         let revision = old.map(|(_, r)| r).unwrap_or(0);
+        let key = self.job_key(owner, name);
         let req = TxnRequest {
-            compare: vec![unchanged_since(self.job_key(owner, name), revision)],
+            compare: vec![unchanged_since(key.clone(), revision)],
             success: self.rewrite(owner, name, old.map(|(r, _)| r), new),
-            failure: Vec::new(),
+            failure: vec![get_op(key)],
         };
         let done = self.txn(doing, req).await?;
-        Ok(done
-            .succeeded
-            .then(|| done.header.map(|h| h.revision).unwrap_or(0)))
+        if done.succeeded {
+            return Ok(Swapped::Done(done.header.map(|h| h.revision).unwrap_or(0)));
+        }
+        let now = match done.responses.into_iter().next().and_then(|r| r.response) {
+            Some(response_op::Response::ResponseRange(r)) => r.kvs.into_iter().next(),
+            _ => None,
+        };
+        Ok(Swapped::Lost(match now {
+            Some(kv) => Some((decode(&kv.value)?, kv.mod_revision)),
+            None => None,
+        }))
     }
 
     /// Deletes `name` if it exists; answers whether it did.
     async fn remove(&self, owner: &Owner, name: &str) -> Result<bool, EngineError> {
+        let mut now = self.read(owner, name).await?;
         for _ in 0..RACES {
-            let Some((old, rev)) = self.read(owner, name).await? else {
+            let Some((old, rev)) = now else {
                 return Ok(false);
             };
-            if self
+            match self
                 .swap("deleting a job", owner, name, Some((&old, rev)), None)
                 .await?
-                .is_some()
             {
-                return Ok(true);
+                Swapped::Done(_) => return Ok(true),
+                Swapped::Lost(current) => now = current,
             }
         }
         Err(self.busy("deleting a job"))
@@ -457,14 +482,23 @@ impl Etcd {
             self.txn("removing a stray due key", req).await?;
             return Ok(None);
         };
-        if old.slot() > lease.now {
-            // Moved on since the due keys were read.
+        if self.due_key(owner, &old, name) != due_key {
+            // Moved on since the due keys were read, or a key no write of
+            // this engine leaves (removed so it cannot fill every claim).
+            if old.slot() <= lease.now {
+                let req = TxnRequest {
+                    compare: vec![unchanged_since(self.job_key(owner, name), rev)],
+                    success: vec![delete_op(due_key.to_vec())],
+                    failure: Vec::new(),
+                };
+                self.txn("removing a stray due key", req).await?;
+            }
             return Ok(None);
         }
         let mut new = old.clone();
         new.holder = Some(lease.holder.to_string());
         new.lease_until = lease.until;
-        let Some(token) = self
+        let Swapped::Done(token) = self
             .swap(
                 "claiming a due job",
                 owner,
@@ -476,6 +510,10 @@ impl Etcd {
         else {
             return Ok(None);
         };
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((name.to_string(), token as u64), new);
         Ok(Some(Claim {
             job: old.job,
             due: old.next,
@@ -522,8 +560,10 @@ impl Engine for Etcd {
                 holder: None,
                 lease_until: 0,
             };
+            // Tried as a new job first: one round trip when it is, and
+            // the job as it is otherwise.
+            let mut old: Option<(Record, i64)> = None;
             for _ in 0..RACES {
-                let old = self.read(owner, &job.name).await?;
                 if let Some((o, _)) = &old
                     && !overwrite
                 {
@@ -539,13 +579,13 @@ impl Engine for Etcd {
                         job.name
                     )));
                 }
-                let old = old.as_ref().map(|(r, rev)| (r, *rev));
-                if self
-                    .swap("storing a job", owner, &job.name, old, Some(&new))
+                let was = old.as_ref().map(|(r, rev)| (r, *rev));
+                match self
+                    .swap("storing a job", owner, &job.name, was, Some(&new))
                     .await?
-                    .is_some()
                 {
-                    return Ok(());
+                    Swapped::Done(_) => return Ok(()),
+                    Swapped::Lost(now) => old = now,
                 }
             }
             Err(self.busy("storing a job"))
@@ -663,8 +703,19 @@ impl Engine for Etcd {
         outcome: Settle,
     ) -> EngineFuture<'a, ()> {
         Box::pin(async move {
-            let Some((old, rev)) = self.read(owner, name).await? else {
-                return Ok(());
+            // The record this handle's claim wrote; read only when another
+            // handle claimed it.
+            let mine = self
+                .claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(name.to_string(), token));
+            let (old, rev) = match mine {
+                Some(r) => (r, token as i64),
+                None => match self.read(owner, name).await? {
+                    Some(found) => found,
+                    None => return Ok(()),
+                },
             };
             if u64::try_from(rev).ok() != Some(token) {
                 // Replaced, deleted and made again, or claimed by another
