@@ -505,6 +505,51 @@ def test_dead_letter_reaches_the_apps_own_dead_letter_handler(broker, app, tmp_p
     assert line.endswith(f"dead letter via {topic}-dead originally {topic} {{'order': 9}}"), run.output()
 
 
+def test_quickstart_jobs_javascript_http_with_run_f_dot(tmp_path, tandem_env):
+    """Dapr's jobs quickstart (JavaScript, HTTP) in its shape, run as its
+    README runs it: `tandem run -f .` on its dapr.yaml (fixed ports,
+    `schedulerHostAddress: localhost`, `npm run start`); the scheduler app
+    schedules jobs for job-service through job-service's sidecar, and
+    job-service's `POST /job/<name>` handler prints the lines the README
+    matches."""
+    import shutil
+    import signal
+
+    root = tmp_path / "quickstarts"
+    shutil.copytree(os.path.join(HERE, "quickstart"), root)
+    app_dir = root / "jobs" / "javascript" / "http"
+    proc = subprocess.Popen(
+        tandem_cmd("run", "-f", "."), cwd=app_dir, env=tandem_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    out = ""
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and "Executing maintenance job: Limb Calibration" not in out:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        out += rest
+    lines = out.splitlines()
+    for want in [
+        "== APP - job-scheduler == Job Scheduled: R2-D2",
+        "== APP - job-scheduler == Job Scheduled: C-3PO",
+        "== APP - job-service == Received job request...",
+        "== APP - job-service == Starting droid: R2-D2",
+        "== APP - job-service == Executing maintenance job: Oil Change",
+        "== APP - job-service == Starting droid: C-3PO",
+        "== APP - job-service == Executing maintenance job: Limb Calibration",
+    ]:
+        assert want in lines, out
+    details = [l for l in lines if l.startswith("== APP - job-scheduler == Job details: ")]
+    assert len(details) == 2 and '"name":"R2-D2"' in details[0] and '"dueTime":"2s"' in details[0], out
+    # Each job fired once: dueTime jobs without a schedule run one time.
+    assert out.count("Executing maintenance job: Oil Change") == 1, out
+
+
 def test_quickstart_pub_sub_with_run_f_dot(tmp_path, tandem_env):
     """Dapr's pub/sub quickstart as its README runs it: `dapr run -f .` (here
     `tandem run -f .`) in the folder holding dapr.yaml; a plain Flask
