@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 type Hits = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
 
 /// An HTTP app: records each request; `/job/fails` answers 500,
-/// `/job/nohandler` 404, and `/job/slow-first` hangs the first time.
+/// `/job/nohandler` 404, `/job/slow-first` hangs the first time and
+/// `/job/slow` takes 1.5 s every time.
 async fn app(hits: Hits) -> u16 {
     common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
         let hits = hits.clone();
@@ -34,11 +35,15 @@ async fn app(hits: Hits) -> u16 {
             };
             let first_slow = path == "/job/slow-first"
                 && !hits.lock().unwrap().iter().any(|(p, _, _)| *p == path);
+            let slow = path == "/job/slow";
             if path.starts_with("/job/") {
                 hits.lock().unwrap().push((path, ct, body));
             }
             if first_slow {
                 tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            if slow {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
             }
             hyper::Response::builder()
                 .status(status)
@@ -419,7 +424,7 @@ async fn grpc_jobs_schedule_list_and_delete_by_prefix() {
 }
 
 /// Two sidecars of one app on one host share the triggers: every tick of
-/// 60 repeating jobs fires exactly once while both are up.
+/// 1,000 repeating jobs (3,000 ticks) fires exactly once while both are up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sidecars_of_one_app_fire_each_tick_once() {
     let hits: Hits = Arc::default();
@@ -435,20 +440,22 @@ async fn two_sidecars_of_one_app_fire_each_tick_once() {
                 .start()
         };
         let (a, b) = (start(), start());
-        for i in 0..60 {
+        for i in 0..1000 {
             let r = post(
                 &a,
                 &format!("/v1.0-alpha1/jobs/tick-{i}"),
-                r#"{"schedule":"@every 1s","repeats":3,"dueTime":"1s"}"#,
+                r#"{"schedule":"@every 1s","repeats":3,"dueTime":"2s"}"#,
             );
             assert_eq!(r.status, 204, "{}", r.text());
         }
-        wait_for("180 triggers", || hits.lock().unwrap().len() >= 180);
+        wait_for("3,000 triggers", || hits.lock().unwrap().len() >= 3000);
         std::thread::sleep(Duration::from_millis(1500));
-        for i in 0..60 {
-            assert_eq!(fired(&hits, &format!("tick-{i}")).len(), 3, "tick-{i}");
+        let mut per_job = std::collections::HashMap::<String, usize>::new();
+        for (path, _, _) in hits.lock().unwrap().iter() {
+            *per_job.entry(path.clone()).or_default() += 1;
         }
-        assert_eq!(hits.lock().unwrap().len(), 180);
+        assert_eq!(per_job.len(), 1000);
+        assert!(per_job.values().all(|n| *n == 3), "{per_job:?}");
         for s in [&a, &b] {
             assert!(
                 s.stderr.text().contains("firing this app's jobs"),
@@ -626,6 +633,102 @@ async fn a_trigger_in_flight_on_a_killed_sidecar_fires_again_on_the_other() {
         // At least once, not a burst: the slow job fired twice in all.
         std::thread::sleep(Duration::from_millis(1000));
         assert_eq!(count(&hits, "slow-first"), 2);
+    })
+    .await
+    .unwrap();
+}
+
+/// A `coordination.etcd` component added to a running sidecar's resources
+/// folder moves its jobs API (and scheduler) to etcd without a restart;
+/// removing it moves them back to the embedded file, whose jobs are still
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_and_removing_the_etcd_component_moves_the_jobs_api_without_a_restart() {
+    let hits: Hits = Arc::default();
+    let port = app(hits.clone()).await;
+    tokio::task::spawn_blocking(move || {
+        let cluster = tandem_stateful::etcd_cluster::Cluster::start(3);
+        let with_etcd = etcd_resources(&cluster, "jobs-etcd-reload");
+        let res = TempDir::new("jobs-reload-res");
+        let homes = [TempDir::new("jobs-reload-a"), TempDir::new("jobs-reload-b")];
+        let start = |home: &TempDir, res: &TempDir| {
+            sidecar()
+                .app_id("jobs-reload")
+                .args(["--app-port", &port.to_string()])
+                .args(["--resources-path", res.path().to_str().unwrap()])
+                .env("TANDEM_HOME", home.path().to_str().unwrap())
+                .start()
+        };
+        let a = start(&homes[0], &res);
+        let r = post(&a, "/v1.0-alpha1/jobs/local", r#"{"dueTime":"1h"}"#);
+        assert_eq!(r.status, 204, "{}", r.text());
+        let scheduler = |s: &common::Sidecar| s.get("/v1.0/metadata").json()["scheduler"].clone();
+        assert!(
+            scheduler(&a)["connected_addresses"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("sqlite://"),
+            "{}",
+            scheduler(&a)
+        );
+        let yaml = std::fs::read_to_string(with_etcd.path().join("etcd.yaml")).unwrap();
+        res.write("etcd.yaml", &yaml);
+        wait_for("the reload onto etcd", || {
+            scheduler(&a)["connected_addresses"] == serde_json::json!(cluster.endpoints())
+        });
+        let r = post(&a, "/v1.0-alpha1/jobs/shared", r#"{"dueTime":"2s"}"#);
+        assert_eq!(r.status, 204, "{}", r.text());
+        // Another host on the same cluster sees it; not the local one.
+        let b = start(&homes[1], &with_etcd);
+        assert_eq!(b.get("/v1.0-alpha1/jobs/shared").status, 200);
+        assert_eq!(a.get("/v1.0-alpha1/jobs/local").status, 500);
+        wait_for("the etcd job firing", || count(&hits, "shared") == 1);
+        std::fs::remove_file(res.path().join("etcd.yaml")).unwrap();
+        wait_for("the reload back to the embedded file", || {
+            a.get("/v1.0-alpha1/jobs/local").status == 200
+        });
+        assert!(
+            a.stderr.text().contains("the coordination engine changed"),
+            "{}",
+            a.stderr.text()
+        );
+        assert_eq!(count(&hits, "shared"), 1);
+    })
+    .await
+    .unwrap();
+}
+
+/// A job deleted while its trigger is at the app: the trigger ends, the
+/// job is gone and fires no more; a due time in the past fires at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_deleted_while_it_fires_is_gone_and_nothing_is_stuck() {
+    let hits: Hits = Arc::default();
+    let port = app(hits.clone()).await;
+    let home = TempDir::new("jobs-delete-firing");
+    let home_path = home.path().display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let s = sidecar()
+            .app_id("jobs-delete-firing")
+            .args(["--app-port", &port.to_string()])
+            .env("TANDEM_HOME", &home_path)
+            .start();
+        let r = post(&s, "/v1.0-alpha1/jobs/slow", r#"{"schedule":"@every 1s"}"#);
+        assert_eq!(r.status, 204, "{}", r.text());
+        wait_for("the first trigger at the app", || count(&hits, "slow") == 1);
+        let r = common::http(s.http, "DELETE", "/v1.0-alpha1/jobs/slow", &[], b"").unwrap();
+        assert_eq!(r.status, 204, "{}", r.text());
+        std::thread::sleep(Duration::from_millis(3500));
+        assert_eq!(count(&hits, "slow"), 1, "fired after it was deleted");
+        assert_eq!(s.get("/v1.0-alpha1/jobs/slow").status, 500);
+        // The name is free again, and a due time in the past fires now.
+        let r = post(
+            &s,
+            "/v1.0-alpha1/jobs/slow",
+            r#"{"dueTime":"2020-01-01T00:00:00Z"}"#,
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+        wait_for("the past-due job", || count(&hits, "slow") == 2);
+        assert_eq!(s.get("/v1.0/healthz").status, 204);
     })
     .await
     .unwrap();

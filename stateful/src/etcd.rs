@@ -64,7 +64,7 @@ enum Swapped {
     /// Written at this revision.
     Done(i64),
     /// Changed meanwhile: the record as it is now (`None`: gone).
-    Lost(Option<(Record, i64)>),
+    Lost(Option<Box<(Record, i64)>>),
 }
 
 /// Keys read per range request (and per batched read).
@@ -409,7 +409,7 @@ impl Etcd {
             _ => None,
         };
         Ok(Swapped::Lost(match now {
-            Some(kv) => Some((decode(&kv.value)?, kv.mod_revision)),
+            Some(kv) => Some(Box::new((decode(&kv.value)?, kv.mod_revision))),
             None => None,
         }))
     }
@@ -426,7 +426,7 @@ impl Etcd {
                 .await?
             {
                 Swapped::Done(_) => return Ok(true),
-                Swapped::Lost(current) => now = current,
+                Swapped::Lost(current) => now = current.map(|b| *b),
             }
         }
         Err(self.busy("deleting a job"))
@@ -585,7 +585,7 @@ impl Engine for Etcd {
                     .await?
                 {
                     Swapped::Done(_) => return Ok(()),
-                    Swapped::Lost(now) => old = now,
+                    Swapped::Lost(now) => old = now.map(|b| *b),
                 }
             }
             Err(self.busy("storing a job"))

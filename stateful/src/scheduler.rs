@@ -104,14 +104,25 @@ async fn run(
     let (settled, mut outcomes) = mpsc::unbounded_channel::<Outcome>();
     {
         let (engine, owner, inner) = (engine.clone(), owner.clone(), inner.clone());
+        let places = permits.clone();
         tokio::spawn(async move {
             while let Some(first) = outcomes.recv().await {
                 let mut batch = vec![first];
-                while batch.len() < BATCH {
-                    match outcomes.try_recv() {
-                        Ok(o) => batch.push(o),
-                        Err(_) => break,
+                // Triggers still at the app may answer in a moment: give
+                // them one turn of the runtime to join this commit (one
+                // sync to disk for all) before writing.
+                for turn in 0..2 {
+                    while batch.len() < BATCH {
+                        match outcomes.try_recv() {
+                            Ok(o) => batch.push(o),
+                            Err(_) => break,
+                        }
                     }
+                    let others = BATCH - places.available_permits() - batch.len();
+                    if turn == 1 || others == 0 || batch.len() == BATCH {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
                 }
                 let (settles, permits): (Vec<_>, Vec<_>) =
                     batch.into_iter().map(|o| (o.settle, o.permit)).unzip();
@@ -131,18 +142,24 @@ async fn run(
         let Some(me) = inner.upgrade() else { return };
         let now = now_ms();
         let free = permits.available_permits();
-        let claims = if free == 0 {
-            Vec::new()
-        } else {
-            match engine
-                .claim(&owner, &holder, now, lease.as_millis() as i64, free)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, app_id = %owner.app_id, "jobs: cannot claim due jobs");
-                    Vec::new()
-                }
+        if free < BATCH / 2 {
+            // Claims are written (and synced) a batch at a time: wait for
+            // answers to free half the places rather than claim a few at a
+            // time (the outcome writer wakes this loop).
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = me.wake.notified() => {}
+            }
+            continue;
+        }
+        let claims = match engine
+            .claim(&owner, &holder, now, lease.as_millis() as i64, free)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, app_id = %owner.app_id, "jobs: cannot claim due jobs");
+                Vec::new()
             }
         };
         let full = !claims.is_empty() && claims.len() == free;
