@@ -480,6 +480,7 @@ fn etcd_resources(cluster: &tandem_stateful::etcd_cluster::Cluster, tag: &str) -
                 ("endpoints", &cluster.endpoints().join(",")),
                 ("keyPrefix", &format!("{tag}-{}", common::run_id())),
                 ("leaseDuration", "3s"),
+                ("timeout", "1s"),
             ],
         ),
     );

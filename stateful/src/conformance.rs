@@ -81,6 +81,7 @@ pub async fn run(a: &dyn Engine, b: &dyn Engine) {
         (got[0].due, got[0].ticks, got[0].attempts, got[0].expires),
         (1_500, 0, 0, None)
     );
+    assert_eq!(got[0].lease_until, 4_000, "claimed at 3,000 for 1,000 ms");
     assert!(
         b.claim(&app, "b", 3_000, 1_000, 10)
             .await
@@ -181,4 +182,56 @@ pub async fn run(a: &dyn Engine, b: &dyn Engine) {
     assert!(a.list(&app).await.unwrap().is_empty(), "{one:?}");
     assert_eq!(a.next_due(&app).await.unwrap(), None);
     assert_eq!(a.delete_prefix(&app, "").await.unwrap(), 0);
+
+    // Deleted and made anew while claimed: the old claim's token never
+    // matches the new job, however many times that one is claimed.
+    a.put(&app, &job("fresh", "@every 1s"), 30_000, None, false)
+        .await
+        .unwrap();
+    let old = a.claim(&app, "a", 30_000, 1_000, 10).await.unwrap();
+    assert_eq!(old.len(), 1);
+    a.delete(&app, "fresh").await.unwrap();
+    b.put(&app, &job("fresh", "@every 3s"), 30_000, None, false)
+        .await
+        .unwrap();
+    let new = b.claim(&app, "b", 31_000, 1_000, 10).await.unwrap();
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0].token, old[0].token, "a token came back");
+    for outcome in [
+        Settle::Next {
+            next: None,
+            ticks: 1,
+        },
+        Settle::Retry {
+            at: 99_000,
+            attempts: 3,
+        },
+    ] {
+        a.settle(&app, "fresh", old[0].token, outcome)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        a.get(&app, "fresh")
+            .await
+            .unwrap()
+            .unwrap()
+            .schedule
+            .as_deref(),
+        Some("@every 3s"),
+        "a stale settle touched the new job"
+    );
+    b.settle(
+        &app,
+        "fresh",
+        new[0].token,
+        Settle::Next {
+            next: Some(40_000),
+            ticks: 1,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.next_due(&app).await.unwrap(), Some(40_000));
+    a.delete_prefix(&app, "").await.unwrap();
 }

@@ -45,8 +45,13 @@ pub struct Claim {
     /// Failed tries of this tick so far.
     pub attempts: u32,
     /// Proves the claim when it is settled: a job replaced or deleted
-    /// meanwhile is not touched.
+    /// meanwhile is not touched (tokens of one job never repeat, even
+    /// across a delete and a new job of the same name).
     pub token: u64,
+    /// The claim is this sidecar's until then (Unix ms, its own clock):
+    /// after that another may take the tick, so a trigger is not started
+    /// (nor waited for) past it.
+    pub lease_until: i64,
 }
 
 /// What became of a claimed tick.

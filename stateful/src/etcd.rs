@@ -69,6 +69,12 @@ enum Swapped {
 
 /// Keys read per range request (and per batched read).
 const PAGE: usize = 500;
+/// Whole records read per range request: a record holds at most 256 KiB
+/// of data (base64 in JSON, about 350 KiB), so a page stays well under the
+/// 64 MiB an answer may be.
+const RECORD_PAGE: usize = 100;
+/// Claims remembered for settling before those whose leases ended go.
+const CLAIMED_KEPT: usize = 1024;
 /// Tries of a read-then-write that lost a race.
 const RACES: usize = 8;
 
@@ -290,7 +296,7 @@ impl Etcd {
             let req = RangeRequest {
                 key: from.clone(),
                 range_end: end.clone(),
-                limit: PAGE as i64,
+                limit: if keys_only { PAGE } else { RECORD_PAGE } as i64,
                 keys_only,
                 ..Default::default()
             };
@@ -439,10 +445,12 @@ impl Etcd {
         ))
     }
 
-    /// Reads the records at `keys` (batched), in order; `None` where gone.
+    /// Reads the records at `keys` (batched), in order; `None` where gone
+    /// or unreadable (a record this build cannot decode is logged and
+    /// passed over, not allowed to fail every claim).
     async fn read_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<(Record, i64)>>, EngineError> {
         let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(100) {
+        for chunk in keys.chunks(RECORD_PAGE) {
             let req = TxnRequest {
                 compare: Vec::new(),
                 success: chunk.iter().map(|k| get_op(k.clone())).collect(),
@@ -455,7 +463,13 @@ impl Etcd {
                     _ => None,
                 };
                 out.push(match kv {
-                    Some(kv) => Some((decode(&kv.value)?, kv.mod_revision)),
+                    Some(kv) => match decode(&kv.value) {
+                        Ok(r) => Some((r, kv.mod_revision)),
+                        Err(e) => {
+                            tracing::warn!(key = %String::from_utf8_lossy(&kv.key), error = %e, "jobs: skipping a stored job");
+                            None
+                        }
+                    },
                     None => None,
                 });
             }
@@ -474,6 +488,7 @@ impl Etcd {
     ) -> Result<Option<Claim>, EngineError> {
         let Some((old, rev)) = found else {
             // A due key without its job (never written so; kept clean).
+            // An unreadable job is left alone: the compare needs no job.
             let req = TxnRequest {
                 compare: vec![unchanged_since(self.job_key(owner, name), 0)],
                 success: vec![delete_op(due_key.to_vec())],
@@ -510,10 +525,15 @@ impl Etcd {
         else {
             return Ok(None);
         };
-        self.claimed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((name.to_string(), token as u64), new);
+        {
+            let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+            // Claims never settled here (the sidecar gave up on them, or
+            // another settled them) go once their leases end.
+            if claimed.len() >= CLAIMED_KEPT {
+                claimed.retain(|_, r| r.lease_until > lease.now);
+            }
+            claimed.insert((name.to_string(), token as u64), new);
+        }
         Ok(Some(Claim {
             job: old.job,
             due: old.next,
@@ -521,6 +541,7 @@ impl Etcd {
             ticks: old.ticks,
             attempts: old.attempts,
             token: token as u64,
+            lease_until: lease.until,
         }))
     }
 }
@@ -569,7 +590,11 @@ impl Engine for Etcd {
                 {
                     // The same job put twice (a retried request that was
                     // applied) is no conflict.
-                    if o.job == new.job && o.next == new.next && o.ticks == 0 && o.holder.is_none()
+                    if o.job == new.job
+                        && o.next == new.next
+                        && o.expires == new.expires
+                        && o.ticks == 0
+                        && o.holder.is_none()
                     {
                         return Ok(());
                     }
@@ -685,13 +710,25 @@ impl Engine for Etcd {
                     .map(|((key, name), found)| self.claim_one(owner, name, key, found, &lease)),
             )
             .await;
+            // One job's failure does not undo the others' claims (their
+            // leases are written): they are handed out, the failure logged;
+            // only when nothing was claimed is it the caller's error.
             let mut out = Vec::with_capacity(claimed.len());
+            let mut failure = None;
             for c in claimed {
-                if let Some(c) = c? {
-                    out.push(c);
+                match c {
+                    Ok(Some(c)) => out.push(c),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, app_id = %owner.app_id, "jobs: cannot claim a due job");
+                        failure.get_or_insert(e);
+                    }
                 }
             }
-            Ok(out)
+            match failure {
+                Some(e) if out.is_empty() => Err(e),
+                _ => Ok(out),
+            }
         })
     }
 

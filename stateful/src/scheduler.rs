@@ -98,6 +98,7 @@ async fn run(
     lease: Duration,
 ) {
     let answer_within = lease * 2 / 3;
+    let margin = margin(lease);
     let permits = Arc::new(Semaphore::new(BATCH));
     // Outcomes are written in batches (a group commit: one sync for many
     // triggers); a trigger's permit is held until its outcome is written.
@@ -158,8 +159,14 @@ async fn run(
         {
             Ok(c) => c,
             Err(e) => {
+                // The engine is down or failing: look again after a pause
+                // (not at once: the due jobs it still reports are due).
                 tracing::warn!(error = %e, app_id = %owner.app_id, "jobs: cannot claim due jobs");
-                Vec::new()
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = me.wake.notified() => {}
+                }
+                continue;
             }
         };
         let full = !claims.is_empty() && claims.len() == free;
@@ -169,7 +176,7 @@ async fn run(
             };
             let (owner, deliver, settled) = (owner.clone(), deliver.clone(), settled.clone());
             tokio::spawn(async move {
-                let settle = fire(&owner, &*deliver, claim, answer_within).await;
+                let settle = fire(&owner, &*deliver, claim, answer_within, margin).await;
                 let _ = settled.send(Outcome { settle, permit });
             });
         }
@@ -231,13 +238,34 @@ struct Outcome {
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// How long before its lease ends a trigger must be answered: another
+/// sidecar may take the tick once the lease is over, and clocks differ a
+/// little.
+fn margin(lease: Duration) -> Duration {
+    (lease / 6).min(Duration::from_secs(2))
+}
+
 async fn fire(
     owner: &Owner,
     deliver: &dyn Deliver,
     claim: Claim,
-    within: Duration,
+    answer_within: Duration,
+    margin: Duration,
 ) -> (String, u64, Settle) {
     let name = claim.job.name.clone();
+    // Never in flight past the lease: a claim that waited (a slow engine,
+    // a busy sidecar) gets what is left of it, and one with too little
+    // left goes back at once, its attempts unchanged, for the next look.
+    let left = claim.lease_until - now_ms() - margin.as_millis() as i64;
+    if left < margin.as_millis() as i64 {
+        tracing::debug!(job = %name, app_id = %owner.app_id, "jobs: claim too close to its lease's end, given back");
+        let settle = Settle::Retry {
+            at: claim.due,
+            attempts: claim.attempts,
+        };
+        return (name, claim.token, settle);
+    }
+    let within = answer_within.min(Duration::from_millis(left as u64));
     let delivered =
         match tokio::time::timeout(within, deliver.deliver(claim.job.clone(), claim.due)).await {
             Ok(d) => d,
@@ -370,6 +398,7 @@ mod tests {
             ticks: 4,
             attempts,
             token: 1,
+            lease_until: 0,
         };
         let c = claim(FailurePolicy::default(), 0);
         assert_eq!(
@@ -424,6 +453,76 @@ mod tests {
                 next: Some(110_500),
                 ticks: 5
             }
+        );
+    }
+
+    /// An app that takes every trigger and never answers.
+    struct Silent(Mutex<u32>);
+
+    impl Deliver for Arc<Silent> {
+        fn deliver(&self, _job: Job, _due: i64) -> BoxFuture<'static, Result<(), String>> {
+            *self.0.lock().unwrap() += 1;
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trigger_is_never_in_flight_past_its_lease() {
+        let owner = Owner {
+            namespace: "default".into(),
+            app_id: "app".into(),
+        };
+        let app = Arc::new(Silent(Mutex::new(0)));
+        let claim = |lease_until: i64| Claim {
+            job: Job {
+                name: "j".into(),
+                schedule: Some("@every 10s".into()),
+                ..Job::default()
+            },
+            due: 1_000,
+            expires: None,
+            ticks: 0,
+            attempts: 2,
+            token: 7,
+            lease_until,
+        };
+        let margin = Duration::from_millis(100);
+        // Too little of the lease left: given back untried, attempts kept.
+        let (_, token, settle) = fire(
+            &owner,
+            &app,
+            claim(now_ms() + 150),
+            Duration::from_secs(20),
+            margin,
+        )
+        .await;
+        assert_eq!(*app.0.lock().unwrap(), 0);
+        assert_eq!(token, 7);
+        assert_eq!(
+            settle,
+            Settle::Retry {
+                at: 1_000,
+                attempts: 2
+            }
+        );
+        // Some left: the app gets what remains less the margin, not the
+        // full time to answer.
+        let started = std::time::Instant::now();
+        let (_, _, settle) = fire(
+            &owner,
+            &app,
+            claim(now_ms() + 600),
+            Duration::from_secs(20),
+            margin,
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(*app.0.lock().unwrap(), 1);
+        assert!(took < Duration::from_millis(600), "{took:?}");
+        assert!(took >= Duration::from_millis(400), "{took:?}");
+        assert!(
+            matches!(settle, Settle::Retry { attempts: 3, .. }),
+            "{settle:?}"
         );
     }
 }

@@ -3,7 +3,10 @@
 //! same transaction that found the job due, so two sidecars never hold one
 //! tick at once, and a sidecar that dies holding one loses it when the
 //! lease ends. Each row carries a version that every change bumps: a claim
-//! settles only against the version it took.
+//! settles only against the version it took. A new row's version starts
+//! above every version a deleted row ever had (`tandem_jobs_seq` keeps the
+//! highest), so a job deleted and made anew under the same name never
+//! hands out a token of the old one.
 
 use crate::engine::{Claim, Engine, EngineError, EngineFuture, Owner, Settle};
 use crate::job::Job;
@@ -32,7 +35,22 @@ CREATE TABLE IF NOT EXISTS tandem_jobs (
     PRIMARY KEY (owner, name)
 );
 CREATE INDEX IF NOT EXISTS tandem_jobs_due ON tandem_jobs (owner, next_ms);
+CREATE TABLE IF NOT EXISTS tandem_jobs_seq (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    v INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO tandem_jobs_seq (id, v)
+    SELECT 1, COALESCE(MAX(version), 0) FROM tandem_jobs;
 ";
+
+/// Raises the floor of new rows' versions above the rows `filter` picks
+/// (about to be deleted; `?1` is the owner, `?2` the name or pattern).
+fn retire(filter: &str) -> String {
+    format!(
+        "UPDATE tandem_jobs_seq SET v = MAX(v, COALESCE(
+           (SELECT MAX(version) FROM tandem_jobs WHERE {filter}), 0)) WHERE id = 1"
+    )
+}
 
 fn failed(what: &str) -> impl Fn(rusqlite::Error) -> EngineError + '_ {
     move |e| EngineError::Unavailable(format!("{what}: {e}"))
@@ -124,11 +142,18 @@ fn settle_one(
 ) -> rusqlite::Result<usize> {
     let token = i64::try_from(token).unwrap_or(-1);
     match outcome {
-        Settle::Next { next: None, .. } => c
-            .prepare_cached(
-                "DELETE FROM tandem_jobs WHERE owner = ?1 AND name = ?2 AND version = ?3",
-            )?
-            .execute(params![key, name, token]),
+        Settle::Next { next: None, .. } => {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM tandem_jobs WHERE owner = ?1 AND name = ?2 AND version = ?3",
+                )?
+                .execute(params![key, name, token])?;
+            if n > 0 {
+                c.prepare_cached("UPDATE tandem_jobs_seq SET v = MAX(v, ?1) WHERE id = 1")?
+                    .execute(params![token])?;
+            }
+            Ok(n)
+        }
         Settle::Next {
             next: Some(at),
             ticks,
@@ -167,8 +192,8 @@ impl Engine for Sqlite {
                 // Replaced: progress and any lease start again; the
                 // version moves on so an old claim cannot settle it.
                 c.execute(
-                    "INSERT INTO tandem_jobs (owner, name, job, next_ms, expires_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO tandem_jobs (owner, name, job, next_ms, expires_ms, version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, (SELECT v + 1 FROM tandem_jobs_seq))
                      ON CONFLICT (owner, name) DO UPDATE SET job = excluded.job,
                        next_ms = excluded.next_ms, expires_ms = excluded.expires_ms, ticks = 0,
                        attempts = 0, holder = NULL, lease_until = 0, version = version + 1",
@@ -179,8 +204,8 @@ impl Engine for Sqlite {
             }
             let n = c
                 .execute(
-                    "INSERT INTO tandem_jobs (owner, name, job, next_ms, expires_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO tandem_jobs (owner, name, job, next_ms, expires_ms, version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, (SELECT v + 1 FROM tandem_jobs_seq))
                      ON CONFLICT (owner, name) DO NOTHING",
                     params![key, name, text, first, expires],
                 )
@@ -210,24 +235,38 @@ impl Engine for Sqlite {
     fn delete<'a>(&'a self, owner: &'a Owner, name: &'a str) -> EngineFuture<'a, ()> {
         let (key, name, what) = (owner.key(), name.to_string(), self.what.clone());
         Box::pin(self.with(move |c| {
-            c.execute(
+            let fail = failed(&what);
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&fail)?;
+            tx.execute(&retire("owner = ?1 AND name = ?2"), params![key, name])
+                .map_err(&fail)?;
+            tx.execute(
                 "DELETE FROM tandem_jobs WHERE owner = ?1 AND name = ?2",
                 params![key, name],
             )
-            .map_err(failed(&what))?;
-            Ok(())
+            .map_err(&fail)?;
+            tx.commit().map_err(&fail)
         }))
     }
 
     fn delete_prefix<'a>(&'a self, owner: &'a Owner, prefix: &'a str) -> EngineFuture<'a, u64> {
         let (key, pattern, what) = (owner.key(), like_prefix(prefix), self.what.clone());
         Box::pin(self.with(move |c| {
-            let n = c
+            let fail = failed(&what);
+            let filter = "owner = ?1 AND name LIKE ?2 ESCAPE '\\'";
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&fail)?;
+            tx.execute(&retire(filter), params![key, pattern])
+                .map_err(&fail)?;
+            let n = tx
                 .execute(
-                    "DELETE FROM tandem_jobs WHERE owner = ?1 AND name LIKE ?2 ESCAPE '\\'",
+                    &format!("DELETE FROM tandem_jobs WHERE {filter}"),
                     params![key, pattern],
                 )
-                .map_err(failed(&what))?;
+                .map_err(&fail)?;
+            tx.commit().map_err(&fail)?;
             Ok(n as u64)
         }))
     }
@@ -299,18 +338,29 @@ impl Engine for Sqlite {
                      WHERE rowid = ?4",
                 )
                 .map_err(&fail)?;
+            let lease_until = now.saturating_add(lease_ms);
             for (text, due, ticks, attempts, version, expires, rowid) in found {
                 let token = version + 1;
                 lease
-                    .execute(params![holder, now.saturating_add(lease_ms), token, rowid])
+                    .execute(params![holder, lease_until, token, rowid])
                     .map_err(&fail)?;
+                // A record this build cannot read stays leased (looked at
+                // again when the lease ends) rather than failing the batch.
+                let job = match decode(&text) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        tracing::warn!(owner = %key, row = rowid, error = %e, "jobs: skipping a stored job");
+                        continue;
+                    }
+                };
                 claims.push(Claim {
-                    job: decode(&text)?,
+                    job,
                     due,
                     expires,
                     ticks,
                     attempts,
                     token: token as u64,
+                    lease_until,
                 });
             }
             drop(lease);

@@ -31,6 +31,9 @@ pub struct Jobs {
     )>,
     /// This sidecar's name as a lease holder.
     holder: String,
+    /// The embedded engine once opened (kept: opened once, not on every
+    /// switch back to it).
+    embedded: Mutex<Option<(Arc<dyn Engine>, String)>>,
 }
 
 /// An engine, the coordination component it came from, and the scheduler
@@ -41,7 +44,9 @@ pub struct Active {
     what: String,
     /// The component's engine (`None`: the embedded one).
     from: Option<Arc<dyn Engine>>,
-    scheduler: Option<Scheduler>,
+    /// Taken out (and so stopped) the moment another engine replaces this
+    /// one, though calls that began on it may still hold it.
+    scheduler: Mutex<Option<Scheduler>>,
 }
 
 fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -68,6 +73,18 @@ impl Active {
     pub fn engine_name(&self) -> &str {
         &self.what
     }
+
+    /// This sidecar added or changed a job: its scheduler looks now.
+    fn wake(&self) {
+        if let Some(s) = self
+            .scheduler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            s.wake();
+        }
+    }
 }
 
 impl Jobs {
@@ -86,14 +103,40 @@ impl Jobs {
             },
             active: Mutex::new(None),
             fire: OnceLock::new(),
+            embedded: Mutex::new(None),
         }
     }
 
+    /// The embedded engine, opened on first use. Not kept when it fails:
+    /// the next call tries again (a home folder made writable, a disk with
+    /// room again).
+    fn embedded(&self) -> Result<(Arc<dyn Engine>, String), ApiError> {
+        let mut e = self.embedded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = e.as_ref() {
+            return Ok(found.clone());
+        }
+        let path = crate::home::dir().join("jobs.db");
+        let engine = tandem_stateful::sqlite::Sqlite::open(&path).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::Internal,
+                "DAPR_SCHEDULER_SCHEDULE_JOB",
+                format!("the job engine is not available: {e}"),
+            )
+        })?;
+        let found: (Arc<dyn Engine>, String) =
+            (Arc::new(engine), format!("SQLite {}", path.display()));
+        *e = Some(found.clone());
+        Ok(found)
+    }
+
     /// The engine the current configuration chooses, opened (and the
-    /// scheduler moved to it) when it is not the one in use.
+    /// scheduler moved to it) when it is not the one in use. The
+    /// configuration is read under the lock: a call that began before a
+    /// reload cannot move the jobs back to the engine it replaced.
     pub fn active(&self, rt: &Runtime) -> Result<Arc<Active>, ApiError> {
-        let chosen = rt.snapshot().coordination.clone();
         let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let chosen = rt.snapshot().coordination.clone();
         if let Some(a) = active.as_ref() {
             let same = match (&a.from, &chosen) {
                 (None, None) => true,
@@ -112,27 +155,21 @@ impl Jobs {
                 c.lease,
             ),
             None => {
-                let path = crate::home::dir().join("jobs.db");
-                // Not kept when it fails: the next call tries again (a
-                // home folder made writable, a disk with room again).
-                let engine = tandem_stateful::sqlite::Sqlite::open(&path).map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        tonic::Code::Internal,
-                        "DAPR_SCHEDULER_SCHEDULE_JOB",
-                        format!("the job engine is not available: {e}"),
-                    )
-                })?;
-                (
-                    Arc::new(engine),
-                    format!("SQLite {}", path.display()),
-                    None,
-                    tandem_stateful::scheduler::LEASE,
-                )
+                let (engine, what) = self.embedded()?;
+                (engine, what, None, tandem_stateful::scheduler::LEASE)
             }
         };
-        if active.is_some() {
-            tracing::info!(engine = %what, "jobs: the coordination engine changed; jobs are kept and fired from the new one");
+        if let Some(old) = active.take() {
+            // Stopped now: two schedulers of one sidecar never fire at once.
+            drop(
+                old.scheduler
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(),
+            );
+            if old.what != what {
+                tracing::info!(engine = %what, "jobs: the coordination engine changed; jobs are kept and fired from the new one");
+            }
         }
         let scheduler = self.fire.get().map(|(app, metrics)| {
             tracing::info!(engine = %what, "jobs: firing this app's jobs");
@@ -151,11 +188,23 @@ impl Jobs {
             engine,
             what,
             from,
-            scheduler,
+            scheduler: Mutex::new(scheduler),
         });
-        // The old scheduler stops when the last call using it ends.
         *active = Some(a.clone());
         Ok(a)
+    }
+
+    /// Drops the engine in use (and stops its scheduler): the next call
+    /// opens the chosen one afresh.
+    fn reset(&self) {
+        if let Some(old) = self.active.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            drop(
+                old.scheduler
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take(),
+            );
+        }
     }
 }
 
@@ -212,9 +261,7 @@ pub async fn schedule(rt: &Runtime, job: Job, overwrite: bool) -> Result<(), Api
     {
         Ok(()) => {
             rt.metrics.job_created();
-            if let Some(s) = &a.scheduler {
-                s.wake();
-            }
+            a.wake();
             Ok(())
         }
         Err(EngineError::Exists(key)) => Err(ApiError::new(
@@ -284,9 +331,22 @@ pub fn start(rt: &Arc<Runtime>) {
     }
     // The engine opened before the app was up has no scheduler: open it
     // again with one.
-    *j.active.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    j.reset();
     if let Err(e) = j.active(rt) {
+        // Looked at again every few seconds (and by any jobs call) until
+        // the engine opens: stored jobs fire without waiting for a call.
         tracing::warn!(error = %e.message, "jobs: not firing yet: the job engine is not available");
+        let rt = Arc::downgrade(rt);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let Some(rt) = rt.upgrade() else { return };
+                let Some(j) = rt.jobs.get() else { return };
+                if j.active(&rt).is_ok() {
+                    return;
+                }
+            }
+        });
     }
 }
 

@@ -26,7 +26,7 @@ pub struct Coordination {
 /// `timeout` (one member's time to answer, default `3s`),
 /// `leaseDuration` (how long a sidecar holds a trigger it took: a sidecar
 /// that dies with triggers in flight has them fired by another after that
-/// long; default `30s`).
+/// long; default `30s`, at least three times `timeout`).
 pub fn etcd(m: &BTreeMap<String, String>) -> Result<Coordination, String> {
     for key in ["username", "password", "tlsEnable", "ca", "cert", "key"] {
         if m.get(key).is_some_and(|v| !v.is_empty()) {
@@ -65,6 +65,13 @@ pub fn etcd(m: &BTreeMap<String, String>) -> Result<Coordination, String> {
         return Err(format!(
             "metadata `leaseDuration` is {} ms: at least 1s is needed (a trigger in flight gets two thirds of it)",
             lease.as_millis()
+        ));
+    }
+    if lease < timeout * 3 {
+        return Err(format!(
+            "metadata `leaseDuration` ({} ms) must be at least three times `timeout` ({} ms): a claim is written, answered and settled within one lease, each write taking up to `timeout`",
+            lease.as_millis(),
+            timeout.as_millis()
         ));
     }
     let addresses = endpoints
@@ -106,6 +113,18 @@ mod tests {
         assert!(err(&[("endpoints", "e:2379"), ("timeout", "0s")]).contains("more than 0"));
         assert!(
             err(&[("endpoints", "e:2379"), ("leaseDuration", "200ms")]).contains("at least 1s")
+        );
+        assert!(
+            err(&[("endpoints", "e:2379"), ("leaseDuration", "5s")])
+                .contains("at least three times `timeout` (3000 ms)")
+        );
+        assert!(
+            etcd(&meta(&[
+                ("endpoints", "e:2379"),
+                ("leaseDuration", "3s"),
+                ("timeout", "1s")
+            ]))
+            .is_ok()
         );
         let c = etcd(&meta(&[
             ("endpoints", "http://10.0.0.1:2379, 10.0.0.2:2379"),
