@@ -367,3 +367,117 @@ async fn no_events_for_an_unhealthy_app_and_none_lost() {
         "delivered after recovery, not lost"
     );
 }
+
+/// A streaming subscriber keeps every event of its topic when the app's
+/// own deliveries start again (the app recovering from a failed health
+/// check): the stream is the topic's only consumer here, not one of two
+/// with a route-less delivery that would drop half of its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_subscriber_keeps_its_events_when_app_delivery_restarts() {
+    use rt::subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as In;
+    use rt::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType as Out;
+    let dir = TempDir::new("stream-restart");
+    bus(&dir, "");
+    let app = Arc::new(App {
+        subscribe: r#"[{"pubsubname":"bus","topic":"orders","route":"/orders"}]"#.into(),
+        ..Default::default()
+    });
+    let s = serve_app_with_sidecar(
+        &app,
+        &dir,
+        &[
+            "--enable-app-health-check",
+            "--app-health-probe-interval",
+            "50ms",
+            "--app-health-threshold",
+            "1",
+        ],
+    );
+    let mut client = rt::dapr_client::DaprClient::connect(s.grpc_endpoint())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(rt::SubscribeTopicEventsRequestAlpha1 {
+        subscribe_topic_events_request_type: Some(In::InitialRequest(
+            rt::SubscribeTopicEventsRequestInitialAlpha1 {
+                pubsub_name: "bus".into(),
+                topic: "stream".into(),
+                ..Default::default()
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    let mut stream = client
+        .subscribe_topic_events_alpha1(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("nothing on the stream in 5 s:\n{}", s.stderr.text()))
+            .unwrap()
+            .unwrap()
+            .subscribe_topic_events_response_type
+    };
+    assert!(matches!(next().await, Some(Out::InitialResponse(_))));
+
+    // The app fails its health check and recovers: its deliveries stop
+    // and start again.
+    app.answers
+        .lock()
+        .unwrap()
+        .insert("/healthz".into(), vec![(503, "")]);
+    assert!(
+        s.stderr
+            .wait_for("pausing event delivery", Duration::from_secs(5)),
+        "{}",
+        s.stderr.text()
+    );
+    app.answers
+        .lock()
+        .unwrap()
+        .insert("/healthz".into(), vec![(200, "")]);
+    assert!(
+        s.stderr
+            .wait_for("resuming event delivery", Duration::from_secs(5)),
+        "{}",
+        s.stderr.text()
+    );
+
+    for n in 0..6 {
+        s.request(
+            "POST",
+            "/v1.0/publish/bus/stream",
+            format!("{{\"n\":{n}}}").as_bytes(),
+        );
+    }
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let Some(Out::EventMessage(e)) = next().await else {
+            panic!("not an event")
+        };
+        let data: serde_json::Value = serde_json::from_slice(&e.data).unwrap();
+        seen.push(data["n"].as_i64().unwrap());
+        tx.send(rt::SubscribeTopicEventsRequestAlpha1 {
+            subscribe_topic_events_request_type: Some(In::EventProcessed(
+                rt::SubscribeTopicEventsRequestProcessedAlpha1 {
+                    id: e.id,
+                    status: Some(rt::TopicEventResponse {
+                        status: rt::topic_event_response::TopicEventResponseStatus::Success as i32,
+                    }),
+                },
+            )),
+        })
+        .await
+        .unwrap();
+    }
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    assert!(
+        !s.stderr.text().contains("no route matched"),
+        "{}",
+        s.stderr.text()
+    );
+}

@@ -747,10 +747,17 @@ async fn bulk_and_streaming_deliveries_are_traced() {
         .await
         .unwrap()
         .into_inner();
+    // Every read of the stream is bounded: a lost event fails the test
+    // with the sidecar's log instead of hanging it.
+    let within = |what: &'static str| {
+        let log = s.stderr.clone();
+        move |r: Result<_, tokio::time::error::Elapsed>| {
+            r.unwrap_or_else(|_| panic!("no {what} within 10 s; sidecar log:\n{}", log.text()))
+        }
+    };
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
     assert!(matches!(
-        stream
-            .message()
-            .await
+        within("initial response")(first)
             .unwrap()
             .unwrap()
             .subscribe_topic_events_response_type,
@@ -804,9 +811,8 @@ async fn bulk_and_streaming_deliveries_are_traced() {
         )
         .unwrap();
     assert_eq!(r.status, 204, "{}", r.text());
-    let event = match stream
-        .message()
-        .await
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
+    let event = match within("streamed event")(next)
         .unwrap()
         .unwrap()
         .subscribe_topic_events_response_type

@@ -55,7 +55,13 @@ pub fn start(rt: &Arc<Runtime>) -> usize {
 fn start_subscriptions(rt: &Arc<Runtime>) -> usize {
     let snap = rt.snapshot();
     let mut started = 0;
-    for (spec, _kind) in rt.subscriptions() {
+    for (spec, kind) in rt.subscriptions() {
+        // A streaming subscription is served by its own gRPC stream; a
+        // delivery of it here would be a second consumer in the group,
+        // taking the stream's events to an app route that is not there.
+        if kind == crate::snapshot::SubscriptionKind::Streaming {
+            continue;
+        }
         let Some(comp) = snap.pubsubs.get(&spec.pubsubname).cloned() else {
             tracing::warn!(pubsub = %spec.pubsubname, topic = %spec.topic, "subscription skipped: no such pubsub");
             continue;
