@@ -241,6 +241,7 @@ pub async fn start(mut options: SidecarOptions, source: ResourceSource) -> Resul
         }
     };
     let internal_addr = internal_listener.local_addr()?;
+    runtime.set_internal_address(internal_addr);
     let registration = resolver
         .register(&tandem_proxy::resolve::Me {
             app_id: runtime.app_id().to_string(),
@@ -311,6 +312,7 @@ pub async fn start(mut options: SidecarOptions, source: ResourceSource) -> Resul
             access: runtime.access_cell(),
             tracer: runtime.tracer_cell(),
             metrics: runtime.metrics.clone(),
+            actors: runtime.actor_door.clone(),
         },
         runtime.shutdown_signal(),
     )));
@@ -431,8 +433,37 @@ fn serve_metrics_on_own_thread(listener: std::net::TcpListener, rt: Arc<Runtime>
 
 /// The app side of startup: wait for the app port, `/dapr/config`,
 /// subscriptions, health; then `/healthz` turns 204.
+/// Starts the actor runtime (its placement in the host's SQLite file):
+/// a host of the app's actor types, or only a caller of others' actors.
+fn start_actors(rt: &Arc<Runtime>, config: tandem_control::actors::config::ActorConfig) {
+    if rt.actors.get().is_some() {
+        return;
+    }
+    let Some(address) = rt.internal_address() else {
+        return;
+    };
+    let (placement, path) = match tandem_control::actors::embedded_placement() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "actors: the placement table cannot be opened; actors are not available");
+            return;
+        }
+    };
+    if !config.entities.is_empty() {
+        tracing::info!(types = ?config.entities, placement = %path.display(), "actors: hosting actor types");
+    }
+    let actors = tandem_control::actors::Actors::start(rt, config, address, placement);
+    let _ = rt
+        .actor_door
+        .set(Arc::new(tandem_control::actors::Door(Arc::downgrade(
+            &actors,
+        ))));
+    let _ = rt.actors.set(actors);
+}
+
 async fn app_startup(rt: Arc<Runtime>) {
     let Some(app) = rt.app.clone() else {
+        start_actors(&rt, Default::default());
         rt.set_ready();
         tracing::info!("no app port given: sidecar is ready");
         return;
@@ -443,13 +474,23 @@ async fn app_startup(rt: Arc<Runtime>) {
         _ = shutdown.changed() => return,
     }
     tracing::info!(port = app.config().port, "app is listening");
+    let mut actor_config = tandem_control::actors::config::ActorConfig::default();
     if !rt.options.init_endpoint_disabled("config") {
         match app.app_config().await {
-            Ok(Some(cfg)) => tracing::debug!(config = %cfg, "app configuration read"),
+            Ok(Some(cfg)) => {
+                tracing::debug!(config = %cfg, "app configuration read");
+                match tandem_control::actors::config::ActorConfig::parse(&cfg) {
+                    Ok(c) => actor_config = c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the app's actor configuration (GET /dapr/config) is not valid; its actors are not registered")
+                    }
+                }
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "could not read the app configuration"),
         }
     }
+    start_actors(&rt, actor_config);
     if !rt.options.init_endpoint_disabled("subscribe") {
         match app.subscriptions().await {
             Ok(subs) => {

@@ -86,7 +86,7 @@ fn health_metadata_and_secrets_over_http() {
         comps[1]["capabilities"][0],
         "MULTIPLE_KEY_VALUES_PER_SECRET"
     );
-    assert_eq!(m["actorRuntime"]["runtimeStatus"], "DISABLED");
+    assert_eq!(m["actorRuntime"]["runtimeStatus"], "RUNNING");
     assert!(m["extended"]["daprRuntimeVersion"].is_string());
 
     assert_eq!(
@@ -357,10 +357,20 @@ fn unknown_routes_and_unbuilt_apis_answer_clearly() {
     );
     let r = s.request("POST", "/v1.0/healthz", b""); // wrong method falls through, like Dapr
     assert_eq!(r.status, 404);
-    for (path, api) in [
-        ("/v1.0/actors/t/1/method/m", "actors"),
-        ("/v1.0-alpha1/workflows/dapr/w/start", "workflows"),
-    ] {
+    // An actor type no host registered: daprd's error, naming the type.
+    let r = s.request("POST", "/v1.0/actors/t/1/method/m", b"{}");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (500, "ERR_ACTOR_INVOKE_METHOD"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        r.text().contains("did not find address for actor t/1"),
+        "{}",
+        r.text()
+    );
+    for (path, api) in [("/v1.0-alpha1/workflows/dapr/w/start", "workflows")] {
         let r = s.request("POST", path, b"{}");
         assert_eq!(
             (r.status, r.error_code().as_str()),

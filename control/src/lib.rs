@@ -3,6 +3,7 @@
 //! runtime snapshot that hot reload swaps.
 #![forbid(unsafe_code)]
 
+pub mod actors;
 pub mod api;
 pub mod clock;
 pub mod cloudevent;

@@ -46,6 +46,14 @@ pub struct Runtime {
     >,
     /// The Jobs API's engine and scheduler, opened on first use.
     pub jobs: std::sync::OnceLock<crate::api::jobs::Jobs>,
+    /// Actor reminders: jobs of their own owner, fired at actors.
+    pub reminders: std::sync::OnceLock<crate::api::jobs::Jobs>,
+    /// The actor runtime, once the app's configuration was read.
+    pub actors: std::sync::OnceLock<Arc<crate::actors::Actors>>,
+    /// Where peers' actor calls go (the inbound listener holds it).
+    pub actor_door: tandem_proxy::invoke::ActorDoorCell,
+    /// The internal port's address as peers on this host reach it.
+    internal_address: std::sync::OnceLock<String>,
 }
 
 impl Runtime {
@@ -81,6 +89,10 @@ impl Runtime {
             streaming: std::sync::Mutex::new((0, Vec::new())),
             configuration: Default::default(),
             jobs: std::sync::OnceLock::new(),
+            reminders: std::sync::OnceLock::new(),
+            actors: std::sync::OnceLock::new(),
+            actor_door: Arc::default(),
+            internal_address: std::sync::OnceLock::new(),
         }
     }
 
@@ -121,6 +133,21 @@ impl Runtime {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Records the internal listener's address (a wildcard bind is
+    /// reached on loopback by this host's sidecars).
+    pub fn set_internal_address(&self, addr: std::net::SocketAddr) {
+        let reach = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
+        let _ = self.internal_address.set(reach.to_string());
+    }
+
+    pub fn internal_address(&self) -> Option<String> {
+        self.internal_address.get().cloned()
     }
 
     pub fn app_id(&self) -> &str {

@@ -118,6 +118,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The schedule form of reminder periods (`@period 300ms`).
+pub const PERIOD_PREFIX: &str = "@period ";
+
 /// A job's `schedule`: six cron fields (seconds first), `@every
 /// <duration>`, or one of the `@` names; `TZ=`/`CRON_TZ=` with a UTC zone.
 pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
@@ -130,6 +133,19 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
             ));
         }
         t = s.trim();
+    }
+    // A reminder's period (tandem's own form, never taken from the Jobs
+    // API): any length from 1 ms, where `@every` takes 1 s at least.
+    if let Some(ms) = t.strip_prefix(PERIOD_PREFIX) {
+        let ms: u64 = ms
+            .trim()
+            .trim_end_matches("ms")
+            .parse()
+            .map_err(|_| format!("`{t}` is not a period in milliseconds"))?;
+        if ms == 0 {
+            return Err("a period must be longer than zero".into());
+        }
+        return Ok(Schedule::Every(std::time::Duration::from_millis(ms)));
     }
     if !t.starts_with('@') && t.split_whitespace().count() != 6 {
         return Err(format!(

@@ -10,6 +10,7 @@ pub mod etcd;
 #[cfg(any(test, feature = "test-cluster"))]
 pub mod etcd_cluster;
 pub mod job;
+pub mod placement;
 pub mod scheduler;
 pub mod shared_sqlite;
 pub mod sqlite;

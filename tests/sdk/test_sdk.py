@@ -749,3 +749,31 @@ def test_crypto_through_the_js_sdk(crypto_folder, tandem_env):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "== APP == JS CRYPTO OK" in out.stdout, out.stdout + out.stderr
+
+
+def test_actors_through_the_python_sdk(tmp_path, tandem_env, background):
+    """A FastAPI actor host (dapr.ext.fastapi.DaprActor) under `tandem run`,
+    called by an ActorProxy client under a second `tandem run`: the call
+    crosses from the client's sidecar to the host's; concurrent calls take
+    turns, state persists, a timer and a reminder fire and stop."""
+    port = free_port()
+    host = background(
+        tandem_cmd(
+            "run", "--app-id", f"actorhost-{os.getpid()}", "--app-port", str(port), "--",
+            *python_app("actor_host.py", str(port)),
+        ),
+        tandem_env,
+    )
+    assert host.wait_for("hosting actor types", timeout=60), host.output()
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"actorclient-{os.getpid()}", "--",
+            *python_app("actor_client.py"),
+        ),
+        env=tandem_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "== APP == ACTORS OK" in out.stdout, out.stdout + out.stderr + host.output()

@@ -34,6 +34,10 @@ pub struct Jobs {
     /// The embedded engine once opened (kept: opened once, not on every
     /// switch back to it).
     embedded: Mutex<Option<(Arc<dyn Engine>, String)>>,
+    /// Whose triggers these are: the app's jobs, or its actors' reminders
+    /// (jobs of their own owner, `<app>||actorreminders`, fired through
+    /// the actor runtime).
+    reminders: Option<std::sync::Weak<Runtime>>,
 }
 
 /// An engine, the coordination component it came from, and the scheduler
@@ -104,7 +108,18 @@ impl Jobs {
             active: Mutex::new(None),
             fire: OnceLock::new(),
             embedded: Mutex::new(None),
+            reminders: None,
         }
+    }
+
+    /// The jobs that carry actor reminders: another owner, so the app's
+    /// Jobs API neither lists nor deletes them.
+    fn for_reminders(rt: &Arc<Runtime>) -> Self {
+        let mut j = Self::new(rt);
+        j.owner.app_id = format!("{}||actorreminders", j.owner.app_id);
+        j.holder = format!("{}-reminders", j.holder);
+        j.reminders = Some(Arc::downgrade(rt));
+        j
     }
 
     /// The embedded engine, opened on first use. Not kept when it fails:
@@ -172,15 +187,23 @@ impl Jobs {
             }
         }
         let scheduler = self.fire.get().map(|(app, metrics)| {
-            tracing::info!(engine = %what, "jobs: firing this app's jobs");
+            if self.reminders.is_some() {
+                tracing::info!(engine = %what, "actors: firing this app's reminders");
+            } else {
+                tracing::info!(engine = %what, "jobs: firing this app's jobs");
+            }
             Scheduler::start_with_lease(
                 engine.clone(),
                 self.owner.clone(),
                 self.holder.clone(),
-                Arc::new(crate::delivery::jobs::ToApp {
-                    app: app.clone(),
-                    metrics: metrics.clone(),
-                }),
+                match &self.reminders {
+                    Some(rt) => Arc::new(crate::actors::reminders::ToActors(rt.clone()))
+                        as Arc<dyn tandem_stateful::scheduler::Deliver>,
+                    None => Arc::new(crate::delivery::jobs::ToApp {
+                        app: app.clone(),
+                        metrics: metrics.clone(),
+                    }),
+                },
                 lease,
             )
         });
@@ -235,6 +258,17 @@ pub async fn schedule(rt: &Runtime, job: Job, overwrite: bool) -> Result<(), Api
     check_name(&job.name)?;
     if job.schedule.is_none() && job.due_time.is_none() {
         return Err(bad("DAPR_SCHEDULER_SCHEDULE_EMPTY", "Schedule is empty"));
+    }
+    if let Some(s) = &job.schedule
+        && s.trim_start()
+            .starts_with(tandem_stateful::job::PERIOD_PREFIX.trim_end())
+    {
+        return Err(bad(
+            "DAPR_SCHEDULER_SCHEDULE_JOB",
+            format!(
+                "failed to schedule job due to: `{s}` is not a schedule: use six cron fields, @every <duration> or an @ name"
+            ),
+        ));
     }
     if let Some(d) = &job.data
         && d.value.len() > MAX_DATA
@@ -324,8 +358,51 @@ pub async fn list(rt: &Runtime) -> Result<Vec<Job>, ApiError> {
 
 /// Starts firing jobs at the app (called when the app is ready; once).
 pub fn start(rt: &Arc<Runtime>) {
+    start_one(rt, rt.jobs.get_or_init(|| Jobs::new(rt)));
+    if rt
+        .actors
+        .get()
+        .is_some_and(|a| !a.config.entities.is_empty())
+    {
+        start_one(rt, reminder_jobs(rt));
+    }
+}
+
+/// The reminders' jobs (made on first use).
+pub fn reminder_jobs(rt: &Arc<Runtime>) -> &Jobs {
+    rt.reminders.get_or_init(|| Jobs::for_reminders(rt))
+}
+
+/// A reminder's job, its engine, and the owner it is filed under.
+pub fn reminders(rt: &Arc<Runtime>) -> Result<(&Jobs, Arc<Active>), ApiError> {
+    let j = reminder_jobs(rt);
+    let a = j.active(rt)?;
+    Ok((j, a))
+}
+
+impl Jobs {
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+}
+
+impl Active {
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// The engine failed: a 500 naming it, with `code`.
+    pub fn failed(&self, code: &'static str, doing: &str, e: EngineError) -> ApiError {
+        self.unavailable(code, doing, e)
+    }
+
+    pub fn poke(&self) {
+        self.wake();
+    }
+}
+
+fn start_one(rt: &Arc<Runtime>, j: &Jobs) {
     let Some(app) = rt.app.clone() else { return };
-    let j = rt.jobs.get_or_init(|| Jobs::new(rt));
     if j.fire.set((app, rt.metrics.clone())).is_err() {
         return;
     }
@@ -337,12 +414,16 @@ pub fn start(rt: &Arc<Runtime>) {
         // the engine opens: stored jobs fire without waiting for a call.
         tracing::warn!(error = %e.message, "jobs: not firing yet: the job engine is not available");
         let rt = Arc::downgrade(rt);
+        let j_of: fn(&Arc<Runtime>) -> &Jobs = if j.reminders.is_some() {
+            reminder_jobs
+        } else {
+            |rt| rt.jobs.get_or_init(|| Jobs::new(rt))
+        };
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 let Some(rt) = rt.upgrade() else { return };
-                let Some(j) = rt.jobs.get() else { return };
-                if j.active(&rt).is_ok() {
+                if j_of(&rt).active(&rt).is_ok() {
                     return;
                 }
             }
@@ -352,10 +433,10 @@ pub fn start(rt: &Arc<Runtime>) {
 
 /// After a reload: moves to the engine the new configuration chooses.
 pub fn reconfigure(rt: &Runtime) {
-    if let Some(j) = rt.jobs.get()
-        && let Err(e) = j.active(rt)
-    {
-        tracing::warn!(error = %e.message, "jobs: the job engine is not available");
+    for j in [rt.jobs.get(), rt.reminders.get()].into_iter().flatten() {
+        if let Err(e) = j.active(rt) {
+            tracing::warn!(error = %e.message, "jobs: the job engine is not available");
+        }
     }
 }
 

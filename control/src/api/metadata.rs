@@ -62,9 +62,22 @@ pub fn build(runtime: &Runtime) -> rt::GetMetadataResponse {
                 .to_string(),
             health_threshold: opts.app_health_threshold as i32,
         });
+    let actor_counts: Vec<rt::ActiveActorsCount> = runtime
+        .actors
+        .get()
+        .map(|a| {
+            a.counts()
+                .into_iter()
+                .map(|(r#type, count)| rt::ActiveActorsCount {
+                    r#type,
+                    count: count as i32,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     rt::GetMetadataResponse {
         id: opts.app_id.clone(),
-        active_actors_count: Vec::new(),
+        active_actors_count: actor_counts.clone(),
         registered_components: snap
             .components
             .iter()
@@ -105,11 +118,23 @@ pub fn build(runtime: &Runtime) -> rt::GetMetadataResponse {
             // listed once a crypto component makes the API usable.
             .chain((!snap.crypto.is_empty()).then(|| "_SubtleCrypto".to_string()))
             .collect(),
-        actor_runtime: Some(rt::ActorRuntime {
-            runtime_status: rt::actor_runtime::ActorRuntimeStatus::Disabled as i32,
-            active_actors: Vec::new(),
-            host_ready: false,
-            placement: "placement: disconnected".into(),
+        actor_runtime: Some(match runtime.actors.get() {
+            Some(a) => rt::ActorRuntime {
+                runtime_status: rt::actor_runtime::ActorRuntimeStatus::Running as i32,
+                active_actors: actor_counts,
+                host_ready: a.ready() && !a.config.entities.is_empty(),
+                placement: if a.ready() {
+                    "placement: connected".into()
+                } else {
+                    "placement: disconnected".into()
+                },
+            },
+            None => rt::ActorRuntime {
+                runtime_status: rt::actor_runtime::ActorRuntimeStatus::Initializing as i32,
+                active_actors: Vec::new(),
+                host_ready: false,
+                placement: "placement: disconnected".into(),
+            },
         }),
         // daprd lists the scheduler instances it is connected to; tandem
         // the engine its jobs live in.

@@ -96,6 +96,8 @@ pub struct StateComponent {
     pub prefix: Option<String>,
     /// Transactions publish their upserts (`outboxPublishPubsub`, …).
     pub outbox: Option<crate::outbox::OutboxConfig>,
+    /// `actorStateStore: "true"`: actors keep their state here.
+    pub actor_store: bool,
 }
 
 /// A pub/sub broker with what the sidecar needs around it.
@@ -582,6 +584,9 @@ pub async fn init_all(
                                 outbox: crate::outbox::OutboxConfig::from_metadata(&metadata)
                                     .ok()
                                     .flatten(),
+                                actor_store: metadata
+                                    .get("actorStateStore")
+                                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
                             },
                         );
                     }

@@ -22,6 +22,8 @@ pub struct Inbound {
     /// The tracer as it is now (a reload swaps it).
     pub tracer: Arc<arc_swap::ArcSwap<crate::trace::Tracer>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// The actor runtime, once it runs.
+    pub actors: ActorDoorCell,
 }
 
 pub async fn serve_inbound(
@@ -37,6 +39,7 @@ pub async fn serve_inbound(
         access,
         tracer,
         metrics,
+        actors,
     } = config;
     let app_id = invoker.app_id.clone();
     let app_id: Arc<str> = app_id.into();
@@ -60,12 +63,13 @@ pub async fn serve_inbound(
                 };
                 let _ = stream.set_nodelay(true);
                 let (app_id, app, invoker) = (app_id.clone(), app.clone(), invoker.clone());
-                let (acceptor, watcher, access, tracer, metrics) = (
+                let (acceptor, watcher, access, tracer, metrics, actors) = (
                     acceptor.clone(),
                     graceful.watcher(),
                     access.clone(),
                     tracer.clone(),
                     metrics.clone(),
+                    actors.clone(),
                 );
                 let handshakes = metrics.clone();
                 tokio::spawn(async move {
@@ -73,11 +77,11 @@ pub async fn serve_inbound(
                     let serve = |peer: Option<String>| {
                         let peer: Option<Arc<str>> = peer.map(Into::into);
                         hyper::service::service_fn(move |req: Request<Incoming>| {
-                            let (app_id, app, invoker, peer, access, tracer, metrics) =
-                                (app_id.clone(), app.clone(), invoker.clone(), peer.clone(), access.clone(), tracer.clone(), metrics.clone());
+                            let (app_id, app, invoker, peer, access, tracer, metrics, actors) =
+                                (app_id.clone(), app.clone(), invoker.clone(), peer.clone(), access.clone(), tracer.clone(), metrics.clone(), actors.clone());
                             async move {
                                 let (access, tracer) = (access.load_full(), tracer.load_full());
-                                let door = Door { app_id: &app_id, app: app.as_deref(), invoker: &invoker, access: access.as_deref(), tracer: &tracer, metrics: &metrics };
+                                let door = Door { app_id: &app_id, app: app.as_deref(), invoker: &invoker, access: access.as_deref(), tracer: &tracer, metrics: &metrics, actors: actors.get() };
                                 Ok::<_, std::convert::Infallible>(
                                     inbound(&door, peer.as_deref(), max_body, req).await,
                                 )
@@ -139,6 +143,7 @@ pub(super) struct Door<'a> {
     pub(super) access: Option<&'a crate::access::AccessPolicy>,
     pub(super) tracer: &'a crate::trace::Tracer,
     pub(super) metrics: &'a crate::telemetry::Metrics,
+    pub(super) actors: Option<&'a Arc<dyn ActorDoor>>,
 }
 
 /// A proxied gRPC call from a peer: streamed to the app's gRPC server.
@@ -357,6 +362,18 @@ pub(super) async fn serve_one(
     }
     if let Some(to) = req.headers().get(FORWARD_TO).cloned() {
         return forward_in(door, caller, &to, req).await;
+    }
+    // An actor call: the actor runtime takes it (any app may call an
+    // actor; the runtime checks this app hosts the type).
+    if req.headers().contains_key(ACTOR) {
+        return match door.actors {
+            Some(actors) => actors.call(req.map(boxed)).await,
+            None => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_ACTOR_RUNTIME_NOT_FOUND",
+                "the actor runtime is not running on this sidecar",
+            ),
+        };
     }
     if let Some(acl) = door.access {
         let verb = req.method().to_string();

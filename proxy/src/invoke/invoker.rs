@@ -362,6 +362,49 @@ impl Invoker {
         &self.app_id
     }
 
+    /// Sends `req` to the one sidecar of app `target` at `address` (the
+    /// host actor placement chose), not to whichever instance balancing
+    /// would pick; nothing is resolved and nothing is sent twice.
+    pub async fn to_address(
+        &self,
+        target: &str,
+        address: std::net::SocketAddr,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, InvokeError> {
+        strip_hop_by_hop(req.headers_mut());
+        let (app, namespace) = self.split(target);
+        let h = req.headers_mut();
+        h.insert(CALLEE, header_value(app));
+        h.insert(CALLER, header_value(&self.app_id));
+        if !self.namespace.is_empty() {
+            h.insert(CALLER_NAMESPACE, header_value(&self.namespace));
+        }
+        let peer = Peer {
+            app_id: app.to_string(),
+            namespace: namespace.to_string(),
+            address,
+        };
+        let h1 = !wants_trailers(req.headers());
+        let unreachable = |reason| InvokeError::PeerUnreachable {
+            app: target.into(),
+            address: address.to_string(),
+            reason,
+        };
+        let sender = match self.peers.pooled(&peer, h1) {
+            Some(s) => s,
+            None => self.peers.sender(&peer, h1).await.map_err(unreachable)?,
+        };
+        match self.peers.send(sender, &peer, req).await {
+            Ok(resp) => Ok(resp.map(boxed)),
+            Err(SendFailure::NotSent(_, reason)) => Err(unreachable(reason)),
+            Err(SendFailure::Failed(reason)) => Err(InvokeError::PeerFailed {
+                app: target.into(),
+                address: address.to_string(),
+                reason,
+            }),
+        }
+    }
+
     /// Sends `req` (path relative to the target app) to app `target`
     /// (`id` or `id.namespace`) through its sidecar, its body streamed.
     /// When the connection fails before the request went out (a peer that

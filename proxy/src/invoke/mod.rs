@@ -72,6 +72,21 @@ pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 /// a tunnel to that port (`/tcp/<port>`, `CONNECT`).
 pub const FORWARD_TO: &str = "tandem-forward-to";
 
+/// On a call between sidecars for an actor (`type/id`): the callee's
+/// actor runtime serves it (turns, activation), not the app channel.
+pub const ACTOR: &str = "tandem-actor";
+
+/// Serves actor calls that peer sidecars send here (`ACTOR`): the
+/// sidecar's actor runtime, set once it runs.
+pub trait ActorDoor: Send + Sync {
+    fn call(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> futures_util::future::BoxFuture<'static, Response<ProxyBody>>;
+}
+
+pub type ActorDoorCell = Arc<std::sync::OnceLock<Arc<dyn ActorDoor>>>;
+
 /// Removes every internal header (`tandem-…`): they come from sidecars,
 /// never from an app or a client.
 pub fn strip_internal(h: &mut HeaderMap) {

@@ -3,6 +3,7 @@
 //! their own module. Everything about the wire (paths, status codes, token,
 //! body limits) is decided here; the logic lives in `crate::api::*`.
 
+mod actors;
 mod bindings;
 mod configuration;
 mod conversation;
@@ -148,11 +149,7 @@ fn boxed(resp: ApiResponse) -> Response<ProxyBody> {
 
 /// Building blocks whose routes exist in Dapr but not yet in tandem, with the
 /// name used in the error message.
-const NOT_YET: &[(&str, &str)] = &[
-    ("subscribe", "pub/sub"),
-    ("actors", "actors"),
-    ("workflows", "workflows"),
-];
+const NOT_YET: &[(&str, &str)] = &[("subscribe", "pub/sub"), ("workflows", "workflows")];
 
 /// Building blocks whose HTTP API calls get a SERVER span of their own
 /// (invocation has its CLIENT span; health, metadata and the control API
@@ -390,6 +387,7 @@ async fn dispatch(
             let store = store.to_string();
             respond(state::query(rt, &store, req).await)
         }
+        (_, ["v1.0", "actors", ..]) => respond(actors::handle(rt, method, segs, path, req).await),
         (_, [version, block, ..]) if VERSIONS.contains(version) => {
             match NOT_YET.iter().find(|(b, _)| b == block) {
                 Some((_, name)) => ApiError::unimplemented(name).to_http(),

@@ -1,0 +1,1036 @@
+//! Virtual actors: the sidecar's actor runtime.
+//!
+//! A call for actor `type/id` goes to the host the placement table names
+//! (`tandem_stateful::placement`: a ring per type over the live hosts in
+//! the coordination engine); there the actor is activated when the host
+//! takes its activation record, and calls run one at a time per actor id
+//! (a fair queue; reentrant calls of the same chain pass). Actors idle
+//! past `actorIdleTimeout` are deactivated (`DELETE /actors/{type}/{id}`
+//! to the app) and their record released; so are those whose owner
+//! changed when hosts come or go — only those, and only after their
+//! calls in flight end. Timers live with the activation; reminders are
+//! jobs of the scheduler (`api::jobs`), fired through this same path.
+
+pub mod config;
+pub mod reminders;
+pub mod state;
+
+use crate::error::ApiError;
+use crate::runtime::Runtime;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use config::ActorConfig;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tandem_proxy::invoke::{ProxyBody, full};
+use tandem_stateful::placement::{Acquired, Host, Placement, Table};
+use tandem_stateful::scheduler::now_ms;
+
+/// How long a host's placement lease lasts; renewed every third of it.
+/// A killed sidecar's actors move to another host within this time.
+pub const LEASE: Duration = Duration::from_secs(6);
+/// A host stops taking calls this long before its lease ends unless it
+/// renewed (the margin covers a write in flight and a slow clock read).
+const MARGIN_MS: i64 = 1_000;
+/// Calls waiting for one actor's turn before more are refused.
+const MAX_QUEUED: usize = 1_024;
+
+pub const REENTRANCY_HEADER: &str = "dapr-reentrancy-id";
+pub const ERROR_HEADER: &str = "x-daprerrorresponseheader";
+pub const CANCEL_HEADER: &str = "x-daprremindercancel";
+
+/// One actor call, whatever door it came through.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub actor_type: String,
+    pub actor_id: String,
+    /// What follows `/actors/{type}/{id}/` at the app: `method/{m}`,
+    /// `method/timer/{name}`, `method/remind/{name}`.
+    pub what: String,
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The app's answer to an actor call.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+fn err(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    let grpc = match status {
+        StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument,
+        StatusCode::NOT_FOUND => tonic::Code::NotFound,
+        StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
+        _ => tonic::Code::Internal,
+    };
+    ApiError::new(status, grpc, code, message)
+}
+
+pub struct Activation {
+    turn: tokio::sync::Mutex<()>,
+    queued: AtomicUsize,
+    last_used: AtomicI64,
+    /// The reentrancy id of the call chain holding the turn, and how deep.
+    chain: Mutex<Option<(String, u32)>>,
+    timers: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// Deactivated: calls that find it go round again.
+    gone: AtomicBool,
+}
+
+impl Activation {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            turn: tokio::sync::Mutex::new(()),
+            queued: AtomicUsize::new(0),
+            last_used: AtomicI64::new(now_ms()),
+            chain: Mutex::new(None),
+            timers: Mutex::new(HashMap::new()),
+            gone: AtomicBool::new(false),
+        })
+    }
+}
+
+type Key = (String, String);
+
+pub struct Actors {
+    rt: Weak<Runtime>,
+    pub me: Host,
+    namespace: String,
+    pub config: ActorConfig,
+    placement: Arc<dyn Placement>,
+    table: ArcSwap<Table>,
+    active: Mutex<HashMap<Key, Arc<Activation>>>,
+    /// This host may run actors until then (Unix ms, its own clock).
+    lease_valid_until: AtomicI64,
+}
+
+/// Counts a call waiting for a turn; uncounted when dropped.
+struct Queued<'a>(&'a AtomicUsize);
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The app's path for a call: `/actors/{type}/{id}[/{what}]`.
+fn app_path(call: &Call) -> String {
+    let base = format!(
+        "/actors/{}/{}",
+        segment(&call.actor_type),
+        segment(&call.actor_id)
+    );
+    if call.what.is_empty() {
+        base
+    } else {
+        format!("{base}/{}", call.what)
+    }
+}
+
+/// Percent-escapes one path segment.
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Checks an actor type and id as the API takes them.
+pub fn check_names(actor_type: &str, actor_id: &str) -> Result<(), ApiError> {
+    if actor_type.trim().is_empty() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "ERR_MALFORMED_REQUEST",
+            "the actor type is empty",
+        ));
+    }
+    if actor_id.trim().is_empty() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "ERR_MALFORMED_REQUEST",
+            "the actor id is empty",
+        ));
+    }
+    for (what, v) in [("type", actor_type), ("id", actor_id)] {
+        if v.contains("||") || v.chars().any(char::is_control) || v.len() > 1024 {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "ERR_MALFORMED_REQUEST",
+                format!(
+                    "the actor {what} `{}` is not allowed: no `||`, no control characters, at most 1024 bytes",
+                    v.escape_debug()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Actors {
+    /// Starts the actor runtime: registers this host (with the types its
+    /// app hosts) and keeps its lease, the table and idle actors in hand.
+    pub fn start(
+        rt: &Arc<Runtime>,
+        config: ActorConfig,
+        address: String,
+        placement: Arc<dyn Placement>,
+    ) -> Arc<Self> {
+        let namespace = rt
+            .options
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
+        let me = Host {
+            id: format!("{}-{}-{:x}", rt.app_id(), std::process::id(), now_ms()),
+            app_id: rt.app_id().to_string(),
+            address,
+            types: config.entities.clone(),
+        };
+        let actors = Arc::new(Self {
+            rt: Arc::downgrade(rt),
+            me,
+            namespace,
+            config,
+            placement,
+            table: ArcSwap::from_pointee(Table::default()),
+            active: Mutex::new(HashMap::new()),
+            lease_valid_until: AtomicI64::new(0),
+        });
+        tokio::spawn(keep_lease(Arc::downgrade(&actors), rt.shutdown_signal()));
+        tokio::spawn(scan_idle(Arc::downgrade(&actors)));
+        actors
+    }
+
+    pub fn runtime(&self) -> Option<Arc<Runtime>> {
+        self.rt.upgrade()
+    }
+
+    pub fn placement_name(&self) -> &str {
+        self.placement.what()
+    }
+
+    /// Active actors by type, for the metadata API.
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        let mut by: HashMap<String, usize> = self
+            .config
+            .entities
+            .iter()
+            .map(|t| (t.clone(), 0))
+            .collect();
+        for (t, _) in self.active.lock().expect("actors lock").keys() {
+            *by.entry(t.clone()).or_default() += 1;
+        }
+        let mut v: Vec<_> = by.into_iter().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether this host has a lease and a table.
+    pub fn ready(&self) -> bool {
+        self.lease_valid_until.load(Ordering::Acquire) > now_ms()
+    }
+
+    pub fn hosts(&self, actor_type: &str) -> bool {
+        self.config.entities.iter().any(|t| t == actor_type)
+    }
+
+    /// One heartbeat: renews the lease, takes the new table, and lets go
+    /// of actors whose owner is now another host.
+    async fn beat(self: &Arc<Self>) {
+        let start = now_ms();
+        match self
+            .placement
+            .heartbeat(&self.namespace, &self.me, start, LEASE.as_millis() as i64)
+            .await
+        {
+            Ok(hosts) => {
+                self.lease_valid_until.store(
+                    start + LEASE.as_millis() as i64 - MARGIN_MS,
+                    Ordering::Release,
+                );
+                let table = Table::new(hosts);
+                let moved: Vec<Key> = self
+                    .active
+                    .lock()
+                    .expect("actors lock")
+                    .keys()
+                    .filter(|(t, id)| table.owner(t, id).is_none_or(|h| h.id != self.me.id))
+                    .cloned()
+                    .collect();
+                self.table.store(Arc::new(table));
+                for key in moved {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.deactivate(&key).await });
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "actors: placement heartbeat failed");
+                if now_ms() >= self.lease_valid_until.load(Ordering::Acquire) {
+                    // Another host may take these actors now: stop them.
+                    let all: Vec<(Key, Arc<Activation>)> =
+                        self.active.lock().expect("actors lock").drain().collect();
+                    if !all.is_empty() {
+                        tracing::warn!(
+                            count = all.len(),
+                            "actors: the placement lease lapsed; actors on this host were stopped"
+                        );
+                    }
+                    for (_, a) in all {
+                        a.gone.store(true, Ordering::Release);
+                        for (_, t) in a.timers.lock().expect("timers lock").drain() {
+                            t.abort();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls an actor wherever it lives. `forwarded`: a peer sent it here
+    /// as the owner; it is not sent on again.
+    pub async fn call(self: &Arc<Self>, call: Call, forwarded: bool) -> Result<Answer, ApiError> {
+        check_names(&call.actor_type, &call.actor_id)?;
+        let key: Key = (call.actor_type.clone(), call.actor_id.clone());
+        let drain = self.config.of(&call.actor_type).drain_timeout;
+        let deadline = tokio::time::Instant::now() + drain.max(LEASE);
+        loop {
+            if tokio::time::Instant::now() > deadline {
+                return Err(err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_ACTOR_INVOKE_METHOD",
+                    format!(
+                        "actor {}/{} could not be activated: its previous host did not let it go within {drain:?}",
+                        call.actor_type, call.actor_id
+                    ),
+                ));
+            }
+            let found = self.active.lock().expect("actors lock").get(&key).cloned();
+            if let Some(act) = found {
+                if act.gone.load(Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                match self.run(&act, &call).await? {
+                    Some(answer) => return Ok(answer),
+                    None => continue,
+                }
+            }
+            if !self.ready() && self.table.load().hosts().is_empty() {
+                // First heartbeat not done yet (the sidecar just started).
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            let table = self.table.load_full();
+            let Some(owner) = table.owner(&call.actor_type, &call.actor_id).cloned() else {
+                return Err(err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_ACTOR_INVOKE_METHOD",
+                    format!(
+                        "error invoke actor method: did not find address for actor {}/{}: no host of actor type {} is registered",
+                        call.actor_type, call.actor_id, call.actor_type
+                    ),
+                ));
+            };
+            if owner.id != self.me.id && !forwarded {
+                return self.forward(&owner, call).await;
+            }
+            if !self.hosts(&call.actor_type) {
+                return Err(err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_ACTOR_INVOKE_METHOD",
+                    format!(
+                        "actor type {} is not hosted by app {}",
+                        call.actor_type, self.me.app_id
+                    ),
+                ));
+            }
+            if !self.ready() {
+                return Err(err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_ACTOR_INVOKE_METHOD",
+                    "this sidecar's placement lease has lapsed; it is renewing it",
+                ));
+            }
+            match self
+                .placement
+                .acquire(
+                    &self.namespace,
+                    &call.actor_type,
+                    &call.actor_id,
+                    &self.me.id,
+                    now_ms(),
+                )
+                .await
+            {
+                Ok(Acquired::Mine) => {
+                    self.active
+                        .lock()
+                        .expect("actors lock")
+                        .entry(key.clone())
+                        .or_insert_with(Activation::new);
+                }
+                Ok(Acquired::Held(holder)) if !forwarded => {
+                    return self.forward(&holder, call).await;
+                }
+                Ok(Acquired::Held(_)) => {
+                    // Its old host is draining it: wait for the record.
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                Err(e) => {
+                    return Err(err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "ERR_ACTOR_INVOKE_METHOD",
+                        format!("actor placement ({}) failed: {e}", self.placement.what()),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Runs a call on a local activation in its turn; `None` when the
+    /// activation went away meanwhile (the caller goes round again).
+    async fn run(&self, act: &Arc<Activation>, call: &Call) -> Result<Option<Answer>, ApiError> {
+        let reentrancy = &self.config.of(&call.actor_type).reentrancy;
+        let given = call
+            .headers
+            .get(REENTRANCY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if act.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
+            act.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(err(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ERR_ACTOR_INVOKE_METHOD",
+                format!(
+                    "actor {}/{} has {MAX_QUEUED} calls waiting; try again later",
+                    call.actor_type, call.actor_id
+                ),
+            ));
+        }
+        let _queued = Queued(&act.queued);
+        // A call of the chain that holds the turn enters without waiting.
+        if reentrancy.enabled
+            && let Some(id) = &given
+        {
+            let entered = {
+                let mut chain = act.chain.lock().expect("chain lock");
+                match chain.as_mut() {
+                    Some((holder, depth)) if holder == id => {
+                        if *depth >= reentrancy.max_depth {
+                            Err(())
+                        } else {
+                            *depth += 1;
+                            Ok(true)
+                        }
+                    }
+                    _ => Ok(false),
+                }
+            };
+            match entered {
+                Err(()) => {
+                    return Err(err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "ERR_ACTOR_INVOKE_METHOD",
+                        format!(
+                            "maximum stack depth exceeded: actor {}/{} was reentered more than {} times",
+                            call.actor_type, call.actor_id, reentrancy.max_depth
+                        ),
+                    ));
+                }
+                Ok(true) => {
+                    let out = self.to_app(call, Some(id)).await;
+                    if let Some((_, d)) = act.chain.lock().expect("chain lock").as_mut() {
+                        *d -= 1;
+                    }
+                    act.last_used.store(now_ms(), Ordering::Release);
+                    return out.map(Some);
+                }
+                Ok(false) => {}
+            }
+        }
+        let _turn = act.turn.lock().await;
+        if act.gone.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let chain_id = reentrancy
+            .enabled
+            .then(|| given.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
+        *act.chain.lock().expect("chain lock") = chain_id.clone().map(|id| (id, 1));
+        let out = self.to_app(call, chain_id.as_deref()).await;
+        *act.chain.lock().expect("chain lock") = None;
+        act.last_used.store(now_ms(), Ordering::Release);
+        out.map(Some)
+    }
+
+    async fn to_app(&self, call: &Call, chain: Option<&str>) -> Result<Answer, ApiError> {
+        let Some(rt) = self.rt.upgrade() else {
+            return Err(err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR_ACTOR_RUNTIME_CLOSED",
+                "the sidecar is stopping",
+            ));
+        };
+        let Some(app) = rt.app.clone() else {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "ERR_ACTOR_NO_APP_CHANNEL",
+                "app channel is not initialized",
+            ));
+        };
+        let mut req = Request::builder()
+            .method(call.method.clone())
+            .uri(app_path(call))
+            .body(full(call.body.clone()))
+            .expect("valid request parts");
+        let h = req.headers_mut();
+        for (k, v) in &call.headers {
+            h.append(k, v.clone());
+        }
+        tandem_proxy::invoke::strip_internal(h);
+        h.remove(REENTRANCY_HEADER);
+        if let Some(id) = chain
+            && let Ok(v) = HeaderValue::from_str(id)
+        {
+            h.insert(REENTRANCY_HEADER, v);
+        }
+        if !h.contains_key(http::header::CONTENT_TYPE) && !call.body.is_empty() {
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        let failed = |e: String| {
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_ACTOR_INVOKE_METHOD",
+                format!("error invoke actor method: {e}"),
+            )
+        };
+        let resp = app.invoke(req).await.map_err(|e| failed(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| failed(format!("reading the app's answer: {e}")))?
+            .to_bytes();
+        if parts.status != StatusCode::OK && call.method != Method::DELETE {
+            return Err(failed(format!(
+                "error from actor service: ({}) {}",
+                parts.status.as_u16(),
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// Sends the call to the sidecar that hosts (or owns) the actor.
+    async fn forward(&self, to: &Host, call: Call) -> Result<Answer, ApiError> {
+        let failed = |e: String| {
+            err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_ACTOR_INVOKE_METHOD",
+                format!(
+                    "error invoke actor method: the host of actor {}/{} ({}) failed: {e}",
+                    call.actor_type, call.actor_id, to.address
+                ),
+            )
+        };
+        let Some(rt) = self.rt.upgrade() else {
+            return Err(failed("the sidecar is stopping".into()));
+        };
+        let Some(invoker) = rt.invoker().cloned() else {
+            return Err(failed("service invocation is not up yet".into()));
+        };
+        let address: std::net::SocketAddr = to
+            .address
+            .parse()
+            .map_err(|e| failed(format!("bad host address: {e}")))?;
+        let mut req = Request::builder()
+            .method(call.method.clone())
+            .uri(app_path(&call))
+            .body(full(call.body.clone()))
+            .expect("valid request parts");
+        *req.headers_mut() = call.headers.clone();
+        tandem_proxy::invoke::strip_internal(req.headers_mut());
+        req.headers_mut().insert(
+            tandem_proxy::invoke::ACTOR,
+            HeaderValue::from_static("forwarded"),
+        );
+        let resp = invoker
+            .to_address(&to.app_id, address, req)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .to_bytes();
+        if let Some(code) = parts.headers.get(ACTOR_ERROR) {
+            // The host's own error (not the app's answer): as it said.
+            let code = code
+                .to_str()
+                .unwrap_or("ERR_ACTOR_INVOKE_METHOD")
+                .to_string();
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(ApiError::new(
+                parts.status,
+                tonic::Code::Internal,
+                static_code(&code),
+                message,
+            ));
+        }
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// Deactivates a local actor: after its call in flight (up to the drain
+    /// time), tells the app, then gives its record up.
+    pub async fn deactivate(&self, key: &Key) {
+        let Some(act) = self.active.lock().expect("actors lock").get(key).cloned() else {
+            return;
+        };
+        let drain = self.config.of(&key.0).drain_timeout;
+        let turn = tokio::time::timeout(drain, act.turn.lock()).await;
+        if act.gone.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for (_, t) in act.timers.lock().expect("timers lock").drain() {
+            t.abort();
+        }
+        let call = Call {
+            actor_type: key.0.clone(),
+            actor_id: key.1.clone(),
+            what: String::new(),
+            method: Method::DELETE,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        };
+        if let Err(e) = self.to_app(&call, None).await {
+            tracing::debug!(actor_type = %key.0, actor_id = %key.1, error = %e.message, "actors: the app's deactivation answer");
+        }
+        if let Err(e) = self
+            .placement
+            .release(&self.namespace, &key.0, &key.1, &self.me.id)
+            .await
+        {
+            // The record lapses with this host's lease if it is never
+            // released; another host waits for that.
+            tracing::warn!(actor_type = %key.0, actor_id = %key.1, error = %e, "actors: releasing an activation failed");
+        }
+        let mut active = self.active.lock().expect("actors lock");
+        if active.get(key).is_some_and(|a| Arc::ptr_eq(a, &act)) {
+            active.remove(key);
+        }
+        drop(turn);
+    }
+
+    /// Gives every actor up (shutdown): drained, the app told, records
+    /// released, then this host's lease.
+    pub async fn stop(&self) {
+        let keys: Vec<Key> = self
+            .active
+            .lock()
+            .expect("actors lock")
+            .keys()
+            .cloned()
+            .collect();
+        futures_util::future::join_all(keys.iter().map(|k| self.deactivate(k))).await;
+        let _ = self.placement.leave(&self.namespace, &self.me.id).await;
+    }
+
+    /// Starts (or replaces) a timer on a local actor, activating it.
+    pub async fn register_timer(
+        self: &Arc<Self>,
+        actor_type: &str,
+        actor_id: &str,
+        name: &str,
+        timer: Timer,
+    ) -> Result<(), ApiError> {
+        check_names(actor_type, actor_id)?;
+        let key: Key = (actor_type.to_string(), actor_id.to_string());
+        let act = self.local_activation(&key).await?;
+        let me = Arc::downgrade(self);
+        let (t, id, n) = (
+            actor_type.to_string(),
+            actor_id.to_string(),
+            name.to_string(),
+        );
+        let task = tokio::spawn(async move {
+            let mut fired: u32 = 0;
+            tokio::time::sleep(Duration::from_millis(timer.due_ms)).await;
+            loop {
+                if timer.expires.is_some_and(|e| now_ms() > e) {
+                    break;
+                }
+                let Some(me) = me.upgrade() else { break };
+                let body = serde_json::json!({
+                    "callback": timer.callback,
+                    "data": timer.data,
+                    "dueTime": timer.due_text,
+                    "period": timer.period_text,
+                });
+                let call = Call {
+                    actor_type: t.clone(),
+                    actor_id: id.clone(),
+                    what: format!("method/timer/{}", segment(&n)),
+                    method: Method::PUT,
+                    headers: HeaderMap::new(),
+                    body: Bytes::from(body.to_string()),
+                };
+                let key = (t.clone(), id.clone());
+                let Some(act) = me.active.lock().expect("actors lock").get(&key).cloned() else {
+                    break;
+                };
+                match me.run(&act, &call).await {
+                    Ok(Some(a)) if a.headers.contains_key(CANCEL_HEADER) => break,
+                    Ok(None) => break,
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(actor_type = %t, actor_id = %id, timer = %n, error = %e.message, "actors: a timer's call failed");
+                    }
+                }
+                drop(me);
+                fired += 1;
+                match (timer.period_ms, timer.repeats) {
+                    (Some(p), r) if r.is_none_or(|r| fired < r) => {
+                        tokio::time::sleep(Duration::from_millis(p.max(1))).await;
+                    }
+                    _ => break,
+                }
+            }
+        });
+        if let Some(old) = act
+            .timers
+            .lock()
+            .expect("timers lock")
+            .insert(name.to_string(), task.abort_handle())
+        {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    pub async fn unregister_timer(&self, actor_type: &str, actor_id: &str, name: &str) {
+        let key: Key = (actor_type.to_string(), actor_id.to_string());
+        if let Some(act) = self.active.lock().expect("actors lock").get(&key)
+            && let Some(t) = act.timers.lock().expect("timers lock").remove(name)
+        {
+            t.abort();
+        }
+    }
+
+    /// The actor's local activation, made when this host may take it (a
+    /// timer lives where its actor runs).
+    async fn local_activation(&self, key: &Key) -> Result<Arc<Activation>, ApiError> {
+        if let Some(a) = self.active.lock().expect("actors lock").get(key)
+            && !a.gone.load(Ordering::Acquire)
+        {
+            return Ok(a.clone());
+        }
+        if !self.hosts(&key.0) {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "ERR_ACTOR_INSTANCE_MISSING",
+                format!(
+                    "actor instance is missing: actor type {} is not hosted here",
+                    key.0
+                ),
+            ));
+        }
+        match self
+            .placement
+            .acquire(&self.namespace, &key.0, &key.1, &self.me.id, now_ms())
+            .await
+        {
+            Ok(Acquired::Mine) => Ok(self
+                .active
+                .lock()
+                .expect("actors lock")
+                .entry(key.clone())
+                .or_insert_with(Activation::new)
+                .clone()),
+            Ok(Acquired::Held(h)) => Err(err(
+                StatusCode::BAD_REQUEST,
+                "ERR_ACTOR_INSTANCE_MISSING",
+                format!(
+                    "actor instance is missing: actor {}/{} runs on another host ({})",
+                    key.0, key.1, h.address
+                ),
+            )),
+            Err(e) => Err(err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_ACTOR_TIMER_CREATE",
+                format!("actor placement ({}) failed: {e}", self.placement.what()),
+            )),
+        }
+    }
+}
+
+/// On a peer's answer: the actor runtime's own error code (the answer is
+/// its error, not the app's).
+pub const ACTOR_ERROR: &str = "tandem-actor-error";
+
+fn static_code(code: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "ERR_ACTOR_INVOKE_METHOD",
+        "ERR_ACTOR_INSTANCE_MISSING",
+        "ERR_ACTOR_RUNTIME_CLOSED",
+        "ERR_ACTOR_NO_APP_CHANNEL",
+        "ERR_MALFORMED_REQUEST",
+        "ERR_ACTOR_RUNTIME_NOT_FOUND",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == code)
+        .copied()
+        .unwrap_or("ERR_ACTOR_INVOKE_METHOD")
+}
+
+/// A timer's plan, checked.
+#[derive(Clone, Debug)]
+pub struct Timer {
+    pub due_ms: u64,
+    pub due_text: String,
+    pub period_ms: Option<u64>,
+    pub period_text: String,
+    pub repeats: Option<u32>,
+    pub expires: Option<i64>,
+    pub callback: String,
+    pub data: serde_json::Value,
+}
+
+/// A `period`: a duration, or ISO 8601 `R<n>/<duration>` (n repetitions).
+pub fn period(text: &str) -> Result<(u64, Option<u32>), String> {
+    let t = text.trim();
+    let (repeats, rest) = match t.strip_prefix('R').and_then(|r| r.split_once('/')) {
+        Some((n, rest)) => {
+            let n: u32 = n
+                .parse()
+                .map_err(|_| format!("period `{t}`: `R{n}` is not a repetition count"))?;
+            (Some(n), rest)
+        }
+        None => (None, t),
+    };
+    let d = config::duration(rest).map_err(|e| format!("period {e}"))?;
+    Ok((d.as_millis() as u64, repeats))
+}
+
+/// A `dueTime`: a duration from now, ISO 8601, or an RFC 3339 instant.
+pub fn due_ms(text: &str, now: i64) -> Result<u64, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(0);
+    }
+    if let Ok(d) = config::duration(t) {
+        return Ok(d.as_millis() as u64);
+    }
+    tandem_stateful::times::instant(t, now, "dueTime")
+        .map(|at| u64::try_from(at - now).unwrap_or(0))
+}
+
+/// The embedded placement table: the host's SQLite file, the one the
+/// embedded job engine uses.
+pub fn embedded_placement() -> Result<(Arc<dyn Placement>, std::path::PathBuf), String> {
+    let path = crate::home::dir().join("jobs.db");
+    let p = tandem_stateful::placement::SqlitePlacement::open(&path)?;
+    Ok((Arc::new(p), path))
+}
+
+/// Keeps this host's lease (and the table) fresh until shutdown.
+async fn keep_lease(me: Weak<Actors>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let Some(a) = me.upgrade() else { return };
+        a.beat().await;
+        drop(a);
+        tokio::select! {
+            _ = tokio::time::sleep(LEASE / 3) => {}
+            _ = shutdown.changed() => {
+                if let Some(a) = me.upgrade() {
+                    a.stop().await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Deactivates actors idle past their type's `actorIdleTimeout`.
+async fn scan_idle(me: Weak<Actors>) {
+    loop {
+        let Some(a) = me.upgrade() else { return };
+        let every = a.config.scan_interval;
+        let now = now_ms();
+        let idle: Vec<Key> = a
+            .active
+            .lock()
+            .expect("actors lock")
+            .iter()
+            .filter(|((t, _), act)| {
+                act.queued.load(Ordering::Acquire) == 0
+                    && act.timers.lock().expect("timers lock").is_empty()
+                    && now - act.last_used.load(Ordering::Acquire)
+                        > a.config.of(t).idle_timeout.as_millis() as i64
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in idle {
+            a.deactivate(&k).await;
+        }
+        drop(a);
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The inbound door: actor calls peer sidecars send here.
+pub struct Door(pub Weak<Actors>);
+
+impl tandem_proxy::invoke::ActorDoor for Door {
+    fn call(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> futures_util::future::BoxFuture<'static, Response<ProxyBody>> {
+        let actors = self.0.clone();
+        Box::pin(async move {
+            let fail = |e: ApiError| {
+                let mut r = e.to_http().map(tandem_proxy::invoke::boxed);
+                if let Ok(v) = HeaderValue::from_str(e.error_code) {
+                    r.headers_mut().insert(ACTOR_ERROR, v);
+                }
+                r
+            };
+            let Some(actors) = actors.upgrade() else {
+                return fail(err(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ERR_ACTOR_RUNTIME_CLOSED",
+                    "the actor runtime is stopping",
+                ));
+            };
+            let (parts, body) = req.into_parts();
+            let path = parts.uri.path().to_string();
+            let segs: Vec<String> = path
+                .trim_start_matches('/')
+                .splitn(4, '/')
+                .map(crate::components::metadata::percent_decode)
+                .collect();
+            let ["actors", t, id, ..] = segs.iter().map(String::as_str).collect::<Vec<_>>()[..]
+            else {
+                return fail(err(
+                    StatusCode::BAD_REQUEST,
+                    "ERR_MALFORMED_REQUEST",
+                    format!("not an actor path: {path}"),
+                ));
+            };
+            let what = path
+                .trim_start_matches('/')
+                .splitn(4, '/')
+                .nth(3)
+                .unwrap_or_default()
+                .to_string();
+            let body = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return fail(err(
+                        StatusCode::BAD_REQUEST,
+                        "ERR_MALFORMED_REQUEST",
+                        format!("reading the call: {e}"),
+                    ));
+                }
+            };
+            let call = Call {
+                actor_type: t.to_string(),
+                actor_id: id.to_string(),
+                what,
+                method: parts.method,
+                headers: parts.headers,
+                body,
+            };
+            match actors.call(call, true).await {
+                Ok(a) => answer_response(a),
+                Err(e) => fail(e),
+            }
+        })
+    }
+}
+
+/// An app's answer as an HTTP response to the caller.
+pub fn answer_response(a: Answer) -> Response<ProxyBody> {
+    let mut r = Response::builder()
+        .status(a.status)
+        .body(full(a.body))
+        .expect("valid response parts");
+    for (k, v) in &a.headers {
+        if k == http::header::CONTENT_LENGTH
+            || k == http::header::TRANSFER_ENCODING
+            || k == http::header::CONNECTION
+        {
+            continue;
+        }
+        r.headers_mut().append(k, v.clone());
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_and_due_times_in_daprs_forms() {
+        assert_eq!(period("5s").unwrap(), (5_000, None));
+        assert_eq!(period("0h0m5s0ms0μs").unwrap(), (5_000, None));
+        assert_eq!(period("PT10S").unwrap(), (10_000, None));
+        assert_eq!(period("R5/PT10S").unwrap(), (10_000, Some(5)));
+        assert_eq!(period("R2/1s").unwrap(), (1_000, Some(2)));
+        assert!(period("Rx/PT1S").is_err());
+        assert!(period("soon").is_err());
+        assert!(period("-5s").is_err());
+        let now = 1_000_000;
+        assert_eq!(due_ms("", now).unwrap(), 0);
+        assert_eq!(due_ms("1.5s", now).unwrap(), 1_500);
+        assert_eq!(due_ms("PT1M", now).unwrap(), 60_000);
+        assert_eq!(due_ms("1970-01-01T00:16:41Z", now).unwrap(), 1_000);
+        assert_eq!(due_ms("1970-01-01T00:00:00Z", now).unwrap(), 0, "past: now");
+        assert!(due_ms("tomorrow", now).is_err());
+    }
+
+    #[test]
+    fn actor_names_refused_with_the_reason() {
+        assert!(check_names("T", "1").is_ok());
+        assert!(check_names("T", "a b/c").is_ok());
+        for (t, id, why) in [
+            ("", "1", "type is empty"),
+            ("T", " ", "id is empty"),
+            ("T", "a||b", "||"),
+            ("T", "a\nb", "control"),
+        ] {
+            let e = check_names(t, id).unwrap_err();
+            assert!(e.message.contains(why), "{t}/{id}: {}", e.message);
+            assert_eq!(e.http, StatusCode::BAD_REQUEST);
+        }
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+}
