@@ -65,6 +65,12 @@ impl Snapshot {
         self.policies.app(app_id)
     }
 
+    /// How long a call to an actor of `actor_type` may take
+    /// (`targets.actors` or the default timeout policies).
+    pub fn actor_timeout(&self, actor_type: &str) -> Option<std::time::Duration> {
+        self.policies.actor_timeout(actor_type)
+    }
+
     /// Builds a snapshot: initialises every component of `resources`,
     /// keeping those of `previous` whose resource did not change. Its
     /// resiliency policies report what they do to `metrics`.

@@ -937,6 +937,7 @@ pub struct Policies {
     breakers: std::collections::BTreeMap<String, CircuitBreakerPolicy>,
     components: std::collections::BTreeMap<String, tandem_config::ComponentTargetPolicy>,
     apps: std::collections::BTreeMap<String, tandem_config::TargetPolicy>,
+    actors: std::collections::BTreeMap<String, tandem_config::ActorTargetPolicy>,
     observer: Option<Observer>,
     /// The policies handed out, by target, with what they were built from:
     /// each target keeps one policy (its breaker and budget state) for the
@@ -1023,6 +1024,7 @@ impl Policies {
             }
             p.components.extend(spec.targets.components.clone());
             p.apps.extend(spec.targets.apps.clone());
+            p.actors.extend(spec.targets.actors.clone());
         }
         Ok(p)
     }
@@ -1097,6 +1099,26 @@ impl Policies {
     pub fn component_inbound(&self, name: &str, kind: &str) -> Arc<Policy> {
         let explicit = self.components.get(name).and_then(|c| c.inbound.as_ref());
         self.component_policy(name, kind, "Inbound", explicit)
+    }
+
+    /// The timeout of a call to an actor of `actor_type`: its
+    /// `targets.actors` entry, else `DefaultActorTimeoutPolicy`, else
+    /// `DefaultTimeoutPolicy`.
+    pub fn actor_timeout(&self, actor_type: &str) -> Option<Duration> {
+        let named = self
+            .actors
+            .get(actor_type)
+            .and_then(|t| t.timeout.clone())
+            .or_else(|| {
+                ["DefaultActorTimeoutPolicy", "DefaultTimeoutPolicy"]
+                    .into_iter()
+                    .find(|n| self.timeouts.contains_key(*n))
+                    .map(str::to_string)
+            })?;
+        self.timeouts
+            .get(&named)
+            .copied()
+            .or_else(|| tandem_config::parse_duration(&named).ok())
     }
 
     /// The policy for calls to app `app_id` (service invocation): its

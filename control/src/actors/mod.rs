@@ -38,6 +38,9 @@ pub const LEASE: Duration = Duration::from_secs(6);
 const MARGIN_MS: i64 = 1_000;
 /// Calls waiting for one actor's turn before more are refused.
 const MAX_QUEUED: usize = 1_024;
+/// How long an actor call may take without a `targets.actors` timeout
+/// (then its turn is freed and the caller told).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const REENTRANCY_HEADER: &str = "dapr-reentrancy-id";
 pub const ERROR_HEADER: &str = "x-daprerrorresponseheader";
@@ -75,7 +78,7 @@ fn err(status: StatusCode, code: &'static str, message: impl Into<String>) -> Ap
 }
 
 pub struct Activation {
-    turn: tokio::sync::Mutex<()>,
+    turn: Arc<tokio::sync::Mutex<()>>,
     queued: AtomicUsize,
     last_used: AtomicI64,
     /// The reentrancy id of the call chain holding the turn, and how deep.
@@ -88,7 +91,7 @@ pub struct Activation {
 impl Activation {
     fn new() -> Arc<Self> {
         Arc::new(Self {
-            turn: tokio::sync::Mutex::new(()),
+            turn: Arc::new(tokio::sync::Mutex::new(())),
             queued: AtomicUsize::new(0),
             last_used: AtomicI64::new(now_ms()),
             chain: Mutex::new(None),
@@ -102,6 +105,8 @@ type Key = (String, String);
 
 pub struct Actors {
     rt: Weak<Runtime>,
+    /// Itself, for the tasks a call hands its turn to.
+    this: Weak<Actors>,
     pub me: Host,
     namespace: String,
     pub config: ActorConfig,
@@ -199,7 +204,8 @@ impl Actors {
             address,
             types: config.entities.clone(),
         };
-        let actors = Arc::new(Self {
+        let actors = Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             rt: Arc::downgrade(rt),
             me,
             namespace,
@@ -299,9 +305,13 @@ impl Actors {
         }
     }
 
-    /// Calls an actor wherever it lives. `forwarded`: a peer sent it here
-    /// as the owner; it is not sent on again.
-    pub async fn call(self: &Arc<Self>, call: Call, forwarded: bool) -> Result<Answer, ApiError> {
+    /// Calls an actor wherever it lives. `hops`: how many sidecars sent
+    /// it on before this one (0 from an API door). A call goes to the
+    /// ring's owner (hop 1), and from there to the record's holder when
+    /// another host still holds it (hop 2); a sidecar that gets a call for
+    /// an actor it neither runs nor owns answers MOVED, and the sender
+    /// looks again (a table one heartbeat old, an actor just let go).
+    pub async fn call(self: &Arc<Self>, call: Call, hops: u8) -> Result<Answer, ApiError> {
         check_names(&call.actor_type, &call.actor_id)?;
         let key: Key = (call.actor_type.clone(), call.actor_id.clone());
         let drain = self.config.of(&call.actor_type).drain_timeout;
@@ -312,8 +322,10 @@ impl Actors {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "ERR_ACTOR_INVOKE_METHOD",
                     format!(
-                        "actor {}/{} could not be activated: its previous host did not let it go within {drain:?}",
-                        call.actor_type, call.actor_id
+                        "actor {}/{} could not be activated: its previous host did not let it go within {:?}",
+                        call.actor_type,
+                        call.actor_id,
+                        drain.max(LEASE)
                     ),
                 ));
             }
@@ -344,8 +356,20 @@ impl Actors {
                     ),
                 ));
             };
-            if owner.id != self.me.id && !forwarded {
-                return self.forward(&owner, call).await;
+            if owner.id != self.me.id {
+                if hops > 0 {
+                    return Err(moved());
+                }
+                match self.forward(&owner, call.clone(), 1).await {
+                    Err(e) if e.error_code == MOVED => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    other => return other,
+                }
+            }
+            if hops > 1 {
+                return Err(moved());
             }
             if !self.hosts(&call.actor_type) {
                 return Err(err(
@@ -382,12 +406,14 @@ impl Actors {
                         .entry(key.clone())
                         .or_insert_with(Activation::new);
                 }
-                Ok(Acquired::Held(holder)) if !forwarded => {
-                    return self.forward(&holder, call).await;
-                }
-                Ok(Acquired::Held(_)) => {
-                    // Its old host is draining it: wait for the record.
-                    tokio::time::sleep(Duration::from_millis(25)).await;
+                Ok(Acquired::Held(holder)) => {
+                    // Its old host still runs it (until it drains it).
+                    match self.forward(&holder, call.clone(), hops + 1).await {
+                        Err(e) if e.error_code == MOVED => {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        other => return other,
+                    }
                 }
                 Err(e) => {
                     return Err(err(
@@ -461,7 +487,7 @@ impl Actors {
                 Ok(false) => {}
             }
         }
-        let _turn = act.turn.lock().await;
+        let turn = act.turn.clone().lock_owned().await;
         if act.gone.load(Ordering::Acquire) {
             return Ok(None);
         }
@@ -469,10 +495,49 @@ impl Actors {
             .enabled
             .then(|| given.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()));
         *act.chain.lock().expect("chain lock") = chain_id.clone().map(|id| (id, 1));
-        let out = self.to_app(call, chain_id.as_deref()).await;
-        *act.chain.lock().expect("chain lock") = None;
-        act.last_used.store(now_ms(), Ordering::Release);
-        out.map(Some)
+        // The app's call owns the turn: a caller that goes away does not
+        // free the actor while the app may still be running the call; the
+        // turn is free when the app answers or the call's timeout ends it.
+        let Some(me) = self.this.upgrade() else {
+            return Err(err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ERR_ACTOR_RUNTIME_CLOSED",
+                "the actor runtime is stopping",
+            ));
+        };
+        let (call, act) = (call.clone(), act.clone());
+        let timeout = self
+            .rt
+            .upgrade()
+            .and_then(|rt| rt.snapshot().actor_timeout(&call.actor_type))
+            .unwrap_or(DEFAULT_CALL_TIMEOUT);
+        let task = tokio::spawn(async move {
+            let out = match tokio::time::timeout(timeout, me.to_app(&call, chain_id.as_deref()))
+                .await
+            {
+                Ok(out) => out,
+                Err(_) => Err(err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_ACTOR_INVOKE_METHOD",
+                    format!(
+                        "error invoke actor method: actor {}/{} did not answer within {timeout:?} (a targets.actors timeout, or the default)",
+                        call.actor_type, call.actor_id
+                    ),
+                )),
+            };
+            *act.chain.lock().expect("chain lock") = None;
+            act.last_used.store(now_ms(), Ordering::Release);
+            drop(turn);
+            out
+        });
+        match task.await {
+            Ok(out) => out.map(Some),
+            Err(e) => Err(err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_ACTOR_INVOKE_METHOD",
+                format!("error invoke actor method: {e}"),
+            )),
+        }
     }
 
     async fn to_app(&self, call: &Call, chain: Option<&str>) -> Result<Answer, ApiError> {
@@ -541,7 +606,7 @@ impl Actors {
     }
 
     /// Sends the call to the sidecar that hosts (or owns) the actor.
-    async fn forward(&self, to: &Host, call: Call) -> Result<Answer, ApiError> {
+    async fn forward(&self, to: &Host, call: Call, hops: u8) -> Result<Answer, ApiError> {
         let failed = |e: String| {
             err(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -571,7 +636,7 @@ impl Actors {
         tandem_proxy::invoke::strip_internal(req.headers_mut());
         req.headers_mut().insert(
             tandem_proxy::invoke::ACTOR,
-            HeaderValue::from_static("forwarded"),
+            HeaderValue::from(u16::from(hops)),
         );
         let resp = invoker
             .to_address(&to.app_id, address, req)
@@ -613,8 +678,17 @@ impl Actors {
         let Some(act) = self.active.lock().expect("actors lock").get(key).cloned() else {
             return;
         };
+        // The record is released only once no call runs: waiting past the
+        // drain time is logged, never cut short (another host would run
+        // the actor beside the call still in flight here).
         let drain = self.config.of(&key.0).drain_timeout;
-        let turn = tokio::time::timeout(drain, act.turn.lock()).await;
+        let turn = match tokio::time::timeout(drain, act.turn.lock()).await {
+            Ok(t) => t,
+            Err(_) => {
+                tracing::warn!(actor_type = %key.0, actor_id = %key.1, ?drain, "actors: a call is still running past the drain time; waiting for it before letting the actor go");
+                act.turn.lock().await
+            }
+        };
         if act.gone.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -794,8 +868,20 @@ impl Actors {
 /// its error, not the app's).
 pub const ACTOR_ERROR: &str = "tandem-actor-error";
 
+/// A peer's answer for an actor it neither runs nor owns: look again.
+const MOVED: &str = "ERR_ACTOR_MOVED";
+
+fn moved() -> ApiError {
+    err(
+        StatusCode::CONFLICT,
+        MOVED,
+        "the actor is not on this host; ask again",
+    )
+}
+
 fn static_code(code: &str) -> &'static str {
     const KNOWN: &[&str] = &[
+        MOVED,
         "ERR_ACTOR_INVOKE_METHOD",
         "ERR_ACTOR_INSTANCE_MISSING",
         "ERR_ACTOR_RUNTIME_CLOSED",
@@ -960,6 +1046,7 @@ impl tandem_proxy::invoke::ActorDoor for Door {
                     ));
                 }
             };
+            let hops_header = parts.headers.get(tandem_proxy::invoke::ACTOR).cloned();
             let call = Call {
                 actor_type: t.to_string(),
                 actor_id: id.to_string(),
@@ -968,7 +1055,13 @@ impl tandem_proxy::invoke::ActorDoor for Door {
                 headers: parts.headers,
                 body,
             };
-            match actors.call(call, true).await {
+            let hops = hops_header
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u8>().ok())
+                .unwrap_or(1)
+                .max(1);
+            match actors.call(call, hops).await {
                 Ok(a) => answer_response(a),
                 Err(e) => fail(e),
             }

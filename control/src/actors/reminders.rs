@@ -265,7 +265,7 @@ impl Deliver for ToActors {
                 headers: HeaderMap::new(),
                 body,
             };
-            let answer = actors.call(call, false).await.map_err(|e| e.message)?;
+            let answer = actors.call(call, 0).await.map_err(|e| e.message)?;
             if answer.headers.contains_key(CANCEL_HEADER) {
                 unregister(&rt, t, id, name).await.map_err(|e| e.message)?;
             }

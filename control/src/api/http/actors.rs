@@ -101,7 +101,7 @@ pub async fn handle(
                         headers,
                         body,
                     },
-                    false,
+                    0,
                 )
                 .await?;
             let mut r = Response::builder()

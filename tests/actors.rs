@@ -1,0 +1,544 @@
+//! Actors through real sidecars to an actor host that checks what the
+//! runtime promises: one call at a time per actor id across every host,
+//! no acknowledged state write lost while hosts join and are SIGKILLed,
+//! reminders that outlive their host, and clear errors for bad input.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Sidecar, TempDir, sidecar};
+use http_body_util::{BodyExt, Full};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The actor host: records every call's enter and exit per actor id.
+#[derive(Default)]
+struct Checker {
+    inside: Mutex<HashSet<String>>,
+    overlaps: Mutex<Vec<String>>,
+    /// Sidecars the app may use for its own calls (state, reentrant calls).
+    sidecars: Mutex<Vec<u16>>,
+    reminded: Mutex<Vec<(String, String)>>,
+    deactivated: AtomicUsize,
+}
+
+const CONFIG: &str = r#"{"entities":["Checker"],"actorIdleTimeout":"1h","actorScanInterval":"30s",
+  "drainOngoingCallTimeout":"5s","drainRebalancedActors":true,
+  "reentrancy":{"enabled":true,"maxStackDepth":3}}"#;
+
+/// A call from the app to one of its sidecars (blocking; off the
+/// runtime's threads).
+async fn to_sidecar(
+    c: &Checker,
+    method: &'static str,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> Option<common::Resp> {
+    let ports = c.sidecars.lock().unwrap().clone();
+    tokio::task::spawn_blocking(move || {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        ports
+            .iter()
+            .find_map(|p| common::http(*p, method, &path, &h, &body).ok())
+    })
+    .await
+    .unwrap()
+}
+
+async fn checker_app(c: Arc<Checker>) -> u16 {
+    common::serve_http(move |req: hyper::Request<hyper::body::Incoming>| {
+        let c = c.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let path = parts.uri.path().to_string();
+            let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            let reply = |status: u16, body: Vec<u8>| {
+                hyper::Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap()
+            };
+            match (parts.method.as_str(), segs.as_slice()) {
+                ("GET", ["dapr", "config"]) => reply(200, CONFIG.into()),
+                ("GET", ["healthz"]) => reply(200, vec![]),
+                ("DELETE", ["actors", "Checker", _]) => {
+                    c.deactivated.fetch_add(1, Ordering::SeqCst);
+                    reply(200, vec![])
+                }
+                ("PUT", ["actors", "Checker", id, "method", "remind", name]) => {
+                    c.reminded
+                        .lock()
+                        .unwrap()
+                        .push((id.to_string(), name.to_string()));
+                    reply(200, vec![])
+                }
+                // An app that never answers (past the actor call timeout,
+                // whatever it does after is its own business).
+                ("PUT", ["actors", "Checker", _, "method", "hang"]) => {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    reply(200, vec![])
+                }
+                ("PUT", ["actors", "Checker", id, "method", m]) => {
+                    let id = id.to_string();
+                    if !c.inside.lock().unwrap().insert(id.clone()) {
+                        c.overlaps.lock().unwrap().push(id.clone());
+                    }
+                    let out = match *m {
+                        "work" => work(&c, &id).await,
+                        "dive" => dive(&c, &id, &parts.headers, &body).await,
+                        "echo" => {
+                            let mut r = reply(200, body.to_vec());
+                            if &body[..] == b"fail" {
+                                r.headers_mut()
+                                    .insert("X-DaprErrorResponseHeader", "yes".parse().unwrap());
+                            }
+                            r
+                        }
+                        "slow" => {
+                            tokio::time::sleep(Duration::from_millis(1200)).await;
+                            reply(200, b"late".to_vec())
+                        }
+                        _ => reply(404, b"no such method".to_vec()),
+                    };
+                    c.inside.lock().unwrap().remove(&id);
+                    out
+                }
+                _ => reply(404, vec![]),
+            }
+        }
+    })
+    .await
+}
+
+/// Reads the actor's `n`, waits a little, writes `n + 1`; answers it.
+async fn work(c: &Checker, id: &str) -> hyper::Response<Full<Bytes>> {
+    let fail = |why: String| {
+        hyper::Response::builder()
+            .status(500)
+            .body(Full::new(Bytes::from(why)))
+            .unwrap()
+    };
+    let Some(r) = to_sidecar(
+        c,
+        "GET",
+        format!("/v1.0/actors/Checker/{id}/state/n"),
+        vec![],
+        vec![],
+    )
+    .await
+    else {
+        return fail("no sidecar".into());
+    };
+    let n: u64 = match r.status {
+        204 => 0,
+        200 => r.text().trim().parse().unwrap_or(0),
+        s => return fail(format!("state read {s}: {}", r.text())),
+    };
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let ops = format!(
+        r#"[{{"operation":"upsert","request":{{"key":"n","value":{}}}}}]"#,
+        n + 1
+    );
+    match to_sidecar(
+        c,
+        "POST",
+        format!("/v1.0/actors/Checker/{id}/state"),
+        vec![("content-type".into(), "application/json".into())],
+        ops.into_bytes(),
+    )
+    .await
+    {
+        Some(r) if r.status == 204 => hyper::Response::builder()
+            .status(200)
+            .body(Full::new(Bytes::from((n + 1).to_string())))
+            .unwrap(),
+        Some(r) => fail(format!("state write {}: {}", r.status, r.text())),
+        None => fail("no sidecar".into()),
+    }
+}
+
+/// Calls itself `k` levels deep in the same reentrant chain.
+async fn dive(
+    c: &Checker,
+    id: &str,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> hyper::Response<Full<Bytes>> {
+    let k: u32 = std::str::from_utf8(body).unwrap().trim().parse().unwrap();
+    if k == 0 {
+        return hyper::Response::new(Full::new(Bytes::from_static(b"bottom")));
+    }
+    let chain = headers
+        .get("dapr-reentrancy-id")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    // The app's own nested call leaves the checker's "inside" mark: the
+    // chain re-enters on purpose.
+    c.inside.lock().unwrap().remove(id);
+    let r = to_sidecar(
+        c,
+        "PUT",
+        format!("/v1.0/actors/Checker/{id}/method/dive"),
+        vec![("dapr-reentrancy-id".into(), chain)],
+        (k - 1).to_string().into_bytes(),
+    )
+    .await
+    .unwrap();
+    c.inside.lock().unwrap().insert(id.to_string());
+    hyper::Response::builder()
+        .status(r.status)
+        .body(Full::new(Bytes::from(r.body.clone())))
+        .unwrap()
+}
+
+fn resources(home: &TempDir) -> String {
+    let db = home.path().join("actor-state.db");
+    home.write(
+        "res/state.yaml",
+        &common::component(
+            "actorstate",
+            "state.sqlite",
+            &[
+                ("connectionString", db.to_str().unwrap()),
+                ("actorStateStore", "true"),
+            ],
+        ),
+    );
+    home.write(
+        "res/resiliency.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: actor-timeouts\nspec:\n  policies:\n    timeouts:\n      actorCall: 2s\n  targets:\n    actors:\n      Checker:\n        timeout: actorCall\n",
+    );
+    home.path().join("res").display().to_string()
+}
+
+fn host(home: &TempDir, res: &str, app_port: u16) -> Sidecar {
+    sidecar()
+        .app_id("checker")
+        .env("TANDEM_HOME", home.path().to_str().unwrap())
+        .args(["--app-port", &app_port.to_string()])
+        .args(["--resources-path", res])
+        .start()
+}
+
+fn call(port: u16, id: &str, method: &str, body: &[u8]) -> std::io::Result<common::Resp> {
+    common::http(
+        port,
+        "PUT",
+        &format!("/v1.0/actors/Checker/{id}/method/{method}"),
+        &[],
+        body,
+    )
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// 200 actor ids called without pause through every live sidecar while a
+/// third host joins and the first is SIGKILLed: no two calls of one id
+/// ever overlap (the app checks), every acknowledged increment is in the
+/// store, and afterwards every id answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_activation_per_actor_while_hosts_join_and_die() {
+    let c = Arc::new(Checker::default());
+    let app_port = checker_app(c.clone()).await;
+    let home = TempDir::new("actors-churn");
+    let res = resources(&home);
+    let c2 = c.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut a = host(&home, &res, app_port);
+        let b = host(&home, &res, app_port);
+        *c2.sidecars.lock().unwrap() = vec![b.http, a.http];
+        let live: Arc<Mutex<Vec<u16>>> = Arc::new(Mutex::new(vec![a.http, b.http]));
+        let stop = Arc::new(AtomicBool::new(false));
+        // Per id: calls acknowledged (200) and calls tried.
+        let tally: Arc<Mutex<HashMap<String, (u64, u64)>>> = Arc::default();
+        let workers: Vec<_> = (0..6)
+            .map(|w| {
+                let (live, stop, tally) = (live.clone(), stop.clone(), tally.clone());
+                std::thread::spawn(move || {
+                    let mut i: u64 = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        i = i
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let id = format!("id-{}", (i >> 33) % 200);
+                        let ports = live.lock().unwrap().clone();
+                        let port = ports[(i >> 20) as usize % ports.len()];
+                        tally.lock().unwrap().entry(id.clone()).or_default().1 += 1;
+                        if let Ok(r) = call(port, &id, "work", b"")
+                            && r.status == 200
+                        {
+                            tally.lock().unwrap().entry(id).or_default().0 += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        let c3 = host(&home, &res, app_port);
+        c2.sidecars.lock().unwrap().push(c3.http);
+        live.lock().unwrap().push(c3.http);
+        std::thread::sleep(Duration::from_millis(1500));
+        // SIGKILL a: its actors move once its lease lapses.
+        live.lock().unwrap().retain(|p| *p != a.http);
+        c2.sidecars.lock().unwrap().retain(|p| *p != a.http);
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        std::thread::sleep(Duration::from_secs(8));
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert!(
+            c2.overlaps.lock().unwrap().is_empty(),
+            "calls of one actor overlapped: {:?}",
+            c2.overlaps.lock().unwrap()
+        );
+        // Every id answers now, and its count holds every acknowledged
+        // increment (and no more than were tried).
+        let tally = tally.lock().unwrap().clone();
+        let acked: u64 = tally.values().map(|t| t.0).sum();
+        assert!(
+            acked > 500,
+            "too few calls went through: {acked} ({tally:?})"
+        );
+        for (id, (ok, tried)) in &tally {
+            let r = call(b.http, id, "work", b"").unwrap();
+            assert_eq!(r.status, 200, "{id}: {}\n{}", r.text(), b.stderr.text());
+            let n: u64 = r.text().trim().parse().unwrap();
+            assert!(
+                n > *ok && n <= tried + 1,
+                "{id}: stored {n} after {ok} acknowledged of {tried} tried"
+            );
+        }
+        assert!(c2.overlaps.lock().unwrap().is_empty());
+        drop((b, c3));
+    })
+    .await
+    .unwrap();
+}
+
+/// A reminder fires on whichever host runs its actor: the host that
+/// registered it SIGKILLed, another fires it; every sidecar stopped and a
+/// new one started, it fires again (it lives in the engine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_outlive_their_host_and_every_restart() {
+    let c = Arc::new(Checker::default());
+    let app_port = checker_app(c.clone()).await;
+    let home = TempDir::new("actors-remind");
+    let res = resources(&home);
+    let c2 = c.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut a = host(&home, &res, app_port);
+        let b = host(&home, &res, app_port);
+        *c2.sidecars.lock().unwrap() = vec![a.http, b.http];
+        let r = common::http(
+            a.http,
+            "PUT",
+            "/v1.0/actors/Checker/r-1/reminders/beat",
+            &[("content-type", "application/json")],
+            br#"{"dueTime":"0s","period":"500ms","data":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.status, 204, "{}", r.text());
+        let got = a.get("/v1.0/actors/Checker/r-1/reminders/beat");
+        assert_eq!(got.status, 200, "{}", got.text());
+        assert_eq!(got.json()["period"], "500ms", "{}", got.text());
+        assert_eq!(got.json()["data"], serde_json::json!({"x": 1}));
+        let count = || c2.reminded.lock().unwrap().len();
+        wait_until("2 reminders", Duration::from_secs(10), || count() >= 2);
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        c2.sidecars.lock().unwrap().retain(|p| *p == b.http);
+        let before = count();
+        // A tick claimed by the killed sidecar waits out its job lease
+        // (30 s); the next ones fire from b.
+        wait_until("reminders after the kill", Duration::from_secs(45), || {
+            count() >= before + 3
+        });
+        drop(b);
+        let stopped_at = count();
+        std::thread::sleep(Duration::from_millis(800));
+        let d = host(&home, &res, app_port);
+        *c2.sidecars.lock().unwrap() = vec![d.http];
+        let restarted = count();
+        assert!(restarted <= stopped_at + 1, "fired with no sidecar up");
+        wait_until(
+            "reminders after a full restart",
+            Duration::from_secs(45),
+            || count() >= restarted + 2,
+        );
+        // Unregistered: no more.
+        let r = common::http(
+            d.http,
+            "DELETE",
+            "/v1.0/actors/Checker/r-1/reminders/beat",
+            &[],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 204, "{}", r.text());
+        std::thread::sleep(Duration::from_millis(700));
+        let last = count();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(count(), last, "fired after it was unregistered");
+        let r = d.get("/v1.0/actors/Checker/r-1/reminders/beat");
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (404, "ERR_ACTOR_REMINDER_NOT_FOUND"),
+            "{}",
+            r.text()
+        );
+        assert!(
+            c2.reminded
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(id, n)| id == "r-1" && n == "beat")
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// Bad input gets a clear answer and nothing is left stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_stuck_calls_get_clear_answers() {
+    let c = Arc::new(Checker::default());
+    let app_port = checker_app(c.clone()).await;
+    let home = TempDir::new("actors-bad");
+    let res = resources(&home);
+    let c2 = c.clone();
+    tokio::task::spawn_blocking(move || {
+        let s = host(&home, &res, app_port);
+        *c2.sidecars.lock().unwrap() = vec![s.http];
+        let code = |r: &common::Resp| (r.status, r.error_code());
+        // Unknown type: daprd's error naming it.
+        let r = common::http(s.http, "POST", "/v1.0/actors/Nobody/1/method/m", &[], b"").unwrap();
+        assert_eq!(code(&r), (500, "ERR_ACTOR_INVOKE_METHOD".into()), "{}", r.text());
+        assert!(r.text().contains("Nobody"), "{}", r.text());
+        // Empty and forbidden ids.
+        for path in [
+            "/v1.0/actors/Checker/%20/method/echo",
+            "/v1.0/actors/Checker/a%7C%7Cb/method/echo",
+            "/v1.0/actors/Checker/a%0Ab/method/echo",
+        ] {
+            let r = common::http(s.http, "PUT", path, &[], b"x").unwrap();
+            assert_eq!(code(&r), (400, "ERR_MALFORMED_REQUEST".into()), "{path}: {}", r.text());
+        }
+        // An id with an escaped slash and a space is one id.
+        let r = common::http(s.http, "PUT", "/v1.0/actors/Checker/a%2Fb%20c/method/echo", &[], b"hi")
+            .unwrap();
+        assert_eq!((r.status, r.text()), (200, "hi".to_string()));
+        // The app's own error marker is passed on as it is.
+        let r = call(s.http, "e-1", "echo", b"fail").unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.header("x-daprerrorresponseheader").is_some(), "{:?}", r.headers);
+        // A method the app does not know: its 404 as daprd reports it.
+        let r = call(s.http, "e-1", "nope", b"").unwrap();
+        assert_eq!(code(&r), (500, "ERR_ACTOR_INVOKE_METHOD".into()), "{}", r.text());
+        assert!(r.text().contains("no such method"), "{}", r.text());
+        // Bad durations for timers and reminders.
+        for (path, body, err) in [
+            ("timers/t", r#"{"dueTime":"soon"}"#, "ERR_ACTOR_TIMER_CREATE"),
+            ("timers/t", r#"{"period":"R2/often"}"#, "ERR_ACTOR_TIMER_CREATE"),
+            ("reminders/r", r#"{"period":"every day"}"#, "ERR_ACTOR_REMINDER_CREATE"),
+            ("reminders/r", r#"{"period":"R0/PT1S"}"#, "ERR_ACTOR_REMINDER_CREATE"),
+            ("reminders/r", r#"{"period":"-1s"}"#, "ERR_ACTOR_REMINDER_CREATE"),
+            ("reminders/r", r#"{"dueTime":5}"#, "ERR_MALFORMED_REQUEST"),
+            ("reminders/r", r#"[1]"#, "ERR_MALFORMED_REQUEST"),
+        ] {
+            let r = common::http(
+                s.http,
+                "PUT",
+                &format!("/v1.0/actors/Checker/e-1/{path}"),
+                &[],
+                body.as_bytes(),
+            )
+            .unwrap();
+            assert_eq!(code(&r), (400, err.into()), "{path} {body}: {}", r.text());
+        }
+        let r = common::http(s.http, "GET", "/v1.0/actors/Checker/e-1/reminders/none", &[], b"")
+            .unwrap();
+        assert_eq!(code(&r), (404, "ERR_ACTOR_REMINDER_NOT_FOUND".into()), "{}", r.text());
+        // State: missing is 204; a 1 MiB value round-trips; bad bodies 400.
+        let r = s.get("/v1.0/actors/Checker/e-1/state/none");
+        assert_eq!(r.status, 204);
+        let big = "x".repeat(1 << 20);
+        let ops = format!(r#"[{{"operation":"upsert","request":{{"key":"big","value":"{big}"}}}}]"#);
+        let r = common::http(s.http, "POST", "/v1.0/actors/Checker/e-1/state", &[], ops.as_bytes())
+            .unwrap();
+        assert_eq!(r.status, 204, "{}", r.text());
+        let r = s.get("/v1.0/actors/Checker/e-1/state/big");
+        assert_eq!(r.body.len(), big.len() + 2);
+        for body in [
+            "{}",
+            r#"[{"operation":"merge","request":{"key":"k"}}]"#,
+            r#"[{"operation":"upsert","request":{}}]"#,
+            "not json",
+        ] {
+            let r = common::http(s.http, "POST", "/v1.0/actors/Checker/e-1/state", &[], body.as_bytes())
+                .unwrap();
+            assert_eq!(code(&r), (400, "ERR_MALFORMED_REQUEST".into()), "{body}: {}", r.text());
+        }
+        // Reentrancy: within maxStackDepth (3) a chain re-enters; past it,
+        // a clear error.
+        let r = call(s.http, "deep", "dive", b"2").unwrap();
+        assert_eq!((r.status, r.text()), (200, "bottom".to_string()));
+        let r = call(s.http, "deep", "dive", b"5").unwrap();
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert!(r.text().contains("maximum stack depth"), "{}", r.text());
+        // A caller that gives up does not free the actor while the app
+        // still runs its call: the next call waits for the app's answer
+        // (no overlap), then runs.
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", s.http)).unwrap();
+        use std::io::Write;
+        stream
+            .write_all(b"PUT /v1.0/actors/Checker/stuck/method/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(stream);
+        let t = Instant::now();
+        let r = call(s.http, "stuck", "echo", b"free").unwrap();
+        assert_eq!((r.status, r.text()), (200, "free".to_string()));
+        assert!(
+            t.elapsed() > Duration::from_millis(500),
+            "ran beside the abandoned call ({:?})",
+            t.elapsed()
+        );
+        // An app that never answers: the targets.actors timeout (2 s) ends
+        // the call with a clear error and frees the actor.
+        let t = Instant::now();
+        let r = call(s.http, "hung", "hang", b"").unwrap();
+        assert_eq!(code(&r), (500, "ERR_ACTOR_INVOKE_METHOD".into()), "{}", r.text());
+        assert!(r.text().contains("did not answer within 2s"), "{}", r.text());
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let t = Instant::now();
+        let r = call(s.http, "hung", "echo", b"next").unwrap();
+        assert_eq!((r.status, r.text()), (200, "next".to_string()));
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // Metadata: the type, its active actors, placement connected.
+        let m = s.get("/v1.0/metadata").json();
+        assert_eq!(m["actorRuntime"]["runtimeStatus"], "RUNNING", "{m}");
+        assert_eq!(m["actorRuntime"]["hostReady"], true, "{m}");
+        assert_eq!(m["actorRuntime"]["placement"], "placement: connected", "{m}");
+        let active = &m["actorRuntime"]["activeActors"][0];
+        assert_eq!(active["type"], "Checker", "{m}");
+        assert!(active["count"].as_u64().unwrap() >= 3, "{m}");
+        assert!(c2.overlaps.lock().unwrap().is_empty());
+    })
+    .await
+    .unwrap();
+}
