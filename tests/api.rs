@@ -370,19 +370,16 @@ fn unknown_routes_and_unbuilt_apis_answer_clearly() {
         "{}",
         r.text()
     );
-    for (path, api) in [("/v1.0-alpha1/workflows/dapr/w/start", "workflows")] {
-        let r = s.request("POST", path, b"{}");
-        assert_eq!(
-            (r.status, r.error_code().as_str()),
-            (501, "ERR_API_UNIMPLEMENTED"),
-            "{path}"
-        );
-        assert!(
-            r.json()["message"].as_str().unwrap().contains(api),
-            "{path}: {}",
-            r.text()
-        );
-    }
+    let r = s.request("POST", "/v1.0-alpha1/workflows/dapr/w/start", b"{}");
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (501, "ERR_API_UNIMPLEMENTED")
+    );
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("workflows"),
+        "{}",
+        r.text()
+    );
     // path cleaning
     assert_eq!(s.get("//v1.0//metadata/").status, 200);
     assert_eq!(s.get("/v1.0/healthz").status, 204, "still serving");
