@@ -542,3 +542,205 @@ async fn bad_input_and_stuck_calls_get_clear_answers() {
     .await
     .unwrap();
 }
+
+/// The actor RPCs on the gRPC API: the same runtime as the HTTP door.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_actor_api() {
+    use tandem_proto::runtime::v1 as rt;
+    let c = Arc::new(Checker::default());
+    let app_port = checker_app(c.clone()).await;
+    let home = TempDir::new("actors-grpc");
+    let res = resources(&home);
+    let s = tokio::task::spawn_blocking(move || (host(&home, &res, app_port), home))
+        .await
+        .unwrap();
+    *c.sidecars.lock().unwrap() = vec![s.0.http];
+    let mut client = rt::dapr_client::DaprClient::connect(s.0.grpc_endpoint())
+        .await
+        .unwrap();
+    let r = client
+        .invoke_actor(rt::InvokeActorRequest {
+            actor_type: "Checker".into(),
+            actor_id: "g-1".into(),
+            method: "echo".into(),
+            data: b"over grpc".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.data, b"over grpc");
+    // The app's error marker is an error here.
+    let e = client
+        .invoke_actor(rt::InvokeActorRequest {
+            actor_type: "Checker".into(),
+            actor_id: "g-1".into(),
+            method: "echo".into(),
+            data: b"fail".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Internal, "{e:?}");
+    let e = client
+        .invoke_actor(rt::InvokeActorRequest {
+            actor_type: "Checker".into(),
+            actor_id: "".into(),
+            method: "echo".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    client
+        .execute_actor_state_transaction(rt::ExecuteActorStateTransactionRequest {
+            actor_type: "Checker".into(),
+            actor_id: "g-1".into(),
+            operations: vec![rt::TransactionalActorStateOperation {
+                operation_type: "upsert".into(),
+                key: "k".into(),
+                value: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: br#"{"v":1}"#.to_vec(),
+                }),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    let got = client
+        .get_actor_state(rt::GetActorStateRequest {
+            actor_type: "Checker".into(),
+            actor_id: "g-1".into(),
+            key: "k".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.data, br#"{"v":1}"#);
+    // The HTTP door reads what gRPC wrote (one key layout).
+    let r = common::http(
+        s.0.http,
+        "GET",
+        "/v1.0/actors/Checker/g-1/state/k",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.text(), r#"{"v":1}"#);
+
+    for id in ["g-1", "g-2"] {
+        client
+            .register_actor_reminder(rt::RegisterActorReminderRequest {
+                actor_type: "Checker".into(),
+                actor_id: id.into(),
+                name: "later".into(),
+                due_time: "1h".into(),
+                period: "R2/PT1H".into(),
+                data: br#"{"n":2}"#.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    // Not again without overwrite.
+    let e = client
+        .register_actor_reminder(rt::RegisterActorReminderRequest {
+            actor_type: "Checker".into(),
+            actor_id: "g-1".into(),
+            name: "later".into(),
+            due_time: "1h".into(),
+            overwrite: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    let got = client
+        .get_actor_reminder(rt::GetActorReminderRequest {
+            actor_type: "Checker".into(),
+            actor_id: "g-1".into(),
+            name: "later".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.period.as_deref(), Some("R2/PT1H"));
+    assert_eq!(got.data.unwrap().value, br#"{"n":2}"#);
+    let list = client
+        .list_actor_reminders(rt::ListActorRemindersRequest {
+            actor_type: "Checker".into(),
+            actor_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<_> = list
+        .reminders
+        .iter()
+        .map(|r| (r.name.clone(), r.reminder.clone().unwrap().actor_id))
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            ("later".into(), "g-1".into()),
+            ("later".into(), "g-2".into())
+        ]
+    );
+    client
+        .unregister_actor_reminders_by_type(rt::UnregisterActorRemindersByTypeRequest {
+            actor_type: "Checker".into(),
+            actor_id: Some("g-1".into()),
+        })
+        .await
+        .unwrap();
+    let list = client
+        .list_actor_reminders(rt::ListActorRemindersRequest {
+            actor_type: "Checker".into(),
+            actor_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.reminders.len(), 1);
+    // The Jobs API does not see reminders.
+    let jobs = client
+        .list_jobs_alpha1(rt::ListJobsRequestAlpha1::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(jobs.jobs.is_empty(), "{jobs:?}");
+    // A timer registered and removed over gRPC.
+    client
+        .register_actor_timer(rt::RegisterActorTimerRequest {
+            actor_type: "Checker".into(),
+            actor_id: "g-1".into(),
+            name: "t".into(),
+            due_time: "1h".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = client
+        .register_actor_timer(rt::RegisterActorTimerRequest {
+            actor_type: "Checker".into(),
+            actor_id: "g-1".into(),
+            name: "t".into(),
+            due_time: "whenever".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    client
+        .unregister_actor_timer(rt::UnregisterActorTimerRequest {
+            actor_type: "Checker".into(),
+            actor_id: "g-1".into(),
+            name: "t".into(),
+        })
+        .await
+        .unwrap();
+    drop(s);
+}

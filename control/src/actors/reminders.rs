@@ -225,11 +225,25 @@ pub async fn list(
         .collect())
 }
 
-/// Deletes every reminder of a type.
-pub async fn unregister_type(rt: &Arc<Runtime>, actor_type: &str) -> Result<u64, ApiError> {
+/// Deletes every reminder of a type (of one actor, with `actor_id`).
+pub async fn unregister_type(
+    rt: &Arc<Runtime>,
+    actor_type: &str,
+    actor_id: Option<&str>,
+) -> Result<u64, ApiError> {
+    let prefix = match actor_id {
+        Some(id) => {
+            check_names(actor_type, id)?;
+            format!("{actor_type}||{id}||")
+        }
+        None => {
+            check_names(actor_type, "-")?;
+            format!("{actor_type}||")
+        }
+    };
     let (j, a) = jobs::reminders(rt)?;
     a.engine()
-        .delete_prefix(j.owner(), &format!("{actor_type}||"))
+        .delete_prefix(j.owner(), &prefix)
         .await
         .map_err(|e| a.failed("ERR_ACTOR_REMINDER_DELETE", "deleting the reminders", e))
 }

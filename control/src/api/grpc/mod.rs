@@ -3,6 +3,7 @@
 //! RPCs of building blocks tandem does not have yet answer UNIMPLEMENTED with
 //! a Dapr `ErrorInfo`, at once.
 
+mod actors;
 mod conversation;
 mod crypto;
 mod jobs;
@@ -979,6 +980,116 @@ impl Dapr for DaprApi {
         let rt = self.rt.clone();
         self.call("ScheduleJobAlpha1", req, |r| async move {
             jobs::schedule(&rt, r).await
+        })
+        .await
+    }
+
+    async fn invoke_actor(
+        &self,
+        req: Request<rt::InvokeActorRequest>,
+    ) -> Result<Response<rt::InvokeActorResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("InvokeActor", req, |r| async move {
+            actors::invoke(&rt, r).await
+        })
+        .await
+    }
+
+    async fn get_actor_state(
+        &self,
+        req: Request<rt::GetActorStateRequest>,
+    ) -> Result<Response<rt::GetActorStateResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("GetActorState", req, |r| async move {
+            actors::get_state(&rt, r).await
+        })
+        .await
+    }
+
+    async fn execute_actor_state_transaction(
+        &self,
+        req: Request<rt::ExecuteActorStateTransactionRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("ExecuteActorStateTransaction", req, |r| async move {
+            actors::transact(&rt, r).await
+        })
+        .await
+    }
+
+    async fn register_actor_timer(
+        &self,
+        req: Request<rt::RegisterActorTimerRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("RegisterActorTimer", req, |r| async move {
+            actors::register_timer(&rt, r).await
+        })
+        .await
+    }
+
+    async fn unregister_actor_timer(
+        &self,
+        req: Request<rt::UnregisterActorTimerRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("UnregisterActorTimer", req, |r| async move {
+            actors::unregister_timer(&rt, r).await
+        })
+        .await
+    }
+
+    async fn register_actor_reminder(
+        &self,
+        req: Request<rt::RegisterActorReminderRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("RegisterActorReminder", req, |r| async move {
+            actors::register_reminder(&rt, r).await
+        })
+        .await
+    }
+
+    async fn unregister_actor_reminder(
+        &self,
+        req: Request<rt::UnregisterActorReminderRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("UnregisterActorReminder", req, |r| async move {
+            actors::unregister_reminder(&rt, r).await
+        })
+        .await
+    }
+
+    async fn get_actor_reminder(
+        &self,
+        req: Request<rt::GetActorReminderRequest>,
+    ) -> Result<Response<rt::GetActorReminderResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("GetActorReminder", req, |r| async move {
+            actors::get_reminder(&rt, r).await
+        })
+        .await
+    }
+
+    async fn list_actor_reminders(
+        &self,
+        req: Request<rt::ListActorRemindersRequest>,
+    ) -> Result<Response<rt::ListActorRemindersResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("ListActorReminders", req, |r| async move {
+            actors::list_reminders(&rt, r).await
+        })
+        .await
+    }
+
+    async fn unregister_actor_reminders_by_type(
+        &self,
+        req: Request<rt::UnregisterActorRemindersByTypeRequest>,
+    ) -> Result<Response<rt::UnregisterActorRemindersByTypeResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("UnregisterActorRemindersByType", req, |r| async move {
+            actors::unregister_by_type(&rt, r).await
         })
         .await
     }

@@ -3,7 +3,7 @@
 //! their own module. Everything about the wire (paths, status codes, token,
 //! body limits) is decided here; the logic lives in `crate::api::*`.
 
-mod actors;
+pub mod actors;
 mod bindings;
 mod configuration;
 mod conversation;
