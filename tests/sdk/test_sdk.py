@@ -777,3 +777,23 @@ def test_actors_through_the_python_sdk(tmp_path, tandem_env, background):
         timeout=120,
     )
     assert "== APP == ACTORS OK" in out.stdout, out.stdout + out.stderr + host.output()
+
+
+def test_actors_through_the_js_sdk(tmp_path, tandem_env):
+    """`tandem run -f` with the Python actor host and a JS app whose
+    ActorProxyBuilder calls it: concurrent calls take turns."""
+    run_file = tmp_path / "dapr.yaml"
+    run_file.write_text(
+        f"""version: 1
+apps:
+- appID: counter-host
+  appDirPath: {HERE}/apps
+  appPort: {free_port()}
+  command: ["{sys.executable}", "actor_host.py"]
+- appID: jsactors
+  appDirPath: {HERE}/js
+  command: ["sh", "-c", "sleep 3; node actors.cjs"]
+"""
+    )
+    out = run_file_output(run_file, tandem_env, ["JS ACTORS", "JS FAILED"])
+    assert "JS ACTORS 10" in out, out

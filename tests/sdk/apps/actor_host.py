@@ -1,6 +1,8 @@
 """An actor host as the Python SDK's FastAPI extension makes one: a
-Counter actor with state, a timer and a reminder. argv: port."""
+Counter actor with state, a timer and a reminder. argv: port (else
+$APP_PORT)."""
 import datetime
+import os
 import sys
 
 import uvicorn
@@ -23,6 +25,9 @@ class Counter(Actor, CounterInterface, Remindable):
 
     async def add(self, n: int) -> int:
         return await self._bump("count", n)
+
+    async def add_many(self, ns: list) -> int:
+        return await self._bump("count", sum(ns))
 
     async def counts(self) -> dict:
         out = {}
@@ -64,4 +69,5 @@ async def startup():
     await actor.register_actor(Counter)
 
 
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+port = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ["APP_PORT"])
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

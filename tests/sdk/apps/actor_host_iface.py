@@ -6,6 +6,9 @@ class CounterInterface(ActorInterface):
     @actormethod(name="Add")
     async def add(self, n: int) -> int: ...
 
+    @actormethod(name="AddMany")
+    async def add_many(self, ns: list) -> int: ...
+
     @actormethod(name="Counts")
     async def counts(self) -> dict: ...
 
