@@ -218,6 +218,15 @@ fn resources(home: &TempDir) -> String {
     home.path().join("res").display().to_string()
 }
 
+/// The checker app, a home with its resources, and the app's port.
+async fn setup(tag: &str) -> (Arc<Checker>, u16, TempDir, String) {
+    let c = Arc::new(Checker::default());
+    let app_port = checker_app(c.clone()).await;
+    let home = TempDir::new(tag);
+    let res = resources(&home);
+    (c, app_port, home, res)
+}
+
 fn host(home: &TempDir, res: &str, app_port: u16) -> Sidecar {
     sidecar()
         .app_id("checker")
@@ -251,10 +260,7 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 /// store, and afterwards every id answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_activation_per_actor_while_hosts_join_and_die() {
-    let c = Arc::new(Checker::default());
-    let app_port = checker_app(c.clone()).await;
-    let home = TempDir::new("actors-churn");
-    let res = resources(&home);
+    let (c, app_port, home, res) = setup("actors-churn").await;
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {
         let mut a = host(&home, &res, app_port);
@@ -335,10 +341,7 @@ async fn one_activation_per_actor_while_hosts_join_and_die() {
 /// new one started, it fires again (it lives in the engine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reminders_outlive_their_host_and_every_restart() {
-    let c = Arc::new(Checker::default());
-    let app_port = checker_app(c.clone()).await;
-    let home = TempDir::new("actors-remind");
-    let res = resources(&home);
+    let (c, app_port, home, res) = setup("actors-remind").await;
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {
         let mut a = host(&home, &res, app_port);
@@ -416,10 +419,7 @@ async fn reminders_outlive_their_host_and_every_restart() {
 /// Bad input gets a clear answer and nothing is left stuck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_stuck_calls_get_clear_answers() {
-    let c = Arc::new(Checker::default());
-    let app_port = checker_app(c.clone()).await;
-    let home = TempDir::new("actors-bad");
-    let res = resources(&home);
+    let (c, app_port, home, res) = setup("actors-bad").await;
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {
         let s = host(&home, &res, app_port);
@@ -547,10 +547,7 @@ async fn bad_input_and_stuck_calls_get_clear_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_actor_api() {
     use tandem_proto::runtime::v1 as rt;
-    let c = Arc::new(Checker::default());
-    let app_port = checker_app(c.clone()).await;
-    let home = TempDir::new("actors-grpc");
-    let res = resources(&home);
+    let (c, app_port, home, res) = setup("actors-grpc").await;
     let s = tokio::task::spawn_blocking(move || (host(&home, &res, app_port), home))
         .await
         .unwrap();

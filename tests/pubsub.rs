@@ -393,26 +393,7 @@ async fn a_streaming_subscriber_keeps_its_events_when_app_delivery_restarts() {
             "1",
         ],
     );
-    let mut client = rt::dapr_client::DaprClient::connect(s.grpc_endpoint())
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tx.send(rt::SubscribeTopicEventsRequestAlpha1 {
-        subscribe_topic_events_request_type: Some(In::InitialRequest(
-            rt::SubscribeTopicEventsRequestInitialAlpha1 {
-                pubsub_name: "bus".into(),
-                topic: "stream".into(),
-                ..Default::default()
-            },
-        )),
-    })
-    .await
-    .unwrap();
-    let mut stream = client
-        .subscribe_topic_events_alpha1(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut stream) = common::open_stream(s.grpc_endpoint(), "bus", "stream").await;
     let mut next = async || {
         tokio::time::timeout(Duration::from_secs(5), stream.message())
             .await

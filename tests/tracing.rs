@@ -725,28 +725,9 @@ async fn bulk_and_streaming_deliveries_are_traced() {
         .start();
 
     // A streaming subscriber on another topic.
-    let mut client = rt::dapr_client::DaprClient::connect(s.grpc_endpoint())
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
     use rt::subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as In;
     use rt::subscribe_topic_events_response_alpha1::SubscribeTopicEventsResponseType as Out;
-    tx.send(rt::SubscribeTopicEventsRequestAlpha1 {
-        subscribe_topic_events_request_type: Some(In::InitialRequest(
-            rt::SubscribeTopicEventsRequestInitialAlpha1 {
-                pubsub_name: "bus".into(),
-                topic: "stream".into(),
-                ..Default::default()
-            },
-        )),
-    })
-    .await
-    .unwrap();
-    let mut stream = client
-        .subscribe_topic_events_alpha1(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut stream) = common::open_stream(s.grpc_endpoint(), "bus", "stream").await;
     // Every read of the stream is bounded: a lost event fails the test
     // with the sidecar's log instead of hanging it.
     let within = |what: &'static str| {

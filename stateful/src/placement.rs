@@ -21,7 +21,6 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One sidecar that hosts actors.
@@ -155,8 +154,7 @@ impl Table {
 
 /// Placement in the host's SQLite file (the embedded engine).
 pub struct SqlitePlacement {
-    conn: Arc<Mutex<Connection>>,
-    what: String,
+    db: crate::shared_sqlite::Db,
 }
 
 const SCHEMA: &str = "
@@ -194,11 +192,8 @@ impl SqlitePlacement {
     }
 
     fn setup(conn: Connection, what: String) -> Result<Self, String> {
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| format!("cannot create the tables of {what}: {e}"))?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            what,
+            db: crate::shared_sqlite::Db::new(conn, SCHEMA, what)?,
         })
     }
 
@@ -206,14 +201,8 @@ impl SqlitePlacement {
         &self,
         f: impl FnOnce(&mut Connection, &str) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, EngineError> {
-        let conn = self.conn.clone();
-        let what = self.what.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut c, &what)
-        })
-        .await
-        .map_err(|e| EngineError::Unavailable(format!("{}: {e}", self.what)))?
+        let what = self.db.what.clone();
+        self.db.with(move |c| f(c, &what)).await
     }
 }
 
@@ -224,7 +213,7 @@ fn decode(text: &str, what: &str) -> Result<Host, EngineError> {
 
 impl Placement for SqlitePlacement {
     fn what(&self) -> &str {
-        &self.what
+        &self.db.what
     }
 
     fn heartbeat<'a>(
@@ -394,6 +383,7 @@ impl Placement for SqlitePlacement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn host(id: &str, types: &[&str]) -> Host {
         Host {

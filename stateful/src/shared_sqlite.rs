@@ -70,6 +70,40 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
+/// One engine's connection, used off the async threads: each call runs on
+/// the blocking pool with the connection to itself.
+pub struct Db {
+    conn: std::sync::Arc<std::sync::Mutex<Connection>>,
+    /// What it is, for errors ("the job store /path/jobs.db").
+    pub what: String,
+}
+
+impl Db {
+    /// Creates `schema`'s tables on `conn`.
+    pub fn new(conn: Connection, schema: &str, what: String) -> Result<Self, String> {
+        conn.execute_batch(schema)
+            .map_err(|e| format!("cannot create the tables of {what}: {e}"))?;
+        Ok(Self {
+            conn: std::sync::Arc::new(std::sync::Mutex::new(conn)),
+            what,
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    pub async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, crate::engine::EngineError> + Send + 'static,
+    ) -> Result<T, crate::engine::EngineError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| crate::engine::EngineError::Unavailable(format!("{}: {e}", self.what)))?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,11 +12,10 @@ use crate::engine::{Claim, Engine, EngineError, EngineFuture, Owner, Settle};
 use crate::job::Job;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct Sqlite {
-    conn: Arc<Mutex<Connection>>,
+    db: crate::shared_sqlite::Db,
     what: String,
 }
 
@@ -81,10 +80,8 @@ impl Sqlite {
     }
 
     fn setup(conn: Connection, what: String) -> Result<Self, String> {
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| format!("cannot create the tables of {what}: {e}"))?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            db: crate::shared_sqlite::Db::new(conn, SCHEMA, what.clone())?,
             what,
         })
     }
@@ -93,14 +90,7 @@ impl Sqlite {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, EngineError> {
-        let conn = self.conn.clone();
-        let what = self.what.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut c)
-        })
-        .await
-        .map_err(|e| EngineError::Unavailable(format!("{what}: {e}")))?
+        self.db.with(f).await
     }
 }
 

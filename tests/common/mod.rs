@@ -600,3 +600,39 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
     None
 }
+
+/// Opens a streaming subscription (`SubscribeTopicEventsAlpha1`) on the
+/// sidecar at `endpoint`: the initial request sent, the stream returned
+/// with the sender for acknowledgements.
+pub async fn open_stream(
+    endpoint: String,
+    pubsub: &str,
+    topic: &str,
+) -> (
+    tokio::sync::mpsc::Sender<tandem_proto::runtime::v1::SubscribeTopicEventsRequestAlpha1>,
+    tonic::Streaming<tandem_proto::runtime::v1::SubscribeTopicEventsResponseAlpha1>,
+) {
+    use rt::subscribe_topic_events_request_alpha1::SubscribeTopicEventsRequestType as In;
+    use tandem_proto::runtime::v1 as rt;
+    let mut client = rt::dapr_client::DaprClient::connect(endpoint)
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(rt::SubscribeTopicEventsRequestAlpha1 {
+        subscribe_topic_events_request_type: Some(In::InitialRequest(
+            rt::SubscribeTopicEventsRequestInitialAlpha1 {
+                pubsub_name: pubsub.into(),
+                topic: topic.into(),
+                ..Default::default()
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    let stream = client
+        .subscribe_topic_events_alpha1(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, stream)
+}
