@@ -347,6 +347,21 @@ async fn reminders_outlive_their_host_and_every_restart() {
         let mut a = host(&home, &res, app_port);
         let b = host(&home, &res, app_port);
         *c2.sidecars.lock().unwrap() = vec![a.http, b.http];
+        // Ids with escaped slashes and spaces reach the actor through
+        // either sidecar (one of them sends the call on to the other).
+        for id in ["x%2Fy", "p%20q%2F%2E%2E", "plain"] {
+            for s in [&a, &b] {
+                let r = common::http(
+                    s.http,
+                    "PUT",
+                    &format!("/v1.0/actors/Checker/{id}/method/echo"),
+                    &[],
+                    id.as_bytes(),
+                )
+                .unwrap();
+                assert_eq!((r.status, r.text()), (200, id.to_string()), "{id}");
+            }
+        }
         let r = common::http(
             a.http,
             "PUT",

@@ -348,6 +348,20 @@ pub(super) async fn serve_one(
     let (app_id, app, invoker) = (door.app_id, door.app, door.invoker);
     // The path access control checks is the one the app gets: canonical,
     // whoever sent it (a peer sidecar sends it so already).
+    // An actor call: the actor runtime takes it, its path as the peer
+    // escaped it (an actor id may hold an escaped `/`; the runtime checks
+    // the type, the id and that this app hosts the type). Access control
+    // is for app routes; daprd does not apply it to actor calls either.
+    if req.headers().contains_key(ACTOR) {
+        return match door.actors {
+            Some(actors) => actors.call(req.map(boxed)).await,
+            None => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_ACTOR_RUNTIME_NOT_FOUND",
+                "the actor runtime is not running on this sidecar",
+            ),
+        };
+    }
     let mut req = req;
     match crate::path::canonical_uri(req.uri()) {
         Ok(Some(uri)) => *req.uri_mut() = uri,
@@ -362,18 +376,6 @@ pub(super) async fn serve_one(
     }
     if let Some(to) = req.headers().get(FORWARD_TO).cloned() {
         return forward_in(door, caller, &to, req).await;
-    }
-    // An actor call: the actor runtime takes it (any app may call an
-    // actor; the runtime checks this app hosts the type).
-    if req.headers().contains_key(ACTOR) {
-        return match door.actors {
-            Some(actors) => actors.call(req.map(boxed)).await,
-            None => error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ERR_ACTOR_RUNTIME_NOT_FOUND",
-                "the actor runtime is not running on this sidecar",
-            ),
-        };
     }
     if let Some(acl) = door.access {
         let verb = req.method().to_string();
