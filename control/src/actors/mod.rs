@@ -335,6 +335,14 @@ impl Actors {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 }
+                if !self.ready() {
+                    // Its record may be another host's soon: run nothing.
+                    return Err(err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "ERR_ACTOR_INVOKE_METHOD",
+                        "this sidecar's placement lease is about to lapse (the engine is not answering); it is renewing it",
+                    ));
+                }
                 match self.run(&act, &call).await? {
                     Some(answer) => return Ok(answer),
                     None => continue,
@@ -703,8 +711,14 @@ impl Actors {
             headers: HeaderMap::new(),
             body: Bytes::new(),
         };
-        if let Err(e) = self.to_app(&call, None).await {
-            tracing::debug!(actor_type = %key.0, actor_id = %key.1, error = %e.message, "actors: the app's deactivation answer");
+        match tokio::time::timeout(drain, self.to_app(&call, None)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(actor_type = %key.0, actor_id = %key.1, error = %e.message, "actors: the app's deactivation answer");
+            }
+            Err(_) => {
+                tracing::debug!(actor_type = %key.0, actor_id = %key.1, "actors: the app did not answer the deactivation in time");
+            }
         }
         if let Err(e) = self
             .placement
