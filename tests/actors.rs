@@ -24,6 +24,30 @@ struct Checker {
     deactivated: AtomicUsize,
 }
 
+/// A call's mark in `Checker::inside`, taken off when dropped.
+struct Inside {
+    c: Arc<Checker>,
+    id: String,
+}
+
+impl Inside {
+    fn enter(c: &Arc<Checker>, id: &str) -> Self {
+        if !c.inside.lock().unwrap().insert(id.to_string()) {
+            c.overlaps.lock().unwrap().push(id.to_string());
+        }
+        Self {
+            c: c.clone(),
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        self.c.inside.lock().unwrap().remove(&self.id);
+    }
+}
+
 const CONFIG: &str = r#"{"entities":["Checker"],"actorIdleTimeout":"1h","actorScanInterval":"30s",
   "drainOngoingCallTimeout":"5s","drainRebalancedActors":true,
   "reentrancy":{"enabled":true,"maxStackDepth":3}}"#;
@@ -87,9 +111,10 @@ async fn checker_app(c: Arc<Checker>) -> u16 {
                 }
                 ("PUT", ["actors", "Checker", id, "method", m]) => {
                     let id = id.to_string();
-                    if !c.inside.lock().unwrap().insert(id.clone()) {
-                        c.overlaps.lock().unwrap().push(id.clone());
-                    }
+                    // Marked inside until this call ends — or until its
+                    // future is dropped (hyper drops it when the sidecar
+                    // that sent it dies: the call is not running then).
+                    let _inside = Inside::enter(&c, &id);
                     let out = match *m {
                         "work" => work(&c, &id).await,
                         "dive" => dive(&c, &id, &parts.headers, &body).await,
@@ -101,13 +126,13 @@ async fn checker_app(c: Arc<Checker>) -> u16 {
                             }
                             r
                         }
+                        "query" => reply(200, parts.uri.query().unwrap_or("").as_bytes().to_vec()),
                         "slow" => {
                             tokio::time::sleep(Duration::from_millis(1200)).await;
                             reply(200, b"late".to_vec())
                         }
                         _ => reply(404, b"no such method".to_vec()),
                     };
-                    c.inside.lock().unwrap().remove(&id);
                     out
                 }
                 _ => reply(404, vec![]),
@@ -198,7 +223,10 @@ async fn dive(
         .unwrap()
 }
 
-fn resources(home: &TempDir) -> String {
+/// The host's resources: the actor state store, and with `timeout` a
+/// 2 s `targets.actors` timeout (calls past it free the actor while the
+/// app may still run them: only the stuck-app test wants that).
+fn resources(home: &TempDir, timeout: bool) -> String {
     let db = home.path().join("actor-state.db");
     home.write(
         "res/state.yaml",
@@ -211,10 +239,12 @@ fn resources(home: &TempDir) -> String {
             ],
         ),
     );
-    home.write(
+    if timeout {
+        home.write(
         "res/resiliency.yaml",
         "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: actor-timeouts\nspec:\n  policies:\n    timeouts:\n      actorCall: 2s\n  targets:\n    actors:\n      Checker:\n        timeout: actorCall\n",
     );
+    }
     home.path().join("res").display().to_string()
 }
 
@@ -223,7 +253,7 @@ async fn setup(tag: &str) -> (Arc<Checker>, u16, TempDir, String) {
     let c = Arc::new(Checker::default());
     let app_port = checker_app(c.clone()).await;
     let home = TempDir::new(tag);
-    let res = resources(&home);
+    let res = resources(&home, tag == "actors-bad");
     (c, app_port, home, res)
 }
 
@@ -347,6 +377,19 @@ async fn reminders_outlive_their_host_and_every_restart() {
         let mut a = host(&home, &res, app_port);
         let b = host(&home, &res, app_port);
         *c2.sidecars.lock().unwrap() = vec![a.http, b.http];
+        // The caller's query string reaches the app, through either
+        // sidecar.
+        for s in [&a, &b] {
+            let r = common::http(
+                s.http,
+                "PUT",
+                "/v1.0/actors/Checker/q-1/method/query?x=1&y=a%20b",
+                &[],
+                b"",
+            )
+            .unwrap();
+            assert_eq!((r.status, r.text()), (200, "x=1&y=a%20b".to_string()));
+        }
         // Ids with escaped slashes and spaces reach the actor through
         // either sidecar (one of them sends the call on to the other).
         for id in ["x%2Fy", "p%20q%2F%2E%2E", "plain"] {

@@ -1044,12 +1044,18 @@ impl tandem_proxy::invoke::ActorDoor for Door {
                     format!("not an actor path: {path}"),
                 ));
             };
-            let what = path
-                .trim_start_matches('/')
-                .splitn(4, '/')
-                .nth(3)
-                .unwrap_or_default()
-                .to_string();
+            let what = format!(
+                "{}{}",
+                path.trim_start_matches('/')
+                    .splitn(4, '/')
+                    .nth(3)
+                    .unwrap_or_default(),
+                parts
+                    .uri
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default()
+            );
             let body = match body.collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {

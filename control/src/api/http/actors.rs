@@ -77,16 +77,24 @@ pub async fn handle(
     actors::check_names(&t, &id)?;
     let a = runtime(rt)?;
     let headers = req.headers().clone();
+    // The app gets the caller's query string too, as from daprd.
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     let body = wire::read_body(req.into_body(), rt.options.max_body_size).await?;
     match (method, rest) {
         (_, ["method", m, ..]) if !m.is_empty() => {
             // The method as the caller wrote it (still escaped).
-            let what = raw_path
-                .trim_start_matches('/')
-                .splitn(5, '/')
-                .nth(4)
-                .unwrap_or_default()
-                .to_string();
+            let what = format!(
+                "{}{query}",
+                raw_path
+                    .trim_start_matches('/')
+                    .splitn(5, '/')
+                    .nth(4)
+                    .unwrap_or_default()
+            );
             let mut headers = headers;
             tandem_proxy::invoke::strip_hop_by_hop(&mut headers);
             headers.remove("dapr-api-token");
