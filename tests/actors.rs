@@ -115,7 +115,7 @@ async fn checker_app(c: Arc<Checker>) -> u16 {
                     // future is dropped (hyper drops it when the sidecar
                     // that sent it dies: the call is not running then).
                     let _inside = Inside::enter(&c, &id);
-                    let out = match *m {
+                    match *m {
                         "work" => work(&c, &id).await,
                         "dive" => dive(&c, &id, &parts.headers, &body).await,
                         "echo" => {
@@ -132,8 +132,7 @@ async fn checker_app(c: Arc<Checker>) -> u16 {
                             reply(200, b"late".to_vec())
                         }
                         _ => reply(404, b"no such method".to_vec()),
-                    };
-                    out
+                    }
                 }
                 _ => reply(404, vec![]),
             }
