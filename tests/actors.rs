@@ -721,7 +721,22 @@ async fn grpc_actor_api() {
         .unwrap()
         .into_inner();
     assert_eq!(got.period.as_deref(), Some("R2/PT1H"));
-    assert_eq!(got.data.unwrap().value, br#"{"n":2}"#);
+    // As daprd keeps bytes given over gRPC: a base64 string, in a
+    // BytesValue holding its JSON.
+    let any = got.data.unwrap();
+    assert_eq!(
+        any.type_url,
+        "type.googleapis.com/google.protobuf.BytesValue"
+    );
+    let json = <Vec<u8> as prost::Message>::decode(any.value.as_slice()).unwrap();
+    let text: String = serde_json::from_slice(&json).unwrap();
+    use base64::Engine;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap(),
+        br#"{"n":2}"#
+    );
     let list = client
         .list_actor_reminders(rt::ListActorRemindersRequest {
             actor_type: "Checker".into(),
@@ -796,5 +811,196 @@ async fn grpc_actor_api() {
         })
         .await
         .unwrap();
+    drop(s);
+}
+
+/// An app that hosts its actors over the stream it opens
+/// (`SubscribeActorEventsAlpha1`), driven by hand: the registration rules,
+/// calls and answers paired by id, an app's failure, and what callers see
+/// when the app's stream goes away with a call unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_host_over_the_grpc_stream() {
+    use rt::subscribe_actor_events_request_alpha1::RequestType as FromApp;
+    use rt::subscribe_actor_events_response_alpha1::ResponseType as ToApp;
+    use tandem_proto::runtime::v1 as rt;
+    use tokio_stream::StreamExt;
+    let home = TempDir::new("actors-stream");
+    let res = resources(&home, false);
+    // The app's gRPC port: the sidecar only needs it to listen.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let s = tokio::task::spawn_blocking(move || {
+        let s = sidecar()
+            .app_id("streamhost")
+            .env("TANDEM_HOME", home.path().to_str().unwrap())
+            .args([
+                "--app-port",
+                &app_port.to_string(),
+                "--app-protocol",
+                "grpc",
+            ])
+            .args(["--resources-path", &res])
+            .start();
+        (s, home)
+    })
+    .await
+    .unwrap();
+    let mut client = rt::dapr_client::DaprClient::connect(s.0.grpc_endpoint())
+        .await
+        .unwrap();
+    let open = |first: Option<FromApp>| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<rt::SubscribeActorEventsRequestAlpha1>(16);
+        if let Some(m) = first {
+            tx.try_send(rt::SubscribeActorEventsRequestAlpha1 {
+                request_type: Some(m),
+            })
+            .unwrap();
+        }
+        (tx, tokio_stream::wrappers::ReceiverStream::new(rx))
+    };
+
+    // A stream that does not register first, and one that names no type.
+    for (first, says) in [
+        (
+            FromApp::DeactivateResponse(rt::SubscribeActorEventsRequestDeactivateResponseAlpha1 {
+                id: "1".into(),
+            }),
+            "initial_request",
+        ),
+        (
+            FromApp::InitialRequest(rt::SubscribeActorEventsRequestInitialAlpha1::default()),
+            "names no actor types",
+        ),
+    ] {
+        let (_tx, rx) = open(Some(first));
+        let Err(e) = client.subscribe_actor_events_alpha1(rx).await else {
+            panic!("a stream that does not register first is refused")
+        };
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(says), "{e:?}");
+    }
+
+    // Registered: the acknowledgement first, then calls.
+    let (tx, rx) = open(Some(FromApp::InitialRequest(
+        rt::SubscribeActorEventsRequestInitialAlpha1 {
+            entities: vec!["Streamed".into()],
+            ..Default::default()
+        },
+    )));
+    let mut events = client
+        .subscribe_actor_events_alpha1(rx)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = events.next().await.unwrap().unwrap();
+    assert!(matches!(
+        first.response_type,
+        Some(ToApp::InitialResponse(_))
+    ));
+    let http = s.0.http;
+    let invoke = move |id: &'static str, method: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            common::http(
+                http,
+                "PUT",
+                &format!("/v1.0/actors/Streamed/{id}/method/{method}"),
+                &[("x-trail", "kept")],
+                b"{\"n\":1}",
+            )
+            .unwrap()
+        })
+    };
+    let pending = invoke("s-1", "greet");
+    let Some(ToApp::InvokeRequest(r)) = events.next().await.unwrap().unwrap().response_type else {
+        panic!("expected an invoke request")
+    };
+    assert_eq!(
+        (
+            r.actor_type.as_str(),
+            r.actor_id.as_str(),
+            r.method.as_str()
+        ),
+        ("Streamed", "s-1", "greet")
+    );
+    assert_eq!(r.data, b"{\"n\":1}");
+    assert_eq!(r.metadata.get("x-trail").map(String::as_str), Some("kept"));
+    tx.send(rt::SubscribeActorEventsRequestAlpha1 {
+        request_type: Some(FromApp::InvokeResponse(
+            rt::SubscribeActorEventsRequestInvokeResponseAlpha1 {
+                id: r.id.clone(),
+                data: b"\"hello\"".to_vec(),
+                metadata: [("content-type".to_string(), "application/json".to_string())].into(),
+                error: false,
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    let got = pending.await.unwrap();
+    assert_eq!((got.status, got.text().as_str()), (200, "\"hello\""));
+
+    // The app says the method does not exist: a clear error.
+    let pending = invoke("s-1", "nothing");
+    let Some(ToApp::InvokeRequest(r)) = events.next().await.unwrap().unwrap().response_type else {
+        panic!("expected an invoke request")
+    };
+    tx.send(rt::SubscribeActorEventsRequestAlpha1 {
+        request_type: Some(FromApp::RequestFailed(
+            rt::SubscribeActorEventsRequestFailedAlpha1 {
+                id: r.id,
+                code: tonic::Code::NotFound as u32,
+                message: "no method nothing".into(),
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    let got = pending.await.unwrap();
+    assert_eq!(got.status, 500, "{}", got.text());
+    assert!(
+        got.text().contains("actor method not found"),
+        "{}",
+        got.text()
+    );
+
+    // An answer for an id nobody waits for is dropped, nothing breaks.
+    tx.send(rt::SubscribeActorEventsRequestAlpha1 {
+        request_type: Some(FromApp::DeactivateResponse(
+            rt::SubscribeActorEventsRequestDeactivateResponseAlpha1 { id: "999".into() },
+        )),
+    })
+    .await
+    .unwrap();
+
+    // The app goes away with a call unanswered: the caller hears so at
+    // once, and the type leaves the table.
+    let pending = invoke("s-2", "slow");
+    let Some(ToApp::InvokeRequest(_)) = events.next().await.unwrap().unwrap().response_type else {
+        panic!("expected an invoke request")
+    };
+    drop(tx);
+    drop(events);
+    let got = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("the caller is told when the host goes away")
+        .unwrap();
+    assert_eq!(got.status, 500, "{}", got.text());
+    assert!(got.text().contains("disconnected"), "{}", got.text());
+    let mut last = String::new();
+    for _ in 0..100 {
+        let r = invoke("s-3", "any").await.unwrap();
+        last = r.text();
+        if last.contains("no host of actor type Streamed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last.contains("no host of actor type Streamed"), "{last}");
     drop(s);
 }

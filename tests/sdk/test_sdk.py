@@ -779,6 +779,36 @@ def test_actors_through_the_python_sdk(tmp_path, tandem_env, background):
     assert "== APP == ACTORS OK" in out.stdout, out.stdout + out.stderr + host.output()
 
 
+def test_actors_hosted_over_the_grpc_stream(tmp_path, tandem_env, background):
+    """The Python SDK's ActorGrpcHost (a gRPC app that opens
+    SubscribeActorEventsAlpha1 and serves no port for actors) under `tandem
+    run --app-protocol grpc`, called by the same ActorProxy client as the
+    HTTP host: turns, state, a timer and a reminder, all over the stream."""
+    port = free_port()
+    host = background(
+        tandem_cmd(
+            "run", "--app-id", f"grpcactors-{os.getpid()}", "--app-port", str(port),
+            "--app-protocol", "grpc", "--",
+            *python_app("actor_grpc_host.py"),
+        ),
+        tandem_env,
+    )
+    assert host.wait_for("GRPC ACTOR HOST REGISTERED", timeout=60), host.output()
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"grpcactorclient-{os.getpid()}", "--",
+            *python_app("actor_client.py"),
+        ),
+        env=tandem_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "== APP == ACTORS OK" in out.stdout, out.stdout + out.stderr + host.output()
+    assert "hosts actor types over a stream" in host.output(), host.output()
+
+
 def test_actors_through_the_js_sdk(tmp_path, tandem_env):
     """`tandem run -f` with the Python actor host and a JS app whose
     ActorProxyBuilder calls it: concurrent calls take turns."""

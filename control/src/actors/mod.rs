@@ -14,6 +14,7 @@
 pub mod config;
 pub mod reminders;
 pub mod state;
+pub mod stream;
 
 use crate::error::ApiError;
 use crate::runtime::Runtime;
@@ -107,9 +108,17 @@ pub struct Actors {
     rt: Weak<Runtime>,
     /// Itself, for the tasks a call hands its turn to.
     this: Weak<Actors>,
+    /// This host (its `types` as first registered; the live list is the
+    /// config's `entities`).
     pub me: Host,
     namespace: String,
-    pub config: ActorConfig,
+    /// The app's actor configuration: from `/dapr/config`, or from the
+    /// registration of an app that hosts its actors over a stream.
+    config: ArcSwap<ActorConfig>,
+    /// Apps' actor-host streams (`SubscribeActorEventsAlpha1`), newest
+    /// last; when the config came from one, calls go to the newest.
+    streams: Mutex<Vec<Arc<stream::StreamHost>>>,
+    via_stream: AtomicBool,
     placement: Arc<dyn Placement>,
     table: ArcSwap<Table>,
     active: Mutex<HashMap<Key, Arc<Activation>>>,
@@ -209,7 +218,9 @@ impl Actors {
             rt: Arc::downgrade(rt),
             me,
             namespace,
-            config,
+            config: ArcSwap::from_pointee(config),
+            streams: Mutex::new(Vec::new()),
+            via_stream: AtomicBool::new(false),
             placement,
             table: ArcSwap::from_pointee(Table::default()),
             active: Mutex::new(HashMap::new()),
@@ -228,10 +239,20 @@ impl Actors {
         self.placement.what()
     }
 
+    /// The app's actor configuration as it stands.
+    pub fn config(&self) -> Arc<ActorConfig> {
+        self.config.load_full()
+    }
+
+    fn type_config(&self, actor_type: &str) -> config::TypeConfig {
+        self.config.load().of(actor_type).clone()
+    }
+
     /// Active actors by type, for the metadata API.
     pub fn counts(&self) -> Vec<(String, usize)> {
         let mut by: HashMap<String, usize> = self
             .config
+            .load()
             .entities
             .iter()
             .map(|t| (t.clone(), 0))
@@ -250,16 +271,20 @@ impl Actors {
     }
 
     pub fn hosts(&self, actor_type: &str) -> bool {
-        self.config.entities.iter().any(|t| t == actor_type)
+        self.config.load().entities.iter().any(|t| t == actor_type)
     }
 
     /// One heartbeat: renews the lease, takes the new table, and lets go
     /// of actors whose owner is now another host.
     async fn beat(self: &Arc<Self>) {
         let start = now_ms();
+        let me = Host {
+            types: self.config.load().entities.clone(),
+            ..self.me.clone()
+        };
         match self
             .placement
-            .heartbeat(&self.namespace, &self.me, start, LEASE.as_millis() as i64)
+            .heartbeat(&self.namespace, &me, start, LEASE.as_millis() as i64)
             .await
         {
             Ok(hosts) => {
@@ -314,7 +339,7 @@ impl Actors {
     pub async fn call(self: &Arc<Self>, call: Call, hops: u8) -> Result<Answer, ApiError> {
         check_names(&call.actor_type, &call.actor_id)?;
         let key: Key = (call.actor_type.clone(), call.actor_id.clone());
-        let drain = self.config.of(&call.actor_type).drain_timeout;
+        let drain = self.type_config(&call.actor_type).drain_timeout;
         let deadline = tokio::time::Instant::now() + drain.max(LEASE);
         loop {
             if tokio::time::Instant::now() > deadline {
@@ -437,7 +462,7 @@ impl Actors {
     /// Runs a call on a local activation in its turn; `None` when the
     /// activation went away meanwhile (the caller goes round again).
     async fn run(&self, act: &Arc<Activation>, call: &Call) -> Result<Option<Answer>, ApiError> {
-        let reentrancy = &self.config.of(&call.actor_type).reentrancy;
+        let reentrancy = &self.type_config(&call.actor_type).reentrancy;
         let given = call
             .headers
             .get(REENTRANCY_HEADER)
@@ -549,6 +574,17 @@ impl Actors {
     }
 
     async fn to_app(&self, call: &Call, chain: Option<&str>) -> Result<Answer, ApiError> {
+        if self.via_stream.load(Ordering::Acquire) {
+            let host = self.streams.lock().expect("streams lock").last().cloned();
+            let Some(host) = host else {
+                return Err(err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_ACTOR_INVOKE_METHOD",
+                    "error invoke actor method: the app's actor host stream is closed",
+                ));
+            };
+            return host.call(call, chain).await;
+        }
         let Some(rt) = self.rt.upgrade() else {
             return Err(err(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -689,7 +725,7 @@ impl Actors {
         // The record is released only once no call runs: waiting past the
         // drain time is logged, never cut short (another host would run
         // the actor beside the call still in flight here).
-        let drain = self.config.of(&key.0).drain_timeout;
+        let drain = self.type_config(&key.0).drain_timeout;
         let turn = match tokio::time::timeout(drain, act.turn.lock()).await {
             Ok(t) => t,
             Err(_) => {
@@ -982,7 +1018,8 @@ async fn keep_lease(me: Weak<Actors>, mut shutdown: tokio::sync::watch::Receiver
 async fn scan_idle(me: Weak<Actors>) {
     loop {
         let Some(a) = me.upgrade() else { return };
-        let every = a.config.scan_interval;
+        let config = a.config();
+        let every = config.scan_interval;
         let now = now_ms();
         let idle: Vec<Key> = a
             .active
@@ -993,7 +1030,7 @@ async fn scan_idle(me: Weak<Actors>) {
                 act.queued.load(Ordering::Acquire) == 0
                     && act.timers.lock().expect("timers lock").is_empty()
                     && now - act.last_used.load(Ordering::Acquire)
-                        > a.config.of(t).idle_timeout.as_millis() as i64
+                        > config.of(t).idle_timeout.as_millis() as i64
             })
             .map(|(k, _)| k.clone())
             .collect();

@@ -362,10 +362,16 @@ pub fn start(rt: &Arc<Runtime>) {
     if rt
         .actors
         .get()
-        .is_some_and(|a| !a.config.entities.is_empty())
+        .is_some_and(|a| !a.config().entities.is_empty())
     {
         start_one(rt, reminder_jobs(rt));
     }
+}
+
+/// Starts firing actor reminders (an app that registered its actor types
+/// after it became ready: over its actor host stream). Once.
+pub fn start_reminders(rt: &Arc<Runtime>) {
+    start_one(rt, reminder_jobs(rt));
 }
 
 /// The reminders' jobs (made on first use).

@@ -122,7 +122,7 @@ pub fn build(runtime: &Runtime) -> rt::GetMetadataResponse {
             Some(a) => rt::ActorRuntime {
                 runtime_status: rt::actor_runtime::ActorRuntimeStatus::Running as i32,
                 active_actors: actor_counts,
-                host_ready: a.ready() && !a.config.entities.is_empty(),
+                host_ready: a.ready() && !a.config().entities.is_empty(),
                 placement: if a.ready() {
                     "placement: connected".into()
                 } else {

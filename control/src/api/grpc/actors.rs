@@ -5,7 +5,6 @@ use crate::actors::reminders::{self, Reminder};
 use crate::actors::state::{self, Op};
 use crate::actors::{self, Call, Timer};
 use crate::api::http::actors::runtime;
-use crate::delivery::jobs::VALUE_TYPE;
 use crate::error::ApiError;
 use crate::runtime::Runtime;
 use bytes::Bytes;
@@ -23,15 +22,15 @@ fn bad(code: &'static str, message: impl Into<String>) -> ApiError {
     )
 }
 
-/// Data given as bytes, kept as JSON (as the HTTP API takes it): JSON
-/// text as it is, anything else as a base64 string.
+/// Reminder and timer data given as bytes, kept as daprd keeps it: the
+/// JSON text of a base64 string (so an SDK decodes it the same whether it
+/// registered over HTTP or gRPC); none when empty.
 fn json_data(data: &[u8]) -> Value {
     use base64::Engine;
     if data.is_empty() {
         return Value::Null;
     }
-    serde_json::from_slice(data)
-        .unwrap_or_else(|_| Value::String(base64::engine::general_purpose::STANDARD.encode(data)))
+    Value::String(base64::engine::general_purpose::STANDARD.encode(data))
 }
 
 fn owner_runtime(rt: &Runtime) -> Result<Arc<Runtime>, ApiError> {
@@ -188,10 +187,13 @@ pub async fn unregister_reminder(
     reminders::unregister(&owner, &r.actor_type, &r.actor_id, &r.name).await
 }
 
+/// A reminder's data as daprd returns it: the JSON value's bytes in a
+/// `google.protobuf.BytesValue`.
 fn any_json(v: &Value) -> Option<prost_types::Any> {
+    use prost::Message;
     (!v.is_null()).then(|| prost_types::Any {
-        type_url: VALUE_TYPE.into(),
-        value: serde_json::to_vec(v).unwrap_or_default(),
+        type_url: "type.googleapis.com/google.protobuf.BytesValue".into(),
+        value: serde_json::to_vec(v).unwrap_or_default().encode_to_vec(),
     })
 }
 

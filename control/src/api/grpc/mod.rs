@@ -106,6 +106,7 @@ impl DaprApi {
             "SetMetadata",
             "Shutdown",
             "SubscribeTopicEventsAlpha1",
+            "SubscribeActorEventsAlpha1",
             "EncryptAlpha1",
             "DecryptAlpha1",
             "SubscribeConfiguration",
@@ -337,7 +338,11 @@ fn api_group(method: &str) -> (&'static str, &'static str) {
     } else {
         "v1"
     };
-    let name = if method.starts_with("Invoke") && method != "InvokeBinding" {
+    let name = if method.contains("Actor") {
+        "actors"
+    } else if method.contains("Job") {
+        "jobs"
+    } else if method.starts_with("Invoke") && method != "InvokeBinding" {
         "invoke"
     } else if method.contains("State") {
         "state"
@@ -646,6 +651,20 @@ impl Dapr for DaprApi {
         req: Request<rt::BulkPublishRequest>,
     ) -> Result<Response<rt::BulkPublishResponse>, Status> {
         self.bulk_publish("BulkPublishEvent", req).await
+    }
+
+    type SubscribeActorEventsAlpha1Stream = GrpcStream<rt::SubscribeActorEventsResponseAlpha1>;
+
+    async fn subscribe_actor_events_alpha1(
+        &self,
+        req: Request<Streaming<rt::SubscribeActorEventsRequestAlpha1>>,
+    ) -> Result<Response<Self::SubscribeActorEventsAlpha1Stream>, Status> {
+        let rt = self.rt.clone();
+        self.call("SubscribeActorEventsAlpha1", req, |inbound| async move {
+            let stream = crate::actors::stream::subscribe(rt, inbound).await?;
+            Ok(Box::pin(stream) as Self::SubscribeActorEventsAlpha1Stream)
+        })
+        .await
     }
 
     type SubscribeTopicEventsAlpha1Stream = GrpcStream<rt::SubscribeTopicEventsResponseAlpha1>;
