@@ -442,15 +442,21 @@ fn start_actors(rt: &Arc<Runtime>, config: tandem_control::actors::config::Actor
     let Some(address) = rt.internal_address() else {
         return;
     };
-    let (placement, path) = match tandem_control::actors::embedded_placement() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "actors: the placement table cannot be opened; actors are not available");
-            return;
-        }
+    // The placement table lives where the scheduler's jobs do: the
+    // coordination component's engine (chosen once, at start: a table
+    // must not change engines under running actors), else the host's file.
+    let placement = match rt.snapshot().coordination.clone() {
+        Some((_, c)) => c.placement,
+        None => match tandem_control::actors::embedded_placement() {
+            Ok((p, _)) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "actors: the placement table cannot be opened; actors are not available");
+                return;
+            }
+        },
     };
     if !config.entities.is_empty() {
-        tracing::info!(types = ?config.entities, placement = %path.display(), "actors: hosting actor types");
+        tracing::info!(types = ?config.entities, placement = %placement.what(), "actors: hosting actor types");
     }
     let actors = tandem_control::actors::Actors::start(rt, config, address, placement);
     let _ = rt

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tandem_stateful::etcd_cluster::Cluster;
 
 /// The actor host: records every call's enter and exit per actor id.
 #[derive(Default)]
@@ -226,6 +227,13 @@ async fn dive(
 /// 2 s `targets.actors` timeout (calls past it free the actor while the
 /// app may still run them: only the stuck-app test wants that).
 fn resources(home: &TempDir, timeout: bool) -> String {
+    resources_on(home, timeout, None)
+}
+
+/// The resources: the actor state store (one file every host shares, as
+/// they would share a database), a coordination component when the
+/// placement table and reminders live in `etcd`.
+fn resources_on(home: &TempDir, timeout: bool, etcd: Option<&Cluster>) -> String {
     let db = home.path().join("actor-state.db");
     home.write(
         "res/state.yaml",
@@ -238,6 +246,21 @@ fn resources(home: &TempDir, timeout: bool) -> String {
             ],
         ),
     );
+    if let Some(cluster) = etcd {
+        home.write(
+            "res/etcd.yaml",
+            &common::component(
+                "coordination",
+                "coordination.etcd",
+                &[
+                    ("endpoints", &cluster.endpoints().join(",")),
+                    ("keyPrefix", &format!("actors-{}", common::run_id())),
+                    ("leaseDuration", "3s"),
+                    ("timeout", "1s"),
+                ],
+            ),
+        );
+    }
     if timeout {
         home.write(
         "res/resiliency.yaml",
@@ -257,12 +280,49 @@ async fn setup(tag: &str) -> (Arc<Checker>, u16, TempDir, String) {
 }
 
 fn host(home: &TempDir, res: &str, app_port: u16) -> Sidecar {
+    host_at(home.path(), res, app_port)
+}
+
+fn host_at(home: &std::path::Path, res: &str, app_port: u16) -> Sidecar {
     sidecar()
         .app_id("checker")
-        .env("TANDEM_HOME", home.path().to_str().unwrap())
+        .env("TANDEM_HOME", home.to_str().unwrap())
         .args(["--app-port", &app_port.to_string()])
         .args(["--resources-path", res])
         .start()
+}
+
+/// Where the hosts of a test keep their placement table and reminders:
+/// the file of the home they share, or a 3-member etcd cluster (each
+/// host then has a home of its own, as on separate machines).
+enum Engine {
+    Embedded,
+    Etcd(Cluster),
+}
+
+impl Engine {
+    fn etcd() -> Self {
+        Engine::Etcd(Cluster::start(3))
+    }
+
+    fn cluster(&self) -> Option<&Cluster> {
+        match self {
+            Engine::Embedded => None,
+            Engine::Etcd(c) => Some(c),
+        }
+    }
+
+    /// Host number `n`'s sidecar.
+    fn host(&self, home: &TempDir, res: &str, app_port: u16, n: usize) -> Sidecar {
+        match self {
+            Engine::Embedded => host(home, res, app_port),
+            Engine::Etcd(_) => {
+                let own = home.path().join(format!("host-{n}"));
+                std::fs::create_dir_all(&own).unwrap();
+                host_at(&own, res, app_port)
+            }
+        }
+    }
 }
 
 fn call(port: u16, id: &str, method: &str, body: &[u8]) -> std::io::Result<common::Resp> {
@@ -289,11 +349,32 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 /// store, and afterwards every id answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_activation_per_actor_while_hosts_join_and_die() {
-    let (c, app_port, home, res) = setup("actors-churn").await;
+    churn(Engine::Embedded).await;
+}
+
+/// The same on a 3-member etcd cluster, each host with a home of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_activation_per_actor_while_hosts_join_and_die_on_etcd() {
+    churn(tokio::task::spawn_blocking(Engine::etcd).await.unwrap()).await;
+}
+
+async fn churn(engine: Engine) {
+    let c = Arc::new(Checker::default());
+    let app_port = checker_app(c.clone()).await;
+    let home = TempDir::new("actors-churn");
+    let res = resources_on(&home, false, engine.cluster());
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {
-        let mut a = host(&home, &res, app_port);
-        let b = host(&home, &res, app_port);
+        let mut a = engine.host(&home, &res, app_port, 0);
+        let b = engine.host(&home, &res, app_port, 1);
+        let expected = if engine.cluster().is_some() {
+            "placement=etcd"
+        } else {
+            "placement=the placement table"
+        };
+        wait_until("the actor runtime", Duration::from_secs(10), || {
+            b.stderr.text().contains(expected)
+        });
         *c2.sidecars.lock().unwrap() = vec![b.http, a.http];
         let live: Arc<Mutex<Vec<u16>>> = Arc::new(Mutex::new(vec![a.http, b.http]));
         let stop = Arc::new(AtomicBool::new(false));
@@ -322,7 +403,7 @@ async fn one_activation_per_actor_while_hosts_join_and_die() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(1500));
-        let c3 = host(&home, &res, app_port);
+        let c3 = engine.host(&home, &res, app_port, 2);
         c2.sidecars.lock().unwrap().push(c3.http);
         live.lock().unwrap().push(c3.http);
         std::thread::sleep(Duration::from_millis(1500));
@@ -370,11 +451,24 @@ async fn one_activation_per_actor_while_hosts_join_and_die() {
 /// new one started, it fires again (it lives in the engine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reminders_outlive_their_host_and_every_restart() {
-    let (c, app_port, home, res) = setup("actors-remind").await;
+    reminders_survive(Engine::Embedded).await;
+}
+
+/// The same with reminders and placement on a 3-member etcd cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_outlive_their_host_and_every_restart_on_etcd() {
+    reminders_survive(tokio::task::spawn_blocking(Engine::etcd).await.unwrap()).await;
+}
+
+async fn reminders_survive(engine: Engine) {
+    let c = Arc::new(Checker::default());
+    let app_port = checker_app(c.clone()).await;
+    let home = TempDir::new("actors-remind");
+    let res = resources_on(&home, false, engine.cluster());
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {
-        let mut a = host(&home, &res, app_port);
-        let b = host(&home, &res, app_port);
+        let mut a = engine.host(&home, &res, app_port, 0);
+        let b = engine.host(&home, &res, app_port, 1);
         *c2.sidecars.lock().unwrap() = vec![a.http, b.http];
         // The caller's query string reaches the app, through either
         // sidecar.
@@ -431,7 +525,7 @@ async fn reminders_outlive_their_host_and_every_restart() {
         drop(b);
         let stopped_at = count();
         std::thread::sleep(Duration::from_millis(800));
-        let d = host(&home, &res, app_port);
+        let d = engine.host(&home, &res, app_port, 3);
         *c2.sidecars.lock().unwrap() = vec![d.http];
         let restarted = count();
         assert!(restarted <= stopped_at + 1, "fired with no sidecar up");
@@ -1003,4 +1097,112 @@ async fn an_actor_host_over_the_grpc_stream() {
     }
     assert!(last.contains("no host of actor type Streamed"), "{last}");
     drop(s);
+}
+
+/// Two hosts on a 3-member etcd cluster while calls flow: one member
+/// SIGKILLed changes nothing callers see; all three down, calls fail with
+/// an error naming the engine and the hosts let their actors go as their
+/// leases lapse; members back, calls succeed again without a restart, no
+/// two calls of one actor ever overlapped and no acknowledged write is
+/// missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_ride_out_etcd_members_dying() {
+    let mut engine = tokio::task::spawn_blocking(Engine::etcd).await.unwrap();
+    let c = Arc::new(Checker::default());
+    let app_port = checker_app(c.clone()).await;
+    let home = TempDir::new("actors-etcd-faults");
+    let res = resources_on(&home, false, engine.cluster());
+    let c2 = c.clone();
+    tokio::task::spawn_blocking(move || {
+        let a = engine.host(&home, &res, app_port, 0);
+        let b = engine.host(&home, &res, app_port, 1);
+        *c2.sidecars.lock().unwrap() = vec![a.http, b.http];
+        let ports = [a.http, b.http];
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally: Arc<Mutex<HashMap<String, (u64, u64)>>> = Arc::default();
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let (stop, tally, errors) = (stop.clone(), tally.clone(), errors.clone());
+                std::thread::spawn(move || {
+                    let mut i: u64 = w;
+                    while !stop.load(Ordering::Relaxed) {
+                        i = i
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let id = format!("f-{}", (i >> 33) % 50);
+                        let port = ports[(i >> 20) as usize % 2];
+                        tally.lock().unwrap().entry(id.clone()).or_default().1 += 1;
+                        match call(port, &id, "work", b"") {
+                            Ok(r) if r.status == 200 => {
+                                tally.lock().unwrap().entry(id).or_default().0 += 1;
+                            }
+                            Ok(r) => {
+                                errors.lock().unwrap().push(r.text());
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let Engine::Etcd(cluster) = &mut engine else {
+            unreachable!()
+        };
+        let acked = |t: &Mutex<HashMap<String, (u64, u64)>>| -> u64 {
+            t.lock().unwrap().values().map(|v| v.0).sum()
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        cluster.kill(0);
+        let before = acked(&tally);
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            acked(&tally) > before + 20,
+            "calls stalled with one member of three down: {:?}",
+            errors.lock().unwrap().last()
+        );
+        cluster.kill(1);
+        cluster.kill(2);
+        // Past the lease: every host has let its actors go.
+        std::thread::sleep(Duration::from_secs(8));
+        let during = errors.lock().unwrap().len();
+        assert!(during > 0, "no call failed with the whole cluster down");
+        let last = errors.lock().unwrap().last().cloned().unwrap_or_default();
+        assert!(
+            last.contains("placement") || last.contains("lease"),
+            "the error says what is wrong: {last}"
+        );
+        for i in 0..3 {
+            cluster.restart(i);
+        }
+        cluster.wait_healthy(Duration::from_secs(30));
+        let back = acked(&tally);
+        wait_until(
+            "calls after the cluster is back",
+            Duration::from_secs(30),
+            || acked(&tally) > back + 50,
+        );
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert!(
+            c2.overlaps.lock().unwrap().is_empty(),
+            "calls of one actor overlapped: {:?}",
+            c2.overlaps.lock().unwrap()
+        );
+        for (id, (ok, tried)) in tally.lock().unwrap().iter() {
+            let r = call(a.http, id, "work", b"").unwrap();
+            assert_eq!(r.status, 200, "{id}: {}", r.text());
+            let n: u64 = r.text().trim().parse().unwrap();
+            assert!(
+                n > *ok && n <= tried + 1,
+                "{id}: stored {n} after {ok} acknowledged of {tried} tried"
+            );
+        }
+        drop((a, b));
+    })
+    .await
+    .unwrap();
 }

@@ -51,9 +51,9 @@ pub struct Etcd {
     members: Vec<(String, KvClient<Channel>)>,
     /// The member asked first: the last one that answered.
     current: AtomicUsize,
-    prefix: String,
+    pub(crate) prefix: String,
     timeout: Duration,
-    what: String,
+    pub(crate) what: String,
     /// The records this handle's claims wrote, by job and token: a settle
     /// writes from them without reading the job first.
     claimed: Mutex<HashMap<(String, u64), Record>>,
@@ -115,7 +115,7 @@ fn owner_part(o: &Owner) -> String {
 
 /// The first key after every key that starts with `key` (etcd's prefix
 /// range end).
-fn prefix_end(key: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(key: &[u8]) -> Vec<u8> {
     let mut end = key.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -127,7 +127,7 @@ fn prefix_end(key: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-fn put_op(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
+pub(crate) fn put_op(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest {
             key,
@@ -137,7 +137,7 @@ fn put_op(key: Vec<u8>, value: Vec<u8>) -> RequestOp {
     }
 }
 
-fn delete_op(key: Vec<u8>) -> RequestOp {
+pub(crate) fn delete_op(key: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestDeleteRange(
             DeleteRangeRequest {
@@ -148,7 +148,7 @@ fn delete_op(key: Vec<u8>) -> RequestOp {
     }
 }
 
-fn get_op(key: Vec<u8>) -> RequestOp {
+pub(crate) fn get_op(key: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestRange(RangeRequest {
             key,
@@ -158,7 +158,7 @@ fn get_op(key: Vec<u8>) -> RequestOp {
 }
 
 /// The key was last changed at `revision` (0: the key does not exist).
-fn unchanged_since(key: Vec<u8>, revision: i64) -> Compare {
+pub(crate) fn unchanged_since(key: Vec<u8>, revision: i64) -> Compare {
     Compare {
         result: compare::CompareResult::Equal as i32,
         target: compare::CompareTarget::Mod as i32,
@@ -234,7 +234,7 @@ impl Etcd {
     }
 
     /// One request, to the member that answered last, then to the others.
-    async fn call<T, F, Fut>(&self, doing: &str, f: F) -> Result<T, EngineError>
+    pub(crate) async fn call<T, F, Fut>(&self, doing: &str, f: F) -> Result<T, EngineError>
     where
         F: Fn(KvClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -274,7 +274,11 @@ impl Etcd {
         )))
     }
 
-    async fn txn(&self, doing: &str, req: TxnRequest) -> Result<TxnResponse, EngineError> {
+    pub(crate) async fn txn(
+        &self,
+        doing: &str,
+        req: TxnRequest,
+    ) -> Result<TxnResponse, EngineError> {
         self.call(doing, |mut c| {
             let req = req.clone();
             async move { c.txn(req).await }
@@ -283,7 +287,7 @@ impl Etcd {
     }
 
     /// Every key in `[key, end)`, page by page.
-    async fn range_all(
+    pub(crate) async fn range_all(
         &self,
         doing: &str,
         key: Vec<u8>,

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod etcd;
 #[cfg(any(test, feature = "test-cluster"))]
 pub mod etcd_cluster;
+mod etcd_placement;
 pub mod job;
 pub mod placement;
 pub mod scheduler;

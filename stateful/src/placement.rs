@@ -381,7 +381,7 @@ impl Placement for SqlitePlacement {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 
@@ -450,10 +450,15 @@ mod tests {
     async fn one_holder_per_actor_until_its_lease_lapses_or_it_releases() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.db");
-        let (p1, p2) = (
-            SqlitePlacement::open(&path).unwrap(),
-            SqlitePlacement::open(&path).unwrap(),
-        );
+        one_holder_per_actor(
+            &SqlitePlacement::open(&path).unwrap(),
+            &SqlitePlacement::open(&path).unwrap(),
+        )
+        .await;
+    }
+
+    /// The rules every engine keeps, through two handles on one table.
+    pub(crate) async fn one_holder_per_actor(p1: &dyn Placement, p2: &dyn Placement) {
         let (a, b) = (host("a", &["T"]), host("b", &["T"]));
         let t0 = 1_000_000;
         p1.heartbeat("ns", &a, t0, 5_000).await.unwrap();
@@ -526,12 +531,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn racing_hosts_never_both_win() {
+    async fn racing_hosts_on_one_file_never_both_win() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.db");
-        let engines: Vec<Arc<SqlitePlacement>> = (0..4)
-            .map(|_| Arc::new(SqlitePlacement::open(&path).unwrap()))
-            .collect();
+        racing_hosts_never_both_win(
+            (0..4)
+                .map(|_| Arc::new(SqlitePlacement::open(&path).unwrap()) as Arc<dyn Placement>)
+                .collect(),
+        )
+        .await;
+    }
+
+    /// Four hosts race for 50 actors: each is won exactly once.
+    pub(crate) async fn racing_hosts_never_both_win(engines: Vec<Arc<dyn Placement>>) {
         let t0 = 1_000_000;
         for (i, e) in engines.iter().enumerate() {
             e.heartbeat("ns", &host(&format!("h{i}"), &["T"]), t0, 60_000)

@@ -288,6 +288,12 @@ impl Actors {
             .await
         {
             Ok(hosts) => {
+                // Renewed too late (the engine answered after this host's
+                // own lease had lapsed): other hosts may have taken its
+                // actors meanwhile, so it keeps none of them.
+                if now_ms() >= self.lease_valid_until.load(Ordering::Acquire) {
+                    self.stop_all_local("the placement lease lapsed before it was renewed");
+                }
                 self.lease_valid_until.store(
                     start + LEASE.as_millis() as i64 - MARGIN_MS,
                     Ordering::Release,
@@ -311,21 +317,27 @@ impl Actors {
                 tracing::warn!(error = %e, "actors: placement heartbeat failed");
                 if now_ms() >= self.lease_valid_until.load(Ordering::Acquire) {
                     // Another host may take these actors now: stop them.
-                    let all: Vec<(Key, Arc<Activation>)> =
-                        self.active.lock().expect("actors lock").drain().collect();
-                    if !all.is_empty() {
-                        tracing::warn!(
-                            count = all.len(),
-                            "actors: the placement lease lapsed; actors on this host were stopped"
-                        );
-                    }
-                    for (_, a) in all {
-                        a.gone.store(true, Ordering::Release);
-                        for (_, t) in a.timers.lock().expect("timers lock").drain() {
-                            t.abort();
-                        }
-                    }
+                    self.stop_all_local("the placement lease lapsed");
                 }
+            }
+        }
+    }
+
+    /// Forgets every local activation at once (no drain, no app call: the
+    /// records may be another host's already) and stops their timers.
+    fn stop_all_local(&self, why: &str) {
+        let all: Vec<(Key, Arc<Activation>)> =
+            self.active.lock().expect("actors lock").drain().collect();
+        if !all.is_empty() {
+            tracing::warn!(
+                count = all.len(),
+                "actors: {why}; the actors on this host were stopped"
+            );
+        }
+        for (_, a) in all {
+            a.gone.store(true, Ordering::Release);
+            for (_, t) in a.timers.lock().expect("timers lock").drain() {
+                t.abort();
             }
         }
     }

@@ -1,5 +1,5 @@
 //! `coordination.*` components: the engine everything that coordinates
-//! sidecars runs on (the job scheduler now; actor placement and workflows
+//! sidecars runs on (the job scheduler and actor placement; workflows
 //! next). Without one, the sidecars of a host share the embedded SQLite
 //! file in `$TANDEM_HOME`; with a `coordination.etcd` component, sidecars
 //! on any number of hosts share an etcd cluster.
@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tandem_stateful::engine::Engine;
 use tandem_stateful::etcd::{Etcd, EtcdOptions};
+use tandem_stateful::placement::Placement;
 
 /// A coordination engine and what to call it in messages.
 #[derive(Clone)]
 pub struct Coordination {
     pub engine: Arc<dyn Engine>,
+    /// The actor placement table, in the same engine.
+    pub placement: Arc<dyn Placement>,
     pub what: String,
     /// Where it is, for the metadata API's `scheduler`.
     pub addresses: Vec<String>,
@@ -78,14 +81,15 @@ pub fn etcd(m: &BTreeMap<String, String>) -> Result<Coordination, String> {
         .iter()
         .map(|e| e.trim_start_matches("http://").to_string())
         .collect();
-    let engine = Etcd::new(&EtcdOptions {
+    let engine = Arc::new(Etcd::new(&EtcdOptions {
         endpoints,
         prefix,
         timeout,
-    })?;
+    })?);
     Ok(Coordination {
         what: engine.describe().to_string(),
-        engine: Arc::new(engine),
+        placement: engine.clone(),
+        engine,
         addresses,
         lease,
     })
