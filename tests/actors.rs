@@ -23,6 +23,8 @@ struct Checker {
     sidecars: Mutex<Vec<u16>>,
     reminded: Mutex<Vec<(String, String)>>,
     deactivated: AtomicUsize,
+    /// Calls of the `flaky` and `broken` methods, per actor id.
+    tries: Mutex<HashMap<String, u32>>,
 }
 
 /// A call's mark in `Checker::inside`, taken off when dropped.
@@ -128,11 +130,28 @@ async fn checker_app(c: Arc<Checker>) -> u16 {
                             r
                         }
                         "query" => reply(200, parts.uri.query().unwrap_or("").as_bytes().to_vec()),
+                        // Fails its first two calls per id, then answers.
+                        "flaky" | "broken" => {
+                            let n = {
+                                let mut t = c.tries.lock().unwrap();
+                                let n = t.entry(id.clone()).or_default();
+                                *n += 1;
+                                *n
+                            };
+                            if *m == "broken" || n <= 2 {
+                                reply(500, format!("try {n} failed").into_bytes())
+                            } else {
+                                reply(200, format!("try {n}").into_bytes())
+                            }
+                        }
                         "slow" => {
                             tokio::time::sleep(Duration::from_millis(1200)).await;
                             reply(200, b"late".to_vec())
                         }
-                        _ => reply(404, b"no such method".to_vec()),
+                        _ => {
+                            *c.tries.lock().unwrap().entry(id.clone()).or_default() += 1;
+                            reply(404, b"no such method".to_vec())
+                        }
                     }
                 }
                 _ => reply(404, vec![]),
@@ -1202,6 +1221,80 @@ async fn actors_ride_out_etcd_members_dying() {
             );
         }
         drop((a, b));
+    })
+    .await
+    .unwrap();
+}
+
+/// `targets.actors` retry and circuit breaker (scope `id`): a failing call
+/// is tried again until it answers; an actor that keeps failing trips its
+/// own breaker, which refuses its calls without reaching the app while
+/// other actors of the type go on, and closes again after its timeout. A
+/// breaker without a scope is refused with a message saying what to add.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actor_retries_and_breakers_per_id() {
+    let c = Arc::new(Checker::default());
+    let app_port = checker_app(c.clone()).await;
+    let home = TempDir::new("actors-resiliency");
+    let res = resources(&home, false);
+    let policy = |scope: &str| {
+        format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: actor-policy\nspec:\n  policies:\n    retries:\n      actorRetry:\n        policy: constant\n        duration: 10ms\n        maxRetries: 3\n    circuitBreakers:\n      actorBreaker:\n        maxRequests: 1\n        timeout: 2s\n        trip: consecutiveFailures >= 3\n  targets:\n    actors:\n      Checker:\n        retry: actorRetry\n        circuitBreaker: actorBreaker\n{scope}"
+        )
+    };
+    home.write("res/resiliency.yaml", &policy(""));
+    let (bad_home, bad_res) = (home.path().to_path_buf(), res.clone());
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        sidecar()
+            .app_id("checker")
+            .env("TANDEM_HOME", bad_home.to_str().unwrap())
+            .args(["--resources-path", &bad_res])
+            .start_failing()
+    })
+    .await
+    .unwrap();
+    assert!(!status.success());
+    assert!(log.contains("circuitBreakerScope"), "{log}");
+
+    home.write(
+        "res/resiliency.yaml",
+        &policy("        circuitBreakerScope: id\n"),
+    );
+    let c2 = c.clone();
+    tokio::task::spawn_blocking(move || {
+        let s = host(&home, &res, app_port);
+        *c2.sidecars.lock().unwrap() = vec![s.http];
+        let tries = |id: &str| c2.tries.lock().unwrap().get(id).copied().unwrap_or(0);
+        // Two failures, then an answer: one call for the caller.
+        let r = call(s.http, "f-1", "flaky", b"").unwrap();
+        assert_eq!((r.status, r.text()), (200, "try 3".to_string()));
+        assert_eq!(tries("f-1"), 3);
+        // Always failing: tried until the breaker trips (3 failures), and
+        // the caller is told the breaker is open.
+        let r = call(s.http, "b-1", "broken", b"").unwrap();
+        assert_eq!(r.status, 500);
+        assert!(r.text().contains("circuit breaker"), "{}", r.text());
+        assert_eq!(tries("b-1"), 3);
+        // Open: refused without reaching the app.
+        let r = call(s.http, "b-1", "echo", b"x").unwrap();
+        assert_eq!(r.status, 500);
+        assert!(r.text().contains("circuit breaker"), "{}", r.text());
+        assert_eq!(tries("b-1"), 3);
+        // Another actor of the type is not affected (scope id).
+        let r = call(s.http, "b-2", "echo", b"y").unwrap();
+        assert_eq!((r.status, r.text()), (200, "y".to_string()));
+        // After the breaker's timeout, a good call closes it again.
+        std::thread::sleep(Duration::from_millis(2200));
+        let r = call(s.http, "b-1", "echo", b"z").unwrap();
+        assert_eq!((r.status, r.text()), (200, "z".to_string()));
+        let r = call(s.http, "b-1", "echo", b"w").unwrap();
+        assert_eq!((r.status, r.text()), (200, "w".to_string()));
+        // A method the app does not have (404) is not tried again.
+        let r = call(s.http, "n-1", "missing", b"").unwrap();
+        assert_eq!(r.status, 500);
+        assert!(r.text().contains("actor method not found"), "{}", r.text());
+        assert_eq!(tries("n-1"), 1);
+        drop(s);
     })
     .await
     .unwrap();

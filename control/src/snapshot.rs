@@ -65,6 +65,15 @@ impl Snapshot {
         self.policies.app(app_id)
     }
 
+    /// The retry and breaker around calls to an actor (`targets.actors`).
+    pub fn actor_policy(
+        &self,
+        actor_type: &str,
+        actor_id: &str,
+    ) -> std::sync::Arc<tandem_proxy::resilience::Policy> {
+        self.policies.actor(actor_type, actor_id)
+    }
+
     /// How long a call to an actor of `actor_type` may take
     /// (`targets.actors` or the default timeout policies).
     pub fn actor_timeout(&self, actor_type: &str) -> Option<std::time::Duration> {

@@ -949,27 +949,41 @@ pub struct Policies {
 }
 
 /// Policies by target: invoked apps by app id (looked up per call, without
-/// allocating), components by building block, name and direction.
+/// allocating), components by building block, name and direction, actors
+/// by type (or type and id, for breakers scoped to an id).
 #[derive(Clone, Default)]
 struct Targets {
     apps: std::collections::HashMap<String, Built>,
     components: std::collections::HashMap<String, Built>,
+    actors: std::collections::HashMap<String, Built>,
+}
+
+/// Which of [`Targets`]' maps.
+#[derive(Clone, Copy)]
+enum Kind {
+    App,
+    Component,
+    Actor,
 }
 
 impl Targets {
-    fn get(&self, app: bool, key: &str) -> Option<&Built> {
-        if app {
-            self.apps.get(key)
-        } else {
-            self.components.get(key)
+    fn get(&self, kind: Kind, key: &str) -> Option<&Built> {
+        self.map(kind).get(key)
+    }
+
+    fn map(&self, kind: Kind) -> &std::collections::HashMap<String, Built> {
+        match kind {
+            Kind::App => &self.apps,
+            Kind::Component => &self.components,
+            Kind::Actor => &self.actors,
         }
     }
 
-    fn of(&mut self, app: bool) -> &mut std::collections::HashMap<String, Built> {
-        if app {
-            &mut self.apps
-        } else {
-            &mut self.components
+    fn of(&mut self, kind: Kind) -> &mut std::collections::HashMap<String, Built> {
+        match kind {
+            Kind::App => &mut self.apps,
+            Kind::Component => &mut self.components,
+            Kind::Actor => &mut self.actors,
         }
     }
 }
@@ -1022,6 +1036,23 @@ impl Policies {
                     .map_err(|e| format!("resiliency `{}`: {e}", r.metadata.name))?;
                 p.breakers.insert(name.clone(), cb.clone());
             }
+            for (t, a) in &spec.targets.actors {
+                match (&a.circuit_breaker, a.circuit_breaker_scope.as_deref()) {
+                    (Some(_), None) => {
+                        return Err(format!(
+                            "resiliency `{}`: targets.actors.{t} names a circuitBreaker without circuitBreakerScope; add circuitBreakerScope: type, id or both",
+                            r.metadata.name
+                        ));
+                    }
+                    (_, Some(scope)) if !matches!(scope, "type" | "id" | "both") => {
+                        return Err(format!(
+                            "resiliency `{}`: targets.actors.{t}.circuitBreakerScope is `{scope}`; use type, id or both",
+                            r.metadata.name
+                        ));
+                    }
+                    _ => {}
+                }
+            }
             p.components.extend(spec.targets.components.clone());
             p.apps.extend(spec.targets.apps.clone());
             p.actors.extend(spec.targets.actors.clone());
@@ -1044,6 +1075,7 @@ impl Policies {
         for (to, from) in [
             (&mut all.apps, &previous.inherited.apps),
             (&mut all.components, &previous.inherited.components),
+            (&mut all.actors, &previous.inherited.actors),
         ] {
             for (k, v) in from {
                 if to.len() >= MAX_TARGETS_KEPT {
@@ -1060,18 +1092,18 @@ impl Policies {
     /// settings are the same, else a new one.
     fn get_or_build(
         &self,
-        app: bool,
+        kind: Kind,
         key: &str,
         name: &str,
         spec: impl FnOnce() -> PolicySpec,
         watch: impl FnOnce() -> Option<Watch>,
     ) -> Arc<Policy> {
         let mut built = self.built.lock().expect("policies");
-        if let Some((_, p)) = built.get(app, key) {
+        if let Some((_, p)) = built.get(kind, key) {
             return p.clone();
         }
         let spec = spec();
-        let policy = match self.inherited.get(app, key) {
+        let policy = match self.inherited.get(kind, key) {
             Some((old, p)) if *old == spec => p.clone(),
             _ if spec == PolicySpec::NONE => EMPTY.clone(),
             _ => {
@@ -1080,7 +1112,7 @@ impl Policies {
                 Arc::new(p)
             }
         };
-        let map = built.of(app);
+        let map = built.of(kind);
         if map.len() < MAX_TARGETS_KEPT {
             map.insert(key.to_string(), (spec, policy.clone()));
         }
@@ -1121,6 +1153,44 @@ impl Policies {
             .or_else(|| tandem_config::parse_duration(&named).ok())
     }
 
+    /// The policy around a whole call to actor `actor_type`/`actor_id`
+    /// (before it waits for its turn, as daprd's pre-lock policy): the
+    /// retry and circuit breaker of its `targets.actors` entry, else
+    /// `DefaultActor…Policy`, else `Default…Policy`. The breaker is one per
+    /// type, or one per actor id when the target's `circuitBreakerScope`
+    /// is `id` or `both`. The timeout is the call's own
+    /// ([`Policies::actor_timeout`]), not part of this policy.
+    pub fn actor(&self, actor_type: &str, actor_id: &str) -> Arc<Policy> {
+        let explicit = self.actors.get(actor_type);
+        let per_id = explicit.is_some_and(|t| {
+            t.circuit_breaker.is_some()
+                && matches!(t.circuit_breaker_scope.as_deref(), Some("id" | "both"))
+        });
+        let key = if per_id {
+            format!("{actor_type}||{actor_id}")
+        } else {
+            actor_type.to_string()
+        };
+        let spec = || {
+            let named = explicit.map(|t| tandem_config::TargetPolicy {
+                timeout: None,
+                retry: t.retry.clone(),
+                circuit_breaker: t.circuit_breaker.clone(),
+                circuit_breaker_cache_size: None,
+            });
+            let mut spec = self.spec(named.as_ref(), |what| {
+                vec![
+                    format!("DefaultActor{what}Policy"),
+                    format!("Default{what}Policy"),
+                ]
+            });
+            spec.timeout = None;
+            spec
+        };
+        let watch = || self.watch(format!("actor_{actor_type}"), "outbound");
+        self.get_or_build(Kind::Actor, &key, &key, spec, watch)
+    }
+
     /// The policy for calls to app `app_id` (service invocation): its
     /// `targets.apps` entry, else `DefaultApp…Policy`, else `Default…Policy`;
     /// with retries, a retry budget.
@@ -1137,7 +1207,7 @@ impl Policies {
             spec
         };
         let watch = || self.watch(format!("app_{app_id}"), "outbound");
-        self.get_or_build(true, app_id, app_id, spec, watch)
+        self.get_or_build(Kind::App, app_id, app_id, spec, watch)
     }
 
     fn component_policy(
@@ -1167,7 +1237,7 @@ impl Policies {
             )
         };
         let key = format!("{kind}/{name}/{direction}");
-        self.get_or_build(false, &key, name, spec, watch)
+        self.get_or_build(Kind::Component, &key, name, spec, watch)
     }
 
     fn watch(&self, target: String, direction: &'static str) -> Option<Watch> {

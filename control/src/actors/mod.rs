@@ -348,8 +348,57 @@ impl Actors {
     /// another host still holds it (hop 2); a sidecar that gets a call for
     /// an actor it neither runs nor owns answers MOVED, and the sender
     /// looks again (a table one heartbeat old, an actor just let go).
+    ///
+    /// From an API door (`hops` 0) the call runs under the actor type's
+    /// retry and circuit breaker (`targets.actors`, or the default
+    /// policies): a failed call is tried again as the retry says, and an
+    /// open breaker refuses calls at once.
     pub async fn call(self: &Arc<Self>, call: Call, hops: u8) -> Result<Answer, ApiError> {
+        use tandem_proxy::resilience::{FailureKind, ResilienceError};
         check_names(&call.actor_type, &call.actor_id)?;
+        let policy = (hops == 0)
+            .then(|| self.rt.upgrade())
+            .flatten()
+            .map(|rt| rt.snapshot().actor_policy(&call.actor_type, &call.actor_id))
+            .filter(|p| !p.is_empty());
+        let Some(policy) = policy else {
+            return self.call_here(call, hops).await;
+        };
+        let classify = |e: &ApiError| {
+            let final_answer = e.http.is_client_error() && e.http != StatusCode::TOO_MANY_REQUESTS
+                || e.message.contains("actor method not found")
+                || e.message.contains("maximum stack depth exceeded")
+                || e.message.contains("did not find address");
+            if final_answer {
+                FailureKind::Permanent
+            } else {
+                FailureKind::Transient
+            }
+        };
+        match policy
+            .run(|| self.call_here(call.clone(), 0), classify)
+            .await
+        {
+            Ok(a) => Ok(a),
+            Err(ResilienceError::Inner(e)) => Err(e),
+            Err(ResilienceError::BreakerOpen) => Err(err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_ACTOR_INVOKE_METHOD",
+                format!(
+                    "error invoke actor method: the circuit breaker for actor {}/{} is open (targets.actors resiliency); calls are refused until it closes",
+                    call.actor_type, call.actor_id
+                ),
+            )),
+            Err(ResilienceError::Timeout(t)) => Err(err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ERR_ACTOR_INVOKE_METHOD",
+                format!("error invoke actor method: no answer within {t:?}"),
+            )),
+        }
+    }
+
+    /// One try of a call: to the host that runs the actor (or here).
+    async fn call_here(self: &Arc<Self>, call: Call, hops: u8) -> Result<Answer, ApiError> {
         let key: Key = (call.actor_type.clone(), call.actor_id.clone());
         let drain = self.type_config(&call.actor_type).drain_timeout;
         let deadline = tokio::time::Instant::now() + drain.max(LEASE);
@@ -647,6 +696,12 @@ impl Actors {
             .await
             .map_err(|e| failed(format!("reading the app's answer: {e}")))?
             .to_bytes();
+        if parts.status == StatusCode::NOT_FOUND && call.method != Method::DELETE {
+            return Err(failed(format!(
+                "actor method not found: actors/{}/{}/{}",
+                call.actor_type, call.actor_id, call.what
+            )));
+        }
         if parts.status != StatusCode::OK && call.method != Method::DELETE {
             return Err(failed(format!(
                 "error from actor service: ({}) {}",
