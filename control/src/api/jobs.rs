@@ -171,7 +171,14 @@ impl Jobs {
             ),
             None => {
                 let (engine, what) = self.embedded()?;
-                (engine, what, None, tandem_stateful::scheduler::LEASE)
+                // Reminders move with their actors, whose host lease is
+                // 6 s: a tick held by a sidecar that died waits this long.
+                let lease = if self.reminders.is_some() {
+                    REMINDER_LEASE
+                } else {
+                    tandem_stateful::scheduler::LEASE
+                };
+                (engine, what, None, lease)
             }
         };
         if let Some(old) = active.take() {
@@ -367,6 +374,11 @@ pub fn start(rt: &Arc<Runtime>) {
         start_one(rt, reminder_jobs(rt));
     }
 }
+
+/// How long a sidecar holds a reminder tick it claimed from the embedded
+/// engine (two thirds of it for the actor to answer). Shorter than the
+/// jobs' 30 s so a killed host's reminders move soon after its actors.
+pub const REMINDER_LEASE: std::time::Duration = std::time::Duration::from_secs(12);
 
 /// Starts firing actor reminders (an app that registered its actor types
 /// after it became ready: over its actor host stream). Once.
