@@ -1294,6 +1294,18 @@ async fn actor_retries_and_breakers_per_id() {
         assert_eq!(r.status, 500);
         assert!(r.text().contains("actor method not found"), "{}", r.text());
         assert_eq!(tries("n-1"), 1);
+        // daprd's actor metrics: f-1, b-1, b-2 and n-1 activated here;
+        // nothing waits for a turn now.
+        let m = s.metrics_text();
+        let value = |name: &str| -> f64 {
+            m.lines()
+                .find(|l| l.starts_with(name) && l.contains(r#"actor_type="Checker""#))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in:\n{m}"))
+        };
+        assert_eq!(value("dapr_runtime_actor_activated_total"), 4.0);
+        assert_eq!(value("dapr_runtime_actor_pending_actor_calls"), 0.0);
         drop(s);
     })
     .await

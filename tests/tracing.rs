@@ -1063,3 +1063,116 @@ async fn traces_reach_tls_collectors_and_wait_for_one_that_is_away() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// An actor call through the caller's sidecar to the host's: one trace —
+/// the caller's sidecar records a CLIENT span `CallActor/{type}/{method}`
+/// for the hop, the host's a SERVER span for what it received and a
+/// CLIENT span for its call to the app, under it; the app sees that last
+/// span as its parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_call_is_one_trace() {
+    let spans = Spans::default();
+    let port = otlp_http_receiver(spans.clone()).await;
+    let home = TempDir::new("tracing-actors");
+    let config = home.write("tracing.yaml", &otlp_http_config(port));
+    let app_port = common::serve_http(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let body = if req.uri().path() == "/dapr/config" {
+            r#"{"entities":["Traced"]}"#.to_string()
+        } else {
+            req.headers()
+                .get("traceparent")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        hyper::Response::new(Full::new(Bytes::from(body)))
+    })
+    .await;
+    let (h, c) = (
+        home.path().to_str().unwrap().to_string(),
+        config.to_str().unwrap().to_string(),
+    );
+    let (host, caller) = tokio::task::spawn_blocking(move || {
+        let host = sidecar()
+            .app_id("actorhost")
+            .env("TANDEM_HOME", &h)
+            .args(["--app-port", &app_port.to_string(), "--config", &c])
+            .start();
+        let caller = sidecar()
+            .app_id("actorcaller")
+            .env("TANDEM_HOME", &h)
+            .args(["--config", &c])
+            .start();
+        (host, caller)
+    })
+    .await
+    .unwrap();
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let r = tokio::task::spawn_blocking(move || {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = caller
+                .try_request(
+                    "PUT",
+                    "/v1.0/actors/Traced/t-1/method/look",
+                    &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))],
+                    b"",
+                )
+                .unwrap();
+            if r.status == 200 || Instant::now() > end {
+                return (r, caller);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    let (r, _caller) = r;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen_by_app = r.text();
+    assert!(seen_by_app.contains(trace), "{seen_by_app}");
+    let end = Instant::now() + Duration::from_secs(10);
+    let named = |spans: &[Got], service: &str| {
+        spans
+            .iter()
+            .find(|g| g.service == service && g.name == "CallActor/Traced/look")
+            .cloned()
+    };
+    let (hop, callback) = loop {
+        let got = spans.lock().unwrap().clone();
+        if let (Some(a), Some(b)) = (named(&got, "actorcaller"), named(&got, "actorhost")) {
+            break (a, b);
+        }
+        assert!(Instant::now() < end, "actor spans not exported: {got:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (hop.kind.as_str(), callback.kind.as_str()),
+        ("CLIENT", "CLIENT")
+    );
+    assert_eq!(
+        (hop.trace.as_str(), callback.trace.as_str()),
+        (trace, trace)
+    );
+    // Between them, the host sidecar's SERVER span of the mesh's inbound
+    // pipeline.
+    let all = spans.lock().unwrap().clone();
+    let server = all
+        .iter()
+        .find(|g| g.service == "actorhost" && g.kind == "SERVER")
+        .unwrap_or_else(|| panic!("no SERVER span on the host: {all:#?}"));
+    assert_eq!(
+        server.parent, hop.id,
+        "the host's SERVER span is under the hop"
+    );
+    assert_eq!(
+        callback.parent, server.id,
+        "the app call is under it: {all:#?}"
+    );
+    assert_eq!(
+        seen_by_app.split('-').nth(2).unwrap(),
+        callback.id,
+        "the app's parent is the host's span"
+    );
+    assert!(hop.ok && callback.ok);
+    drop(host);
+}

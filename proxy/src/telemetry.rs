@@ -78,6 +78,61 @@ pub struct Metrics {
     jobs_triggered: IntCounterVec,
     jobs_failed: IntCounterVec,
     job_trigger_latency: HistogramVec,
+    actors: [IntCounterVec; 7],
+    actor_pending: IntGaugeVec,
+}
+
+/// What happened to an actor, for the `dapr_runtime_actor_*` counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActorEvent {
+    Activated,
+    ActivationFailed,
+    Deactivated,
+    DeactivationFailed,
+    Rebalanced,
+    ReminderFired,
+    TimerFired,
+}
+
+impl ActorEvent {
+    const ALL: [ActorEvent; 7] = [
+        ActorEvent::Activated,
+        ActorEvent::ActivationFailed,
+        ActorEvent::Deactivated,
+        ActorEvent::DeactivationFailed,
+        ActorEvent::Rebalanced,
+        ActorEvent::ReminderFired,
+        ActorEvent::TimerFired,
+    ];
+
+    fn metric(self) -> (&'static str, &'static str) {
+        match self {
+            ActorEvent::Activated => ("dapr_runtime_actor_activated_total", "Actors activated"),
+            ActorEvent::ActivationFailed => (
+                "dapr_runtime_actor_activated_failed_total",
+                "Actor activations that failed",
+            ),
+            ActorEvent::Deactivated => {
+                ("dapr_runtime_actor_deactivated_total", "Actors deactivated")
+            }
+            ActorEvent::DeactivationFailed => (
+                "dapr_runtime_actor_deactivated_failed_total",
+                "Actor deactivations the app failed",
+            ),
+            ActorEvent::Rebalanced => (
+                "dapr_runtime_actor_reblanaced_total",
+                "Actors let go because their owner changed",
+            ),
+            ActorEvent::ReminderFired => (
+                "dapr_runtime_actor_reminders_fired_total",
+                "Actor reminders fired",
+            ),
+            ActorEvent::TimerFired => (
+                "dapr_runtime_actor_timers_fired_total",
+                "Actor timers fired",
+            ),
+        }
+    }
 }
 
 impl Metrics {
@@ -130,6 +185,17 @@ impl Metrics {
                 "dapr_scheduler_trigger_latency",
                 "How late a job's trigger reached the app, in milliseconds",
                 &["app_id"],
+            ),
+            // daprd's names (its `reblanaced` spelling included: dashboards
+            // match it).
+            actors: ActorEvent::ALL.map(|e| {
+                let (name, help) = e.metric();
+                counter(name, help, &["app_id", "actor_type"])
+            }),
+            actor_pending: gauge(
+                "dapr_runtime_actor_pending_actor_calls",
+                "Actor calls waiting for their actor's turn",
+                &["app_id", "actor_type"],
             ),
             http_requests: counter(
                 "dapr_http_server_request_count",
@@ -311,6 +377,23 @@ impl Metrics {
         self.invoke_latency
             .with_label_values(&labels)
             .observe(elapsed.as_secs_f64() * 1000.0);
+    }
+
+    pub fn actor(&self, event: ActorEvent, actor_type: &str) {
+        let i = ActorEvent::ALL
+            .iter()
+            .position(|e| *e == event)
+            .expect("every event is listed");
+        self.actors[i]
+            .with_label_values(&[self.app_id.as_str(), actor_type])
+            .inc();
+    }
+
+    /// Calls waiting for an actor's turn: `delta` more (or fewer).
+    pub fn actor_pending(&self, actor_type: &str, delta: i64) {
+        self.actor_pending
+            .with_label_values(&[self.app_id.as_str(), actor_type])
+            .add(delta);
     }
 
     pub fn job_created(&self) {

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tandem_proxy::invoke::{ProxyBody, full};
+use tandem_proxy::telemetry::ActorEvent;
 use tandem_stateful::placement::{Acquired, Host, Placement, Table};
 use tandem_stateful::scheduler::now_ms;
 
@@ -126,11 +127,31 @@ pub struct Actors {
     lease_valid_until: AtomicI64,
 }
 
-/// Counts a call waiting for a turn; uncounted when dropped.
-struct Queued<'a>(&'a AtomicUsize);
+/// Counts a call waiting for a turn (and in the pending-calls gauge);
+/// uncounted when dropped.
+struct Queued<'a> {
+    n: &'a AtomicUsize,
+    gauge: Option<(Arc<Runtime>, &'a str)>,
+}
+
+impl<'a> Queued<'a> {
+    fn new(n: &'a AtomicUsize, rt: Option<Arc<Runtime>>, actor_type: &'a str) -> Self {
+        if let Some(rt) = &rt {
+            rt.metrics.actor_pending(actor_type, 1);
+        }
+        Self {
+            n,
+            gauge: rt.map(|rt| (rt, actor_type)),
+        }
+    }
+}
+
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.n.fetch_sub(1, Ordering::AcqRel);
+        if let Some((rt, t)) = &self.gauge {
+            rt.metrics.actor_pending(t, -1);
+        }
     }
 }
 
@@ -146,6 +167,42 @@ fn app_path(call: &Call) -> String {
     } else {
         format!("{base}/{}", call.what)
     }
+}
+
+/// The name of an actor call's span: `CallActor/{type}/{method}` (a
+/// reminder's or timer's method is `remind/{name}`, `timer/{name}`).
+fn span_name(call: &Call) -> String {
+    let what = call.what.split('?').next().unwrap_or_default();
+    let method =
+        what.strip_prefix("method/")
+            .unwrap_or(if what.is_empty() { "deactivate" } else { what });
+    format!("CallActor/{}/{}", call.actor_type, method)
+}
+
+/// Opens a CLIENT span for an actor call (when tracing is on), under the
+/// caller's `traceparent`, and puts its context in `headers` for the
+/// next hop.
+fn open_span(
+    rt: &Runtime,
+    call: &Call,
+    headers: &mut HeaderMap,
+    to: &str,
+) -> Option<(Arc<tandem_proxy::trace::Tracer>, tandem_proxy::trace::Span)> {
+    let tracer = rt.tracer();
+    if !tracer.is_on() {
+        return None;
+    }
+    let parent = tandem_proxy::trace::Context::from_headers(&call.headers);
+    let mut span = tracer.start(
+        || span_name(call),
+        tandem_proxy::trace::Kind::Client,
+        parent,
+    );
+    span.attribute("dapr.actor.type", &call.actor_type);
+    span.attribute("dapr.actor.id", &call.actor_id);
+    span.attribute("server.address", to);
+    span.inject(headers);
+    Some((tracer, span))
 }
 
 /// Percent-escapes one path segment.
@@ -239,6 +296,25 @@ impl Actors {
         self.placement.what()
     }
 
+    fn count(&self, event: ActorEvent, actor_type: &str) {
+        if let Some(rt) = self.rt.upgrade() {
+            rt.metrics.actor(event, actor_type);
+        }
+    }
+
+    /// The activation of `key`, made (and counted) if there is none.
+    fn activation(&self, key: &Key) -> Arc<Activation> {
+        let mut active = self.active.lock().expect("actors lock");
+        if let Some(a) = active.get(key) {
+            return a.clone();
+        }
+        let a = Activation::new();
+        active.insert(key.clone(), a.clone());
+        drop(active);
+        self.count(ActorEvent::Activated, &key.0);
+        a
+    }
+
     /// The app's actor configuration as it stands.
     pub fn config(&self) -> Arc<ActorConfig> {
         self.config.load_full()
@@ -309,6 +385,7 @@ impl Actors {
                     .collect();
                 self.table.store(Arc::new(table));
                 for key in moved {
+                    self.count(ActorEvent::Rebalanced, &key.0);
                     let me = self.clone();
                     tokio::spawn(async move { me.deactivate(&key).await });
                 }
@@ -494,11 +571,7 @@ impl Actors {
                 .await
             {
                 Ok(Acquired::Mine) => {
-                    self.active
-                        .lock()
-                        .expect("actors lock")
-                        .entry(key.clone())
-                        .or_insert_with(Activation::new);
+                    self.activation(&key);
                 }
                 Ok(Acquired::Held(holder)) => {
                     // Its old host still runs it (until it drains it).
@@ -510,6 +583,7 @@ impl Actors {
                     }
                 }
                 Err(e) => {
+                    self.count(ActorEvent::ActivationFailed, &call.actor_type);
                     return Err(err(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "ERR_ACTOR_INVOKE_METHOD",
@@ -540,7 +614,7 @@ impl Actors {
                 ),
             ));
         }
-        let _queued = Queued(&act.queued);
+        let _queued = Queued::new(&act.queued, self.rt.upgrade(), &call.actor_type);
         // A call of the chain that holds the turn enters without waiting.
         if reentrancy.enabled
             && let Some(id) = &given
@@ -689,13 +763,25 @@ impl Actors {
                 format!("error invoke actor method: {e}"),
             )
         };
-        let resp = app.invoke(req).await.map_err(|e| failed(e.to_string()))?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| failed(format!("reading the app's answer: {e}")))?
-            .to_bytes();
+        let span = open_span(&rt, call, req.headers_mut(), "app");
+        let answered = async {
+            let resp = app.invoke(req).await.map_err(|e| failed(e.to_string()))?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| failed(format!("reading the app's answer: {e}")))?
+                .to_bytes();
+            Ok::<_, ApiError>((parts, body))
+        }
+        .await;
+        if let Some((tracer, span)) = span {
+            tracer.end(
+                span,
+                matches!(&answered, Ok((p, _)) if p.status == StatusCode::OK),
+            );
+        }
+        let (parts, body) = answered?;
         if parts.status == StatusCode::NOT_FOUND && call.method != Method::DELETE {
             return Err(failed(format!(
                 "actor method not found: actors/{}/{}/{}",
@@ -749,16 +835,28 @@ impl Actors {
             tandem_proxy::invoke::ACTOR,
             HeaderValue::from(u16::from(hops)),
         );
-        let resp = invoker
-            .to_address(&to.app_id, address, req)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .to_bytes();
+        let span = open_span(&rt, &call, req.headers_mut(), &to.address);
+        let answered = async {
+            let resp = invoker
+                .to_address(&to.app_id, address, req)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .to_bytes();
+            Ok::<_, ApiError>((parts, body))
+        }
+        .await;
+        if let Some((tracer, span)) = span {
+            tracer.end(
+                span,
+                matches!(&answered, Ok((p, _)) if p.status == StatusCode::OK),
+            );
+        }
+        let (parts, body) = answered?;
         if let Some(code) = parts.headers.get(ACTOR_ERROR) {
             // The host's own error (not the app's answer): as it said.
             let code = code
@@ -815,11 +913,13 @@ impl Actors {
             body: Bytes::new(),
         };
         match tokio::time::timeout(drain, self.to_app(&call, None)).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => self.count(ActorEvent::Deactivated, &key.0),
             Ok(Err(e)) => {
+                self.count(ActorEvent::DeactivationFailed, &key.0);
                 tracing::debug!(actor_type = %key.0, actor_id = %key.1, error = %e.message, "actors: the app's deactivation answer");
             }
             Err(_) => {
+                self.count(ActorEvent::DeactivationFailed, &key.0);
                 tracing::debug!(actor_type = %key.0, actor_id = %key.1, "actors: the app did not answer the deactivation in time");
             }
         }
@@ -899,7 +999,7 @@ impl Actors {
                 match me.run(&act, &call).await {
                     Ok(Some(a)) if a.headers.contains_key(CANCEL_HEADER) => break,
                     Ok(None) => break,
-                    Ok(Some(_)) => {}
+                    Ok(Some(_)) => me.count(ActorEvent::TimerFired, &t),
                     Err(e) => {
                         tracing::warn!(actor_type = %t, actor_id = %id, timer = %n, error = %e.message, "actors: a timer's call failed");
                     }
@@ -957,13 +1057,7 @@ impl Actors {
             .acquire(&self.namespace, &key.0, &key.1, &self.me.id, now_ms())
             .await
         {
-            Ok(Acquired::Mine) => Ok(self
-                .active
-                .lock()
-                .expect("actors lock")
-                .entry(key.clone())
-                .or_insert_with(Activation::new)
-                .clone()),
+            Ok(Acquired::Mine) => Ok(self.activation(key)),
             Ok(Acquired::Held(h)) => Err(err(
                 StatusCode::BAD_REQUEST,
                 "ERR_ACTOR_INSTANCE_MISSING",
@@ -972,11 +1066,14 @@ impl Actors {
                     key.0, key.1, h.address
                 ),
             )),
-            Err(e) => Err(err(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ERR_ACTOR_TIMER_CREATE",
-                format!("actor placement ({}) failed: {e}", self.placement.what()),
-            )),
+            Err(e) => {
+                self.count(ActorEvent::ActivationFailed, &key.0);
+                Err(err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ERR_ACTOR_TIMER_CREATE",
+                    format!("actor placement ({}) failed: {e}", self.placement.what()),
+                ))
+            }
         }
     }
 }

@@ -280,6 +280,8 @@ impl Deliver for ToActors {
                 body,
             };
             let answer = actors.call(call, 0).await.map_err(|e| e.message)?;
+            rt.metrics
+                .actor(tandem_proxy::telemetry::ActorEvent::ReminderFired, t);
             if answer.headers.contains_key(CANCEL_HEADER) {
                 unregister(&rt, t, id, name).await.map_err(|e| e.message)?;
             }
