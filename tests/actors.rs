@@ -294,7 +294,7 @@ async fn setup(tag: &str) -> (Arc<Checker>, u16, TempDir, String) {
     let c = Arc::new(Checker::default());
     let app_port = checker_app(c.clone()).await;
     let home = TempDir::new(tag);
-    let res = resources(&home, tag == "actors-bad");
+    let res = resources(&home, false);
     (c, app_port, home, res)
 }
 
@@ -589,10 +589,23 @@ async fn reminders_survive(engine: Engine) {
 /// Bad input gets a clear answer and nothing is left stuck.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_stuck_calls_get_clear_answers() {
-    let (c, app_port, home, res) = setup("actors-bad").await;
+    bad_input(Engine::Embedded).await;
+}
+
+/// The same with the placement table and reminders in etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_stuck_calls_get_clear_answers_on_etcd() {
+    bad_input(tokio::task::spawn_blocking(Engine::etcd).await.unwrap()).await;
+}
+
+async fn bad_input(engine: Engine) {
+    let c = Arc::new(Checker::default());
+    let app_port = checker_app(c.clone()).await;
+    let home = TempDir::new("actors-bad");
+    let res = resources_on(&home, true, engine.cluster());
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {
-        let s = host(&home, &res, app_port);
+        let s = engine.host(&home, &res, app_port, 0);
         *c2.sidecars.lock().unwrap() = vec![s.http];
         let code = |r: &common::Resp| (r.status, r.error_code());
         // Unknown type: daprd's error naming it.
@@ -619,6 +632,7 @@ async fn bad_input_and_stuck_calls_get_clear_answers() {
         // A method the app does not know: its 404 as daprd reports it.
         let r = call(s.http, "e-1", "nope", b"").unwrap();
         assert_eq!(code(&r), (500, "ERR_ACTOR_INVOKE_METHOD".into()), "{}", r.text());
+        assert!(r.text().contains("actor method not found"), "{}", r.text());
         assert!(r.text().contains("no such method"), "{}", r.text());
         // Bad durations for timers and reminders.
         for (path, body, err) in [

@@ -784,8 +784,11 @@ impl Actors {
         let (parts, body) = answered?;
         if parts.status == StatusCode::NOT_FOUND && call.method != Method::DELETE {
             return Err(failed(format!(
-                "actor method not found: actors/{}/{}/{}",
-                call.actor_type, call.actor_id, call.what
+                "actor method not found: actors/{}/{}/{} (the app answered 404: {})",
+                call.actor_type,
+                call.actor_id,
+                call.what,
+                String::from_utf8_lossy(&body)
             )));
         }
         if parts.status != StatusCode::OK && call.method != Method::DELETE {
