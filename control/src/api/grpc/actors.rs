@@ -33,8 +33,8 @@ fn json_data(data: &[u8]) -> Value {
     Value::String(base64::engine::general_purpose::STANDARD.encode(data))
 }
 
-fn owner_runtime(rt: &Runtime) -> Result<Arc<Runtime>, ApiError> {
-    runtime(rt)?.runtime().ok_or_else(|| {
+async fn owner_runtime(rt: &Runtime) -> Result<Arc<Runtime>, ApiError> {
+    runtime(rt).await?.runtime().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             tonic::Code::Unavailable,
@@ -48,7 +48,7 @@ pub async fn invoke(
     rt: &Runtime,
     r: rt::InvokeActorRequest,
 ) -> Result<rt::InvokeActorResponse, ApiError> {
-    let a = runtime(rt)?;
+    let a = runtime(rt).await?;
     if r.method.is_empty() {
         return Err(bad("ERR_MALFORMED_REQUEST", "the actor method is empty"));
     }
@@ -94,7 +94,7 @@ pub async fn get_state(
     rt: &Runtime,
     r: rt::GetActorStateRequest,
 ) -> Result<rt::GetActorStateResponse, ApiError> {
-    runtime(rt)?;
+    runtime(rt).await?;
     Ok(
         match state::get(rt, &r.actor_type, &r.actor_id, &r.key).await? {
             Some(v) => rt::GetActorStateResponse {
@@ -110,7 +110,7 @@ pub async fn transact(
     rt: &Runtime,
     r: rt::ExecuteActorStateTransactionRequest,
 ) -> Result<(), ApiError> {
-    runtime(rt)?;
+    runtime(rt).await?;
     let mut ops = Vec::with_capacity(r.operations.len());
     for (i, op) in r.operations.into_iter().enumerate() {
         if op.key.is_empty() {
@@ -141,7 +141,7 @@ pub async fn register_timer(
     rt: &Runtime,
     r: rt::RegisterActorTimerRequest,
 ) -> Result<(), ApiError> {
-    let a = runtime(rt)?;
+    let a = runtime(rt).await?;
     let mut o = serde_json::Map::new();
     o.insert("dueTime".into(), Value::String(r.due_time));
     o.insert("period".into(), Value::String(r.period));
@@ -157,7 +157,7 @@ pub async fn unregister_timer(
     rt: &Runtime,
     r: rt::UnregisterActorTimerRequest,
 ) -> Result<(), ApiError> {
-    let a = runtime(rt)?;
+    let a = runtime(rt).await?;
     actors::check_names(&r.actor_type, &r.actor_id)?;
     a.unregister_timer(&r.actor_type, &r.actor_id, &r.name)
         .await;
@@ -168,7 +168,7 @@ pub async fn register_reminder(
     rt: &Runtime,
     r: rt::RegisterActorReminderRequest,
 ) -> Result<(), ApiError> {
-    let owner = owner_runtime(rt)?;
+    let owner = owner_runtime(rt).await?;
     let reminder = Reminder {
         due_time: r.due_time,
         period: r.period,
@@ -183,7 +183,7 @@ pub async fn unregister_reminder(
     rt: &Runtime,
     r: rt::UnregisterActorReminderRequest,
 ) -> Result<(), ApiError> {
-    let owner = owner_runtime(rt)?;
+    let owner = owner_runtime(rt).await?;
     reminders::unregister(&owner, &r.actor_type, &r.actor_id, &r.name).await
 }
 
@@ -205,7 +205,7 @@ pub async fn get_reminder(
     rt: &Runtime,
     r: rt::GetActorReminderRequest,
 ) -> Result<rt::GetActorReminderResponse, ApiError> {
-    let owner = owner_runtime(rt)?;
+    let owner = owner_runtime(rt).await?;
     let v = reminders::get(&owner, &r.actor_type, &r.actor_id, &r.name).await?;
     Ok(rt::GetActorReminderResponse {
         actor_type: r.actor_type,
@@ -221,7 +221,7 @@ pub async fn list_reminders(
     rt: &Runtime,
     r: rt::ListActorRemindersRequest,
 ) -> Result<rt::ListActorRemindersResponse, ApiError> {
-    let owner = owner_runtime(rt)?;
+    let owner = owner_runtime(rt).await?;
     let all = reminders::list(&owner, &r.actor_type, r.actor_id.as_deref()).await?;
     Ok(rt::ListActorRemindersResponse {
         reminders: all
@@ -245,7 +245,7 @@ pub async fn unregister_by_type(
     rt: &Runtime,
     r: rt::UnregisterActorRemindersByTypeRequest,
 ) -> Result<rt::UnregisterActorRemindersByTypeResponse, ApiError> {
-    let owner = owner_runtime(rt)?;
+    let owner = owner_runtime(rt).await?;
     reminders::unregister_type(&owner, &r.actor_type, r.actor_id.as_deref()).await?;
     Ok(rt::UnregisterActorRemindersByTypeResponse {})
 }

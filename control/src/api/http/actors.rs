@@ -32,16 +32,25 @@ fn malformed(message: impl Into<String>) -> ApiError {
     )
 }
 
-/// The actor runtime, or daprd's answer when there is none.
-pub fn runtime(rt: &Runtime) -> Result<Arc<Actors>, ApiError> {
-    rt.actors.get().cloned().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            tonic::Code::Internal,
-            "ERR_ACTOR_RUNTIME_NOT_FOUND",
-            "the actor runtime is not initialized yet: the app's configuration (GET /dapr/config) has not been read",
-        )
-    })
+/// The actor runtime, or daprd's answer when there is none. Like daprd,
+/// a call that comes while the sidecar is still reading the app's actor
+/// configuration waits for it (up to 30 s).
+pub async fn runtime(rt: &Runtime) -> Result<Arc<Actors>, ApiError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(a) = rt.actors.get() {
+            return Ok(a.clone());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                tonic::Code::Internal,
+                "ERR_ACTOR_RUNTIME_NOT_FOUND",
+                "the actor runtime is not initialized yet: the app's configuration (GET /dapr/config) has not been read (is the app listening on its port?)",
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 fn text(o: &serde_json::Map<String, Value>, key: &str) -> Result<String, ApiError> {
@@ -75,7 +84,7 @@ pub async fn handle(
     };
     let (t, id) = (actor_type.to_string(), actor_id.to_string());
     actors::check_names(&t, &id)?;
-    let a = runtime(rt)?;
+    let a = runtime(rt).await?;
     let headers = req.headers().clone();
     // The app gets the caller's query string too, as from daprd.
     let query = req
