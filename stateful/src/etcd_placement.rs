@@ -57,8 +57,11 @@ impl Etcd {
         serde_json::from_slice(&kv.value).map_err(|e| unreadable(&self.what, e))
     }
 
-    /// Deletes the activations `holder` holds (each only if still its).
+    /// Deletes the activations `holder` holds, each only if still its and
+    /// only while `holder` has no host record (a host that came back keeps
+    /// what it holds).
     async fn drop_activations(&self, ns: &str, holder: &str) -> Result<(), EngineError> {
+        let host_key = self.host_key(ns, holder);
         let start = self.acts_prefix(ns).into_bytes();
         let end = prefix_end(&start);
         let held: Vec<KeyValue> = self
@@ -71,7 +74,15 @@ impl Etcd {
             self.txn(
                 "releasing an activation",
                 TxnRequest {
-                    compare: vec![unchanged_since(kv.key.clone(), kv.mod_revision)],
+                    compare: vec![
+                        unchanged_since(kv.key.clone(), kv.mod_revision),
+                        Compare {
+                            result: compare::CompareResult::Equal as i32,
+                            target: compare::CompareTarget::Version as i32,
+                            key: host_key.clone(),
+                            target_union: Some(compare::TargetUnion::Version(0)),
+                        },
+                    ],
                     success: vec![delete_op(kv.key)],
                     failure: vec![],
                 },
@@ -142,26 +153,42 @@ impl Placement for Etcd {
                 let h = self.host_record(&kv)?;
                 if h.lease_until > now {
                     live.push(h.host);
-                } else if h.lease_until < now - lease_ms {
-                    // Gone for a whole lease more: forget it (whoever wins
-                    // the delete drops its activations too).
-                    let gone = self
-                        .txn(
-                            "forgetting a host that is gone",
-                            TxnRequest {
-                                compare: vec![unchanged_since(kv.key.clone(), kv.mod_revision)],
-                                success: vec![delete_op(kv.key.clone())],
-                                failure: vec![],
-                            },
-                        )
-                        .await?;
-                    if gone.succeeded {
-                        self.drop_activations(namespace, &h.host.id).await?;
-                    }
                 }
             }
             live.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(live)
+        })
+    }
+
+    fn sweep<'a>(&'a self, namespace: &'a str, now: i64, lease_ms: i64) -> EngineFuture<'a, ()> {
+        Box::pin(async move {
+            let start = self.hosts_prefix(namespace).into_bytes();
+            let end = prefix_end(&start);
+            for kv in self
+                .range_all("reading the hosts", start, end, false)
+                .await?
+            {
+                let h = self.host_record(&kv)?;
+                if h.lease_until >= now - lease_ms {
+                    continue;
+                }
+                // Gone for a whole lease more: whoever wins the delete
+                // drops its activations too.
+                let gone = self
+                    .txn(
+                        "forgetting a host that is gone",
+                        TxnRequest {
+                            compare: vec![unchanged_since(kv.key.clone(), kv.mod_revision)],
+                            success: vec![delete_op(kv.key.clone())],
+                            failure: vec![],
+                        },
+                    )
+                    .await?;
+                if gone.succeeded {
+                    self.drop_activations(namespace, &h.host.id).await?;
+                }
+            }
+            Ok(())
         })
     }
 

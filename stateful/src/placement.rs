@@ -58,6 +58,13 @@ pub trait Placement: Send + Sync {
         lease_ms: i64,
     ) -> EngineFuture<'a, Vec<Host>>;
 
+    /// Forgets hosts gone for a whole lease more, with their activations
+    /// (off the heartbeat's path: it may take long). The embedded table
+    /// does it inside each heartbeat's transaction, so this does nothing.
+    fn sweep<'a>(&'a self, _namespace: &'a str, _now: i64, _lease_ms: i64) -> EngineFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Takes `me` out: its lease and every activation it held.
     fn leave<'a>(&'a self, namespace: &'a str, me: &'a str) -> EngineFuture<'a, ()>;
 
@@ -233,7 +240,8 @@ impl Placement for SqlitePlacement {
                 "INSERT INTO tandem_actor_hosts (namespace, id, host, lease_until)
                  VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (namespace, id) DO UPDATE
-                 SET host = excluded.host, lease_until = excluded.lease_until",
+                 SET host = excluded.host,
+                     lease_until = MAX(lease_until, excluded.lease_until)",
                 params![ns, me.id, record, now + lease_ms],
             )
             .map_err(failed(what))?;

@@ -24,7 +24,7 @@ use config::ActorConfig;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tandem_proxy::invoke::{ProxyBody, full};
@@ -86,8 +86,11 @@ pub struct Activation {
     /// The reentrancy id of the call chain holding the turn, and how deep.
     chain: Mutex<Option<(String, u32)>>,
     timers: Mutex<HashMap<String, tokio::task::AbortHandle>>,
-    /// Deactivated: calls that find it go round again.
+    /// Deactivated: calls that find it go round again (it stays in the
+    /// map, so nothing new is made for its id, until its record is let go).
     gone: AtomicBool,
+    /// A deactivation is under way (one at a time).
+    leaving: AtomicBool,
 }
 
 impl Activation {
@@ -99,6 +102,7 @@ impl Activation {
             chain: Mutex::new(None),
             timers: Mutex::new(HashMap::new()),
             gone: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
         })
     }
 }
@@ -125,6 +129,14 @@ pub struct Actors {
     active: Mutex<HashMap<Key, Arc<Activation>>>,
     /// This host may run actors until then (Unix ms, its own clock).
     lease_valid_until: AtomicI64,
+    /// Moves on each time every local actor is dropped at once (a lapsed
+    /// lease): an activation taken before that is not used after it.
+    epoch: AtomicU64,
+    /// One heartbeat at a time: a slower one finishing last must not
+    /// leave an older lease end than the engine holds.
+    beating: tokio::sync::Mutex<()>,
+    /// A sweep of gone hosts is under way (one at a time, off the beat).
+    sweeping: AtomicBool,
 }
 
 /// Counts a call waiting for a turn (and in the pending-calls gauge);
@@ -282,9 +294,13 @@ impl Actors {
             table: ArcSwap::from_pointee(Table::default()),
             active: Mutex::new(HashMap::new()),
             lease_valid_until: AtomicI64::new(0),
+            epoch: AtomicU64::new(0),
+            beating: tokio::sync::Mutex::new(()),
+            sweeping: AtomicBool::new(false),
         });
         tokio::spawn(keep_lease(Arc::downgrade(&actors), rt.shutdown_signal()));
         tokio::spawn(scan_idle(Arc::downgrade(&actors)));
+        tokio::spawn(watch_lease(Arc::downgrade(&actors)));
         actors
     }
 
@@ -302,17 +318,23 @@ impl Actors {
         }
     }
 
-    /// The activation of `key`, made (and counted) if there is none.
-    fn activation(&self, key: &Key) -> Arc<Activation> {
+    /// The activation of `key`, made (and counted) if there is none;
+    /// `None` while a deactivated one is still being let go, or when every
+    /// local actor was dropped since `epoch` was read (the record taken
+    /// then may be another host's by now).
+    fn activation(&self, key: &Key, epoch: u64) -> Option<Arc<Activation>> {
         let mut active = self.active.lock().expect("actors lock");
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return None;
+        }
         if let Some(a) = active.get(key) {
-            return a.clone();
+            return (!a.gone.load(Ordering::Acquire)).then(|| a.clone());
         }
         let a = Activation::new();
         active.insert(key.clone(), a.clone());
         drop(active);
         self.count(ActorEvent::Activated, &key.0);
-        a
+        Some(a)
     }
 
     /// The app's actor configuration as it stands.
@@ -353,6 +375,7 @@ impl Actors {
     /// One heartbeat: renews the lease, takes the new table, and lets go
     /// of actors whose owner is now another host.
     async fn beat(self: &Arc<Self>) {
+        let _one = self.beating.lock().await;
         let start = now_ms();
         let me = Host {
             types: self.config.load().entities.clone(),
@@ -379,11 +402,26 @@ impl Actors {
                     .active
                     .lock()
                     .expect("actors lock")
-                    .keys()
+                    .iter()
+                    .filter(|(_, a)| !a.leaving.load(Ordering::Acquire))
+                    .map(|(k, _)| k)
                     .filter(|(t, id)| table.owner(t, id).is_none_or(|h| h.id != self.me.id))
                     .cloned()
                     .collect();
                 self.table.store(Arc::new(table));
+                if !self.sweeping.swap(true, Ordering::AcqRel) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me
+                            .placement
+                            .sweep(&me.namespace, now_ms(), LEASE.as_millis() as i64)
+                            .await
+                        {
+                            tracing::debug!(error = %e, "actors: forgetting gone hosts failed (tried again next heartbeat)");
+                        }
+                        me.sweeping.store(false, Ordering::Release);
+                    });
+                }
                 for key in moved {
                     self.count(ActorEvent::Rebalanced, &key.0);
                     let me = self.clone();
@@ -400,22 +438,47 @@ impl Actors {
         }
     }
 
-    /// Forgets every local activation at once (no drain, no app call: the
-    /// records may be another host's already) and stops their timers.
-    fn stop_all_local(&self, why: &str) {
-        let all: Vec<(Key, Arc<Activation>)> =
-            self.active.lock().expect("actors lock").drain().collect();
+    /// Stops every local actor at once (the lease lapsed: their records
+    /// may be another host's already). Each is marked gone and its timers
+    /// end now; it stays in the map — so nothing new is made for its id —
+    /// until the call it may be running ends, then its record is given
+    /// back (a no-op if another host took it) and it is forgotten.
+    fn stop_all_local(self: &Arc<Self>, why: &str) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let all: Vec<(Key, Arc<Activation>)> = self
+            .active
+            .lock()
+            .expect("actors lock")
+            .iter()
+            .filter(|(_, a)| !a.gone.load(Ordering::Acquire))
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .collect();
         if !all.is_empty() {
             tracing::warn!(
                 count = all.len(),
                 "actors: {why}; the actors on this host were stopped"
             );
         }
-        for (_, a) in all {
+        for (key, a) in all {
             a.gone.store(true, Ordering::Release);
             for (_, t) in a.timers.lock().expect("timers lock").drain() {
                 t.abort();
             }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _turn = a.turn.lock().await;
+                if let Err(e) = me
+                    .placement
+                    .release(&me.namespace, &key.0, &key.1, &me.me.id)
+                    .await
+                {
+                    tracing::debug!(actor_type = %key.0, actor_id = %key.1, error = %e, "actors: giving back a stopped actor's record failed (it lapses with this host's lease)");
+                }
+                let mut active = me.active.lock().expect("actors lock");
+                if active.get(&key).is_some_and(|x| Arc::ptr_eq(x, &a)) {
+                    active.remove(&key);
+                }
+            });
         }
     }
 
@@ -527,7 +590,11 @@ impl Actors {
                     ),
                 ));
             };
-            if owner.id != self.me.id {
+            // Hop 2 is a call for the holder of the actor's record (sent by
+            // its owner): it runs here if the record is still this host's,
+            // wherever the ring puts it (an activation whose calls ended
+            // may have left it so); the next heartbeat lets it go.
+            if owner.id != self.me.id && hops < HOLDER_HOP {
                 if hops > 0 {
                     return Err(moved());
                 }
@@ -538,9 +605,6 @@ impl Actors {
                     }
                     other => return other,
                 }
-            }
-            if hops > 1 {
-                return Err(moved());
             }
             if !self.hosts(&call.actor_type) {
                 return Err(err(
@@ -559,6 +623,7 @@ impl Actors {
                     "this sidecar's placement lease has lapsed; it is renewing it",
                 ));
             }
+            let epoch = self.epoch.load(Ordering::Acquire);
             match self
                 .placement
                 .acquire(
@@ -571,11 +636,14 @@ impl Actors {
                 .await
             {
                 Ok(Acquired::Mine) => {
-                    self.activation(&key);
+                    // Made unless every actor here was dropped meanwhile
+                    // (then the loop finds the lease lapsed).
+                    self.activation(&key, epoch);
                 }
+                Ok(Acquired::Held(_)) if hops >= HOLDER_HOP => return Err(moved()),
                 Ok(Acquired::Held(holder)) => {
                     // Its old host still runs it (until it drains it).
-                    match self.forward(&holder, call.clone(), hops + 1).await {
+                    match self.forward(&holder, call.clone(), HOLDER_HOP).await {
                         Err(e) if e.error_code == MOVED => {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
@@ -645,10 +713,18 @@ impl Actors {
                     ));
                 }
                 Ok(true) => {
-                    let out = self.to_app(call, Some(id)).await;
-                    if let Some((_, d)) = act.chain.lock().expect("chain lock").as_mut() {
-                        *d -= 1;
+                    // The depth comes back down however this call ends,
+                    // and only for its own chain.
+                    let _depth = Reentered { act, chain: id };
+                    if !self.ready() {
+                        return Err(lapsed());
                     }
+                    let timeout = self.call_timeout(&call.actor_type);
+                    let out = match tokio::time::timeout(timeout, self.to_app(call, Some(id))).await
+                    {
+                        Ok(out) => out,
+                        Err(_) => Err(timed_out(call, timeout)),
+                    };
                     act.last_used.store(now_ms(), Ordering::Release);
                     return out.map(Some);
                 }
@@ -658,6 +734,10 @@ impl Actors {
         let turn = act.turn.clone().lock_owned().await;
         if act.gone.load(Ordering::Acquire) {
             return Ok(None);
+        }
+        // Waited behind a long call: the lease may have lapsed meanwhile.
+        if !self.ready() {
+            return Err(lapsed());
         }
         let chain_id = reentrancy
             .enabled
@@ -674,25 +754,13 @@ impl Actors {
             ));
         };
         let (call, act) = (call.clone(), act.clone());
-        let timeout = self
-            .rt
-            .upgrade()
-            .and_then(|rt| rt.snapshot().actor_timeout(&call.actor_type))
-            .unwrap_or(DEFAULT_CALL_TIMEOUT);
+        let timeout = self.call_timeout(&call.actor_type);
         let task = tokio::spawn(async move {
-            let out = match tokio::time::timeout(timeout, me.to_app(&call, chain_id.as_deref()))
-                .await
-            {
-                Ok(out) => out,
-                Err(_) => Err(err(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "ERR_ACTOR_INVOKE_METHOD",
-                    format!(
-                        "error invoke actor method: actor {}/{} did not answer within {timeout:?} (a targets.actors timeout, or the default)",
-                        call.actor_type, call.actor_id
-                    ),
-                )),
-            };
+            let out =
+                match tokio::time::timeout(timeout, me.to_app(&call, chain_id.as_deref())).await {
+                    Ok(out) => out,
+                    Err(_) => Err(timed_out(&call, timeout)),
+                };
             *act.chain.lock().expect("chain lock") = None;
             act.last_used.store(now_ms(), Ordering::Release);
             drop(turn);
@@ -706,6 +774,14 @@ impl Actors {
                 format!("error invoke actor method: {e}"),
             )),
         }
+    }
+
+    /// How long a call to an actor of `actor_type` may take.
+    fn call_timeout(&self, actor_type: &str) -> Duration {
+        self.rt
+            .upgrade()
+            .and_then(|rt| rt.snapshot().actor_timeout(actor_type))
+            .unwrap_or(DEFAULT_CALL_TIMEOUT)
     }
 
     async fn to_app(&self, call: &Call, chain: Option<&str>) -> Result<Answer, ApiError> {
@@ -890,6 +966,10 @@ impl Actors {
         let Some(act) = self.active.lock().expect("actors lock").get(key).cloned() else {
             return;
         };
+        // One deactivation at a time (heartbeats and idle scans both ask).
+        if act.leaving.swap(true, Ordering::AcqRel) {
+            return;
+        }
         // The record is released only once no call runs: waiting past the
         // drain time is logged, never cut short (another host would run
         // the actor beside the call still in flight here).
@@ -967,6 +1047,7 @@ impl Actors {
         check_names(actor_type, actor_id)?;
         let key: Key = (actor_type.to_string(), actor_id.to_string());
         let act = self.local_activation(&key).await?;
+        let mine = Arc::downgrade(&act);
         let me = Arc::downgrade(self);
         let (t, id, n) = (
             actor_type.to_string(),
@@ -995,10 +1076,11 @@ impl Actors {
                     headers: HeaderMap::new(),
                     body: Bytes::from(body.to_string()),
                 };
-                let key = (t.clone(), id.clone());
-                let Some(act) = me.active.lock().expect("actors lock").get(&key).cloned() else {
+                // Only on the activation it was set on: it ends with it.
+                let Some(act) = mine.upgrade() else { break };
+                if act.gone.load(Ordering::Acquire) {
                     break;
-                };
+                }
                 match me.run(&act, &call).await {
                     Ok(Some(a)) if a.headers.contains_key(CANCEL_HEADER) => break,
                     Ok(None) => break,
@@ -1040,10 +1122,28 @@ impl Actors {
     /// The actor's local activation, made when this host may take it (a
     /// timer lives where its actor runs).
     async fn local_activation(&self, key: &Key) -> Result<Arc<Activation>, ApiError> {
-        if let Some(a) = self.active.lock().expect("actors lock").get(key)
-            && !a.gone.load(Ordering::Acquire)
-        {
-            return Ok(a.clone());
+        // One being let go is waited for (up to its drain time): a timer
+        // put on it would be lost with it.
+        let deadline = tokio::time::Instant::now() + self.type_config(&key.0).drain_timeout;
+        loop {
+            let found = self.active.lock().expect("actors lock").get(key).cloned();
+            match found {
+                Some(a) if !a.gone.load(Ordering::Acquire) => return Ok(a),
+                Some(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Some(_) => {
+                    return Err(err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "ERR_ACTOR_TIMER_CREATE",
+                        format!("actor {}/{} is being deactivated; try again", key.0, key.1),
+                    ));
+                }
+                None => break,
+            }
+        }
+        if !self.ready() {
+            return Err(lapsed());
         }
         if !self.hosts(&key.0) {
             return Err(err(
@@ -1055,12 +1155,13 @@ impl Actors {
                 ),
             ));
         }
+        let epoch = self.epoch.load(Ordering::Acquire);
         match self
             .placement
             .acquire(&self.namespace, &key.0, &key.1, &self.me.id, now_ms())
             .await
         {
-            Ok(Acquired::Mine) => Ok(self.activation(key)),
+            Ok(Acquired::Mine) => self.activation(key, epoch).ok_or_else(lapsed),
             Ok(Acquired::Held(h)) => Err(err(
                 StatusCode::BAD_REQUEST,
                 "ERR_ACTOR_INSTANCE_MISSING",
@@ -1084,6 +1185,45 @@ impl Actors {
 /// On a peer's answer: the actor runtime's own error code (the answer is
 /// its error, not the app's).
 pub const ACTOR_ERROR: &str = "tandem-actor-error";
+
+fn lapsed() -> ApiError {
+    err(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "ERR_ACTOR_INVOKE_METHOD",
+        "this sidecar's placement lease is not live (the engine has not answered in time); it is renewing it",
+    )
+}
+
+fn timed_out(call: &Call, timeout: Duration) -> ApiError {
+    err(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "ERR_ACTOR_INVOKE_METHOD",
+        format!(
+            "error invoke actor method: actor {}/{} did not answer within {timeout:?} (a targets.actors timeout, or the default)",
+            call.actor_type, call.actor_id
+        ),
+    )
+}
+
+/// A reentrant call's place in its chain's depth, given back when the
+/// call ends however it ends — to its own chain only.
+struct Reentered<'a> {
+    act: &'a Activation,
+    chain: &'a str,
+}
+
+impl Drop for Reentered<'_> {
+    fn drop(&mut self) {
+        if let Some((id, d)) = self.act.chain.lock().expect("chain lock").as_mut()
+            && id == self.chain
+        {
+            *d = d.saturating_sub(1);
+        }
+    }
+}
+
+/// The hop count of a call sent to the host that holds an actor's record.
+const HOLDER_HOP: u8 = 2;
 
 /// A peer's answer for an actor it neither runs nor owns: look again.
 const MOVED: &str = "ERR_ACTOR_MOVED";
@@ -1181,6 +1321,26 @@ async fn keep_lease(me: Weak<Actors>, mut shutdown: tokio::sync::watch::Receiver
     }
 }
 
+/// Stops every local actor once this host's lease is no longer live,
+/// whether or not a heartbeat has come back (one may hang on an engine
+/// that stopped answering).
+async fn watch_lease(me: Weak<Actors>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(a) = me.upgrade() else { return };
+        let lapsed = a.lease_valid_until.load(Ordering::Acquire) > 0 && !a.ready();
+        let running = a
+            .active
+            .lock()
+            .expect("actors lock")
+            .values()
+            .any(|x| !x.gone.load(Ordering::Acquire));
+        if lapsed && running {
+            a.stop_all_local("the placement lease lapsed (the engine has not answered in time)");
+        }
+    }
+}
+
 /// Deactivates actors idle past their type's `actorIdleTimeout`.
 async fn scan_idle(me: Weak<Actors>) {
     loop {
@@ -1195,14 +1355,17 @@ async fn scan_idle(me: Weak<Actors>) {
             .iter()
             .filter(|((t, _), act)| {
                 act.queued.load(Ordering::Acquire) == 0
+                    && !act.leaving.load(Ordering::Acquire)
                     && act.timers.lock().expect("timers lock").is_empty()
                     && now - act.last_used.load(Ordering::Acquire)
                         > config.of(t).idle_timeout.as_millis() as i64
             })
             .map(|(k, _)| k.clone())
             .collect();
+        // Side by side: one actor whose call runs long holds up no other.
         for k in idle {
-            a.deactivate(&k).await;
+            let a = a.clone();
+            tokio::spawn(async move { a.deactivate(&k).await });
         }
         drop(a);
         tokio::time::sleep(every).await;

@@ -340,9 +340,14 @@ impl Actors {
     /// Takes an app's stream as the way to its actors, with the types and
     /// settings it registered; returns once the types are in the table.
     async fn attach(self: &Arc<Self>, host: Arc<StreamHost>, config: ActorConfig) {
-        self.streams.lock().expect("streams lock").push(host);
-        self.config.store(Arc::new(config));
-        self.via_stream.store(true, Ordering::Release);
+        {
+            // The list and the config change together (a stream closing
+            // meanwhile sees both or neither).
+            let mut streams = self.streams.lock().expect("streams lock");
+            streams.push(host);
+            self.config.store(Arc::new(config));
+            self.via_stream.store(true, Ordering::Release);
+        }
         self.beat().await;
     }
 
@@ -352,13 +357,18 @@ impl Actors {
         let last = {
             let mut streams = self.streams.lock().expect("streams lock");
             streams.retain(|h| !Arc::ptr_eq(h, host));
-            streams.is_empty()
+            let last = streams.is_empty();
+            if last {
+                let mut c = (*self.config()).clone();
+                c.entities.clear();
+                self.config.store(Arc::new(c));
+            }
+            last
         };
+        // Its calls waiting for answers fail now: the app is gone from this
+        // stream (daprd fails them too).
         host.waiting.lock().expect("waiting lock").clear();
         if last {
-            let mut c = (*self.config()).clone();
-            c.entities.clear();
-            self.config.store(Arc::new(c));
             tracing::info!(
                 "actors: the app's actor host stream closed; its actor types are unregistered"
             );
