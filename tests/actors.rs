@@ -291,10 +291,20 @@ fn resources_on(home: &TempDir, timeout: bool, etcd: Option<&Cluster>) -> String
 
 /// The checker app, a home with its resources, and the app's port.
 async fn setup(tag: &str) -> (Arc<Checker>, u16, TempDir, String) {
+    setup_on(tag, false, None).await
+}
+
+/// As `setup`, with the `targets.actors` timeout and the engine's
+/// coordination component when given.
+async fn setup_on(
+    tag: &str,
+    timeout: bool,
+    etcd: Option<&Cluster>,
+) -> (Arc<Checker>, u16, TempDir, String) {
     let c = Arc::new(Checker::default());
     let app_port = checker_app(c.clone()).await;
     let home = TempDir::new(tag);
-    let res = resources(&home, false);
+    let res = resources_on(&home, timeout, etcd);
     (c, app_port, home, res)
 }
 
@@ -378,10 +388,7 @@ async fn one_activation_per_actor_while_hosts_join_and_die_on_etcd() {
 }
 
 async fn churn(engine: Engine) {
-    let c = Arc::new(Checker::default());
-    let app_port = checker_app(c.clone()).await;
-    let home = TempDir::new("actors-churn");
-    let res = resources_on(&home, false, engine.cluster());
+    let (c, app_port, home, res) = setup_on("actors-churn", false, engine.cluster()).await;
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {
         let mut a = engine.host(&home, &res, app_port, 0);
@@ -480,10 +487,7 @@ async fn reminders_outlive_their_host_and_every_restart_on_etcd() {
 }
 
 async fn reminders_survive(engine: Engine) {
-    let c = Arc::new(Checker::default());
-    let app_port = checker_app(c.clone()).await;
-    let home = TempDir::new("actors-remind");
-    let res = resources_on(&home, false, engine.cluster());
+    let (c, app_port, home, res) = setup_on("actors-remind", false, engine.cluster()).await;
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {
         let mut a = engine.host(&home, &res, app_port, 0);
@@ -599,10 +603,7 @@ async fn bad_input_and_stuck_calls_get_clear_answers_on_etcd() {
 }
 
 async fn bad_input(engine: Engine) {
-    let c = Arc::new(Checker::default());
-    let app_port = checker_app(c.clone()).await;
-    let home = TempDir::new("actors-bad");
-    let res = resources_on(&home, true, engine.cluster());
+    let (c, app_port, home, res) = setup_on("actors-bad", true, engine.cluster()).await;
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {
         let s = engine.host(&home, &res, app_port, 0);
@@ -1141,10 +1142,7 @@ async fn an_actor_host_over_the_grpc_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_ride_out_etcd_members_dying() {
     let mut engine = tokio::task::spawn_blocking(Engine::etcd).await.unwrap();
-    let c = Arc::new(Checker::default());
-    let app_port = checker_app(c.clone()).await;
-    let home = TempDir::new("actors-etcd-faults");
-    let res = resources_on(&home, false, engine.cluster());
+    let (c, app_port, home, res) = setup_on("actors-etcd-faults", false, engine.cluster()).await;
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {
         let a = engine.host(&home, &res, app_port, 0);
@@ -1247,10 +1245,7 @@ async fn actors_ride_out_etcd_members_dying() {
 /// breaker without a scope is refused with a message saying what to add.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actor_retries_and_breakers_per_id() {
-    let c = Arc::new(Checker::default());
-    let app_port = checker_app(c.clone()).await;
-    let home = TempDir::new("actors-resiliency");
-    let res = resources(&home, false);
+    let (c, app_port, home, res) = setup("actors-resiliency").await;
     let policy = |scope: &str| {
         format!(
             "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: actor-policy\nspec:\n  policies:\n    retries:\n      actorRetry:\n        policy: constant\n        duration: 10ms\n        maxRetries: 3\n    circuitBreakers:\n      actorBreaker:\n        maxRequests: 1\n        timeout: 2s\n        trip: consecutiveFailures >= 3\n  targets:\n    actors:\n      Checker:\n        retry: actorRetry\n        circuitBreaker: actorBreaker\n{scope}"

@@ -217,6 +217,32 @@ fn open_span(
     Some((tracer, span))
 }
 
+/// Sends a request and reads its whole answer inside `span` (ended with
+/// the outcome: a 200 is success).
+async fn traced<E: std::fmt::Display>(
+    span: Option<(Arc<tandem_proxy::trace::Tracer>, tandem_proxy::trace::Span)>,
+    failed: impl Fn(String) -> ApiError,
+    send: impl std::future::Future<Output = Result<Response<ProxyBody>, E>>,
+) -> Result<(http::response::Parts, Bytes), ApiError> {
+    let answered = async {
+        let (parts, body) = send.await.map_err(|e| failed(e.to_string()))?.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| failed(format!("reading the answer: {e}")))?
+            .to_bytes();
+        Ok((parts, body))
+    }
+    .await;
+    if let Some((tracer, span)) = span {
+        tracer.end(
+            span,
+            matches!(&answered, Ok((p, _)) if p.status == StatusCode::OK),
+        );
+    }
+    answered
+}
+
 /// Percent-escapes one path segment.
 pub fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -840,24 +866,7 @@ impl Actors {
             )
         };
         let span = open_span(&rt, call, req.headers_mut(), "app");
-        let answered = async {
-            let resp = app.invoke(req).await.map_err(|e| failed(e.to_string()))?;
-            let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| failed(format!("reading the app's answer: {e}")))?
-                .to_bytes();
-            Ok::<_, ApiError>((parts, body))
-        }
-        .await;
-        if let Some((tracer, span)) = span {
-            tracer.end(
-                span,
-                matches!(&answered, Ok((p, _)) if p.status == StatusCode::OK),
-            );
-        }
-        let (parts, body) = answered?;
+        let (parts, body) = traced(span, failed, app.invoke(req)).await?;
         if parts.status == StatusCode::NOT_FOUND && call.method != Method::DELETE {
             return Err(failed(format!(
                 "actor method not found: actors/{}/{}/{} (the app answered 404: {})",
@@ -915,27 +924,8 @@ impl Actors {
             HeaderValue::from(u16::from(hops)),
         );
         let span = open_span(&rt, &call, req.headers_mut(), &to.address);
-        let answered = async {
-            let resp = invoker
-                .to_address(&to.app_id, address, req)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
-            let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| failed(e.to_string()))?
-                .to_bytes();
-            Ok::<_, ApiError>((parts, body))
-        }
-        .await;
-        if let Some((tracer, span)) = span {
-            tracer.end(
-                span,
-                matches!(&answered, Ok((p, _)) if p.status == StatusCode::OK),
-            );
-        }
-        let (parts, body) = answered?;
+        let (parts, body) =
+            traced(span, failed, invoker.to_address(&to.app_id, address, req)).await?;
         if let Some(code) = parts.headers.get(ACTOR_ERROR) {
             // The host's own error (not the app's answer): as it said.
             let code = code
