@@ -330,8 +330,13 @@ enum Engine {
 }
 
 impl Engine {
-    fn etcd() -> Self {
-        Engine::Etcd(Cluster::start(3))
+    /// A 3-member cluster (started off the async workers: it blocks).
+    async fn etcd() -> Self {
+        Engine::Etcd(
+            tokio::task::spawn_blocking(|| Cluster::start(3))
+                .await
+                .unwrap(),
+        )
     }
 
     fn cluster(&self) -> Option<&Cluster> {
@@ -384,7 +389,7 @@ async fn one_activation_per_actor_while_hosts_join_and_die() {
 /// The same on a 3-member etcd cluster, each host with a home of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_activation_per_actor_while_hosts_join_and_die_on_etcd() {
-    churn(tokio::task::spawn_blocking(Engine::etcd).await.unwrap()).await;
+    churn(Engine::etcd().await).await;
 }
 
 async fn churn(engine: Engine) {
@@ -483,7 +488,7 @@ async fn reminders_outlive_their_host_and_every_restart() {
 /// The same with reminders and placement on a 3-member etcd cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reminders_outlive_their_host_and_every_restart_on_etcd() {
-    reminders_survive(tokio::task::spawn_blocking(Engine::etcd).await.unwrap()).await;
+    reminders_survive(Engine::etcd().await).await;
 }
 
 async fn reminders_survive(engine: Engine) {
@@ -599,7 +604,7 @@ async fn bad_input_and_stuck_calls_get_clear_answers() {
 /// The same with the placement table and reminders in etcd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_stuck_calls_get_clear_answers_on_etcd() {
-    bad_input(tokio::task::spawn_blocking(Engine::etcd).await.unwrap()).await;
+    bad_input(Engine::etcd().await).await;
 }
 
 async fn bad_input(engine: Engine) {
@@ -1141,7 +1146,7 @@ async fn an_actor_host_over_the_grpc_stream() {
 /// missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_ride_out_etcd_members_dying() {
-    let mut engine = tokio::task::spawn_blocking(Engine::etcd).await.unwrap();
+    let mut engine = Engine::etcd().await;
     let (c, app_port, home, res) = setup_on("actors-etcd-faults", false, engine.cluster()).await;
     let c2 = c.clone();
     tokio::task::spawn_blocking(move || {

@@ -1166,10 +1166,11 @@ impl Policies {
             t.circuit_breaker.is_some()
                 && matches!(t.circuit_breaker_scope.as_deref(), Some("id" | "both"))
         });
-        let key = if per_id {
-            format!("{actor_type}||{actor_id}")
+        // Looked up per call: only an id-scoped key is built.
+        let key: std::borrow::Cow<str> = if per_id {
+            format!("{actor_type}||{actor_id}").into()
         } else {
-            actor_type.to_string()
+            actor_type.into()
         };
         let spec = || {
             let named = explicit.map(|t| tandem_config::TargetPolicy {

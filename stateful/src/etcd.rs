@@ -109,8 +109,13 @@ impl Record {
 /// An owner's part of a key: `/` and `%` in the namespace or app id are
 /// escaped so one owner's keys never fall inside another's range.
 fn owner_part(o: &Owner) -> String {
-    let esc = |s: &str| s.replace('%', "%25").replace('/', "%2F");
-    format!("{}/{}", esc(&o.namespace), esc(&o.app_id))
+    format!("{}/{}", key_part(&o.namespace), key_part(&o.app_id))
+}
+
+/// One part of a key with `/` and `%` escaped: it cannot reach into
+/// another part's range.
+pub(crate) fn key_part(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2F")
 }
 
 /// The first key after every key that starts with `key` (etcd's prefix

@@ -14,7 +14,7 @@
 //! hosts' clocks are assumed close (NTP), as for the job engine.
 
 use crate::engine::{EngineError, EngineFuture};
-use crate::etcd::{Etcd, delete_op, get_op, prefix_end, put_op, unchanged_since};
+use crate::etcd::{Etcd, delete_op, get_op, key_part, prefix_end, put_op, unchanged_since};
 use crate::placement::{Acquired, Host, Placement};
 use serde::{Deserialize, Serialize};
 use tandem_proto::etcd::{Compare, KeyValue, TxnRequest, compare, response_op};
@@ -28,25 +28,21 @@ struct HostRecord {
     lease_until: i64,
 }
 
-fn esc(s: &str) -> String {
-    s.replace('%', "%25").replace('/', "%2F")
-}
-
 fn unreadable(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(format!("{what}: a placement record is unreadable: {e}"))
 }
 
 impl Etcd {
     fn hosts_prefix(&self, ns: &str) -> String {
-        format!("{}/actors/{}/hosts/", self.prefix, esc(ns))
+        format!("{}/actors/{}/hosts/", self.prefix, key_part(ns))
     }
 
     fn host_key(&self, ns: &str, id: &str) -> Vec<u8> {
-        format!("{}{}", self.hosts_prefix(ns), esc(id)).into_bytes()
+        format!("{}{}", self.hosts_prefix(ns), key_part(id)).into_bytes()
     }
 
     fn acts_prefix(&self, ns: &str) -> String {
-        format!("{}/actors/{}/act/", self.prefix, esc(ns))
+        format!("{}/actors/{}/act/", self.prefix, key_part(ns))
     }
 
     fn act_key(&self, ns: &str, actor_type: &str, actor_id: &str) -> Vec<u8> {

@@ -113,8 +113,8 @@ pub struct Actors {
     rt: Weak<Runtime>,
     /// Itself, for the tasks a call hands its turn to.
     this: Weak<Actors>,
-    /// This host (its `types` as first registered; the live list is the
-    /// config's `entities`).
+    /// This host; its `types` are left empty here — each heartbeat sends
+    /// the config's `entities` as they stand.
     pub me: Host,
     namespace: String,
     /// The app's actor configuration: from `/dapr/config`, or from the
@@ -306,7 +306,8 @@ impl Actors {
             id: format!("{}-{}-{:x}", rt.app_id(), std::process::id(), now_ms()),
             app_id: rt.app_id().to_string(),
             address,
-            types: config.entities.clone(),
+            // Each heartbeat sends the config's `entities` as they stand.
+            types: Vec::new(),
         };
         let actors = Arc::new_cyclic(|this| Self {
             this: this.clone(),
@@ -493,17 +494,7 @@ impl Actors {
             let me = self.clone();
             tokio::spawn(async move {
                 let _turn = a.turn.lock().await;
-                if let Err(e) = me
-                    .placement
-                    .release(&me.namespace, &key.0, &key.1, &me.me.id)
-                    .await
-                {
-                    tracing::debug!(actor_type = %key.0, actor_id = %key.1, error = %e, "actors: giving back a stopped actor's record failed (it lapses with this host's lease)");
-                }
-                let mut active = me.active.lock().expect("actors lock");
-                if active.get(&key).is_some_and(|x| Arc::ptr_eq(x, &a)) {
-                    active.remove(&key);
-                }
+                me.let_go(&key, &a).await;
             });
         }
     }
@@ -996,6 +987,14 @@ impl Actors {
                 tracing::debug!(actor_type = %key.0, actor_id = %key.1, "actors: the app did not answer the deactivation in time");
             }
         }
+        self.let_go(key, &act).await;
+        drop(turn);
+    }
+
+    /// The end of a gone activation, its turn held by the caller: its
+    /// record given back (a no-op if another host took it), then it leaves
+    /// the map — only now may a new one be made for its id.
+    async fn let_go(&self, key: &Key, act: &Arc<Activation>) {
         if let Err(e) = self
             .placement
             .release(&self.namespace, &key.0, &key.1, &self.me.id)
@@ -1006,10 +1005,9 @@ impl Actors {
             tracing::warn!(actor_type = %key.0, actor_id = %key.1, error = %e, "actors: releasing an activation failed");
         }
         let mut active = self.active.lock().expect("actors lock");
-        if active.get(key).is_some_and(|a| Arc::ptr_eq(a, &act)) {
+        if active.get(key).is_some_and(|a| Arc::ptr_eq(a, act)) {
             active.remove(key);
         }
-        drop(turn);
     }
 
     /// Gives every actor up (shutdown): drained, the app told, records

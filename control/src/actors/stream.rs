@@ -21,7 +21,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tandem_proto::runtime::v1 as rt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,9 +34,6 @@ type Out = Result<rt::SubscribeActorEventsResponseAlpha1, Status>;
 /// How the payload of a reminder or timer travels: the JSON value as the
 /// bytes of a `google.protobuf.BytesValue`, as daprd sends it.
 const BYTES_VALUE: &str = "type.googleapis.com/google.protobuf.BytesValue";
-
-/// How long a stream opened at start may wait for the actor runtime.
-const RUNTIME_WAIT: Duration = Duration::from_secs(30);
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(
@@ -405,21 +401,16 @@ pub async fn subscribe(
             "actor callback streaming requires a gRPC app channel: run the sidecar with --app-port and --app-protocol grpc (the SDK's ActorGrpcHost listens there)",
         ));
     }
-    let deadline = tokio::time::Instant::now() + RUNTIME_WAIT;
-    let actors = loop {
-        if let Some(a) = rt.actors.get() {
-            break a.clone();
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Code::Unavailable,
-                "ERR_ACTOR_RUNTIME_NOT_FOUND",
-                "the actor runtime did not start (is the placement table usable?)",
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // Waits as the API doors do for the runtime (started once the app
+    // listens); a runtime that never comes is this stream's own error.
+    let actors = crate::api::http::actors::runtime(&rt).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unavailable,
+            "ERR_ACTOR_RUNTIME_NOT_FOUND",
+            "the actor runtime did not start (is the placement table usable?)",
+        )
+    })?;
     if !actors.via_stream.load(Ordering::Acquire) && !actors.config().entities.is_empty() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -466,6 +457,7 @@ pub async fn subscribe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_registration_reads_as_the_apps_config() {
