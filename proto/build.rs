@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::path::PathBuf::from("proto/dapr/proto/sentry/v1/sentry.proto"),
                 std::path::PathBuf::from("proto/otlp/trace.proto"),
                 std::path::PathBuf::from("proto/etcd/kv.proto"),
+                std::path::PathBuf::from("proto/durabletask/taskhub.proto"),
             ],
             &[std::path::PathBuf::from("proto"), wkt],
         )?;

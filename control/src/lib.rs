@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod reload;
 pub mod runtime;
 pub mod snapshot;
+pub mod workflow;
 
 pub use error::ApiError;
 pub use runtime::Runtime;

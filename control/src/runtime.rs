@@ -50,6 +50,8 @@ pub struct Runtime {
     pub reminders: std::sync::OnceLock<crate::api::jobs::Jobs>,
     /// The actor runtime, once the app's configuration was read.
     pub actors: std::sync::OnceLock<Arc<crate::actors::Actors>>,
+    /// The workflow engine, started on first use.
+    pub workflows: std::sync::OnceLock<Arc<crate::workflow::Workflows>>,
     /// Where peers' actor calls go (the inbound listener holds it).
     pub actor_door: tandem_proxy::invoke::ActorDoorCell,
     /// The internal port's address as peers on this host reach it.
@@ -91,6 +93,7 @@ impl Runtime {
             jobs: std::sync::OnceLock::new(),
             reminders: std::sync::OnceLock::new(),
             actors: std::sync::OnceLock::new(),
+            workflows: std::sync::OnceLock::new(),
             actor_door: Arc::default(),
             internal_address: std::sync::OnceLock::new(),
         }

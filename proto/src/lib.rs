@@ -33,3 +33,10 @@ pub mod otlp {
 pub mod etcd {
     tonic::include_proto!("etcdserverpb");
 }
+
+/// The durabletask workflow protocol (`TaskHubSidecarService`), spoken by
+/// the Dapr workflow SDKs on the sidecar's gRPC port. Its `.proto` has no
+/// package, so prost files it under `_`.
+pub mod durabletask {
+    tonic::include_proto!("_");
+}

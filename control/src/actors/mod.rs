@@ -109,6 +109,17 @@ impl Activation {
 
 type Key = (String, String);
 
+/// An actor type the sidecar runs itself (the workflow engine's), not
+/// the app: its calls — and deactivations (`DELETE`) and reminder ticks —
+/// go to this handler on the host that holds the actor, with the same
+/// placement, one-call-at-a-time turns and reminders as the app's actors.
+pub trait Internal: Send + Sync {
+    fn call<'a>(
+        &'a self,
+        call: &'a Call,
+    ) -> futures_util::future::BoxFuture<'a, Result<Answer, ApiError>>;
+}
+
 pub struct Actors {
     rt: Weak<Runtime>,
     /// Itself, for the tasks a call hands its turn to.
@@ -137,6 +148,8 @@ pub struct Actors {
     beating: tokio::sync::Mutex<()>,
     /// A sweep of gone hosts is under way (one at a time, off the beat).
     sweeping: AtomicBool,
+    /// Actor types the sidecar runs itself (workflows), by type.
+    internal: ArcSwap<HashMap<String, Arc<dyn Internal>>>,
 }
 
 /// Counts a call waiting for a turn (and in the pending-calls gauge);
@@ -324,6 +337,7 @@ impl Actors {
             epoch: AtomicU64::new(0),
             beating: tokio::sync::Mutex::new(()),
             sweeping: AtomicBool::new(false),
+            internal: ArcSwap::from_pointee(HashMap::new()),
         });
         tokio::spawn(keep_lease(Arc::downgrade(&actors), rt.shutdown_signal()));
         tokio::spawn(scan_idle(Arc::downgrade(&actors)));
@@ -397,6 +411,24 @@ impl Actors {
 
     pub fn hosts(&self, actor_type: &str) -> bool {
         self.config.load().entities.iter().any(|t| t == actor_type)
+            || self.internal.load().contains_key(actor_type)
+    }
+
+    /// Hosts an actor type run by the sidecar itself (from the next
+    /// heartbeat on, which is sent now).
+    pub fn host_internal(self: &Arc<Self>, actor_type: &str, handler: Arc<dyn Internal>) {
+        let mut m = HashMap::clone(&self.internal.load());
+        m.insert(actor_type.to_string(), handler);
+        self.internal.store(Arc::new(m));
+        let me = self.clone();
+        tokio::spawn(async move { me.beat().await });
+    }
+
+    /// The types this host registers: the app's and its own.
+    fn all_types(&self) -> Vec<String> {
+        let mut types = self.config.load().entities.clone();
+        types.extend(self.internal.load().keys().cloned());
+        types
     }
 
     /// One heartbeat: renews the lease, takes the new table, and lets go
@@ -405,7 +437,7 @@ impl Actors {
         let _one = self.beating.lock().await;
         let start = now_ms();
         let me = Host {
-            types: self.config.load().entities.clone(),
+            types: self.all_types(),
             ..self.me.clone()
         };
         match self
@@ -802,6 +834,10 @@ impl Actors {
     }
 
     async fn to_app(&self, call: &Call, chain: Option<&str>) -> Result<Answer, ApiError> {
+        let internal = self.internal.load().get(&call.actor_type).cloned();
+        if let Some(handler) = internal {
+            return handler.call(call).await;
+        }
         if self.via_stream.load(Ordering::Acquire) {
             let host = self.streams.lock().expect("streams lock").last().cloned();
             let Some(host) = host else {

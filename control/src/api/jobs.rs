@@ -25,8 +25,10 @@ pub struct Jobs {
     /// The engine in use and the scheduler firing from it.
     active: Mutex<Option<Arc<Active>>>,
     /// Where triggers go, once the app is up (`start`).
+    /// (No app channel for reminders: they fire through the actor
+    /// runtime, which may run the sidecar's own actors without an app.)
     fire: OnceLock<(
-        Arc<tandem_proxy::AppChannel>,
+        Option<Arc<tandem_proxy::AppChannel>>,
         Arc<tandem_proxy::telemetry::Metrics>,
     )>,
     /// This sidecar's name as a lease holder.
@@ -207,7 +209,7 @@ impl Jobs {
                     Some(rt) => Arc::new(crate::actors::reminders::ToActors(rt.clone()))
                         as Arc<dyn tandem_stateful::scheduler::Deliver>,
                     None => Arc::new(crate::delivery::jobs::ToApp {
-                        app: app.clone(),
+                        app: app.clone().expect("app jobs start only with an app"),
                         metrics: metrics.clone(),
                     }),
                 },
@@ -420,7 +422,10 @@ impl Active {
 }
 
 fn start_one(rt: &Arc<Runtime>, j: &Jobs) {
-    let Some(app) = rt.app.clone() else { return };
+    let app = rt.app.clone();
+    if app.is_none() && j.reminders.is_none() {
+        return;
+    }
     if j.fire.set((app, rt.metrics.clone())).is_err() {
         return;
     }

@@ -16,3 +16,4 @@ pub mod secrets;
 pub mod state;
 pub mod streaming;
 pub mod transparent;
+pub mod workflows;

@@ -8,6 +8,7 @@ mod conversation;
 mod crypto;
 mod jobs;
 pub(crate) mod proxy;
+mod workflows;
 
 use crate::api::state::{SaveItem, TxItem};
 use crate::api::{metadata, pubsub, secrets, state};
@@ -1003,6 +1004,160 @@ impl Dapr for DaprApi {
         .await
     }
 
+    async fn start_workflow_alpha1(
+        &self,
+        req: Request<rt::StartWorkflowRequest>,
+    ) -> Result<Response<rt::StartWorkflowResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("StartWorkflowAlpha1", req, |r| async move {
+            workflows::start(&rt, r).await
+        })
+        .await
+    }
+
+    async fn get_workflow_alpha1(
+        &self,
+        req: Request<rt::GetWorkflowRequest>,
+    ) -> Result<Response<rt::GetWorkflowResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("GetWorkflowAlpha1", req, |r| async move {
+            workflows::get(&rt, r).await
+        })
+        .await
+    }
+
+    async fn raise_event_workflow_alpha1(
+        &self,
+        req: Request<rt::RaiseEventWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("RaiseEventWorkflowAlpha1", req, |r| async move {
+            workflows::raise(&rt, r).await
+        })
+        .await
+    }
+
+    async fn purge_workflow_alpha1(
+        &self,
+        req: Request<rt::PurgeWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("PurgeWorkflowAlpha1", req, |r| async move {
+            crate::api::workflows::purge(&rt, &r.instance_id).await
+        })
+        .await
+    }
+
+    async fn terminate_workflow_alpha1(
+        &self,
+        req: Request<rt::TerminateWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("TerminateWorkflowAlpha1", req, |r| async move {
+            crate::api::workflows::terminate(&rt, &r.instance_id).await
+        })
+        .await
+    }
+
+    async fn pause_workflow_alpha1(
+        &self,
+        req: Request<rt::PauseWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("PauseWorkflowAlpha1", req, |r| async move {
+            crate::api::workflows::pause(&rt, &r.instance_id).await
+        })
+        .await
+    }
+
+    async fn resume_workflow_alpha1(
+        &self,
+        req: Request<rt::ResumeWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("ResumeWorkflowAlpha1", req, |r| async move {
+            crate::api::workflows::resume(&rt, &r.instance_id).await
+        })
+        .await
+    }
+
+    async fn start_workflow_beta1(
+        &self,
+        req: Request<rt::StartWorkflowRequest>,
+    ) -> Result<Response<rt::StartWorkflowResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("StartWorkflowBeta1", req, |r| async move {
+            workflows::start(&rt, r).await
+        })
+        .await
+    }
+
+    async fn get_workflow_beta1(
+        &self,
+        req: Request<rt::GetWorkflowRequest>,
+    ) -> Result<Response<rt::GetWorkflowResponse>, Status> {
+        let rt = self.rt.clone();
+        self.call("GetWorkflowBeta1", req, |r| async move {
+            workflows::get(&rt, r).await
+        })
+        .await
+    }
+
+    async fn raise_event_workflow_beta1(
+        &self,
+        req: Request<rt::RaiseEventWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("RaiseEventWorkflowBeta1", req, |r| async move {
+            workflows::raise(&rt, r).await
+        })
+        .await
+    }
+
+    async fn purge_workflow_beta1(
+        &self,
+        req: Request<rt::PurgeWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("PurgeWorkflowBeta1", req, |r| async move {
+            crate::api::workflows::purge(&rt, &r.instance_id).await
+        })
+        .await
+    }
+
+    async fn terminate_workflow_beta1(
+        &self,
+        req: Request<rt::TerminateWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("TerminateWorkflowBeta1", req, |r| async move {
+            crate::api::workflows::terminate(&rt, &r.instance_id).await
+        })
+        .await
+    }
+
+    async fn pause_workflow_beta1(
+        &self,
+        req: Request<rt::PauseWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("PauseWorkflowBeta1", req, |r| async move {
+            crate::api::workflows::pause(&rt, &r.instance_id).await
+        })
+        .await
+    }
+
+    async fn resume_workflow_beta1(
+        &self,
+        req: Request<rt::ResumeWorkflowRequest>,
+    ) -> Result<Response<()>, Status> {
+        let rt = self.rt.clone();
+        self.call("ResumeWorkflowBeta1", req, |r| async move {
+            crate::api::workflows::resume(&rt, &r.instance_id).await
+        })
+        .await
+    }
+
     async fn invoke_actor(
         &self,
         req: Request<rt::InvokeActorRequest>,
@@ -1260,6 +1415,13 @@ pub async fn serve(listener: TcpListener, rt: Arc<Runtime>) -> Result<(), tonic:
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(5)))
         .layer(proxy::Layer(rt.clone()))
         .add_service(service)
+        .add_service(
+            tandem_proto::durabletask::task_hub_sidecar_service_server::TaskHubSidecarServiceServer::new(
+                crate::workflow::service::TaskHub::new(rt.clone()),
+            )
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+        )
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.changed().await;
         })

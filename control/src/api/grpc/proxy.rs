@@ -13,6 +13,8 @@ use tandem_proxy::invoke::{boxed, grpc_error};
 use tonic::body::Body;
 
 const DAPR_SERVICE: &str = "/dapr.proto.runtime.v1.Dapr/";
+/// The workflow protocol's service (no package on the wire).
+const TASK_HUB: &str = "/TaskHubSidecarService/";
 
 /// Wraps the gRPC API's routes.
 #[derive(Clone)]
@@ -35,7 +37,7 @@ pub struct Proxy<S> {
 }
 
 fn target(req: &Request<Body>) -> Option<String> {
-    if req.uri().path().starts_with(DAPR_SERVICE) {
+    if req.uri().path().starts_with(DAPR_SERVICE) || req.uri().path().starts_with(TASK_HUB) {
         return None;
     }
     let h = req.headers();

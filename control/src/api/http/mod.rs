@@ -17,6 +17,7 @@ mod state;
 mod subtle;
 mod tandem;
 pub mod wire;
+mod workflows;
 
 use crate::error::ApiError;
 use crate::runtime::Runtime;
@@ -149,7 +150,7 @@ fn boxed(resp: ApiResponse) -> Response<ProxyBody> {
 
 /// Building blocks whose routes exist in Dapr but not yet in tandem, with the
 /// name used in the error message.
-const NOT_YET: &[(&str, &str)] = &[("subscribe", "pub/sub"), ("workflows", "workflows")];
+const NOT_YET: &[(&str, &str)] = &[("subscribe", "pub/sub")];
 
 /// Building blocks whose HTTP API calls get a SERVER span of their own
 /// (invocation has its CLIENT span; health, metadata and the control API
@@ -388,6 +389,18 @@ async fn dispatch(
             respond(state::query(rt, &store, req).await)
         }
         (_, ["v1.0", "actors", ..]) => respond(actors::handle(rt, method, segs, path, req).await),
+        (
+            _,
+            [
+                "v1.0" | "v1.0-beta1" | "v1.0-alpha1",
+                "workflows",
+                rest @ ..,
+            ],
+        ) => {
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+            respond(workflows::handle(rt, method, &rest, req).await)
+        }
         (_, [version, block, ..]) if VERSIONS.contains(version) => {
             match NOT_YET.iter().find(|(b, _)| b == block) {
                 Some((_, name)) => ApiError::unimplemented(name).to_http(),
