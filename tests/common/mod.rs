@@ -7,6 +7,7 @@ pub mod event_app;
 pub mod nats;
 pub mod netns;
 pub mod otlp;
+pub mod workflow;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
