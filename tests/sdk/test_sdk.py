@@ -827,3 +827,62 @@ apps:
     )
     out = run_file_output(run_file, tandem_env, ["JS ACTORS", "JS FAILED"])
     assert "JS ACTORS 10" in out, out
+
+
+def test_workflows_through_the_python_sdk(tmp_path, tandem_env):
+    """A WorkflowRuntime app and DaprWorkflowClient (the Python SDK's own
+    classes) under `tandem run` with no app port, as Dapr's workflow
+    quickstarts run: activities, fan-out, timers, external events, child
+    workflows, retry policies, continue-as-new, pause/resume,
+    terminate/purge, a failing activity and the HTTP workflow API."""
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"workflows-{os.getpid()}", "--",
+            *python_app("workflow_app.py"),
+        ),
+        env=tandem_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert "== APP == WORKFLOWS OK" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_workflow_app_killed_mid_activity_gets_it_again(tmp_path, tandem_env):
+    """The app process dies inside an activity (os._exit, no answer) and
+    is started again under the same sidecar: the activity is handed to the
+    new worker and the workflow completes with its result."""
+    mark = tmp_path / "mark"
+    script = f"{sys.executable} {HERE}/apps/workflow_crash.py {mark}"
+    out = subprocess.run(
+        tandem_cmd(
+            "run", "--app-id", f"wfcrash-{os.getpid()}", "--",
+            "sh", "-c", f"{script}; {script}",
+        ),
+        env=tandem_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert "dying mid-activity" in out.stdout, out.stdout + out.stderr
+    assert "CRASH RECOVERED True runs=1" in out.stdout, out.stdout + out.stderr
+
+
+def test_workflows_through_the_js_sdk(tmp_path, tandem_env):
+    """`tandem run -f` with a JS app using the JS SDK's WorkflowRuntime
+    and DaprWorkflowClient (whose older protocol sends no completion
+    tokens): activities, a timer, an event, a child, pause/resume,
+    terminate and purge."""
+    run_file = tmp_path / "dapr.yaml"
+    run_file.write_text(
+        f"""version: 1
+apps:
+- appID: jsworkflows
+  appDirPath: {HERE}/js
+  command: ["node", "workflows.cjs"]
+"""
+    )
+    out = run_file_output(run_file, tandem_env, ["JS WORKFLOWS OK", "JS FAILED"])
+    assert "JS WORKFLOWS OK" in out, out

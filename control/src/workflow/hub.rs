@@ -144,6 +144,27 @@ impl Hub {
         found
     }
 
+    /// Takes the in-flight item an answer without a completion token is
+    /// for (older SDKs, the JS one among them, send none): the one turn
+    /// of its instance, or the activity of its instance and task.
+    pub fn complete_untokened(&self, instance: &str, task: Option<i32>) -> Option<Item> {
+        let mut g = self.inner.lock().expect("hub lock");
+        let token = g
+            .in_flight
+            .iter()
+            .find(|(_, (_, i))| match (&i.kind, task) {
+                (Kind::Turn { instance: x }, None) => x == instance,
+                (Kind::Activity { instance: x, task: t, .. }, Some(task)) => {
+                    x == instance && *t == task
+                }
+                _ => false,
+            })
+            .map(|(t, _)| t.clone())?;
+        let found = g.in_flight.remove(&token).map(|(_, i)| i);
+        g.pump();
+        found
+    }
+
     /// Whether work of `kind` is waiting or in flight.
     pub fn holds(&self, kind: &Kind) -> bool {
         let g = self.inner.lock().expect("hub lock");

@@ -409,7 +409,12 @@ impl Workflows {
 
     /// A worker answered an orchestration work item.
     pub async fn turn_done(&self, resp: dt::WorkflowResponse) -> Result<(), ApiError> {
-        let Some(item) = self.hub.complete(&resp.completion_token) else {
+        let item = if resp.completion_token.is_empty() {
+            self.hub.complete_untokened(&resp.instance_id, None)
+        } else {
+            self.hub.complete(&resp.completion_token)
+        };
+        let Some(item) = item else {
             tracing::debug!(instance = %resp.instance_id, "workflows: an answer to a work item no longer in flight was dropped");
             return Ok(());
         };
@@ -427,6 +432,7 @@ impl Workflows {
         }
         let mut resp = resp;
         resp.instance_id = instance.clone();
+        resp.completion_token = item.token.clone();
         self.send(instance, "method/complete".into(), resp.encode_to_vec())
             .await
             .map(drop)
@@ -434,7 +440,13 @@ impl Workflows {
 
     /// A worker answered an activity work item.
     pub async fn activity_done(&self, resp: dt::ActivityResponse) -> Result<(), ApiError> {
-        let Some(item) = self.hub.complete(&resp.completion_token) else {
+        let item = if resp.completion_token.is_empty() {
+            self.hub
+                .complete_untokened(&resp.instance_id, Some(resp.task_id))
+        } else {
+            self.hub.complete(&resp.completion_token)
+        };
+        let Some(item) = item else {
             tracing::debug!(instance = %resp.instance_id, task = resp.task_id, "workflows: an activity answer for a work item no longer in flight was dropped");
             return Ok(());
         };
