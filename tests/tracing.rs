@@ -1176,3 +1176,105 @@ async fn an_actor_call_is_one_trace() {
     assert!(hop.ok && callback.ok);
     drop(host);
 }
+
+/// A workflow started with a `traceparent` is one trace: the sidecar's
+/// `create_orchestration||chain` span under the caller, then
+/// `orchestration||chain` and an `activity||inc` span per activity in the
+/// same trace; `dapr_runtime_workflow_*` count the run and its activities,
+/// and the metadata API shows the connected worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_is_one_trace_with_its_metrics() {
+    use common::workflow as w;
+    let spans = Spans::default();
+    let port = otlp_http_receiver(spans.clone()).await;
+    let home = TempDir::new("tracing-workflows");
+    let config = home.write("tracing.yaml", &otlp_http_config(port));
+    let db = home.path().join("state.db");
+    home.write(
+        "res/state.yaml",
+        &common::component(
+            "actorstate",
+            "state.sqlite",
+            &[
+                ("connectionString", db.to_str().unwrap()),
+                ("actorStateStore", "true"),
+            ],
+        ),
+    );
+    let res = home.path().join("res").display().to_string();
+    let (h, c) = (
+        home.path().to_str().unwrap().to_string(),
+        config.to_str().unwrap().to_string(),
+    );
+    let s = tokio::task::spawn_blocking(move || {
+        sidecar()
+            .app_id("wftraced")
+            .env("TANDEM_HOME", &h)
+            .args(["--config", &c, "--resources-path", &res])
+            .start()
+    })
+    .await
+    .unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", s.grpc);
+    let worker = w::Worker::new(endpoint.clone());
+    tokio::spawn(worker.clone().run());
+    let mut client = w::connect(&endpoint).await.unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4737";
+    let mut req = tonic::Request::new(tandem_proto::durabletask::CreateInstanceRequest {
+        instance_id: "traced-1".into(),
+        name: "chain".into(),
+        input: Some("1".into()),
+        ..Default::default()
+    });
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    client.start_instance(req).await.unwrap();
+    let st = w::finished(&mut client, "traced-1", Duration::from_secs(20))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.output.as_deref(), Some("4"));
+    let end = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let got = spans.lock().unwrap().clone();
+        let n = |name: &str| got.iter().filter(|g| g.name == name).count();
+        if n("orchestration||chain") == 1 && n("activity||inc") == 3 {
+            break got;
+        }
+        assert!(
+            Instant::now() < end,
+            "workflow spans not exported: {got:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let create = got
+        .iter()
+        .find(|g| g.name == "create_orchestration||chain")
+        .unwrap_or_else(|| panic!("{got:#?}"));
+    assert_eq!(create.trace, trace);
+    assert_eq!(create.parent, "00f067aa0ba902b7");
+    for g in got
+        .iter()
+        .filter(|g| g.name == "orchestration||chain" || g.name == "activity||inc")
+    {
+        assert_eq!(g.trace, trace, "{g:?}");
+        assert_eq!(g.parent, create.id, "{g:?}");
+        assert!(g.ok, "{g:?}");
+    }
+    let metadata = s.get("/v1.0/metadata").json();
+    assert_eq!(metadata["workflows"]["connectedWorkers"], 1, "{metadata}");
+    let text = s.metrics_text();
+    for needle in [
+        r#"dapr_runtime_workflow_execution_count{app_id="wftraced",namespace="default",status="success",workflow_name="chain"} 1"#,
+        r#"dapr_runtime_workflow_activity_execution_count{activity_name="inc",app_id="wftraced",namespace="default",status="success"} 3"#,
+        r#"dapr_runtime_workflow_operation_count{app_id="wftraced",namespace="default",operation="create_workflow",status="success"} 1"#,
+        "dapr_runtime_workflow_scheduling_latency_count{",
+    ] {
+        assert!(text.contains(needle), "{needle} not in:\n{text}");
+    }
+    worker
+        .stopped
+        .store(true, std::sync::atomic::Ordering::Release);
+}

@@ -80,6 +80,15 @@ pub struct Metrics {
     job_trigger_latency: HistogramVec,
     actors: [IntCounterVec; 7],
     actor_pending: IntGaugeVec,
+    /// Workflow and activity names as label values (bounded: apps name them).
+    workflow_names: Bounded,
+    workflow_ops: IntCounterVec,
+    workflow_op_latency: HistogramVec,
+    workflow_runs: IntCounterVec,
+    workflow_run_latency: HistogramVec,
+    workflow_scheduling: HistogramVec,
+    activity_runs: IntCounterVec,
+    activity_run_latency: HistogramVec,
 }
 
 /// What happened to an actor, for the `dapr_runtime_actor_*` counters.
@@ -196,6 +205,43 @@ impl Metrics {
                 "dapr_runtime_actor_pending_actor_calls",
                 "Actor calls waiting for their actor's turn",
                 &["app_id", "actor_type"],
+            ),
+            // daprd's workflow metrics, by its names and labels.
+            workflow_names: Bounded::default(),
+            workflow_ops: counter(
+                "dapr_runtime_workflow_operation_count",
+                "Workflow operation requests (create_workflow, get_workflow, add_event, purge_workflow), by status",
+                &["app_id", "namespace", "operation", "status"],
+            ),
+            workflow_op_latency: histogram(
+                "dapr_runtime_workflow_operation_latency",
+                "Workflow operation latency in milliseconds",
+                &["app_id", "namespace", "operation", "status"],
+            ),
+            workflow_runs: counter(
+                "dapr_runtime_workflow_execution_count",
+                "Workflow executions ended, by status (success, failed, terminated)",
+                &["app_id", "namespace", "workflow_name", "status"],
+            ),
+            workflow_run_latency: histogram(
+                "dapr_runtime_workflow_execution_latency",
+                "Workflow start to end, in milliseconds",
+                &["app_id", "namespace", "workflow_name", "status"],
+            ),
+            workflow_scheduling: histogram(
+                "dapr_runtime_workflow_scheduling_latency",
+                "Workflow start request to its first turn handed to a worker, in milliseconds",
+                &["app_id", "namespace", "workflow_name"],
+            ),
+            activity_runs: counter(
+                "dapr_runtime_workflow_activity_execution_count",
+                "Activity executions ended, by status (success, failed)",
+                &["app_id", "namespace", "activity_name", "status"],
+            ),
+            activity_run_latency: histogram(
+                "dapr_runtime_workflow_activity_execution_latency",
+                "Activity handed out to its result recorded, in milliseconds",
+                &["app_id", "namespace", "activity_name", "status"],
             ),
             http_requests: counter(
                 "dapr_http_server_request_count",
@@ -387,6 +433,60 @@ impl Metrics {
         self.actors[i]
             .with_label_values(&[self.app_id.as_str(), actor_type])
             .inc();
+    }
+
+    /// A workflow operation (`create_workflow`, `get_workflow`,
+    /// `add_event`, `purge_workflow`) answered.
+    pub fn workflow_operation(&self, namespace: &str, op: &str, ok: bool, elapsed: Duration) {
+        let labels = [
+            self.app_id.as_str(),
+            namespace,
+            op,
+            if ok { "success" } else { "failed" },
+        ];
+        self.workflow_ops.with_label_values(&labels).inc();
+        self.workflow_op_latency
+            .with_label_values(&labels)
+            .observe(elapsed.as_secs_f64() * 1000.0);
+    }
+
+    /// A workflow ended (`success`, `failed`, `terminated`) after `ran`.
+    pub fn workflow_execution(&self, namespace: &str, name: &str, status: &str, ran: Duration) {
+        let labels = [
+            self.app_id.as_str(),
+            namespace,
+            self.workflow_names.value(name),
+            status,
+        ];
+        self.workflow_runs.with_label_values(&labels).inc();
+        self.workflow_run_latency
+            .with_label_values(&labels)
+            .observe(ran.as_secs_f64() * 1000.0);
+    }
+
+    /// A workflow's first turn was handed out `after` its start.
+    pub fn workflow_scheduling(&self, namespace: &str, name: &str, after: Duration) {
+        self.workflow_scheduling
+            .with_label_values(&[
+                self.app_id.as_str(),
+                namespace,
+                self.workflow_names.value(name),
+            ])
+            .observe(after.as_secs_f64() * 1000.0);
+    }
+
+    /// An activity's result was recorded `after` it was handed out.
+    pub fn workflow_activity(&self, namespace: &str, name: &str, ok: bool, after: Duration) {
+        let labels = [
+            self.app_id.as_str(),
+            namespace,
+            self.workflow_names.value(name),
+            if ok { "success" } else { "failed" },
+        ];
+        self.activity_runs.with_label_values(&labels).inc();
+        self.activity_run_latency
+            .with_label_values(&labels)
+            .observe(after.as_secs_f64() * 1000.0);
     }
 
     /// Calls waiting for an actor's turn: `delta` more (or fewer).

@@ -488,6 +488,32 @@ impl Tracer {
         }
     }
 
+    /// A span that began at `start` (work that ran while nothing was held
+    /// open for it: a workflow, an activity), under `parent`.
+    pub fn start_at(
+        &self,
+        name: impl FnOnce() -> String,
+        kind: Kind,
+        parent: Option<Context>,
+        start: SystemTime,
+    ) -> Span {
+        if let Some((_, tracer)) = &self.sdk {
+            let cx = match parent {
+                Some(p) => opentelemetry::Context::new().with_remote_span_context(p.remote()),
+                None => opentelemetry::Context::new(),
+            };
+            let span = tracer
+                .span_builder(name())
+                .with_kind(kind.into())
+                .with_start_time(start)
+                .start_with_context(tracer, &cx);
+            if let Some(span) = Span::from_sdk(span) {
+                return span;
+            }
+        }
+        self.start(String::new, kind, parent)
+    }
+
     /// The root of a new trace linked to the traces of `links` — one span
     /// for work done for several callers at once (a bulk delivery: each
     /// message's publisher is a link, as OpenTelemetry's messaging

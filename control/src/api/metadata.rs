@@ -148,7 +148,10 @@ pub fn build(runtime: &Runtime) -> rt::GetMetadataResponse {
             },
         }),
         workflows: Some(rt::MetadataWorkflows {
-            connected_workers: 0,
+            connected_workers: runtime
+                .workflows
+                .get()
+                .map_or(0, |w| w.connected_workers() as i32),
         }),
         mcp_servers: Vec::new(),
         workflow_access_policies: Vec::new(),

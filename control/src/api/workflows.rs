@@ -64,6 +64,7 @@ pub async fn start(
     instance_id: Option<String>,
     input: Option<String>,
     options: &BTreeMap<String, String>,
+    caller: Option<String>,
 ) -> Result<String, ApiError> {
     if name.is_empty() {
         return Err(bad(
@@ -107,13 +108,16 @@ pub async fn start(
         None => None,
     };
     let w = engine(rt).await?;
-    w.start(dt::CreateInstanceRequest {
-        instance_id: id.clone(),
-        name: name.into(),
-        input,
-        scheduled_start_timestamp: scheduled,
-        ..Default::default()
-    })
+    w.start(
+        dt::CreateInstanceRequest {
+            instance_id: id.clone(),
+            name: name.into(),
+            input,
+            scheduled_start_timestamp: scheduled,
+            ..Default::default()
+        },
+        caller,
+    )
     .await
     .map_err(|e| as_api("ERR_START_WORKFLOW", e))
 }

@@ -125,6 +125,10 @@ pub struct Meta {
     pub parent_notified: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_at_ms: Option<i64>,
+    /// The workflow's trace (`traceparent` of its creation's span): its
+    /// orchestration and activity spans join it, across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// The ids a history (and inbox) already settled: completions of tasks

@@ -29,7 +29,9 @@ pub enum Kind {
 pub struct Item {
     pub token: String,
     pub kind: Kind,
-    pub work: dt::WorkItem,
+    pub work: Box<dt::WorkItem>,
+    /// When it was first handed out (for its span and latency).
+    pub since: std::time::SystemTime,
 }
 
 pub type Sink = mpsc::Sender<Result<dt::WorkItem, tonic::Status>>;
@@ -72,7 +74,7 @@ impl Inner {
             let w = &self.workers[i];
             let mut work = item.work.clone();
             work.completion_token = item.token.clone();
-            match w.tx.try_send(Ok(work)) {
+            match w.tx.try_send(Ok(*work)) {
                 Ok(()) => {
                     self.rr = (i + 1) % n;
                     let id = w.id;
@@ -154,9 +156,14 @@ impl Hub {
             .iter()
             .find(|(_, (_, i))| match (&i.kind, task) {
                 (Kind::Turn { instance: x }, None) => x == instance,
-                (Kind::Activity { instance: x, task: t, .. }, Some(task)) => {
-                    x == instance && *t == task
-                }
+                (
+                    Kind::Activity {
+                        instance: x,
+                        task: t,
+                        ..
+                    },
+                    Some(task),
+                ) => x == instance && *t == task,
                 _ => false,
             })
             .map(|(t, _)| t.clone())?;
@@ -198,7 +205,8 @@ mod tests {
         Item {
             token: t.into(),
             kind: Kind::Turn { instance: t.into() },
-            work: dt::WorkItem::default(),
+            work: Box::default(),
+            since: std::time::SystemTime::now(),
         }
     }
 

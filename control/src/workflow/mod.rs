@@ -94,6 +94,7 @@ pub struct Workflows {
     pub hub: hub::Hub,
     /// `dapr.internal.<ns>.<app>.workflow`.
     pub actor_type: String,
+    namespace: String,
     instances: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Inst>>>>,
     /// Callers waiting for an instance to change, by instance.
     watchers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
@@ -191,6 +192,7 @@ impl Workflows {
             this: this.clone(),
             hub: hub::Hub::default(),
             actor_type: actor_type.clone(),
+            namespace,
             instances: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             reminders: AtomicBool::new(false),
@@ -253,9 +255,52 @@ impl Workflows {
         Ok(self.actors()?.call(call, 0).await?.body)
     }
 
+    /// Counts an operation in `dapr_runtime_workflow_operation_*`.
+    fn measured<T>(&self, op: &str, since: std::time::Instant, r: &Result<T, ApiError>) {
+        if let Some(rt) = self.rt.upgrade() {
+            rt.metrics
+                .workflow_operation(&self.namespace, op, r.is_ok(), since.elapsed());
+        }
+    }
+
     // ---- the API's operations (any host) --------------------------------
 
-    pub async fn start(&self, req: dt::CreateInstanceRequest) -> Result<String, ApiError> {
+    /// Starts an instance; `caller` is the trace context the request came
+    /// with (its `create_orchestration||<name>` span goes under it, and the
+    /// workflow's spans under that).
+    pub async fn start(
+        &self,
+        mut req: dt::CreateInstanceRequest,
+        caller: Option<String>,
+    ) -> Result<String, ApiError> {
+        let since = std::time::Instant::now();
+        let tracer = self.runtime()?.tracer();
+        let parent = req
+            .parent_trace_context
+            .as_ref()
+            .map(|t| t.trace_parent.clone())
+            .or(caller)
+            .as_deref()
+            .and_then(tandem_proxy::trace::Context::parse);
+        let name = req.name.clone();
+        let mut span = tracer.start(
+            || format!("create_orchestration||{name}"),
+            tandem_proxy::trace::Kind::Client,
+            parent,
+        );
+        span.attribute("dapr.workflow.instance_id", req.instance_id.as_str());
+        span.attribute("dapr.workflow.name", req.name.as_str());
+        req.parent_trace_context = Some(dt::TraceContext {
+            trace_parent: span.context.traceparent(),
+            ..Default::default()
+        });
+        let r = self.start_traced(req).await;
+        tracer.end(span, r.is_ok());
+        self.measured("create_workflow", since, &r);
+        r
+    }
+
+    async fn start_traced(&self, req: dt::CreateInstanceRequest) -> Result<String, ApiError> {
         let id = req.instance_id.clone();
         let started = dt::HistoryEvent {
             event_id: -1,
@@ -289,7 +334,10 @@ impl Workflows {
         id: &str,
         payloads: bool,
     ) -> Result<Option<dt::WorkflowState>, ApiError> {
-        let body = self.send(id, "method/get".into(), Vec::new()).await?;
+        let since = std::time::Instant::now();
+        let body = self.send(id, "method/get".into(), Vec::new()).await;
+        self.measured("get_workflow", since, &body);
+        let body = body?;
         let r: dt::GetInstanceResponse = decode(&body)?;
         Ok(r.exists.then(|| {
             let mut s = r.workflow_state.unwrap_or_default();
@@ -342,6 +390,17 @@ impl Workflows {
         }
     }
 
+    /// Sends an event-like operation, counted as `add_event`.
+    async fn add_event(&self, id: &str, what: &str, e: dt::HistoryEvent) -> Result<(), ApiError> {
+        let since = std::time::Instant::now();
+        let r = self
+            .send(id, what.into(), e.encode_to_vec())
+            .await
+            .map(drop);
+        self.measured("add_event", since, &r);
+        r
+    }
+
     pub async fn raise(&self, id: &str, name: &str, input: Option<String>) -> Result<(), ApiError> {
         let e = history::event(
             -1,
@@ -351,9 +410,7 @@ impl Workflows {
                 input,
             }),
         );
-        self.send(id, "method/event/raise".into(), e.encode_to_vec())
-            .await
-            .map(drop)
+        self.add_event(id, "method/event/raise", e).await
     }
 
     pub async fn suspend(&self, id: &str, reason: Option<String>) -> Result<(), ApiError> {
@@ -362,9 +419,7 @@ impl Workflows {
             now_ms(),
             E::ExecutionSuspended(dt::ExecutionSuspendedEvent { input: reason }),
         );
-        self.send(id, "method/event/control".into(), e.encode_to_vec())
-            .await
-            .map(drop)
+        self.add_event(id, "method/event/control", e).await
     }
 
     pub async fn resume(&self, id: &str, reason: Option<String>) -> Result<(), ApiError> {
@@ -373,9 +428,7 @@ impl Workflows {
             now_ms(),
             E::ExecutionResumed(dt::ExecutionResumedEvent { input: reason }),
         );
-        self.send(id, "method/event/control".into(), e.encode_to_vec())
-            .await
-            .map(drop)
+        self.add_event(id, "method/event/control", e).await
     }
 
     pub async fn terminate(
@@ -392,18 +445,18 @@ impl Workflows {
                 recurse,
             }),
         );
-        self.send(id, "method/terminate".into(), e.encode_to_vec())
-            .await
-            .map(drop)
+        self.add_event(id, "method/terminate", e).await
     }
 
     /// Purges a finished instance (and, `recursive`, its children): the
     /// number of instances removed.
     pub async fn purge(&self, id: &str, recursive: bool) -> Result<i32, ApiError> {
+        let since = std::time::Instant::now();
         let body = self
             .send(id, "method/purge".into(), vec![u8::from(recursive)])
-            .await?;
-        let r: dt::PurgeInstancesResponse = decode(&body)?;
+            .await;
+        self.measured("purge_workflow", since, &body);
+        let r: dt::PurgeInstancesResponse = decode(&body?)?;
         Ok(r.deleted_instance_count)
     }
 
@@ -462,10 +515,38 @@ impl Workflows {
                 "the completion token belongs to an orchestration, not an activity",
             ));
         };
-        let execution = match &item.work.request {
-            Some(dt::work_item::Request::ActivityRequest(a)) => a.task_execution_id.clone(),
-            _ => String::new(),
+        let (execution, name, trace) = match &item.work.request {
+            Some(dt::work_item::Request::ActivityRequest(a)) => (
+                a.task_execution_id.clone(),
+                a.name.clone(),
+                a.parent_trace_context
+                    .as_ref()
+                    .map(|t| t.trace_parent.clone()),
+            ),
+            _ => Default::default(),
         };
+        let ok = resp.failure_details.is_none();
+        if let Ok(rt) = self.runtime() {
+            let ran = item.since.elapsed().unwrap_or_default();
+            rt.metrics
+                .workflow_activity(&self.namespace, &name, ok, ran);
+            let tracer = rt.tracer();
+            if tracer.is_on() {
+                let parent = trace
+                    .as_deref()
+                    .and_then(tandem_proxy::trace::Context::parse);
+                let mut span = tracer.start_at(
+                    || format!("activity||{name}"),
+                    tandem_proxy::trace::Kind::Client,
+                    parent,
+                    item.since,
+                );
+                span.attribute("dapr.workflow.instance_id", instance.as_str());
+                span.attribute("dapr.workflow.activity_name", name.as_str());
+                span.attribute("dapr.workflow.task_id", i64::from(*task));
+                tracer.end(span, ok);
+            }
+        }
         let kind = match resp.failure_details {
             Some(f) => E::TaskFailed(dt::TaskFailedEvent {
                 task_scheduled_id: *task,
@@ -605,7 +686,7 @@ impl Workflows {
                 generation,
             };
             if !self.hub.holds(&kind) {
-                self.dispatch_activity(id, generation, task, t);
+                self.dispatch_activity(id, &inst.meta, task, t);
             }
         }
         for (timer, at) in open.timers {
@@ -735,6 +816,11 @@ impl Workflows {
             history_len: 0,
             inbox: vec![0],
             next_inbox: 1,
+            trace: es
+                .parent_trace_context
+                .as_ref()
+                .map(|t| t.trace_parent.clone())
+                .filter(|t| !t.is_empty()),
             start_at_ms: es
                 .scheduled_start_timestamp
                 .as_ref()
@@ -850,6 +936,17 @@ impl Workflows {
             E::WorkflowStarted(dt::WorkflowStartedEvent { version: None }),
         ));
         new_events.extend(inst.inbox.iter().cloned());
+        if inst.history.is_empty()
+            && inst.meta.status == history::PENDING
+            && let Some(rt) = self.rt.upgrade()
+        {
+            let waited = (now_ms() - inst.meta.created_ms).max(0) as u64;
+            rt.metrics.workflow_scheduling(
+                &self.namespace,
+                &inst.meta.name,
+                Duration::from_millis(waited),
+            );
+        }
         let token = uuid::Uuid::new_v4().to_string();
         let work = dt::WorkItem {
             request: Some(dt::work_item::Request::WorkflowRequest(
@@ -873,11 +970,13 @@ impl Workflows {
             kind: hub::Kind::Turn {
                 instance: id.to_string(),
             },
-            work,
+            work: Box::new(work),
+            since: std::time::SystemTime::now(),
         });
     }
 
-    fn dispatch_activity(&self, id: &str, generation: u64, task: i32, t: dt::TaskScheduledEvent) {
+    fn dispatch_activity(&self, id: &str, meta: &Meta, task: i32, t: dt::TaskScheduledEvent) {
+        let generation = meta.generation;
         let work = dt::WorkItem {
             request: Some(dt::work_item::Request::ActivityRequest(
                 dt::ActivityRequest {
@@ -889,7 +988,10 @@ impl Workflows {
                         execution_id: None,
                     }),
                     task_id: task,
-                    parent_trace_context: t.parent_trace_context,
+                    parent_trace_context: meta.trace.clone().map(|trace_parent| dt::TraceContext {
+                        trace_parent,
+                        ..Default::default()
+                    }),
                     task_execution_id: t.task_execution_id,
                 },
             )),
@@ -902,7 +1004,8 @@ impl Workflows {
                 task,
                 generation,
             },
-            work,
+            work: Box::new(work),
+            since: std::time::SystemTime::now(),
         });
     }
 
@@ -1042,7 +1145,7 @@ impl Workflows {
         inst.inbox = inbox;
         let generation = inst.meta.generation;
         for (task, t, _router) in outcome.activities {
-            self.dispatch_activity(id, generation, task, t);
+            self.dispatch_activity(id, &inst.meta, task, t);
         }
         for (timer, at) in outcome.timers {
             self.set_timer(rt, id, generation, timer, at).await;
@@ -1073,6 +1176,35 @@ impl Workflows {
     async fn finished(&self, rt: &Arc<Runtime>, id: &str, inst: &mut Inst) {
         inst.turn = None;
         self.hub.forget(id);
+        let status = match inst.meta.status {
+            history::COMPLETED => "success",
+            history::TERMINATED => "terminated",
+            _ => "failed",
+        };
+        let ran = Duration::from_millis((now_ms() - inst.meta.created_ms).max(0) as u64);
+        rt.metrics
+            .workflow_execution(&self.namespace, &inst.meta.name, status, ran);
+        let tracer = rt.tracer();
+        if tracer.is_on() {
+            let parent = inst
+                .meta
+                .trace
+                .as_deref()
+                .and_then(tandem_proxy::trace::Context::parse);
+            let started =
+                std::time::UNIX_EPOCH + Duration::from_millis(inst.meta.created_ms.max(0) as u64);
+            let name = inst.meta.name.clone();
+            let mut span = tracer.start_at(
+                || format!("orchestration||{name}"),
+                tandem_proxy::trace::Kind::Server,
+                parent,
+                started,
+            );
+            span.attribute("dapr.workflow.instance_id", id);
+            span.attribute("dapr.workflow.name", inst.meta.name.as_str());
+            span.attribute("dapr.workflow.status", status_name(inst.meta.status));
+            tracer.end(span, status == "success");
+        }
         if inst.meta.parent.is_some() {
             self.notify_parent(id, inst);
         } else {
@@ -1399,7 +1531,7 @@ impl Workflows {
                     generation,
                 };
                 if !self.hub.holds(&kind) {
-                    self.dispatch_activity(id, generation, task, t);
+                    self.dispatch_activity(id, &inst.meta, task, t);
                 }
             }
             if inst.turn.is_some()

@@ -136,6 +136,11 @@ impl TaskHubSidecarService for TaskHub {
         &self,
         req: Request<dt::CreateInstanceRequest>,
     ) -> Result<Response<dt::CreateInstanceResponse>, Status> {
+        let caller = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         self.run("StartInstance", req, |w, r| async move {
             let mut r = r;
             if r.instance_id.is_empty() {
@@ -149,7 +154,7 @@ impl TaskHubSidecarService for TaskHub {
                     "workflow name is not configured",
                 ));
             }
-            let instance_id = w.start(r).await?;
+            let instance_id = w.start(r, caller).await?;
             Ok(dt::CreateInstanceResponse { instance_id })
         })
         .await

@@ -26,7 +26,7 @@ pub async fn start(
 ) -> Result<rt::StartWorkflowResponse, ApiError> {
     let options = r.options.into_iter().collect();
     let id = (!r.instance_id.is_empty()).then_some(r.instance_id);
-    let instance_id = api::start(rt, &r.workflow_name, id, text(r.input)?, &options).await?;
+    let instance_id = api::start(rt, &r.workflow_name, id, text(r.input)?, &options, None).await?;
     Ok(rt::StartWorkflowResponse { instance_id })
 }
 

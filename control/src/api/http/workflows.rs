@@ -60,8 +60,13 @@ pub async fn handle(
             let q = wire::query_params(req.uri().query());
             let id = q.get("instanceID").cloned();
             let name = name.to_string();
+            let caller = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let input = text(rt, req).await?;
-            let id = api::start(rt, &name, id, input, &Default::default()).await?;
+            let id = api::start(rt, &name, id, input, &Default::default(), caller).await?;
             Ok(accepted(json!({ "instanceID": id })))
         }
         (&Method::GET, [_component, id]) => {
