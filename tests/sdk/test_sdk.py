@@ -886,3 +886,24 @@ apps:
     )
     out = run_file_output(run_file, tandem_env, ["JS WORKFLOWS OK", "JS FAILED"])
     assert "JS WORKFLOWS OK" in out, out
+
+
+def test_a_workflow_across_two_apps(tmp_path, tandem_env):
+    """`tandem run -f` with two workflow apps: the caller's workflow calls
+    an activity and a child workflow on the callee by app id (the SDK's
+    `app_id=`), routed to the callee's sidecar and workers and answered
+    back to the caller's instance."""
+    run_file = tmp_path / "dapr.yaml"
+    run_file.write_text(
+        f"""version: 1
+apps:
+- appID: wfcallee
+  appDirPath: {HERE}/apps
+  command: ["{sys.executable}", "workflow_xapp.py", "callee", "wfcaller"]
+- appID: wfcaller
+  appDirPath: {HERE}/apps
+  command: ["sh", "-c", "sleep 2; {sys.executable} workflow_xapp.py caller wfcallee"]
+"""
+    )
+    out = run_file_output(run_file, tandem_env, ["XAPP OK", "XAPP FAILED"])
+    assert "XAPP OK" in out, out

@@ -187,9 +187,13 @@ impl Settled {
 /// answered, timers not fired, children not finished.
 #[derive(Default, Debug)]
 pub struct Open {
-    pub activities: Vec<(i32, dt::TaskScheduledEvent)>,
+    pub activities: Vec<(i32, dt::TaskScheduledEvent, Option<dt::TaskRouter>)>,
     pub timers: Vec<(i32, i64)>,
-    pub children: Vec<(i32, dt::ChildWorkflowInstanceCreatedEvent)>,
+    pub children: Vec<(
+        i32,
+        dt::ChildWorkflowInstanceCreatedEvent,
+        Option<dt::TaskRouter>,
+    )>,
 }
 
 pub fn open_work(history: &[dt::HistoryEvent], inbox: &[dt::HistoryEvent]) -> Open {
@@ -198,14 +202,16 @@ pub fn open_work(history: &[dt::HistoryEvent], inbox: &[dt::HistoryEvent]) -> Op
     for e in history {
         match &e.event_type {
             Some(E::TaskScheduled(t)) if !settled.tasks.contains(&e.event_id) => {
-                open.activities.push((e.event_id, t.clone()));
+                open.activities
+                    .push((e.event_id, t.clone(), e.router.clone()));
             }
             Some(E::TimerCreated(t)) if !settled.timers.contains(&e.event_id) => {
                 let at = t.fire_at.as_ref().map(ms_of).unwrap_or(0);
                 open.timers.push((e.event_id, at));
             }
             Some(E::ChildWorkflowInstanceCreated(c)) if !settled.tasks.contains(&e.event_id) => {
-                open.children.push((e.event_id, c.clone()));
+                open.children
+                    .push((e.event_id, c.clone(), e.router.clone()));
             }
             _ => {}
         }
@@ -213,12 +219,16 @@ pub fn open_work(history: &[dt::HistoryEvent], inbox: &[dt::HistoryEvent]) -> Op
     open
 }
 
-/// Child instances a history created (for recursive terminate and purge).
-pub fn children(history: &[dt::HistoryEvent]) -> Vec<String> {
+/// Child instances a history created, with the app each runs on when
+/// another's (for recursive terminate and purge).
+pub fn children(history: &[dt::HistoryEvent]) -> Vec<(String, Option<String>)> {
     history
         .iter()
         .filter_map(|e| match &e.event_type {
-            Some(E::ChildWorkflowInstanceCreated(c)) => Some(c.instance_id.clone()),
+            Some(E::ChildWorkflowInstanceCreated(c)) => Some((
+                c.instance_id.clone(),
+                e.router.as_ref().and_then(|r| r.target_app_id.clone()),
+            )),
             _ => None,
         })
         .collect()
@@ -286,8 +296,9 @@ pub fn apply(
                     parent_trace_context: None,
                     task_execution_id: t.task_execution_id.clone(),
                 };
-                out.appended
-                    .push(event(a.id, now_ms, E::TaskScheduled(ev.clone())));
+                let mut e = event(a.id, now_ms, E::TaskScheduled(ev.clone()));
+                e.router = a.router.clone();
+                out.appended.push(e);
                 out.activities.push((a.id, ev, a.router.clone()));
             }
             A::CreateTimer(t) => {
@@ -324,7 +335,7 @@ pub fn apply(
                         a.id
                     ));
                 }
-                out.appended.push(event(
+                let mut e = event(
                     a.id,
                     now_ms,
                     E::ChildWorkflowInstanceCreated(dt::ChildWorkflowInstanceCreatedEvent {
@@ -334,7 +345,9 @@ pub fn apply(
                         input: c.input.clone(),
                         parent_trace_context: None,
                     }),
-                ));
+                );
+                e.router = a.router.clone();
+                out.appended.push(e);
                 out.children.push((a.id, c.clone(), a.router.clone()));
             }
             A::CompleteWorkflow(c) => {

@@ -22,6 +22,9 @@ pub enum Kind {
         instance: String,
         task: i32,
         generation: u64,
+        /// The workflow actor type its result goes to (another app's, for
+        /// an activity that app's workflow called here).
+        owner: String,
     },
 }
 
@@ -179,12 +182,26 @@ impl Hub {
             || g.in_flight.values().any(|(_, i)| &i.kind == kind)
     }
 
-    /// Forgets every item of an instance (it finished, moved or was
-    /// purged): their answers are then dropped.
-    pub fn forget(&self, instance: &str) {
+    /// Forgets every item of an instance of the workflow actor type
+    /// `owner` (it finished or was purged): their answers are then dropped.
+    pub fn forget(&self, instance: &str, owner: &str) {
         let of = |k: &Kind| match k {
-            Kind::Turn { instance: i } | Kind::Activity { instance: i, .. } => i == instance,
+            Kind::Turn { instance: i } => i == instance,
+            Kind::Activity {
+                instance: i,
+                owner: o,
+                ..
+            } => i == instance && o == owner,
         };
+        let mut g = self.inner.lock().expect("hub lock");
+        g.queue.retain(|i| !of(&i.kind));
+        g.in_flight.retain(|_, (_, i)| !of(&i.kind));
+    }
+
+    /// Forgets an instance's turn (its actor was let go: the load that
+    /// comes next hands a turn out again); its activities stay out.
+    pub fn forget_turn(&self, instance: &str) {
+        let of = |k: &Kind| matches!(k, Kind::Turn { instance: i } if i == instance);
         let mut g = self.inner.lock().expect("hub lock");
         g.queue.retain(|i| !of(&i.kind));
         g.in_flight.retain(|_, (_, i)| !of(&i.kind));
@@ -227,7 +244,7 @@ mod tests {
         let (tx2, mut rx2) = mpsc::channel(8);
         hub.connect(tx2);
         assert_eq!(rx2.recv().await.unwrap().unwrap().completion_token, "b");
-        hub.forget("b");
+        hub.forget("b", "");
         assert_eq!(hub.sizes(), (0, 0));
     }
 

@@ -80,6 +80,10 @@ struct Turn {
 #[derive(Default)]
 struct Inst {
     loaded: bool,
+    /// Its actor is to be let go soon (it is not running).
+    lingering: bool,
+    /// Its `wake` reminder is stored (as far as this host knows).
+    wake: bool,
     exists: bool,
     meta: Meta,
     history: Vec<dt::HistoryEvent>,
@@ -94,6 +98,10 @@ pub struct Workflows {
     pub hub: hub::Hub,
     /// `dapr.internal.<ns>.<app>.workflow`.
     pub actor_type: String,
+    /// `dapr.internal.<ns>.<app>.activity`: activities other apps'
+    /// workflows call on this app.
+    activity_type: String,
+    app_id: String,
     namespace: String,
     instances: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Inst>>>>,
     /// Callers waiting for an instance to change, by instance.
@@ -192,6 +200,8 @@ impl Workflows {
             this: this.clone(),
             hub: hub::Hub::default(),
             actor_type: actor_type.clone(),
+            activity_type: format!("dapr.internal.{namespace}.{}.activity", rt.app_id()),
+            app_id: rt.app_id().to_string(),
             namespace,
             instances: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
@@ -199,6 +209,7 @@ impl Workflows {
         });
         if rt.workflows.set(wf.clone()).is_ok() {
             actors.host_internal(&actor_type, Arc::new(Hook(Arc::downgrade(&wf))));
+            actors.host_internal(&wf.activity_type, Arc::new(Hook(Arc::downgrade(&wf))));
         }
     }
 
@@ -244,8 +255,35 @@ impl Workflows {
 
     /// Sends an operation to an instance wherever it runs.
     async fn send(&self, id: &str, what: String, body: Vec<u8>) -> Result<Bytes, ApiError> {
+        self.send_to(&self.actor_type, id, what, body).await
+    }
+
+    /// The workflow actor type of `app` (this app's when empty).
+    fn workflow_type(&self, app: &str) -> String {
+        if app.is_empty() || app == self.app_id {
+            self.actor_type.clone()
+        } else {
+            format!("dapr.internal.{}.{app}.workflow", self.namespace)
+        }
+    }
+
+    /// The app a router sends work to, when it is another app.
+    fn remote_app(&self, router: Option<&dt::TaskRouter>) -> Option<String> {
+        router
+            .and_then(|r| r.target_app_id.clone())
+            .filter(|a| !a.is_empty() && *a != self.app_id)
+    }
+
+    /// Sends an operation to an actor of `actor_type` wherever it runs.
+    async fn send_to(
+        &self,
+        actor_type: &str,
+        id: &str,
+        what: String,
+        body: Vec<u8>,
+    ) -> Result<Bytes, ApiError> {
         let call = Call {
-            actor_type: self.actor_type.clone(),
+            actor_type: actor_type.to_string(),
             actor_id: id.to_string(),
             what,
             method: Method::PUT,
@@ -322,7 +360,12 @@ impl Workflows {
                 workflow_span_id: None,
                 tags: req.tags,
             })),
-            router: req.router,
+            // The app that runs it (the SDKs read their app id from it).
+            router: Some(dt::TaskRouter {
+                source_app_id: self.app_id.clone(),
+                target_app_id: Some(self.app_id.clone()),
+                target_app_namespace: None,
+            }),
         };
         self.send(&id, "method/create".into(), started.encode_to_vec())
             .await?;
@@ -507,6 +550,7 @@ impl Workflows {
             instance,
             task,
             generation,
+            owner,
         } = &item.kind
         else {
             return Err(err(
@@ -561,7 +605,8 @@ impl Workflows {
         };
         let e = history::event(-1, now_ms(), kind);
         let sent = self
-            .send(
+            .send_to(
+                owner,
                 instance,
                 format!("method/event/{generation}"),
                 e.encode_to_vec(),
@@ -590,6 +635,9 @@ impl Workflows {
     }
 
     async fn handle(&self, call: &Call) -> Result<Answer, ApiError> {
+        if call.actor_type == self.activity_type {
+            return self.handle_activity(call);
+        }
         let op = Op::parse(call)?;
         let id = call.actor_id.as_str();
         if let Op::Unload = op {
@@ -597,7 +645,9 @@ impl Workflows {
             if let Some(slot) = slot {
                 let _g = slot.lock().await;
             }
-            self.hub.forget(id);
+            // Its activities stay out (their results reach it wherever it
+            // is loaded next); a turn is handed out again by that load.
+            self.hub.forget_turn(id);
             self.watchers.lock().expect("watchers lock").remove(id);
             return Ok(ok(Vec::new()));
         }
@@ -643,7 +693,102 @@ impl Workflows {
             Op::Remind(name) => self.remind(&rt, id, &mut inst, &name).await,
             Op::Unload => unreachable!("handled above"),
         };
+        // Not running here (finished, purged, never was): let go soon, so
+        // reads of finished or unknown ids do not pile up activations.
+        if !inst.lingering && (!inst.exists || is_terminal(inst.meta.status)) {
+            inst.lingering = true;
+            self.let_go_later(id);
+        }
         out.map(ok)
+    }
+
+    /// An activity another app's workflow calls on this app (actor id
+    /// `<instance>::<task>::<generation>`, `method/run/<app>`): handed to
+    /// this app's workers unless they hold it already; its result goes
+    /// back to that app's instance.
+    fn handle_activity(&self, call: &Call) -> Result<Answer, ApiError> {
+        if call.method == Method::DELETE {
+            return Ok(ok(Vec::new()));
+        }
+        let Some(app) = call.what.strip_prefix("method/run/") else {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "ERR_ACTOR_INVOKE_METHOD",
+                format!("activity actor: no such operation `{}`", call.what),
+            ));
+        };
+        let a: dt::ActivityRequest = decode(&call.body)?;
+        let generation = call
+            .actor_id
+            .rsplit("::")
+            .next()
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0);
+        let instance = a
+            .workflow_instance
+            .as_ref()
+            .map(|w| w.instance_id.clone())
+            .unwrap_or_default();
+        let kind = hub::Kind::Activity {
+            instance,
+            task: a.task_id,
+            generation,
+            owner: self.workflow_type(app),
+        };
+        if !self.hub.holds(&kind) {
+            self.hub.dispatch(hub::Item {
+                token: uuid::Uuid::new_v4().to_string(),
+                kind,
+                work: Box::new(dt::WorkItem {
+                    request: Some(dt::work_item::Request::ActivityRequest(a)),
+                    completion_token: String::new(),
+                }),
+                since: std::time::SystemTime::now(),
+            });
+        }
+        let me = self.this.clone();
+        let (actor_type, id) = (call.actor_type.clone(), call.actor_id.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            if let Some(me) = me.upgrade()
+                && let Ok(a) = me.actors()
+            {
+                a.deactivate(&(actor_type, id)).await;
+            }
+        });
+        Ok(ok(Vec::new()))
+    }
+
+    /// Lets the instance's actor go after `LINGER` (a caller waiting for
+    /// it to finish reads it meanwhile); if it runs again by then, its
+    /// next call loads it again.
+    fn let_go_later(&self, id: &str) {
+        let me = self.this.clone();
+        let id = id.to_string();
+        let actor_type = self.actor_type.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINGER).await;
+            let Some(me) = me.upgrade() else { return };
+            let running = {
+                let slot = me
+                    .instances
+                    .lock()
+                    .expect("instances lock")
+                    .get(&id)
+                    .cloned();
+                match slot {
+                    Some(slot) => {
+                        let mut inst = slot.lock().await;
+                        inst.lingering = false;
+                        inst.exists && !is_terminal(inst.meta.status)
+                    }
+                    None => return,
+                }
+            };
+            if !running && let Ok(a) = me.actors() {
+                a.deactivate(&(actor_type, id)).await;
+            }
+        });
     }
 
     async fn load(&self, rt: &Arc<Runtime>, id: &str, inst: &mut Inst) -> Result<(), ApiError> {
@@ -661,7 +806,7 @@ impl Workflows {
                     meta: s.meta,
                     history: s.history,
                     inbox: s.inbox,
-                    turn: None,
+                    ..Inst::default()
                 };
                 self.recover(rt, id, inst).await;
             }
@@ -679,32 +824,28 @@ impl Workflows {
         }
         let open = history::open_work(&inst.history, &inst.inbox);
         let generation = inst.meta.generation;
-        for (task, t) in open.activities {
+        for (task, t, router) in open.activities {
             let kind = hub::Kind::Activity {
                 instance: id.to_string(),
                 task,
                 generation,
+                owner: self.actor_type.clone(),
             };
             if !self.hub.holds(&kind) {
-                self.dispatch_activity(id, &inst.meta, task, t);
+                self.dispatch_activity(id, &inst.meta, task, t, router);
             }
         }
         for (timer, at) in open.timers {
             self.set_timer(rt, id, generation, timer, at).await;
         }
-        for (task, c) in open.children {
-            self.start_child(
-                id,
-                &inst.meta,
-                task,
-                c.instance_id,
-                c.name,
-                c.version,
-                c.input,
-            );
+        for (task, c, router) in open.children {
+            self.start_child(id, &inst.meta, task, c, router);
         }
-        self.ensure_wake(rt, id).await;
+        // Whether a wake reminder survived is not known: stored again
+        // while there is work out.
+        inst.wake = false;
         self.maybe_dispatch(id, inst);
+        self.tend_wake(rt, id, inst).await;
     }
 
     fn state_of(&self, id: &str, inst: &Inst) -> dt::GetInstanceResponse {
@@ -796,7 +937,7 @@ impl Workflows {
             for i in &inst.meta.inbox {
                 ops.push(store::delete(store::inbox_key(*i)));
             }
-            self.hub.forget(id);
+            self.hub.forget(id, &self.actor_type);
         }
         let now = now_ms();
         let generation = inst.meta.generation + 1;
@@ -830,16 +971,23 @@ impl Workflows {
         };
         ops.push(store::put_event(store::inbox_key(0), &started));
         ops.push(store::put_meta(&meta));
+        // The recovery reminder first: a crash right after the write must
+        // not leave an instance nothing wakes (a reminder without an
+        // instance removes itself).
+        if !inst.wake {
+            self.set_reminder(rt, id, "wake", WAKE.as_millis() as i64, Some(WAKE))
+                .await;
+        }
         store::write(rt, &self.actor_type, id, ops).await?;
         *inst = Inst {
             loaded: true,
             exists: true,
+            wake: true,
             meta,
             history: Vec::new(),
             inbox: vec![started],
-            turn: None,
+            ..Inst::default()
         };
-        self.ensure_wake(rt, id).await;
         if let Some(at) = inst.meta.start_at_ms {
             self.set_reminder(rt, id, "start", at - now, None).await;
         }
@@ -912,9 +1060,17 @@ impl Workflows {
             inst.loaded = false;
             return Err(err);
         }
+        let control = matches!(
+            e.event_type,
+            Some(E::ExecutionSuspended(_) | E::ExecutionResumed(_))
+        );
         inst.inbox.push(e);
         self.maybe_dispatch(id, inst);
-        self.changed(id);
+        self.tend_wake(rt, id, inst).await;
+        if control {
+            // Waiters watch the status; only these events change it here.
+            self.changed(id);
+        }
         Ok(Vec::new())
     }
 
@@ -975,8 +1131,16 @@ impl Workflows {
         });
     }
 
-    fn dispatch_activity(&self, id: &str, meta: &Meta, task: i32, t: dt::TaskScheduledEvent) {
+    fn dispatch_activity(
+        &self,
+        id: &str,
+        meta: &Meta,
+        task: i32,
+        t: dt::TaskScheduledEvent,
+        router: Option<dt::TaskRouter>,
+    ) {
         let generation = meta.generation;
+        let remote = self.remote_app(router.as_ref());
         let work = dt::WorkItem {
             request: Some(dt::work_item::Request::ActivityRequest(
                 dt::ActivityRequest {
@@ -997,12 +1161,44 @@ impl Workflows {
             )),
             completion_token: String::new(),
         };
+        if let Some(app) = remote {
+            // Run by the other app's workers: sent to its activity actor
+            // (retried until it lands; a restart here sends it again).
+            let Some(dt::work_item::Request::ActivityRequest(a)) = work.request else {
+                return;
+            };
+            let target = format!("dapr.internal.{}.{app}.activity", self.namespace);
+            let actor_id = format!("{id}::{task}::{generation}");
+            let what = format!("method/run/{}", self.app_id);
+            let body = a.encode_to_vec();
+            let me = self.this.clone();
+            tokio::spawn(async move {
+                let mut wait = Duration::from_millis(50);
+                loop {
+                    let Some(w) = me.upgrade() else { return };
+                    match w
+                        .send_to(&target, &actor_id, what.clone(), body.clone())
+                        .await
+                    {
+                        Ok(_) => return,
+                        Err(e) => {
+                            tracing::debug!(activity = %actor_id, app = %app, error = %e.message, "workflows: handing an activity to another app failed; trying again");
+                        }
+                    }
+                    drop(w);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            });
+            return;
+        }
         self.hub.dispatch(hub::Item {
             token: uuid::Uuid::new_v4().to_string(),
             kind: hub::Kind::Activity {
                 instance: id.to_string(),
                 task,
                 generation,
+                owner: self.actor_type.clone(),
             },
             work: Box::new(work),
             since: std::time::SystemTime::now(),
@@ -1050,6 +1246,7 @@ impl Workflows {
                 }
             }
         };
+        let status_before = inst.meta.status;
         let mut m = inst.meta.clone();
         let mut ops = Vec::new();
         // The inbox events the turn carried are history now.
@@ -1144,29 +1341,31 @@ impl Workflows {
         inst.history = history;
         inst.inbox = inbox;
         let generation = inst.meta.generation;
-        for (task, t, _router) in outcome.activities {
-            self.dispatch_activity(id, &inst.meta, task, t);
+        for (task, t, router) in outcome.activities {
+            self.dispatch_activity(id, &inst.meta, task, t, router);
         }
         for (timer, at) in outcome.timers {
             self.set_timer(rt, id, generation, timer, at).await;
         }
-        for (task, c, _router) in outcome.children {
-            self.start_child(
-                id,
-                &inst.meta,
-                task,
-                c.instance_id,
-                c.name,
-                c.version,
-                c.input,
-            );
+        for (task, c, router) in outcome.children {
+            let c = dt::ChildWorkflowInstanceCreatedEvent {
+                instance_id: c.instance_id,
+                name: c.name,
+                version: c.version,
+                input: c.input,
+                parent_trace_context: None,
+            };
+            self.start_child(id, &inst.meta, task, c, router);
         }
         if outcome.completion.is_some() {
             self.finished(rt, id, inst).await;
         } else {
             self.maybe_dispatch(id, inst);
+            self.tend_wake(rt, id, inst).await;
         }
-        self.changed(id);
+        if inst.meta.status != status_before {
+            self.changed(id);
+        }
         Ok(Vec::new())
     }
 
@@ -1175,7 +1374,7 @@ impl Workflows {
     /// recovery reminder dropped, and its actor let go a little later.
     async fn finished(&self, rt: &Arc<Runtime>, id: &str, inst: &mut Inst) {
         inst.turn = None;
-        self.hub.forget(id);
+        self.hub.forget(id, &self.actor_type);
         let status = match inst.meta.status {
             history::COMPLETED => "success",
             history::TERMINATED => "terminated",
@@ -1208,18 +1407,8 @@ impl Workflows {
         if inst.meta.parent.is_some() {
             self.notify_parent(id, inst);
         } else {
-            self.drop_wake(rt, id).await;
+            self.drop_wake(rt, id, inst).await;
         }
-        let me = self.this.clone();
-        let id = id.to_string();
-        let actor_type = self.actor_type.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(LINGER).await;
-            let Some(me) = me.upgrade() else { return };
-            if let Ok(a) = me.actors() {
-                a.deactivate(&(actor_type, id)).await;
-            }
-        });
     }
 
     /// Tells the parent how this child ended (retried until it lands;
@@ -1259,8 +1448,14 @@ impl Workflows {
             let mut wait = Duration::from_millis(50);
             loop {
                 let Some(w) = me.upgrade() else { return };
+                let parent_type = w.workflow_type(&p.app);
                 match w
-                    .send(&p.id, "method/event/child".into(), e.encode_to_vec())
+                    .send_to(
+                        &parent_type,
+                        &p.id,
+                        "method/event/child".into(),
+                        e.encode_to_vec(),
+                    )
                     .await
                 {
                     Ok(_) => break,
@@ -1287,18 +1482,19 @@ impl Workflows {
         parent_id: &str,
         parent: &Meta,
         task: i32,
-        child: String,
-        name: String,
-        version: Option<String>,
-        input: Option<String>,
+        c: dt::ChildWorkflowInstanceCreatedEvent,
+        router: Option<dt::TaskRouter>,
     ) {
-        let started = history::event(
+        let child_app = self.remote_app(router.as_ref());
+        let child_type = self.workflow_type(child_app.as_deref().unwrap_or_default());
+        let child = c.instance_id;
+        let mut started = history::event(
             -1,
             now_ms(),
             E::ExecutionStarted(dt::ExecutionStartedEvent {
-                name,
-                version,
-                input,
+                name: c.name,
+                version: c.version,
+                input: c.input,
                 workflow_instance: Some(dt::WorkflowInstance {
                     instance_id: child.clone(),
                     execution_id: Some(uuid::Uuid::new_v4().simple().to_string()),
@@ -1311,12 +1507,21 @@ impl Workflows {
                         instance_id: parent_id.to_string(),
                         execution_id: Some(parent.execution_id.clone()),
                     }),
-                    app_id: None,
+                    app_id: Some(self.app_id.clone()),
                     app_namespace: None,
+                }),
+                parent_trace_context: parent.trace.clone().map(|trace_parent| dt::TraceContext {
+                    trace_parent,
+                    ..Default::default()
                 }),
                 ..Default::default()
             }),
         );
+        started.router = Some(dt::TaskRouter {
+            source_app_id: self.app_id.clone(),
+            target_app_id: Some(child_app.clone().unwrap_or_else(|| self.app_id.clone())),
+            target_app_namespace: None,
+        });
         let me = self.this.clone();
         let parent_id = parent_id.to_string();
         let generation = parent.generation;
@@ -1325,7 +1530,12 @@ impl Workflows {
             loop {
                 let Some(w) = me.upgrade() else { return };
                 match w
-                    .send(&child, "method/create".into(), started.encode_to_vec())
+                    .send_to(
+                        &child_type,
+                        &child,
+                        "method/create".into(),
+                        started.encode_to_vec(),
+                    )
                     .await
                 {
                     Ok(_) => return,
@@ -1418,12 +1628,31 @@ impl Workflows {
         inst.history = history;
         inst.inbox.clear();
         if t.recurse {
-            for (_, c) in open.children {
+            for (_, c, router) in open.children {
                 let me = self.this.clone();
-                let output = t.input.clone();
+                let child_type = self.workflow_type(
+                    self.remote_app(router.as_ref())
+                        .as_deref()
+                        .unwrap_or_default(),
+                );
+                let stop = history::event(
+                    -1,
+                    now,
+                    E::ExecutionTerminated(dt::ExecutionTerminatedEvent {
+                        input: t.input.clone(),
+                        recurse: true,
+                    }),
+                );
                 tokio::spawn(async move {
                     if let Some(w) = me.upgrade()
-                        && let Err(e) = Box::pin(w.terminate(&c.instance_id, output, true)).await
+                        && let Err(e) = w
+                            .send_to(
+                                &child_type,
+                                &c.instance_id,
+                                "method/terminate".into(),
+                                stop.encode_to_vec(),
+                            )
+                            .await
                     {
                         tracing::debug!(child = %c.instance_id, error = %e.message, "workflows: terminating a child failed");
                     }
@@ -1457,9 +1686,14 @@ impl Workflows {
         }
         let mut count = 1;
         if recursive {
-            for child in history::children(&inst.history) {
-                match Box::pin(self.purge(&child, true)).await {
-                    Ok(n) => count += n,
+            for (child, app) in history::children(&inst.history) {
+                let child_type = self.workflow_type(app.as_deref().unwrap_or_default());
+                match Box::pin(self.send_to(&child_type, &child, "method/purge".into(), vec![1]))
+                    .await
+                {
+                    Ok(body) => {
+                        count += decode::<dt::PurgeInstancesResponse>(&body)?.deleted_instance_count
+                    }
                     Err(e) if e.http == StatusCode::NOT_FOUND => {}
                     Err(e) => return Err(e),
                 }
@@ -1481,7 +1715,7 @@ impl Workflows {
         )
         .await?;
         let _ = crate::actors::reminders::unregister_type(rt, &self.actor_type, Some(id)).await;
-        self.hub.forget(id);
+        self.hub.forget(id, &self.actor_type);
         *inst = Inst {
             loaded: true,
             ..Inst::default()
@@ -1502,6 +1736,9 @@ impl Workflows {
         name: &str,
     ) -> Result<Vec<u8>, ApiError> {
         if !inst.exists {
+            // A reminder of an instance purged or never written.
+            inst.wake = true;
+            self.drop_wake(rt, id, inst).await;
             return Ok(Vec::new());
         }
         if name == "notified" {
@@ -1509,7 +1746,8 @@ impl Workflows {
                 inst.meta.parent_notified = true;
                 store::write(rt, &self.actor_type, id, vec![store::put_meta(&inst.meta)]).await?;
             }
-            self.drop_wake(rt, id).await;
+            inst.wake = true;
+            self.drop_wake(rt, id, inst).await;
             return Ok(Vec::new());
         }
         if name == "wake" {
@@ -1517,21 +1755,24 @@ impl Workflows {
                 if inst.meta.parent.is_some() && !inst.meta.parent_notified {
                     self.notify_parent(id, inst);
                 } else {
-                    self.drop_wake(rt, id).await;
+                    inst.wake = true;
+                    self.drop_wake(rt, id, inst).await;
                 }
                 return Ok(Vec::new());
             }
             // Work lost from the hub (a worker's item given up on): out again.
             let open = history::open_work(&inst.history, &inst.inbox);
             let generation = inst.meta.generation;
-            for (task, t) in open.activities {
+            for (task, t, router) in open.activities {
                 let kind = hub::Kind::Activity {
                     instance: id.to_string(),
                     task,
                     generation,
+                    owner: self.actor_type.clone(),
                 };
-                if !self.hub.holds(&kind) {
-                    self.dispatch_activity(id, &inst.meta, task, t);
+                // Another app's: sent again (it drops what it holds).
+                if self.remote_app(router.as_ref()).is_some() || !self.hub.holds(&kind) {
+                    self.dispatch_activity(id, &inst.meta, task, t, router);
                 }
             }
             if inst.turn.is_some()
@@ -1579,12 +1820,29 @@ impl Workflows {
         self.set_reminder(rt, id, &name, at - now_ms(), None).await;
     }
 
-    async fn ensure_wake(&self, rt: &Arc<Runtime>, id: &str) {
-        self.set_reminder(rt, id, "wake", WAKE.as_millis() as i64, Some(WAKE))
-            .await;
+    /// Keeps a `wake` reminder while the instance has work out (a turn or
+    /// activities a crash could lose), and none while it only waits for
+    /// timers (their own reminders) or events (their callers load it).
+    async fn tend_wake(&self, rt: &Arc<Runtime>, id: &str, inst: &mut Inst) {
+        if is_terminal(inst.meta.status) {
+            return;
+        }
+        let busy = !inst.inbox.is_empty()
+            || inst.turn.is_some()
+            || !history::open_work(&inst.history, &inst.inbox)
+                .activities
+                .is_empty();
+        if busy && !inst.wake {
+            self.set_reminder(rt, id, "wake", WAKE.as_millis() as i64, Some(WAKE))
+                .await;
+            inst.wake = true;
+        } else if !busy && inst.wake {
+            self.drop_wake(rt, id, inst).await;
+        }
     }
 
-    async fn drop_wake(&self, rt: &Arc<Runtime>, id: &str) {
+    async fn drop_wake(&self, rt: &Arc<Runtime>, id: &str, inst: &mut Inst) {
+        inst.wake = false;
         if let Err(e) = crate::actors::reminders::unregister(rt, &self.actor_type, id, "wake").await
         {
             tracing::debug!(instance = %id, error = %e.message, "workflows: dropping the wake reminder failed");

@@ -208,6 +208,44 @@ def main():
     r = requests.post(f"{base}/http-{run}/purge")
     check(r.status_code == 202, "HTTP purge")
 
+    def http_status(iid):
+        return requests.get(f"{base}/{iid}").json()["runtimeStatus"]
+
+    def http_wait(iid, want):
+        end = time.time() + 30
+        while time.time() < end and http_status(iid) != want:
+            time.sleep(0.1)
+        return http_status(iid)
+
+    # An approval over HTTP: pause, an event while paused, resume.
+    iid = f"httpapprove-{run}"
+    r = requests.post(f"{base}/approval/start?instanceID={iid}", data="0")
+    check(r.status_code == 202, "HTTP start approval")
+    check(http_wait(iid, "RUNNING") == "RUNNING", "HTTP running")
+    check(requests.post(f"{base}/{iid}/pause").status_code == 202, "HTTP pause")
+    check(http_status(iid) == "SUSPENDED", "HTTP suspended")
+    r = requests.post(f"{base}/{iid}/raiseEvent/approve", data=json.dumps("by http"))
+    check(r.status_code == 202, "HTTP raiseEvent")
+    check(requests.post(f"{base}/{iid}/resume").status_code == 202, "HTTP resume")
+    check(http_wait(iid, "COMPLETED") == "COMPLETED", "HTTP approval completed")
+    out = requests.get(f"{base}/{iid}").json()["properties"]["dapr.workflow.output"]
+    check(json.loads(out) == {"approved": "by http"}, "HTTP approval output")
+    # Terminated over HTTP, then purged; a running one cannot be purged.
+    iid = f"httpterm-{run}"
+    requests.post(f"{base}/approval/start?instanceID={iid}", data="0")
+    check(http_wait(iid, "RUNNING") == "RUNNING", "HTTP running again")
+    r = requests.post(f"{base}/{iid}/purge")
+    check(r.status_code == 500 and r.json()["errorCode"] == "ERR_PURGE_WORKFLOW", f"HTTP purge running {r.text}")
+    check(requests.post(f"{base}/{iid}/terminate").status_code == 202, "HTTP terminate")
+    check(http_wait(iid, "TERMINATED") == "TERMINATED", "HTTP terminated")
+    check(requests.post(f"{base}/{iid}/purge").status_code == 202, "HTTP purge terminated")
+
+    # An unknown workflow name: the SDK's worker fails it with a reason.
+    iid = client.schedule_new_workflow("no_such_workflow", input=1)
+    s = done(iid)
+    check(s.runtime_status == wf.WorkflowStatus.FAILED, "unknown workflow name fails")
+    check("no_such_workflow" in (s.failure_details.message or ""), f"names it: {s.failure_details.message}")
+
     print("WORKFLOWS OK", flush=True)
     wfr.shutdown()
 

@@ -16,7 +16,22 @@ use std::sync::{Arc, Mutex};
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     table: String,
+    /// Writes waiting for the writer (group commit, `write`).
+    writes: Arc<Mutex<Writes>>,
 }
+
+type Reply = tokio::sync::oneshot::Sender<Result<(), StateError>>;
+
+/// Writes queued while the writer commits the ones before them.
+#[derive(Default)]
+struct Writes {
+    queue: Vec<(Vec<TransactionOp>, Reply)>,
+    /// A writer is on the blocking pool and will take the queue.
+    running: bool,
+}
+
+/// The most writes one commit carries.
+const GROUP: usize = 256;
 
 fn store_err(e: rusqlite::Error) -> StateError {
     StateError::Store(format!("sqlite: {e}"))
@@ -94,7 +109,11 @@ impl SqliteStore {
                 }
             });
         }
-        Ok(Self { conn, table })
+        Ok(Self {
+            conn,
+            table,
+            writes: Arc::default(),
+        })
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -121,12 +140,12 @@ impl SqliteStore {
         key: &str,
         now: i64,
     ) -> Result<Option<String>, StateError> {
-        tx.query_row(
-            &format!("SELECT etag FROM {table} WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)"),
-            params![key, now],
-            |r| r.get(0),
-        )
-        .optional()
+        // Statements are prepared once per connection (parsing SQL costs
+        // more than running these).
+        tx.prepare_cached(&format!(
+            "SELECT etag FROM {table} WHERE key = ?1 AND (expires_at IS NULL OR expires_at > ?2)"
+        ))
+        .and_then(|mut st| st.query_row(params![key, now], |r| r.get(0)).optional())
         .map_err(store_err)
     }
 
@@ -144,10 +163,17 @@ impl SqliteStore {
             req.etag.as_deref(),
             req.concurrency,
         )?;
-        tx.execute(
-            &format!("INSERT OR REPLACE INTO {table} (key, value, etag, expires_at) VALUES (?1, ?2, ?3, ?4)"),
-            params![req.key, req.value.as_ref(), new_etag(), ttl.map(|d| now + d.as_millis() as i64)],
-        )
+        tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO {table} (key, value, etag, expires_at) VALUES (?1, ?2, ?3, ?4)"
+        ))
+        .and_then(|mut st| {
+            st.execute(params![
+                req.key,
+                req.value.as_ref(),
+                new_etag(),
+                ttl.map(|d| now + d.as_millis() as i64)
+            ])
+        })
         .map_err(store_err)?;
         Ok(())
     }
@@ -160,12 +186,121 @@ impl SqliteStore {
     ) -> Result<(), StateError> {
         let current = Self::current_etag(tx, table, &req.key, now)?;
         check_delete(&req.key, current.as_deref(), req.etag.as_deref())?;
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE key = ?1"),
-            params![req.key],
-        )
-        .map_err(store_err)?;
+        tx.prepare_cached(&format!("DELETE FROM {table} WHERE key = ?1"))
+            .and_then(|mut st| st.execute(params![req.key]))
+            .map_err(store_err)?;
         Ok(())
+    }
+
+    /// One write (an all-or-nothing list of operations), committed with
+    /// whatever other writes are waiting: while the writer commits, new
+    /// writes queue, and the next commit takes them all, each in a
+    /// savepoint of its own (one that fails rolls back alone and gets its
+    /// error). Every write is answered only after the commit that holds
+    /// it, so under load many writes share one commit — and one trip to
+    /// the blocking pool — and alone a write is exactly one transaction.
+    async fn write(&self, ops: Vec<TransactionOp>) -> Result<(), StateError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut w = self
+                .writes
+                .lock()
+                .map_err(|_| StateError::Store("sqlite write queue poisoned".into()))?;
+            w.queue.push((ops, tx));
+            !std::mem::replace(&mut w.running, true)
+        };
+        if start {
+            let (conn, table, writes) =
+                (self.conn.clone(), self.table.clone(), self.writes.clone());
+            tokio::task::spawn_blocking(move || Self::writer(&conn, &table, &writes));
+        }
+        rx.await
+            .map_err(|_| StateError::Store("sqlite writer stopped".into()))?
+    }
+
+    /// Commits queued writes until the queue is empty.
+    fn writer(conn: &Mutex<Connection>, table: &str, writes: &Mutex<Writes>) {
+        /// A writer that panics leaves the queue to the next write.
+        struct Stopped<'a>(&'a Mutex<Writes>);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking()
+                    && let Ok(mut w) = self.0.lock()
+                {
+                    w.running = false;
+                }
+            }
+        }
+        let _stopped = Stopped(writes);
+        loop {
+            let batch: Vec<(Vec<TransactionOp>, Reply)> = {
+                let Ok(mut w) = writes.lock() else { return };
+                if w.queue.is_empty() {
+                    w.running = false;
+                    return;
+                }
+                let n = w.queue.len().min(GROUP);
+                w.queue.drain(..n).collect()
+            };
+            let Ok(mut c) = conn.lock() else {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StateError::Store(
+                        "sqlite connection lock poisoned".into(),
+                    )));
+                }
+                continue;
+            };
+            if batch.len() == 1 {
+                let (ops, reply) = batch.into_iter().next().expect("one write");
+                let _ = reply.send(Self::write_all(&mut c, table, &ops));
+                continue;
+            }
+            let results = Self::write_group(&mut c, table, &batch);
+            for ((_, reply), r) in batch.into_iter().zip(results) {
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Several writes in one transaction, each in its own savepoint.
+    fn write_group(
+        conn: &mut Connection,
+        table: &str,
+        batch: &[(Vec<TransactionOp>, Reply)],
+    ) -> Vec<Result<(), StateError>> {
+        let failed = |e: &StateError| -> Vec<Result<(), StateError>> {
+            batch
+                .iter()
+                .map(|_| Err(StateError::Store(e.to_string())))
+                .collect()
+        };
+        let mut tx = match conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(store_err)
+        {
+            Ok(tx) => tx,
+            Err(e) => return failed(&e),
+        };
+        let now = now_ms();
+        let mut results = Vec::with_capacity(batch.len());
+        for (ops, _) in batch {
+            let r = (|| {
+                let sp = tx.savepoint().map_err(store_err)?;
+                for op in ops {
+                    match op {
+                        TransactionOp::Upsert(s) => Self::apply_set(&sp, table, s, now)?,
+                        TransactionOp::Delete(d) => Self::apply_delete(&sp, table, d, now)?,
+                    }
+                }
+                sp.commit().map_err(store_err)
+                // On an error above, `sp` drops and rolls back to itself.
+            })();
+            results.push(r);
+        }
+        match tx.commit().map_err(store_err) {
+            Ok(()) => results,
+            Err(e) => failed(&e),
+        }
     }
 
     /// Runs `ops` in one immediate transaction: all or nothing.
@@ -295,22 +430,14 @@ impl StateStore for SqliteStore {
     }
 
     fn set<'a>(&'a self, req: SetRequest) -> StateFuture<'a, ()> {
-        Box::pin(
-            self.with_conn(move |c, table| {
-                Self::write_all(c, table, &[TransactionOp::Upsert(req)])
-            }),
-        )
+        Box::pin(self.write(vec![TransactionOp::Upsert(req)]))
     }
 
     fn delete<'a>(&'a self, req: DeleteRequest) -> StateFuture<'a, ()> {
-        Box::pin(
-            self.with_conn(move |c, table| {
-                Self::write_all(c, table, &[TransactionOp::Delete(req)])
-            }),
-        )
+        Box::pin(self.write(vec![TransactionOp::Delete(req)]))
     }
 
     fn transact<'a>(&'a self, ops: Vec<TransactionOp>) -> StateFuture<'a, ()> {
-        Box::pin(self.with_conn(move |c, table| Self::write_all(c, table, &ops)))
+        Box::pin(self.write(ops))
     }
 }
