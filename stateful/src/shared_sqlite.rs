@@ -70,10 +70,23 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// One engine's connection, used off the async threads: each call runs on
-/// the blocking pool with the connection to itself.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Calls waiting for the connection, and whether a runner takes them.
+#[derive(Default)]
+struct Queue {
+    jobs: std::collections::VecDeque<Job>,
+    running: bool,
+}
+
+/// One engine's connection, used off the async threads. Calls queue; one
+/// runner on the blocking pool takes them in order, each with the
+/// connection to itself (each still its own transaction): under load many
+/// calls share one trip to the blocking pool instead of a thread hand-off
+/// each.
 pub struct Db {
     conn: std::sync::Arc<std::sync::Mutex<Connection>>,
+    queue: std::sync::Arc<std::sync::Mutex<Queue>>,
     /// What it is, for errors ("the job store /path/jobs.db").
     pub what: String,
 }
@@ -85,6 +98,7 @@ impl Db {
             .map_err(|e| format!("cannot create the tables of {what}: {e}"))?;
         Ok(Self {
             conn: std::sync::Arc::new(std::sync::Mutex::new(conn)),
+            queue: std::sync::Arc::default(),
             what,
         })
     }
@@ -94,13 +108,50 @@ impl Db {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, crate::engine::EngineError> + Send + 'static,
     ) -> Result<T, crate::engine::EngineError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut c)
-        })
-        .await
-        .map_err(|e| crate::engine::EngineError::Unavailable(format!("{}: {e}", self.what)))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |c: &mut Connection| {
+            let _ = tx.send(f(c));
+        });
+        let start = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.jobs.push_back(job);
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            let (conn, queue) = (self.conn.clone(), self.queue.clone());
+            tokio::task::spawn_blocking(move || run(&conn, &queue));
+        }
+        rx.await.map_err(|_| {
+            crate::engine::EngineError::Unavailable(format!("{}: the call was dropped", self.what))
+        })?
+    }
+}
+
+/// Runs queued calls until none is left.
+fn run(conn: &std::sync::Mutex<Connection>, queue: &std::sync::Mutex<Queue>) {
+    /// A call that panics leaves the queue to the next caller.
+    struct Stopped<'a>(&'a std::sync::Mutex<Queue>);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.lock().unwrap_or_else(|e| e.into_inner()).running = false;
+            }
+        }
+    }
+    let _stopped = Stopped(queue);
+    loop {
+        let job = {
+            let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
+            match q.jobs.pop_front() {
+                Some(j) => j,
+                None => {
+                    q.running = false;
+                    return;
+                }
+            }
+        };
+        let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
+        job(&mut c);
     }
 }
 

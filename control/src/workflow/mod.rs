@@ -971,14 +971,17 @@ impl Workflows {
         };
         ops.push(store::put_event(store::inbox_key(0), &started));
         ops.push(store::put_meta(&meta));
-        // The recovery reminder first: a crash right after the write must
-        // not leave an instance nothing wakes (a reminder without an
-        // instance removes itself).
-        if !inst.wake {
-            self.set_reminder(rt, id, "wake", WAKE.as_millis() as i64, Some(WAKE))
-                .await;
-        }
-        store::write(rt, &self.actor_type, id, ops).await?;
+        // The recovery reminder with the write (both before the start is
+        // acknowledged): a crash between them must not leave an instance
+        // nothing wakes (a reminder without an instance removes itself).
+        let wake = async {
+            if !inst.wake {
+                self.set_reminder(rt, id, "wake", WAKE.as_millis() as i64, Some(WAKE))
+                    .await;
+            }
+        };
+        let (_, written) = tokio::join!(wake, store::write(rt, &self.actor_type, id, ops));
+        written?;
         *inst = Inst {
             loaded: true,
             exists: true,
@@ -1407,7 +1410,19 @@ impl Workflows {
         if inst.meta.parent.is_some() {
             self.notify_parent(id, inst);
         } else {
-            self.drop_wake(rt, id, inst).await;
+            // Off the caller's path: a reminder left behind by a crash
+            // finds the instance finished and removes itself.
+            inst.wake = false;
+            let (me, id) = (self.this.clone(), id.to_string());
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                if let Some(me) = me.upgrade()
+                    && let Err(e) =
+                        crate::actors::reminders::unregister(&rt, &me.actor_type, &id, "wake").await
+                {
+                    tracing::debug!(instance = %id, error = %e.message, "workflows: dropping the wake reminder failed");
+                }
+            });
         }
     }
 
