@@ -107,7 +107,6 @@ async fn sigkill(etcd: Option<Cluster>) {
     let mut s = start_sidecar(&home, &res);
     let worker = Worker::new(endpoint(&s));
     *worker.activity_ms.lock().unwrap() = (100, 400);
-    tokio::spawn(worker.clone().run());
     let mut c = w::connect(&endpoint(&s)).await.unwrap();
     let run = common::run_id();
     let ids: Vec<String> = (0..200).map(|i| format!("k{run}-{i}")).collect();
@@ -118,6 +117,9 @@ async fn sigkill(etcd: Option<Cluster>) {
             .unwrap();
     }
     println!("sigkill: 200 started in {:?}", t0.elapsed());
+    // The worker comes once all are started (their turns wait for it), so
+    // the kill below lands mid-run however fast the starts were.
+    tokio::spawn(worker.clone().run());
     let started = Instant::now();
     // Killed once a quarter of the activities are done.
     while worker.stats.acked.lock().unwrap().len() < 150 {

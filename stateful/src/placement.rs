@@ -17,7 +17,7 @@
 //!   long as their old host takes to drain them, and never the rest.
 
 use crate::engine::{EngineError, EngineFuture};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -233,9 +233,7 @@ impl Placement for SqlitePlacement {
         let (ns, me) = (namespace.to_string(), me.clone());
         Box::pin(self.with(move |c, what| {
             let record = serde_json::to_string(&me).expect("a host serialises");
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(failed(what))?;
+            let tx = c.savepoint().map_err(failed(what))?;
             tx.execute(
                 "INSERT INTO tandem_actor_hosts (namespace, id, host, lease_until)
                  VALUES (?1, ?2, ?3, ?4)
@@ -283,9 +281,7 @@ impl Placement for SqlitePlacement {
     fn leave<'a>(&'a self, namespace: &'a str, me: &'a str) -> EngineFuture<'a, ()> {
         let (ns, me) = (namespace.to_string(), me.to_string());
         Box::pin(self.with(move |c, what| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(failed(what))?;
+            let tx = c.savepoint().map_err(failed(what))?;
             tx.execute(
                 "DELETE FROM tandem_actor_activations WHERE namespace = ?1 AND host = ?2",
                 params![ns, me],
@@ -315,10 +311,8 @@ impl Placement for SqlitePlacement {
             me.to_string(),
         );
         Box::pin(self.with(move |c, what| {
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(failed(what))?;
-            let lease = |tx: &rusqlite::Transaction, host: &str| {
+            let tx = c.savepoint().map_err(failed(what))?;
+            let lease = |tx: &rusqlite::Savepoint, host: &str| {
                 tx.query_row(
                     "SELECT host, lease_until FROM tandem_actor_hosts
                      WHERE namespace = ?1 AND id = ?2",

@@ -70,7 +70,10 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// A queued call: runs with the connection and leaves what answers its
+/// caller once the transaction holding it is committed (or not).
+type Job = Box<dyn FnOnce(&mut Connection) -> Answer + Send>;
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// Calls waiting for the connection, and whether a runner takes them.
 #[derive(Default)]
@@ -80,10 +83,13 @@ struct Queue {
 }
 
 /// One engine's connection, used off the async threads. Calls queue; one
-/// runner on the blocking pool takes them in order, each with the
-/// connection to itself (each still its own transaction): under load many
-/// calls share one trip to the blocking pool instead of a thread hand-off
-/// each.
+/// runner on the blocking pool takes what is queued and runs it in one
+/// IMMEDIATE transaction — each call inside its own savepoint (the
+/// engines' calls open savepoints, not transactions), one that fails
+/// rolled back alone — and answers the callers only after the commit. So
+/// under load many calls share one commit (one sync to disk, with the job
+/// store's `synchronous = FULL`) and one trip to the blocking pool, and a
+/// call alone is one transaction as before.
 pub struct Db {
     conn: std::sync::Arc<std::sync::Mutex<Connection>>,
     queue: std::sync::Arc<std::sync::Mutex<Queue>>,
@@ -109,8 +115,18 @@ impl Db {
         f: impl FnOnce(&mut Connection) -> Result<T, crate::engine::EngineError> + Send + 'static,
     ) -> Result<T, crate::engine::EngineError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let what = self.what.clone();
         let job: Job = Box::new(move |c: &mut Connection| {
-            let _ = tx.send(f(c));
+            let out = f(c);
+            Box::new(move |commit_failed: Option<&str>| {
+                let out = match (out, commit_failed) {
+                    (Ok(_), Some(e)) => Err(crate::engine::EngineError::Unavailable(format!(
+                        "{what}: committing failed: {e}"
+                    ))),
+                    (out, _) => out,
+                };
+                let _ = tx.send(out);
+            })
         });
         let start = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -140,20 +156,41 @@ fn run(conn: &std::sync::Mutex<Connection>, queue: &std::sync::Mutex<Queue>) {
     }
     let _stopped = Stopped(queue);
     loop {
-        let job = {
+        let batch: Vec<Job> = {
             let mut q = queue.lock().unwrap_or_else(|e| e.into_inner());
-            match q.jobs.pop_front() {
-                Some(j) => j,
-                None => {
-                    q.running = false;
-                    return;
-                }
+            if q.jobs.is_empty() {
+                q.running = false;
+                return;
             }
+            let n = q.jobs.len().min(GROUP);
+            q.jobs.drain(..n).collect()
         };
         let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
-        job(&mut c);
+        if !c.is_autocommit() {
+            // Left open by a call that panicked: nothing of it is kept.
+            let _ = c.execute_batch("ROLLBACK");
+        }
+        // The write lock for the whole batch (the busy handler waits for
+        // it); a batch that cannot have it runs each call on its own.
+        let grouped = c.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let answers: Vec<Answer> = batch.into_iter().map(|job| job(&mut c)).collect();
+        let failed = if grouped {
+            c.execute_batch("COMMIT").err().map(|e| {
+                let _ = c.execute_batch("ROLLBACK");
+                e.to_string()
+            })
+        } else {
+            None
+        };
+        drop(c);
+        for answer in answers {
+            answer(failed.as_deref());
+        }
     }
 }
+
+/// The most calls one commit carries.
+const GROUP: usize = 256;
 
 #[cfg(test)]
 mod tests {

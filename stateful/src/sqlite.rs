@@ -10,7 +10,7 @@
 
 use crate::engine::{Claim, Engine, EngineError, EngineFuture, Owner, Settle};
 use crate::job::Job;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::time::Duration;
 
@@ -226,9 +226,7 @@ impl Engine for Sqlite {
         let (key, name, what) = (owner.key(), name.to_string(), self.what.clone());
         Box::pin(self.with(move |c| {
             let fail = failed(&what);
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(&fail)?;
+            let tx = c.savepoint().map_err(&fail)?;
             tx.execute(&retire("owner = ?1 AND name = ?2"), params![key, name])
                 .map_err(&fail)?;
             tx.execute(
@@ -245,9 +243,7 @@ impl Engine for Sqlite {
         Box::pin(self.with(move |c| {
             let fail = failed(&what);
             let filter = "owner = ?1 AND name LIKE ?2 ESCAPE '\\'";
-            let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(&fail)?;
+            let tx = c.savepoint().map_err(&fail)?;
             tx.execute(&retire(filter), params![key, pattern])
                 .map_err(&fail)?;
             let n = tx
@@ -292,7 +288,7 @@ impl Engine for Sqlite {
         Box::pin(self.with(move |c| {
             let fail = failed(&what);
             let tx = c
-                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .savepoint()
                 .map_err(&fail)?;
             let mut found = Vec::new();
             {
@@ -378,7 +374,7 @@ impl Engine for Sqlite {
         Box::pin(self.with(move |c| {
             let fail = failed(&what);
             // One transaction for the lot: one sync to disk, however many.
-            let tx = c.transaction().map_err(&fail)?;
+            let tx = c.savepoint().map_err(&fail)?;
             for (name, token, outcome) in settles {
                 settle_one(&tx, &key, &name, token, outcome).map_err(&fail)?;
             }
