@@ -253,18 +253,7 @@ fn resources(home: &TempDir, timeout: bool) -> String {
 /// they would share a database), a coordination component when the
 /// placement table and reminders live in `etcd`.
 fn resources_on(home: &TempDir, timeout: bool, etcd: Option<&Cluster>) -> String {
-    let db = home.path().join("actor-state.db");
-    home.write(
-        "res/state.yaml",
-        &common::component(
-            "actorstate",
-            "state.sqlite",
-            &[
-                ("connectionString", db.to_str().unwrap()),
-                ("actorStateStore", "true"),
-            ],
-        ),
-    );
+    let res = common::actor_state_resources(home);
     if let Some(cluster) = etcd {
         home.write(
             "res/etcd.yaml",
@@ -286,7 +275,7 @@ fn resources_on(home: &TempDir, timeout: bool, etcd: Option<&Cluster>) -> String
         "apiVersion: dapr.io/v1alpha1\nkind: Resiliency\nmetadata:\n  name: actor-timeouts\nspec:\n  policies:\n    timeouts:\n      actorCall: 2s\n  targets:\n    actors:\n      Checker:\n        timeout: actorCall\n",
     );
     }
-    home.path().join("res").display().to_string()
+    res
 }
 
 /// The checker app, a home with its resources, and the app's port.

@@ -1189,19 +1189,7 @@ async fn a_workflow_is_one_trace_with_its_metrics() {
     let port = otlp_http_receiver(spans.clone()).await;
     let home = TempDir::new("tracing-workflows");
     let config = home.write("tracing.yaml", &otlp_http_config(port));
-    let db = home.path().join("state.db");
-    home.write(
-        "res/state.yaml",
-        &common::component(
-            "actorstate",
-            "state.sqlite",
-            &[
-                ("connectionString", db.to_str().unwrap()),
-                ("actorStateStore", "true"),
-            ],
-        ),
-    );
-    let res = home.path().join("res").display().to_string();
+    let res = common::actor_state_resources(&home);
     let (h, c) = (
         home.path().to_str().unwrap().to_string(),
         config.to_str().unwrap().to_string(),

@@ -15,18 +15,7 @@ use tandem_stateful::etcd_cluster::Cluster;
 /// The actor state store (a file the restarted sidecar finds again) and,
 /// on etcd, the coordination component (placement and reminders).
 fn resources(home: &TempDir, etcd: Option<&Cluster>) -> String {
-    let db = home.path().join("actor-state.db");
-    home.write(
-        "res/state.yaml",
-        &common::component(
-            "actorstate",
-            "state.sqlite",
-            &[
-                ("connectionString", db.to_str().unwrap()),
-                ("actorStateStore", "true"),
-            ],
-        ),
-    );
+    let res = common::actor_state_resources(home);
     if let Some(cluster) = etcd {
         home.write(
             "res/etcd.yaml",
@@ -42,7 +31,7 @@ fn resources(home: &TempDir, etcd: Option<&Cluster>) -> String {
             ),
         );
     }
-    home.path().join("res").display().to_string()
+    res
 }
 
 fn start_sidecar(home: &TempDir, res: &str) -> Sidecar {

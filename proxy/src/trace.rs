@@ -465,27 +465,7 @@ impl Tracer {
         kind: Kind,
         parent: Option<Context>,
     ) -> Span {
-        if let Some((_, tracer)) = &self.sdk {
-            let cx = match parent {
-                Some(p) => opentelemetry::Context::new().with_remote_span_context(p.remote()),
-                None => opentelemetry::Context::new(),
-            };
-            let span = tracer
-                .span_builder(name())
-                .with_kind(kind.into())
-                .start_with_context(tracer, &cx);
-            if let Some(span) = Span::from_sdk(span) {
-                return span;
-            }
-        }
-        Span {
-            context: Context {
-                trace_id: parent.map_or_else(random::<16>, |p| p.trace_id),
-                span_id: random::<8>(),
-                sampled: parent.is_some_and(|p| p.sampled),
-            },
-            recording: None,
-        }
+        self.begin(name, kind, parent, None)
     }
 
     /// A span that began at `start` (work that ran while nothing was held
@@ -497,21 +477,37 @@ impl Tracer {
         parent: Option<Context>,
         start: SystemTime,
     ) -> Span {
+        self.begin(name, kind, parent, Some(start))
+    }
+
+    fn begin(
+        &self,
+        name: impl FnOnce() -> String,
+        kind: Kind,
+        parent: Option<Context>,
+        start: Option<SystemTime>,
+    ) -> Span {
         if let Some((_, tracer)) = &self.sdk {
             let cx = match parent {
                 Some(p) => opentelemetry::Context::new().with_remote_span_context(p.remote()),
                 None => opentelemetry::Context::new(),
             };
-            let span = tracer
-                .span_builder(name())
-                .with_kind(kind.into())
-                .with_start_time(start)
-                .start_with_context(tracer, &cx);
-            if let Some(span) = Span::from_sdk(span) {
+            let mut builder = tracer.span_builder(name()).with_kind(kind.into());
+            if let Some(at) = start {
+                builder = builder.with_start_time(at);
+            }
+            if let Some(span) = Span::from_sdk(builder.start_with_context(tracer, &cx)) {
                 return span;
             }
         }
-        self.start(String::new, kind, parent)
+        Span {
+            context: Context {
+                trace_id: parent.map_or_else(random::<16>, |p| p.trace_id),
+                span_id: random::<8>(),
+                sampled: parent.is_some_and(|p| p.sampled),
+            },
+            recording: None,
+        }
     }
 
     /// The root of a new trace linked to the traces of `links` — one span

@@ -459,6 +459,25 @@ pub fn component(name: &str, type_: &str, metadata: &[(&str, &str)]) -> String {
     s
 }
 
+/// Writes `res/state.yaml` in `home`: a `state.sqlite` actor state store in
+/// a file of the home (one every sidecar of the test shares, and a
+/// restarted one finds again); returns the `res` folder.
+pub fn actor_state_resources(home: &TempDir) -> String {
+    let db = home.path().join("actor-state.db");
+    home.write(
+        "res/state.yaml",
+        &component(
+            "actorstate",
+            "state.sqlite",
+            &[
+                ("connectionString", db.to_str().unwrap()),
+                ("actorStateStore", "true"),
+            ],
+        ),
+    );
+    home.path().join("res").display().to_string()
+}
+
 /// A server process of the test's own (Redis, NATS, Mosquitto, …), which
 /// it can stop and start again on the same port and data directory.
 pub struct OwnServer {

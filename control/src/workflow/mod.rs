@@ -457,20 +457,17 @@ impl Workflows {
     }
 
     pub async fn suspend(&self, id: &str, reason: Option<String>) -> Result<(), ApiError> {
-        let e = history::event(
-            -1,
-            now_ms(),
-            E::ExecutionSuspended(dt::ExecutionSuspendedEvent { input: reason }),
-        );
-        self.add_event(id, "method/event/control", e).await
+        let e = E::ExecutionSuspended(dt::ExecutionSuspendedEvent { input: reason });
+        self.control(id, e).await
     }
 
     pub async fn resume(&self, id: &str, reason: Option<String>) -> Result<(), ApiError> {
-        let e = history::event(
-            -1,
-            now_ms(),
-            E::ExecutionResumed(dt::ExecutionResumedEvent { input: reason }),
-        );
+        let e = E::ExecutionResumed(dt::ExecutionResumedEvent { input: reason });
+        self.control(id, e).await
+    }
+
+    async fn control(&self, id: &str, e: E) -> Result<(), ApiError> {
+        let e = history::event(-1, now_ms(), e);
         self.add_event(id, "method/event/control", e).await
     }
 
