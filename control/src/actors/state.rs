@@ -31,7 +31,7 @@ fn no_store() -> ApiError {
     )
 }
 
-fn store(rt: &Runtime) -> Result<crate::components::StateComponent, ApiError> {
+pub(crate) fn store(rt: &Runtime) -> Result<crate::components::StateComponent, ApiError> {
     rt.snapshot()
         .state_stores
         .values()

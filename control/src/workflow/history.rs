@@ -88,9 +88,16 @@ pub struct Parent {
     pub app: String,
 }
 
+/// Marks an instance's metadata among the actor state store's values, so
+/// a query can list instances (`ListInstanceIDs`).
+pub const META_KIND: &str = "dapr.workflow";
+
 /// What is kept about an instance beside its events (the `metadata` key).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Meta {
+    /// Always `META_KIND` (set when written).
+    #[serde(default)]
+    pub kind: String,
     pub name: String,
     #[serde(default)]
     pub generation: u64,

@@ -284,11 +284,32 @@ impl TaskHubSidecarService for TaskHub {
 
     async fn list_instance_i_ds(
         &self,
-        _req: Request<dt::ListInstanceIDsRequest>,
+        req: Request<dt::ListInstanceIDsRequest>,
     ) -> Result<Response<dt::ListInstanceIDsResponse>, Status> {
-        Err(Status::unimplemented(
-            "listing instance ids is not supported by this sidecar (the actor state store is not listable)",
-        ))
+        let rt = self.rt.clone();
+        let r = self
+            .run("ListInstanceIDs", req, |w, r| async move {
+                super::store::list(
+                    &rt,
+                    &w.actor_type,
+                    r.page_size,
+                    r.continuation_token.as_deref(),
+                )
+                .await
+            })
+            .await?
+            .into_inner();
+        match r {
+            Some((instance_ids, continuation_token)) => {
+                Ok(Response::new(dt::ListInstanceIDsResponse {
+                    instance_ids,
+                    continuation_token,
+                }))
+            }
+            None => Err(Status::unimplemented(
+                "listing workflow instances needs an actor state store with the query API (state.sqlite, state.postgresql); this one has none",
+            )),
+        }
     }
 
     async fn get_instance_history(

@@ -40,10 +40,72 @@ pub fn put_event(key: String, e: &dt::HistoryEvent) -> Op {
 }
 
 pub fn put_meta(m: &Meta) -> Op {
+    let mut m = std::borrow::Cow::Borrowed(m);
+    if m.kind != super::history::META_KIND {
+        m.to_mut().kind = super::history::META_KIND.into();
+    }
     upsert(
         META.into(),
-        Bytes::from(serde_json::to_vec(m).expect("metadata serialises")),
+        Bytes::from(serde_json::to_vec(&*m).expect("metadata serialises")),
     )
+}
+
+/// One page of the app's instance ids, through the actor state store's
+/// query API (the metadata values carry `kind: dapr.workflow`): `None`
+/// when the store has no query API.
+pub async fn list(
+    rt: &Runtime,
+    actor_type: &str,
+    page_size: Option<u32>,
+    token: Option<&str>,
+) -> Result<Option<(Vec<String>, Option<String>)>, ApiError> {
+    use crate::components::state::{feature, query};
+    let s = state::store(rt)?;
+    if !s.store.has(feature::QUERY_API) {
+        return Ok(None);
+    }
+    let offset = match token.filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => t.parse().map_err(|_| {
+            ApiError::new(
+                http::StatusCode::BAD_REQUEST,
+                tonic::Code::InvalidArgument,
+                "ERR_MALFORMED_REQUEST",
+                format!("continuation token `{t}` is not one this sidecar gave"),
+            )
+        })?,
+    };
+    let q = query::Query {
+        filter: Some(query::Filter::Eq(
+            vec!["kind".into()],
+            serde_json::Value::String(super::history::META_KIND.into()),
+        )),
+        sort: Vec::new(),
+        limit: page_size.filter(|n| *n > 0).map(u64::from),
+        offset,
+    };
+    // The store adds the `||` after the prefix.
+    let prefix = format!("{}||{actor_type}", rt.app_id());
+    let r = s.store.query(q, Some(prefix.clone())).await.map_err(|e| {
+        ApiError::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            tonic::Code::Internal,
+            "ERR_STATE_QUERY",
+            format!("listing workflow instances failed: {e}"),
+        )
+    })?;
+    let ids = r
+        .items
+        .iter()
+        .filter_map(|i| {
+            i.key
+                .strip_prefix(&prefix)?
+                .strip_prefix("||")?
+                .strip_suffix("||metadata")
+        })
+        .map(str::to_string)
+        .collect();
+    Ok(Some((ids, r.token)))
 }
 
 /// An instance as stored: its metadata, history and inbox.

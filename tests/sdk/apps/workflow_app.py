@@ -191,6 +191,12 @@ def main():
     client.purge_workflow(iid)
     check(client.get_workflow_state(iid) is None, "purged")
 
+    # Every instance of the app, a few ids a page.
+    ids = list(client.iter_workflow_instance_ids(page_size=3))
+    check(f"chain-{run}" in ids and f"parent-{run}-kid" in ids, f"ListInstanceIDs pages through them: {ids}")
+    check(f"term-{run}" not in ids, "a purged instance is not listed")
+    check(len(ids) == len(set(ids)), "no id twice across pages")
+
     # Dapr's HTTP workflow API, on the same engine.
     base = f"http://127.0.0.1:{os.environ['DAPR_HTTP_PORT']}/v1.0/workflows/dapr"
     r = requests.post(f"{base}/chain/start?instanceID=http-{run}", data=json.dumps("ann"))
