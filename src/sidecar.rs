@@ -459,7 +459,7 @@ fn start_actors(rt: &Arc<Runtime>, config: tandem_control::actors::config::Actor
         tracing::info!(types = ?config.entities, placement = %placement.what(), "actors: hosting actor types");
     }
     let actors = tandem_control::actors::Actors::start(rt, config, address, placement);
-    tandem_control::workflow::Workflows::launch(rt, &actors);
+    tandem_control::workflow::Workflows::launch(rt);
     let _ = rt
         .actor_door
         .set(Arc::new(tandem_control::actors::Door(Arc::downgrade(

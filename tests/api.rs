@@ -370,13 +370,18 @@ fn unknown_routes_and_unbuilt_apis_answer_clearly() {
         "{}",
         r.text()
     );
+    // Workflows without an actor state store: daprd's start error, saying
+    // what is missing.
     let r = s.request("POST", "/v1.0-alpha1/workflows/dapr/w/start", b"{}");
     assert_eq!(
         (r.status, r.error_code().as_str()),
-        (501, "ERR_API_UNIMPLEMENTED")
+        (500, "ERR_START_WORKFLOW")
     );
     assert!(
-        r.json()["message"].as_str().unwrap().contains("workflows"),
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("actorStateStore"),
         "{}",
         r.text()
     );
@@ -488,11 +493,12 @@ async fn grpc_calls_outside_our_api_and_oversize_messages_fail_fast() {
         .await
         .unwrap();
 
-    // An RPC that exists in Dapr but not (yet) in tandem, e.g. workflows.
+    // A method the Dapr service does not have (every RPC of Dapr's own
+    // proto is served now).
     let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.unwrap();
     let path =
-        http::uri::PathAndQuery::from_static("/dapr.proto.runtime.v1.Dapr/StartWorkflowBeta1");
+        http::uri::PathAndQuery::from_static("/dapr.proto.runtime.v1.Dapr/NoSuchMethodAlpha9");
     let call = grpc.unary::<rt::GetMetadataRequest, rt::GetMetadataResponse, _>(
         tonic::Request::new(rt::GetMetadataRequest {}),
         path,

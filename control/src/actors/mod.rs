@@ -414,14 +414,16 @@ impl Actors {
             || self.internal.load().contains_key(actor_type)
     }
 
-    /// Hosts an actor type run by the sidecar itself (from the next
-    /// heartbeat on, which is sent now).
-    pub fn host_internal(self: &Arc<Self>, actor_type: &str, handler: Arc<dyn Internal>) {
+    /// Hosts actor types run by the sidecar itself: registered by a
+    /// heartbeat sent now (answered when it is done).
+    pub async fn host_internal(self: &Arc<Self>, types: &[&str], handler: Arc<dyn Internal>) {
         let mut m = HashMap::clone(&self.internal.load());
-        m.insert(actor_type.to_string(), handler);
+        for t in types {
+            m.insert(t.to_string(), handler.clone());
+        }
         self.internal.store(Arc::new(m));
-        let me = self.clone();
-        tokio::spawn(async move { me.beat().await });
+        // In the table before the first call for them.
+        self.beat().await;
     }
 
     /// The types this host registers: the app's and its own.

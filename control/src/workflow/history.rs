@@ -241,6 +241,111 @@ pub fn children(history: &[dt::HistoryEvent]) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// The history a rerun starts from: `history` up to the event `target`
+/// (an activity, a timer or a child the workflow created), each
+/// completion kept with what it completes; then the work still open at
+/// that point — unanswered activities, timers, children (their ids made
+/// new: `<new_id>:<event id as 4 hex digits>`) — and the target itself,
+/// with `input` (`Some`: overwrite) or the new child id. What is open in it
+/// is handed out when the new instance is loaded. An `Err` carries the
+/// status (NOT_FOUND: no such event) and why.
+pub fn fork(
+    history: &[dt::HistoryEvent],
+    target: i32,
+    new_id: &str,
+    input: Option<Option<String>>,
+    new_child_id: Option<String>,
+) -> Result<Vec<dt::HistoryEvent>, (http::StatusCode, String)> {
+    use std::collections::BTreeMap;
+    let mut out = Vec::new();
+    let mut activities: BTreeMap<i32, dt::HistoryEvent> = BTreeMap::new();
+    let mut timers: BTreeMap<i32, dt::HistoryEvent> = BTreeMap::new();
+    let mut children: BTreeMap<i32, dt::HistoryEvent> = BTreeMap::new();
+    let mut found = None;
+    for e in history {
+        if e.event_id == target && e.event_id >= 0 {
+            found = Some(e.clone());
+            break;
+        }
+        let mut done = |held: &mut BTreeMap<i32, dt::HistoryEvent>, id: i32| {
+            if let Some(s) = held.remove(&id) {
+                out.push(s);
+            }
+            out.push(e.clone());
+        };
+        match &e.event_type {
+            Some(E::TaskScheduled(_)) => {
+                activities.insert(e.event_id, e.clone());
+            }
+            Some(E::TaskCompleted(c)) => done(&mut activities, c.task_scheduled_id),
+            Some(E::TaskFailed(c)) => done(&mut activities, c.task_scheduled_id),
+            Some(E::TimerCreated(_)) => {
+                timers.insert(e.event_id, e.clone());
+            }
+            Some(E::TimerFired(t)) => done(&mut timers, t.timer_id),
+            Some(E::ChildWorkflowInstanceCreated(_)) => {
+                children.insert(e.event_id, e.clone());
+            }
+            Some(E::ChildWorkflowInstanceCompleted(c)) => done(&mut children, c.task_scheduled_id),
+            Some(E::ChildWorkflowInstanceFailed(c)) => done(&mut children, c.task_scheduled_id),
+            _ => out.push(e.clone()),
+        }
+    }
+    let Some(mut found) = found else {
+        return Err((
+            http::StatusCode::NOT_FOUND,
+            format!("the history has no event with ID {target}"),
+        ));
+    };
+    let bad = |m: String| Err((http::StatusCode::BAD_REQUEST, m));
+    match &mut found.event_type {
+        Some(E::TaskScheduled(t)) => {
+            if new_child_id.is_some() {
+                return bad(format!(
+                    "event {target} is an activity: it takes no new child workflow instance ID"
+                ));
+            }
+            if let Some(i) = input {
+                t.input = i;
+            }
+        }
+        Some(E::TimerCreated(_)) => {
+            if input.is_some() {
+                return bad(format!("event {target} is a timer: it takes no input"));
+            }
+            if new_child_id.is_some() {
+                return bad(format!(
+                    "event {target} is a timer: it takes no new child workflow instance ID"
+                ));
+            }
+        }
+        Some(E::ChildWorkflowInstanceCreated(c)) => {
+            c.instance_id = new_child_id.unwrap_or_else(|| format!("{new_id}:{target:04x}"));
+            if let Some(i) = input {
+                c.input = i;
+            }
+        }
+        _ => {
+            return Err((
+                http::StatusCode::NOT_FOUND,
+                format!(
+                    "event {target} is not one a workflow can be rerun from (an activity, a timer or a child workflow)"
+                ),
+            ));
+        }
+    }
+    out.extend(activities.into_values());
+    out.extend(timers.into_values());
+    for (id, mut c) in children {
+        if let Some(E::ChildWorkflowInstanceCreated(x)) = &mut c.event_type {
+            x.instance_id = format!("{new_id}:{id:04x}");
+        }
+        out.push(c);
+    }
+    out.push(found);
+    Ok(out)
+}
+
 /// What one committed turn does.
 #[derive(Default, Debug)]
 pub struct Outcome {
@@ -566,6 +671,55 @@ mod tests {
         let s = Settled::of(h.iter().chain(&inbox));
         assert!(s.repeats(&h[3]));
         assert!(s.repeats(&inbox[0]));
+    }
+
+    #[test]
+    fn a_fork_keeps_what_came_before_and_reopens_the_target() {
+        let task = |id: i32, input: &str| {
+            event(
+                id,
+                0,
+                E::TaskScheduled(dt::TaskScheduledEvent {
+                    name: "a".into(),
+                    input: Some(input.into()),
+                    ..Default::default()
+                }),
+            )
+        };
+        let done = |id: i32| {
+            event(
+                -1,
+                0,
+                E::TaskCompleted(dt::TaskCompletedEvent {
+                    task_scheduled_id: id,
+                    ..Default::default()
+                }),
+            )
+        };
+        let h = vec![
+            event(-1, 0, E::WorkflowStarted(Default::default())),
+            task(1, "x"),
+            done(1),
+            task(2, "y"),
+            done(2),
+            task(3, "z"),
+            done(3),
+        ];
+        let f = fork(&h, 2, "new", Some(Some("q".into())), None).unwrap();
+        assert_eq!(f.len(), 4, "{f:?}");
+        let Some(E::TaskScheduled(t)) = &f[3].event_type else {
+            panic!("{f:?}")
+        };
+        assert_eq!((f[3].event_id, t.input.as_deref()), (2, Some("q")));
+        assert_eq!(open_work(&f, &[]).activities.len(), 1);
+        assert_eq!(
+            fork(&h, 9, "new", None, None).unwrap_err().0,
+            http::StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            fork(&h, -1, "new", None, None).unwrap_err().0,
+            http::StatusCode::NOT_FOUND
+        );
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct Workflows {
     /// Callers waiting for an instance to change, by instance.
     watchers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     reminders: AtomicBool,
+    /// Its actor types are in the placement table (from the first use on:
+    /// a sidecar whose app never runs workflows never hosts them).
+    hosted: tokio::sync::OnceCell<()>,
 }
 
 /// What an instance operation asks (the body of its actor call).
@@ -118,6 +121,8 @@ enum Op {
     History,
     Purge,
     Complete,
+    Rerun,
+    Adopt,
     Remind(String),
     Unload,
 }
@@ -135,6 +140,8 @@ impl Op {
             "history" => Op::History,
             "purge" => Op::Purge,
             "complete" => Op::Complete,
+            "rerun" => Op::Rerun,
+            "adopt" => Op::Adopt,
             _ => {
                 if let Some(g) = what.strip_prefix("event/") {
                     Op::Event(g.parse().unwrap_or(u64::MAX))
@@ -185,9 +192,9 @@ pub fn status_name(status: i32) -> &'static str {
 }
 
 impl Workflows {
-    /// Starts the sidecar's engine beside its actor runtime: hosts the
-    /// workflow actor type (reminders start firing on first use).
-    pub fn launch(rt: &Arc<Runtime>, actors: &Arc<Actors>) {
+    /// Makes the sidecar's engine beside its actor runtime; its actor
+    /// types are hosted and its reminders fire from the first use on.
+    pub fn launch(rt: &Arc<Runtime>) {
         let namespace = rt
             .options
             .namespace
@@ -206,11 +213,9 @@ impl Workflows {
             instances: Mutex::new(HashMap::new()),
             watchers: Mutex::new(HashMap::new()),
             reminders: AtomicBool::new(false),
+            hosted: tokio::sync::OnceCell::new(),
         });
-        if rt.workflows.set(wf.clone()).is_ok() {
-            actors.host_internal(&actor_type, Arc::new(Hook(Arc::downgrade(&wf))));
-            actors.host_internal(&wf.activity_type, Arc::new(Hook(Arc::downgrade(&wf))));
-        }
+        let _ = rt.workflows.set(wf);
     }
 
     /// The engine, once the actor runtime is up (a call that comes while
@@ -224,6 +229,16 @@ impl Workflows {
                 "the workflow engine is not running (the actor runtime could not start)",
             )
         })?;
+        wf.hosted
+            .get_or_init(|| async {
+                if let Ok(actors) = wf.actors() {
+                    let hook: Arc<dyn Internal> = Arc::new(Hook(Arc::downgrade(&wf)));
+                    actors
+                        .host_internal(&[wf.actor_type.as_str(), wf.activity_type.as_str()], hook)
+                        .await;
+                }
+            })
+            .await;
         if !wf.reminders.swap(true, Ordering::AcqRel)
             && let Some(rt) = wf.rt.upgrade()
         {
@@ -490,6 +505,26 @@ impl Workflows {
 
     /// Purges a finished instance (and, `recursive`, its children): the
     /// number of instances removed.
+    /// Starts a new instance from a finished one's history up to an
+    /// event (an activity, a timer or a child it created): what came before
+    /// is replayed, that event runs again (an activity or child with new
+    /// input when `overwriteInput`). The new instance's id.
+    pub async fn rerun(
+        &self,
+        mut req: dt::RerunWorkflowFromEventRequest,
+    ) -> Result<String, ApiError> {
+        let new_id = req
+            .new_instance_id
+            .clone()
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        req.new_instance_id = Some(new_id.clone());
+        let source = req.source_instance_id.clone();
+        self.send(&source, "method/rerun".into(), req.encode_to_vec())
+            .await?;
+        Ok(new_id)
+    }
+
     pub async fn purge(&self, id: &str, recursive: bool) -> Result<i32, ApiError> {
         let since = std::time::Instant::now();
         let body = self
@@ -687,6 +722,8 @@ impl Workflows {
                 self.purge_here(&rt, id, &mut inst, recursive).await
             }
             Op::Complete => self.complete(&rt, id, &mut inst, decode(&call.body)?).await,
+            Op::Rerun => self.rerun_here(id, &inst, decode(&call.body)?).await,
+            Op::Adopt => self.adopt(&rt, id, &mut inst, decode(&call.body)?).await,
             Op::Remind(name) => self.remind(&rt, id, &mut inst, &name).await,
             Op::Unload => unreachable!("handled above"),
         };
@@ -1672,6 +1709,113 @@ impl Workflows {
             }
         }
         self.finished(rt, id, inst).await;
+        self.changed(id);
+        Ok(Vec::new())
+    }
+
+    /// The source's side of a rerun: the new history, sent to the new id.
+    async fn rerun_here(
+        &self,
+        id: &str,
+        inst: &Inst,
+        req: dt::RerunWorkflowFromEventRequest,
+    ) -> Result<Vec<u8>, ApiError> {
+        if !inst.exists {
+            return Err(not_found(id));
+        }
+        let bad = |m: String| err(StatusCode::BAD_REQUEST, "ERR_RERUN_WORKFLOW", m);
+        if !is_terminal(inst.meta.status) {
+            return Err(bad(format!(
+                "workflow instance {id} is {}; only a finished instance can be rerun",
+                status_name(inst.meta.status)
+            )));
+        }
+        if inst.meta.parent.is_some() {
+            return Err(bad(format!(
+                "workflow instance {id} is a child workflow; rerun its parent instead"
+            )));
+        }
+        let new_id = req.new_instance_id.clone().unwrap_or_default();
+        let history = history::fork(
+            &inst.history,
+            req.event_id as i32,
+            &new_id,
+            req.overwrite_input.then_some(req.input.clone()),
+            req.new_child_workflow_instance_id.clone(),
+        )
+        .map_err(|(code, m)| {
+            if code == StatusCode::NOT_FOUND {
+                err(StatusCode::NOT_FOUND, "ERR_RERUN_WORKFLOW", m)
+            } else {
+                bad(m)
+            }
+        })?;
+        let body = dt::GetInstanceHistoryResponse { events: history }.encode_to_vec();
+        self.send(&new_id, "method/adopt".into(), body).await?;
+        Ok(Vec::new())
+    }
+
+    /// The new instance's side of a rerun: its history written, then what
+    /// it waits for handed out as after any load.
+    async fn adopt(
+        &self,
+        rt: &Arc<Runtime>,
+        id: &str,
+        inst: &mut Inst,
+        h: dt::GetInstanceHistoryResponse,
+    ) -> Result<Vec<u8>, ApiError> {
+        if inst.exists {
+            return Err(err(
+                StatusCode::CONFLICT,
+                "ERR_INSTANCE_ID_ALREADY_EXISTS",
+                format!(
+                    "a workflow with ID '{id}' already exists; give the rerun another new instance ID"
+                ),
+            ));
+        }
+        let Some(es) = h.events.iter().find_map(|e| match &e.event_type {
+            Some(E::ExecutionStarted(es)) => Some(es.clone()),
+            _ => None,
+        }) else {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "ERR_RERUN_WORKFLOW",
+                "the history to rerun has no executionStarted event",
+            ));
+        };
+        let now = now_ms();
+        let meta = Meta {
+            name: es.name.clone(),
+            generation: inst.meta.generation + 1,
+            status: history::RUNNING,
+            created_ms: now,
+            updated_ms: now,
+            input: es.input.clone(),
+            execution_id: uuid::Uuid::new_v4().simple().to_string(),
+            history_len: h.events.len() as u32,
+            trace: es
+                .parent_trace_context
+                .as_ref()
+                .map(|t| t.trace_parent.clone())
+                .filter(|t| !t.is_empty()),
+            ..Meta::default()
+        };
+        let mut ops: Vec<_> = h
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| store::put_event(store::history_key(i as u32), e))
+            .collect();
+        ops.push(store::put_meta(&meta));
+        store::write(rt, &self.actor_type, id, ops).await?;
+        *inst = Inst {
+            loaded: true,
+            exists: true,
+            meta,
+            history: h.events,
+            ..Inst::default()
+        };
+        self.recover(rt, id, inst).await;
         self.changed(id);
         Ok(Vec::new())
     }

@@ -327,11 +327,17 @@ impl TaskHubSidecarService for TaskHub {
 
     async fn rerun_workflow_from_event(
         &self,
-        _req: Request<dt::RerunWorkflowFromEventRequest>,
+        req: Request<dt::RerunWorkflowFromEventRequest>,
     ) -> Result<Response<dt::RerunWorkflowFromEventResponse>, Status> {
-        Err(Status::unimplemented(
-            "rerunning a workflow from an event is not supported yet",
-        ))
+        self.run("RerunWorkflowFromEvent", req, |w, r| async move {
+            check_id(&r.source_instance_id)?;
+            if let Some(id) = r.new_instance_id.as_deref().filter(|i| !i.is_empty()) {
+                check_id(id)?;
+            }
+            let new_instance_id = w.rerun(r).await?;
+            Ok(dt::RerunWorkflowFromEventResponse { new_instance_id })
+        })
+        .await
     }
 
     type GetWorkItemsStream = WorkStream;

@@ -130,6 +130,18 @@ def main():
     check(s.runtime_status == wf.WorkflowStatus.COMPLETED, "chain completed")
     check(json.loads(s.serialized_output) == "hello hello hello bob", "chain output")
 
+    # Rerun the chain from its second activity with another input: the
+    # first is replayed, the second and third run again.
+    new = client.rerun_workflow_from_event(f"chain-{run}", 2, new_instance_id=f"rerun-{run}", input="zed")
+    check(new == f"rerun-{run}", "rerun names the new instance")
+    s = done(new)
+    check(json.loads(s.serialized_output) == "hello hello zed", f"rerun from an event: {s.serialized_output}")
+    try:
+        client.rerun_workflow_from_event(f"chain-{run}", 99)
+        check(False, "a rerun from an event that is not there fails")
+    except Exception as e:  # the SDK raises the gRPC error
+        check("no event with ID 99" in str(e), f"a rerun from a missing event names it: {e}")
+
     iid = client.schedule_new_workflow(fan, input=10)
     s = done(iid)
     check(json.loads(s.serialized_output) == sum(i * i for i in range(10)), "fan-out/fan-in")
