@@ -858,17 +858,7 @@ impl Workflows {
         }
         let open = history::open_work(&inst.history, &inst.inbox);
         let generation = inst.meta.generation;
-        for (task, t, router) in open.activities {
-            let kind = hub::Kind::Activity {
-                instance: id.to_string(),
-                task,
-                generation,
-                owner: self.actor_type.clone(),
-            };
-            if !self.hub.holds(&kind) {
-                self.dispatch_activity(id, &inst.meta, task, t, router);
-            }
-        }
+        self.hand_out_open(id, &inst.meta, open.activities);
         for (timer, at) in open.timers {
             self.set_timer(rt, id, generation, timer, at).await;
         }
@@ -1168,6 +1158,55 @@ impl Workflows {
         });
     }
 
+    /// Hands out again the open activities this host's workers do not
+    /// hold (another app's are always sent again: that app drops what its
+    /// workers hold).
+    fn hand_out_open(
+        &self,
+        id: &str,
+        meta: &Meta,
+        open: Vec<(i32, dt::TaskScheduledEvent, Option<dt::TaskRouter>)>,
+    ) {
+        for (task, t, router) in open {
+            let kind = hub::Kind::Activity {
+                instance: id.to_string(),
+                task,
+                generation: meta.generation,
+                owner: self.actor_type.clone(),
+            };
+            if !self.hub.holds(&kind) {
+                self.dispatch_activity(id, meta, task, t, router);
+            }
+        }
+    }
+
+    /// Sends an operation to an actor until it lands, backing off from
+    /// 50 ms to 5 s between tries: `Some(Ok)` once it did, `Some(Err)` for
+    /// an error `settles` calls final, `None` when the engine is gone.
+    async fn send_until_landed(
+        me: &Weak<Workflows>,
+        actor_type: &str,
+        id: &str,
+        what: &str,
+        body: &[u8],
+        settles: fn(&ApiError) -> bool,
+    ) -> Option<Result<Bytes, ApiError>> {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let w = me.upgrade()?;
+            match w.send_to(actor_type, id, what.into(), body.to_vec()).await {
+                Ok(b) => return Some(Ok(b)),
+                Err(e) if settles(&e) => return Some(Err(e)),
+                Err(e) => {
+                    tracing::debug!(actor_type, id, what, error = %e.message, "workflows: a call to another instance or app failed; trying again");
+                }
+            }
+            drop(w);
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
     fn dispatch_activity(
         &self,
         id: &str,
@@ -1210,22 +1249,7 @@ impl Workflows {
             let body = a.encode_to_vec();
             let me = self.this.clone();
             tokio::spawn(async move {
-                let mut wait = Duration::from_millis(50);
-                loop {
-                    let Some(w) = me.upgrade() else { return };
-                    match w
-                        .send_to(&target, &actor_id, what.clone(), body.clone())
-                        .await
-                    {
-                        Ok(_) => return,
-                        Err(e) => {
-                            tracing::debug!(activity = %actor_id, app = %app, error = %e.message, "workflows: handing an activity to another app failed; trying again");
-                        }
-                    }
-                    drop(w);
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
+                Self::send_until_landed(&me, &target, &actor_id, &what, &body, |_| false).await;
             });
             return;
         }
@@ -1493,29 +1517,16 @@ impl Workflows {
         let e = history::event(-1, now_ms(), kind);
         let me = self.this.clone();
         let id = id.to_string();
+        let parent_type = self.workflow_type(&p.app);
         tokio::spawn(async move {
-            let mut wait = Duration::from_millis(50);
-            loop {
-                let Some(w) = me.upgrade() else { return };
-                let parent_type = w.workflow_type(&p.app);
-                match w
-                    .send_to(
-                        &parent_type,
-                        &p.id,
-                        "method/event/child".into(),
-                        e.encode_to_vec(),
-                    )
-                    .await
-                {
-                    Ok(_) => break,
-                    Err(err) if err.http == StatusCode::NOT_FOUND => break,
-                    Err(err) => {
-                        tracing::debug!(child = %id, parent = %p.id, error = %err.message, "workflows: telling the parent failed; trying again");
-                    }
-                }
-                drop(w);
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+            // A parent that is gone (purged) has nobody to tell.
+            let gone = |e: &ApiError| e.http == StatusCode::NOT_FOUND;
+            let body = e.encode_to_vec();
+            if Self::send_until_landed(&me, &parent_type, &p.id, "method/event/child", &body, gone)
+                .await
+                .is_none()
+            {
+                return;
             }
             // Kept so a restart does not tell it again.
             let Some(w) = me.upgrade() else { return };
@@ -1575,51 +1586,36 @@ impl Workflows {
         let parent_id = parent_id.to_string();
         let generation = parent.generation;
         tokio::spawn(async move {
-            let mut wait = Duration::from_millis(50);
-            loop {
-                let Some(w) = me.upgrade() else { return };
-                match w
-                    .send_to(
-                        &child_type,
-                        &child,
-                        "method/create".into(),
-                        started.encode_to_vec(),
-                    )
+            // Another instance holds the id: the parent's call fails.
+            let refused =
+                |e: &ApiError| e.http == StatusCode::CONFLICT || e.http == StatusCode::BAD_REQUEST;
+            let body = started.encode_to_vec();
+            let Some(Err(e)) =
+                Self::send_until_landed(&me, &child_type, &child, "method/create", &body, refused)
                     .await
-                {
-                    Ok(_) => return,
-                    Err(e)
-                        if e.http == StatusCode::CONFLICT || e.http == StatusCode::BAD_REQUEST =>
-                    {
-                        // Another instance holds the id: the parent's call fails.
-                        let failed = history::event(
-                            -1,
-                            now_ms(),
-                            E::ChildWorkflowInstanceFailed(dt::ChildWorkflowInstanceFailedEvent {
-                                task_scheduled_id: task,
-                                failure_details: Some(dt::TaskFailureDetails {
-                                    error_type: "ChildWorkflowStartError".into(),
-                                    error_message: e.message.clone(),
-                                    ..Default::default()
-                                }),
-                            }),
-                        );
-                        let _ = w
-                            .send(
-                                &parent_id,
-                                format!("method/event/{generation}"),
-                                failed.encode_to_vec(),
-                            )
-                            .await;
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::debug!(child = %child, error = %e.message, "workflows: starting a child failed; trying again");
-                    }
-                }
-                drop(w);
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+            else {
+                return;
+            };
+            let failed = history::event(
+                -1,
+                now_ms(),
+                E::ChildWorkflowInstanceFailed(dt::ChildWorkflowInstanceFailedEvent {
+                    task_scheduled_id: task,
+                    failure_details: Some(dt::TaskFailureDetails {
+                        error_type: "ChildWorkflowStartError".into(),
+                        error_message: e.message,
+                        ..Default::default()
+                    }),
+                }),
+            );
+            if let Some(w) = me.upgrade() {
+                let _ = w
+                    .send(
+                        &parent_id,
+                        format!("method/event/{generation}"),
+                        failed.encode_to_vec(),
+                    )
+                    .await;
             }
         });
     }
@@ -1918,19 +1914,7 @@ impl Workflows {
             }
             // Work lost from the hub (a worker's item given up on): out again.
             let open = history::open_work(&inst.history, &inst.inbox);
-            let generation = inst.meta.generation;
-            for (task, t, router) in open.activities {
-                let kind = hub::Kind::Activity {
-                    instance: id.to_string(),
-                    task,
-                    generation,
-                    owner: self.actor_type.clone(),
-                };
-                // Another app's: sent again (it drops what it holds).
-                if self.remote_app(router.as_ref()).is_some() || !self.hub.holds(&kind) {
-                    self.dispatch_activity(id, &inst.meta, task, t, router);
-                }
-            }
+            self.hand_out_open(id, &inst.meta, open.activities);
             if inst.turn.is_some()
                 && !self.hub.holds(&hub::Kind::Turn {
                     instance: id.to_string(),

@@ -28,12 +28,7 @@ impl TaskHub {
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let given = req.metadata().get("dapr-api-token").map(|v| v.as_bytes());
-        if self.rt.api_token_ok(given) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated("invalid api token"))
-        }
+        crate::api::grpc::authorize(&self.rt, req)
     }
 
     async fn run<Req, Resp, F, Fut>(

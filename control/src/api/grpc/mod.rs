@@ -39,6 +39,24 @@ fn metadata_str<T>(req: &Request<T>, key: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// The `dapr-api-token` check of every gRPC service the sidecar serves
+/// (Dapr's, the workflow protocol's): daprd's UNAUTHENTICATED error.
+pub(crate) fn authorize<T>(rt: &Runtime, req: &Request<T>) -> Result<(), Status> {
+    let given = req.metadata().get("dapr-api-token").map(|v| v.as_bytes());
+    if rt.api_token_ok(given) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            http::StatusCode::UNAUTHORIZED,
+            tonic::Code::Unauthenticated,
+            "ERR_UNAUTHENTICATED",
+            "Unauthorized",
+        )
+        .with_reason("DAPR_API_TOKEN_INVALID")
+        .to_status())
+    }
+}
+
 impl DaprApi {
     pub fn new(rt: Arc<Runtime>) -> Self {
         Self { rt }
@@ -46,19 +64,7 @@ impl DaprApi {
 
     /// Token check, first thing in every RPC. No exemptions on gRPC.
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let given = req.metadata().get("dapr-api-token").map(|v| v.as_bytes());
-        if self.rt.api_token_ok(given) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                http::StatusCode::UNAUTHORIZED,
-                tonic::Code::Unauthenticated,
-                "ERR_UNAUTHENTICATED",
-                "Unauthorized",
-            )
-            .with_reason("DAPR_API_TOKEN_INVALID")
-            .to_status())
-        }
+        authorize(&self.rt, req)
     }
 
     /// Configuration `spec.api` allow/deny lists, by API group.
