@@ -20,6 +20,9 @@ step "cargo test (unit + end-to-end against the real binary)"
 # Plain gRPC apps in the transparent-mode tests are grpcio, from the venv.
 TANDEM_SDK_VENV="$(tests/sdk/venv.sh)"
 export TANDEM_SDK_VENV
+# The dashboard's browser test: Debian's Chromium and playwright-core.
+TANDEM_PLAYWRIGHT="$(tests/dashboard/setup.sh)"
+export TANDEM_PLAYWRIGHT
 cargo test --workspace
 
 step "Dapr Python SDK tests"

@@ -56,6 +56,9 @@ enum Command {
     Publish(cli::invoke::PublishArgs),
     /// The CLI and runtime versions, like `dapr version`.
     Version(cli::invoke::VersionArgs),
+    /// A web UI over every sidecar found: apps, traffic, resilience,
+    /// configuration, actors and workflows.
+    Dashboard(cli::dashboard::Args),
     /// Internal: the process between `tandem run` and what it starts.
     #[command(name = "__guard", hide = true)]
     Guard(cli::guard::Args),
@@ -109,6 +112,7 @@ fn main() -> std::process::ExitCode {
             Command::Invoke(a) => cli::invoke::invoke(a).await,
             Command::Publish(a) => cli::invoke::publish(a).await,
             Command::Version(a) => cli::invoke::version(a).await,
+            Command::Dashboard(a) => cli::dashboard::main(a).await,
             Command::Guard(a) => cli::guard::main(a).await,
         }
     });

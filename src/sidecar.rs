@@ -247,6 +247,7 @@ pub async fn start(mut options: SidecarOptions, source: ResourceSource) -> Resul
             app_id: runtime.app_id().to_string(),
             namespace: namespace.clone(),
             address: internal_addr,
+            http_port: runtime.options.http_port(),
         })
         .map_err(|e| anyhow!("name resolution ({}): {e}", resolver.name()))?;
     tracing::info!(resolver = resolver.name(), internal = %internal_addr, "name resolution ready");

@@ -158,6 +158,9 @@ pub struct Outcome {
     pub took_ms: u64,
 }
 
+/// How many reloads [`Reloader::recent`] keeps.
+pub const RECENT: usize = 20;
+
 pub struct Reloader {
     rt: Weak<Runtime>,
     source: ResourceSource,
@@ -166,6 +169,9 @@ pub struct Reloader {
     /// One reload at a time.
     busy: tokio::sync::Mutex<()>,
     last: Mutex<Option<Outcome>>,
+    /// The last [`RECENT`] reloads that applied something or were refused,
+    /// newest last (the dashboard's history of changes).
+    recent: Mutex<std::collections::VecDeque<Outcome>>,
     /// The internal listener's address (name resolution is rebuilt for it)
     /// and this sidecar's registration with the resolver.
     internal: Mutex<Option<std::net::SocketAddr>>,
@@ -288,6 +294,7 @@ impl Reloader {
             ctx,
             busy: tokio::sync::Mutex::new(()),
             last: Mutex::new(None),
+            recent: Mutex::default(),
             internal: Mutex::new(None),
             registration: Mutex::new(None),
         });
@@ -309,6 +316,16 @@ impl Reloader {
 
     pub fn last(&self) -> Option<Outcome> {
         self.last.lock().expect("last reload").clone()
+    }
+
+    /// Reloads that changed something or were refused, oldest first.
+    pub fn recent(&self) -> Vec<Outcome> {
+        self.recent
+            .lock()
+            .expect("recent reloads")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// The first resources dir (where `PUT` writes documents), if any.
@@ -377,6 +394,13 @@ impl Reloader {
                 "reloaded"
             ),
             (None, true) => tracing::debug!(trigger, "reload: nothing changed"),
+        }
+        if !outcome.ok || !outcome.changed.is_empty() || !outcome.needs_restart.is_empty() {
+            let mut recent = self.recent.lock().expect("recent reloads");
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(outcome.clone());
         }
         *self.last.lock().expect("last reload") = Some(outcome.clone());
         outcome
@@ -456,6 +480,7 @@ impl Reloader {
                     app_id: rt.app_id().to_string(),
                     namespace: rt.options.namespace.clone().unwrap_or_default(),
                     address: addr,
+                    http_port: rt.options.http_port(),
                 };
                 match r.register(&me) {
                     Ok(reg) => *self.registration.lock().expect("registration") = Some(reg),

@@ -18,6 +18,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub app: Option<Arc<AppChannel>>,
     pub app_health: AppHealth,
+    /// When this sidecar started (the dashboard's uptime).
+    pub started: std::time::SystemTime,
     /// Service invocation to other apps; set once the internal port is up.
     invoker: std::sync::OnceLock<Arc<tandem_proxy::Invoker>>,
     /// Spans and trace context; a reload swaps it.
@@ -77,6 +79,7 @@ impl Runtime {
             metrics,
             app,
             app_health: AppHealth::new(),
+            started: std::time::SystemTime::now(),
             invoker: std::sync::OnceLock::new(),
             tracer,
             access: Arc::new(arc_swap::ArcSwapOption::new(access)),

@@ -15,7 +15,9 @@ use std::time::Duration;
 const SERVICE: &str = "_tandem._tcp.local.";
 
 /// What was heard: instance full name → (app, namespace, addresses).
-type Heard = Arc<Mutex<HashMap<String, (String, String, Vec<SocketAddr>)>>>;
+/// By instance name: app, namespace, addresses, Dapr HTTP port (TXT
+/// `http`, absent from older announcements).
+type Heard = Arc<Mutex<HashMap<String, (String, String, Vec<SocketAddr>, Option<u16>)>>>;
 
 pub struct Mdns {
     daemon: ServiceDaemon,
@@ -53,10 +55,13 @@ impl Mdns {
                                     socket_addr(ip.to_ip_addr(), scope, info.get_port())
                                 })
                                 .collect();
+                            let http = info
+                                .get_property_val_str("http")
+                                .and_then(|p| p.parse().ok());
                             tracing::debug!(instance = %info.fullname, app, "mDNS: heard");
                             into.lock().expect("mdns").insert(
                                 info.fullname.clone(),
-                                (app.to_string(), ns.to_string(), addrs),
+                                (app.to_string(), ns.to_string(), addrs, http),
                             );
                         }
                         ServiceEvent::ServiceRemoved(_, fullname) => {
@@ -77,12 +82,33 @@ impl Mdns {
             .lock()
             .expect("mdns")
             .values()
-            .filter(|(a, ns, _)| a == app_id && ns == namespace)
-            .flat_map(|(_, _, addrs)| addrs.iter().copied())
+            .filter(|(a, ns, _, _)| a == app_id && ns == namespace)
+            .flat_map(|(_, _, addrs, _)| addrs.iter().copied())
             .collect();
         found.sort();
         found.dedup();
         found
+    }
+
+    /// Every sidecar heard: app, namespace, an address of its host (the
+    /// announced port is the internal one) and its Dapr HTTP port.
+    pub fn heard_all(&self) -> Vec<(String, String, SocketAddr, Option<u16>)> {
+        let mut out: Vec<_> = self
+            .heard
+            .lock()
+            .expect("mdns")
+            .values()
+            .flat_map(|(app, ns, addrs, http)| {
+                addrs
+                    .iter()
+                    .filter(|a| !matches!(a, SocketAddr::V6(v6) if v6.scope_id() != 0))
+                    .take(1)
+                    .map(|a| (app.clone(), ns.clone(), *a, *http))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
@@ -110,6 +136,7 @@ impl Resolve for Mdns {
         let props = HashMap::from([
             ("app".to_string(), me.app_id.clone()),
             ("ns".to_string(), me.namespace.clone()),
+            ("http".to_string(), me.http_port.to_string()),
         ]);
         let fixed = std::env::var("DAPR_HOST_IP").unwrap_or_default();
         let mut info = ServiceInfo::new(

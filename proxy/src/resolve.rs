@@ -53,6 +53,8 @@ pub struct Me {
     pub app_id: String,
     pub namespace: String,
     pub address: SocketAddr,
+    /// The Dapr HTTP API's port (announced on mDNS for `tandem dashboard`).
+    pub http_port: u16,
 }
 
 pub struct Resolver {

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod ca;
+pub mod dashboard;
 pub mod guard;
 pub mod init;
 pub mod invoke;

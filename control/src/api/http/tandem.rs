@@ -2,8 +2,9 @@
 //! port (same API-token rule as every other route):
 //!
 //! - `GET status`: the generation serving, whether hot reload watches,
-//!   the loaded resources (kind, name, file:line, status) and the last
-//!   reload's result;
+//!   the loaded resources (kind, name, file:line, status), the last
+//!   reload's result and the recent ones that changed something or were
+//!   refused, the start time, the ports bound, mTLS and the app's health;
 //! - `POST reload`: read everything again now; 200 with the outcome, or
 //!   400 with the refusal (nothing changed);
 //! - `PUT resources/<name>`: a YAML document (one or more resources)
@@ -69,6 +70,7 @@ pub fn status(rt: &Runtime) -> Result<ApiResponse, ApiError> {
         }
     };
     let r_ = &snap.resources;
+    let o = &rt.options;
     others(
         "Subscription",
         r_.subscriptions
@@ -98,6 +100,22 @@ pub fn status(rt: &Runtime) -> Result<ApiResponse, ApiError> {
         "resources": resources,
         "skipped": r_.skipped.iter().map(|(at, why)| serde_json::json!({"source": at.to_string(), "reason": why})).collect::<Vec<_>>(),
         "lastReload": r.last(),
+        "recentReloads": r.recent(),
+        "startedAt": crate::clock::rfc3339_utc(
+            rt.started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        ),
+        "uptimeSecs": rt.started.elapsed().map_or(0, |d| d.as_secs()),
+        "ports": {
+            "http": o.http_port(),
+            "grpc": o.grpc_port(),
+            "metrics": o.enable_metrics.then(|| o.metrics_port_or_default()),
+            "app": o.app_port,
+        },
+        "mtls": o.enable_mtls,
+        // null when the sidecar does not probe the app's health.
+        "appHealthy": o.enable_app_health_check.then(|| rt.app_health.is_healthy()),
     })))
 }
 

@@ -1,0 +1,782 @@
+//! What the dashboard knows: the sidecars it found (the run registry, as
+//! `tandem list` reads it; addresses given with `--sidecar`; apps heard on
+//! mDNS), read every interval through their existing APIs — metadata,
+//! the control API's status, `/metrics` — and the last ten minutes of
+//! metric samples, from which rates, success and latency are computed.
+
+use super::prom::{self, Sample};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Metric families read; everything else in `/metrics` is skipped.
+const FAMILIES: &[&str] = &[
+    "dapr_service_invocation_",
+    "dapr_http_server_",
+    "dapr_grpc_io_server_",
+    "dapr_resiliency_activations_total",
+    "tandem_resiliency_circuit_breaker_state",
+];
+/// How much history is kept per sidecar.
+const KEEP: Duration = Duration::from_secs(600);
+/// Rates and latencies are over this window.
+const WINDOW: f64 = 60.0;
+/// Plots: one point per step over the kept history.
+const STEP: f64 = 10.0;
+/// One call to a sidecar gives up after this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bodies larger than this are refused (a sidecar is not trusted).
+const MAX_BODY: usize = 16 << 20;
+
+pub struct Options {
+    pub token: Option<String>,
+    /// `host:port` of Dapr HTTP APIs on other hosts.
+    pub sidecars: Vec<String>,
+    pub mdns: bool,
+    pub interval: Duration,
+}
+
+/// Where one sidecar is and how it was found.
+#[derive(Clone, Debug, PartialEq)]
+struct Target {
+    host: String,
+    http_port: u16,
+    grpc_port: Option<u16>,
+    metrics_port: Option<u16>,
+    /// The app id known before reading it (run registry, mDNS).
+    app_id: Option<String>,
+    source: &'static str,
+}
+
+impl Target {
+    fn key(&self) -> String {
+        format!("{}:{}", self.host, self.http_port)
+    }
+}
+
+struct Scrape {
+    at: Instant,
+    samples: Vec<Sample>,
+}
+
+struct Sidecar {
+    target: Target,
+    metadata: Value,
+    status: Value,
+    /// Why something could not be read (shown as is).
+    problems: Vec<String>,
+    scrapes: VecDeque<Scrape>,
+}
+
+pub struct Collector {
+    opts: Options,
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    sidecars: Mutex<BTreeMap<String, Sidecar>>,
+    mdns: Option<tandem_proxy::mdns::Mdns>,
+    started: Instant,
+}
+
+/// The answer of one call: status and body, or why there was none.
+type Answer = Result<(u16, Bytes), String>;
+
+impl Collector {
+    pub fn new(opts: Options) -> Self {
+        let mdns = if opts.mdns {
+            match tandem_proxy::mdns::Mdns::new() {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    eprintln!("⚠  {e}: sidecars on other hosts are not looked for");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build_http();
+        Self {
+            opts,
+            client,
+            sidecars: Mutex::default(),
+            mdns,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.opts.interval
+    }
+
+    /// Every sidecar there is to read now.
+    fn targets(&self) -> Vec<Target> {
+        let mut out: Vec<Target> = crate::home::RunRecord::all_live()
+            .into_iter()
+            .map(|r| Target {
+                host: "127.0.0.1".into(),
+                http_port: r.http_port,
+                grpc_port: Some(r.grpc_port),
+                metrics_port: r.metrics_enabled.then_some(r.metrics_port),
+                app_id: Some(r.app_id),
+                source: "tandem run",
+            })
+            .collect();
+        for s in &self.opts.sidecars {
+            if let Some((host, port)) = split_address(s) {
+                out.push(Target {
+                    host,
+                    http_port: port,
+                    grpc_port: None,
+                    metrics_port: None,
+                    app_id: None,
+                    source: "--sidecar",
+                });
+            }
+        }
+        if let Some(m) = &self.mdns {
+            for (app, _ns, addr, http) in m.heard_all() {
+                let Some(http) = http else { continue };
+                let t = Target {
+                    host: addr.ip().to_string(),
+                    http_port: http,
+                    grpc_port: None,
+                    metrics_port: None,
+                    app_id: Some(app),
+                    source: "mDNS",
+                };
+                if !out
+                    .iter()
+                    .any(|o| o.key() == t.key() || is_local_twin(o, &t))
+                {
+                    out.push(t);
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        out.retain(|t| seen.insert(t.key()));
+        out
+    }
+
+    /// One round: every sidecar read at once; sidecars that went away
+    /// forgotten.
+    pub async fn tick(&self) {
+        let targets = self.targets();
+        let reads = targets.iter().map(|t| self.read(t));
+        let results = futures_util::future::join_all(reads).await;
+        let now = Instant::now();
+        let mut all = self.sidecars.lock().expect("sidecars");
+        all.retain(|k, _| targets.iter().any(|t| &t.key() == k));
+        for (t, (metadata, status, samples, problems)) in targets.into_iter().zip(results) {
+            let s = all.entry(t.key()).or_insert_with(|| Sidecar {
+                target: t.clone(),
+                metadata: Value::Null,
+                status: Value::Null,
+                problems: Vec::new(),
+                scrapes: VecDeque::new(),
+            });
+            s.target = t;
+            s.problems = problems;
+            if !metadata.is_null() {
+                s.metadata = metadata;
+            }
+            if !status.is_null() {
+                s.status = status;
+            }
+            if let Some(samples) = samples {
+                s.scrapes.push_back(Scrape { at: now, samples });
+            }
+            while s
+                .scrapes
+                .front()
+                .is_some_and(|f| now.duration_since(f.at) > KEEP)
+            {
+                s.scrapes.pop_front();
+            }
+        }
+    }
+
+    async fn read(&self, t: &Target) -> (Value, Value, Option<Vec<Sample>>, Vec<String>) {
+        let mut problems = Vec::new();
+        let (meta, status) = tokio::join!(
+            self.get(&t.host, t.http_port, "/v1.0/metadata", true),
+            self.get(&t.host, t.http_port, "/v1.0-alpha1/tandem/status", true)
+        );
+        let metadata = self.json("metadata API", meta, &mut problems);
+        let status = self.json("control API", status, &mut problems);
+        let metrics_port = t
+            .metrics_port
+            .or_else(|| status["ports"]["metrics"].as_u64().map(|p| p as u16));
+        let samples = match metrics_port {
+            Some(port) => match self.get(&t.host, port, "/metrics", false).await {
+                Ok((200, body)) => Some(prom::parse(&String::from_utf8_lossy(&body), FAMILIES)),
+                Ok((code, _)) => {
+                    problems.push(format!("metrics on port {port}: HTTP {code}"));
+                    None
+                }
+                Err(e) => {
+                    problems.push(format!("metrics on port {port}: {e}"));
+                    None
+                }
+            },
+            None => {
+                if !metadata.is_null() {
+                    problems.push(
+                        "metrics are off (--enable-metrics=false): no traffic numbers".into(),
+                    );
+                }
+                None
+            }
+        };
+        problems.dedup();
+        (metadata, status, samples, problems)
+    }
+
+    fn json(&self, what: &str, answer: Answer, problems: &mut Vec<String>) -> Value {
+        match answer {
+            Ok((200, body)) => serde_json::from_slice(&body).unwrap_or_else(|e| {
+                problems.push(format!("{what}: not JSON ({e})"));
+                Value::Null
+            }),
+            Ok((401, _)) => {
+                problems.push(if self.opts.token.is_some() {
+                    "the sidecar refused the API token given (401): check --api-token / DAPR_API_TOKEN".to_string()
+                } else {
+                    "the sidecar needs an API token (401): start the dashboard with --api-token or DAPR_API_TOKEN".to_string()
+                });
+                Value::Null
+            }
+            Ok((code, body)) => {
+                let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                problems.push(format!("{what}: HTTP {code} {text}"));
+                Value::Null
+            }
+            Err(e) => {
+                problems.push(format!("{what}: {e}"));
+                Value::Null
+            }
+        }
+    }
+
+    /// GET (or POST) with the API token when `token` and one was given.
+    async fn call(
+        &self,
+        method: http::Method,
+        host: &str,
+        port: u16,
+        path: &str,
+        token: bool,
+    ) -> Answer {
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{authority}{path}"));
+        if let (true, Some(t)) = (token, &self.opts.token) {
+            req = req.header("dapr-api-token", t);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let call = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(inner) = src {
+                    s = format!("{s}: {inner}");
+                    src = inner.source();
+                }
+                format!("does not answer ({s})")
+            })?;
+            let status = resp.status().as_u16();
+            let body = Limited::new(resp.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| format!("answer cut off: {e}"))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))
+    }
+
+    async fn get(&self, host: &str, port: u16, path: &str, token: bool) -> Answer {
+        self.call(http::Method::GET, host, port, path, token).await
+    }
+
+    /// Where the sidecar `key` serves gRPC, for the workflow pages.
+    pub fn grpc_address(&self, key: &str) -> Option<(String, u16)> {
+        let all = self.sidecars.lock().expect("sidecars");
+        let s = all.get(key)?;
+        let port = s
+            .target
+            .grpc_port
+            .or_else(|| s.status["ports"]["grpc"].as_u64().map(|p| p as u16))?;
+        Some((s.target.host.clone(), port))
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.opts.token.as_deref()
+    }
+
+    /// Asks the sidecar `key` to read its resources again.
+    pub async fn reload(&self, key: &str) -> Result<Value, (u16, String)> {
+        let target = {
+            let all = self.sidecars.lock().expect("sidecars");
+            all.get(key).map(|s| s.target.clone())
+        }
+        .ok_or((404, format!("no sidecar `{key}` is known")))?;
+        match self
+            .call(
+                http::Method::POST,
+                &target.host,
+                target.http_port,
+                "/v1.0-alpha1/tandem/reload",
+                true,
+            )
+            .await
+        {
+            Ok((200, body)) => Ok(serde_json::from_slice(&body).unwrap_or(Value::Null)),
+            Ok((code, body)) => {
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let msg = v["message"]
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                Err((if code == 401 { 502 } else { code }, msg))
+            }
+            Err(e) => Err((502, e)),
+        }
+    }
+
+    /// Everything the pages show, computed now.
+    pub fn overview(&self) -> Value {
+        let now = Instant::now();
+        let all = self.sidecars.lock().expect("sidecars");
+        let mtls_of: BTreeMap<String, bool> = all
+            .values()
+            .filter_map(|s| Some((app_id(s)?, s.status["mtls"].as_bool()?)))
+            .collect();
+        let mut edges = Vec::new();
+        let mut sidecars = Vec::new();
+        for (key, s) in all.iter() {
+            let id = app_id(s).unwrap_or_default();
+            let latest = s.scrapes.back();
+            let base = latest.and_then(|l| window_start(&s.scrapes, l.at, WINDOW));
+            if let (Some(new), Some(old)) = (latest, base) {
+                let secs = new.at.duration_since(old.at).as_secs_f64();
+                for e in edges_of(&new.samples, &old.samples, secs) {
+                    let mtls = mtls_of.get(&id).copied().unwrap_or(false)
+                        && mtls_of.get(&e.to).copied().unwrap_or(false);
+                    edges.push(json!({
+                        "from": id, "to": e.to, "rps": e.rps, "success": e.success,
+                        "p50": e.p50, "p99": e.p99, "requests": e.requests, "mtls": mtls,
+                    }));
+                }
+            }
+            sidecars.push(json!({
+                "key": key,
+                "appId": id,
+                "address": key,
+                "source": s.target.source,
+                "problems": s.problems,
+                "readable": !s.metadata.is_null(),
+                "metadata": s.metadata,
+                "status": s.status,
+                "uptimeSecs": s.status["uptimeSecs"],
+                "golden": golden(&s.scrapes, now),
+                "resilience": resilience(&s.scrapes),
+            }));
+        }
+        json!({
+            "sidecars": sidecars,
+            "edges": edges,
+            "windowSecs": WINDOW,
+            "stepSecs": STEP,
+            "intervalSecs": self.opts.interval.as_secs_f64(),
+            "collectingSecs": now.duration_since(self.started).as_secs(),
+        })
+    }
+}
+
+/// `host:port` (or `[v6]:port`, or a bare port meaning loopback).
+fn split_address(s: &str) -> Option<(String, u16)> {
+    let s = s.trim().trim_start_matches("http://").trim_end_matches('/');
+    if let Ok(port) = s.parse::<u16>() {
+        return Some(("127.0.0.1".into(), port));
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// An mDNS announcement of a sidecar this host already reads by loopback.
+fn is_local_twin(known: &Target, heard: &Target) -> bool {
+    known.host == "127.0.0.1"
+        && known.http_port == heard.http_port
+        && known.app_id == heard.app_id
+        && local_ips().contains(&heard.host)
+}
+
+fn local_ips() -> Vec<String> {
+    // The host's addresses as the kernel routes to them: enough to tell
+    // an announcement of our own sidecars.
+    let mut v = vec!["127.0.0.1".to_string(), "::1".to_string()];
+    if let Ok(text) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let lines: Vec<&str> = text.lines().collect();
+        for w in lines.windows(2) {
+            if let (true, Some(ip)) = (
+                w[1].contains("/32 host LOCAL"),
+                w[0].split_whitespace().last(),
+            ) {
+                v.push(ip.to_string());
+            }
+        }
+    }
+    v
+}
+
+fn app_id(s: &Sidecar) -> Option<String> {
+    s.metadata["id"]
+        .as_str()
+        .or(s.status["appId"].as_str())
+        .map(String::from)
+        .or_else(|| s.target.app_id.clone())
+}
+
+/// The oldest scrape at most `secs` before `at` (the newest when only one).
+fn window_start(scrapes: &VecDeque<Scrape>, at: Instant, secs: f64) -> Option<&Scrape> {
+    scrapes
+        .iter()
+        .find(|s| at.duration_since(s.at).as_secs_f64() <= secs + 0.5)
+        .filter(|s| s.at < at)
+}
+
+/// Whether a status label value is a failure: 5xx, no answer, or a
+/// server-side gRPC code.
+fn failed(status: &str) -> bool {
+    match status.parse::<u16>() {
+        Ok(code) => code >= 500,
+        Err(_) => matches!(
+            status,
+            "error"
+                | "UNKNOWN"
+                | "INTERNAL"
+                | "UNAVAILABLE"
+                | "DATA_LOSS"
+                | "DEADLINE_EXCEEDED"
+                | "UNIMPLEMENTED"
+                | "RESOURCE_EXHAUSTED"
+        ),
+    }
+}
+
+/// Counter increase from `old` to `new` of the samples `pick` selects,
+/// summed by the key it gives (a reset counts what the new one holds).
+fn increase<K: Ord>(
+    new: &[Sample],
+    old: &[Sample],
+    pick: impl Fn(&Sample) -> Option<K>,
+) -> BTreeMap<K, f64> {
+    let mut out: BTreeMap<K, f64> = BTreeMap::new();
+    for n in new {
+        let Some(k) = pick(n) else { continue };
+        let before = old
+            .iter()
+            .find(|o| o.name == n.name && o.labels == n.labels)
+            .map_or(0.0, |o| o.value);
+        let d = if n.value >= before {
+            n.value - before
+        } else {
+            n.value
+        };
+        *out.entry(k).or_default() += d;
+    }
+    out
+}
+
+/// Histogram bucket increases of `family` over the samples `keep` takes,
+/// as cumulative (upper bound, count) pairs.
+fn bucket_increase(
+    new: &[Sample],
+    old: &[Sample],
+    family: &str,
+    keep: impl Fn(&Sample) -> bool,
+) -> Vec<(f64, f64)> {
+    let name = format!("{family}_bucket");
+    let by_le = increase(new, old, |s| {
+        (s.name == name && keep(s)).then(|| s.label("le").to_string())
+    });
+    let mut v: Vec<(f64, f64)> = by_le
+        .into_iter()
+        .filter_map(|(le, n)| {
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, n))
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+struct Edge {
+    to: String,
+    rps: f64,
+    requests: f64,
+    success: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+/// The calls this sidecar made to each app over the window.
+fn edges_of(new: &[Sample], old: &[Sample], secs: f64) -> Vec<Edge> {
+    let recv = "dapr_service_invocation_res_recv_total";
+    let by_dest = increase(new, old, |s| {
+        (s.name == recv).then(|| {
+            (
+                s.label("dest_app_id").to_string(),
+                failed(s.label("status")),
+            )
+        })
+    });
+    let dests: BTreeSet<&String> = new
+        .iter()
+        .filter(|s| s.name == recv)
+        .filter_map(|s| s.labels.get("dest_app_id"))
+        .collect();
+    dests
+        .into_iter()
+        .map(|dest| {
+            let ok = by_dest.get(&(dest.clone(), false)).copied().unwrap_or(0.0);
+            let bad = by_dest.get(&(dest.clone(), true)).copied().unwrap_or(0.0);
+            let total = ok + bad;
+            let buckets = bucket_increase(
+                new,
+                old,
+                "dapr_service_invocation_res_recv_latency_ms",
+                |s| s.label("dest_app_id") == dest,
+            );
+            Edge {
+                to: dest.clone(),
+                rps: if secs > 0.0 { total / secs } else { 0.0 },
+                requests: total,
+                success: (total > 0.0).then(|| ok / total),
+                p50: prom::quantile(0.5, &buckets),
+                p99: prom::quantile(0.99, &buckets),
+            }
+        })
+        .collect()
+}
+
+/// Requests/s, success and latency of what a sidecar served (its Dapr
+/// HTTP and gRPC APIs, and invocations from other apps) between two
+/// scrapes.
+fn served(new: &[Sample], old: &[Sample], secs: f64) -> Value {
+    let counts = increase(new, old, |s| match s.name.as_str() {
+        "dapr_http_server_request_count" => Some(failed(s.label("status"))),
+        "dapr_grpc_io_server_completed_rpcs" => Some(failed(s.label("grpc_server_status"))),
+        "dapr_service_invocation_res_sent_total" => Some(failed(s.label("status"))),
+        _ => None,
+    });
+    let ok = counts.get(&false).copied().unwrap_or(0.0);
+    let bad = counts.get(&true).copied().unwrap_or(0.0);
+    let total = ok + bad;
+    let mut buckets = bucket_increase(new, old, "dapr_http_server_latency", |_| true);
+    let grpc = bucket_increase(new, old, "dapr_grpc_io_server_server_latency", |_| true);
+    merge(&mut buckets, &grpc);
+    json!({
+        "rps": if secs > 0.0 { total / secs } else { 0.0 },
+        "requests": total,
+        "success": (total > 0.0).then(|| ok / total),
+        "p50": prom::quantile(0.5, &buckets),
+        "p99": prom::quantile(0.99, &buckets),
+    })
+}
+
+/// Adds `other`'s cumulative counts into `into` (same bucket bounds).
+fn merge(into: &mut Vec<(f64, f64)>, other: &[(f64, f64)]) {
+    if into.is_empty() {
+        into.extend_from_slice(other);
+        return;
+    }
+    for (le, n) in other {
+        if let Some(slot) = into.iter_mut().find(|(l, _)| l == le) {
+            slot.1 += n;
+        }
+    }
+}
+
+/// The sidecar's golden metrics over the window, and a series of them
+/// for the plots (one point per [`STEP`]).
+fn golden(scrapes: &VecDeque<Scrape>, now: Instant) -> Value {
+    let Some(latest) = scrapes.back() else {
+        return Value::Null;
+    };
+    let current = window_start(scrapes, latest.at, WINDOW).map(|old| {
+        served(
+            &latest.samples,
+            &old.samples,
+            latest.at.duration_since(old.at).as_secs_f64(),
+        )
+    });
+    let mut series = Vec::new();
+    let mut prev: Option<&Scrape> = None;
+    for s in scrapes {
+        if let Some(p) = prev {
+            let secs = s.at.duration_since(p.at).as_secs_f64();
+            if secs + 0.5 < STEP && !std::ptr::eq(s, latest) {
+                continue;
+            }
+            let mut point = served(&s.samples, &p.samples, secs);
+            point["ago"] = json!(now.duration_since(s.at).as_secs_f64().round());
+            series.push(point);
+        }
+        prev = Some(s);
+    }
+    json!({ "current": current, "series": series })
+}
+
+/// Each breaker's state, the policies' activations over the window, and
+/// what changed between scrapes over the kept history (newest first).
+fn resilience(scrapes: &VecDeque<Scrape>) -> Value {
+    let Some(latest) = scrapes.back() else {
+        return Value::Null;
+    };
+    let breakers: Vec<Value> = latest
+        .samples
+        .iter()
+        .filter(|s| s.name == "tandem_resiliency_circuit_breaker_state")
+        .map(|s| {
+            json!({
+                "target": s.label("target"),
+                "direction": s.label("flow_direction"),
+                "state": match s.value as i64 { 2 => "open", 1 => "half-open", _ => "closed" },
+            })
+        })
+        .collect();
+    let key = |s: &Sample| {
+        (s.name == "dapr_resiliency_activations_total").then(|| {
+            (
+                s.label("target").to_string(),
+                s.label("flow_direction").to_string(),
+                s.label("policy").to_string(),
+                s.label("status").to_string(),
+            )
+        })
+    };
+    let window = window_start(scrapes, latest.at, WINDOW)
+        .map(|old| increase(&latest.samples, &old.samples, key))
+        .unwrap_or_default();
+    let totals = increase(&latest.samples, &[], key);
+    let activations: Vec<Value> = totals
+        .iter()
+        .map(|((target, dir, policy, status), total)| {
+            json!({
+                "target": target, "direction": dir, "policy": policy, "status": status,
+                "total": total,
+                "lastMinute": window.get(&(target.clone(), dir.clone(), policy.clone(), status.clone())).copied().unwrap_or(0.0),
+            })
+        })
+        .collect();
+    let mut events = Vec::new();
+    let pairs: Vec<(&Scrape, &Scrape)> = scrapes.iter().zip(scrapes.iter().skip(1)).collect();
+    for (old, new) in pairs.into_iter().rev() {
+        for ((target, dir, policy, status), n) in increase(&new.samples, &old.samples, key) {
+            if n > 0.0 && events.len() < 50 {
+                events.push(json!({
+                    "ago": latest.at.duration_since(new.at).as_secs(),
+                    "target": target, "direction": dir, "policy": policy, "status": status, "count": n,
+                }));
+            }
+        }
+    }
+    json!({ "breakers": breakers, "activations": activations, "events": events })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
+        Sample {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        }
+    }
+
+    #[test]
+    fn an_edge_has_its_rate_success_and_latency_over_the_window() {
+        let recv = "dapr_service_invocation_res_recv_total";
+        let lat = "dapr_service_invocation_res_recv_latency_ms_bucket";
+        let old = vec![
+            s(recv, &[("dest_app_id", "b"), ("status", "200")], 10.0),
+            s(lat, &[("dest_app_id", "b"), ("le", "1")], 5.0),
+            s(lat, &[("dest_app_id", "b"), ("le", "+Inf")], 10.0),
+        ];
+        let new = vec![
+            s(recv, &[("dest_app_id", "b"), ("status", "200")], 100.0),
+            s(recv, &[("dest_app_id", "b"), ("status", "500")], 10.0),
+            s(lat, &[("dest_app_id", "b"), ("le", "1")], 55.0),
+            s(lat, &[("dest_app_id", "b"), ("le", "2")], 105.0),
+            s(lat, &[("dest_app_id", "b"), ("le", "+Inf")], 110.0),
+        ];
+        let e = edges_of(&new, &old, 50.0);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].to, "b");
+        assert_eq!(e[0].requests, 100.0);
+        assert_eq!(e[0].rps, 2.0);
+        assert_eq!(e[0].success, Some(0.9));
+        assert!(
+            e[0].p50.is_some_and(|p| p > 0.0 && p <= 2.0),
+            "{:?}",
+            e[0].p50
+        );
+    }
+
+    #[test]
+    fn failures_are_5xx_no_answer_and_server_side_grpc_codes() {
+        for bad in ["500", "503", "error", "UNAVAILABLE", "INTERNAL"] {
+            assert!(failed(bad), "{bad}");
+        }
+        for good in ["200", "204", "404", "OK", "NOT_FOUND", "INVALID_ARGUMENT"] {
+            assert!(!failed(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn addresses_take_host_port_v6_and_bare_ports() {
+        assert_eq!(
+            split_address("10.0.0.2:3500"),
+            Some(("10.0.0.2".into(), 3500))
+        );
+        assert_eq!(split_address("http://h:1/"), Some(("h".into(), 1)));
+        assert_eq!(
+            split_address("[fe80::1]:3500"),
+            Some(("fe80::1".into(), 3500))
+        );
+        assert_eq!(split_address("3501"), Some(("127.0.0.1".into(), 3501)));
+        assert_eq!(split_address(":3500"), None);
+        assert_eq!(split_address("host:99999"), None);
+        assert_eq!(split_address("host"), None);
+    }
+}

@@ -1,0 +1,385 @@
+//! `tandem dashboard` as a user meets it: three plain Python apps under
+//! `tandem run -f .` (one calling the two others, one of which fails
+//! behind a circuit breaker), a fourth sidecar that needs an API token,
+//! the dashboard opened in Debian's Chromium driven by Playwright
+//! (`tests/dashboard/check.cjs`), screenshots kept under
+//! `target/test-artifacts/dashboard/`. Around it, the dashboard's own doors
+//! tried the way an attacker would.
+
+mod common;
+
+use common::{BIN, Killed, Output, TempDir, free_port};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `tandem stop -f .` in the template's folder when the test ends, passed
+/// or not (no app outlives it).
+struct StopAll<'a>(&'a TempDir, &'a TempDir);
+
+impl Drop for StopAll<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN)
+            .current_dir(self.0.path())
+            .env("TANDEM_HOME", self.1.path())
+            .args(["stop", "-f", "."])
+            .output();
+    }
+}
+
+fn node_modules() -> String {
+    std::env::var("TANDEM_PLAYWRIGHT").unwrap_or_else(|_| {
+        panic!(
+            "TANDEM_PLAYWRIGHT is not set: run through scripts/test.sh, or set it to what tests/dashboard/setup.sh prints"
+        )
+    })
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/dashboard")
+        .join(name)
+}
+
+/// One request with the headers given verbatim (Host included).
+fn raw(port: u16, head: &str) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(format!("{head}Connection: close\r\nContent-Length: 0\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, headers.to_string(), body.to_string())
+}
+
+fn get(port: u16, path: &str) -> (u16, String, String) {
+    raw(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"),
+    )
+}
+
+fn overview(port: u16) -> serde_json::Value {
+    let (status, _, body) = get(port, "/api/overview");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until `f` holds for the dashboard's overview.
+fn wait_overview(
+    port: u16,
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = overview(port);
+        if f(&v) {
+            return v;
+        }
+        assert!(Instant::now() < end, "{what}: never seen in\n{v:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn sidecar_of<'a>(v: &'a serde_json::Value, app: &str) -> Option<&'a serde_json::Value> {
+    v["sidecars"].as_array()?.iter().find(|s| s["appId"] == app)
+}
+
+fn dashboard(
+    home: &TempDir,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, u16, Output) {
+    let port = free_port();
+    let mut c = Command::new(BIN);
+    c.env("TANDEM_HOME", home.path())
+        .env_remove("DAPR_API_TOKEN")
+        .args(["dashboard", "--port", &port.to_string(), "--interval", "1"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let out = Output::capture(child.stdout.take().unwrap());
+    let _err = Output::capture(child.stderr.take().unwrap());
+    assert!(
+        out.wait_for(
+            &format!("Dapr Dashboard running on http://127.0.0.1:{port}"),
+            Duration::from_secs(20)
+        ),
+        "the dashboard did not start: {}",
+        out.text()
+    );
+    (child, port, out)
+}
+
+#[test]
+fn the_dashboard_shows_three_apps_their_traffic_an_open_breaker_and_a_refused_reload_in_chromium() {
+    let node_modules = node_modules();
+    let home = TempDir::new("dash-home");
+    let root = TempDir::new("dash");
+    for f in ["resiliency.yaml", "statestore.yaml"] {
+        std::fs::copy(
+            fixture(&format!("resources/{f}")),
+            root.path().join("resources").join(f),
+        )
+        .or_else(|_| {
+            std::fs::create_dir_all(root.path().join("resources"))?;
+            std::fs::copy(
+                fixture(&format!("resources/{f}")),
+                root.path().join("resources").join(f),
+            )
+        })
+        .unwrap();
+    }
+    let mut apps = String::from("version: 1\ncommon:\n  resourcesPath: ./resources\napps:\n");
+    for app in ["caller", "orders", "payments"] {
+        std::fs::create_dir_all(root.path().join(app)).unwrap();
+        std::fs::copy(fixture("app.py"), root.path().join(app).join("app.py")).unwrap();
+        apps.push_str(&format!(
+            "  - appID: {app}\n    appDirPath: ./{app}\n    appPort: {}\n    command: [\"python3\", \"app.py\", \"{app}\"]\n",
+            free_port()
+        ));
+    }
+    root.write("dapr.yaml", &apps);
+
+    // `tandem run -f .` from the template's folder, as the quickstarts do.
+    let mut run = Command::new(BIN);
+    run.current_dir(root.path())
+        .env("TANDEM_HOME", home.path())
+        .env_remove("DAPR_API_TOKEN")
+        .args(["run", "-f", "."])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut run = run.spawn().unwrap();
+    let _stop_all = StopAll(&root, &home);
+    let run_out = Output::capture(run.stdout.take().unwrap());
+    let _run_err = Output::capture(run.stderr.take().unwrap());
+    // A sidecar started on its own that needs an API token.
+    let locked_port = free_port();
+    let locked = Command::new(BIN)
+        .env("TANDEM_HOME", home.path())
+        .env("DAPR_API_TOKEN", "s3cret-token")
+        .args([
+            "sidecar",
+            "--app-id",
+            "locked",
+            "--dapr-http-port",
+            &locked_port.to_string(),
+            "--dapr-grpc-port",
+            &free_port().to_string(),
+            "--metrics-port",
+            &free_port().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = Killed(vec![locked]);
+    for app in ["caller", "orders", "payments"] {
+        assert!(
+            run_out.wait_for(
+                &format!("Started Dapr with app id \"{app}\""),
+                Duration::from_secs(60)
+            ),
+            "{}",
+            run_out.text()
+        );
+    }
+    let locked_addr = format!("127.0.0.1:{locked_port}");
+    let (dash, port, _out) = dashboard(&home, &["--sidecar", &locked_addr], &[]);
+    guard.0.push(dash);
+
+    // What the page will read, checked first through its API.
+    let v = wait_overview(port, "three apps read, the locked one not", |v| {
+        ["caller", "orders", "payments"]
+            .iter()
+            .all(|a| sidecar_of(v, a).is_some_and(|s| s["readable"] == true))
+            && v["sidecars"].as_array().unwrap().iter().any(|s| {
+                s["address"] == locked_addr.as_str()
+                    && s["readable"] == false
+                    && s["problems"].to_string().contains("needs an API token")
+            })
+    });
+    assert!(!v.to_string().contains("s3cret"), "{v}");
+
+    // The dashboard's doors.
+    let key = sidecar_of(&v, "orders").unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, headers, _) = get(port, "/");
+    assert_eq!(s, 200);
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'none'"),
+        "{headers}"
+    );
+    // DNS rebinding: a page of another name reaching our port.
+    let (s, _, body) = raw(
+        port,
+        "GET /api/overview HTTP/1.1\r\nHost: evil.example:80\r\n",
+    );
+    assert_eq!(s, 421, "{body}");
+    // Cross-site POSTs: no custom header, or another origin.
+    let reload = format!("POST /api/reload?sidecar={key} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+    let (s, _, body) = raw(port, &reload);
+    assert_eq!(s, 403, "{body}");
+    let (s, _, body) = raw(
+        port,
+        &format!("{reload}x-tandem-dashboard: 1\r\nOrigin: http://evil.example\r\n"),
+    );
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("evil.example"), "{body}");
+    let (s, _, body) = raw(
+        port,
+        &format!("{reload}x-tandem-dashboard: 1\r\nOrigin: http://127.0.0.1:{port}\r\n"),
+    );
+    assert_eq!(s, 200, "{body}");
+    // Only sidecars it found: no reading arbitrary addresses.
+    for path in [
+        "/api/workflows?sidecar=10.1.2.3:80".to_string(),
+        "/api/workflows?sidecar=%2e%2e%2f".to_string(),
+    ] {
+        let (s, _, body) = get(port, &path);
+        assert_eq!(s, 404, "{path}: {body}");
+    }
+    let (s, _, body) = raw(
+        port,
+        "POST /api/reload?sidecar=127.0.0.1:1 HTTP/1.1\r\nHost: localhost\r\nx-tandem-dashboard: 1\r\n",
+    );
+    assert_eq!(s, 404, "{body}");
+    let (s, _, body) = get(port, "/api/workflows");
+    assert_eq!(s, 400, "{body}");
+    let (s, _, body) = get(port, &format!("/api/workflows?sidecar={key}&id="));
+    assert_eq!(s, 400, "{body}");
+    let (s, _, _) = get(port, "/../../etc/passwd");
+    assert_eq!(s, 404);
+    let (s, _, _) = raw(
+        port,
+        &format!("DELETE /api/overview HTTP/1.1\r\nHost: localhost:{port}\r\n"),
+    );
+    assert_eq!(s, 405);
+    // A sidecar without an actor store lists no workflows, plainly.
+    let (s, _, body) = get(port, &format!("/api/workflows?sidecar={key}"));
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("actorStateStore"), "{body}");
+
+    // The browser: every page, the checks in check.cjs, screenshots.
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/dashboard");
+    let out = Command::new("node")
+        .arg(fixture("check.cjs"))
+        .env("NODE_PATH", &node_modules)
+        .env("DASHBOARD_URL", format!("http://127.0.0.1:{port}/"))
+        .env("RESOURCES_DIR", root.path().join("resources"))
+        .env("ARTIFACTS", &artifacts)
+        .env("LOCKED", &locked_addr)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}{stderr}");
+    assert!(
+        out.status.success(),
+        "the browser checks failed:\n{stdout}\n{stderr}"
+    );
+    for shot in [
+        "apps",
+        "traffic",
+        "resilience",
+        "configuration",
+        "phone-traffic",
+    ] {
+        let png = artifacts.join(format!("{shot}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+            "{}",
+            png.display()
+        );
+    }
+
+    // The reload the page showed refused is refused for the API too, and
+    // the file is named.
+    let v = wait_overview(port, "refusals", |v| {
+        ["caller", "orders", "payments"].iter().all(|a| {
+            sidecar_of(v, a).is_some_and(|s| {
+                s["status"]["recentReloads"].as_array().is_some_and(|r| {
+                    r.iter().any(|o| {
+                        o["ok"] == false
+                            && o["error"].as_str().unwrap_or("").contains("broken.yaml:")
+                    })
+                })
+            })
+        })
+    });
+    // Nothing was applied from the broken file: the sidecars still serve
+    // generation 1 and keep calling.
+    for a in ["caller", "orders", "payments"] {
+        assert_eq!(sidecar_of(&v, a).unwrap()["status"]["generation"], 1);
+    }
+
+    // Given the token, the dashboard reads the locked sidecar and never
+    // shows the token; a wrong one is named as refused.
+    let (with_token, tport, _) = dashboard(
+        &home,
+        &["--sidecar", &locked_addr],
+        &[("DAPR_API_TOKEN", "s3cret-token")],
+    );
+    guard.0.push(with_token);
+    let v = wait_overview(tport, "the locked sidecar read with the token", |v| {
+        sidecar_of(v, "locked").is_some_and(|s| s["readable"] == true)
+    });
+    assert!(
+        !v.to_string().contains("s3cret"),
+        "the token leaked into the overview"
+    );
+    let (_, _, page) = get(tport, "/");
+    let (_, _, script) = get(tport, "/app.js");
+    assert!(!page.contains("s3cret") && !script.contains("s3cret"));
+    let (wrong, wport, _) = dashboard(
+        &home,
+        &["--sidecar", &locked_addr, "--api-token", "nope"],
+        &[],
+    );
+    guard.0.push(wrong);
+    wait_overview(wport, "a wrong token named", |v| {
+        v["sidecars"].as_array().unwrap().iter().any(|s| {
+            s["address"] == locked_addr.as_str()
+                && s["problems"]
+                    .to_string()
+                    .contains("refused the API token given")
+        })
+    });
+
+    // A sidecar that stops leaves the dashboard (the run registry forgets it).
+    let stop = Command::new(BIN)
+        .current_dir(root.path())
+        .env("TANDEM_HOME", home.path())
+        .args(["stop", "-f", "."])
+        .output()
+        .unwrap();
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    wait_overview(port, "stopped apps gone", |v| {
+        sidecar_of(v, "caller").is_none()
+    });
+    let _ = common::wait_exit(&mut run, Duration::from_secs(20));
+    let _ = run.kill();
+    let _ = run.wait();
+}
