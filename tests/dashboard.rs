@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::netns::{Netns, text};
 use common::{BIN, Killed, Output, TempDir, free_port};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -152,6 +153,30 @@ fn the_dashboard_shows_three_apps_their_traffic_an_open_breaker_and_a_refused_re
             free_port()
         ));
     }
+    // A fourth app with the Python SDK: the Counter actor and workflows,
+    // on its own SQLite actor state store.
+    let venv = std::env::var("TANDEM_SDK_VENV").unwrap_or_else(|_| {
+        panic!(
+            "TANDEM_SDK_VENV is not set: run through scripts/test.sh (tests/sdk/venv.sh makes it)"
+        )
+    });
+    std::fs::create_dir_all(root.path().join("processor")).unwrap();
+    std::fs::copy(
+        fixture("processor.py"),
+        root.path().join("processor/processor.py"),
+    )
+    .unwrap();
+    root.write(
+        "processor/resources/actorstore.yaml",
+        &format!(
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: actorstore\nspec:\n  type: state.sqlite\n  version: v1\n  metadata:\n    - name: connectionString\n      value: \"{}\"\n    - name: actorStateStore\n      value: \"true\"\n",
+            root.path().join("processor.db").display()
+        ),
+    );
+    apps.push_str(&format!(
+        "  - appID: processor\n    appDirPath: ./processor\n    appPort: {}\n    resourcesPath: ./resources\n    command: [\"{venv}/bin/python\", \"processor.py\"]\n",
+        free_port()
+    ));
     root.write("dapr.yaml", &apps);
 
     // `tandem run -f .` from the template's folder, as the quickstarts do.
@@ -197,6 +222,11 @@ fn the_dashboard_shows_three_apps_their_traffic_an_open_breaker_and_a_refused_re
             run_out.text()
         );
     }
+    assert!(
+        run_out.wait_for("PROCESSOR READY", Duration::from_secs(90)),
+        "{}",
+        run_out.text()
+    );
     let locked_addr = format!("127.0.0.1:{locked_port}");
     let (dash, port, _out) = dashboard(&home, &["--sidecar", &locked_addr], &[]);
     guard.0.push(dash);
@@ -382,4 +412,110 @@ fn the_dashboard_shows_three_apps_their_traffic_an_open_breaker_and_a_refused_re
     let _ = common::wait_exit(&mut run, Duration::from_secs(20));
     let _ = run.kill();
     let _ = run.wait();
+}
+
+/// Two hosts on one link (network namespaces): on B, `orders` with its Dapr
+/// API on every address and `private` on loopback only, both with
+/// `nameResolution: mdns`; on A, `tandem dashboard --mdns` with nothing of
+/// its own. It reads `orders` across the link and names `private` as heard
+/// but not answering.
+#[test]
+fn the_dashboard_finds_sidecars_on_another_host_by_mdns() {
+    let (host_a, host_b) = Netns::pair("dash", "");
+    let (home_a, home_b) = (TempDir::new("dash-a"), TempDir::new("dash-b"));
+    let config = home_b.write(
+        "config.yaml",
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: c\nspec:\n  nameResolution:\n    component: mdns\n",
+    );
+    let app = "import http.server\nhttp.server.ThreadingHTTPServer(('127.0.0.1', 8081), http.server.SimpleHTTPRequestHandler).serve_forever()";
+    let start = |id: &str, http: &str, metrics: &str, extra: &[&str], cmd: &[&str]| {
+        host_b
+            .command("env")
+            .args([
+                &format!("TANDEM_HOME={}", home_b.path().display()),
+                BIN,
+                "run",
+                "--app-id",
+                id,
+                "--config",
+                config.to_str().unwrap(),
+                "--dapr-http-port",
+                http,
+                "--metrics-port",
+                metrics,
+            ])
+            .args(extra)
+            .arg("--")
+            .args(cmd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let orders = start(
+        "orders",
+        "3500",
+        "9091",
+        &["--app-port", "8081", "--dapr-listen-addresses", "0.0.0.0"],
+        &["python3", "-c", app],
+    );
+    let private = start("private", "3600", "9092", &[], &["sleep", "600"]);
+    let dash = host_a
+        .command("env")
+        .args([
+            &format!("TANDEM_HOME={}", home_a.path().display()),
+            BIN,
+            "dashboard",
+            "--mdns",
+            "--port",
+            "8080",
+            "--interval",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Killed(vec![dash, orders, private]);
+
+    let end = Instant::now() + Duration::from_secs(60);
+    let v = loop {
+        let out = host_a.run(
+            "curl",
+            &["-s", "-m", "5", "http://127.0.0.1:8080/api/overview"],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let orders = sidecar_of(&v, "orders");
+        let private = v["sidecars"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["address"] == "10.99.0.2:3600"));
+        if orders.is_some_and(|o| o["readable"] == true && o["status"]["ports"]["metrics"] == 9091)
+            && private.is_some_and(|p| p["problems"].to_string().contains("loopback only"))
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < end,
+            "not seen across the link:\n{}\n{v:#}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let orders = sidecar_of(&v, "orders").unwrap();
+    assert_eq!(orders["address"], "10.99.0.2:3500", "{v:#}");
+    assert_eq!(orders["source"], "mDNS");
+    // Its metrics were read across the link too (golden metrics exist).
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = host_a.run(
+            "curl",
+            &["-s", "-m", "5", "http://127.0.0.1:8080/api/overview"],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if sidecar_of(&v, "orders").is_some_and(|o| o["golden"]["current"].is_object()) {
+            break;
+        }
+        assert!(Instant::now() < end, "no metrics read from B: {v:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

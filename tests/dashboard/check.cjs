@@ -58,6 +58,7 @@ async function main() {
     for (const app of ["caller", "orders", "payments"]) {
       await page.waitForSelector(`[data-app="${app}"] [data-component="statestore"]`, { timeout: WAIT });
     }
+    await page.waitForSelector('[data-app="processor"] [data-component="actorstore"]', { timeout: WAIT });
     log("apps listed");
     // The sidecar that needs a token is named as unreadable.
     await page.waitForFunction((id) => {
@@ -111,13 +112,34 @@ async function main() {
     const injected = await page.evaluate(() => window.__pwned === 1 || document.querySelectorAll("main img").length > 0);
     if (injected) failures.push("markup from a resource file reached the page");
 
-    // Actors and workflows render for apps that have neither.
+    // Actors: the processor's three Counter actors, by type and host.
     await open(page, "actors");
-    await page.waitForSelector('[data-actors="caller"]', { timeout: WAIT });
+    await page.waitForFunction(() => {
+      const row = document.querySelector('tr[data-actor-type="Counter"]');
+      return row && Number(row.children[3].textContent) >= 3 && row.children[1].textContent === "processor";
+    }, null, { timeout: WAIT });
+    log("actors shown");
     await shot(page, "actors");
+    // Workflows: the processor's instances with their status; one's history.
     await open(page, "workflows");
-    await page.waitForSelector('[data-workflows="caller"]', { timeout: WAIT });
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('[data-workflows="processor"] tr[data-instance]')];
+      const status = (prefix) => rows.filter((r) => r.dataset.instance.startsWith(prefix)).map((r) => r.children[2].textContent);
+      return status("order-o-").filter((s) => s === "COMPLETED").length === 3 && status("order-bad-")[0] === "FAILED";
+    }, null, { timeout: WAIT });
+    const failed = await page.$eval('[data-workflows="processor"] tr[data-instance^="order-bad-"]', (r) => r.textContent);
+    if (!failed.includes("card declined")) failures.push(`the failed workflow does not say why: ${failed}`);
+    await page.click('[data-workflows="processor"] tr[data-instance^="order-o-1-"] button');
+    await page.waitForFunction(() => {
+      const text = [...document.querySelectorAll('[data-workflows="processor"] .history tr')].map((r) => r.textContent).join("\n");
+      return text.includes("TaskScheduledreserve") && text.includes("TaskScheduledcharge") && text.includes("ExecutionCompletedCOMPLETED");
+    }, null, { timeout: WAIT });
+    log("workflows and a history shown");
     await shot(page, "workflows");
+    // Apps without an actor store say so on the same page.
+    const none = await page.$eval('[data-workflows="caller"]', (c) => c.textContent);
+    // (its in-memory store could be one, but is not marked actorStateStore)
+    if (!none.includes("actorStateStore")) failures.push(`caller's workflows card: ${none}`);
 
     // Auto-refresh: the page updates itself without a reload.
     const before = await page.evaluate(() => { window.__marker = 1; return document.getElementById("updated").textContent; });

@@ -24,8 +24,10 @@ const FAMILIES: &[&str] = &[
 const KEEP: Duration = Duration::from_secs(600);
 /// Rates and latencies are over this window.
 const WINDOW: f64 = 60.0;
-/// Plots: one point per step over the kept history.
+/// Plots: one point per step over the kept history…
 const STEP: f64 = 10.0;
+/// …and never more points than this.
+const POINTS: f64 = 60.0;
 /// One call to a sidecar gives up after this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bodies larger than this are refused (a sidecar is not trusted).
@@ -235,6 +237,11 @@ impl Collector {
             }
         };
         problems.dedup();
+        if t.source == "mDNS" && metadata.is_null() && status.is_null() {
+            problems.push(
+                "heard on mDNS but its Dapr API does not answer from here: it may listen on loopback only (start it with --dapr-listen-addresses)".into(),
+            );
+        }
         (metadata, status, samples, problems)
     }
 
@@ -398,6 +405,15 @@ impl Collector {
                 "resilience": resilience(&s.scrapes),
             }));
         }
+        // Apps by name (unread ones last), not by the order ports fell in.
+        sidecars.sort_by(|a, b| {
+            let name = |v: &Value| v["appId"].as_str().unwrap_or("").to_string();
+            (name(a).is_empty(), name(a), a["address"].to_string()).cmp(&(
+                name(b).is_empty(),
+                name(b),
+                b["address"].to_string(),
+            ))
+        });
         json!({
             "sidecars": sidecars,
             "edges": edges,
@@ -635,12 +651,18 @@ fn golden(scrapes: &VecDeque<Scrape>, now: Instant) -> Value {
             latest.at.duration_since(old.at).as_secs_f64(),
         )
     });
+    // At most [`POINTS`] points: one per scrape while the history is
+    // short, one per [`STEP`] or more once it is long.
+    let span = scrapes
+        .front()
+        .map_or(0.0, |f| latest.at.duration_since(f.at).as_secs_f64());
+    let step = (span / POINTS).min(STEP);
     let mut series = Vec::new();
     let mut prev: Option<&Scrape> = None;
     for s in scrapes {
         if let Some(p) = prev {
             let secs = s.at.duration_since(p.at).as_secs_f64();
-            if secs + 0.5 < STEP && !std::ptr::eq(s, latest) {
+            if secs < step && !std::ptr::eq(s, latest) {
                 continue;
             }
             let mut point = served(&s.samples, &p.samples, secs);
@@ -694,13 +716,26 @@ fn resilience(scrapes: &VecDeque<Scrape>) -> Value {
             })
         })
         .collect();
-    let mut events = Vec::new();
+    // What changed between scrapes, newest first; the same activation in
+    // consecutive scrapes is one line (a breaker refusing calls for a
+    // minute is one line with its count, not thirty).
+    let mut events: Vec<Value> = Vec::new();
+    let mut open: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
     let pairs: Vec<(&Scrape, &Scrape)> = scrapes.iter().zip(scrapes.iter().skip(1)).collect();
     for (old, new) in pairs.into_iter().rev() {
-        for ((target, dir, policy, status), n) in increase(&new.samples, &old.samples, key) {
-            if n > 0.0 && events.len() < 50 {
+        let ago = latest.at.duration_since(new.at).as_secs();
+        let seen = increase(&new.samples, &old.samples, key);
+        open.retain(|k, _| seen.get(k).is_some_and(|n| *n > 0.0));
+        for (k, n) in seen.into_iter().filter(|(_, n)| *n > 0.0) {
+            if let Some(&i) = open.get(&k) {
+                let e = &mut events[i];
+                e["count"] = json!(e["count"].as_f64().unwrap_or(0.0) + n);
+                e["sinceAgo"] = json!(ago);
+            } else if events.len() < 50 {
+                let (target, dir, policy, status) = k.clone();
+                open.insert(k, events.len());
                 events.push(json!({
-                    "ago": latest.at.duration_since(new.at).as_secs(),
+                    "ago": ago, "sinceAgo": ago,
                     "target": target, "direction": dir, "policy": policy, "status": status, "count": n,
                 }));
             }

@@ -28,7 +28,7 @@ async fn client(host: &str, port: u16) -> Result<Client, String> {
         .connect()
         .await
         .map_err(|e| format!("the sidecar's gRPC API on {authority} does not answer: {e}"))?;
-    Ok(TaskHubSidecarServiceClient::new(ch))
+    Ok(TaskHubSidecarServiceClient::new(ch).max_decoding_message_size(16 << 20))
 }
 
 fn request<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
@@ -111,21 +111,37 @@ pub async fn list(host: &str, port: u16, token: Option<&str>) -> Result<Value, S
     let more = token_page.is_some();
     ids.truncate(MAX_INSTANCES);
     let reads = ids.iter().map(|id| {
-        let mut c = c.clone();
+        let c = c.clone();
         async move {
-            let r = c
-                .get_instance(request(
-                    dt::GetInstanceRequest {
-                        instance_id: id.clone(),
-                        get_inputs_and_outputs: false,
-                        router: None,
-                    },
-                    token,
-                ))
-                .await;
+            let get = |payloads: bool| {
+                let mut c = c.clone();
+                async move {
+                    c.get_instance(request(
+                        dt::GetInstanceRequest {
+                            instance_id: id.clone(),
+                            get_inputs_and_outputs: payloads,
+                            router: None,
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(tonic::Response::into_inner)
+                }
+            };
+            // Payloads (inputs, outputs, failure details) come only with
+            // inputs and outputs, as daprd gives them: asked again for the
+            // failed ones only, so a list of big inputs stays small.
+            let mut r = get(false).await;
+            if let Ok(first) = &r {
+                let failed = first.workflow_state.as_ref().is_some_and(|s| {
+                    s.workflow_status == dt::OrchestrationStatus::Failed as i32
+                });
+                if failed {
+                    r = get(true).await.or(r);
+                }
+            }
             match r {
                 Ok(r) => {
-                    let r = r.into_inner();
                     let st = r.workflow_state.unwrap_or_default();
                     json!({
                         "id": id,

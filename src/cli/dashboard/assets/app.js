@@ -25,6 +25,8 @@ const fmt = {
   rate: (v) => v === null || v === undefined ? "–" : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2),
   pct: (v) => v === null || v === undefined ? "–" : (v * 100).toFixed(v === 1 || v === 0 ? 0 : 1) + "%",
   ms: (v) => v === null || v === undefined ? "–" : v >= 100 ? v.toFixed(0) + " ms" : v.toFixed(1) + " ms",
+  time: (t) => (t ? t.replace("T", " ").replace("Z", "") : ""),
+  line: (t) => { const l = (t || "").split("\n")[0]; return l.length > 160 ? l.slice(0, 159) + "…" : l; },
   ago: (s) => s === null || s === undefined ? "–" : s < 60 ? `${Math.round(s)}s` : s < 3600 ? `${Math.floor(s / 60)}m` : s < 86400 ? `${Math.floor(s / 3600)}h` : `${Math.floor(s / 86400)}d`,
 };
 
@@ -94,7 +96,27 @@ function appsPage() {
 
 // ---------- traffic ----------
 
-function graph(nodes, edges) {
+// Ring order: the busiest app first, its peers beside it on both sides,
+// so a caller's edges go round the ring instead of across it.
+function ringOrder(nodes, edges) {
+  const degree = (id) => edges.filter((e) => e.from === id || e.to === id).length;
+  const left = [...nodes].sort((a, b) => degree(b.id) - degree(a.id) || a.id.localeCompare(b.id));
+  const ring = new Array(left.length);
+  let front = 0, back = left.length - 1, side = 0;
+  while (left.length) {
+    const hub = left.shift();
+    ring[front++] = hub;
+    const peers = left.filter((x) => edges.some((e) => (e.from === hub.id && e.to === x.id) || (e.to === hub.id && e.from === x.id)));
+    for (const p of peers) {
+      left.splice(left.indexOf(p), 1);
+      if (side++ % 2 === 0) ring[back--] = p; else ring[front++] = p;
+    }
+  }
+  return ring.filter(Boolean);
+}
+
+function graph(unordered, edges) {
+  const nodes = ringOrder(unordered, edges);
   const n = nodes.length, W = 720, H = n > 4 ? 520 : 400, R = 34;
   const cx = W / 2, cy = H / 2, ring = Math.min(W, H) / 2 - 70;
   const pos = new Map();
@@ -118,7 +140,7 @@ function graph(nodes, edges) {
     svg.append(el("g", { class: `edge${failing ? " failing" : ""}${e.rps > 0 ? "" : " idle"}`, "data-edge": `${e.from}->${e.to}` },
       el("title", {}, `${e.from} → ${e.to}: ${label}`),
       el("line", { x1, y1, x2, y2, "marker-end": "url(#arrow)" }),
-      el("text", { x: (x1 + x2) / 2 + ox * 1.6, y: (y1 + y2) / 2 + oy * 1.6 }, label)));
+      el("text", { x: (x1 + x2) / 2 + ox * 2.2, y: (y1 + y2) / 2 + oy * 2.2 + 4 }, label)));
   }
   for (const node of nodes) {
     const [x, y] = pos.get(node.id);
@@ -163,7 +185,7 @@ function trafficPage() {
         plot("requests/s", fmt.rate(cur.rps), series, "rps"),
         plot("success", fmt.pct(cur.success), series, "success"),
         plot("p99 latency", fmt.ms(cur.p99), series, "p99")),
-      el("p", { class: "muted" }, `served over the last minute: ${cur.requests ?? 0} requests, p50 ${fmt.ms(cur.p50)}; plots: last ${Math.round((series.length * (d.stepSecs || 10)) / 60)} min`));
+      el("p", { class: "muted" }, `served over the last minute: ${cur.requests ?? 0} requests, p50 ${fmt.ms(cur.p50)}; plots: the last ${fmt.ago(series.length ? series[0].ago : 0)}`));
   });
   return [
     el("article", { class: "card" }, el("h2", {}, "Service graph", el("span", { class: "muted" }, `calls over the last ${d.windowSecs || 60} s`)),
@@ -176,10 +198,18 @@ function trafficPage() {
 // ---------- resilience ----------
 
 function resiliencePage() {
-  return [el("div", { class: "grid" }, sidecars().map((s) => {
+  const busy = (s) => ((s.resilience || {}).breakers || []).length + ((s.resilience || {}).activations || []).length > 0;
+  const ordered = [...sidecars().filter(busy), ...sidecars().filter((s) => !busy(s))];
+  return [el("div", { class: "grid" }, ordered.map((s) => {
     const r = s.resilience || { breakers: [], activations: [], events: [] };
     const kind = (st) => (st === "open" ? "bad" : st === "half-open" ? "warn" : "ok");
-    return el("article", { class: "card", "data-resilience": s.appId }, title(s),
+    const quiet = !(r.breakers || []).length && !(r.activations || []).length;
+    if (quiet) {
+      const names = ((s.metadata || {}).resiliencies || []).map((x) => x.name);
+      return el("article", { class: "card", "data-resilience": s.appId }, title(s),
+        el("p", { class: "muted" }, s.readable ? `no breaker tripped, no retry or timeout seen${names.length ? ` (policies: ${names.join(", ")})` : ""}` : "not read"));
+    }
+    return el("article", { class: "card full", "data-resilience": s.appId }, title(s),
       el("h3", {}, "Circuit breakers"),
       table(["target", "direction", "state"], (r.breakers || []).map((b) => el("tr", { "data-breaker": b.target, "data-state": b.state },
         el("td", {}, b.target), el("td", {}, b.direction), el("td", {}, badge(b.state, kind(b.state)))))),
@@ -187,8 +217,9 @@ function resiliencePage() {
       table(["target", "policy", "status", "last min", "total"], (r.activations || []).map((a) => el("tr", {},
         el("td", {}, a.target), el("td", {}, a.policy), el("td", {}, a.status), num(a.lastMinute), num(a.total)))),
       el("h3", {}, "Recent"),
-      table(["ago", "target", "policy", "status", "count"], (r.events || []).slice(0, 15).map((e) => el("tr", {},
-        num(fmt.ago(e.ago)), el("td", {}, e.target), el("td", {}, e.policy), el("td", {}, e.status), num(e.count)))));
+      table(["when", "target", "policy", "status", "count"], (r.events || []).slice(0, 15).map((e) => el("tr", {},
+        el("td", { class: "nowrap" }, e.sinceAgo > e.ago ? `${fmt.ago(e.sinceAgo)} → ${fmt.ago(e.ago)} ago` : `${fmt.ago(e.ago)} ago`),
+        el("td", {}, e.target), el("td", {}, e.policy), el("td", {}, e.status), num(e.count)))));
   }))];
 }
 
@@ -318,9 +349,9 @@ function workflowsPage() {
     const rows = instances.map((i) => el("tr", { "data-instance": i.id },
       el("td", {}, el("button", { class: "link", onclick: () => loadHistory(s.key, i.id) }, i.id)),
       el("td", {}, i.name || ""), el("td", {}, i.error ? badge("error", "bad") : badge(i.status, kind(i.status))),
-      el("td", {}, i.created || ""), el("td", { class: "error" }, i.failure || i.error || "")));
+      el("td", {}, fmt.time(i.created)), el("td", { class: "error", title: i.failure || i.error || "" }, fmt.line(i.failure || i.error))));
     const h = wf.open && wf.history;
-    return el("article", { class: "card", "data-workflows": s.appId }, title(s),
+    return el("article", { class: `card${instances.length ? " full" : ""}`, "data-workflows": s.appId }, title(s),
       el("p", { class: "muted" }, `${workers} worker(s) connected`),
       wf.error ? el("p", { class: "error" }, wf.error) : null,
       wf.list && wf.list.unavailable ? el("p", { class: "muted" }, `cannot list instances: ${wf.list.unavailable}`) : null,
@@ -329,7 +360,7 @@ function workflowsPage() {
       wf.open ? [el("h3", {}, `History of ${wf.open}`),
         !h ? el("p", { class: "muted" }, "loading…")
           : h.error ? el("p", { class: "error" }, h.error)
-          : el("div", { class: "history" }, table(["#", "at", "event", "detail"], h.events.map((e) => el("tr", {}, num(e.id), el("td", {}, e.at || ""), el("td", {}, e.kind), el("td", {}, e.detail)))))] : null);
+          : el("div", { class: "history" }, table(["#", "at", "event", "detail"], h.events.map((e) => el("tr", {}, num(e.id >= 0 ? e.id : ""), el("td", {}, fmt.time(e.at)), el("td", {}, e.kind), el("td", {}, e.detail)))))] : null);
   }))];
 }
 
@@ -338,6 +369,7 @@ function workflowsPage() {
 const pages = { apps: appsPage, traffic: trafficPage, resilience: resiliencePage, configuration: configurationPage, actors: actorsPage, workflows: workflowsPage };
 
 function draw() {
+  tick();
   const page = pages[state.page] ? state.page : "apps";
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === page);
   const problems = document.getElementById("problems");
@@ -364,10 +396,10 @@ async function refresh() {
 }
 
 function tick() {
-  const el = document.getElementById("updated");
+  const line = document.getElementById("updated");
   if (state.fetchedAt) {
     const n = sidecars().length;
-    el.textContent = `${n} sidecar${n === 1 ? "" : "s"} · updated ${Math.round((Date.now() - state.fetchedAt) / 1000)}s ago`;
+    line.textContent = `${n} sidecar${n === 1 ? "" : "s"} · updated ${Math.round((Date.now() - state.fetchedAt) / 1000)}s ago`;
   }
 }
 
