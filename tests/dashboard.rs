@@ -416,9 +416,10 @@ fn the_dashboard_shows_three_apps_their_traffic_an_open_breaker_and_a_refused_re
 
 /// Two hosts on one link (network namespaces): on B, `orders` with its Dapr
 /// API on every address and `private` on loopback only, both with
-/// `nameResolution: mdns`; on A, `tandem dashboard --mdns` with nothing of
-/// its own. It reads `orders` across the link and names `private` as heard
-/// but not answering.
+/// `nameResolution: mdns`, and `guarded`, which needs an API token; on A,
+/// `tandem dashboard --mdns --api-token …` with nothing of its own. It reads
+/// `orders` across the link, names `private` as heard but not answering,
+/// and does not send the token to `guarded`, known only from mDNS.
 #[test]
 fn the_dashboard_finds_sidecars_on_another_host_by_mdns() {
     let (host_a, host_b) = Netns::pair("dash", "");
@@ -460,6 +461,33 @@ fn the_dashboard_finds_sidecars_on_another_host_by_mdns() {
         &["python3", "-c", app],
     );
     let private = start("private", "3600", "9092", &[], &["sleep", "600"]);
+    // One that needs a token: the dashboard has it, and must not send it to
+    // an address it only heard of on mDNS.
+    let guarded = host_b
+        .command("env")
+        .args([
+            &format!("TANDEM_HOME={}", home_b.path().display()),
+            "DAPR_API_TOKEN=mesh-secret",
+            BIN,
+            "run",
+            "--app-id",
+            "guarded",
+            "--config",
+            config.to_str().unwrap(),
+            "--dapr-http-port",
+            "3700",
+            "--metrics-port",
+            "9093",
+            "--dapr-listen-addresses",
+            "0.0.0.0",
+            "--",
+            "sleep",
+            "600",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let dash = host_a
         .command("env")
         .args([
@@ -471,12 +499,14 @@ fn the_dashboard_finds_sidecars_on_another_host_by_mdns() {
             "8080",
             "--interval",
             "1",
+            "--api-token",
+            "mesh-secret",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = Killed(vec![dash, orders, private]);
+    let _guard = Killed(vec![dash, orders, private, guarded]);
 
     let end = Instant::now() + Duration::from_secs(60);
     let v = loop {
@@ -491,6 +521,13 @@ fn the_dashboard_finds_sidecars_on_another_host_by_mdns() {
             .and_then(|all| all.iter().find(|s| s["address"] == "10.99.0.2:3600"));
         if orders.is_some_and(|o| o["readable"] == true && o["status"]["ports"]["metrics"] == 9091)
             && private.is_some_and(|p| p["problems"].to_string().contains("loopback only"))
+            && v["sidecars"].as_array().is_some_and(|all| {
+                all.iter().any(|s| {
+                    s["address"] == "10.99.0.2:3700"
+                        && s["readable"] == false
+                        && s["problems"].to_string().contains("it is not sent one")
+                })
+            })
         {
             break v;
         }

@@ -32,6 +32,11 @@ const POINTS: f64 = 60.0;
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bodies larger than this are refused (a sidecar is not trusted).
 const MAX_BODY: usize = 16 << 20;
+/// Samples kept per scrape (ten minutes of history stay bounded whatever
+/// a sidecar's metrics hold).
+const MAX_SAMPLES: usize = 20_000;
+/// Sidecars read at most (mDNS answers from a busy link included).
+const MAX_SIDECARS: usize = 256;
 
 pub struct Options {
     pub token: Option<String>,
@@ -57,11 +62,21 @@ impl Target {
     fn key(&self) -> String {
         format!("{}:{}", self.host, self.http_port)
     }
+
+    /// Whether the API token may be sent to it: sidecars this host runs and
+    /// addresses the user named, not whatever answers on mDNS (anyone on
+    /// the link can announce themselves there).
+    fn trusted(&self) -> bool {
+        self.source != "mDNS"
+    }
 }
 
 struct Scrape {
     at: Instant,
     samples: Vec<Sample>,
+    /// The dashboard's own calls to the sidecar's HTTP API answered so far
+    /// (they are in its request counts, and are taken out again).
+    own: f64,
 }
 
 struct Sidecar {
@@ -71,6 +86,7 @@ struct Sidecar {
     /// Why something could not be read (shown as is).
     problems: Vec<String>,
     scrapes: VecDeque<Scrape>,
+    own: f64,
 }
 
 pub struct Collector {
@@ -163,6 +179,7 @@ impl Collector {
         }
         let mut seen = BTreeSet::new();
         out.retain(|t| seen.insert(t.key()));
+        out.truncate(MAX_SIDECARS);
         out
     }
 
@@ -175,14 +192,16 @@ impl Collector {
         let now = Instant::now();
         let mut all = self.sidecars.lock().expect("sidecars");
         all.retain(|k, _| targets.iter().any(|t| &t.key() == k));
-        for (t, (metadata, status, samples, problems)) in targets.into_iter().zip(results) {
+        for (t, (metadata, status, samples, problems, own)) in targets.into_iter().zip(results) {
             let s = all.entry(t.key()).or_insert_with(|| Sidecar {
                 target: t.clone(),
                 metadata: Value::Null,
                 status: Value::Null,
                 problems: Vec::new(),
                 scrapes: VecDeque::new(),
+                own: 0.0,
             });
+            s.own += own;
             s.target = t;
             s.problems = problems;
             if !metadata.is_null() {
@@ -192,7 +211,11 @@ impl Collector {
                 s.status = status;
             }
             if let Some(samples) = samples {
-                s.scrapes.push_back(Scrape { at: now, samples });
+                s.scrapes.push_back(Scrape {
+                    at: now,
+                    samples,
+                    own: s.own,
+                });
             }
             while s
                 .scrapes
@@ -204,20 +227,38 @@ impl Collector {
         }
     }
 
-    async fn read(&self, t: &Target) -> (Value, Value, Option<Vec<Sample>>, Vec<String>) {
+    /// Metadata, status, metric samples (read after both, so they count
+    /// them), problems, and how many of the two calls were answered.
+    async fn read(&self, t: &Target) -> (Value, Value, Option<Vec<Sample>>, Vec<String>, f64) {
         let mut problems = Vec::new();
         let (meta, status) = tokio::join!(
-            self.get(&t.host, t.http_port, "/v1.0/metadata", true),
-            self.get(&t.host, t.http_port, "/v1.0-alpha1/tandem/status", true)
+            self.get(&t.host, t.http_port, "/v1.0/metadata", t.trusted()),
+            self.get(
+                &t.host,
+                t.http_port,
+                "/v1.0-alpha1/tandem/status",
+                t.trusted()
+            )
         );
-        let metadata = self.json("metadata API", meta, &mut problems);
-        let status = self.json("control API", status, &mut problems);
+        let own = [&meta, &status].iter().filter(|a| a.is_ok()).count() as f64;
+        let metadata = self.json("metadata API", meta, t.trusted(), &mut problems);
+        let status = self.json("control API", status, t.trusted(), &mut problems);
         let metrics_port = t
             .metrics_port
             .or_else(|| status["ports"]["metrics"].as_u64().map(|p| p as u16));
         let samples = match metrics_port {
             Some(port) => match self.get(&t.host, port, "/metrics", false).await {
-                Ok((200, body)) => Some(prom::parse(&String::from_utf8_lossy(&body), FAMILIES)),
+                Ok((200, body)) => {
+                    let mut samples = prom::parse(&String::from_utf8_lossy(&body), FAMILIES);
+                    if samples.len() > MAX_SAMPLES {
+                        problems.push(format!(
+                            "metrics: {} samples of the families shown, only the first {MAX_SAMPLES} kept",
+                            samples.len()
+                        ));
+                        samples.truncate(MAX_SAMPLES);
+                    }
+                    Some(samples)
+                }
                 Ok((code, _)) => {
                     problems.push(format!("metrics on port {port}: HTTP {code}"));
                     None
@@ -242,15 +283,21 @@ impl Collector {
                 "heard on mDNS but its Dapr API does not answer from here: it may listen on loopback only (start it with --dapr-listen-addresses)".into(),
             );
         }
-        (metadata, status, samples, problems)
+        (metadata, status, samples, problems, own)
     }
 
-    fn json(&self, what: &str, answer: Answer, problems: &mut Vec<String>) -> Value {
+    fn json(&self, what: &str, answer: Answer, trusted: bool, problems: &mut Vec<String>) -> Value {
         match answer {
             Ok((200, body)) => serde_json::from_slice(&body).unwrap_or_else(|e| {
                 problems.push(format!("{what}: not JSON ({e})"));
                 Value::Null
             }),
+            Ok((401, _)) if !trusted => {
+                problems.push(
+                    "the sidecar needs an API token (401); heard on mDNS, it is not sent one: name it with --sidecar host:port to send the token".into(),
+                );
+                Value::Null
+            }
             Ok((401, _)) => {
                 problems.push(if self.opts.token.is_some() {
                     "the sidecar refused the API token given (401): check --api-token / DAPR_API_TOKEN".to_string()
@@ -603,14 +650,18 @@ fn edges_of(new: &[Sample], old: &[Sample], secs: f64) -> Vec<Edge> {
 /// Requests/s, success and latency of what a sidecar served (its Dapr
 /// HTTP and gRPC APIs, and invocations from other apps) between two
 /// scrapes.
-fn served(new: &[Sample], old: &[Sample], secs: f64) -> Value {
+/// The dashboard's own reads are taken out of the counts (not out of the
+/// latency buckets, where they cannot be told apart).
+fn served(new_scrape: &Scrape, old_scrape: &Scrape, secs: f64) -> Value {
+    let (new, old) = (&new_scrape.samples[..], &old_scrape.samples[..]);
     let counts = increase(new, old, |s| match s.name.as_str() {
         "dapr_http_server_request_count" => Some(failed(s.label("status"))),
         "dapr_grpc_io_server_completed_rpcs" => Some(failed(s.label("grpc_server_status"))),
         "dapr_service_invocation_res_sent_total" => Some(failed(s.label("status"))),
         _ => None,
     });
-    let ok = counts.get(&false).copied().unwrap_or(0.0);
+    let ok =
+        (counts.get(&false).copied().unwrap_or(0.0) - (new_scrape.own - old_scrape.own)).max(0.0);
     let bad = counts.get(&true).copied().unwrap_or(0.0);
     let total = ok + bad;
     let mut buckets = bucket_increase(new, old, "dapr_http_server_latency", |_| true);
@@ -644,13 +695,8 @@ fn golden(scrapes: &VecDeque<Scrape>, now: Instant) -> Value {
     let Some(latest) = scrapes.back() else {
         return Value::Null;
     };
-    let current = window_start(scrapes, latest.at, WINDOW).map(|old| {
-        served(
-            &latest.samples,
-            &old.samples,
-            latest.at.duration_since(old.at).as_secs_f64(),
-        )
-    });
+    let current = window_start(scrapes, latest.at, WINDOW)
+        .map(|old| served(latest, old, latest.at.duration_since(old.at).as_secs_f64()));
     // At most [`POINTS`] points: one per scrape while the history is
     // short, one per [`STEP`] or more once it is long.
     let span = scrapes
@@ -665,7 +711,7 @@ fn golden(scrapes: &VecDeque<Scrape>, now: Instant) -> Value {
             if secs < step && !std::ptr::eq(s, latest) {
                 continue;
             }
-            let mut point = served(&s.samples, &p.samples, secs);
+            let mut point = served(s, p, secs);
             point["ago"] = json!(now.duration_since(s.at).as_secs_f64().round());
             series.push(point);
         }
@@ -786,6 +832,25 @@ mod tests {
             "{:?}",
             e[0].p50
         );
+    }
+
+    #[test]
+    fn the_dashboard_s_own_reads_are_not_traffic() {
+        let count = "dapr_http_server_request_count";
+        let at = Instant::now();
+        let scrape = |n: f64, own: f64, later: u64| Scrape {
+            at: at + Duration::from_secs(later),
+            samples: vec![s(count, &[("method", "GET"), ("status", "200")], n)],
+            own,
+        };
+        // 20 GETs in 10 s, 20 of them the dashboard's: nothing served.
+        let v = served(&scrape(120.0, 60.0, 10), &scrape(100.0, 40.0, 0), 10.0);
+        assert_eq!(v["requests"], 0.0);
+        assert_eq!(v["success"], Value::Null);
+        // 30 GETs, 20 the dashboard's: 10 served, 1 a second.
+        let v = served(&scrape(130.0, 60.0, 10), &scrape(100.0, 40.0, 0), 10.0);
+        assert_eq!(v["requests"], 10.0);
+        assert_eq!(v["rps"], 1.0);
     }
 
     #[test]
