@@ -95,16 +95,17 @@ fn sidecar_of<'a>(v: &'a serde_json::Value, app: &str) -> Option<&'a serde_json:
     v["sidecars"].as_array()?.iter().find(|s| s["appId"] == app)
 }
 
+/// `tandem dashboard --port 0` as the Dapr tools start it: the port is read
+/// back from the Dapr CLI's line.
 fn dashboard(
     home: &TempDir,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> (std::process::Child, u16, Output) {
-    let port = free_port();
     let mut c = Command::new(BIN);
     c.env("TANDEM_HOME", home.path())
         .env_remove("DAPR_API_TOKEN")
-        .args(["dashboard", "--port", &port.to_string(), "--interval", "1"])
+        .args(["dashboard", "--port", "0", "--interval", "1"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -113,15 +114,20 @@ fn dashboard(
     }
     let mut child = c.spawn().unwrap();
     let out = Output::capture(child.stdout.take().unwrap());
-    let _err = Output::capture(child.stderr.take().unwrap());
+    let err = Output::capture(child.stderr.take().unwrap());
+    let line = "Dapr Dashboard running on http://localhost:";
     assert!(
-        out.wait_for(
-            &format!("Dapr Dashboard running on http://127.0.0.1:{port}"),
-            Duration::from_secs(20)
-        ),
-        "the dashboard did not start: {}",
-        out.text()
+        out.wait_for(line, Duration::from_secs(20)),
+        "the dashboard did not start: {}{}",
+        out.text(),
+        err.text()
     );
+    let text = out.text();
+    let port = text
+        .lines()
+        .find_map(|l| l.strip_prefix(line))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {text}"));
     (child, port, out)
 }
 
@@ -308,7 +314,13 @@ fn the_dashboard_shows_three_apps_their_traffic_an_open_breaker_and_a_refused_re
     assert!(body.contains("actorStateStore"), "{body}");
 
     // The browser: every page, the checks in check.cjs, screenshots.
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/dashboard");
+    // Screenshots stay after the run: under the target directory (outside
+    // the clone when CI sets CARGO_TARGET_DIR).
+    let artifacts = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("test-artifacts/dashboard");
+    println!("screenshots: {}", artifacts.display());
     let out = Command::new("node")
         .arg(fixture("check.cjs"))
         .env("NODE_PATH", &node_modules)

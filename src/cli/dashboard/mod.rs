@@ -24,8 +24,9 @@ pub struct Args {
     /// The port the dashboard serves on.
     #[arg(long, short = 'p', default_value_t = 8080)]
     port: u16,
-    /// The address it listens on (loopback unless you mean it).
-    #[arg(long, default_value = "127.0.0.1")]
+    /// The address it listens on (loopback unless you mean it; `localhost`
+    /// as with the Dapr CLI).
+    #[arg(long, short = 'a', default_value = "localhost")]
     address: String,
     /// Sent to sidecars that need one (never shown on the page).
     #[arg(long = "api-token", env = "DAPR_API_TOKEN", hide_env_values = true)]
@@ -59,10 +60,14 @@ struct Server {
 }
 
 pub async fn main(args: Args) -> Result<u8> {
-    let ip: std::net::IpAddr = args
-        .address
-        .parse()
-        .with_context(|| format!("--address {}: not an IP address", args.address))?;
+    let ip: std::net::IpAddr = match args.address.as_str() {
+        "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        a => a
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .with_context(|| format!("--address {a}: not an IP address (or localhost)"))?,
+    };
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, args.port))
         .await
         .with_context(|| {
@@ -107,7 +112,10 @@ pub async fn main(args: Args) -> Result<u8> {
             ticker.collector.tick().await;
         }
     });
-    let host = if ip.is_unspecified() {
+    // The Dapr CLI's line (tools such as the VS Code extension start
+    // `dashboard --port 0` and read the address from it).
+    let host = if ip.is_unspecified() || ip == std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)
+    {
         "localhost".to_string()
     } else {
         shown
