@@ -442,10 +442,17 @@ fn the_dashboard_finds_sidecars_on_another_host_by_mdns() {
     );
     let app = "import http.server\nhttp.server.ThreadingHTTPServer(('127.0.0.1', 8081), http.server.SimpleHTTPRequestHandler).serve_forever()";
     let start = |id: &str, http: &str, metrics: &str, extra: &[&str], cmd: &[&str]| {
+        // `guarded` needs an API token (daprd reads it from the environment).
+        let token = if id == "guarded" {
+            "DAPR_API_TOKEN=mesh-secret"
+        } else {
+            "DAPR_API_TOKEN="
+        };
         host_b
             .command("env")
             .args([
                 &format!("TANDEM_HOME={}", home_b.path().display()),
+                token,
                 BIN,
                 "run",
                 "--app-id",
@@ -465,41 +472,18 @@ fn the_dashboard_finds_sidecars_on_another_host_by_mdns() {
             .spawn()
             .unwrap()
     };
+    let everywhere = ["--dapr-listen-addresses", "0.0.0.0"];
     let orders = start(
         "orders",
         "3500",
         "9091",
-        &["--app-port", "8081", "--dapr-listen-addresses", "0.0.0.0"],
+        &[&["--app-port", "8081"][..], &everywhere].concat(),
         &["python3", "-c", app],
     );
     let private = start("private", "3600", "9092", &[], &["sleep", "600"]);
-    // One that needs a token: the dashboard has it, and must not send it to
-    // an address it only heard of on mDNS.
-    let guarded = host_b
-        .command("env")
-        .args([
-            &format!("TANDEM_HOME={}", home_b.path().display()),
-            "DAPR_API_TOKEN=mesh-secret",
-            BIN,
-            "run",
-            "--app-id",
-            "guarded",
-            "--config",
-            config.to_str().unwrap(),
-            "--dapr-http-port",
-            "3700",
-            "--metrics-port",
-            "9093",
-            "--dapr-listen-addresses",
-            "0.0.0.0",
-            "--",
-            "sleep",
-            "600",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // The dashboard has the token, and must not send it to an address it
+    // only heard of on mDNS.
+    let guarded = start("guarded", "3700", "9093", &everywhere, &["sleep", "600"]);
     let dash = host_a
         .command("env")
         .args([

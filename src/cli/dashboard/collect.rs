@@ -34,7 +34,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_BODY: usize = 16 << 20;
 /// Samples kept per scrape (ten minutes of history stay bounded whatever
 /// a sidecar's metrics hold).
-const MAX_SAMPLES: usize = 20_000;
+const MAX_SAMPLES: usize = 5_000;
 /// Sidecars read at most (mDNS answers from a busy link included).
 const MAX_SIDECARS: usize = 256;
 
@@ -217,13 +217,7 @@ impl Collector {
                     own: s.own,
                 });
             }
-            while s
-                .scrapes
-                .front()
-                .is_some_and(|f| now.duration_since(f.at) > KEEP)
-            {
-                s.scrapes.pop_front();
-            }
+            thin(&mut s.scrapes, now);
         }
     }
 
@@ -472,6 +466,23 @@ impl Collector {
     }
 }
 
+/// Drops scrapes older than [`KEEP`], and thins those older than the
+/// window to one per [`STEP`]: ten minutes of history are ~80 scrapes a
+/// sidecar, whatever the interval.
+fn thin(scrapes: &mut VecDeque<Scrape>, now: Instant) {
+    let mut last: Option<Instant> = None;
+    scrapes.retain(|sc| {
+        let age = now.duration_since(sc.at);
+        let old = age.as_secs_f64() > WINDOW + STEP;
+        let keep = age <= KEEP
+            && !(old && last.is_some_and(|l| sc.at.duration_since(l).as_secs_f64() < STEP));
+        if keep {
+            last = Some(sc.at);
+        }
+        keep
+    });
+}
+
 /// `host:port` (or `[v6]:port`, or a bare port meaning loopback).
 fn split_address(s: &str) -> Option<(String, u16)> {
     let s = s.trim().trim_start_matches("http://").trim_end_matches('/');
@@ -554,15 +565,26 @@ fn increase<K: Ord>(
     old: &[Sample],
     pick: impl Fn(&Sample) -> Option<K>,
 ) -> BTreeMap<K, f64> {
+    let picked: Vec<(K, &Sample)> = new.iter().filter_map(|n| Some((pick(n)?, n))).collect();
     let mut out: BTreeMap<K, f64> = BTreeMap::new();
-    for n in new {
-        let Some(k) = pick(n) else { continue };
-        let before = old
-            .iter()
-            .find(|o| o.name == n.name && o.labels == n.labels)
-            .map_or(0.0, |o| o.value);
-        let d = if n.value >= before {
-            n.value - before
+    if picked.is_empty() {
+        return out;
+    }
+    // The old values of the same series, found by name and labels in one
+    // pass (a scrape holds up to MAX_SAMPLES of them).
+    let names: BTreeSet<&str> = picked.iter().map(|(_, n)| n.name.as_str()).collect();
+    let before: std::collections::HashMap<(&str, &BTreeMap<String, String>), f64> = old
+        .iter()
+        .filter(|o| names.contains(o.name.as_str()))
+        .map(|o| ((o.name.as_str(), &o.labels), o.value))
+        .collect();
+    for (k, n) in picked {
+        let was = before
+            .get(&(n.name.as_str(), &n.labels))
+            .copied()
+            .unwrap_or(0.0);
+        let d = if n.value >= was {
+            n.value - was
         } else {
             n.value
         };
@@ -851,6 +873,29 @@ mod tests {
         let v = served(&scrape(130.0, 60.0, 10), &scrape(100.0, 40.0, 0), 10.0);
         assert_eq!(v["requests"], 10.0);
         assert_eq!(v["rps"], 1.0);
+    }
+
+    #[test]
+    fn history_is_thinned_to_one_scrape_per_step_past_the_window() {
+        let start = Instant::now();
+        let now = start + Duration::from_secs(700);
+        let mut scrapes: VecDeque<Scrape> = (0..=350)
+            .map(|i| Scrape {
+                at: start + Duration::from_secs(i * 2),
+                samples: Vec::new(),
+                own: 0.0,
+            })
+            .collect();
+        thin(&mut scrapes, now);
+        let ages: Vec<u64> = scrapes.iter().map(|s| (now - s.at).as_secs()).collect();
+        // Nothing older than ten minutes; every scrape of the last 70 s.
+        assert!(ages[0] <= 600, "{ages:?}");
+        let recent = ages.iter().filter(|a| **a <= 70).count();
+        assert_eq!(recent, 36, "{ages:?}");
+        // Older ones 10 s apart.
+        let old: Vec<u64> = ages.iter().copied().filter(|a| *a > 70).collect();
+        assert!(old.windows(2).all(|w| w[0] - w[1] >= 10), "{old:?}");
+        assert!(scrapes.len() < 100, "{}", scrapes.len());
     }
 
     #[test]

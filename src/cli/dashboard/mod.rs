@@ -118,9 +118,14 @@ pub async fn main(args: Args) -> Result<u8> {
     {
         "localhost".to_string()
     } else {
-        shown
+        shown.clone()
     };
     println!("Dapr Dashboard running on http://{host}:{port}");
+    if !ip.is_loopback() {
+        eprintln!(
+            "⚠  listening on {shown}: anyone who reaches it sees every sidecar's metadata and can ask for reloads (it has no login)"
+        );
+    }
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
     loop {

@@ -82,6 +82,8 @@ function appsPage() {
         el("dt", {}, "ports"), el("dd", {}, `HTTP ${ports.http ?? "–"} · gRPC ${ports.grpc ?? "–"} · metrics ${ports.metrics ?? "off"} · app ${ports.app ?? "none"}`),
         el("dt", {}, "app"), el("dd", {}, health, " ", (m.appConnectionProperties && m.appConnectionProperties.protocol) || ""),
         el("dt", {}, "mTLS"), el("dd", {}, st.mtls ? badge("on", "ok") : badge("off", "")),
+        el("dt", {}, "features"), el("dd", {}, (m.enabledFeatures || []).join(", ") || "none"),
+        (m.extended || {}).appCommand ? [el("dt", {}, "command"), el("dd", {}, m.extended.appCommand)] : null,
         el("dt", {}, "found by"), el("dd", {}, s.source)),
       s.problems.length ? el("div", { class: "error" }, s.problems.join("\n")) : null,
       el("h3", {}, "Components"),
