@@ -76,5 +76,21 @@ pub async fn main(args: Args) -> Result<u8> {
             );
         }
     }
+    let recent = body["recentReloads"].as_array().cloned().unwrap_or_default();
+    if !recent.is_empty() {
+        println!("recent changes and refusals (newest first):");
+        for o in recent.iter().rev().take(5) {
+            let what = if o["ok"] == true {
+                format!("applied {}", o["changed"])
+            } else {
+                format!("REFUSED — {}", o["error"].as_str().unwrap_or(""))
+            };
+            println!(
+                "  {} ({}): {what}",
+                o["at"].as_str().unwrap_or(""),
+                o["trigger"].as_str().unwrap_or("")
+            );
+        }
+    }
     Ok(0)
 }

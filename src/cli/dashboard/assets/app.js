@@ -24,7 +24,7 @@ function el(tag, attrs, ...children) {
 const fmt = {
   rate: (v) => v === null || v === undefined ? "–" : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2),
   pct: (v) => v === null || v === undefined ? "–" : (v * 100).toFixed(v === 1 || v === 0 ? 0 : 1) + "%",
-  ms: (v) => v === null || v === undefined ? "–" : v >= 100 ? v.toFixed(0) + " ms" : v.toFixed(1) + " ms",
+  ms: (v) => v === null || v === undefined ? "–" : v >= 100 ? v.toFixed(0) + " ms" : v >= 1 ? v.toFixed(1) + " ms" : (v * 1000).toFixed(0) + " µs",
   time: (t) => (t ? t.replace("T", " ").replace("Z", "") : ""),
   line: (t) => { const l = (t || "").split("\n")[0]; return l.length > 160 ? l.slice(0, 159) + "…" : l; },
   ago: (s) => s === null || s === undefined ? "–" : s < 60 ? `${Math.round(s)}s` : s < 3600 ? `${Math.floor(s / 60)}m` : s < 86400 ? `${Math.floor(s / 3600)}h` : `${Math.floor(s / 86400)}d`,
