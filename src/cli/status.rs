@@ -76,7 +76,10 @@ pub async fn main(args: Args) -> Result<u8> {
             );
         }
     }
-    let recent = body["recentReloads"].as_array().cloned().unwrap_or_default();
+    let recent = body["recentReloads"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if !recent.is_empty() {
         println!("recent changes and refusals (newest first):");
         for o in recent.iter().rev().take(5) {

@@ -79,7 +79,7 @@ const CLAIMED_KEPT: usize = 1024;
 const RACES: usize = 8;
 
 /// A job as stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Record {
     job: Job,
     next: i64,
@@ -522,7 +522,7 @@ impl Etcd {
         let mut new = old.clone();
         new.holder = Some(lease.holder.to_string());
         new.lease_until = lease.until;
-        let Swapped::Done(token) = self
+        let token = match self
             .swap(
                 "claiming a due job",
                 owner,
@@ -531,8 +531,15 @@ impl Etcd {
                 Some(&new),
             )
             .await?
-        else {
-            return Ok(None);
+        {
+            Swapped::Done(token) => token,
+            // Our own claim, applied by a member that died before it
+            // answered (the call was sent again to another): the record is
+            // as this call wrote it — holder and lease end are this call's
+            // own. Its revision is the claim's token. Without this the tick
+            // would wait out the lease before anyone fired it.
+            Swapped::Lost(Some(now)) if now.0 == new => now.1,
+            Swapped::Lost(_) => return Ok(None),
         };
         {
             let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
@@ -957,12 +964,18 @@ mod tests {
         let fired = app.0.lock().unwrap().clone();
         let doubled: Vec<_> = fired.iter().filter(|(_, n)| **n > 1).collect();
         assert!(doubled.is_empty(), "fired twice: {doubled:?}");
-        // Every job kept firing through the kill: ~8 ticks each in 8.5 s;
-        // a tick whose write was cut by the kill waits out its lease.
+        // Every job kept firing through the kill: ~8 ticks each in 8.5 s.
+        // A claim applied by the killed member without an answer is taken
+        // as ours when seen on retry (`claim_one`), and a settle cut by the
+        // election is written again (the scheduler's outcome writer): no
+        // tick waits out its 30 s lease.
         for i in 0..JOBS {
             let name = format!("job-{i:03}");
             let n = fired.keys().filter(|(j, _)| *j == name).count();
-            assert!(n >= 5, "{name} fired {n} times in 8.5 s");
+            assert!(
+                n >= 5,
+                "{name} fired only {n} distinct ticks in 8.5 s (want 5 or more): stalled behind a lease"
+            );
         }
         // Nothing lost: every job is still there, on every member.
         assert_eq!(b.list(&owner).await.unwrap().len(), JOBS);

@@ -127,10 +127,21 @@ async fn run(
                 }
                 let (settles, permits): (Vec<_>, Vec<_>) =
                     batch.into_iter().map(|o| (o.settle, o.permit)).unzip();
-                if let Err(e) = engine.settle_many(&owner, settles).await {
-                    // The leases run out and the ticks fire again: at
-                    // least once.
-                    tracing::warn!(error = %e, app_id = %owner.app_id, "jobs: cannot record triggers");
+                // An engine that cannot write (etcd electing a leader after
+                // a member died) is asked again for a while: a settle
+                // already applied is a no-op the second time (its token is
+                // gone). Given up, the leases run out and the ticks fire
+                // again: at least once. The permits are held meanwhile.
+                let give_up = std::time::Instant::now() + retry_settles_for(lease);
+                let mut pause = Duration::from_millis(100);
+                while let Err(e) = engine.settle_many(&owner, settles.clone()).await {
+                    if std::time::Instant::now() + pause >= give_up {
+                        tracing::warn!(error = %e, app_id = %owner.app_id, "jobs: cannot record triggers");
+                        break;
+                    }
+                    tracing::debug!(error = %e, app_id = %owner.app_id, "jobs: recording triggers again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 drop(permits);
                 if let Some(me) = inner.upgrade() {
@@ -236,6 +247,12 @@ pub fn outcome(claim: &Claim, delivered: Result<(), String>, now: i64) -> Settle
 struct Outcome {
     settle: (String, u64, Settle),
     permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How long the outcome writer keeps asking an engine that cannot write:
+/// a third of the lease, well before another sidecar may take the ticks.
+fn retry_settles_for(lease: Duration) -> Duration {
+    lease / 3
 }
 
 /// How long before its lease ends a trigger must be answered: another
