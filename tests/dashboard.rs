@@ -248,7 +248,6 @@ fn the_dashboard_shows_three_apps_their_traffic_an_open_breaker_and_a_refused_re
                     && s["problems"].to_string().contains("needs an API token")
             })
     });
-    assert!(!v.to_string().contains("s3cret"), "{v}");
 
     // The dashboard's doors.
     let key = sidecar_of(&v, "orders").unwrap()["key"]
@@ -388,9 +387,6 @@ fn the_dashboard_shows_three_apps_their_traffic_an_open_breaker_and_a_refused_re
         !v.to_string().contains("s3cret"),
         "the token leaked into the overview"
     );
-    let (_, _, page) = get(tport, "/");
-    let (_, _, script) = get(tport, "/app.js");
-    assert!(!page.contains("s3cret") && !script.contains("s3cret"));
     let (wrong, wport, _) = dashboard(
         &home,
         &["--sidecar", &locked_addr, "--api-token", "nope"],

@@ -98,12 +98,14 @@ impl Mdns {
             .lock()
             .expect("mdns")
             .values()
-            .flat_map(|(app, ns, addrs, http)| {
-                addrs
+            .filter_map(|(app, ns, addrs, http)| {
+                // The same address every time (IPv4 first), so the
+                // dashboard's key for it does not change between reads.
+                let best = addrs
                     .iter()
                     .filter(|a| !matches!(a, SocketAddr::V6(v6) if v6.scope_id() != 0))
-                    .take(1)
-                    .map(|a| (app.clone(), ns.clone(), *a, *http))
+                    .min_by_key(|a| (a.is_ipv6(), **a))?;
+                Some((app.clone(), ns.clone(), *best, *http))
             })
             .collect();
         out.sort();

@@ -125,6 +125,7 @@ async fn run(
                     }
                     tokio::task::yield_now().await;
                 }
+                let earliest = batch.iter().map(|o| o.lease_until).min().unwrap_or(0);
                 let (settles, permits): (Vec<_>, Vec<_>) =
                     batch.into_iter().map(|o| (o.settle, o.permit)).unzip();
                 // An engine that cannot write (etcd electing a leader after
@@ -132,10 +133,10 @@ async fn run(
                 // already applied is a no-op the second time (its token is
                 // gone). Given up, the leases run out and the ticks fire
                 // again: at least once. The permits are held meanwhile.
-                let give_up = std::time::Instant::now() + retry_settles_for(lease);
+                let give_up = retry_settles_until(now_ms(), lease, margin, earliest);
                 let mut pause = Duration::from_millis(100);
                 while let Err(e) = engine.settle_many(&owner, settles.clone()).await {
-                    if std::time::Instant::now() + pause >= give_up {
+                    if now_ms().saturating_add(pause.as_millis() as i64) >= give_up {
                         tracing::warn!(error = %e, app_id = %owner.app_id, "jobs: cannot record triggers");
                         break;
                     }
@@ -187,8 +188,13 @@ async fn run(
             };
             let (owner, deliver, settled) = (owner.clone(), deliver.clone(), settled.clone());
             tokio::spawn(async move {
+                let lease_until = claim.lease_until;
                 let settle = fire(&owner, &*deliver, claim, answer_within, margin).await;
-                let _ = settled.send(Outcome { settle, permit });
+                let _ = settled.send(Outcome {
+                    settle,
+                    lease_until,
+                    permit,
+                });
             });
         }
         if full {
@@ -246,13 +252,20 @@ pub fn outcome(claim: &Claim, delivered: Result<(), String>, now: i64) -> Settle
 /// A trigger's outcome on its way to the engine, with its permit.
 struct Outcome {
     settle: (String, u64, Settle),
+    /// When the claim's lease ends (ms since the epoch).
+    lease_until: i64,
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// How long the outcome writer keeps asking an engine that cannot write:
-/// a third of the lease, well before another sidecar may take the ticks.
-fn retry_settles_for(lease: Duration) -> Duration {
-    lease / 3
+/// Until when the outcome writer keeps asking an engine that cannot write
+/// (ms since the epoch): a third of the lease from `now`, and never past
+/// the earliest lease in the batch less the clock margin — after that
+/// another sidecar may take the tick, and this one stops claiming while it
+/// waits.
+fn retry_settles_until(now: i64, lease: Duration, margin: Duration, earliest_lease: i64) -> i64 {
+    let by_lease = earliest_lease.saturating_sub(margin.as_millis() as i64);
+    now.saturating_add((lease / 3).as_millis() as i64)
+        .min(by_lease)
 }
 
 /// How long before its lease ends a trigger must be answered: another
@@ -303,6 +316,18 @@ mod tests {
     use super::*;
     use crate::sqlite::Sqlite;
     use std::sync::Mutex;
+
+    #[test]
+    fn settles_are_retried_for_a_third_of_the_lease_and_never_past_the_earliest_lease() {
+        let lease = Duration::from_secs(30);
+        let margin = margin(lease);
+        // Leases far off: a third of the lease.
+        assert_eq!(retry_settles_until(1_000, lease, margin, 60_000), 11_000);
+        // A lease about to end: its end less the margin.
+        assert_eq!(retry_settles_until(1_000, lease, margin, 5_000), 3_000);
+        // Already past it: no retry at all.
+        assert!(retry_settles_until(10_000, lease, margin, 5_000) < 10_000);
+    }
 
     /// The app: records what fired, fails the names it is told to.
     struct App {

@@ -93,7 +93,7 @@ async function main() {
     // naming the file. Its text tries to get markup into the page.
     await open(page, "configuration");
     fs.writeFileSync(path.join(resources, "broken.yaml"),
-      'apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: "<img src=x onerror=window.__pwned=1>"\nspec:\n  type: state.in-memory\n  version: v1\n  metadata: [unclosed\n');
+      'apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: "<img src=x onerror=window.__pwned=1>"\nspec:\n  type: state.nope<script>window.__pwned=2</script>\n  version: v1\n');
     for (const app of ["caller", "orders", "payments"]) {
       await page.waitForFunction((a) => {
         const row = document.querySelector(`[data-config="${a}"] [data-reload="refused"]`);
@@ -109,7 +109,12 @@ async function main() {
     }, null, { timeout: WAIT });
     log("reload button answered");
     await shot(page, "configuration");
-    const injected = await page.evaluate(() => window.__pwned === 1 || document.querySelectorAll("main img").length > 0);
+    // The refusal quotes the hostile name and type: shown as text, run never.
+    const shown = await page.$eval('[data-config="orders"]', (c) => c.textContent);
+    if (!shown.includes("<img src=x onerror=window.__pwned=1>") || !shown.includes("<script>")) {
+      failures.push(`the refusal's text is not shown as it is: ${shown.slice(0, 400)}`);
+    }
+    const injected = await page.evaluate(() => window.__pwned !== undefined || document.querySelectorAll("main img, main script").length > 0);
     if (injected) failures.push("markup from a resource file reached the page");
 
     // Actors: the processor's three Counter actors, by type and host.
@@ -152,9 +157,13 @@ async function main() {
     const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
     const p2 = await phone.newPage();
     watch(p2);
-    for (const hash of ["apps", "traffic", "configuration"]) {
+    const ready = {
+      apps: '[data-app="caller"]', traffic: 'tr[data-edge="caller->orders"]', resilience: '[data-resilience="caller"]',
+      configuration: '[data-config="caller"]', actors: 'tr[data-actor-type="Counter"]', workflows: '[data-workflows="processor"] tr[data-instance]',
+    };
+    for (const [hash, selector] of Object.entries(ready)) {
       await p2.goto(`${url}#${hash}`);
-      await p2.waitForSelector(hash === "apps" ? '[data-app="caller"]' : hash === "traffic" ? 'tr[data-edge="caller->orders"]' : '[data-config="caller"]', { timeout: WAIT });
+      await p2.waitForSelector(selector, { timeout: WAIT });
       const wide = await p2.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       if (wide > 1) failures.push(`phone: the ${hash} page is ${wide}px wider than the screen`);
       await shot(p2, `phone-${hash}`);

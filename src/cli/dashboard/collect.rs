@@ -31,7 +31,7 @@ const POINTS: f64 = 60.0;
 /// One call to a sidecar gives up after this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bodies larger than this are refused (a sidecar is not trusted).
-const MAX_BODY: usize = 16 << 20;
+const MAX_BODY: usize = 4 << 20;
 /// Samples kept per scrape (ten minutes of history stay bounded whatever
 /// a sidecar's metrics hold).
 const MAX_SAMPLES: usize = 5_000;
@@ -71,6 +71,13 @@ impl Target {
     }
 }
 
+/// Where the workflow pages call a sidecar, with the token it may be sent.
+pub struct GrpcTarget {
+    pub host: String,
+    pub port: u16,
+    pub token: Option<String>,
+}
+
 struct Scrape {
     at: Instant,
     samples: Vec<Sample>,
@@ -98,6 +105,8 @@ pub struct Collector {
     sidecars: Mutex<BTreeMap<String, Sidecar>>,
     mdns: Option<tandem_proxy::mdns::Mdns>,
     started: Instant,
+    /// `/api/overview`'s body, made once per round (not per page asking).
+    overview: Mutex<Bytes>,
 }
 
 /// The answer of one call: status and body, or why there was none.
@@ -126,6 +135,7 @@ impl Collector {
             sidecars: Mutex::default(),
             mdns,
             started: Instant::now(),
+            overview: Mutex::new(Bytes::new()),
         }
     }
 
@@ -186,6 +196,22 @@ impl Collector {
     /// One round: every sidecar read at once; sidecars that went away
     /// forgotten.
     pub async fn tick(&self) {
+        self.read_all().await;
+        let body = serde_json::to_vec(&self.overview()).unwrap_or_default();
+        *self.overview.lock().expect("overview") = Bytes::from(body);
+    }
+
+    /// The overview as of the last round (computed now before the first).
+    pub fn overview_body(&self) -> Bytes {
+        let body = self.overview.lock().expect("overview").clone();
+        if body.is_empty() {
+            Bytes::from(serde_json::to_vec(&self.overview()).unwrap_or_default())
+        } else {
+            body
+        }
+    }
+
+    async fn read_all(&self) {
         let targets = self.targets();
         let reads = targets.iter().map(|t| self.read(t));
         let results = futures_util::future::join_all(reads).await;
@@ -243,11 +269,11 @@ impl Collector {
         let samples = match metrics_port {
             Some(port) => match self.get(&t.host, port, "/metrics", false).await {
                 Ok((200, body)) => {
-                    let mut samples = prom::parse(&String::from_utf8_lossy(&body), FAMILIES);
+                    let mut samples =
+                        prom::parse(&String::from_utf8_lossy(&body), FAMILIES, MAX_SAMPLES + 1);
                     if samples.len() > MAX_SAMPLES {
                         problems.push(format!(
-                            "metrics: {} samples of the families shown, only the first {MAX_SAMPLES} kept",
-                            samples.len()
+                            "metrics: more than {MAX_SAMPLES} samples of the families shown, only the first {MAX_SAMPLES} kept"
                         ));
                         samples.truncate(MAX_SAMPLES);
                     }
@@ -363,18 +389,24 @@ impl Collector {
     }
 
     /// Where the sidecar `key` serves gRPC, for the workflow pages.
-    pub fn grpc_address(&self, key: &str) -> Option<(String, u16)> {
+    pub fn grpc_address(&self, key: &str) -> Option<GrpcTarget> {
         let all = self.sidecars.lock().expect("sidecars");
         let s = all.get(key)?;
         let port = s
             .target
             .grpc_port
             .or_else(|| s.status["ports"]["grpc"].as_u64().map(|p| p as u16))?;
-        Some((s.target.host.clone(), port))
+        Some(GrpcTarget {
+            host: s.target.host.clone(),
+            port,
+            token: self.token_for(&s.target).map(String::from),
+        })
     }
 
-    pub fn token(&self) -> Option<&str> {
-        self.opts.token.as_deref()
+    /// The API token for `t`: only to sidecars of this host and addresses
+    /// the user named (`Target::trusted`).
+    fn token_for(&self, t: &Target) -> Option<&str> {
+        self.opts.token.as_deref().filter(|_| t.trusted())
     }
 
     /// Asks the sidecar `key` to read its resources again.
@@ -390,7 +422,7 @@ impl Collector {
                 &target.host,
                 target.http_port,
                 "/v1.0-alpha1/tandem/reload",
-                true,
+                target.trusted(),
             )
             .await
         {
@@ -408,14 +440,14 @@ impl Collector {
     }
 
     /// Everything the pages show, computed now.
-    pub fn overview(&self) -> Value {
+    fn overview(&self) -> Value {
         let now = Instant::now();
         let all = self.sidecars.lock().expect("sidecars");
         let mtls_of: BTreeMap<String, bool> = all
             .values()
             .filter_map(|s| Some((app_id(s)?, s.status["mtls"].as_bool()?)))
             .collect();
-        let mut edges = Vec::new();
+        let mut edges: BTreeMap<(String, String), Edge> = BTreeMap::new();
         let mut sidecars = Vec::new();
         for (key, s) in all.iter() {
             let id = app_id(s).unwrap_or_default();
@@ -423,13 +455,8 @@ impl Collector {
             let base = latest.and_then(|l| window_start(&s.scrapes, l.at, WINDOW));
             if let (Some(new), Some(old)) = (latest, base) {
                 let secs = new.at.duration_since(old.at).as_secs_f64();
-                for e in edges_of(&new.samples, &old.samples, secs) {
-                    let mtls = mtls_of.get(&id).copied().unwrap_or(false)
-                        && mtls_of.get(&e.to).copied().unwrap_or(false);
-                    edges.push(json!({
-                        "from": id, "to": e.to, "rps": e.rps, "success": e.success,
-                        "p50": e.p50, "p99": e.p99, "requests": e.requests, "mtls": mtls,
-                    }));
+                for (to, e) in edges_of(&new.samples, &old.samples, secs) {
+                    edges.entry((id.clone(), to)).or_default().add(e);
                 }
             }
             sidecars.push(json!({
@@ -455,6 +482,14 @@ impl Collector {
                 b["address"].to_string(),
             ))
         });
+        let edges: Vec<Value> = edges
+            .iter()
+            .map(|((from, to), e)| {
+                let mtls = mtls_of.get(from).copied().unwrap_or(false)
+                    && mtls_of.get(to).copied().unwrap_or(false);
+                e.json(from, to, mtls)
+            })
+            .collect();
         json!({
             "sidecars": sidecars,
             "edges": edges,
@@ -620,17 +655,39 @@ fn bucket_increase(
     v
 }
 
+/// The calls one sidecar made to one app over the window; replicas of a
+/// caller add up ([`Edge::add`]).
+#[derive(Default)]
 struct Edge {
-    to: String,
     rps: f64,
-    requests: f64,
-    success: Option<f64>,
-    p50: Option<f64>,
-    p99: Option<f64>,
+    ok: f64,
+    bad: f64,
+    /// Cumulative latency bucket increases.
+    buckets: Vec<(f64, f64)>,
+}
+
+impl Edge {
+    fn add(&mut self, other: Edge) {
+        self.rps += other.rps;
+        self.ok += other.ok;
+        self.bad += other.bad;
+        merge(&mut self.buckets, &other.buckets);
+    }
+
+    fn json(&self, from: &str, to: &str, mtls: bool) -> Value {
+        let total = self.ok + self.bad;
+        json!({
+            "from": from, "to": to, "rps": self.rps, "requests": total,
+            "success": (total > 0.0).then(|| self.ok / total),
+            "p50": prom::quantile(0.5, &self.buckets),
+            "p99": prom::quantile(0.99, &self.buckets),
+            "mtls": mtls,
+        })
+    }
 }
 
 /// The calls this sidecar made to each app over the window.
-fn edges_of(new: &[Sample], old: &[Sample], secs: f64) -> Vec<Edge> {
+fn edges_of(new: &[Sample], old: &[Sample], secs: f64) -> BTreeMap<String, Edge> {
     let recv = "dapr_service_invocation_res_recv_total";
     let by_dest = increase(new, old, |s| {
         (s.name == recv).then(|| {
@@ -650,21 +707,19 @@ fn edges_of(new: &[Sample], old: &[Sample], secs: f64) -> Vec<Edge> {
         .map(|dest| {
             let ok = by_dest.get(&(dest.clone(), false)).copied().unwrap_or(0.0);
             let bad = by_dest.get(&(dest.clone(), true)).copied().unwrap_or(0.0);
-            let total = ok + bad;
             let buckets = bucket_increase(
                 new,
                 old,
                 "dapr_service_invocation_res_recv_latency_ms",
                 |s| s.label("dest_app_id") == dest,
             );
-            Edge {
-                to: dest.clone(),
-                rps: if secs > 0.0 { total / secs } else { 0.0 },
-                requests: total,
-                success: (total > 0.0).then(|| ok / total),
-                p50: prom::quantile(0.5, &buckets),
-                p99: prom::quantile(0.99, &buckets),
-            }
+            let edge = Edge {
+                rps: if secs > 0.0 { (ok + bad) / secs } else { 0.0 },
+                ok,
+                bad,
+                buckets,
+            };
+            (dest.clone(), edge)
         })
         .collect()
 }
@@ -845,15 +900,19 @@ mod tests {
         ];
         let e = edges_of(&new, &old, 50.0);
         assert_eq!(e.len(), 1);
-        assert_eq!(e[0].to, "b");
-        assert_eq!(e[0].requests, 100.0);
-        assert_eq!(e[0].rps, 2.0);
-        assert_eq!(e[0].success, Some(0.9));
-        assert!(
-            e[0].p50.is_some_and(|p| p > 0.0 && p <= 2.0),
-            "{:?}",
-            e[0].p50
-        );
+        let v = e["b"].json("a", "b", false);
+        assert_eq!(v["requests"], 100.0);
+        assert_eq!(v["rps"], 2.0);
+        assert_eq!(v["success"], 0.9);
+        let p50 = v["p50"].as_f64().unwrap();
+        assert!(p50 > 0.0 && p50 <= 2.0, "{p50}");
+        // A second replica of the caller: the edge adds up.
+        let mut sum = edges_of(&new, &old, 50.0).remove("b").unwrap();
+        sum.add(edges_of(&new, &old, 50.0).remove("b").unwrap());
+        let v = sum.json("a", "b", false);
+        assert_eq!(v["requests"], 200.0);
+        assert_eq!(v["rps"], 4.0);
+        assert_eq!(v["success"], 0.9);
     }
 
     #[test]
@@ -896,6 +955,44 @@ mod tests {
         let old: Vec<u64> = ages.iter().copied().filter(|a| *a > 70).collect();
         assert!(old.windows(2).all(|w| w[0] - w[1] >= 10), "{old:?}");
         assert!(scrapes.len() < 100, "{}", scrapes.len());
+    }
+
+    #[test]
+    fn the_token_goes_to_this_host_s_sidecars_and_named_addresses_only() {
+        let c = Collector::new(Options {
+            token: Some("secret".into()),
+            sidecars: Vec::new(),
+            mdns: false,
+            interval: Duration::from_secs(1),
+        });
+        let target = |source| Target {
+            host: "10.0.0.9".into(),
+            http_port: 3500,
+            grpc_port: Some(50001),
+            metrics_port: None,
+            app_id: Some("a".into()),
+            source,
+        };
+        assert_eq!(c.token_for(&target("tandem run")), Some("secret"));
+        assert_eq!(c.token_for(&target("--sidecar")), Some("secret"));
+        assert_eq!(c.token_for(&target("mDNS")), None);
+        // The workflow pages' gRPC calls follow the same rule.
+        for (source, want) in [("mDNS", None), ("--sidecar", Some("secret"))] {
+            let t = target(source);
+            c.sidecars.lock().unwrap().insert(
+                t.key(),
+                Sidecar {
+                    target: t.clone(),
+                    metadata: Value::Null,
+                    status: Value::Null,
+                    problems: Vec::new(),
+                    scrapes: VecDeque::new(),
+                    own: 0.0,
+                },
+            );
+            let g = c.grpc_address(&t.key()).unwrap();
+            assert_eq!(g.token.as_deref(), want, "{source}");
+        }
     }
 
     #[test]

@@ -236,13 +236,32 @@ fn decode(s: &str) -> String {
 }
 
 impl Server {
+    /// Whether a `Host` names this server: its address, `localhost`,
+    /// loopback; listening on every address, any IP literal or this
+    /// machine's name (never a DNS name of someone else's, which is what a
+    /// rebinding page sends).
+    fn host_allowed(&self, host: &str) -> bool {
+        let name = host_name(host);
+        if self.hosts.contains(&name) {
+            return true;
+        }
+        self.any_host
+            && (name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok()
+                || std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .is_ok_and(|h| h.trim().eq_ignore_ascii_case(&name)))
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Reply {
         let host = req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        if !self.any_host && !self.hosts.iter().any(|h| *h == host_name(host)) {
+        if !self.host_allowed(host) {
             return error(
                 StatusCode::MISDIRECTED_REQUEST,
                 format!("this dashboard answers to {} only", self.hosts.join(", ")),
@@ -257,9 +276,11 @@ impl Server {
                 reply(StatusCode::OK, "text/javascript; charset=utf-8", SCRIPT)
             }
             (&Method::GET, "/app.css") => reply(StatusCode::OK, "text/css; charset=utf-8", STYLE),
-            (&Method::GET, "/api/overview") => {
-                json_reply(StatusCode::OK, &self.collector.overview())
-            }
+            (&Method::GET, "/api/overview") => reply(
+                StatusCode::OK,
+                "application/json",
+                self.collector.overview_body(),
+            ),
             (&Method::GET, "/api/workflows") => self.workflows(&req).await,
             (&Method::POST, "/api/reload") => self.reload(&req).await,
             (
@@ -280,19 +301,19 @@ impl Server {
                 "name the sidecar: ?sidecar=<host:port>",
             );
         };
-        let Some((host, port)) = self.collector.grpc_address(&key) else {
+        let Some(target) = self.collector.grpc_address(&key) else {
             return error(
                 StatusCode::NOT_FOUND,
                 format!("no sidecar `{key}` is known (or its gRPC port is not)"),
             );
         };
-        let token = self.collector.token();
+        let (host, port, token) = (&target.host, target.port, target.token.as_deref());
         let result = match query(req, "id") {
             Some(id) if id.is_empty() || id.len() > 1024 => {
                 return error(StatusCode::BAD_REQUEST, "an instance id is 1 to 1024 bytes");
             }
-            Some(id) => workflows::history(&host, port, token, &id).await,
-            None => workflows::list(&host, port, token).await,
+            Some(id) => workflows::history(host, port, token, &id).await,
+            None => workflows::list(host, port, token).await,
         };
         match result {
             Ok(v) => json_reply(StatusCode::OK, &v),
@@ -313,10 +334,16 @@ impl Server {
             );
         }
         if let Some(origin) = h.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+            // Same origin: the page this server sent, at the name the
+            // browser used for it (`Host` was checked already).
+            let host = h
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let ours = origin
                 .strip_prefix("http://")
-                .is_some_and(|o| self.hosts.iter().any(|h| *h == host_name(o)));
-            if !ours && !self.any_host {
+                .is_some_and(|o| o.eq_ignore_ascii_case(host));
+            if !ours {
                 return error(
                     StatusCode::FORBIDDEN,
                     format!("origin {origin} may not ask for reloads"),
@@ -341,6 +368,38 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn on_every_address_ip_literals_pass_and_other_names_do_not() {
+        let server = super::Server {
+            collector: super::Collector::new(super::Options {
+                token: None,
+                sidecars: Vec::new(),
+                mdns: false,
+                interval: std::time::Duration::from_secs(1),
+            }),
+            hosts: vec!["0.0.0.0".into(), "localhost".into()],
+            any_host: true,
+        };
+        for ok in [
+            "10.1.2.3:8080",
+            "[fe80::1]:8080",
+            "localhost:8080",
+            "0.0.0.0",
+        ] {
+            assert!(server.host_allowed(ok), "{ok}");
+        }
+        for bad in ["evil.example:8080", "", "10.1.2.3.evil.example"] {
+            assert!(!server.host_allowed(bad), "{bad}");
+        }
+        let loopback = super::Server {
+            any_host: false,
+            hosts: vec!["127.0.0.1".into(), "localhost".into(), "[::1]".into()],
+            ..server
+        };
+        assert!(loopback.host_allowed("127.0.0.1:9"));
+        assert!(!loopback.host_allowed("10.1.2.3:8080"));
+    }
+
     #[test]
     fn host_names_drop_the_port() {
         assert_eq!(super::host_name("LocalHost:8080"), "localhost");

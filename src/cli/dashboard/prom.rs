@@ -19,12 +19,18 @@ impl Sample {
     }
 }
 
-/// The samples whose name starts with one of `keep`; lines that do not
-/// parse are skipped (a sidecar's text is not trusted to be perfect).
-pub fn parse(text: &str, keep: &[&str]) -> Vec<Sample> {
+/// Label values longer than this are not kept (the sample is skipped).
+const MAX_LABEL: usize = 256;
+
+/// At most `max` samples whose name starts with one of `keep`; lines that
+/// do not parse, and samples with a label value over [`MAX_LABEL`] bytes,
+/// are skipped (a sidecar's text is not trusted to be perfect or small).
+pub fn parse(text: &str, keep: &[&str], max: usize) -> Vec<Sample> {
     text.lines()
         .filter(|l| !l.starts_with('#') && keep.iter().any(|k| l.starts_with(k)))
         .filter_map(line)
+        .filter(|s| s.labels.values().all(|v| v.len() <= MAX_LABEL))
+        .take(max)
         .collect()
 }
 
@@ -131,7 +137,7 @@ mod tests {
             dapr_a_total{broken 1\n\
             dapr_a_total{x=\"1\"} notanumber\n\
             other_total 9\n";
-        let s = parse(text, &["dapr_"]);
+        let s = parse(text, &["dapr_"], 100);
         assert_eq!(s.len(), 3, "{s:?}");
         assert_eq!(s[0].label("app_id"), "o\"rders");
         assert_eq!(s[0].label("status"), "200");
@@ -139,6 +145,11 @@ mod tests {
         assert!(s[1].labels.is_empty());
         assert_eq!(s[2].label("le"), "+Inf");
         assert_eq!(s[2].value, 4.0);
+        assert_eq!(parse(text, &["dapr_"], 2).len(), 2);
+        let long = format!("dapr_x{{a=\"{}\"}} 1\ndapr_y 2\n", "v".repeat(300));
+        let kept = parse(&long, &["dapr_"], 10);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].name, "dapr_y");
     }
 
     #[test]

@@ -12,6 +12,10 @@ use tonic::transport::Channel;
 /// At most this many instances are listed (newest pages are not
 /// ordered by the API: the first ones it gives).
 const MAX_INSTANCES: usize = 200;
+/// Pages of ids asked for at most.
+const MAX_PAGES: usize = 10;
+/// Instances read at once.
+const AT_ONCE: usize = 16;
 
 type Client = TaskHubSidecarServiceClient<Channel>;
 
@@ -28,7 +32,9 @@ async fn client(host: &str, port: u16) -> Result<Client, String> {
         .connect()
         .await
         .map_err(|e| format!("the sidecar's gRPC API on {authority} does not answer: {e}"))?;
-    Ok(TaskHubSidecarServiceClient::new(ch).max_decoding_message_size(16 << 20))
+    // gRPC's default 4 MiB a message: one instance with its payloads
+    // (failed ones only) fits, and a hostile answer stays small.
+    Ok(TaskHubSidecarServiceClient::new(ch))
 }
 
 fn request<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
@@ -67,7 +73,9 @@ pub fn status_name(code: i32) -> &'static str {
 fn time(t: &Option<prost_types::Timestamp>) -> Value {
     match t {
         Some(t) if t.seconds > 0 => json!(tandem_control::clock::rfc3339_utc(
-            t.seconds * 1000 + i64::from(t.nanos) / 1_000_000
+            t.seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(t.nanos) / 1_000_000)
         )),
         _ => Value::Null,
     }
@@ -78,6 +86,7 @@ pub async fn list(host: &str, port: u16, token: Option<&str>) -> Result<Value, S
     let mut c = client(host, port).await?;
     let mut ids = Vec::new();
     let mut token_page: Option<String> = None;
+    let mut pages = 0;
     loop {
         let page = match c
             .list_instance_i_ds(request(
@@ -103,62 +112,26 @@ pub async fn list(host: &str, port: u16, token: Option<&str>) -> Result<Value, S
             Err(s) => return Err(status_error("listing workflow instances", s)),
         };
         ids.extend(page.instance_ids);
-        token_page = page.continuation_token.filter(|t| !t.is_empty());
-        if token_page.is_none() || ids.len() >= MAX_INSTANCES {
+        pages += 1;
+        let next = page.continuation_token.filter(|t| !t.is_empty());
+        // A sidecar that pages forever (or in a circle) is not followed.
+        let same = next.is_some() && next == token_page;
+        token_page = next;
+        if token_page.is_none() || ids.len() >= MAX_INSTANCES || pages >= MAX_PAGES || same {
             break;
         }
     }
     let more = token_page.is_some();
     ids.truncate(MAX_INSTANCES);
-    let reads = ids.iter().map(|id| {
-        let c = c.clone();
-        async move {
-            let get = |payloads: bool| {
-                let mut c = c.clone();
-                async move {
-                    c.get_instance(request(
-                        dt::GetInstanceRequest {
-                            instance_id: id.clone(),
-                            get_inputs_and_outputs: payloads,
-                            router: None,
-                        },
-                        token,
-                    ))
-                    .await
-                    .map(tonic::Response::into_inner)
-                }
-            };
-            // Payloads (inputs, outputs, failure details) come only with
-            // inputs and outputs, as daprd gives them: asked again for the
-            // failed ones only, so a list of big inputs stays small.
-            let mut r = get(false).await;
-            if let Ok(first) = &r {
-                let failed = first.workflow_state.as_ref().is_some_and(|s| {
-                    s.workflow_status == dt::OrchestrationStatus::Failed as i32
-                });
-                if failed {
-                    r = get(true).await.or(r);
-                }
-            }
-            match r {
-                Ok(r) => {
-                    let st = r.workflow_state.unwrap_or_default();
-                    json!({
-                        "id": id,
-                        "exists": r.exists,
-                        "name": st.name,
-                        "status": status_name(st.workflow_status),
-                        "created": time(&st.created_timestamp),
-                        "updated": time(&st.last_updated_timestamp),
-                        "failure": st.failure_details.map(|f| format!("{}: {}", f.error_type, f.error_message)),
-                        "parent": st.parent_instance_id,
-                    })
-                }
-                Err(s) => json!({ "id": id, "error": status_error("reading", s) }),
-            }
-        }
-    });
-    let mut instances = futures_util::future::join_all(reads).await;
+    let token = token.map(String::from);
+    let reads = ids
+        .into_iter()
+        .map(|id| read_one(c.clone(), id, token.clone()));
+    use futures_util::StreamExt;
+    let mut instances: Vec<Value> = futures_util::stream::iter(reads)
+        .buffer_unordered(AT_ONCE)
+        .collect()
+        .await;
     instances.sort_by(|a, b| {
         b["created"]
             .as_str()
@@ -166,6 +139,51 @@ pub async fn list(host: &str, port: u16, token: Option<&str>) -> Result<Value, S
             .then_with(|| a["id"].as_str().cmp(&b["id"].as_str()))
     });
     Ok(json!({ "instances": instances, "more": more }))
+}
+
+/// One instance's state, as the list shows it.
+async fn read_one(c: Client, id: String, token: Option<String>) -> Value {
+    let get = |payloads: bool| {
+        let mut c = c.clone();
+        let req = request(
+            dt::GetInstanceRequest {
+                instance_id: id.clone(),
+                get_inputs_and_outputs: payloads,
+                router: None,
+            },
+            token.as_deref(),
+        );
+        async move { c.get_instance(req).await.map(tonic::Response::into_inner) }
+    };
+    // Payloads (inputs, outputs, failure details) come only with inputs
+    // and outputs, as daprd gives them: asked again for the failed ones
+    // only, so a list of big inputs stays small.
+    let mut r = get(false).await;
+    if let Ok(first) = &r {
+        let failed = first
+            .workflow_state
+            .as_ref()
+            .is_some_and(|s| s.workflow_status == dt::OrchestrationStatus::Failed as i32);
+        if failed {
+            r = get(true).await.or(r);
+        }
+    }
+    match r {
+        Ok(r) => {
+            let st = r.workflow_state.unwrap_or_default();
+            json!({
+                "id": id,
+                "exists": r.exists,
+                "name": st.name,
+                "status": status_name(st.workflow_status),
+                "created": time(&st.created_timestamp),
+                "updated": time(&st.last_updated_timestamp),
+                "failure": st.failure_details.map(|f| format!("{}: {}", f.error_type, f.error_message)),
+                "parent": st.parent_instance_id,
+            })
+        }
+        Err(s) => json!({ "id": id, "error": status_error("reading", s) }),
+    }
 }
 
 /// One instance's history, one line per event.

@@ -327,9 +327,10 @@ async function loadHistory(key, id) {
   try {
     const r = await fetch(`api/workflows?sidecar=${encodeURIComponent(key)}&id=${encodeURIComponent(id)}`);
     const body = await r.json();
-    wf.history = r.ok ? body : { error: body.error };
+    // Another instance may have been opened meanwhile: its answer wins.
+    if (wf.open === id) wf.history = r.ok ? body : { error: body.error };
   } catch (e) {
-    wf.history = { error: String(e) };
+    if (wf.open === id) wf.history = { error: String(e) };
   }
   draw();
 }
@@ -372,19 +373,28 @@ const pages = { apps: appsPage, traffic: trafficPage, resilience: resiliencePage
 
 function draw() {
   tick();
-  const page = pages[state.page] ? state.page : "apps";
+  const page = Object.hasOwn(pages, state.page) ? state.page : "apps";
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === page);
   const problems = document.getElementById("problems");
   problems.replaceChildren(...sidecars().filter((s) => s.problems.length).map((s) =>
     el("p", { "data-problem": s.appId || s.address }, el("strong", {}, `${s.appId || s.address} (${s.address}): `), s.problems.join("; "))));
   if (state.error) problems.prepend(el("p", {}, el("strong", {}, "dashboard: "), state.error));
-  // Keep the scroll position and an open history across redraws.
+  // Keep the page's and every inner scroller's position across redraws
+  // (the page is drawn the same way each time, so they match by order).
   const y = window.scrollY;
-  document.getElementById("page").replaceChildren(...pages[page]().flat());
+  const main = document.getElementById("page");
+  const inner = [...main.querySelectorAll(".scroll, .history")].map((e) => [e.scrollTop, e.scrollLeft]);
+  main.replaceChildren(...pages[page]().flat());
+  [...main.querySelectorAll(".scroll, .history")].forEach((e, i) => {
+    if (inner[i]) [e.scrollTop, e.scrollLeft] = inner[i];
+  });
   window.scrollTo(0, y);
 }
 
 async function refresh() {
+  // A slow answer is not asked for again on top of itself.
+  if (state.pending) return;
+  state.pending = true;
   try {
     const r = await fetch("api/overview", { cache: "no-store" });
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
@@ -394,6 +404,7 @@ async function refresh() {
   } catch (e) {
     state.error = `cannot reach the dashboard server (${e.message})`;
   }
+  state.pending = false;
   draw();
 }
 
@@ -415,7 +426,10 @@ refresh();
 setInterval(() => {
   // Workflows are listed when the page is open, every third refresh.
   if (state.page === "workflows" && (state.rounds = (state.rounds || 0) + 1) % 3 === 0) {
-    for (const s of sidecars()) if (state.wf[s.key] && state.wf[s.key].list) loadWorkflows(s.key);
+    for (const s of sidecars()) {
+      const wf = state.wf[s.key];
+      if (wf && (wf.list || wf.error) && !wf.loading) loadWorkflows(s.key);
+    }
   }
   refresh();
 }, 2000);
