@@ -96,6 +96,20 @@ struct Sidecar {
     own: f64,
 }
 
+impl Sidecar {
+    /// Found, not read yet.
+    fn new(target: Target) -> Self {
+        Sidecar {
+            target,
+            metadata: Value::Null,
+            status: Value::Null,
+            problems: Vec::new(),
+            scrapes: VecDeque::new(),
+            own: 0.0,
+        }
+    }
+}
+
 pub struct Collector {
     opts: Options,
     client: hyper_util::client::legacy::Client<
@@ -219,14 +233,9 @@ impl Collector {
         let mut all = self.sidecars.lock().expect("sidecars");
         all.retain(|k, _| targets.iter().any(|t| &t.key() == k));
         for (t, (metadata, status, samples, problems, own)) in targets.into_iter().zip(results) {
-            let s = all.entry(t.key()).or_insert_with(|| Sidecar {
-                target: t.clone(),
-                metadata: Value::Null,
-                status: Value::Null,
-                problems: Vec::new(),
-                scrapes: VecDeque::new(),
-                own: 0.0,
-            });
+            let s = all
+                .entry(t.key())
+                .or_insert_with(|| Sidecar::new(t.clone()));
             s.own += own;
             s.target = t;
             s.problems = problems;
@@ -979,17 +988,10 @@ mod tests {
         // The workflow pages' gRPC calls follow the same rule.
         for (source, want) in [("mDNS", None), ("--sidecar", Some("secret"))] {
             let t = target(source);
-            c.sidecars.lock().unwrap().insert(
-                t.key(),
-                Sidecar {
-                    target: t.clone(),
-                    metadata: Value::Null,
-                    status: Value::Null,
-                    problems: Vec::new(),
-                    scrapes: VecDeque::new(),
-                    own: 0.0,
-                },
-            );
+            c.sidecars
+                .lock()
+                .unwrap()
+                .insert(t.key(), Sidecar::new(t.clone()));
             let g = c.grpc_address(&t.key()).unwrap();
             assert_eq!(g.token.as_deref(), want, "{source}");
         }
