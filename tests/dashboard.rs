@@ -548,3 +548,25 @@ fn the_dashboard_finds_sidecars_on_another_host_by_mdns() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// A `--sidecar` that is not an address is refused at start, naming it,
+/// not ignored at every read.
+#[test]
+fn a_sidecar_given_without_a_port_is_refused_at_start() {
+    let home = TempDir::new("dash-bad");
+    for bad in ["orders-host", ":3500", "host:99999", "[fe80::1]"] {
+        let out = Command::new(BIN)
+            .env("TANDEM_HOME", home.path())
+            .args(["dashboard", "--port", "0", "--sidecar", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad}: started");
+        assert!(
+            err.contains(&format!(
+                "--sidecar {bad}: give the Dapr HTTP API's host:port"
+            )),
+            "{bad}: {err}"
+        );
+    }
+}

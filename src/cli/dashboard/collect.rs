@@ -40,8 +40,8 @@ const MAX_SIDECARS: usize = 256;
 
 pub struct Options {
     pub token: Option<String>,
-    /// `host:port` of Dapr HTTP APIs on other hosts.
-    pub sidecars: Vec<String>,
+    /// Dapr HTTP APIs on other hosts (see [`split_address`]).
+    pub sidecars: Vec<(String, u16)>,
     pub mdns: bool,
     pub interval: Duration,
 }
@@ -55,7 +55,28 @@ struct Target {
     metrics_port: Option<u16>,
     /// The app id known before reading it (run registry, mDNS).
     app_id: Option<String>,
-    source: &'static str,
+    source: Source,
+}
+
+/// How a sidecar was found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Source {
+    /// The run registry (`tandem list`'s apps).
+    Run,
+    /// An address the user gave (`--sidecar`).
+    Named,
+    /// An announcement heard on mDNS.
+    Mdns,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Run => "tandem run",
+            Source::Named => "--sidecar",
+            Source::Mdns => "mDNS",
+        }
+    }
 }
 
 impl Target {
@@ -67,7 +88,7 @@ impl Target {
     /// addresses the user named, not whatever answers on mDNS (anyone on
     /// the link can announce themselves there).
     fn trusted(&self) -> bool {
-        self.source != "mDNS"
+        self.source != Source::Mdns
     }
 }
 
@@ -167,20 +188,18 @@ impl Collector {
                 grpc_port: Some(r.grpc_port),
                 metrics_port: r.metrics_enabled.then_some(r.metrics_port),
                 app_id: Some(r.app_id),
-                source: "tandem run",
+                source: Source::Run,
             })
             .collect();
-        for s in &self.opts.sidecars {
-            if let Some((host, port)) = split_address(s) {
-                out.push(Target {
-                    host,
-                    http_port: port,
-                    grpc_port: None,
-                    metrics_port: None,
-                    app_id: None,
-                    source: "--sidecar",
-                });
-            }
+        for (host, port) in &self.opts.sidecars {
+            out.push(Target {
+                host: host.clone(),
+                http_port: *port,
+                grpc_port: None,
+                metrics_port: None,
+                app_id: None,
+                source: Source::Named,
+            });
         }
         if let Some(m) = &self.mdns {
             for (app, _ns, addr, http) in m.heard_all() {
@@ -191,7 +210,7 @@ impl Collector {
                     grpc_port: None,
                     metrics_port: None,
                     app_id: Some(app),
-                    source: "mDNS",
+                    source: Source::Mdns,
                 };
                 if !out
                     .iter()
@@ -260,14 +279,10 @@ impl Collector {
     /// them), problems, and how many of the two calls were answered.
     async fn read(&self, t: &Target) -> (Value, Value, Option<Vec<Sample>>, Vec<String>, f64) {
         let mut problems = Vec::new();
+        let token = self.token_for(t);
         let (meta, status) = tokio::join!(
-            self.get(&t.host, t.http_port, "/v1.0/metadata", t.trusted()),
-            self.get(
-                &t.host,
-                t.http_port,
-                "/v1.0-alpha1/tandem/status",
-                t.trusted()
-            )
+            self.get(&t.host, t.http_port, "/v1.0/metadata", token),
+            self.get(&t.host, t.http_port, "/v1.0-alpha1/tandem/status", token)
         );
         let own = [&meta, &status].iter().filter(|a| a.is_ok()).count() as f64;
         let metadata = self.json("metadata API", meta, t.trusted(), &mut problems);
@@ -276,7 +291,7 @@ impl Collector {
             .metrics_port
             .or_else(|| status["ports"]["metrics"].as_u64().map(|p| p as u16));
         let samples = match metrics_port {
-            Some(port) => match self.get(&t.host, port, "/metrics", false).await {
+            Some(port) => match self.get(&t.host, port, "/metrics", None).await {
                 Ok((200, body)) => {
                     let mut samples =
                         prom::parse(&String::from_utf8_lossy(&body), FAMILIES, MAX_SAMPLES + 1);
@@ -307,7 +322,7 @@ impl Collector {
             }
         };
         problems.dedup();
-        if t.source == "mDNS" && metadata.is_null() && status.is_null() {
+        if t.source == Source::Mdns && metadata.is_null() && status.is_null() {
             problems.push(
                 "heard on mDNS but its Dapr API does not answer from here: it may listen on loopback only (start it with --dapr-listen-addresses)".into(),
             );
@@ -347,24 +362,19 @@ impl Collector {
         }
     }
 
-    /// GET (or POST) with the API token when `token` and one was given.
+    /// GET (or POST), with `token` when given ([`Self::token_for`]).
     async fn call(
         &self,
         method: http::Method,
         host: &str,
         port: u16,
         path: &str,
-        token: bool,
+        token: Option<&str>,
     ) -> Answer {
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
         let mut req = http::Request::builder()
             .method(method)
-            .uri(format!("http://{authority}{path}"));
-        if let (true, Some(t)) = (token, &self.opts.token) {
+            .uri(format!("http://{}{path}", authority(host, port)));
+        if let Some(t) = token {
             req = req.header("dapr-api-token", t);
         }
         let req = req
@@ -393,7 +403,7 @@ impl Collector {
             .unwrap_or_else(|_| Err(format!("no answer within {} s", CALL_TIMEOUT.as_secs())))
     }
 
-    async fn get(&self, host: &str, port: u16, path: &str, token: bool) -> Answer {
+    async fn get(&self, host: &str, port: u16, path: &str, token: Option<&str>) -> Answer {
         self.call(http::Method::GET, host, port, path, token).await
     }
 
@@ -431,7 +441,7 @@ impl Collector {
                 &target.host,
                 target.http_port,
                 "/v1.0-alpha1/tandem/reload",
-                target.trusted(),
+                self.token_for(&target),
             )
             .await
         {
@@ -472,7 +482,7 @@ impl Collector {
                 "key": key,
                 "appId": id,
                 "address": key,
-                "source": s.target.source,
+                "source": s.target.source.label(),
                 "problems": s.problems,
                 "readable": !s.metadata.is_null(),
                 "metadata": s.metadata,
@@ -527,8 +537,17 @@ fn thin(scrapes: &mut VecDeque<Scrape>, now: Instant) {
     });
 }
 
+/// `host:port` for a URL, an IPv6 address in brackets.
+pub fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// `host:port` (or `[v6]:port`, or a bare port meaning loopback).
-fn split_address(s: &str) -> Option<(String, u16)> {
+pub fn split_address(s: &str) -> Option<(String, u16)> {
     let s = s.trim().trim_start_matches("http://").trim_end_matches('/');
     if let Ok(port) = s.parse::<u16>() {
         return Some(("127.0.0.1".into(), port));
@@ -982,18 +1001,18 @@ mod tests {
             app_id: Some("a".into()),
             source,
         };
-        assert_eq!(c.token_for(&target("tandem run")), Some("secret"));
-        assert_eq!(c.token_for(&target("--sidecar")), Some("secret"));
-        assert_eq!(c.token_for(&target("mDNS")), None);
+        assert_eq!(c.token_for(&target(Source::Run)), Some("secret"));
+        assert_eq!(c.token_for(&target(Source::Named)), Some("secret"));
+        assert_eq!(c.token_for(&target(Source::Mdns)), None);
         // The workflow pages' gRPC calls follow the same rule.
-        for (source, want) in [("mDNS", None), ("--sidecar", Some("secret"))] {
+        for (source, want) in [(Source::Mdns, None), (Source::Named, Some("secret"))] {
             let t = target(source);
             c.sidecars
                 .lock()
                 .unwrap()
                 .insert(t.key(), Sidecar::new(t.clone()));
             let g = c.grpc_address(&t.key()).unwrap();
-            assert_eq!(g.token.as_deref(), want, "{source}");
+            assert_eq!(g.token.as_deref(), want, "{source:?}");
         }
     }
 

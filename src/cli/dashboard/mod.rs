@@ -89,14 +89,23 @@ pub async fn main(args: Args) -> Result<u8> {
         hosts.push("127.0.0.1".into());
         hosts.push("[::1]".into());
     }
+    if ip.is_unspecified() {
+        // Every address: this machine's name too (read once, here).
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        if !name.trim().is_empty() {
+            hosts.push(name.trim().to_ascii_lowercase());
+        }
+    }
+    let mut sidecars = Vec::new();
+    for s in args.sidecars.iter().filter(|s| !s.trim().is_empty()) {
+        sidecars.push(collect::split_address(s).with_context(|| {
+            format!("--sidecar {s}: give the Dapr HTTP API's host:port (or a port on this host)")
+        })?);
+    }
     let server = Arc::new(Server {
         collector: Collector::new(Options {
             token: args.api_token.filter(|t| !t.is_empty()),
-            sidecars: args
-                .sidecars
-                .into_iter()
-                .filter(|s| !s.trim().is_empty())
-                .collect(),
+            sidecars,
             mdns: args.mdns,
             interval: Duration::from_secs(args.interval.clamp(1, 60)),
         }),
@@ -246,13 +255,11 @@ impl Server {
             return true;
         }
         self.any_host
-            && (name
+            && name
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .parse::<std::net::IpAddr>()
                 .is_ok()
-                || std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .is_ok_and(|h| h.trim().eq_ignore_ascii_case(&name)))
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Reply {

@@ -20,11 +20,7 @@ const AT_ONCE: usize = 16;
 type Client = TaskHubSidecarServiceClient<Channel>;
 
 async fn client(host: &str, port: u16) -> Result<Client, String> {
-    let authority = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let authority = super::collect::authority(host, port);
     let ch = Channel::from_shared(format!("http://{authority}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
